@@ -1,0 +1,225 @@
+// A guest PC: v86 plus its configuration, lifecycle, serial console and snapshots.
+import { loadImages, resolveConfig, type JsonValue, type MachineConfig, type MachineDevice, type ResolvedMachineConfig } from "./config.ts";
+import { BootTimeoutError, ConfigError, ConsoleTimeoutError, MachineStateError, SnapshotError } from "./errors.ts";
+import { SerialConsole, escapeRegExp, type ConsoleMatch, type ExecResult, type WaitOptions } from "./serial-console.ts";
+import { decodeSnapshot, encodeSnapshot } from "./snapshot-format.ts";
+import { Emulator, GuestRam, V86_VERSION, type EmulatorOptions } from "./v86-internals.ts";
+
+export type MachineState = "created" | "booting" | "running" | "paused" | "destroyed";
+
+export interface BootResult {
+  /** Wall time from starting the CPU to the guest's ready marker. */
+  bootMs: number;
+}
+
+export class Machine {
+  readonly config: ResolvedMachineConfig;
+  #state: MachineState = "created";
+  #emulator: Emulator | undefined;
+  #console: SerialConsole | undefined;
+  #ram: GuestRam | undefined;
+  #devices: MachineDevice[] = [];
+
+  /** Validates the config at once (ConfigError); images are read by `boot()`. */
+  constructor(config: MachineConfig) {
+    this.config = resolveConfig(config);
+  }
+
+  get state(): MachineState {
+    return this.#state;
+  }
+
+  get console(): SerialConsole {
+    return this.#require().console;
+  }
+
+  /** Guest RAM; valid between boot (or restore) and destroy. */
+  get ram(): GuestRam {
+    return this.#require().ram;
+  }
+
+  /** The wrapped emulator, for modules that attach devices or read CPU state. */
+  get emulator(): Emulator {
+    return this.#require().emulator;
+  }
+
+  /** Our devices, in the order of `config.devices`. */
+  get devices(): readonly MachineDevice[] {
+    return this.#devices;
+  }
+
+  /** Loads the images, starts the CPU and resolves when the guest prints its ready marker. */
+  async boot(): Promise<BootResult> {
+    if (this.#state !== "created") throw new MachineStateError(`boot: machine is ${this.#state}, expected created`);
+    this.#state = "booting";
+    try {
+      const images = await loadImages(this.config);
+      await this.#createEmulator(images.wasm, {
+        bios: { buffer: toArrayBuffer(images.bios) },
+        bzimage: { buffer: toArrayBuffer(images.kernel) },
+        initrd: { buffer: toArrayBuffer(images.initrd) },
+        cmdline: this.config.cmdline,
+      });
+      const started = performance.now();
+      this.#emulator!.run();
+      await this.console.waitFor(new RegExp(`(^|\\n)${escapeRegExp(this.config.readyMarker)}\\r?\\n`), {
+        from: 0,
+        timeoutMs: this.config.bootTimeoutMs,
+      });
+      this.#state = "running";
+      return { bootMs: performance.now() - started };
+    } catch (error) {
+      await this.destroy();
+      if (error instanceof ConsoleTimeoutError) {
+        throw new BootTimeoutError(`the ready marker ${JSON.stringify(this.config.readyMarker)}`, error.timeoutMs, error.consoleTail);
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Builds a running machine from `snapshot()` bytes. Memory and VGA sizes come from
+   * the snapshot; a config that sets different ones is refused. Only the wasm image is read.
+   */
+  static async fromSnapshot(bytes: Uint8Array, config: MachineConfig): Promise<Machine> {
+    const { meta, v86State } = decodeSnapshot(bytes);
+    if (meta.v86Version !== V86_VERSION) {
+      throw new SnapshotError(`snapshot: taken with v86 ${meta.v86Version}, this build runs v86 ${V86_VERSION}`);
+    }
+    for (const key of ["memoryMiB", "vgaMemoryKiB"] as const) {
+      if (config[key] !== undefined && config[key] !== meta[key]) {
+        throw new SnapshotError(`snapshot: has ${key} ${meta[key]}, config asks for ${config[key]}`);
+      }
+    }
+    const machine = new Machine({ ...config, memoryMiB: meta.memoryMiB, vgaMemoryKiB: meta.vgaMemoryKiB });
+    machine.#state = "booting";
+    try {
+      const wasm = await config.wasm.load();
+      await machine.#createEmulator(wasm, {});
+      try {
+        machine.#emulator!.restoreState(v86State);
+      } catch (error) {
+        throw new SnapshotError(`snapshot: v86 refused the machine state: ${(error as Error).message}`, { cause: error });
+      }
+      machine.#restoreDeviceStates(meta.devices);
+      machine.#emulator!.run();
+      machine.#state = "running";
+      return machine;
+    } catch (error) {
+      await machine.destroy();
+      throw error;
+    }
+  }
+
+  /** Full machine state, RAM included. Pauses at an instruction boundary for the capture. */
+  async snapshot(): Promise<Uint8Array> {
+    const { emulator } = this.#require();
+    const wasRunning = this.#state === "running";
+    await this.pause();
+    try {
+      return encodeSnapshot(
+        {
+          v86Version: V86_VERSION,
+          memoryMiB: this.config.memoryMiB,
+          vgaMemoryKiB: this.config.vgaMemoryKiB,
+          createdAt: new Date().toISOString(),
+          devices: this.saveDeviceStates(),
+        },
+        emulator.saveState(),
+      );
+    } finally {
+      if (wasRunning) this.run();
+    }
+  }
+
+  /** Our devices' states by `stateKey`; call while paused for a consistent picture. */
+  saveDeviceStates(): Record<string, JsonValue> {
+    return Object.fromEntries(this.#devices.map((device) => [device.stateKey, device.saveState()]));
+  }
+
+  #restoreDeviceStates(states: Record<string, JsonValue>): void {
+    for (const device of this.#devices) {
+      const state = states[device.stateKey];
+      if (state === undefined) throw new SnapshotError(`snapshot: has no state for device ${device.stateKey}`);
+      device.restoreState(state);
+    }
+  }
+
+  run(): void {
+    const { emulator } = this.#require();
+    if (this.#state === "paused") {
+      this.#state = "running";
+      emulator.run();
+    }
+  }
+
+  /** Resolves once the CPU has stopped between two instructions. */
+  async pause(): Promise<void> {
+    const { emulator } = this.#require();
+    if (this.#state !== "running") return;
+    this.#state = "paused";
+    await emulator.stop();
+  }
+
+  send(input: string | Uint8Array): void {
+    this.console.send(input);
+  }
+
+  exec(command: string, options?: { timeoutMs?: number }): Promise<ExecResult> {
+    return this.console.exec(command, options);
+  }
+
+  waitFor(pattern: string | RegExp, options?: WaitOptions): Promise<ConsoleMatch> {
+    return this.console.waitFor(pattern, options);
+  }
+
+  /** Stops the CPU and frees the emulator. Safe to call more than once. */
+  async destroy(): Promise<void> {
+    if (this.#state === "destroyed") return;
+    this.#state = "destroyed";
+    this.#console?.close();
+    const emulator = this.#emulator;
+    this.#emulator = undefined;
+    this.#console = undefined;
+    this.#ram = undefined;
+    const devices = this.#devices;
+    this.#devices = [];
+    await emulator?.destroy();
+    await Promise.all(devices.map((device) => device.close?.()));
+  }
+
+  async #createEmulator(wasmBytes: Uint8Array<ArrayBuffer>, boot: Omit<EmulatorOptions, "wasmBytes">): Promise<void> {
+    const emulator = await Emulator.create({
+      ...boot,
+      wasmBytes,
+      memory_size: this.config.memoryMiB << 20,
+      vga_memory_size: this.config.vgaMemoryKiB << 10,
+      disable_keyboard: true,
+      disable_mouse: true,
+      disable_speaker: true,
+      acpi: false,
+    });
+    this.#emulator = emulator;
+    this.#ram = new GuestRam(emulator.cpu);
+    this.#devices = this.config.devices.map((create) => create(emulator));
+    const keys = new Set(this.#devices.map((device) => device.stateKey));
+    if (keys.size !== this.#devices.length) throw new ConfigError("config.devices: two devices share a stateKey");
+    this.#console = new SerialConsole({
+      onByte: (listener) => emulator.onSerialByte(listener),
+      send: (bytes) => emulator.sendSerial(bytes),
+    });
+  }
+
+  #require(): { emulator: Emulator; console: SerialConsole; ram: GuestRam } {
+    if (this.#emulator === undefined || this.#console === undefined || this.#ram === undefined) {
+      throw new MachineStateError(
+        this.#state === "destroyed" ? "machine is destroyed" : "machine has not been booted or restored yet",
+      );
+    }
+    return { emulator: this.#emulator, console: this.#console, ram: this.#ram };
+  }
+}
+
+function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+}

@@ -1,0 +1,101 @@
+// The default guest booted once for this file; later tests restore from it.
+import { readFileSync } from "node:fs";
+import { expect } from "chai";
+import { Machine } from "../machine.ts";
+import { DEFAULT_IMAGES_DIR, defaultGuest } from "../node/images.ts";
+import { SnapshotError } from "../errors.ts";
+
+const manifest = JSON.parse(readFileSync(DEFAULT_IMAGES_DIR + "manifest.json", "utf8")) as { kernel_release: string };
+
+describe("Machine on the default guest", function () {
+  let machine: Machine;
+  const restored: Machine[] = [];
+
+  before(async function () {
+    machine = new Machine(defaultGuest());
+    const { bootMs } = await machine.boot();
+    expect(bootMs).to.be.greaterThan(0);
+    expect(machine.state).to.equal("running");
+  });
+
+  after(async () => {
+    await Promise.all([machine?.destroy(), ...restored.map((m) => m.destroy())]);
+  });
+
+  it("runs a command and returns the kernel release", async () => {
+    const { output, exitCode } = await machine.exec("uname -r");
+    expect(exitCode).to.equal(0);
+    expect(output.trim()).to.equal(manifest.kernel_release);
+  });
+
+  it("reports non-zero exit codes", async () => {
+    expect((await machine.exec("false")).exitCode).to.not.equal(0);
+    expect((await machine.exec("sh -c 'exit 7'")).exitCode).to.equal(7);
+  });
+
+  it("returns multi-line output and stderr, free of terminal escapes", async () => {
+    const { output, exitCode } = await machine.exec("seq 1 5; ls /nonexistent");
+    expect(exitCode).to.not.equal(0);
+    expect(output).to.match(/^1\n2\n3\n4\n5\n/);
+    expect(output).to.match(/nonexistent/);
+    expect(output).to.not.include("\x1b");
+    expect(output).to.not.include("\r");
+  });
+
+  it("has the modules and tools later work needs", async () => {
+    const modules = await machine.exec("cat /proc/modules");
+    for (const name of ["virtio_blk", "virtio_pci", "ext4"]) expect(modules.output).to.include(name);
+    for (const tool of ["mke2fs", "sha256sum", "sync", "dd", "fio"]) {
+      expect((await machine.exec(`command -v ${tool}`)).exitCode, tool).to.equal(0);
+    }
+    expect((await machine.exec("fio --version")).output).to.match(/^fio-\d/);
+  });
+
+  it("pauses between instructions and resumes", async () => {
+    await machine.pause();
+    expect(machine.state).to.equal("paused");
+    expect(machine.emulator.isRunning).to.equal(false);
+    const counted = machine.emulator.instructionCounter;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(machine.emulator.instructionCounter).to.equal(counted);
+    machine.run();
+    expect((await machine.exec("echo back")).output).to.equal("back\n");
+    expect(machine.emulator.instructionCounter).to.be.greaterThan(counted);
+  });
+
+  it("restores a snapshot into a second machine that keeps the guest's files", async () => {
+    const content = `snapshot-${Date.now()}`;
+    expect((await machine.exec(`echo ${content} > /tmp/marker && sync`)).exitCode).to.equal(0);
+    const bytes = await machine.snapshot();
+    expect(machine.state).to.equal("running");
+
+    const copy = await Machine.fromSnapshot(bytes, defaultGuest());
+    restored.push(copy);
+    expect((await copy.exec("cat /tmp/marker")).output).to.equal(`${content}\n`);
+    // The copy is a machine of its own: a change there does not reach the original.
+    await copy.exec("echo copy-only > /tmp/marker");
+    expect((await machine.exec("cat /tmp/marker")).output).to.equal(`${content}\n`);
+    expect((await copy.exec("cat /tmp/marker")).output).to.equal("copy-only\n");
+  });
+
+  it("refuses damaged snapshots and mismatched configs with a clear error", async () => {
+    const bytes = await machine.snapshot();
+    const damaged = bytes.slice(0, 100);
+    await expectRejection(Machine.fromSnapshot(damaged, defaultGuest()), SnapshotError, /truncated|damaged/);
+    await expectRejection(Machine.fromSnapshot(new Uint8Array(64), defaultGuest()), SnapshotError, /not a twinvm snapshot/);
+    await expectRejection(
+      Machine.fromSnapshot(bytes, { ...defaultGuest(), memoryMiB: 256 }),
+      SnapshotError,
+      /memoryMiB 128, config asks for 256/,
+    );
+  });
+});
+
+async function expectRejection(promise: Promise<unknown>, type: new (...args: never[]) => Error, message: RegExp): Promise<void> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).to.be.instanceOf(type);
+  expect((error as Error).message).to.match(message);
+}

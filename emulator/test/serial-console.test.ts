@@ -1,0 +1,110 @@
+// The console against a scripted shell that behaves like busybox ash on a tty:
+// it echoes input, asks for the cursor position at each prompt, and prints CRLF.
+import { expect } from "chai";
+import { SerialConsole, type SerialPort } from "../serial-console.ts";
+import { ConsoleTimeoutError } from "../errors.ts";
+
+class ScriptedShell implements SerialPort {
+  #listeners = new Set<(byte: number) => void>();
+  #line = "";
+  constructor(private readonly run: (line: string) => { output: string; status: number }) {}
+
+  onByte(listener: (byte: number) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  emit(text: string): void {
+    for (const byte of new TextEncoder().encode(text)) for (const l of this.#listeners) l(byte);
+  }
+
+  send(bytes: Uint8Array): void {
+    const text = new TextDecoder().decode(bytes);
+    // Echo arrives with a line-editor redraw in the middle, as ash does for long lines.
+    setTimeout(() => {
+      for (const ch of text) {
+        if (ch === "\n") {
+          this.emit("\r\n");
+          this.#execute(this.#line);
+          this.#line = "";
+        } else {
+          this.#line += ch;
+          this.emit(ch);
+          if (this.#line.length === 40) this.emit("\x1b[K\r\x1b[2C");
+        }
+      }
+    }, 1);
+  }
+
+  #execute(line: string): void {
+    // Interpret only what SerialConsole.exec sends: echo marker; command; echo marker-with-status.
+    const parts = line.split(/; |(?<=&) /);
+    let status = 0;
+    for (const part of parts) {
+      const echo = /^echo '([^']*)'"([^"]*)"$/.exec(part);
+      if (echo) {
+        this.emit(echo[1]! + echo[2]!.replace("$?", String(status)) + "\r\n");
+        continue;
+      }
+      const result = this.run(part.replace(/ ?&$/, ""));
+      this.emit(result.output.replace(/\n/g, "\r\n"));
+      status = result.status;
+    }
+    this.emit("# \x1b[6n");
+  }
+}
+
+describe("SerialConsole (scripted shell)", () => {
+  it("returns a command's output and exit code despite echo, redraws and cursor queries", async () => {
+    const shell = new ScriptedShell((cmd) =>
+      cmd === "cat /etc/motd" ? { output: "hello\nworld\n", status: 0 } : { output: "sh: nope: not found\n", status: 127 },
+    );
+    const console = new SerialConsole(shell);
+    const ok = await console.exec("cat /etc/motd", { timeoutMs: 2000 });
+    expect(ok).to.deep.equal({ output: "hello\nworld\n", exitCode: 0 });
+    const bad = await console.exec("nope", { timeoutMs: 2000 });
+    expect(bad.exitCode).to.equal(127);
+    expect(bad.output).to.equal("sh: nope: not found\n");
+  });
+
+  it("keeps output that has no trailing newline apart from the status marker", async () => {
+    const shell = new ScriptedShell(() => ({ output: "no newline", status: 3 }));
+    const result = await new SerialConsole(shell).exec("printf-partial", { timeoutMs: 2000 });
+    expect(result).to.deep.equal({ output: "no newline", exitCode: 3 });
+  });
+
+  it("serializes concurrent execs so that outputs do not mix", async () => {
+    const shell = new ScriptedShell((cmd) => ({ output: `${cmd}\n`, status: 0 }));
+    const console = new SerialConsole(shell);
+    const results = await Promise.all(["one", "two", "three"].map((c) => console.exec(`echo-${c}`, { timeoutMs: 2000 })));
+    expect(results.map((r) => r.output)).to.deep.equal(["echo-one\n", "echo-two\n", "echo-three\n"]);
+  });
+
+  it("rejects multi-line commands", () => {
+    const console = new SerialConsole(new ScriptedShell(() => ({ output: "", status: 0 })));
+    expect(() => console.exec("a\nb")).to.throw(/single line/);
+  });
+
+  it("times out with the last console lines", async () => {
+    const shell = new ScriptedShell(() => ({ output: "", status: 0 }));
+    const console = new SerialConsole(shell);
+    shell.emit("line one\r\nline two\r\n");
+    const error = await console.waitFor("never", { timeoutMs: 50 }).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ConsoleTimeoutError);
+    expect((error as ConsoleTimeoutError).consoleTail).to.equal("line one\nline two");
+    expect((error as Error).message).to.match(/timed out after 50 ms waiting for "never"[\s\S]*line two/);
+  });
+
+  it("finds a pattern split across many small chunks, and only after `from`", async () => {
+    const shell = new ScriptedShell(() => ({ output: "", status: 0 }));
+    const console = new SerialConsole(shell);
+    shell.emit("READY\n");
+    const afterFirst = console.position;
+    const wait = console.waitFor(/READY\n/, { from: afterFirst, timeoutMs: 1000 });
+    for (const ch of "noise READ") shell.emit(ch);
+    await new Promise((r) => setTimeout(r, 5));
+    shell.emit("Y\n");
+    const match = await wait;
+    expect(match.end).to.equal(console.position);
+  });
+});
