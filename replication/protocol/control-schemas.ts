@@ -1,0 +1,124 @@
+// JSON schemas of the control messages, one per `type`. Every object is closed
+// (additionalProperties: false) and every string, array and integer is bounded,
+// so a message that passes can be used without further size checks.
+import type { SchemaObject } from "ajv";
+import type { ControlType } from "./messages.ts";
+import {
+  MAX_BLOCK_WRITES,
+  MAX_DISK_BYTES,
+  MAX_DISKS,
+  MAX_EPOCH,
+  MAX_IO_LOG_ENTRIES,
+  MAX_MEMORY_BYTES,
+  MAX_SAFE,
+  MAX_SECTORS_PER_BLOCK_FRAME,
+  MAX_SECTORS_PER_REQUEST,
+  MAX_SEGMENTS_PER_ENTRY,
+  MAX_TEXT_FIELD,
+  PAGE_SIZE,
+  PROTOCOL_NAME,
+} from "./limits.ts";
+
+function closedObject(properties: Record<string, SchemaObject>, optional: string[] = []): SchemaObject {
+  return {
+    type: "object",
+    properties,
+    required: Object.keys(properties).filter((key) => !optional.includes(key)),
+    additionalProperties: false,
+  };
+}
+
+const uint = (maximum: number): SchemaObject => ({ type: "integer", minimum: 0, maximum });
+const text = (maxLength: number): SchemaObject => ({ type: "string", maxLength });
+const constant = (value: string | number): SchemaObject => ({ const: value });
+const list = (items: SchemaObject, maxItems: number, minItems = 0): SchemaObject => ({ type: "array", items, minItems, maxItems });
+
+const epoch = uint(MAX_EPOCH);
+const version = { type: "integer", minimum: 1, maximum: 255 };
+const diskId = uint(MAX_DISKS - 1);
+const sector = uint(Math.floor(MAX_DISK_BYTES / 512));
+const sha256Hex = { type: "string", pattern: "^[0-9a-f]{64}$" };
+/** Standard base64 of 32 bytes: 43 characters and one '='. */
+const base64Of32 = { type: "string", pattern: "^[A-Za-z0-9+/]{43}=$" };
+const role = { enum: ["primary", "secondary"] };
+const errorCode = { type: "string", pattern: "^[a-z][a-z0-9-]{0,63}$" };
+
+const ioLogEntry: SchemaObject = {
+  oneOf: [
+    closedObject({
+      disk: diskId,
+      type: constant("write"),
+      sector,
+      sectors: { type: "integer", minimum: 1, maximum: MAX_SECTORS_PER_REQUEST },
+      segments: list(
+        closedObject({ gpa: uint(MAX_MEMORY_BYTES - 1), length: { type: "integer", minimum: 1, maximum: MAX_SECTORS_PER_REQUEST * 512 } }),
+        MAX_SEGMENTS_PER_ENTRY,
+        1,
+      ),
+    }),
+    closedObject({ disk: diskId, type: constant("flush") }),
+  ],
+};
+
+export const CONTROL_SCHEMAS: Record<ControlType, SchemaObject> = {
+  challenge: closedObject({
+    type: constant("challenge"),
+    protocol: constant(PROTOCOL_NAME),
+    minVersion: version,
+    maxVersion: version,
+    role,
+    epoch,
+    nonce: base64Of32,
+    nodeId: text(64),
+  }),
+  auth: closedObject({ type: constant("auth"), version, proof: base64Of32 }),
+  welcome: closedObject({ type: constant("welcome"), version }),
+  refused: closedObject({ type: constant("refused"), code: errorCode, message: text(MAX_TEXT_FIELD) }),
+
+  "init-begin": closedObject({
+    type: constant("init-begin"),
+    seq: constant(0),
+    epoch,
+    memoryBytes: { type: "integer", minimum: PAGE_SIZE, maximum: MAX_MEMORY_BYTES },
+    pageSize: constant(PAGE_SIZE),
+    diskMode: { enum: ["io-log", "dirty-block-copy"] },
+    disks: list(
+      closedObject({ id: diskId, name: { type: "string", minLength: 1, maxLength: 64 }, sizeBytes: uint(MAX_DISK_BYTES), sha256: sha256Hex }, [
+        "sha256",
+      ]),
+      MAX_DISKS,
+    ),
+  }),
+  "disk-digest": closedObject({ type: constant("disk-digest"), seq: constant(0), epoch, disk: diskId, sha256: sha256Hex }),
+  "init-end": closedObject({
+    type: constant("init-end"),
+    seq: constant(0),
+    epoch,
+    pageCount: uint(MAX_MEMORY_BYTES / PAGE_SIZE),
+    stateBytes: uint(MAX_SAFE),
+  }),
+  "init-ack": closedObject({ type: constant("init-ack"), seq: constant(0), epoch }),
+
+  "sync-commit": closedObject(
+    {
+      type: constant("sync-commit"),
+      seq: { type: "integer", minimum: 1, maximum: MAX_SAFE },
+      epoch,
+      pageCount: uint(MAX_MEMORY_BYTES / PAGE_SIZE),
+      stateDeltaBytes: uint(MAX_SAFE),
+      ioLog: list(ioLogEntry, MAX_IO_LOG_ENTRIES),
+      blockWrites: list(
+        closedObject({ disk: diskId, sector, sectors: { type: "integer", minimum: 1, maximum: MAX_SECTORS_PER_BLOCK_FRAME } }),
+        MAX_BLOCK_WRITES,
+      ),
+    },
+    ["ioLog", "blockWrites"],
+  ),
+  "sync-ack": closedObject({ type: constant("sync-ack"), seq: { type: "integer", minimum: 1, maximum: MAX_SAFE }, epoch }),
+
+  heartbeat: closedObject({ type: constant("heartbeat"), epoch, id: uint(MAX_SAFE) }),
+  "heartbeat-ack": closedObject({ type: constant("heartbeat-ack"), epoch, id: uint(MAX_SAFE) }),
+  promoted: closedObject({ type: constant("promoted"), epoch: { type: "integer", minimum: 1, maximum: MAX_EPOCH } }),
+  error: closedObject({ type: constant("error"), code: errorCode, message: text(MAX_TEXT_FIELD) }),
+  goodbye: closedObject({ type: constant("goodbye"), reason: text(MAX_TEXT_FIELD) }),
+};

@@ -1,0 +1,52 @@
+// Hard limits of protocol version 1. Decoders reject anything over them before
+// allocating, so a hostile peer cannot make us buffer or inflate unbounded data.
+
+export const PROTOCOL_NAME = "twinvm-replication";
+export const PROTOCOL_VERSION = 1;
+/** Versions this build can speak; the handshake picks the highest both sides share. */
+export const SUPPORTED_VERSIONS = { min: 1, max: 1 } as const;
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+
+/** Largest binary frame (header + payload); also the WebSocket `maxPayload`. */
+export const MAX_FRAME_BYTES = 16 * MiB;
+/** Largest control message, as UTF-8 text. */
+export const MAX_CONTROL_BYTES = 1 * MiB;
+/** Deepest JSON nesting a control message may have (the deepest legal one is 5). */
+export const MAX_JSON_DEPTH = 8;
+
+/** Guest page size; x86 only, so fixed in v1. */
+export const PAGE_SIZE = 4096;
+/** Pages per memory frame: 4000 × 4 KiB plus indices stays under MAX_FRAME_BYTES. */
+export const MAX_PAGES_PER_FRAME = 4000;
+/** Guest memory up to 64 GiB; page indices must be below memory / PAGE_SIZE anyway. */
+export const MAX_MEMORY_BYTES = 64 * 1024 * MiB;
+
+export const SECTOR_SIZE = 512;
+/** Sectors in one dirty-block frame (8 MiB); larger writes are split over frames. */
+export const MAX_SECTORS_PER_BLOCK_FRAME = 16384;
+/** Bytes in one initial-sync disk chunk. */
+export const MAX_DISK_CHUNK_BYTES = 8 * MiB;
+/** Device state (full or delta) in one frame, uncompressed. */
+export const MAX_DEVICE_STATE_BYTES = 15 * MiB;
+/** Largest disk image: 2 TiB, which keeps every byte offset an exact JS number. */
+export const MAX_DISK_BYTES = 2 * 1024 * 1024 * MiB;
+
+export const MAX_DISKS = 16;
+/** I/O log entries in one sync-commit (a virtio queue is at most 1024 deep). */
+export const MAX_IO_LOG_ENTRIES = 1024;
+/** Guest-physical segments of one logged request (virtio-blk seg_max is usually 126 or 254). */
+export const MAX_SEGMENTS_PER_ENTRY = 256;
+/** Announced block writes in one dirty-block-copy sync-commit. */
+export const MAX_BLOCK_WRITES = 1024;
+/** Sectors one logged request may cover (32 MiB). */
+export const MAX_SECTORS_PER_REQUEST = 65536;
+
+/** Sequence numbers and byte counts stay exact in JSON (IEEE double). */
+export const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+export const MAX_EPOCH = 0xffff_ffff;
+
+export const NONCE_BYTES = 32;
+export const MIN_SECRET_BYTES = 16;
+export const MAX_TEXT_FIELD = 512;

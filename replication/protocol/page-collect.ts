@@ -1,0 +1,38 @@
+// Builds memory-page frames from guest memory, sending all-zero pages as bare
+// indices (freshly freed or never touched memory is common and costs 4 bytes).
+import type { MemoryPagesFrame } from "./frames.ts";
+import { MAX_PAGES_PER_FRAME, PAGE_SIZE } from "./limits.ts";
+
+/** Splits `pageIndices` (any order) into frames of at most MAX_PAGES_PER_FRAME pages each. */
+export function collectPages(memory: Uint8Array, pageIndices: Iterable<number>, seq: number, epoch: number): MemoryPagesFrame[] {
+  const sorted = Uint32Array.from(new Set(pageIndices)).sort();
+  const frames: MemoryPagesFrame[] = [];
+  for (let start = 0; start < sorted.length; start += MAX_PAGES_PER_FRAME) {
+    const batch = sorted.subarray(start, start + MAX_PAGES_PER_FRAME);
+    const dataIndices: number[] = [];
+    const zeroIndices: number[] = [];
+    for (const index of batch) (isZeroPage(memory, index) ? zeroIndices : dataIndices).push(index);
+    const data = new Uint8Array(dataIndices.length * PAGE_SIZE);
+    dataIndices.forEach((index, i) => data.set(memory.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE), i * PAGE_SIZE));
+    frames.push({ kind: "memory-pages", seq, epoch, indices: Uint32Array.from(dataIndices), data, zeroIndices: Uint32Array.from(zeroIndices) });
+  }
+  return frames;
+}
+
+/** Writes a decoded memory frame into guest memory. */
+export function applyPages(memory: Uint8Array, frame: MemoryPagesFrame): void {
+  frame.indices.forEach((index, i) => memory.set(frame.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), index * PAGE_SIZE));
+  for (const index of frame.zeroIndices) memory.fill(0, index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
+}
+
+function isZeroPage(memory: Uint8Array, index: number): boolean {
+  // Word-wise when aligned: 8x fewer iterations on the common non-zero-early case and the all-zero case.
+  const start = memory.byteOffset + index * PAGE_SIZE;
+  if (start % 4 === 0) {
+    const words = new Uint32Array(memory.buffer, start, PAGE_SIZE / 4);
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+    return true;
+  }
+  for (let i = index * PAGE_SIZE; i < (index + 1) * PAGE_SIZE; i++) if (memory[i] !== 0) return false;
+  return true;
+}

@@ -1,0 +1,105 @@
+// Every control message and binary frame kind survives encode → decode unchanged,
+// and the encoders refuse what the decoders would refuse.
+import { expect } from "chai";
+import { decodeControl, encodeControl, jsonNestingDepth } from "../protocol/control-codec.ts";
+import { ProtocolError } from "../protocol/errors.ts";
+import { decodeFrame, encodeFrame, type BinaryFrame } from "../protocol/frames.ts";
+import { MAX_PAGES_PER_FRAME, PAGE_SIZE } from "../protocol/limits.ts";
+import type { ControlMessage } from "../protocol/messages.ts";
+import { SAMPLE_MESSAGES, rejectionOf, sampleFrames, seededRandom } from "./fixtures.ts";
+
+describe("control messages", () => {
+  for (const [type, message] of Object.entries(SAMPLE_MESSAGES)) {
+    it(`round-trips ${type}`, () => {
+      expect(decodeControl(encodeControl(message))).to.deep.equal(message);
+    });
+  }
+
+  it("round-trips a dirty-block-copy sync-commit", () => {
+    const message: ControlMessage = { type: "sync-commit", seq: 7, epoch: 2, pageCount: 0, stateDeltaBytes: 0, blockWrites: [{ disk: 0, sector: 100, sectors: 8 }] };
+    expect(decodeControl(encodeControl(message))).to.deep.equal(message);
+  });
+
+  const rejects: Array<[string, string, string]> = [
+    ["an unknown type", '{"type":"reboot"}', "unknown-type"],
+    ["an extra property", '{"type":"welcome","version":1,"admin":true}', "schema"],
+    ["a missing property", '{"type":"sync-ack","seq":1}', "schema"],
+    ["a wrong field type", '{"type":"sync-ack","seq":"1","epoch":1}', "schema"],
+    ["a negative seq", '{"type":"sync-ack","seq":-1,"epoch":1}', "schema"],
+    ["a fractional seq", '{"type":"sync-ack","seq":1.5,"epoch":1}', "schema"],
+    ["a seq beyond 2^53", '{"type":"sync-ack","seq":9007199254740993,"epoch":1}', "schema"],
+    ["an over-long string", JSON.stringify({ type: "goodbye", reason: "x".repeat(600) }), "schema"],
+    ["a non-object", "[1,2,3]", "schema"],
+    ["null", "null", "schema"],
+    ["broken JSON", '{"type":', "malformed"],
+    ["deep nesting", "[".repeat(100) + "]".repeat(100), "oversized"],
+    ["huge text", JSON.stringify({ type: "goodbye", reason: "x".repeat(2 * 1024 * 1024) }), "oversized"],
+    ["segments that do not cover the sectors", JSON.stringify({ ...SAMPLE_MESSAGES["sync-commit"], ioLog: [{ disk: 0, type: "write", sector: 0, sectors: 2, segments: [{ gpa: 0, length: 512 }] }] }), "inconsistent"],
+    ["both ioLog and blockWrites", JSON.stringify({ ...SAMPLE_MESSAGES["sync-commit"], blockWrites: [] }), "inconsistent"],
+    ["duplicate disk ids", JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], disks: [{ id: 0, name: "a", sizeBytes: 512 }, { id: 0, name: "b", sizeBytes: 512 }] }), "inconsistent"],
+    ["memory not a page multiple", JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], memoryBytes: 5000 }), "inconsistent"],
+    ["a bad nonce", JSON.stringify({ ...SAMPLE_MESSAGES.challenge, nonce: "short" }), "schema"],
+    ["a __proto__ key", '{"type":"welcome","version":1,"__proto__":{"polluted":1}}', "schema"],
+  ];
+  for (const [what, text, code] of rejects) {
+    it(`rejects ${what} with ${code}`, () => {
+      expect(() => decodeControl(text)).to.throw(ProtocolError).with.property("code", code);
+    });
+  }
+
+  it("refuses to encode an invalid message", () => {
+    expect(() => encodeControl({ type: "sync-ack", seq: 0, epoch: 1 })).to.throw(ProtocolError, /schema/);
+  });
+
+  it("measures nesting outside strings only", () => {
+    expect(jsonNestingDepth('{"a":"[[[[[[[[[[[[[[[[["}')).to.equal(1);
+    expect(jsonNestingDepth('{"a":"\\"[[[","b":[[1]]}')).to.equal(3);
+  });
+});
+
+describe("binary frames", () => {
+  const frames = sampleFrames(seededRandom(1));
+  for (const compress of [false, true]) {
+    for (const frame of frames) {
+      it(`round-trips ${frame.kind} seq ${frame.seq}${compress ? " compressed" : ""}`, async () => {
+        const decoded = await decodeFrame(await encodeFrame(frame, { compress }));
+        expect(normalise(decoded)).to.deep.equal(normalise(frame));
+      });
+    }
+  }
+
+  it("compresses compressible data and sets the flag", async () => {
+    const frame = frames[2]!;
+    const plain = await encodeFrame(frame);
+    const packed = await encodeFrame(frame, { compress: true });
+    expect(packed.length).to.be.lessThan(plain.length);
+    expect(packed[6]! & 1).to.equal(1);
+  });
+
+  it("sends incompressible data uncompressed even when asked to compress", async () => {
+    const random = seededRandom(2);
+    const data = Uint8Array.from({ length: 4096 }, () => Math.floor(random() * 256));
+    const bytes = await encodeFrame({ kind: "device-state", seq: 1, epoch: 1, mode: "delta", data }, { compress: true });
+    expect(bytes[6]! & 1).to.equal(0);
+  });
+
+  it("refuses to encode frames over the limits or inconsistent", async () => {
+    const tooMany = new Uint32Array(MAX_PAGES_PER_FRAME + 1).map((_, i) => i);
+    const cases: BinaryFrame[] = [
+      { kind: "memory-pages", seq: 1, epoch: 1, indices: new Uint32Array(0), data: new Uint8Array(0), zeroIndices: tooMany },
+      { kind: "memory-pages", seq: 1, epoch: 1, indices: new Uint32Array([2, 1]), data: new Uint8Array(2 * PAGE_SIZE), zeroIndices: new Uint32Array(0) },
+      { kind: "memory-pages", seq: 1, epoch: 1, indices: new Uint32Array([1]), data: new Uint8Array(PAGE_SIZE), zeroIndices: new Uint32Array([1]) },
+      { kind: "disk-blocks", seq: 1, epoch: 1, disk: 0, sector: 0, data: new Uint8Array(100) },
+      { kind: "disk-chunk", seq: 0, epoch: 1, disk: 99, offset: 0, length: 512, data: "zeros" },
+      { kind: "device-state", seq: -1, epoch: 1, mode: "full", data: new Uint8Array(1) },
+    ];
+    for (const frame of cases) {
+      expect(await rejectionOf(encodeFrame(frame))).to.be.instanceOf(ProtocolError);
+    }
+  });
+});
+
+/** Typed arrays compare by content once turned into plain arrays. */
+function normalise(frame: BinaryFrame): unknown {
+  return JSON.parse(JSON.stringify(frame, (_key, value: unknown) => (ArrayBuffer.isView(value) ? Array.from(value as Uint8Array) : value)));
+}

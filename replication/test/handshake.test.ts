@@ -1,0 +1,242 @@
+// The mutual handshake over the in-memory pair and over real WebSockets on
+// 127.0.0.1: the right secret yields channels on both sides; a wrong secret,
+// a role conflict, a stale epoch or an unauthenticated data frame fails both
+// sides with a clear ProtocolError.
+import { expect } from "chai";
+import { WebSocket as WsWebSocket } from "ws";
+import { handshake, type HandshakeOptions } from "../channel/handshake.ts";
+import type { ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
+import { ProtocolError } from "../protocol/errors.ts";
+import { encodeFrame } from "../protocol/frames.ts";
+import type { NodeRole } from "../protocol/messages.ts";
+import { connectBrowserWebSocket, type BrowserWebSocketConstructor } from "../transport/browser-ws.ts";
+import { createMemoryPair } from "../transport/memory-pair.ts";
+import type { Transport, TransportCloseInfo } from "../transport/transport.ts";
+import { connectReplication, listenReplication, type ReplicationServer } from "../node/ws-transport.ts";
+import { rejectionOf } from "./fixtures.ts";
+
+const SECRET = new TextEncoder().encode("correct horse battery staple");
+const WRONG = new TextEncoder().encode("incorrect horse battery staple");
+
+type Side = { role: NodeRole; secret: Uint8Array; options?: HandshakeOptions };
+const primary = (secret = SECRET, options?: HandshakeOptions): Side => ({ role: "primary", secret, options });
+const secondary = (secret = SECRET, options?: HandshakeOptions): Side => ({ role: "secondary", secret, options });
+
+function both(a: Transport, b: Transport, sideA: Side, sideB: Side): Promise<[PromiseSettledResult<ReplicationChannel>, PromiseSettledResult<ReplicationChannel>]> {
+  return Promise.all([
+    Promise.allSettled([handshake(a, sideA.role, sideA.secret, sideA.options)]).then(([r]) => r!),
+    Promise.allSettled([handshake(b, sideB.role, sideB.secret, sideB.options)]).then(([r]) => r!),
+  ]);
+}
+
+function failure(result: PromiseSettledResult<unknown>): ProtocolError {
+  expect(result.status, "handshake should have failed").to.equal("rejected");
+  const reason = (result as PromiseRejectedResult).reason as unknown;
+  expect(reason).to.be.instanceOf(ProtocolError);
+  return reason as ProtocolError;
+}
+
+function channel(result: PromiseSettledResult<ReplicationChannel>): ReplicationChannel {
+  if (result.status === "rejected") throw result.reason;
+  return result.value;
+}
+
+function nextEvent(ch: ReplicationChannel): Promise<ChannelEvent> {
+  return new Promise((resolve) => ch.onMessage(resolve));
+}
+
+/** Runs the shared cases against a way of making a connected transport pair. */
+function handshakeCases(connect: () => Promise<[Transport, Transport]>): void {
+  it("authenticates both sides with the right secret and then carries traffic", async () => {
+    const [a, b] = await connect();
+    const [ra, rb] = await both(a, b, primary(SECRET, { nodeId: "alpha", epoch: 3 }), secondary(SECRET, { nodeId: "beta", epoch: 2 }));
+    const p = channel(ra);
+    const s = channel(rb);
+    expect([p.peerRole, p.peerNodeId, s.peerRole, s.peerNodeId]).to.deep.equal(["secondary", "beta", "primary", "alpha"]);
+    expect([p.version, p.epoch, s.epoch]).to.deep.equal([1, 3, 3]);
+    // The secondary's first event is what the primary sends right after the handshake.
+    const received = nextEvent(s);
+    await p.send({ type: "heartbeat", epoch: 3, id: 0 });
+    expect((await received).channel).to.equal("control");
+    await p.close("test over");
+  });
+
+  it("refuses a wrong secret, and both sides say why", async () => {
+    const [a, b] = await connect();
+    const [ra, rb] = await both(a, b, primary(SECRET), secondary(WRONG));
+    for (const error of [failure(ra), failure(rb)]) {
+      expect(error.code).to.be.oneOf(["auth-failed", "refused", "closed"]);
+      expect(error.message).to.match(/proof does not match; wrong shared secret|refused the handshake: .*wrong shared secret/);
+    }
+    expect(a.isOpen || b.isOpen).to.equal(false);
+  });
+
+  it("refuses two primaries", async () => {
+    const [a, b] = await connect();
+    const [ra, rb] = await both(a, b, primary(SECRET, { epoch: 1 }), primary(SECRET, { epoch: 2 }));
+    expect(failure(ra).message).to.match(/both ends claim to be primary/);
+    expect(failure(rb).message).to.match(/both ends claim to be primary/);
+  });
+
+  it("refuses a primary with a stale epoch", async () => {
+    const [a, b] = await connect();
+    const [ra, rb] = await both(a, b, primary(SECRET, { epoch: 1 }), secondary(SECRET, { epoch: 2 }));
+    expect(failure(ra).message).to.match(/primary is at epoch 1, but the secondary has seen epoch 2/);
+    expect(failure(rb).code).to.be.oneOf(["stale-epoch", "refused"]);
+  });
+}
+
+describe("handshake over the in-memory pair", () => {
+  handshakeCases(async () => {
+    const pair = createMemoryPair({ latencyMs: 1 });
+    return [pair.a, pair.b];
+  });
+
+  it("refuses when no version is shared", async () => {
+    const { a, b } = createMemoryPair();
+    const [ra, rb] = await both(a, b, primary(SECRET, { versions: { min: 2, max: 3 } }), secondary());
+    expect(failure(ra).code).to.be.oneOf(["version", "refused"]);
+    expect(failure(rb).message).to.match(/no common version/);
+  });
+
+  it("rejects a data frame from an unauthenticated peer, undecoded", async () => {
+    const { a, b } = createMemoryPair();
+    const pending = handshake(b, "secondary", SECRET);
+    const seenByIntruder: string[] = [];
+    a.onMessage((message) => seenByIntruder.push(message.kind === "text" ? message.text : "binary"));
+    a.sendBinary(await encodeFrame({ kind: "device-state", seq: 0, epoch: 1, mode: "full", data: new Uint8Array(8) }));
+    const intruderClosed = new Promise((resolve) => a.onClose(resolve));
+    const error = await rejectionOf(pending);
+    expect(error).to.be.instanceOf(ProtocolError).with.property("code", "unauthenticated");
+    await intruderClosed;
+    expect(seenByIntruder.some((text) => text.includes('"refused"') && text.includes("unauthenticated"))).to.equal(true);
+    expect(b.isOpen).to.equal(false);
+  });
+
+  it("rejects session messages from an unauthenticated peer", async () => {
+    const { a, b } = createMemoryPair();
+    const pending = handshake(b, "secondary", SECRET);
+    a.sendText(JSON.stringify({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 4096, pageSize: 4096, diskMode: "io-log", disks: [] }));
+    expect(await rejectionOf(pending)).to.have.property("code", "unauthenticated");
+  });
+
+  it("times out against a silent peer", async () => {
+    const { b } = createMemoryPair();
+    const error = await rejectionOf(handshake(b, "secondary", SECRET, { timeoutMs: 50 }));
+    expect(error).to.have.property("code", "timeout");
+    expect(error.message).to.match(/did not finish within 50 ms/);
+  });
+
+  it("fails clearly when the link is cut mid-handshake", async () => {
+    const pair = createMemoryPair({ latencyMs: 20 });
+    const pending = Promise.allSettled([handshake(pair.a, "primary", SECRET), handshake(pair.b, "secondary", SECRET)]);
+    setTimeout(() => pair.cut("cable pulled"), 5);
+    for (const result of await pending) expect(failure(result).message).to.match(/closed during the handshake: cable pulled/);
+  });
+
+  it("refuses a secret shorter than 16 bytes locally", async () => {
+    const { a } = createMemoryPair();
+    expect(await rejectionOf(handshake(a, "primary", new Uint8Array(8)))).to.be.instanceOf(RangeError);
+  });
+
+  it("closes the session with an error when an authenticated peer breaks the order", async () => {
+    const { a, b } = createMemoryPair();
+    const [ra, rb] = await both(a, b, primary(), secondary());
+    const p = channel(ra);
+    const s = channel(rb);
+    const closed = new Promise<{ reason: string; error?: ProtocolError }>((resolve) => s.onClose(resolve));
+    const primaryHeard = new Promise<ChannelEvent>((resolve) => p.onMessage(resolve));
+    s.onMessage(() => expect.fail("nothing out of order may reach the engine"));
+    await p.send({ type: "sync-commit", seq: 1, epoch: 1, pageCount: 0, stateDeltaBytes: 0, ioLog: [] }); // before init-begin
+    const info = await closed;
+    expect(info.error).to.be.instanceOf(ProtocolError).with.property("code", "order");
+    const told = await primaryHeard;
+    expect(told.channel === "control" && told.message.type === "error" && told.message.code).to.equal("order");
+  });
+});
+
+describe("handshake over WebSocket on 127.0.0.1", () => {
+  let server: ReplicationServer;
+  let accepted: Transport[] = [];
+  let waiting: Array<(transport: Transport) => void> = [];
+
+  before(async () => {
+    server = await listenReplication({}, (transport) => {
+      const waiter = waiting.shift();
+      if (waiter !== undefined) waiter(transport);
+      else accepted.push(transport);
+    });
+  });
+  after(() => server.close());
+
+  const nextAccepted = (): Promise<Transport> =>
+    accepted.length > 0 ? Promise.resolve(accepted.shift()!) : new Promise((resolve) => waiting.push(resolve));
+
+  it("listens on loopback and an ephemeral port by default", () => {
+    expect(server.host).to.equal("127.0.0.1");
+    expect(server.port).to.be.greaterThan(0);
+  });
+
+  handshakeCases(async () => {
+    const client = await connectReplication(server.url);
+    return [client, await nextAccepted()];
+  });
+
+  it("carries a large compressed frame and reports close reasons", async () => {
+    const client = await connectReplication(server.url);
+    const [ra, rb] = await both(client, await nextAccepted(), primary(), secondary());
+    const p = channel(ra);
+    const s = channel(rb);
+    const events: ChannelEvent[] = [];
+    s.onMessage((event) => events.push(event));
+    await p.send({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 4096 * 4096, pageSize: 4096, diskMode: "io-log", disks: [] });
+    const data = new Uint8Array(3000 * 4096).map((_, i) => (i % 4096 < 100 ? i & 0xff : 0));
+    await p.sendFrame({ kind: "memory-pages", seq: 0, epoch: 1, indices: Uint32Array.from({ length: 3000 }, (_, i) => i), data, zeroIndices: new Uint32Array(0) }, { compress: true });
+    await p.whenDrained();
+    const closed = new Promise<TransportCloseInfo>((resolve) => s.onClose(resolve));
+    await p.close("primary shutting down");
+    const info = await closed;
+    expect(events.map((e) => (e.channel === "control" ? e.message.type : e.frame.kind))).to.deep.equal(["init-begin", "memory-pages", "goodbye"]);
+    expect(info.reason).to.match(/primary shutting down/);
+  });
+
+  it("works through the browser adapter (driven by ws's WebSocket class)", async () => {
+    const client = await connectBrowserWebSocket(server.url, { WebSocket: WsWebSocket as unknown as BrowserWebSocketConstructor });
+    const [ra, rb] = await both(client, await nextAccepted(), secondary(), primary());
+    expect(channel(ra).peerRole).to.equal("primary");
+    await channel(rb).close();
+  });
+});
+
+describe("WebSocket transport setup", () => {
+  it("refuses a non-loopback bind unless explicitly allowed", async () => {
+    const error = await rejectionOf(listenReplication({ host: "0.0.0.0" }, () => undefined));
+    expect(error.message).to.match(/refusing to listen on 0\.0\.0\.0: not a loopback address; pass allowNonLoopback/);
+    const open = await listenReplication({ host: "0.0.0.0", allowNonLoopback: true }, () => undefined);
+    expect(open.host).to.equal("0.0.0.0");
+    await open.close();
+  });
+
+  it("names the URL when nobody listens", async () => {
+    const server = await listenReplication({}, () => undefined);
+    const url = server.url;
+    await server.close();
+    const error = await rejectionOf(connectReplication(url));
+    expect(error.message).to.equal(`cannot connect to ${url}: connection refused (is the peer listening?)`);
+  });
+
+  it("names the URL on a connect timeout", async () => {
+    // 10.255.255.1 is unroutable here: the TCP connect hangs until our timer fires.
+    const error = await rejectionOf(connectReplication("ws://10.255.255.1:9", { timeoutMs: 100 }));
+    expect(error.message).to.match(/^cannot connect to ws:\/\/10\.255\.255\.1:9: (no answer within 100 ms|.+)$/);
+  });
+
+  it("closes a connection that sends a message over the frame limit", async () => {
+    const server = await listenReplication({}, () => undefined);
+    const client = await connectReplication(server.url);
+    const closed = new Promise<TransportCloseInfo>((resolve) => client.onClose(resolve));
+    client.sendBinary(new Uint8Array(16 * 1024 * 1024 + 1));
+    expect((await closed).code).to.equal(1009);
+    await server.close();
+  });
+});

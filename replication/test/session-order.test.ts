@@ -1,0 +1,247 @@
+// The receiving side's order checker accepts a well-ordered session and rejects
+// each kind of out-of-order input with a ProtocolError naming the problem.
+import { expect } from "chai";
+import { ProtocolError } from "../protocol/errors.ts";
+import type { BinaryFrame } from "../protocol/frames.ts";
+import type { ControlMessage, InitBeginMessage, NodeRole } from "../protocol/messages.ts";
+import { SessionOrder } from "../protocol/session-order.ts";
+import { SAMPLE_MESSAGES } from "./fixtures.ts";
+
+const EPOCH = 1;
+const initBegin = (diskMode: InitBeginMessage["diskMode"] = "io-log"): InitBeginMessage => ({
+  type: "init-begin",
+  seq: 0,
+  epoch: EPOCH,
+  memoryBytes: 1024 * 4096,
+  pageSize: 4096,
+  diskMode,
+  disks: [{ id: 0, name: "vda", sizeBytes: 8192 }],
+});
+const pages = (seq: number, ...indices: number[]): BinaryFrame => ({
+  kind: "memory-pages",
+  seq,
+  epoch: EPOCH,
+  indices: Uint32Array.from(indices),
+  data: new Uint8Array(indices.length * 4096),
+  zeroIndices: new Uint32Array(0),
+});
+const state = (seq: number, mode: "full" | "delta", length: number, epoch = EPOCH): BinaryFrame => ({ kind: "device-state", seq, epoch, mode, data: new Uint8Array(length) });
+const chunk = (offset: number, length: number, disk = 0): BinaryFrame => ({ kind: "disk-chunk", seq: 0, epoch: EPOCH, disk, offset, length, data: "zeros" });
+const blocks = (seq: number, sector: number, sectors: number): BinaryFrame => ({ kind: "disk-blocks", seq, epoch: EPOCH, disk: 0, sector, data: new Uint8Array(sectors * 512) });
+const commit = (seq: number, extra: Partial<Extract<ControlMessage, { type: "sync-commit" }>> = {}): ControlMessage => ({
+  type: "sync-commit",
+  seq,
+  epoch: EPOCH,
+  pageCount: 0,
+  stateDeltaBytes: 0,
+  ioLog: [],
+  ...extra,
+});
+
+type Step = ControlMessage | BinaryFrame;
+
+function feed(order: SessionOrder, step: Step): void {
+  order.receive("kind" in step ? { channel: "frame", frame: step } : { channel: "control", message: step });
+}
+
+function authenticatedOrder(role: NodeRole): SessionOrder {
+  const order = new SessionOrder(role);
+  for (const type of ["challenge", "auth", "welcome"] as const) feed(order, SAMPLE_MESSAGES[type]);
+  order.authenticated(EPOCH);
+  return order;
+}
+
+/** A secondary that has completed an io-log initial sync. */
+function replicatingSecondary(diskMode: InitBeginMessage["diskMode"] = "io-log"): SessionOrder {
+  const order = authenticatedOrder("secondary");
+  const steps: Step[] = [
+    initBegin(diskMode),
+    pages(0, 0, 1),
+    state(0, "full", 50),
+    chunk(0, 4096),
+    chunk(4096, 4096),
+    { type: "disk-digest", seq: 0, epoch: EPOCH, disk: 0, sha256: "0".repeat(64) },
+    { type: "init-end", seq: 0, epoch: EPOCH, pageCount: 2, stateBytes: 50 },
+  ];
+  for (const step of steps) feed(order, step);
+  expect(order.phase).to.equal("replicating");
+  return order;
+}
+
+function expectRejected(order: SessionOrder, step: Step, code: string, pattern?: RegExp): void {
+  expect(() => feed(order, step), JSON.stringify("kind" in step ? step.kind : step))
+    .to.throw(ProtocolError, pattern)
+    .with.property("code", code);
+}
+
+describe("session order", () => {
+  it("accepts a whole well-ordered io-log session", () => {
+    const order = replicatingSecondary();
+    feed(order, { type: "heartbeat", epoch: EPOCH, id: 0 });
+    feed(order, pages(1, 5));
+    feed(order, state(1, "delta", 10));
+    feed(order, commit(1, { pageCount: 1, stateDeltaBytes: 10, ioLog: [{ disk: 0, type: "write", sector: 15, sectors: 1, segments: [{ gpa: 5 * 4096, length: 512 }] }] }));
+    feed(order, commit(2));
+    feed(order, { type: "goodbye", reason: "done" });
+    expect(order.phase).to.equal("closed");
+  });
+
+  it("accepts dirty-block-copy syncs whose frames match the announcement", () => {
+    const order = replicatingSecondary("dirty-block-copy");
+    feed(order, blocks(1, 0, 2));
+    feed(order, blocks(1, 8, 1));
+    feed(order, commit(1, { ioLog: undefined, blockWrites: [{ disk: 0, sector: 0, sectors: 2 }, { disk: 0, sector: 8, sectors: 1 }] }));
+  });
+
+  describe("before authentication", () => {
+    it("rejects data frames and session messages", () => {
+      const order = new SessionOrder("secondary");
+      expectRejected(order, pages(0, 1), "unauthenticated");
+      expectRejected(order, initBegin(), "unauthenticated");
+      expectRejected(order, commit(1), "unauthenticated");
+    });
+
+    it("rejects handshake messages out of turn", () => {
+      const order = new SessionOrder("secondary");
+      expectRejected(order, SAMPLE_MESSAGES.auth, "order", /expected challenge/);
+      feed(order, SAMPLE_MESSAGES.challenge);
+      expectRejected(order, SAMPLE_MESSAGES.welcome, "order", /expected auth/);
+      expectRejected(order, SAMPLE_MESSAGES.challenge, "order");
+    });
+  });
+
+  describe("initial sync", () => {
+    it("rejects sync traffic before init-begin", () => {
+      const order = authenticatedOrder("secondary");
+      expectRejected(order, pages(0, 1), "order", /before init-begin/);
+      expectRejected(order, commit(1), "order");
+      expectRejected(order, { type: "init-end", seq: 0, epoch: EPOCH, pageCount: 0, stateBytes: 0 }, "order");
+    });
+
+    it("rejects out-of-order and out-of-range initial frames", () => {
+      const order = authenticatedOrder("secondary");
+      feed(order, initBegin());
+      expectRejected(order, pages(1, 1), "order", /seq 0/);
+      expectRejected(order, pages(0, 1024), "inconsistent", /outside guest memory/);
+      expectRejected(order, chunk(4096, 4096), "order", /expected 0/);
+      expectRejected(order, chunk(0, 16384), "inconsistent");
+      expectRejected(order, state(0, "delta", 5), "order");
+      expectRejected(order, blocks(0, 0, 1), "order");
+      expectRejected(order, { type: "disk-digest", seq: 0, epoch: EPOCH, disk: 0, sha256: "0".repeat(64) }, "order", /after 0 of 8192/);
+      expectRejected(order, chunk(0, 512, 3), "inconsistent", /did not announce/);
+      feed(order, state(0, "full", 5));
+      expectRejected(order, state(0, "full", 5), "order", /second/);
+    });
+
+    it("rejects init-end before every disk is copied, or with wrong counts", () => {
+      const order = authenticatedOrder("secondary");
+      feed(order, initBegin());
+      feed(order, state(0, "full", 5));
+      expectRejected(order, { type: "init-end", seq: 0, epoch: EPOCH, pageCount: 0, stateBytes: 5 }, "order", /disk 0/);
+      feed(order, chunk(0, 8192));
+      feed(order, { type: "disk-digest", seq: 0, epoch: EPOCH, disk: 0, sha256: "0".repeat(64) });
+      expectRejected(order, { type: "init-end", seq: 0, epoch: EPOCH, pageCount: 3, stateBytes: 5 }, "inconsistent", /3 pages/);
+      expectRejected(order, { type: "init-end", seq: 0, epoch: EPOCH, pageCount: 0, stateBytes: 6 }, "inconsistent");
+    });
+  });
+
+  describe("event-driven sync", () => {
+    it("requires sync-commit seq to be last + 1", () => {
+      const order = replicatingSecondary();
+      expectRejected(order, commit(2), "order", /expected 1/);
+      feed(order, commit(1));
+      expectRejected(order, commit(1), "order", /expected 2/);
+    });
+
+    it("requires frames of seq N before sync-commit N, never after", () => {
+      const order = replicatingSecondary();
+      expectRejected(order, pages(2, 1), "order", /expected 1/);
+      feed(order, pages(1, 1));
+      feed(order, commit(1, { pageCount: 1 }));
+      expectRejected(order, pages(1, 2), "order", /expected 2/);
+    });
+
+    it("rejects a commit that disagrees with the frames before it", () => {
+      const order = replicatingSecondary();
+      feed(order, pages(1, 1, 2));
+      expectRejected(order, commit(1, { pageCount: 1 }), "inconsistent");
+      feed(order, state(1, "delta", 7));
+      expectRejected(order, commit(1, { pageCount: 2, stateDeltaBytes: 0 }), "inconsistent");
+      expectRejected(order, state(1, "delta", 7), "order", /second/);
+      expectRejected(order, state(1, "full", 7), "order");
+    });
+
+    it("rejects extents outside the announced memory and disks", () => {
+      const order = replicatingSecondary();
+      const write = (sector: number, gpa: number) => commit(1, { ioLog: [{ disk: 0, type: "write", sector, sectors: 1, segments: [{ gpa, length: 512 }] }] });
+      expectRejected(order, write(16, 0), "inconsistent", /beyond disk 0/);
+      expectRejected(order, write(0, 1024 * 4096), "inconsistent", /outside guest memory/);
+      expectRejected(order, commit(1, { ioLog: [{ disk: 4, type: "flush" }] }), "inconsistent");
+    });
+
+    it("rejects the wrong disk mode's data", () => {
+      const ioLog = replicatingSecondary("io-log");
+      expectRejected(ioLog, blocks(1, 0, 1), "order", /io-log mode/);
+      expectRejected(ioLog, commit(1, { ioLog: undefined, blockWrites: [] }), "inconsistent");
+      const copy = replicatingSecondary("dirty-block-copy");
+      feed(copy, blocks(1, 0, 1));
+      expectRejected(copy, commit(1, { ioLog: undefined, blockWrites: [{ disk: 0, sector: 1, sectors: 1 }] }), "inconsistent");
+      expectRejected(copy, commit(1), "inconsistent");
+    });
+
+    it("rejects an epoch that goes down, or up without promoted", () => {
+      const order = replicatingSecondary();
+      expectRejected(order, { ...commit(1), epoch: 0 }, "stale-epoch");
+      expectRejected(order, state(1, "delta", 1, 0), "stale-epoch");
+      expectRejected(order, { ...commit(1), epoch: 2 }, "order", /no promoted/);
+      expectRejected(order, { type: "heartbeat", epoch: 0, id: 1 }, "stale-epoch");
+    });
+
+    it("rejects everything after goodbye", () => {
+      const order = replicatingSecondary();
+      feed(order, { type: "goodbye", reason: "bye" });
+      expectRejected(order, commit(1), "order", /closed/);
+      expectRejected(order, { type: "heartbeat", epoch: EPOCH, id: 1 }, "order");
+    });
+  });
+
+  describe("primary side", () => {
+    it("accepts init-ack and in-order sync-acks for what it sent", () => {
+      const order = authenticatedOrder("primary");
+      expectRejected(order, SAMPLE_MESSAGES["init-ack"], "order", /before init-end/);
+      order.sent({ type: "init-end", seq: 0, epoch: EPOCH, pageCount: 0, stateBytes: 1 });
+      expectRejected(order, SAMPLE_MESSAGES["sync-ack"], "order", /before init-ack/);
+      feed(order, SAMPLE_MESSAGES["init-ack"]);
+      expectRejected(order, SAMPLE_MESSAGES["sync-ack"], "order", /not sent/);
+      order.sent(commit(1));
+      order.sent(commit(2));
+      expectRejected(order, { type: "sync-ack", seq: 2, epoch: EPOCH }, "order", /expected 1/);
+      feed(order, { type: "sync-ack", seq: 1, epoch: EPOCH });
+      feed(order, { type: "sync-ack", seq: 2, epoch: EPOCH });
+      expectRejected(order, pages(3, 1), "order", /from a secondary/);
+      expectRejected(order, commit(3), "order");
+    });
+
+    it("checks heartbeat-acks against heartbeats sent", () => {
+      const order = authenticatedOrder("primary");
+      expectRejected(order, { type: "heartbeat-ack", epoch: EPOCH, id: 0 }, "order");
+      order.sent({ type: "heartbeat", epoch: EPOCH, id: 0 });
+      feed(order, { type: "heartbeat-ack", epoch: EPOCH, id: 0 });
+      expectRejected(order, { type: "heartbeat-ack", epoch: EPOCH, id: 0 }, "order");
+    });
+
+    it("is fenced by a higher promoted epoch and refuses a lower one", () => {
+      const order = authenticatedOrder("primary");
+      expectRejected(order, { type: "promoted", epoch: EPOCH }, "stale-epoch");
+      feed(order, { type: "promoted", epoch: EPOCH + 1 });
+      expect(order.phase).to.equal("fenced");
+      expect(order.epoch).to.equal(EPOCH + 1);
+      expectRejected(order, SAMPLE_MESSAGES["init-ack"], "order", /promoted/);
+      feed(order, { type: "goodbye", reason: "fenced" });
+    });
+
+    it("a secondary refuses promoted", () => {
+      expectRejected(replicatingSecondary(), { type: "promoted", epoch: 5 }, "order");
+    });
+  });
+});
