@@ -3,9 +3,10 @@ import { loadImages, resolveConfig, type JsonValue, type MachineConfig, type Mac
 import { BootTimeoutError, ConfigError, ConsoleTimeoutError, MachineStateError, SnapshotError } from "./errors.ts";
 import { SerialConsole, escapeRegExp, type ConsoleMatch, type ExecResult, type WaitOptions } from "./serial-console.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot-format.ts";
-import { Emulator, GuestRam, V86_VERSION, type EmulatorOptions } from "./v86-internals.ts";
+import { Emulator, GuestRam, V86_VERSION, restoreStateKeepingMemory, type EmulatorOptions, type V86StateParts } from "./v86-internals.ts";
 
-export type MachineState = "created" | "booting" | "running" | "paused" | "destroyed";
+/** "blank": emulator created by `createBlank`, RAM zero, waiting for `restoreWithoutMemory`. */
+export type MachineState = "created" | "blank" | "booting" | "running" | "paused" | "destroyed";
 
 export interface BootResult {
   /** Wall time from starting the CPU to the guest's ready marker. */
@@ -109,6 +110,41 @@ export class Machine {
       await machine.destroy();
       throw error;
     }
+  }
+
+  /**
+   * A machine whose emulator exists (zeroed RAM, devices attached) but has never run:
+   * the target of a page-by-page copy. Fill `ram`, then call `restoreWithoutMemory`.
+   * Only the wasm image is read.
+   */
+  static async createBlank(config: MachineConfig): Promise<Machine> {
+    const machine = new Machine(config);
+    machine.#state = "booting";
+    try {
+      await machine.#createEmulator(await machine.config.wasm.load(), {});
+      machine.#state = "blank";
+      return machine;
+    } catch (error) {
+      await machine.destroy();
+      throw error;
+    }
+  }
+
+  /**
+   * Blank machines only: loads CPU and device state captured without RAM (see
+   * emulator/state/), keeping RAM as the caller filled it. Leaves the machine paused:
+   * call `run()` to continue the guest.
+   */
+  restoreWithoutMemory(v86State: V86StateParts, devices: Record<string, JsonValue>): void {
+    const { emulator } = this.#require();
+    if (this.#state !== "blank") throw new MachineStateError(`restoreWithoutMemory: machine is ${this.#state}, expected blank`);
+    try {
+      restoreStateKeepingMemory(emulator, v86State);
+    } catch (error) {
+      throw new SnapshotError(`state: v86 refused the machine state: ${(error as Error).message}`, { cause: error });
+    }
+    this.#restoreDeviceStates(devices);
+    this.#state = "paused";
   }
 
   /** Full machine state, RAM included. Pauses at an instruction boundary for the capture. */

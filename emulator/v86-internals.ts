@@ -11,8 +11,10 @@ export const V86_VERSION = "0.5.462";
 export type PortRead = () => number;
 export type PortWrite = (value: number) => void;
 
-/** v86's port table (`cpu.io`). Register handlers before `registerPciDevice`. */
+/** v86's port table (`cpu.io`). Register handlers before `register_device`. */
 export interface V86Io {
+  /** One entry per port (65536); `device` is unset while no handler is registered. */
+  ports: { device: object | undefined }[];
   register_read(port: number, device: object, r8?: PortRead, r16?: PortRead, r32?: PortRead): void;
   register_write(port: number, device: object, w8?: PortWrite, w16?: PortWrite, w32?: PortWrite): void;
 }
@@ -28,6 +30,8 @@ export interface V86PciDevice {
 }
 
 export interface V86Pci {
+  /** Registered functions by `pci_id`; `undefined` where the slot is free. */
+  devices: (V86PciDevice | undefined)[];
   /** Returns the live config space as 64 dwords. */
   register_device(device: V86PciDevice): Int32Array;
   raise_irq(pciId: number): void;
@@ -49,6 +53,8 @@ export interface V86Cpu {
   jit_dirty_cache(start: number, end: number): void;
   pack_memory(): unknown;
   unpack_memory(packed: unknown): void;
+  /** Resets the CPU and reloads the BIOS (guest reboot, `restart()`); v86's own devices reset here. */
+  reboot_internal(): void;
 }
 
 /** v86's inner machine (`emulator.v86`), which the public typings omit. */
@@ -103,6 +109,37 @@ export class GuestRam {
     return new Uint8Array(this.cpu.wasm_memory.buffer, this.cpu.mem8.byteOffset, this.size);
   }
 }
+
+/** Handlers of one I/O BAR; `offset` counts from the BAR's start, `width` is in bytes. */
+export interface IoRegion {
+  /** Bytes; a power of two of at least 4. */
+  readonly size: number;
+  read(offset: number, width: 1 | 2 | 4): number;
+  write(offset: number, width: 1 | 2 | 4, value: number): void;
+}
+
+/** A PCI function of ours: its config space (header and capabilities) and its I/O BARs. */
+export interface PciFunctionSpec {
+  name: string;
+  /** Device number on bus 0 (function 0); see `Emulator.isPciSlotFree`. */
+  slot: number;
+  /** 256 bytes; the BAR registers are filled in by `attachPciFunction`. */
+  configSpace: Uint8Array;
+  /** BAR0, BAR1, ...: I/O BARs only, as v86 cannot move memory BARs. */
+  ioBars: readonly IoRegion[];
+}
+
+/** The INTx line of an attached PCI function (pin A). */
+export interface PciInterrupt {
+  raise(): void;
+  lower(): void;
+}
+
+/**
+ * Where our BARs start before the BIOS assigns them. v86's `set_io_bars` only moves
+ * ports at 0x1000 and above, and legacy ISA devices sit far below this.
+ */
+const FIRST_BAR_PORT = 0x8000;
 
 /** The emulator handle the rest of the project uses; wraps a `V86` instance. */
 export class Emulator {
@@ -160,6 +197,75 @@ export class Emulator {
     this.#inner.restore_state(state);
   }
 
+  /** Whether a PCI function may be attached at `slot` (bus 0): v86's own devices take fixed slots. */
+  isPciSlotFree(slot: number): boolean {
+    return Number.isInteger(slot) && slot > 0 && slot < 32 && this.cpu.devices.pci.devices[slot << 3] === undefined;
+  }
+
+  /**
+   * Adds a PCI function with I/O BARs. Call before the CPU first runs (no hotplug).
+   * Each BAR starts on free ports and follows the BIOS when it relocates it, and
+   * again when a saved state is restored.
+   */
+  attachPciFunction(spec: PciFunctionSpec): PciInterrupt {
+    const { cpu } = this;
+    if (!this.isPciSlotFree(spec.slot)) throw new Error(`PCI slot ${spec.slot} is taken or out of range`);
+    if (spec.configSpace.length !== 256) throw new Error("PCI config space must be 256 bytes");
+    const space = spec.configSpace.slice();
+    const owner = { name: spec.name };
+    spec.ioBars.forEach((region, bar) => {
+      const base = this.#freePortRange(region.size);
+      // v86 snapshots these port entries in register_device, so they must exist first.
+      for (let offset = 0; offset < region.size; offset++) {
+        cpu.io.register_read(
+          base + offset, owner,
+          () => region.read(offset, 1) & 0xff,
+          () => region.read(offset, 2) & 0xffff,
+          () => region.read(offset, 4) | 0,
+        );
+        cpu.io.register_write(
+          base + offset, owner,
+          (value) => region.write(offset, 1, value & 0xff),
+          (value) => region.write(offset, 2, value & 0xffff),
+          (value) => region.write(offset, 4, value >>> 0),
+        );
+      }
+      new DataView(space.buffer).setUint32(0x10 + 4 * bar, base | 1, true);
+    });
+    const pciId = spec.slot << 3;
+    cpu.devices.pci.register_device({
+      name: spec.name,
+      pci_id: pciId,
+      pci_space: space,
+      pci_bars: spec.ioBars.map((region) => ({ size: region.size })),
+    });
+    return {
+      raise: () => cpu.devices.pci.raise_irq(pciId),
+      lower: () => cpu.devices.pci.lower_irq(pciId),
+    };
+  }
+
+  /** Calls `listener` when the guest reboots (or `restart()`), before the BIOS runs again. */
+  onReboot(listener: () => void): void {
+    const { cpu } = this;
+    const reboot = cpu.reboot_internal.bind(cpu);
+    // v86 looks the method up on the CPU object at each call, so an own property wraps it.
+    cpu.reboot_internal = () => {
+      reboot();
+      listener();
+    };
+  }
+
+  #freePortRange(size: number): number {
+    const { ports } = this.cpu.io;
+    for (let base = FIRST_BAR_PORT; base + size <= 0x10000; base += size) {
+      let free = true;
+      for (let port = base; port < base + size && free; port++) free = ports[port]?.device === undefined;
+      if (free) return base;
+    }
+    throw new Error(`no free range of ${size} I/O ports`);
+  }
+
   onSerialByte(listener: (byte: number) => void): () => void {
     this.v86.add_listener("serial0-output-byte", listener);
     return () => this.v86.remove_listener("serial0-output-byte", listener);
@@ -172,4 +278,116 @@ export class Emulator {
   get #inner(): V86Inner {
     return (this.v86 as unknown as { v86: V86Inner }).v86;
   }
+}
+
+// ---------------------------------------------------------------------------
+// Memory model and memory-less state (emulator/memory/, emulator/state/).
+// Kept apart from the members above; everything v86-specific these modules need.
+// ---------------------------------------------------------------------------
+
+/** v86's allocator exports (Rust `v86_malloc`/`v86_free`), which the CPU object reaches as `cpu.wm`. */
+interface V86WasmHeapExports {
+  wm: { exports: { v86_malloc(size: number): number; v86_free(addr: number): void } };
+}
+
+/** A block in v86's own heap, so that our wasm code sees guest RAM and this block in one memory. */
+export interface HeapBlock {
+  /** Offset in `memory.buffer`, aligned as asked. */
+  readonly offset: number;
+  readonly size: number;
+  readonly memory: WebAssembly.Memory;
+  free(): void;
+}
+
+/**
+ * Allocates from v86's heap. It may grow the wasm memory, which detaches every view of it:
+ * callers re-create their views (GuestRam does so by itself).
+ */
+export function allocateInV86Heap(emulator: Emulator, size: number, alignment = 64): HeapBlock {
+  const cpu = emulator.cpu as V86Cpu & V86WasmHeapExports;
+  const { v86_malloc, v86_free } = cpu.wm.exports;
+  // v86_malloc aligns to 16 and returns a pointer 4 bytes into its block: align it ourselves.
+  const raw = v86_malloc(size + alignment) >>> 0;
+  // A failed Rust allocation returns null, which v86_malloc turns into 4.
+  if (raw < alignment) throw new RangeError(`v86 heap: cannot allocate ${size} bytes (wasm memory is full)`);
+  const offset = Math.ceil(raw / alignment) * alignment;
+  let freed = false;
+  return {
+    offset,
+    size,
+    memory: cpu.wasm_memory,
+    free() {
+      if (!freed) v86_free(raw);
+      freed = true;
+    },
+  };
+}
+
+/**
+ * v86's `save_state()` split in two: the JSON that describes the state, and the binary
+ * buffers it refers to by offset. Keeping them apart lets a container put the buffers at a
+ * fixed offset, so that a JSON that grows by a digit does not shift every byte after it.
+ */
+export interface V86StateParts {
+  json: Uint8Array;
+  buffers: Uint8Array;
+}
+
+// save_state's layout: int32 magic, version, total length, JSON length; JSON; buffers at 4-aligned offset.
+const STATE_HEADER_BYTES = 16;
+const STATE_MAGIC = 0x86768676 | 0;
+const STATE_VERSION = 6;
+
+/**
+ * CPU and device state without guest RAM; call while stopped. `pack_memory` is overridden
+ * on the instance for the call so that no page is packed (saves ~RAM-size work and bytes).
+ */
+export function saveStateWithoutMemory(emulator: Emulator): V86StateParts {
+  const cpu = emulator.cpu;
+  const state = withInstanceOverride(cpu, "pack_memory", () => ({
+    // set_state reads `new Bitmap(state[78].buffer)`: an empty bitmap says "no pages".
+    bitmap: { get_buffer: () => new ArrayBuffer(0) },
+    packed_memory: new Uint8Array(0),
+  }), () => emulator.saveState());
+  const header = new Int32Array(state, 0, 4);
+  if (header[0] !== STATE_MAGIC || header[1] !== STATE_VERSION) {
+    throw new Error(`v86 save_state: unexpected header (magic ${header[0]! >>> 0}, version ${header[1]})`);
+  }
+  const jsonLength = header[3]!;
+  const buffersOffset = align4(STATE_HEADER_BYTES + jsonLength);
+  return {
+    json: new Uint8Array(state, STATE_HEADER_BYTES, jsonLength).slice(),
+    buffers: new Uint8Array(state, buffersOffset).slice(),
+  };
+}
+
+/**
+ * Loads CPU and device state while keeping guest RAM as it is (the caller filled it page by
+ * page): `unpack_memory`, which would zero RAM first, is a no-op for the call. v86's
+ * `set_state` drops the JIT cache and TLB itself. Throws v86's error on a malformed state.
+ */
+export function restoreStateKeepingMemory(emulator: Emulator, parts: V86StateParts): void {
+  const buffersOffset = align4(STATE_HEADER_BYTES + parts.json.length);
+  const total = buffersOffset + parts.buffers.length;
+  const state = new ArrayBuffer(total);
+  new Int32Array(state, 0, 4).set([STATE_MAGIC, STATE_VERSION, total, parts.json.length]);
+  new Uint8Array(state, STATE_HEADER_BYTES).set(parts.json);
+  new Uint8Array(state, buffersOffset).set(parts.buffers);
+  withInstanceOverride(emulator.cpu, "unpack_memory", () => {}, () => emulator.restoreState(state));
+}
+
+/** Runs `body` with `object[key]` replaced on the instance, then puts back what was there. */
+function withInstanceOverride<T extends object, K extends keyof T, R>(object: T, key: K, replacement: unknown, body: () => R): R {
+  const own = Object.getOwnPropertyDescriptor(object, key);
+  Object.defineProperty(object, key, { value: replacement, configurable: true, writable: true });
+  try {
+    return body();
+  } finally {
+    if (own === undefined) delete object[key];
+    else Object.defineProperty(object, key, own);
+  }
+}
+
+function align4(n: number): number {
+  return (n + 3) & ~3;
 }

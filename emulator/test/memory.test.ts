@@ -1,0 +1,204 @@
+// Dirty-page tracking on the default guest, booted once for this file.
+import { createHash, randomBytes } from "node:crypto";
+import { expect } from "chai";
+import { Machine } from "../machine.ts";
+import { defaultGuest } from "../node/images.ts";
+import { MachineStateError } from "../errors.ts";
+import { whilePaused } from "../paused.ts";
+import { allocateInV86Heap } from "../v86-internals.ts";
+import { DirtyPageTracker, PAGE_SIZE, applyPages, simdAvailable } from "../memory/index.ts";
+
+const ramHash = (machine: Machine) => createHash("sha256").update(machine.ram.bytes).digest("hex");
+
+describe("DirtyPageTracker", function () {
+  let machine: Machine;
+  let tracker: DirtyPageTracker;
+  const others: Machine[] = [];
+
+  before(async function () {
+    machine = new Machine(defaultGuest());
+    await machine.boot();
+    tracker = DirtyPageTracker.create(machine);
+  });
+
+  after(async () => {
+    await Promise.all([machine?.destroy(), ...others.map((m) => m.destroy())]);
+  });
+
+  it("uses wasm SIMD on this engine", () => {
+    expect(simdAvailable()).to.equal(true);
+    expect(tracker.engine).to.equal("simd");
+  });
+
+  it("reports every non-zero page on the first collection, then nothing while the guest is paused", async () => {
+    await machine.pause();
+    try {
+      const first = tracker.collect();
+      const ram = machine.ram.bytes;
+      const nonZero = countNonZeroPages(ram);
+      expect(first.indices.length).to.equal(nonZero);
+      // Each reported page comes with its contents.
+      const k = first.indices.length >> 1;
+      const page = first.indices[k]!;
+      expect(first.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE)).to.deep.equal(ram.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE));
+      expect(tracker.collect().indices.length).to.equal(0);
+      expect(tracker.collect().indices.length).to.equal(0);
+    } finally {
+      machine.run();
+    }
+  });
+
+  it("reports pages written by a program in the guest", async () => {
+    await whilePaused(machine, () => tracker.collect());
+    const pagesWritten = 1024; // 4 MiB of random data into a tmpfs file
+    const { exitCode } = await machine.exec(`dd if=/dev/urandom of=/tmp/x bs=4k count=${pagesWritten} 2>/dev/null`);
+    expect(exitCode).to.equal(0);
+    const dirty = await whilePaused(machine, () => tracker.collect());
+    expect(dirty.indices.length).to.be.at.least(pagesWritten);
+    await machine.exec("rm /tmp/x");
+  });
+
+  it("reports exactly the pages a device wrote (DMA through GuestRam.write)", async () => {
+    await machine.pause();
+    try {
+      tracker.collect();
+      const base = 40 << 20; // inside RAM the guest sees
+      machine.ram.write(base, randomBytes(3 * PAGE_SIZE)); // pages n, n+1, n+2
+      machine.ram.write(base + 10 * PAGE_SIZE + PAGE_SIZE - 1, Uint8Array.of(machine.ram.bytes[base + 11 * PAGE_SIZE - 1]! ^ 0xff)); // last byte of n+10
+      machine.ram.write(base + 20 * PAGE_SIZE - 2, Uint8Array.of(~machine.ram.bytes[base + 20 * PAGE_SIZE - 2]! & 0xff, ~machine.ram.bytes[base + 20 * PAGE_SIZE - 1]! & 0xff, ~machine.ram.bytes[base + 20 * PAGE_SIZE]! & 0xff)); // straddles n+19 / n+20
+      const n = base / PAGE_SIZE;
+      expect(Array.from(tracker.collect().indices)).to.deep.equal([n, n + 1, n + 2, n + 10, n + 19, n + 20]);
+    } finally {
+      machine.run();
+    }
+    // The guest survived having its free memory scribbled on.
+    expect((await machine.exec("echo alive")).output).to.equal("alive\n");
+  });
+
+  it("reads and writes single pages; a written page is reported by the next collection", async () => {
+    await machine.pause();
+    try {
+      tracker.collect();
+      const index = (48 << 20) / PAGE_SIZE;
+      const before = tracker.readPage(index);
+      const replacement = randomBytes(PAGE_SIZE);
+      tracker.writePage(index, replacement);
+      expect(tracker.readPage(index)).to.deep.equal(new Uint8Array(replacement));
+      const dirty = tracker.collect();
+      expect(Array.from(dirty.indices)).to.deep.equal([index]);
+      tracker.writePage(index, before);
+      expect(() => tracker.writePage(index, new Uint8Array(100))).to.throw(RangeError, /indices but 100 bytes/);
+      expect(() => tracker.readPage(tracker.pageCount)).to.throw(RangeError, /out of range/);
+    } finally {
+      machine.run();
+    }
+  });
+
+  it("refuses to work while the guest runs", () => {
+    expect(machine.state).to.equal("running");
+    expect(() => tracker.collect()).to.throw(MachineStateError, /await machine.pause\(\)/);
+  });
+
+  it("makes a second machine's RAM byte-identical with the pages collected from a running one", async () => {
+    const copy = await Machine.createBlank(defaultGuest());
+    others.push(copy);
+    const fresh = DirtyPageTracker.create(machine); // a new shadow: the first collection is all of RAM
+    try {
+      await whilePaused(machine, () => {
+        applyPages(copy, fresh.collect());
+        expect(ramHash(copy)).to.equal(ramHash(machine));
+      });
+      await machine.exec("dd if=/dev/urandom of=/tmp/y bs=4k count=64 2>/dev/null; rm /tmp/y");
+      await whilePaused(machine, () => {
+        const dirty = fresh.collect();
+        expect(dirty.indices.length).to.be.greaterThan(0).and.lessThan(fresh.pageCount / 2);
+        applyPages(copy, dirty);
+        expect(ramHash(copy)).to.equal(ramHash(machine));
+      });
+    } finally {
+      fresh.dispose();
+    }
+  });
+
+  it("keeps working after v86's wasm memory grows (views re-created)", async () => {
+    await machine.pause();
+    try {
+      const byteLength = machine.ram.wasmMemory.buffer.byteLength;
+      // More than the heap can have free: the memory must grow.
+      const filler = allocateInV86Heap(machine.emulator, byteLength);
+      try {
+        expect(machine.ram.wasmMemory.buffer.byteLength).to.be.greaterThan(byteLength);
+        tracker.collect();
+        const index = (56 << 20) / PAGE_SIZE;
+        tracker.writePage(index, randomBytes(PAGE_SIZE));
+        expect(Array.from(tracker.collect().indices)).to.deep.equal([index]);
+      } finally {
+        filler.free();
+      }
+    } finally {
+      machine.run();
+    }
+  });
+
+  it("SIMD and JS scanners agree on random mutations", async () => {
+    const blank = await Machine.createBlank({ ...defaultGuest(), memoryMiB: 64 });
+    others.push(blank);
+    const simd = DirtyPageTracker.create(blank, { engine: "simd" });
+    const js = DirtyPageTracker.create(blank, { engine: "js" });
+    expect(js.engine).to.equal("js");
+    simd.baseline();
+    js.baseline();
+    const random = seededRandom(86);
+    for (let round = 0; round < 5; round++) {
+      const expected = new Set<number>();
+      for (let i = 0; i < 300; i++) {
+        const page = Math.floor(random() * simd.pageCount);
+        const offset = Math.floor(random() * PAGE_SIZE);
+        const old = blank.ram.bytes[page * PAGE_SIZE + offset]!;
+        // Byte patterns that a float compare gets wrong: NaN payloads and -0 versus +0.
+        const value = [0x7f, 0xff, 0x80, 0x00][i % 4]! ^ (round === 0 ? 0 : Math.floor(random() * 256));
+        if (value === old) continue;
+        blank.ram.write(page * PAGE_SIZE + offset, Uint8Array.of(value));
+        expected.add(page);
+      }
+      const fromSimd = simd.collect();
+      const fromJs = js.collect();
+      expect(Array.from(fromSimd.indices)).to.deep.equal([...expected].sort((a, b) => a - b));
+      expect(fromJs.indices).to.deep.equal(fromSimd.indices);
+      expect(fromJs.data).to.deep.equal(fromSimd.data);
+    }
+    // Changing only the sign of a float's zero is a change.
+    const negativeZero = new Uint8Array(new Float64Array([-0]).buffer);
+    blank.ram.write(8 * PAGE_SIZE, new Uint8Array(new Float64Array([0]).buffer));
+    simd.collect();
+    js.collect();
+    blank.ram.write(8 * PAGE_SIZE, negativeZero);
+    expect(Array.from(simd.collect().indices)).to.deep.equal([8]);
+    expect(Array.from(js.collect().indices)).to.deep.equal([8]);
+    simd.dispose();
+    js.dispose();
+  });
+});
+
+function countNonZeroPages(ram: Uint8Array): number {
+  const words = new Uint32Array(ram.buffer, ram.byteOffset, ram.length / 4);
+  let count = 0;
+  for (let page = 0; page < ram.length / PAGE_SIZE; page++) {
+    for (let w = page * 1024; w < (page + 1) * 1024; w++) {
+      if (words[w] !== 0) {
+        count++;
+        break;
+      }
+    }
+  }
+  return count;
+}
+
+/** Deterministic mutations, so that a failure can be replayed. */
+function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
