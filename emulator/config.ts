@@ -48,6 +48,8 @@ export interface MachineConfig {
   bootTimeoutMs?: number;
   /** Our devices, attached in this order on boot and on restore. */
   devices?: readonly DeviceFactory[];
+  /** Initial contents of v86's own IDE disk (hda, copied), e.g. to compare it with virtio-blk; null for none. */
+  ideDisk?: Uint8Array<ArrayBuffer> | null;
 }
 
 export type ResolvedMachineConfig = Required<MachineConfig>;
@@ -65,6 +67,7 @@ export const DEFAULTS = {
   readyMarker: "TWINVM-READY",
   bootTimeoutMs: 90_000,
   devices: [] as readonly DeviceFactory[],
+  ideDisk: null,
 };
 
 export const MEMORY_MIB_RANGE = { min: 32, max: 2048 } as const;
@@ -94,6 +97,9 @@ export function resolveConfig(config: MachineConfig): ResolvedMachineConfig {
   }
   if (!Array.isArray(resolved.devices) || !resolved.devices.every((f) => typeof f === "function")) {
     throw new ConfigError("config.devices: expected an array of device factories");
+  }
+  if (resolved.ideDisk !== null && (!(resolved.ideDisk instanceof Uint8Array) || resolved.ideDisk.length % 512 !== 0 || resolved.ideDisk.length === 0)) {
+    throw new ConfigError("config.ideDisk: expected a Uint8Array of whole 512-byte sectors, or null");
   }
   if (typeof readyMarker !== "string" || readyMarker.length === 0 || readyMarker.includes("\n")) {
     throw new ConfigError(`config.readyMarker: expected a non-empty single-line string, got ${describe(readyMarker)}`);

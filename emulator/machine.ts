@@ -60,6 +60,7 @@ export class Machine {
         bzimage: { buffer: toArrayBuffer(images.kernel) },
         initrd: { buffer: toArrayBuffer(images.initrd) },
         cmdline: this.config.cmdline,
+        ...(this.config.ideDisk === null ? {} : { hda: { buffer: toArrayBuffer(this.config.ideDisk) } }),
       });
       const started = performance.now();
       this.#emulator!.run();

@@ -1,0 +1,239 @@
+// The virtio block device: features and config space, and the life of a request
+// from the available ring to the used ring. Requests run concurrently; each one
+// completes (status byte, used ring, interrupt) when its backend I/O and every
+// hook gate have settled.
+import { SECTOR_SIZE, type BlockBackend } from "../block/backend.ts";
+import type { BlockHook, BlockIoEvent, BlockIoType } from "../block/hook.ts";
+import type { RateLimitedLog } from "../rate-limited-log.ts";
+import { featureBit } from "../virtio/constants.ts";
+import type { VirtioDevice, VirtioDeviceContext } from "../virtio/device.ts";
+import type { GuestMemory } from "../virtio/guest-memory.ts";
+import type { DescriptorChain, SplitVirtqueue } from "../virtio/virtqueue.ts";
+import { BlockMetrics } from "./metrics.ts";
+import { isRequestError, parseRequest, statusFor, type Request } from "./request.ts";
+import { BlkConfig, BlkFeature, BlkStatus, ID_BYTES, VIRTIO_ID_BLOCK } from "./spec.ts";
+
+export const QUEUE_SIZE = 256;
+/** Largest data segment the driver may use (Linux's max_segment_size). */
+export const SIZE_MAX = 1 << 20;
+/** Data segments per request: the queue holds header and status too. */
+export const SEG_MAX = QUEUE_SIZE - 2;
+
+/** PCI class: mass storage controller, SCSI subclass (what QEMU uses for virtio-blk). */
+const PCI_CLASS_STORAGE_SCSI = 0x010000;
+
+export interface VirtioBlkDeviceOptions {
+  id: string;
+  backend: BlockBackend;
+  /** Up to 20 bytes answered to VIRTIO_BLK_T_GET_ID (/sys/block/vdX/serial). */
+  serial: string;
+  hook: BlockHook | undefined;
+  log: RateLimitedLog;
+}
+
+type Outcome = { status: BlkStatus; readData?: Uint8Array };
+
+export class VirtioBlkDevice implements VirtioDevice {
+  readonly deviceType = VIRTIO_ID_BLOCK;
+  readonly pciClass = PCI_CLASS_STORAGE_SCSI;
+  readonly queueSizes = [QUEUE_SIZE];
+  readonly configSize = BlkConfig.SIZE;
+  readonly features: bigint;
+  readonly metrics = new BlockMetrics();
+  readonly #config: Uint8Array;
+  readonly #serial: Uint8Array;
+  #context: VirtioDeviceContext | undefined;
+  /** Bumped by reset: completions of requests taken before it are dropped. */
+  #epoch = 0;
+  /** Heads of chains taken from the ring and not yet returned, oldest first (kept in snapshots). */
+  readonly #inFlight = new Set<number>();
+
+  constructor(private readonly options: VirtioBlkDeviceOptions) {
+    const { backend } = options;
+    this.features =
+      featureBit(BlkFeature.SIZE_MAX) | featureBit(BlkFeature.SEG_MAX) | featureBit(BlkFeature.BLK_SIZE) |
+      featureBit(BlkFeature.FLUSH) | (backend.readOnly ? featureBit(BlkFeature.RO) : 0n);
+    this.#config = new Uint8Array(BlkConfig.SIZE);
+    const view = new DataView(this.#config.buffer);
+    view.setBigUint64(BlkConfig.CAPACITY, BigInt(backend.sectorCount), true);
+    view.setUint32(BlkConfig.SIZE_MAX, SIZE_MAX, true);
+    view.setUint32(BlkConfig.SEG_MAX, SEG_MAX, true);
+    view.setUint32(BlkConfig.BLK_SIZE, SECTOR_SIZE, true);
+    this.#serial = new TextEncoder().encode(options.serial).slice(0, ID_BYTES);
+  }
+
+  get id(): string {
+    return this.options.id;
+  }
+
+  get capacitySectors(): number {
+    return this.options.backend.sectorCount;
+  }
+
+  /** Heads of requests in flight, for a snapshot. */
+  get inFlightHeads(): number[] {
+    return [...this.#inFlight];
+  }
+
+  readConfig(offset: number, width: 1 | 2 | 4): number {
+    let value = 0;
+    for (let i = width - 1; i >= 0; i--) value = value * 256 + (this.#config[offset + i] ?? 0);
+    return value;
+  }
+
+  writeConfig(): void {
+    // Only `writeback` is writable, and only with VIRTIO_BLK_F_CONFIG_WCE, which is not offered.
+  }
+
+  activate(context: VirtioDeviceContext): void {
+    this.#context = context;
+  }
+
+  reset(): void {
+    this.#context = undefined;
+    this.#epoch++;
+    this.#inFlight.clear();
+  }
+
+  processQueue(queueIndex: number): void {
+    const context = this.#context;
+    const queue = context?.queues[queueIndex];
+    if (context === undefined || queue === undefined) return;
+    for (;;) {
+      const popped = queue.pop(context.ram);
+      if (popped === null) return;
+      if ("error" in popped) return this.#needsReset(context, `bad chain: ${popped.error}`);
+      this.#submit(context, queue, popped.chain);
+      if (context.isBroken) return;
+    }
+  }
+
+  /** After a restore: submits again what was in flight when the snapshot was taken. */
+  resubmit(heads: readonly number[]): void {
+    const context = this.#context;
+    const queue = context?.queues[0];
+    if (context === undefined || queue === undefined) return;
+    for (const head of heads) {
+      const chain = queue.readChain(context.ram, head);
+      if (typeof chain === "string") return this.#needsReset(context, `bad chain after restore: ${chain}`);
+      this.#submit(context, queue, chain);
+    }
+  }
+
+  #submit(context: VirtioDeviceContext, queue: SplitVirtqueue, chain: DescriptorChain): void {
+    const { ram } = context;
+    const parsed = parseRequest(chain, ram, this.capacitySectors);
+    this.metrics.requests++;
+    if (isRequestError(parsed)) {
+      if (parsed.statusGpa === undefined) return this.#needsReset(context, `request without a status byte: ${parsed.error}`);
+      this.metrics.invalidRequests++;
+      this.options.log.warn(`refused request: ${parsed.error}`);
+      this.#complete(queue, chain.head, parsed.statusGpa, 0, statusFor(parsed));
+      return;
+    }
+    if (parsed.kind === "get-id") {
+      this.metrics.getIds++;
+      const written = scatter(ram, parsed.data, this.#serial.subarray(0, Math.min(ID_BYTES, parsed.dataLength)));
+      this.#complete(queue, chain.head, parsed.statusGpa, written, BlkStatus.OK);
+      return;
+    }
+    const epoch = this.#epoch;
+    this.#inFlight.add(chain.head);
+    void this.#run(ram, parsed).then((outcome) => {
+      if (epoch !== this.#epoch) return; // the driver reset the device and forgot this request
+      this.#inFlight.delete(chain.head);
+      const written = outcome.readData === undefined ? 0 : scatter(ram, parsed.data, outcome.readData);
+      this.#complete(queue, chain.head, parsed.statusGpa, written, outcome.status);
+    });
+  }
+
+  /**
+   * Starts a request now, while the guest is stopped in its notify: the hook event
+   * goes out and write data is copied as of this instant. Never rejects.
+   */
+  #run(ram: GuestMemory, request: Request): Promise<Outcome> {
+    const { backend, hook } = this.options;
+    const kind = request.kind as BlockIoType;
+    const sectors = kind === "flush" ? 0 : request.dataLength / SECTOR_SIZE;
+    const writeData = kind === "write" ? gather(ram, request.data) : undefined;
+    const event: BlockIoEvent = { disk: this.id, type: kind, sector: request.sector, sectors, segments: request.data, ...(writeData && { data: writeData }) };
+    const gate = hook?.emit(event);
+    const io = attempt<Uint8Array | void>(() =>
+      kind === "read" ? backend.read(request.sector, request.dataLength)
+      : kind === "write" ? backend.write(request.sector, writeData!)
+      : backend.flush(),
+    );
+    const failed = (what: "backend" | "gate") => (error: unknown) => {
+      this.metrics[what === "backend" ? "backendErrors" : "gateErrors"]++;
+      this.options.log.warn(`${kind} at sector ${request.sector}: ${what} failed: ${(error as Error)?.message ?? String(error)}`);
+      return Promise.reject(error);
+    };
+    return Promise.all([io.catch(failed("backend")), gate?.catch(failed("gate"))]).then(
+      ([data]) => {
+        this.#count(kind, request.dataLength);
+        return { status: BlkStatus.OK, readData: data instanceof Uint8Array ? data : undefined };
+      },
+      () => ({ status: BlkStatus.IOERR }),
+    );
+  }
+
+  #count(kind: BlockIoType, bytes: number): void {
+    if (kind === "read") {
+      this.metrics.reads++;
+      this.metrics.bytesRead += bytes;
+    } else if (kind === "write") {
+      this.metrics.writes++;
+      this.metrics.bytesWritten += bytes;
+    } else {
+      this.metrics.flushes++;
+    }
+  }
+
+  /** Status byte, then the used ring, then (unless suppressed) an interrupt. */
+  #complete(queue: SplitVirtqueue, head: number, statusGpa: number, dataWritten: number, status: BlkStatus): void {
+    const context = this.#context;
+    if (context === undefined) return;
+    context.ram.write(statusGpa, Uint8Array.of(status));
+    queue.pushUsed(context.ram, head, dataWritten + 1);
+    context.notifyUsed(queue);
+  }
+
+  #needsReset(context: VirtioDeviceContext, reason: string): void {
+    this.metrics.deviceNeedsReset++;
+    context.needsReset(reason);
+  }
+}
+
+/** Copies the guest's buffers into one array (write data as of submission). */
+function gather(ram: GuestMemory, segments: readonly { gpa: number; length: number }[]): Uint8Array {
+  const total = segments.reduce((sum, s) => sum + s.length, 0);
+  const out = new Uint8Array(total);
+  const bytes = ram.bytes;
+  let at = 0;
+  for (const { gpa, length } of segments) {
+    out.set(bytes.subarray(gpa, gpa + length), at);
+    at += length;
+  }
+  return out;
+}
+
+/** Spreads `data` over the guest's buffers in order; returns the bytes written. */
+function scatter(ram: GuestMemory, segments: readonly { gpa: number; length: number }[], data: Uint8Array): number {
+  let at = 0;
+  for (const { gpa, length } of segments) {
+    if (at >= data.length) break;
+    const part = data.subarray(at, at + length);
+    ram.write(gpa, part);
+    at += part.length;
+  }
+  return at;
+}
+
+/** Runs an async operation so that a synchronous throw becomes a rejection. */
+function attempt<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return operation();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
