@@ -79,18 +79,22 @@ export class ReplicationChannel {
     });
   }
 
-  send(message: ControlMessage): Promise<void> {
+  /** Resolves with the bytes put on the wire (for metrics). */
+  send(message: ControlMessage): Promise<number> {
     return this.enqueueOutbound(async () => {
       const text = encodeControl(message);
       this.order.sent(message);
       this.transport.sendText(text);
+      return utf8Length(text);
     });
   }
 
   /** Encoding (and compression) happens in the send queue, so frames never overtake earlier sends. */
-  sendFrame(frame: BinaryFrame, options?: EncodeOptions): Promise<void> {
+  sendFrame(frame: BinaryFrame, options?: EncodeOptions): Promise<number> {
     return this.enqueueOutbound(async () => {
-      this.transport.sendBinary(await encodeFrame(frame, options));
+      const bytes = await encodeFrame(frame, options);
+      this.transport.sendBinary(bytes);
+      return bytes.length;
     });
   }
 
@@ -102,9 +106,12 @@ export class ReplicationChannel {
     this.transport.close(reason);
   }
 
-  private enqueueOutbound(work: () => Promise<void>): Promise<void> {
+  private enqueueOutbound<T>(work: () => Promise<T>): Promise<T> {
     const step = this.outbound.then(work);
-    this.outbound = step.catch(() => undefined);
+    this.outbound = step.then(
+      () => undefined,
+      () => undefined,
+    );
     return step;
   }
 
@@ -131,4 +138,14 @@ export class ReplicationChannel {
     }
     this.transport.close(`protocol violation: ${error.message}`);
   }
+}
+
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  // Control messages are ASCII but for free-text fields; count the rest exactly.
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 0x80) bytes += code >= 0x800 && (code < 0xd800 || code > 0xdfff) ? 2 : 1;
+  }
+  return bytes;
 }

@@ -30,7 +30,7 @@ function closedObject(properties: Record<string, SchemaObject>, optional: string
 
 const uint = (maximum: number): SchemaObject => ({ type: "integer", minimum: 0, maximum });
 const text = (maxLength: number): SchemaObject => ({ type: "string", maxLength });
-const constant = (value: string | number): SchemaObject => ({ const: value });
+const constant = (value: string | number | boolean): SchemaObject => ({ const: value });
 const list = (items: SchemaObject, maxItems: number, minItems = 0): SchemaObject => ({ type: "array", items, minItems, maxItems });
 
 const epoch = uint(MAX_EPOCH);
@@ -55,7 +55,8 @@ const ioLogEntry: SchemaObject = {
         MAX_SEGMENTS_PER_ENTRY,
         1,
       ),
-    }),
+      inline: constant(true),
+    }, ["inline"]),
     closedObject({ disk: diskId, type: constant("flush") }),
   ],
 };

@@ -98,6 +98,12 @@ export interface IoLogWrite {
   sector: number;
   sectors: number;
   segments: GuestSegment[];
+  /**
+   * The guest changed the data pages between submitting the write and the sync's
+   * capture, so memory no longer holds what the primary's disk got: the data
+   * travels in this seq's next disk-blocks frame instead of being replayed from memory.
+   */
+  inline?: true;
 }
 
 export interface IoLogFlush {

@@ -208,6 +208,10 @@ export class SessionOrder {
     const layout = this.requireLayout();
     if (layout.diskMode === "io-log") {
       if (message.ioLog === undefined) throw inconsistent(`sync-commit ${message.seq} has no ioLog in io-log mode`);
+      const inline = message.ioLog.flatMap((entry) => (entry.type === "write" && entry.inline === true ? [entry] : []));
+      if (!sameWrites(inline, pending.blockWrites)) {
+        throw inconsistent(`sync-commit ${message.seq} marks ${inline.length} writes inline that differ from the ${pending.blockWrites.length} block frames received`);
+      }
       for (const entry of message.ioLog) {
         const disk = this.diskCopy(entry.disk, "ioLog entry").descriptor;
         if (entry.type === "flush") continue;
@@ -221,10 +225,7 @@ export class SessionOrder {
     } else {
       if (message.blockWrites === undefined) throw inconsistent(`sync-commit ${message.seq} has no blockWrites in dirty-block-copy mode`);
       const arrived = pending.blockWrites;
-      const same =
-        message.blockWrites.length === arrived.length &&
-        message.blockWrites.every((w, i) => w.disk === arrived[i]!.disk && w.sector === arrived[i]!.sector && w.sectors === arrived[i]!.sectors);
-      if (!same) throw inconsistent(`sync-commit ${message.seq} announces ${message.blockWrites.length} block writes that differ from the ${arrived.length} block frames received`);
+      if (!sameWrites(message.blockWrites, arrived)) throw inconsistent(`sync-commit ${message.seq} announces ${message.blockWrites.length} block writes that differ from the ${arrived.length} block frames received`);
     }
     this.lastCommitted = message.seq;
     this.pending = emptyPending();
@@ -240,7 +241,6 @@ export class SessionOrder {
     if (this.currentPhase !== "replicating") throw orderError(`${frame.kind} frame before init-begin`);
     const expected = this.lastCommitted + 1;
     if (frame.seq !== expected) throw orderError(`${frame.kind} frame for seq ${frame.seq}, expected ${expected} (frames precede their sync-commit)`);
-    const layout = this.requireLayout();
     switch (frame.kind) {
       case "memory-pages":
         this.checkPages(frame);
@@ -252,7 +252,7 @@ export class SessionOrder {
         this.pending.stateBytes = frame.data.length;
         return;
       case "disk-blocks": {
-        if (layout.diskMode !== "dirty-block-copy") throw orderError("disk-blocks frame in io-log mode");
+        // In io-log mode a block frame carries the data of a write marked `inline`.
         const sectors = frame.data.length / SECTOR_SIZE;
         this.checkSectors(this.diskCopy(frame.disk, "disk-blocks frame").descriptor, frame.sector, sectors, "disk-blocks frame");
         this.pending.blockWrites.push({ disk: frame.disk, sector: frame.sector, sectors });
@@ -294,6 +294,12 @@ export class SessionOrder {
 
   private receiveFromSecondary(message: ControlMessage): void {
     switch (message.type) {
+      case "disk-digest":
+        // The secondary tells what its own disks hold, so the primary can skip copying equal ones.
+        this.expectPhase("await-init", message.type);
+        this.expectEpoch(message.epoch, message.type);
+        if (this.initEndSent) throw orderError("disk-digest from the secondary after init-end");
+        return;
       case "init-ack":
         if (!this.initEndSent || this.initAcked) throw orderError(this.initAcked ? "second init-ack" : "init-ack before init-end was sent");
         this.expectEpoch(message.epoch, message.type);
@@ -366,6 +372,13 @@ export class SessionOrder {
     const highest = Math.max(frame.indices.at(-1) ?? -1, frame.zeroIndices.at(-1) ?? -1);
     if (highest >= pages) throw inconsistent(`page ${highest} is outside guest memory (${pages} pages)`);
   }
+}
+
+function sameWrites(announced: readonly BlockWriteAnnouncement[], arrived: readonly BlockWriteAnnouncement[]): boolean {
+  return (
+    announced.length === arrived.length &&
+    announced.every((w, i) => w.disk === arrived[i]!.disk && w.sector === arrived[i]!.sector && w.sectors === arrived[i]!.sectors)
+  );
 }
 
 function emptyPending(): PendingSync {

@@ -181,12 +181,23 @@ describe("session order", () => {
 
     it("rejects the wrong disk mode's data", () => {
       const ioLog = replicatingSecondary("io-log");
-      expectRejected(ioLog, blocks(1, 0, 1), "order", /io-log mode/);
       expectRejected(ioLog, commit(1, { ioLog: undefined, blockWrites: [] }), "inconsistent");
+      // In io-log mode a block frame must match a write marked inline, in order.
+      feed(ioLog, blocks(1, 0, 1));
+      expectRejected(ioLog, commit(1), "inconsistent", /inline/);
       const copy = replicatingSecondary("dirty-block-copy");
       feed(copy, blocks(1, 0, 1));
       expectRejected(copy, commit(1, { ioLog: undefined, blockWrites: [{ disk: 0, sector: 1, sectors: 1 }] }), "inconsistent");
       expectRejected(copy, commit(1), "inconsistent");
+    });
+
+    it("accepts io-log writes whose data travels inline, matched to block frames in order", () => {
+      const order = replicatingSecondary("io-log");
+      feed(order, blocks(1, 0, 1));
+      const inlineWrite = { disk: 0, type: "write" as const, sector: 0, sectors: 1, segments: [{ gpa: 0, length: 512 }], inline: true as const };
+      feed(order, commit(1, { ioLog: [inlineWrite] }));
+      feed(order, blocks(2, 0, 1));
+      expectRejected(order, commit(2, { ioLog: [{ ...inlineWrite, sector: 1 }] }), "inconsistent", /inline/);
     });
 
     it("rejects an epoch that goes down, or up without promoted", () => {

@@ -1,0 +1,51 @@
+// Whole-disk operations of the initial sync: a digest that both sides compute the
+// same way without holding a disk in memory, and the chunking of a disk copy.
+import { SECTOR_SIZE, type BlockBackend } from "../../emulator/block/backend.ts";
+
+/** Disk copies and digests walk the disk in pieces of this size. */
+export const DISK_CHUNK_BYTES = 4 << 20;
+
+/** sha256 over (size, sha256 of each chunk): streaming without an incremental hash API. */
+export async function diskDigest(backend: BlockBackend): Promise<string> {
+  const chunkDigests: Uint8Array[] = [];
+  for await (const { data } of diskChunks(backend)) chunkDigests.push(await sha256(data));
+  const size = new Uint8Array(8);
+  new DataView(size.buffer).setBigUint64(0, BigInt(backend.sizeBytes), true);
+  return hex(await sha256(concat([size, ...chunkDigests])));
+}
+
+export async function* diskChunks(backend: BlockBackend): AsyncGenerator<{ offset: number; data: Uint8Array }> {
+  for (let offset = 0; offset < backend.sizeBytes; offset += DISK_CHUNK_BYTES) {
+    const length = Math.min(DISK_CHUNK_BYTES, backend.sizeBytes - offset);
+    yield { offset, data: await backend.read(offset / SECTOR_SIZE, length) };
+  }
+}
+
+export function isAllZero(bytes: Uint8Array): boolean {
+  const aligned = bytes.byteOffset % 4 === 0 && bytes.length % 4 === 0;
+  if (aligned) {
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+    return true;
+  }
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
