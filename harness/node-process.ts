@@ -1,0 +1,105 @@
+// The parent's handle on a replica-node process: start it, send it requests,
+// wait for its states, kill it.
+import { fork, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import type { NodeConfig, NodeEvent, NodeRequest } from "./replica-node.ts";
+
+const NODE_SCRIPT = fileURLToPath(new URL("./replica-node.ts", import.meta.url));
+
+type RequestBody = NodeRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+
+export class NodeProcess {
+  readonly child: ChildProcess;
+  readonly states: string[] = [];
+  output = "";
+  #nextId = 1;
+  #replies = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+  #listeners = new Set<(event: NodeEvent) => void>();
+  #exited: Promise<number | null>;
+  stderr = "";
+
+  constructor(config: NodeConfig, options: { env?: NodeJS.ProcessEnv; echoStderr?: boolean } = {}) {
+    this.child = fork(NODE_SCRIPT, [JSON.stringify(config)], {
+      execArgv: ["--import", "tsx"],
+      env: options.env ?? process.env,
+      stdio: ["ignore", "ignore", "pipe", "ipc"],
+    });
+    this.child.stderr!.on("data", (chunk: Buffer) => {
+      this.stderr += chunk.toString();
+      if (options.echoStderr) process.stderr.write(`[${config.role}] ${chunk.toString()}`);
+    });
+    this.child.on("message", (raw) => this.#receive(raw as NodeEvent));
+    this.#exited = new Promise((resolve) => this.child.on("exit", (code) => resolve(code)));
+    this.#exited.then(() => {
+      for (const { reject } of this.#replies.values()) reject(new Error(`node exited; stderr:\n${this.stderr.slice(-2000)}`));
+      this.#replies.clear();
+    });
+  }
+
+  get exited(): Promise<number | null> {
+    return this.#exited;
+  }
+
+  request<T>(body: RequestBody): Promise<T> {
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.#replies.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      this.child.send({ ...body, id } as NodeRequest);
+    });
+  }
+
+  exec(command: string, timeoutMs = 60_000): Promise<{ output: string; exitCode: number }> {
+    return this.request({ type: "exec", command, timeoutMs });
+  }
+
+  /** Resolves with the first event that `match` accepts (including ones already seen, for states). */
+  waitFor<E extends NodeEvent>(match: (event: NodeEvent) => event is E, timeoutMs: number, what: string): Promise<E> {
+    return new Promise<E>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#listeners.delete(listener);
+        reject(new Error(`no ${what} within ${timeoutMs} ms; states ${this.states.join(" > ")}; stderr:\n${this.stderr.slice(-3000)}`));
+      }, timeoutMs);
+      const listener = (event: NodeEvent) => {
+        if (!match(event)) return;
+        clearTimeout(timer);
+        this.#listeners.delete(listener);
+        resolve(event);
+      };
+      this.#listeners.add(listener);
+      void this.#exited.then((code) => {
+        if (!this.#listeners.has(listener)) return;
+        clearTimeout(timer);
+        this.#listeners.delete(listener);
+        reject(new Error(`node exited (${code}) before ${what}; stderr:\n${this.stderr.slice(-3000)}`));
+      });
+    });
+  }
+
+  async waitForState(state: string, timeoutMs: number): Promise<void> {
+    if (this.states.includes(state)) return;
+    await this.waitFor((e): e is Extract<NodeEvent, { type: "state" }> => e.type === "state" && e.state === state, timeoutMs, `state ${state}`);
+  }
+
+  async listeningUrl(timeoutMs: number): Promise<string> {
+    return (await this.waitFor((e): e is Extract<NodeEvent, { type: "listening" }> => e.type === "listening", timeoutMs, "listening")).url;
+  }
+
+  kill(signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
+    this.child.kill(signal);
+    return this.#exited;
+  }
+
+  #receive(event: NodeEvent): void {
+    if (event.type === "reply") {
+      const waiter = this.#replies.get(event.id);
+      this.#replies.delete(event.id);
+      if (event.ok) waiter?.resolve(event.result);
+      else waiter?.reject(new Error(event.error));
+    } else if (event.type === "state") {
+      this.states.push(event.state);
+    } else if (event.type === "output") {
+      this.output += event.text;
+    }
+    for (const listener of [...this.#listeners]) listener(event);
+  }
+}
