@@ -233,6 +233,15 @@ describe("session order", () => {
       expectRejected(order, commit(3), "order");
     });
 
+    it("takes the secondary's disk digests only before init-end", () => {
+      const order = authenticatedOrder("primary");
+      const digest = { type: "disk-digest" as const, seq: 0 as const, epoch: EPOCH, disk: 0, sha256: "ab".repeat(32) };
+      feed(order, digest);
+      expectRejected(order, { ...digest, epoch: EPOCH + 1 }, "order", /no promoted/);
+      order.sent({ type: "init-end", seq: 0, epoch: EPOCH, pageCount: 0, stateBytes: 1 });
+      expectRejected(order, digest, "order", /after init-end/);
+    });
+
     it("checks heartbeat-acks against heartbeats sent", () => {
       const order = authenticatedOrder("primary");
       expectRejected(order, { type: "heartbeat-ack", epoch: EPOCH, id: 0 }, "order");
