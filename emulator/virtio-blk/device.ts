@@ -4,6 +4,7 @@
 // hook gate have settled.
 import { SECTOR_SIZE, type BlockBackend } from "../block/backend.ts";
 import type { BlockHook, BlockIoEvent, BlockIoType } from "../block/hook.ts";
+import { gatherSegments } from "../block/segments.ts";
 import type { RateLimitedLog } from "../rate-limited-log.ts";
 import { featureBit } from "../virtio/constants.ts";
 import type { VirtioDevice, VirtioDeviceContext } from "../virtio/device.ts";
@@ -47,6 +48,8 @@ export class VirtioBlkDevice implements VirtioDevice {
   #epoch = 0;
   /** Heads of chains taken from the ring and not yet returned, oldest first (kept in snapshots). */
   readonly #inFlight = new Set<number>();
+  /** Backend operations not yet settled (a request may still wait on its gates after this). */
+  readonly #backendOps = new Set<Promise<unknown>>();
 
   constructor(private readonly options: VirtioBlkDeviceOptions) {
     const { backend } = options;
@@ -68,6 +71,14 @@ export class VirtioBlkDevice implements VirtioDevice {
 
   get capacitySectors(): number {
     return this.options.backend.sectorCount;
+  }
+
+  /**
+   * Resolves once every backend operation started so far has settled, whatever the
+   * gates of their requests still hold: after it, the backend holds every write taken.
+   */
+  async backendIdle(): Promise<void> {
+    await Promise.allSettled([...this.#backendOps]);
   }
 
   /** Heads of requests in flight, for a snapshot. */
@@ -155,13 +166,18 @@ export class VirtioBlkDevice implements VirtioDevice {
     const { backend, hook } = this.options;
     const kind = request.kind as BlockIoType;
     const sectors = kind === "flush" ? 0 : request.dataLength / SECTOR_SIZE;
-    const writeData = kind === "write" ? gather(ram, request.data) : undefined;
+    const writeData = kind === "write" ? gatherSegments(ram.bytes, request.data) : undefined;
     const event: BlockIoEvent = { disk: this.id, type: kind, sector: request.sector, sectors, segments: request.data, ...(writeData && { data: writeData }) };
     const gate = hook?.emit(event);
     const io = attempt<Uint8Array | void>(() =>
       kind === "read" ? backend.read(request.sector, request.dataLength)
       : kind === "write" ? backend.write(request.sector, writeData!)
       : backend.flush(),
+    );
+    this.#backendOps.add(io);
+    void io.then(
+      () => this.#backendOps.delete(io),
+      () => this.#backendOps.delete(io),
     );
     const failed = (what: "backend" | "gate") => (error: unknown) => {
       this.metrics[what === "backend" ? "backendErrors" : "gateErrors"]++;
@@ -202,19 +218,6 @@ export class VirtioBlkDevice implements VirtioDevice {
     this.metrics.deviceNeedsReset++;
     context.needsReset(reason);
   }
-}
-
-/** Copies the guest's buffers into one array (write data as of submission). */
-function gather(ram: GuestMemory, segments: readonly { gpa: number; length: number }[]): Uint8Array {
-  const total = segments.reduce((sum, s) => sum + s.length, 0);
-  const out = new Uint8Array(total);
-  const bytes = ram.bytes;
-  let at = 0;
-  for (const { gpa, length } of segments) {
-    out.set(bytes.subarray(gpa, gpa + length), at);
-    at += length;
-  }
-  return out;
 }
 
 /** Spreads `data` over the guest's buffers in order; returns the bytes written. */

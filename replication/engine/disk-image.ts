@@ -6,9 +6,20 @@ import { SECTOR_SIZE, type BlockBackend } from "../../emulator/block/backend.ts"
 export const DISK_CHUNK_BYTES = 4 << 20;
 
 /** sha256 over (size, sha256 of each chunk): streaming without an incremental hash API. */
-export async function diskDigest(backend: BlockBackend): Promise<string> {
+export function diskDigest(backend: BlockBackend): Promise<string> {
+  return copyDisk(backend, async () => undefined);
+}
+
+/**
+ * Reads the disk chunk by chunk, hands each chunk to `send`, and returns the digest
+ * (as `diskDigest` computes it) of exactly the bytes sent, even if the disk changes meanwhile.
+ */
+export async function copyDisk(backend: BlockBackend, send: (offset: number, data: Uint8Array) => Promise<void>): Promise<string> {
   const chunkDigests: Uint8Array[] = [];
-  for await (const { data } of diskChunks(backend)) chunkDigests.push(await sha256(data));
+  for await (const { offset, data } of diskChunks(backend)) {
+    chunkDigests.push(await sha256(data));
+    await send(offset, data);
+  }
   const size = new Uint8Array(8);
   new DataView(size.buffer).setBigUint64(0, BigInt(backend.sizeBytes), true);
   return hex(await sha256(concat([size, ...chunkDigests])));

@@ -34,6 +34,11 @@ export class OutputCommit {
     this.#emit(this.#held.splice(0, released));
   }
 
+  /** A new session's initial copy covers everything held so far: it goes out when that copy is acked. */
+  coverHeldBy(seq: number): void {
+    for (const chunk of this.#held) chunk.coveredBySeq = seq;
+  }
+
   /** Unprotected from now on (no secondary): output flows straight through. */
   releaseAll(): void {
     this.#emit(this.#held.splice(0));

@@ -5,21 +5,30 @@
 // blocks). The writes' completions and the printed bytes are released only when
 // the secondary acknowledges that sync.
 import type { BlockHook, BlockIoEvent } from "../../emulator/block/hook.ts";
+import { segmentsHold } from "../../emulator/block/segments.ts";
 import type { Machine } from "../../emulator/machine.ts";
 import { DirtyPageTracker, type PageSet } from "../../emulator/memory/index.ts";
 import { captureMemorylessState, encodeDelta, encodeMemorylessState } from "../../emulator/state/index.ts";
 import { VirtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
 import type { ReplicationChannel, ChannelEvent, ChannelCloseInfo } from "../channel/channel.ts";
-import type { MemoryPagesFrame } from "../protocol/frames.ts";
+import type { BinaryFrame, MemoryPagesFrame } from "../protocol/frames.ts";
 import { MAX_PAGES_PER_FRAME, MAX_SECTORS_PER_BLOCK_FRAME, PAGE_SIZE, SECTOR_SIZE } from "../protocol/limits.ts";
 import type { BlockWriteAnnouncement, ControlMessage, IoLogEntry } from "../protocol/messages.ts";
-import { diskChunks, diskDigest, isAllZero } from "./disk-image.ts";
-import { ReplicationMetrics } from "./metrics.ts";
+import { copyDisk, diskDigest, isAllZero } from "./disk-image.ts";
+import { ReplicationMetrics, type ByteCategory } from "./metrics.ts";
 import { OutputCommit } from "./output-commit.ts";
 
 export type DiskMode = "logging-replay" | "dirty-block-copy";
 
 export type PrimaryState = "idle" | "initial-sync" | "protected" | "unprotected" | "fenced";
+
+/**
+ * What the primary does when it loses its secondary (it cannot tell a dead secondary
+ * from a cut link). `continue`: the guest runs on unprotected, writes complete and
+ * output flows, and the engine says so. `stall`: guest writes and output are held
+ * until a secondary is protecting the guest again (the guest waits on its disk).
+ */
+export type SecondaryLossPolicy = "continue" | "stall";
 
 export interface PrimaryOptions {
   mode: DiskMode;
@@ -29,6 +38,7 @@ export interface PrimaryOptions {
   heartbeatIntervalMs?: number;
   /** A sync or heartbeat unanswered this long means the secondary is gone. */
   peerTimeoutMs?: number;
+  onSecondaryLoss?: SecondaryLossPolicy;
   log?: (line: string) => void;
 }
 
@@ -54,7 +64,7 @@ export class PrimaryEngine {
   /** Guest console output, released by output commit; attach terminals here. */
   readonly output = new OutputCommit();
   readonly #machine: Machine;
-  readonly #channel: ReplicationChannel;
+  #channel: ReplicationChannel | undefined;
   readonly #options: Required<Omit<PrimaryOptions, "log">> & Pick<PrimaryOptions, "log">;
   readonly #disks: VirtioBlkDisk[];
   #state: PrimaryState = "idle";
@@ -74,19 +84,19 @@ export class PrimaryEngine {
   #unsubscribe: (() => void)[] = [];
   #stateListeners = new Set<(state: PrimaryState, reason: string) => void>();
 
-  constructor(machine: Machine, channel: ReplicationChannel, options: PrimaryOptions) {
+  /** `channel`: the first secondary's session (or pass one to each `protect`). */
+  constructor(machine: Machine, channel: ReplicationChannel | undefined, options: PrimaryOptions) {
     this.#machine = machine;
     this.#channel = channel;
     this.#options = {
       epoch: 1,
       heartbeatIntervalMs: DEFAULT_HEARTBEAT_MS,
       peerTimeoutMs: DEFAULT_PEER_TIMEOUT_MS,
+      onSecondaryLoss: "continue",
       ...options,
     };
     this.#disks = machine.devices.filter((device): device is VirtioBlkDisk => device instanceof VirtioBlkDisk);
     this.metrics.epoch = this.#options.epoch;
-    channel.onMessage((event) => this.#receive(event));
-    channel.onClose((info) => this.#peerClosed(info));
     this.#unsubscribe.push(
       machine.console.onOutput((bytes) => this.#guestOutput(bytes)),
       options.hook.subscribe((event) => this.#blockEvent(event)),
@@ -102,31 +112,61 @@ export class PrimaryEngine {
     return () => this.#stateListeners.delete(listener);
   }
 
+  get epoch(): number {
+    return this.#options.epoch;
+  }
+
   /**
-   * Initial sync: the guest stands still while RAM, device state and (unless the
-   * secondary proves it has them) the disks are copied; then it runs protected.
+   * Initial sync with a (new) secondary, from `idle` or after a loss. The guest stops
+   * only for the capture of RAM and device state, then runs on while they and the
+   * disks (unless the secondary proves it holds them) are sent; its writes and output
+   * wait until the secondary acknowledges the copy. Resolves when protected (or when
+   * the attempt failed: see `state`).
    */
-  async protect(): Promise<void> {
-    if (this.#state !== "idle") throw new Error(`protect: engine is ${this.#state}`);
+  async protect(channel: ReplicationChannel | undefined = this.#channel): Promise<void> {
+    if (channel === undefined) throw new Error("protect: no replication channel");
+    if (this.#state !== "idle" && this.#state !== "unprotected") throw new Error(`protect: engine is ${this.#state}`);
+    this.#channel = channel;
+    this.#peerDigests.clear();
+    channel.onMessage((event) => this.#receive(channel, event));
+    channel.onClose((info) => this.#peerClosed(channel, info));
     this.#setState("initial-sync", "initial sync started");
     const started = performance.now();
     const bytesBefore = this.metrics.totalBytes;
     await this.#waitForPeerDigests();
+    if ((this.#state as PrimaryState) !== "initial-sync") return;
+
+    // Capture: one instruction boundary for RAM and device state; then the guest runs.
     const wasRunning = this.#machine.state === "running";
     await this.#machine.pause();
+    this.#tracker?.dispose();
+    this.#tracker = DirtyPageTracker.create(this.#machine);
+    const pages = this.#tracker.collect();
+    const state = encodeMemorylessState(captureMemorylessState(this.#machine));
+    this.#lastState = state;
+    this.#nextSeq = 1;
+    // Requests taken before the capture are in its device state; the disk copy below
+    // (read after their backend I/O) holds their data. They complete once the copy is acked.
+    const coveredByCopy = this.#pending;
+    this.#pending = [];
+    this.output.coverHeldBy(0);
+    this.#outputSinceCapture = false;
+    if (wasRunning) this.#machine.run();
+    await Promise.all(this.#disks.map((disk) => disk.device.backendIdle()));
+
+    const epoch = this.#options.epoch;
+    const send = async (category: ByteCategory, frame: BinaryFrame, compress = false) => {
+      this.metrics.count(category, await channel.sendFrame(frame, { compress }));
+      await channel.whenDrained();
+    };
     try {
-      await this.#settleDiskRequests();
-      this.#tracker = DirtyPageTracker.create(this.#machine);
-      const pages = this.#tracker.collect();
-      const state = encodeMemorylessState(captureMemorylessState(this.#machine));
-      this.#lastState = state;
-      const digests = await Promise.all(this.#disks.map((disk) => diskDigest(disk.backend)));
-      const epoch = this.#options.epoch;
+      const peerDigests = new Map(this.#peerDigests);
+      const ownDigests = await Promise.all(this.#disks.map((disk) => diskDigest(disk.backend)));
       const disks = this.#disks.map((disk, id) => ({
         id,
         name: disk.id,
         sizeBytes: disk.backend.sizeBytes,
-        ...(this.#peerDigests.get(id) === digests[id] ? { sha256: digests[id]! } : {}),
+        ...(peerDigests.get(id) === ownDigests[id] ? { sha256: ownDigests[id]! } : {}),
       }));
       await this.#sendControl({
         type: "init-begin",
@@ -137,32 +177,47 @@ export class PrimaryEngine {
         diskMode: this.#options.mode === "logging-replay" ? "io-log" : "dirty-block-copy",
         disks,
       });
-      await this.#sendPages(0, pages, { compress: true });
-      this.metrics.count("deviceState", await this.#channel.sendFrame({ kind: "device-state", seq: 0, epoch, mode: "full", data: state }));
+      for (let start = 0; start < pages.indices.length; start += MAX_PAGES_PER_FRAME) {
+        await send("memoryPages", pageFrame(0, epoch, pages, start, Math.min(pages.indices.length, start + MAX_PAGES_PER_FRAME)), true);
+      }
+      await send("deviceState", { kind: "device-state", seq: 0, epoch, mode: "full", data: state });
       for (const [id, disk] of this.#disks.entries()) {
         if (disks[id]!.sha256 !== undefined) continue;
-        for await (const chunk of diskChunks(disk.backend)) {
-          const zeros = isAllZero(chunk.data);
-          this.metrics.count(
-            "diskCopy",
-            await this.#channel.sendFrame(
-              { kind: "disk-chunk", seq: 0, epoch, disk: id, offset: chunk.offset, length: chunk.data.length, data: zeros ? "zeros" : chunk.data },
-              { compress: true },
-            ),
-          );
-          await this.#channel.whenDrained();
-        }
-        await this.#sendControl({ type: "disk-digest", seq: 0, epoch, disk: id, sha256: digests[id]! });
+        // The guest writes on while the disk is read: the digest covers what was sent, and
+        // every write after the capture is replayed on top by the syncs that follow.
+        const sent = await copyDisk(disk.backend, (offset, data) =>
+          send("diskCopy", { kind: "disk-chunk", seq: 0, epoch, disk: id, offset, length: data.length, data: isAllZero(data) ? "zeros" : data }, true),
+        );
+        await this.#sendControl({ type: "disk-digest", seq: 0, epoch, disk: id, sha256: sent });
       }
       const acked = new Promise<void>((resolve) => (this.#initAck = resolve));
       await this.#sendControl({ type: "init-end", seq: 0, epoch, pageCount: pages.indices.length, stateBytes: state.length });
       await this.#untilAckOrLoss(acked, "init-ack");
-      this.metrics.initialSync = { ms: performance.now() - started, bytes: this.metrics.totalBytes - bytesBefore };
-      this.#setState("protected", `initial sync done in ${(this.metrics.initialSync.ms / 1000).toFixed(1)} s`);
-      this.#startHeartbeat();
-    } finally {
-      if (wasRunning && (this.#state as PrimaryState) !== "fenced") this.#machine.run();
+    } catch (error) {
+      this.#lose(`initial sync failed: ${(error as Error).message}`);
     }
+    if ((this.#state as PrimaryState) !== "initial-sync") {
+      this.#pending.unshift(...coveredByCopy);
+      if ((this.#state as PrimaryState) === "unprotected" && this.#options.onSecondaryLoss === "continue") this.#releaseAllRequests();
+      return;
+    }
+    this.metrics.initialSync = { ms: performance.now() - started, bytes: this.metrics.totalBytes - bytesBefore };
+    this.#setState("protected", `initial sync done in ${(this.metrics.initialSync.ms / 1000).toFixed(1)} s`);
+    for (const request of coveredByCopy) request.release();
+    this.output.acknowledged(0);
+    this.#startHeartbeat();
+    this.#startSyncLoop();
+  }
+
+  /** The peer took over (learnt from it, or from a refused handshake): never acknowledge another guest write. */
+  fence(reason: string): void {
+    if (this.#state === "fenced") return;
+    this.#stopHeartbeat();
+    this.#setState("fenced", `${reason}; this primary stops its guest for good`);
+    void this.#machine.pause();
+    for (const resolve of this.#ackWaiters.values()) resolve();
+    this.#initAck?.();
+    this.#peerDigestWaiter?.();
   }
 
   /** Stops replicating (the guest keeps running unprotected) and closes the channel. */
@@ -173,13 +228,23 @@ export class PrimaryEngine {
     this.output.releaseAll();
     this.#tracker?.dispose();
     this.#tracker = undefined;
-    await this.#channel.close(reason);
+    await this.#channel?.close(reason);
   }
 
   // ------------------------------------------------------------ guest events
 
+  /** Whether guest writes and output must wait for a secondary now. */
+  get #holding(): boolean {
+    return (
+      this.#state === "protected" ||
+      this.#state === "initial-sync" ||
+      this.#state === "fenced" ||
+      (this.#state === "unprotected" && this.#options.onSecondaryLoss === "stall")
+    );
+  }
+
   #blockEvent(event: BlockIoEvent): void | Promise<void> {
-    if (this.#state !== "protected" || event.type === "read") return;
+    if (!this.#holding || event.type === "read") return;
     return new Promise<void>((release) => {
       this.#pending.push({ event, data: event.data, release });
       this.#startSyncLoop();
@@ -187,16 +252,15 @@ export class PrimaryEngine {
   }
 
   #guestOutput(bytes: Uint8Array): void {
-    if (this.#state === "protected") {
-      this.output.hold(bytes, this.#nextSeq);
-      this.#outputSinceCapture = true;
-      this.#startSyncLoop();
-    } else if (this.#state === "fenced") {
-      // A fenced primary's guest is no longer the real one: nothing it prints counts.
-    } else {
+    if (this.#state === "fenced") return; // a fenced primary's guest is no longer the real one
+    if (!this.#holding) {
       this.output.hold(bytes, 0);
       this.output.releaseAll();
+      return;
     }
+    this.output.hold(bytes, this.#nextSeq);
+    this.#outputSinceCapture = true;
+    this.#startSyncLoop();
   }
 
   // ------------------------------------------------------------ event-driven sync
@@ -218,6 +282,7 @@ export class PrimaryEngine {
   }
 
   async #syncOnce(): Promise<void> {
+    const channel = this.#channel!;
     await this.#machine.pause();
     if (this.#state !== "protected") return this.#resumeUnlessFenced();
     const stopped = performance.now();
@@ -230,13 +295,16 @@ export class PrimaryEngine {
     const acked = new Promise<void>((resolve) => this.#ackWaiters.set(capture.seq, resolve));
     const { seq } = capture;
     const epoch = this.#options.epoch;
-    await this.#sendPages(seq, capture.pages, {});
+    for (let start = 0; start < capture.pages.indices.length; start += MAX_PAGES_PER_FRAME) {
+      const end = Math.min(capture.pages.indices.length, start + MAX_PAGES_PER_FRAME);
+      this.metrics.count("memoryPages", await channel.sendFrame(pageFrame(seq, epoch, capture.pages, start, end)));
+    }
     const stateDeltaBytes = capture.stateDelta.length;
     if (stateDeltaBytes > 0) {
-      this.metrics.count("deviceState", await this.#channel.sendFrame({ kind: "device-state", seq, epoch, mode: "delta", data: capture.stateDelta }));
+      this.metrics.count("deviceState", await channel.sendFrame({ kind: "device-state", seq, epoch, mode: "delta", data: capture.stateDelta }));
     }
     for (const block of wire.blocks) {
-      this.metrics.count("diskBlocks", await this.#channel.sendFrame({ kind: "disk-blocks", seq, epoch, ...block }));
+      this.metrics.count("diskBlocks", await channel.sendFrame({ kind: "disk-blocks", seq, epoch, ...block }));
     }
     const commit: ControlMessage = {
       type: "sync-commit",
@@ -246,13 +314,18 @@ export class PrimaryEngine {
       stateDeltaBytes,
       ...(wire.ioLog !== undefined ? { ioLog: wire.ioLog } : { blockWrites: wire.blockWrites }),
     };
-    const commitBytes = await this.#channel.send(commit);
+    const commitBytes = await channel.send(commit);
     const ioLogBytes = wire.ioLog === undefined ? 0 : JSON.stringify(wire.ioLog).length;
     this.metrics.count("ioLog", ioLogBytes);
     this.metrics.count("control", commitBytes - ioLogBytes);
     await this.#untilAckOrLoss(acked, `sync-ack ${seq}`);
     this.#ackWaiters.delete(seq);
-    if (this.#state !== "protected") return;
+    if (this.#state !== "protected") {
+      // Not acknowledged: these wait for the next secondary (stall) or go now (continue).
+      this.#pending.unshift(...capture.requests);
+      if (this.#state === "unprotected" && this.#options.onSecondaryLoss === "continue") this.#releaseAllRequests();
+      return;
+    }
     this.metrics.roundTrip.add(performance.now() - captured);
     this.metrics.syncs++;
     this.metrics.pagesSynced += capture.pages.indices.length;
@@ -291,7 +364,7 @@ export class PrimaryEngine {
       }
       const segments = event.segments.map(({ gpa, length }) => ({ gpa, length }));
       const entry: IoLogEntry = { disk, type: "write", sector: event.sector, sectors: event.sectors, segments };
-      if (data !== undefined && !memoryHolds(ram, segments, data)) {
+      if (data !== undefined && !segmentsHold(ram, segments, data)) {
         ioLog.push({ ...entry, inline: true });
         blocks.push({ disk, sector: event.sector, data });
         this.metrics.inlineWrites++;
@@ -316,19 +389,10 @@ export class PrimaryEngine {
     return { blockWrites, blocks };
   }
 
-  async #sendPages(seq: number, pages: PageSet, options: { compress?: boolean }): Promise<void> {
-    const epoch = this.#options.epoch;
-    for (let start = 0; start < pages.indices.length; start += MAX_PAGES_PER_FRAME) {
-      const end = Math.min(pages.indices.length, start + MAX_PAGES_PER_FRAME);
-      const frame = pageFrame(seq, epoch, pages, start, end);
-      this.metrics.count("memoryPages", await this.#channel.sendFrame(frame, options));
-      if (seq === 0) await this.#channel.whenDrained();
-    }
-  }
-
   // ------------------------------------------------------------ the peer
 
-  #receive(event: ChannelEvent): void {
+  #receive(channel: ReplicationChannel, event: ChannelEvent): void {
+    if (channel !== this.#channel) return;
     this.#lastHeard = performance.now();
     if (event.channel !== "control") return;
     const message = event.message;
@@ -344,7 +408,7 @@ export class PrimaryEngine {
         this.#ackWaiters.get(message.seq)?.();
         return;
       case "promoted":
-        this.#fence(`the secondary promoted itself to epoch ${message.epoch}`);
+        this.fence(`the secondary promoted itself to epoch ${message.epoch}`);
         return;
       case "error":
         this.#lose(`secondary reported ${message.code}: ${message.message}`);
@@ -354,31 +418,30 @@ export class PrimaryEngine {
     }
   }
 
-  #peerClosed(info: ChannelCloseInfo): void {
+  #peerClosed(channel: ReplicationChannel, info: ChannelCloseInfo): void {
+    if (channel !== this.#channel) return;
     const why = info.error !== undefined ? `protocol error: ${info.error.message}` : info.reason;
     this.#lose(`replication link closed (${why})`);
   }
 
-  /** The secondary is gone: the guest keeps running, unprotected, and says so. */
+  /** The secondary is gone: per policy the guest runs on unprotected, or its writes and output wait. */
   #lose(reason: string): void {
-    if (this.#state === "unprotected" || this.#state === "fenced") return;
+    if (this.#state === "unprotected" || this.#state === "fenced" || this.#state === "idle") return;
     this.#stopHeartbeat();
-    this.#setState("unprotected", `${reason}; the guest now runs UNPROTECTED`);
-    this.#releaseAllRequests();
-    this.output.releaseAll();
+    const stall = this.#options.onSecondaryLoss === "stall";
+    this.#setState(
+      "unprotected",
+      `${reason}; ${stall ? "guest writes and output are HELD until a secondary protects the guest again" : "the guest now runs UNPROTECTED"}`,
+    );
+    if (!stall) {
+      this.#releaseAllRequests();
+      this.output.releaseAll();
+    }
     for (const resolve of this.#ackWaiters.values()) resolve();
     this.#initAck?.();
     this.#peerDigestWaiter?.();
-  }
-
-  /** The peer took over: this guest must never acknowledge another write or show output. */
-  #fence(reason: string): void {
-    if (this.#state === "fenced") return;
-    this.#stopHeartbeat();
-    this.#setState("fenced", `${reason}; this primary stops its guest`);
-    void this.#machine.pause();
-    for (const resolve of this.#ackWaiters.values()) resolve();
-    this.#initAck?.();
+    const channel = this.#channel;
+    void channel?.close(reason.slice(0, 200)).catch(() => undefined);
   }
 
   #releaseAllRequests(): void {
@@ -404,18 +467,11 @@ export class PrimaryEngine {
   async #waitForPeerDigests(): Promise<void> {
     const expected = this.#disks.length;
     const deadline = performance.now() + this.#options.peerTimeoutMs;
-    while (this.#peerDigests.size < expected && performance.now() < deadline && this.#state === "initial-sync") {
+    while (this.#peerDigests.size < expected && performance.now() < deadline && (this.#state as PrimaryState) === "initial-sync") {
       await new Promise<void>((resolve) => {
         this.#peerDigestWaiter = resolve;
         setTimeout(resolve, 100);
       });
-    }
-  }
-
-  /** Waits (guest stopped) until no disk request is half done, so disks and RAM agree. */
-  async #settleDiskRequests(): Promise<void> {
-    while (this.#disks.some((disk) => disk.device.inFlightHeads.length > 0)) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
 
@@ -436,7 +492,9 @@ export class PrimaryEngine {
   }
 
   async #sendControl(message: ControlMessage): Promise<void> {
-    this.metrics.count("control", await this.#channel.send(message));
+    const channel = this.#channel;
+    if (channel === undefined) throw new Error("no replication channel");
+    this.metrics.count("control", await channel.send(message));
   }
 
   #diskNumber(id: string): number {
@@ -457,16 +515,6 @@ interface BlockFrame {
   disk: number;
   sector: number;
   data: Uint8Array;
-}
-
-function memoryHolds(ram: Uint8Array, segments: readonly { gpa: number; length: number }[], data: Uint8Array): boolean {
-  let at = 0;
-  for (const { gpa, length } of segments) {
-    const slice = ram.subarray(gpa, gpa + length);
-    for (let i = 0; i < length; i++) if (slice[i] !== data[at + i]) return false;
-    at += length;
-  }
-  return true;
 }
 
 function pageFrame(seq: number, epoch: number, pages: PageSet, start: number, end: number): MemoryPagesFrame {

@@ -4,6 +4,7 @@
 // (I/O logging-replay) or writes the copied blocks, and acknowledges. When the
 // primary is lost it restores the last committed state and runs the guest.
 import { SECTOR_SIZE } from "../../emulator/block/backend.ts";
+import { gatherSegments } from "../../emulator/block/segments.ts";
 import type { Machine } from "../../emulator/machine.ts";
 import { applyDelta, decodeMemorylessState, restoreMemorylessState } from "../../emulator/state/index.ts";
 import { VirtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
@@ -65,6 +66,11 @@ export class SecondaryEngine {
 
   get machine(): Machine {
     return this.#machine;
+  }
+
+  /** The failover epoch this node has seen (raised by its own takeover); handshakes carry it. */
+  get epoch(): number {
+    return this.metrics.epoch;
   }
 
   onStateChange(listener: (state: SecondaryState, reason: string) => void): () => void {
@@ -228,7 +234,7 @@ export class SecondaryEngine {
       for (const entry of message.ioLog) {
         if (entry.type === "flush") continue; // durability here matters only once this node runs the guest
         const disk = this.#diskMap.get(entry.disk)!;
-        const data = entry.inline === true ? inline.next().value!.data : gather(ram, entry.segments);
+        const data = entry.inline === true ? inline.next().value!.data : gatherSegments(ram, entry.segments);
         writes.push(disk.backend.write(entry.sector, data));
       }
     } else {
@@ -318,16 +324,6 @@ export class SecondaryEngine {
 
 function emptyStage(): StagedSync {
   return { pages: [], stateDelta: undefined, blocks: [] };
-}
-
-function gather(ram: Uint8Array, segments: readonly { gpa: number; length: number }[]): Uint8Array {
-  const out = new Uint8Array(segments.reduce((n, s) => n + s.length, 0));
-  let at = 0;
-  for (const { gpa, length } of segments) {
-    out.set(ram.subarray(gpa, gpa + length), at);
-    at += length;
-  }
-  return out;
 }
 
 function frameCategory(frame: BinaryFrame): "memoryPages" | "deviceState" | "diskBlocks" | "diskCopy" {

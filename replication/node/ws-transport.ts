@@ -119,6 +119,9 @@ export async function connectReplication(url: string, options: ConnectOptions = 
   } catch (error) {
     throw new TransportError("config", `cannot connect to ${url}: ${(error as Error).message}`, { cause: error });
   }
+  // Listen before the socket opens: the peer may send its first message in the same
+  // packet as the upgrade answer, and ws emits it right after 'open'.
+  const transport = new WsTransport(socket, url);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       socket.terminate();
@@ -134,7 +137,7 @@ export async function connectReplication(url: string, options: ConnectOptions = 
       reject(new TransportError("connect-failed", `cannot connect to ${url}: ${detail}`, { cause: error }));
     });
   });
-  return new WsTransport(socket, url);
+  return transport;
 }
 
 function describeCloseCode(code: number): string {

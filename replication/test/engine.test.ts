@@ -13,7 +13,7 @@ import { Machine } from "../../emulator/machine.ts";
 import { defaultGuest } from "../../emulator/node/images.ts";
 import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
 import { handshake } from "../channel/handshake.ts";
-import { PrimaryEngine, type DiskMode } from "../engine/primary.ts";
+import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../engine/primary.ts";
 import { SecondaryEngine } from "../engine/secondary.ts";
 import { createMemoryPair } from "../transport/memory-pair.ts";
 
@@ -51,25 +51,33 @@ describe("replication engines (in-memory link, real guest)", function () {
     await Promise.all(machines.map((m) => m.destroy()));
   });
 
-  async function startPair(mode: DiskMode): Promise<Pair> {
+  async function startPair(mode: DiskMode, latencyMs = 0, onSecondaryLoss: SecondaryLossPolicy = "continue"): Promise<Pair> {
     const hook = new BlockHook();
     const primaryDisk = new MemoryBackend(formattedDisk.slice());
     const primary = await Machine.fromSnapshot(booted, { ...defaultGuest(), devices: [virtioBlkDisk({ backend: primaryDisk, id: "vda", hook, keepBackendOpen: true })] });
+    machines.push(primary);
+    const primaryEngine = new PrimaryEngine(primary, undefined, { mode, hook, onSecondaryLoss });
+    const pair = { primary, primaryDisk, primaryEngine, hook } as Pair;
+    await attachSecondary(pair, latencyMs);
+    return pair;
+  }
+
+  /** A fresh secondary (empty disk) for `pair`'s primary: initial sync over a new link. */
+  async function attachSecondary(pair: Pair, latencyMs = 0): Promise<void> {
     const secondaryDisk = new MemoryBackend(DISK_BYTES); // empty: the initial sync must copy it
     const secondary = await Machine.createBlank({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: secondaryDisk, id: "vda", keepBackendOpen: true })] });
-    machines.push(primary, secondary);
-    const link = createMemoryPair();
+    machines.push(secondary);
+    const link = createMemoryPair({ latencyMs });
     const [primaryChannel, secondaryChannel] = await Promise.all([
-      handshake(link.a, "primary", SECRET),
+      handshake(link.a, "primary", SECRET, { epoch: pair.primaryEngine.epoch }),
       handshake(link.b, "secondary", SECRET),
     ]);
     const secondaryEngine = new SecondaryEngine(secondary, { peerTimeoutMs: 1500 });
-    const primaryEngine = new PrimaryEngine(primary, primaryChannel, { mode, hook });
     await secondaryEngine.attach(secondaryChannel);
-    await primaryEngine.protect();
-    expect(primaryEngine.state).to.equal("protected");
+    await pair.primaryEngine.protect(primaryChannel);
+    expect(pair.primaryEngine.state).to.equal("protected");
     expect(secondaryEngine.state).to.equal("replicating");
-    return { primary, primaryDisk, primaryEngine, secondary, secondaryDisk, secondaryEngine, hook, cut: () => link.cut("primary died") };
+    Object.assign(pair, { secondary, secondaryDisk, secondaryEngine, cut: () => link.cut("link cut") });
   }
 
   /** The primary dies without a word: its link is cut and its machine stops. */
@@ -115,6 +123,77 @@ describe("replication engines (in-memory link, real guest)", function () {
     });
   }
 
+  it("requests in flight when the primary dies are completed by the secondary", async function () {
+    // A slow link keeps a sync (and so the guest's writes) in flight most of the time.
+    const pair = await startPair("logging-replay", 100);
+    const started = await pair.primary.exec(
+      "(dd if=/dev/urandom of=/mnt/big bs=4k count=64 oflag=direct 2>/dev/null; sha256sum /mnt/big > /mnt/big.sum; sync; echo finished > /mnt/done) > /dev/null 2>&1 &",
+    );
+    expect(started.exitCode).to.equal(0);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect((await pair.primary.exec("cat /mnt/done 2>/dev/null")).output).to.equal("", "the writer must still be busy at the kill");
+    await killPrimary(pair);
+    const survivor = pair.secondaryEngine.machine;
+    let done = "";
+    for (let i = 0; i < 120 && done !== "finished\n"; i++) {
+      done = (await survivor.exec("cat /mnt/done 2>/dev/null")).output;
+      if (done !== "finished\n") await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(done).to.equal("finished\n");
+    const [recorded, actual] = await Promise.all([survivor.exec("cut -d' ' -f1 /mnt/big.sum"), survivor.exec("sha256sum /mnt/big | cut -d' ' -f1")]);
+    expect(recorded.output).to.equal(actual.output);
+    expect((await survivor.exec("umount /mnt")).exitCode).to.equal(0);
+    expectCleanExt2(pair.secondaryDisk.bytes);
+  });
+
+  it("continue: after losing its secondary the guest runs on, and a new secondary re-protects it live", async function () {
+    const pair = await startPair("logging-replay");
+    const first = pair.secondaryEngine;
+    await first.close(); // the secondary goes away (its link closes)
+    await waitUntil(() => pair.primaryEngine.state === "unprotected", 5000);
+    const unprotected = await writeFiles(pair.primary, 1, "u");
+    expect(unprotected.size).to.equal(1, "writes complete while unprotected");
+
+    // A writer keeps going during the resync: the guest is not stopped for the copy.
+    await pair.primary.exec("(for i in $(seq 1 40); do echo line $i >> /mnt/during; sync; done; echo ok > /mnt/during.done) > /dev/null 2>&1 &");
+    await attachSecondary(pair);
+    const protectedAgain = await writeFiles(pair.primary, 2, "p");
+    for (let i = 0; i < 100 && (await pair.primary.exec("cat /mnt/during.done 2>/dev/null")).output !== "ok\n"; i++) await sleep(100);
+    await pair.primary.exec("sync");
+    await killPrimary(pair);
+    const survivor = pair.secondaryEngine.machine;
+    for (const [name, sum] of [...unprotected, ...protectedAgain]) {
+      expect((await survivor.exec(`sha256sum /mnt/${name}`)).output.split(" ")[0], name).to.equal(sum);
+    }
+    expect((await survivor.exec("wc -l < /mnt/during")).output.trim()).to.equal("40");
+    expect((await survivor.exec("umount /mnt")).exitCode).to.equal(0);
+    expectCleanExt2(pair.secondaryDisk.bytes);
+  });
+
+  it("stall: guest writes wait while no secondary protects the guest, and complete once one does", async function () {
+    const pair = await startPair("logging-replay", 0, "stall");
+    await pair.secondaryEngine.close();
+    await waitUntil(() => pair.primaryEngine.state === "unprotected", 5000);
+    // The marker lives in tmpfs: a look-up on the stalled file system could wait too.
+    await pair.primary.exec("(echo held > /mnt/held; sync; echo synced > /tmp/held.done) > /dev/null 2>&1 &");
+    await sleep(1500);
+    expect((await pair.primary.exec("cat /tmp/held.done 2>/dev/null")).output).to.equal("", "the sync must still be waiting");
+    await attachSecondary(pair);
+    for (let i = 0; i < 100 && (await pair.primary.exec("cat /tmp/held.done 2>/dev/null")).output !== "synced\n"; i++) await sleep(100);
+    expect((await pair.primary.exec("cat /tmp/held.done")).output).to.equal("synced\n");
+    await killPrimary(pair);
+    expect((await pair.secondaryEngine.machine.exec("cat /mnt/held")).output).to.equal("held\n");
+  });
+
+  it("a primary that hears its secondary promoted stops acknowledging guest writes", async function () {
+    const pair = await startPair("logging-replay");
+    await pair.secondaryEngine.promote("operator request");
+    await waitUntil(() => pair.primaryEngine.state === "fenced", 5000);
+    expect(pair.primary.state).to.equal("paused");
+    const survivor = pair.secondaryEngine.machine;
+    expect((await survivor.exec("echo promoted")).output).to.equal("promoted\n");
+  });
+
   it("logging-replay: a write whose pages change after submission is replayed with the data the disk got", async function () {
     const pair = await startPair("logging-replay");
     // Stand-in for a guest that reuses its buffer before the sync: overwrite the write's
@@ -137,10 +216,10 @@ describe("replication engines (in-memory link, real guest)", function () {
   });
 });
 
-async function writeFiles(machine: Machine, count: number): Promise<Map<string, string>> {
+async function writeFiles(machine: Machine, count: number, prefix = "file"): Promise<Map<string, string>> {
   const sums = new Map<string, string>();
   for (let i = 0; i < count; i++) {
-    const name = `file${i}`;
+    const name = `${prefix}${i}`;
     const write = await machine.exec(`dd if=/dev/urandom of=/mnt/${name} bs=4k count=${16 * (i + 1)} 2>/dev/null && sync && sha256sum /mnt/${name}`, {
       timeoutMs: 60_000,
     });
@@ -159,6 +238,10 @@ function expectCleanExt2(image: Uint8Array): void {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<void> {

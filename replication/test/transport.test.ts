@@ -7,6 +7,7 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadSecret } from "../node/secret.ts";
+import { connectReplication, listenReplication } from "../node/ws-transport.ts";
 import { applyPages, collectPages } from "../protocol/page-collect.ts";
 import { createMemoryPair } from "../transport/memory-pair.ts";
 import type { InboundMessage, TransportCloseInfo } from "../transport/transport.ts";
@@ -107,5 +108,22 @@ describe("page collector", () => {
     const copy = new Uint8Array(memory.length).fill(0xee);
     for (const frame of frames) applyPages(copy, frame);
     expect(copy).to.deep.equal(memory);
+  });
+});
+
+describe("ws transport", () => {
+  it("keeps a message the server sends the instant the connection opens", async () => {
+    const server = await listenReplication({}, (transport) => transport.sendText("first words"));
+    try {
+      // Many rounds: the message often shares a packet with the upgrade answer.
+      for (let round = 0; round < 20; round++) {
+        const client = await connectReplication(server.url);
+        const received = await new Promise<InboundMessage>((resolve) => client.onMessage(resolve));
+        expect(received).to.deep.equal({ kind: "text", text: "first words" });
+        client.close();
+      }
+    } finally {
+      await server.close();
+    }
   });
 });
