@@ -39,6 +39,8 @@ export interface PrimaryOptions {
   /** A sync or heartbeat unanswered this long means the secondary is gone. */
   peerTimeoutMs?: number;
   onSecondaryLoss?: SecondaryLossPolicy;
+  /** The secondary writes and hashes whole disks before its init-ack: allow for that. */
+  initialSyncTimeoutMs?: number;
   log?: (line: string) => void;
 }
 
@@ -58,6 +60,7 @@ interface Capture {
 
 const DEFAULT_HEARTBEAT_MS = 250;
 const DEFAULT_PEER_TIMEOUT_MS = 5000;
+const DEFAULT_INITIAL_SYNC_TIMEOUT_MS = 300_000;
 
 export class PrimaryEngine {
   readonly metrics = new ReplicationMetrics("primary");
@@ -74,6 +77,8 @@ export class PrimaryEngine {
   #pending: PendingRequest[] = [];
   #outputSinceCapture = false;
   #syncLoopRunning = false;
+  /** Settles when the sync loop of the last session has stopped. */
+  #syncLoopDone: Promise<void> = Promise.resolve();
   #ackWaiters = new Map<number, () => void>();
   #initAck: (() => void) | undefined;
   #peerDigests = new Map<number, string>();
@@ -93,6 +98,7 @@ export class PrimaryEngine {
       heartbeatIntervalMs: DEFAULT_HEARTBEAT_MS,
       peerTimeoutMs: DEFAULT_PEER_TIMEOUT_MS,
       onSecondaryLoss: "continue",
+      initialSyncTimeoutMs: DEFAULT_INITIAL_SYNC_TIMEOUT_MS,
       ...options,
     };
     this.#disks = machine.devices.filter((device): device is VirtioBlkDisk => device instanceof VirtioBlkDisk);
@@ -126,6 +132,8 @@ export class PrimaryEngine {
   async protect(channel: ReplicationChannel | undefined = this.#channel): Promise<void> {
     if (channel === undefined) throw new Error("protect: no replication channel");
     if (this.#state !== "idle" && this.#state !== "unprotected") throw new Error(`protect: engine is ${this.#state}`);
+    // The lost session's last sync must be over before a new one starts numbering from 1.
+    await this.#syncLoopDone;
     this.#channel = channel;
     this.#peerDigests.clear();
     channel.onMessage((event) => this.#receive(channel, event));
@@ -192,7 +200,7 @@ export class PrimaryEngine {
       }
       const acked = new Promise<void>((resolve) => (this.#initAck = resolve));
       await this.#sendControl({ type: "init-end", seq: 0, epoch, pageCount: pages.indices.length, stateBytes: state.length });
-      await this.#untilAckOrLoss(acked, "init-ack");
+      await this.#untilAckOrLoss(acked, "init-ack", this.#options.initialSyncTimeoutMs);
     } catch (error) {
       this.#lose(`initial sync failed: ${(error as Error).message}`);
     }
@@ -268,7 +276,7 @@ export class PrimaryEngine {
   #startSyncLoop(): void {
     if (this.#syncLoopRunning) return;
     this.#syncLoopRunning = true;
-    void this.#syncLoop().finally(() => (this.#syncLoopRunning = false));
+    this.#syncLoopDone = this.#syncLoop().finally(() => (this.#syncLoopRunning = false));
   }
 
   async #syncLoop(): Promise<void> {
@@ -452,13 +460,13 @@ export class PrimaryEngine {
     if (this.#state !== "fenced") this.#machine.run();
   }
 
-  async #untilAckOrLoss(acked: Promise<void>, what: string): Promise<void> {
+  async #untilAckOrLoss(acked: Promise<void>, what: string, timeoutMs = this.#options.peerTimeoutMs): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        this.#lose(`no ${what} within ${this.#options.peerTimeoutMs} ms`);
+        this.#lose(`no ${what} within ${timeoutMs} ms`);
         resolve();
-      }, this.#options.peerTimeoutMs);
+      }, timeoutMs);
     });
     await Promise.race([acked, timeout]);
     clearTimeout(timer);

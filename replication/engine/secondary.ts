@@ -126,10 +126,12 @@ export class SecondaryEngine {
     this.#setState("active", `guest running on this node (epoch ${epoch}), takeover took ${this.metrics.failoverMs.toFixed(0)} ms`);
   }
 
+  /** Leaves the session on purpose (no takeover follows). */
   async close(): Promise<void> {
     this.#stopWatchdog();
-    await this.#channel?.close("secondary shutting down");
+    const channel = this.#channel;
     this.#channel = undefined;
+    await channel?.close("secondary shutting down");
   }
 
   // ------------------------------------------------------------ inbound

@@ -28,6 +28,8 @@ interface Pair {
   secondaryDisk: MemoryBackend;
   secondaryEngine: SecondaryEngine;
   hook: BlockHook;
+  /** The primary engine's log lines. */
+  log: string[];
   cut(): void;
 }
 
@@ -56,8 +58,9 @@ describe("replication engines (in-memory link, real guest)", function () {
     const primaryDisk = new MemoryBackend(formattedDisk.slice());
     const primary = await Machine.fromSnapshot(booted, { ...defaultGuest(), devices: [virtioBlkDisk({ backend: primaryDisk, id: "vda", hook, keepBackendOpen: true })] });
     machines.push(primary);
-    const primaryEngine = new PrimaryEngine(primary, undefined, { mode, hook, onSecondaryLoss });
-    const pair = { primary, primaryDisk, primaryEngine, hook } as Pair;
+    const log: string[] = [];
+    const primaryEngine = new PrimaryEngine(primary, undefined, { mode, hook, onSecondaryLoss, log: (line) => log.push(line) });
+    const pair = { primary, primaryDisk, primaryEngine, hook, log } as Pair;
     await attachSecondary(pair, latencyMs);
     return pair;
   }
@@ -75,7 +78,7 @@ describe("replication engines (in-memory link, real guest)", function () {
     const secondaryEngine = new SecondaryEngine(secondary, { peerTimeoutMs: 1500 });
     await secondaryEngine.attach(secondaryChannel);
     await pair.primaryEngine.protect(primaryChannel);
-    expect(pair.primaryEngine.state).to.equal("protected");
+    expect(pair.primaryEngine.state, pair.log.join("\n")).to.equal("protected");
     expect(secondaryEngine.state).to.equal("replicating");
     Object.assign(pair, { secondary, secondaryDisk, secondaryEngine, cut: () => link.cut("link cut") });
   }
