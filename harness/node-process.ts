@@ -2,6 +2,7 @@
 // wait for its states, kill it.
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
 import type { NodeConfig, NodeEvent, NodeRequest } from "./replica-node.ts";
 
 const NODE_SCRIPT = fileURLToPath(new URL("./replica-node.ts", import.meta.url));
@@ -13,7 +14,7 @@ export class NodeProcess {
   readonly states: string[] = [];
   output = "";
   #nextId = 1;
-  #replies = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+  #replies = new Map<number, { type: NodeRequest["type"]; resolve(value: unknown): void; reject(error: Error): void }>();
   #listeners = new Set<(event: NodeEvent) => void>();
   #exited: Promise<number | null>;
   stderr = "";
@@ -31,7 +32,7 @@ export class NodeProcess {
     this.child.on("message", (raw) => this.#receive(raw as NodeEvent));
     this.#exited = new Promise((resolve) => this.child.on("exit", (code) => resolve(code)));
     this.#exited.then(() => {
-      for (const { reject } of this.#replies.values()) reject(new Error(`node exited; stderr:\n${this.stderr.slice(-2000)}`));
+      for (const { type, reject } of this.#replies.values()) reject(new Error(`node exited before answering ${type}; stderr:\n${this.stderr.slice(-2000)}`));
       this.#replies.clear();
     });
   }
@@ -43,13 +44,37 @@ export class NodeProcess {
   request<T>(body: RequestBody): Promise<T> {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.#replies.set(id, { resolve: resolve as (value: unknown) => void, reject });
-      this.child.send({ ...body, id } as NodeRequest);
+      if (!this.child.connected) return reject(new Error(`node has exited; cannot send ${body.type}`));
+      this.#replies.set(id, { type: body.type, resolve: resolve as (value: unknown) => void, reject });
+      // A callback turns a send on a channel that just closed into this rejection instead of an 'error' event.
+      this.child.send({ ...body, id } as NodeRequest, (error: Error | null) => {
+        if (error === null || !this.#replies.delete(id)) return;
+        reject(error);
+      });
     });
   }
 
   exec(command: string, timeoutMs = 60_000): Promise<{ output: string; exitCode: number }> {
     return this.request({ type: "exec", command, timeoutMs });
+  }
+
+  /** Sends console input to the node's guest; rejects if the guest does not run there. */
+  input(bytes: Uint8Array): Promise<void> {
+    return this.request({ type: "input", base64: Buffer.from(bytes).toString("base64") });
+  }
+
+  metrics(): Promise<MetricsSnapshot> {
+    return this.request({ type: "metrics" });
+  }
+
+  /** Calls `listener` with every event from now on; returns the unsubscribe function. */
+  onEvent(listener: (event: NodeEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
   }
 
   /** Resolves with the first event that `match` accepts (including ones already seen, for states). */
@@ -85,7 +110,7 @@ export class NodeProcess {
   }
 
   kill(signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
-    this.child.kill(signal);
+    if (this.running) this.child.kill(signal);
     return this.#exited;
   }
 

@@ -9,10 +9,12 @@ import { FileBackend } from "../emulator/node/file-backend.ts";
 import { defaultGuest } from "../emulator/node/images.ts";
 import { virtioBlkDisk } from "../emulator/virtio-blk/disk.ts";
 import { readFile } from "node:fs/promises";
+import { controlSocketPath, ensureRunDir } from "./run-dir.ts";
+import { serveControl, type ControlRequest, type NodeStatus } from "./control-socket.ts";
 import { handshake } from "../replication/channel/handshake.ts";
 import { PrimaryEngine, type DiskMode } from "../replication/engine/primary.ts";
 import { SecondaryEngine } from "../replication/engine/secondary.ts";
-import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
+import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/metrics.ts";
 import { connectReplication, listenReplication } from "../replication/node/ws-transport.ts";
 import { loadSecret } from "../replication/node/secret.ts";
 
@@ -21,6 +23,8 @@ export interface NodeConfig {
   /** Disk images (files), attached as vda, vdb, ... in order. */
   disks: string[];
   memoryMiB?: number;
+  /** Folder of the guest's BIOS, kernel and initramfs (default: the shipped guest). */
+  imagesDir?: string;
   /** Primary: start from this snapshot file instead of booting. */
   snapshotPath?: string;
   /** Primary: the secondary's ws:// URL. */
@@ -28,9 +32,20 @@ export interface NodeConfig {
   /** Secondary: where to listen (default 127.0.0.1, ephemeral port). */
   listenHost?: string;
   listenPort?: number;
-  mode: DiskMode;
+  /** Secondary: needed to listen on anything but loopback (replication carries guest memory). */
+  allowNonLoopback?: boolean;
+  /** "none": a primary that runs the guest without replication (no secondary, no --connect). */
+  mode: DiskMode | "none";
   secretFile?: string;
   peerTimeoutMs?: number;
+  /** Secondary: take over by itself when the primary is lost (default true). */
+  autoFailover?: boolean;
+  /** A metrics line on stderr this often (0: never). Default 10 s. */
+  metricsIntervalMs?: number;
+  /** Serve `status`/`promote` on `<runDir>/<name>.sock` (see control-socket.ts); off unless runDir is given. */
+  runDir?: string;
+  /** Default: the role. */
+  name?: string;
 }
 
 /** Parent -> node. */
@@ -38,6 +53,8 @@ export type NodeRequest =
   | { type: "exec"; id: number; command: string; timeoutMs?: number }
   | { type: "metrics"; id: number }
   | { type: "promote"; id: number }
+  /** Console input for the guest, base64 (IPC is JSON); refused unless this node runs the guest. */
+  | { type: "input"; id: number; base64: string }
   | { type: "shutdown"; id: number };
 
 /** Node -> parent. */
@@ -45,12 +62,26 @@ export type NodeEvent =
   | { type: "listening"; url: string }
   | { type: "state"; state: string; reason: string }
   | { type: "output"; text: string }
+  /** Progress before the engine exists: "booting", "restoring", "connecting", "ready". */
+  | { type: "phase"; phase: string }
   | { type: "reply"; id: number; ok: true; result: unknown }
   | { type: "reply"; id: number; ok: false; error: string }
   | { type: "fatal"; error: string };
 
+/** The last `phase` event, for `status` before the engine exists. */
+let phase = "starting";
+
 function emit(event: NodeEvent): void {
+  if (event.type === "phase") phase = event.phase;
   process.send?.(event);
+}
+
+/**
+ * The engines spread options over their defaults, so an explicit undefined would
+ * replace a default (a NaN timeout): pass only the options that were given.
+ */
+function definedOnly<T extends object>(options: T): Partial<T> {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
 async function openDisks(paths: string[], hook: BlockHook | undefined): Promise<MachineConfig["devices"]> {
@@ -58,21 +89,41 @@ async function openDisks(paths: string[], hook: BlockHook | undefined): Promise<
   return backends.map((backend, i) => virtioBlkDisk({ backend, id: `vd${String.fromCharCode(0x61 + i)}`, ...(hook && { hook }) }));
 }
 
-async function startPrimary(config: NodeConfig): Promise<{ machine: () => Machine; engine: PrimaryEngine }> {
+/** A running node: the machine it holds, the engine (none for an unreplicated primary), its metrics. */
+interface StartedNode {
+  machine: () => Machine;
+  engine: PrimaryEngine | SecondaryEngine | undefined;
+  metrics: ReplicationMetrics;
+  /** Whether this node's guest runs here (so console input may go to it). */
+  runsGuest(): boolean;
+}
+
+async function startPrimary(config: NodeConfig): Promise<StartedNode> {
   const hook = new BlockHook();
-  const machineConfig: MachineConfig = { ...defaultGuest(), memoryMiB: config.memoryMiB, devices: await openDisks(config.disks, hook) };
+  const machineConfig: MachineConfig = { ...defaultGuest(config.imagesDir), memoryMiB: config.memoryMiB, devices: await openDisks(config.disks, hook) };
+  // Read the secret before booting so that a bad secret file fails in a second, not after the boot.
+  const secret = config.mode === "none" ? undefined : await loadSecret({ file: config.secretFile });
+  emit({ type: "phase", phase: config.snapshotPath !== undefined ? "restoring" : "booting" });
   const machine =
     config.snapshotPath !== undefined
       ? await Machine.fromSnapshot(new Uint8Array(await readFile(config.snapshotPath)), machineConfig)
       : await bootFresh(machineConfig);
-  const secret = await loadSecret({ file: config.secretFile });
+  if (config.mode === "none" || secret === undefined) return startUnreplicated(machine);
+  emit({ type: "phase", phase: "connecting" });
   const transport = await connectReplication(config.connect!);
   const channel = await handshake(transport, "primary", secret);
-  const engine = new PrimaryEngine(machine, channel, { mode: config.mode, hook, peerTimeoutMs: config.peerTimeoutMs, log: (line) => process.stderr.write(line + "\n") });
+  const engine = new PrimaryEngine(machine, channel, { mode: config.mode, hook, ...definedOnly({ peerTimeoutMs: config.peerTimeoutMs }), log: (line) => process.stderr.write(line + "\n") });
   engine.onStateChange((state, reason) => emit({ type: "state", state, reason }));
   engine.output.onRelease((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
   await engine.protect();
-  return { machine: () => machine, engine };
+  return { machine: () => machine, engine, metrics: engine.metrics, runsGuest: () => engine.state !== "fenced" };
+}
+
+function startUnreplicated(machine: Machine): StartedNode {
+  const metrics = new ReplicationMetrics("primary");
+  metrics.state = "unreplicated";
+  machine.console.onOutput((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
+  return { machine: () => machine, engine: undefined, metrics, runsGuest: () => true };
 }
 
 async function bootFresh(config: MachineConfig): Promise<Machine> {
@@ -81,27 +132,29 @@ async function bootFresh(config: MachineConfig): Promise<Machine> {
   return machine;
 }
 
-async function startSecondary(config: NodeConfig): Promise<{ machine: () => Machine; engine: SecondaryEngine }> {
-  const machine = await Machine.createBlank({ ...defaultGuest(), memoryMiB: config.memoryMiB, devices: await openDisks(config.disks, undefined) });
+async function startSecondary(config: NodeConfig): Promise<StartedNode> {
+  const machine = await Machine.createBlank({ ...defaultGuest(config.imagesDir), memoryMiB: config.memoryMiB, devices: await openDisks(config.disks, undefined) });
   const secret = await loadSecret({ file: config.secretFile });
-  const engine = new SecondaryEngine(machine, { peerTimeoutMs: config.peerTimeoutMs, log: (line) => process.stderr.write(line + "\n") });
+  const engine = new SecondaryEngine(machine, { ...definedOnly({ peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover }), log: (line) => process.stderr.write(line + "\n") });
   engine.onStateChange((state, reason) => {
     emit({ type: "state", state, reason });
     if (state === "active") machine.console.onOutput((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
   });
-  const server = await listenReplication({ host: config.listenHost, port: config.listenPort }, (transport) => {
+  const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) => {
     handshake(transport, "secondary", secret).then(
       (channel) => engine.attach(channel),
       (error: unknown) => process.stderr.write(`secondary: refused a peer: ${(error as Error).message}\n`),
     );
   });
   emit({ type: "listening", url: server.url });
-  return { machine: () => machine, engine };
+  return { machine: () => machine, engine, metrics: engine.metrics, runsGuest: () => engine.state === "active" };
 }
 
 async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? "{}") as NodeConfig;
-  const node = config.role === "primary" ? await startPrimary(config) : await startSecondary(config);
+  // Without its parent nobody can see this node's console or stop it: go too.
+  process.on("disconnect", () => process.exit(0));
+  let node: StartedNode | undefined;
   process.on("message", (raw) => {
     const request = raw as NodeRequest;
     void handle(request).then(
@@ -110,17 +163,40 @@ async function main(): Promise<void> {
     );
   });
 
+  if (config.runDir !== undefined) {
+    const socket = controlSocketPath(ensureRunDir(config.runDir), config.name ?? config.role);
+    await serveControl(socket, (request: ControlRequest) => (request.type === "status" ? Promise.resolve(status()) : promote()));
+  }
+  node = config.role === "primary" ? await startPrimary(config) : await startSecondary(config);
+  emit({ type: "phase", phase: "ready" });
+  const started = node;
+  const interval = config.metricsIntervalMs ?? 10_000;
+  if (interval > 0) setInterval(() => process.stderr.write(`metrics: ${started.metrics.summaryLine()}\n`), interval).unref();
+
+  function status(): NodeStatus {
+    return { name: config.name ?? config.role, role: config.role, pid: process.pid, phase, ...(node && { metrics: node.metrics.snapshot() }) };
+  }
+
+  function promote(): Promise<void> {
+    if (!(node?.engine instanceof SecondaryEngine)) throw new Error(node === undefined ? "this node is still starting" : "only a secondary can be promoted");
+    return node.engine.promote("promoted by request");
+  }
+
   async function handle(request: NodeRequest): Promise<unknown> {
+    if (node === undefined) throw new Error(`this node is still starting (${phase})`);
     switch (request.type) {
       case "exec":
         return node.machine().exec(request.command, { timeoutMs: request.timeoutMs ?? 60_000 });
       case "metrics":
-        return node.engine.metrics.snapshot() satisfies MetricsSnapshot;
+        return node.metrics.snapshot() satisfies MetricsSnapshot;
       case "promote":
-        if (!(node.engine instanceof SecondaryEngine)) throw new Error("only a secondary can be promoted");
-        return node.engine.promote("promoted by request");
+        return promote();
+      case "input":
+        if (!node.runsGuest()) throw new Error(`console input refused: the guest does not run on this node (${node.metrics.state})`);
+        node.machine().send(new Uint8Array(Buffer.from(request.base64, "base64")));
+        return undefined;
       case "shutdown":
-        await node.engine.close();
+        await node.engine?.close();
         await node.machine().destroy();
         setImmediate(() => process.exit(0));
         return undefined;

@@ -1,0 +1,104 @@
+// The failover campaign: rounds of "start a pair, write and sync files in the guest,
+// inject a fault at a random moment, check that nothing the guest saw as durable was
+// lost". Usage:
+//   npx tsx harness/campaign.ts --rounds N --mode logging-replay|dirty-block-copy|both
+//        [--fault primary-kill|secondary-kill|link-cut|all] [--seed S]
+//        [--policy continue|stall] [--expect reprotect,stall,fencing] [--json] [--verbose]
+// Exits 1 if any round lost a write, failed e2fsck, failed to take over or failed a check.
+import { parseArgs } from "node:util";
+import type { DiskMode, SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import { runCampaign, type CampaignOptions } from "./campaign/run-campaign.ts";
+import type { CampaignFixture } from "./campaign/pair-fixture.ts";
+import { failureDetail, roundLine, summarize, summaryText } from "./campaign/report.ts";
+import { FAULT_KINDS, NO_FEATURES, type EngineFeatures, type FaultKind } from "./campaign/round-result.ts";
+
+const USAGE =
+  "usage: campaign --rounds N --mode logging-replay|dirty-block-copy|both [--fault primary-kill|secondary-kill|link-cut|all] [--seed S] [--policy continue|stall] [--expect reprotect,stall,fencing] [--json] [--verbose]";
+
+class UsageError extends Error {}
+
+function oneOf<T extends string>(value: string, allowed: readonly T[], what: string): T {
+  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`${what} must be one of ${allowed.join(", ")}, not "${value}"`);
+  return value as T;
+}
+
+function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean } {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      rounds: { type: "string", default: "1" },
+      mode: { type: "string", default: "both" },
+      fault: { type: "string", default: "primary-kill" },
+      seed: { type: "string" },
+      policy: { type: "string", default: "continue" },
+      expect: { type: "string", default: "" },
+      json: { type: "boolean", default: false },
+      verbose: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 1000) throw new UsageError(`--rounds must be an integer from 1 to 1000, not "${values.rounds}"`);
+  const mode = oneOf(values.mode, ["logging-replay", "dirty-block-copy", "both"] as const, "--mode");
+  const fault = oneOf(values.fault, [...FAULT_KINDS, "all"] as const, "--fault");
+  const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new UsageError(`--seed must be an integer from 0 to 2^32-1, not "${values.seed}"`);
+  const features: EngineFeatures = { ...NO_FEATURES };
+  for (const name of values.expect.split(",").filter((part) => part !== "")) features[oneOf(name, ["reprotect", "stall", "fencing"] as const, "--expect")] = true;
+  return {
+    rounds,
+    modes: mode === "both" ? ["logging-replay", "dirty-block-copy"] : [mode as DiskMode],
+    faults: fault === "all" ? [...FAULT_KINDS] : [fault as FaultKind],
+    seed,
+    policy: oneOf(values.policy, ["continue", "stall"] as const, "--policy") as SecondaryLossPolicy,
+    features,
+    echoStderr: values.verbose,
+    json: values.json,
+  };
+}
+
+async function main(): Promise<number> {
+  let options: ReturnType<typeof parseCampaignArgs>;
+  try {
+    options = parseCampaignArgs(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`campaign: ${(error as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  // On Ctrl-C or SIGTERM: remove the images and snapshot; the node processes die with their IPC channel's owner.
+  let fixture: CampaignFixture | undefined;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`campaign: ${signal}, cleaning up\n`);
+      void (fixture?.dispose() ?? Promise.resolve()).finally(() => process.exit(130));
+    });
+  }
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  log(`campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policy}; booting the guest once`);
+  const run = await runCampaign(options, {
+    onFixture: (created) => {
+      fixture = created;
+      log(`campaign: guest booted in ${(created.bootMs / 1000).toFixed(1)} s, snapshot taken`);
+    },
+    onRound: (result) => {
+      if (options.json) return log(roundLine(result));
+      process.stdout.write(`${roundLine(result)}\n`);
+      if (!result.passed) process.stdout.write(`${failureDetail(result).join("\n")}\n`);
+    },
+  });
+  const summary = summarize(run.results);
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify({ seed: options.seed, policy: options.policy, features: options.features, bootMs: run.bootMs, summary, rounds: run.results }, null, 2)}\n`);
+  } else {
+    process.stdout.write(`\nseed ${options.seed}\n${summaryText(summary)}\n`);
+  }
+  return summary.passed === summary.rounds ? 0 : 1;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`campaign: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(1);
+  },
+);

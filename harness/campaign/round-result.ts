@@ -1,0 +1,107 @@
+// What one campaign round records, and when it counts as passed.
+import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
+import type { CutKind } from "../fault-proxy.ts";
+
+export type FaultKind = "primary-kill" | "secondary-kill" | "link-cut";
+export const FAULT_KINDS: readonly FaultKind[] = ["primary-kill", "secondary-kill", "link-cut"];
+
+/**
+ * Engine behaviour still being built (re-protection, the stall policy, epoch fencing).
+ * Checks that need it run only when asked for; until then the report says "skipped".
+ */
+export interface EngineFeatures {
+  /** A running primary that lost its secondary protects itself again when a new one appears at its connect URL. */
+  reprotect: boolean;
+  /** `onSecondaryLoss: "stall"` holds the guest's writes while no secondary acknowledges them. */
+  stall: boolean;
+  /** An old primary that reaches the promoted secondary hears `promoted` and is fenced. */
+  fencing: boolean;
+}
+
+export const NO_FEATURES: EngineFeatures = { reprotect: false, stall: false, fencing: false };
+
+export interface RoundPlan {
+  index: number;
+  mode: DiskMode;
+  fault: FaultKind;
+  /** How long the workload ran before the fault. */
+  delayMs: number;
+  cutKind: CutKind;
+  policy: SecondaryLossPolicy;
+}
+
+export interface OptionalCheck {
+  name: string;
+  outcome: "passed" | "failed" | "skipped";
+  detail: string;
+}
+
+export interface NodeVerdict {
+  node: "primary" | "secondary";
+  /** Log lines whose files were checked (in the guest, then again on the image from the host). */
+  logLines: number;
+  lostWrites: number;
+  lostDetail: string[];
+  fsckClean: boolean;
+  fsckDetail: string;
+}
+
+export interface RoundResult {
+  plan: RoundPlan;
+  /** Replication syncs the primary had done when the fault hit. */
+  syncsBeforeFault: number | null;
+  /** Log lines the primary had printed through output commit before the fault (so the secondary must hold them). */
+  committedLinesBeforeFault: number | null;
+  /** primary-kill, link-cut: the secondary went active. secondary-kill: the primary kept the guest. */
+  survived: boolean;
+  /** The surviving guest answered on its console. */
+  answered: boolean;
+  /** Secondary's own measure (loss detected -> guest running), from its metrics. */
+  failoverMs: number | null;
+  /** Wall time from the fault to the first console answer of the survivor. */
+  faultToAnswerMs: number | null;
+  verdicts: NodeVerdict[];
+  /** secondary-kill with `continue`: the log kept growing on the unprotected primary. */
+  writesContinued: boolean | null;
+  /** link-cut: both guests answered (the documented limitation; reported, not a failure). */
+  splitBrain: boolean | null;
+  optionalChecks: OptionalCheck[];
+  error: string | null;
+  passed: boolean;
+  wallMs: number;
+}
+
+export function emptyResult(plan: RoundPlan): RoundResult {
+  return {
+    plan,
+    syncsBeforeFault: null,
+    committedLinesBeforeFault: null,
+    survived: false,
+    answered: false,
+    failoverMs: null,
+    faultToAnswerMs: null,
+    verdicts: [],
+    writesContinued: null,
+    splitBrain: null,
+    optionalChecks: [],
+    error: null,
+    passed: false,
+    wallMs: 0,
+  };
+}
+
+export function lostWrites(result: RoundResult): number {
+  return result.verdicts.reduce((sum, verdict) => sum + verdict.lostWrites, 0);
+}
+
+export function judge(result: RoundResult): boolean {
+  return (
+    result.error === null &&
+    result.survived &&
+    result.answered &&
+    result.verdicts.length > 0 &&
+    result.verdicts.every((verdict) => verdict.lostWrites === 0 && verdict.fsckClean) &&
+    result.writesContinued !== false &&
+    result.optionalChecks.every((check) => check.outcome !== "failed")
+  );
+}

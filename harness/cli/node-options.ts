@@ -1,0 +1,57 @@
+// Options every node-running subcommand shares, their help text and their
+// translation into a replica-node config.
+import { DEFAULTS } from "../../emulator/config.ts";
+import { DEFAULT_IMAGES_DIR } from "../../emulator/node/images.ts";
+import { defaultRunDir } from "../run-dir.ts";
+import { NodeProcess } from "../node-process.ts";
+import type { NodeConfig } from "../replica-node.ts";
+import { existingFile, parseMemory } from "./args.ts";
+
+export const MACHINE_OPTIONS = {
+  memory: { type: "string" },
+  images: { type: "string" },
+} as const;
+
+export const NODE_OPTIONS = {
+  ...MACHINE_OPTIONS,
+  "run-dir": { type: "string" },
+  "no-status-line": { type: "boolean" },
+  verbose: { type: "boolean", short: "v" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+export const MACHINE_HELP = `  --memory MIB        guest RAM in MiB (default ${DEFAULTS.memoryMiB}; both nodes of a pair need the same)
+  --images DIR        folder with bios.bin, vmlinuz, initramfs.cpio.gz (default ${DEFAULT_IMAGES_DIR})`;
+
+export const NODE_HELP = `${MACHINE_HELP}
+  --run-dir DIR       where the control sockets live, for \`twinvm status\` and \`promote\` (default ${defaultRunDir()})
+  --no-status-line    do not draw the live status row at the bottom of the terminal
+  -v, --verbose       echo the node processes' logs on stderr
+  -h, --help          show this help`;
+
+export interface NodeOptionValues {
+  memory?: string;
+  images?: string;
+  "run-dir"?: string;
+  verbose?: boolean;
+}
+
+/** The parts of a NodeConfig that come from the shared options. */
+export function sharedNodeConfig(values: NodeOptionValues): Pick<NodeConfig, "memoryMiB" | "imagesDir" | "runDir" | "metricsIntervalMs"> {
+  if (values.images !== undefined) for (const file of ["bios.bin", "vmlinuz", "initramfs.cpio.gz"]) existingFile("--images: guest image", `${values.images.replace(/\/$/, "")}/${file}`);
+  return {
+    memoryMiB: parseMemory(values.memory),
+    imagesDir: values.images,
+    runDir: values["run-dir"] ?? defaultRunDir(),
+    // The CLI shows metrics in its status line; periodic log lines would only garble the console.
+    metricsIntervalMs: values.verbose ? 10_000 : 0,
+  };
+}
+
+export function startNode(config: NodeConfig, verbose: boolean | undefined): NodeProcess {
+  return new NodeProcess(config, { echoStderr: verbose === true });
+}
+
+export function ramBytes(memoryMiB: number | undefined): number {
+  return (memoryMiB ?? DEFAULTS.memoryMiB) * (1 << 20);
+}

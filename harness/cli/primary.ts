@@ -1,0 +1,72 @@
+// `twinvm primary`: boots the guest (or restores a snapshot), connects to a
+// running secondary, protects the guest, and attaches its console.
+import { SECRET_ENV } from "../../replication/node/secret.ts";
+import { existingFile, parseChoice, parseOptions, parseWsUrl, requireOption, type Subcommand } from "./args.ts";
+import { totalSize } from "./disks.ts";
+import { NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig, startNode } from "./node-options.ts";
+import { runNodeSession } from "./node-session.ts";
+import { followPrimaryStartup } from "./startup-progress.ts";
+
+export const PRIMARY_MODES = ["logging-replay", "dirty-block-copy", "none"] as const;
+
+const USAGE = `Usage: twinvm primary --connect ws://HOST:PORT --secret-file FILE [--disk FILE]... [options]
+
+Boots the guest, connects to a secondary started with \`twinvm secondary\`, copies the
+guest to it (initial sync), then runs it protected with the console on this terminal.
+
+Options:
+  --connect URL       the secondary's ws://host:port (required unless --mode none)
+  --disk FILE         a disk image (repeat for more: vda, vdb, ...); the secondary needs same-size ones
+  --mode MODE         how disk writes reach the secondary: ${PRIMARY_MODES.join(", ")} (default logging-replay;
+                      none: no replication at all)
+  --secret-file FILE  the shared secret (at least 16 bytes; or set ${SECRET_ENV})
+  --snapshot FILE     restore this machine snapshot instead of booting
+  --name NAME         control socket name (default primary)
+${NODE_HELP}
+
+Keys: Ctrl-] s status, Ctrl-] q quit, Ctrl-] ? help.
+`;
+
+export const primaryCommand: Subcommand = {
+  name: "primary",
+  summary: "boot the guest and protect it with a secondary",
+  usage: USAGE,
+  async run(argv) {
+    const values = parseOptions(argv, {
+      ...NODE_OPTIONS,
+      connect: { type: "string" },
+      disk: { type: "string", multiple: true },
+      mode: { type: "string" },
+      "secret-file": { type: "string" },
+      snapshot: { type: "string" },
+      name: { type: "string" },
+    });
+    if (values.help) return printUsage(USAGE);
+    const mode = parseChoice("--mode", values.mode, PRIMARY_MODES, "logging-replay");
+    const replicated = mode !== "none";
+    const connect = replicated ? parseWsUrl("--connect", requireOption("--connect", values.connect, `is required (or --mode none)`)) : undefined;
+    const disks = (values.disk ?? []).map((path) => existingFile("--disk", path));
+    const secretFile = values["secret-file"] === undefined ? undefined : existingFile("--secret-file", values["secret-file"]);
+    if (replicated && secretFile === undefined && !process.env[SECRET_ENV]) requireOption("--secret-file", undefined, `is required (or set ${SECRET_ENV})`);
+    const snapshotPath = values.snapshot === undefined ? undefined : existingFile("--snapshot", values.snapshot);
+    const shared = sharedNodeConfig(values);
+
+    const primary = startNode({ role: "primary", mode, disks, connect, secretFile, snapshotPath, name: values.name ?? "primary", ...shared }, values.verbose);
+    await followPrimaryStartup(primary, { label: "primary", syncEstimateBytes: ramBytes(shared.memoryMiB) + totalSize(disks), replicated });
+    process.stderr.write("twinvm: console attached; Ctrl-] ? lists the keys\n");
+    const labeled = { label: "primary", node: primary };
+    await primary.input(new TextEncoder().encode("\n")); // a fresh prompt
+    return runNodeSession({
+      nodes: [labeled],
+      activeNode: () => (primary.running && !primary.states.includes("fenced") ? labeled : undefined),
+      statusNode: () => labeled,
+      extraCommands: [],
+      statusLine: replicated && !values["no-status-line"],
+    });
+  },
+};
+
+export function printUsage(usage: string): number {
+  process.stdout.write(usage);
+  return 0;
+}

@@ -1,0 +1,154 @@
+// The `twinvm` command as a user runs it: a child process with piped stdin.
+// Help and usage errors are cheap; one `twinvm pair` run (one boot) covers the
+// console, `status --json` against running nodes, and the takeover after the
+// documented kill key, with the console continuing on the secondary.
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { expect } from "chai";
+import type { NodeStatus } from "../control-socket.ts";
+
+const LAUNCHER = fileURLToPath(new URL("../bin/twinvm.js", import.meta.url));
+
+interface Finished {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function twinvm(args: string[], timeoutMs = 30_000): Promise<Finished> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [LAUNCHER, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`twinvm ${args.join(" ")} did not finish in ${timeoutMs} ms; stderr:\n${stderr}`));
+    }, timeoutMs);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Polls `read()` until it matches, failing with what was read. */
+async function eventually(read: () => string, pattern: RegExp, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pattern.test(read())) {
+    if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs} ms; got:\n${read().slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("twinvm command line", function () {
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "twinvm-cli-"));
+    writeFileSync(join(dir, "secret"), "cli-test-secret-0123456789abcdef");
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  describe("--help and usage errors", function () {
+    const expectedOptions: Record<string, string[]> = {
+      run: ["--memory", "--images", "--disk"],
+      pair: ["--mode", "--disk", "--disk-size", "--secondary-disk", "--run-dir", "--memory", "--images", "--port", "--snapshot"],
+      primary: ["--connect", "--disk", "--mode", "--secret-file", "--snapshot", "--run-dir", "--memory"],
+      secondary: ["--listen", "--allow-non-loopback", "--disk", "--secret-file", "--run-dir", "--no-takeover"],
+      status: ["--json", "--node", "--run-dir"],
+      promote: ["--node", "--run-dir"],
+    };
+
+    it("every subcommand's --help exits 0 and lists its options", async function () {
+      const results = await Promise.all(Object.keys(expectedOptions).map((name) => twinvm([name, "--help"])));
+      for (const [i, [name, options]] of Object.entries(expectedOptions).entries()) {
+        const result = results[i]!;
+        expect(result.code, `${name}: ${result.stderr}`).to.equal(0);
+        expect(result.stdout).to.contain(`Usage: twinvm ${name}`);
+        for (const option of options) expect(result.stdout, `${name} --help`).to.contain(option);
+      }
+    });
+
+    it("names the bad option, value or file and exits non-zero", async function () {
+      const secret = join(dir, "secret");
+      const [unknown, badMode, missingDisk, missingConnect, exposed, badSize, noSecondary] = await Promise.all([
+        twinvm(["pair", "--bogus"]),
+        twinvm(["primary", "--mode", "fast", "--connect", "ws://127.0.0.1:9"]),
+        twinvm(["primary", "--connect", "ws://127.0.0.1:9", "--secret-file", secret, "--disk", join(dir, "no-such.img")]),
+        twinvm(["primary", "--secret-file", secret]),
+        twinvm(["secondary", "--listen", "0.0.0.0:7000", "--secret-file", secret]),
+        twinvm(["pair", "--disk-size", "lots"]),
+        twinvm(["promote", "--run-dir", join(dir, "empty-run-dir")]),
+      ]);
+      expect(unknown.code).to.equal(2);
+      expect(unknown.stderr).to.contain("--bogus");
+      expect(badMode.code).to.equal(2);
+      expect(badMode.stderr).to.match(/--mode: .*logging-replay.*"fast"/);
+      expect(missingDisk.code).to.equal(1);
+      expect(missingDisk.stderr).to.contain(`--disk ${join(dir, "no-such.img")}: no such file`);
+      expect(missingConnect.code).to.equal(2);
+      expect(missingConnect.stderr).to.contain("--connect is required");
+      expect(exposed.code).to.equal(2);
+      expect(exposed.stderr).to.contain("--allow-non-loopback");
+      expect(badSize.code).to.equal(2);
+      expect(badSize.stderr).to.contain("--disk-size");
+      expect(noSecondary.code).to.equal(1);
+      expect(noSecondary.stderr).to.contain("no running secondary");
+    });
+  });
+
+  describe("twinvm pair with piped stdin", function () {
+    let pair: ChildProcessWithoutNullStreams | undefined;
+    let stdout = "";
+    let stderr = "";
+
+    afterEach(() => {
+      if (pair && pair.exitCode === null) pair.kill("SIGTERM");
+    });
+
+    it("boots, syncs, answers, reports status, and keeps answering after the primary is killed", async function () {
+      this.timeout(150_000);
+      const runDir = join(dir, "run");
+      pair = spawn(process.execPath, [LAUNCHER, "pair", "--run-dir", runDir, "--disk-size", "8M", "--no-status-line"]);
+      pair.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      pair.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise<number | null>((resolve) => pair!.on("exit", resolve));
+
+      pair.on("exit", (code) => (stderr += `\n[twinvm pair exited with ${code}]`));
+      await eventually(() => stderr, /console attached|twinvm pair exited/, 120_000, "attached console");
+      expect(stderr).to.contain("console attached");
+      expect(stderr).to.match(/guest booted in [\d.]+ s/);
+      expect(stderr).to.match(/initial sync done/);
+      pair.stdin.write("uname -r\n");
+      await eventually(() => stdout, /6\.1\.0-\d+-686/, 20_000, "uname -r answer from the primary");
+
+      expect(statSync(join(runDir, "pair-primary.sock")).mode & 0o777).to.equal(0o600);
+      const status = await twinvm(["status", "--json", "--run-dir", runDir, "--node", "pair-primary"]);
+      expect(status.code, status.stderr).to.equal(0);
+      const primary = JSON.parse(status.stdout) as NodeStatus;
+      expect(primary).to.include({ name: "pair-primary", role: "primary" });
+      expect(primary.metrics?.state).to.equal("protected");
+      expect(primary.metrics?.syncs).to.be.greaterThan(0);
+      expect(primary.metrics?.initialSync?.bytes).to.be.greaterThan(0);
+      const all = JSON.parse((await twinvm(["status", "--json", "--run-dir", runDir])).stdout) as NodeStatus[];
+      expect(all.map((s) => `${s.name}:${s.metrics?.state}`)).to.deep.equal(["pair-primary:protected", "pair-secondary:replicating"]);
+
+      pair.stdin.write("\x1dk\n"); // Ctrl-] k: SIGKILL the primary
+      await eventually(() => stderr, /secondary: active/, 30_000, "takeover");
+      pair.stdin.write("echo answered-by-$((6*7))\n");
+      await eventually(() => stdout, /answered-by-42/, 20_000, "an answer from the secondary");
+      const after = JSON.parse((await twinvm(["status", "--json", "--run-dir", runDir, "--node", "pair-secondary"])).stdout) as NodeStatus;
+      expect(after.metrics?.state).to.equal("active");
+      expect(after.metrics?.failoverMs).to.be.a("number");
+
+      pair.stdin.end();
+      expect(await exited, stderr).to.equal(0);
+      expect(stderr).to.contain("twinvm: stopped");
+    });
+  });
+});
