@@ -172,7 +172,8 @@ function startsWith(bytes: Uint8Array, offset: number, magic: readonly number[])
   return bytes.length >= offset + magic.length && magic.every((value, i) => bytes[offset + i] === value);
 }
 
-function withoutUndefined<T extends object>(value: T): Partial<T> {
+/** Options spread over defaults must not replace a default with an explicit undefined. */
+export function withoutUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 

@@ -31,7 +31,7 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean } 
       fault: { type: "string", default: "primary-kill" },
       seed: { type: "string" },
       policy: { type: "string", default: "continue" },
-      expect: { type: "string", default: "" },
+      expect: { type: "string", default: "reprotect,stall,fencing" },
       json: { type: "boolean", default: false },
       verbose: { type: "boolean", default: false },
     },

@@ -3,7 +3,7 @@
 // over). Started with `fork()` by tests and by the twinvm command; it reports
 // events and answers requests over Node's IPC channel.
 import { BlockHook } from "../emulator/block/hook.ts";
-import type { MachineConfig } from "../emulator/config.ts";
+import { withoutUndefined, type MachineConfig } from "../emulator/config.ts";
 import { Machine } from "../emulator/machine.ts";
 import { FileBackend } from "../emulator/node/file-backend.ts";
 import { defaultGuest } from "../emulator/node/images.ts";
@@ -12,7 +12,8 @@ import { readFile } from "node:fs/promises";
 import { controlSocketPath, ensureRunDir } from "./run-dir.ts";
 import { serveControl, type ControlRequest, type NodeStatus } from "./control-socket.ts";
 import { handshake } from "../replication/channel/handshake.ts";
-import { PrimaryEngine, type DiskMode } from "../replication/engine/primary.ts";
+import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import { keepProtected } from "../replication/engine/keep-protected.ts";
 import { SecondaryEngine } from "../replication/engine/secondary.ts";
 import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/metrics.ts";
 import { connectReplication, listenReplication } from "../replication/node/ws-transport.ts";
@@ -38,6 +39,10 @@ export interface NodeConfig {
   mode: DiskMode | "none";
   secretFile?: string;
   peerTimeoutMs?: number;
+  /** Primary: what to do when the secondary is lost (default continue). */
+  onSecondaryLoss?: SecondaryLossPolicy;
+  /** Primary: how often to dial the secondary again while unprotected (default 1000 ms). */
+  reconnectMs?: number;
   /** Secondary: take over by itself when the primary is lost (default true). */
   autoFailover?: boolean;
   /** A metrics line on stderr this often (0: never). Default 10 s. */
@@ -76,14 +81,6 @@ function emit(event: NodeEvent): void {
   process.send?.(event);
 }
 
-/**
- * The engines spread options over their defaults, so an explicit undefined would
- * replace a default (a NaN timeout): pass only the options that were given.
- */
-function definedOnly<T extends object>(options: T): Partial<T> {
-  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
-}
-
 async function openDisks(paths: string[], hook: BlockHook | undefined): Promise<MachineConfig["devices"]> {
   const backends = await Promise.all(paths.map((path) => FileBackend.open(path)));
   return backends.map((backend, i) => virtioBlkDisk({ backend, id: `vd${String.fromCharCode(0x61 + i)}`, ...(hook && { hook }) }));
@@ -110,12 +107,20 @@ async function startPrimary(config: NodeConfig): Promise<StartedNode> {
       : await bootFresh(machineConfig);
   if (config.mode === "none" || secret === undefined) return startUnreplicated(machine);
   emit({ type: "phase", phase: "connecting" });
-  const transport = await connectReplication(config.connect!);
-  const channel = await handshake(transport, "primary", secret);
-  const engine = new PrimaryEngine(machine, channel, { mode: config.mode, hook, ...definedOnly({ peerTimeoutMs: config.peerTimeoutMs }), log: (line) => process.stderr.write(line + "\n") });
+  const log = (line: string) => process.stderr.write(line + "\n");
+  const engine = new PrimaryEngine(machine, undefined, {
+    mode: config.mode,
+    hook,
+    ...withoutUndefined({ peerTimeoutMs: config.peerTimeoutMs, onSecondaryLoss: config.onSecondaryLoss }),
+    log,
+  });
   engine.onStateChange((state, reason) => emit({ type: "state", state, reason }));
   engine.output.onRelease((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
-  await engine.protect();
+  // The first session must come up (as before); after a loss the primary keeps dialling
+  // the secondary's address and resyncs with whoever answers there.
+  const transport = await connectReplication(config.connect!);
+  await engine.protect(await handshake(transport, "primary", secret, { epoch: engine.epoch }));
+  keepProtected(engine, { connect: () => connectReplication(config.connect!), secret, retryMs: config.reconnectMs ?? 1000, log });
   return { machine: () => machine, engine, metrics: engine.metrics, runsGuest: () => engine.state !== "fenced" };
 }
 
@@ -135,13 +140,14 @@ async function bootFresh(config: MachineConfig): Promise<Machine> {
 async function startSecondary(config: NodeConfig): Promise<StartedNode> {
   const machine = await Machine.createBlank({ ...defaultGuest(config.imagesDir), memoryMiB: config.memoryMiB, devices: await openDisks(config.disks, undefined) });
   const secret = await loadSecret({ file: config.secretFile });
-  const engine = new SecondaryEngine(machine, { ...definedOnly({ peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover }), log: (line) => process.stderr.write(line + "\n") });
+  const engine = new SecondaryEngine(machine, { ...withoutUndefined({ peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover }), log: (line) => process.stderr.write(line + "\n") });
   engine.onStateChange((state, reason) => {
     emit({ type: "state", state, reason });
     if (state === "active") machine.console.onOutput((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
   });
   const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) => {
-    handshake(transport, "secondary", secret).then(
+    // The epoch it carries tells a primary that this node took over (the primary then fences itself).
+    handshake(transport, "secondary", secret, { epoch: Math.max(1, engine.epoch) }).then(
       (channel) => engine.attach(channel),
       (error: unknown) => process.stderr.write(`secondary: refused a peer: ${(error as Error).message}\n`),
     );

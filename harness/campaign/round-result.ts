@@ -6,8 +6,8 @@ export type FaultKind = "primary-kill" | "secondary-kill" | "link-cut";
 export const FAULT_KINDS: readonly FaultKind[] = ["primary-kill", "secondary-kill", "link-cut"];
 
 /**
- * Engine behaviour still being built (re-protection, the stall policy, epoch fencing).
- * Checks that need it run only when asked for; until then the report says "skipped".
+ * Engine behaviour checked beyond takeover and lost writes (re-protection, the stall
+ * policy, epoch fencing). All are on by default; `--expect` narrows them.
  */
 export interface EngineFeatures {
   /** A running primary that lost its secondary protects itself again when a new one appears at its connect URL. */
@@ -19,6 +19,7 @@ export interface EngineFeatures {
 }
 
 export const NO_FEATURES: EngineFeatures = { reprotect: false, stall: false, fencing: false };
+export const ALL_FEATURES: EngineFeatures = { reprotect: true, stall: true, fencing: true };
 
 export interface RoundPlan {
   index: number;

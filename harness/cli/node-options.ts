@@ -7,6 +7,14 @@ import { NodeProcess } from "../node-process.ts";
 import type { NodeConfig } from "../replica-node.ts";
 import { existingFile, parseMemory } from "./args.ts";
 
+/** What a primary does when it loses its secondary; see PrimaryEngine. */
+export const LOSS_POLICIES = ["continue", "stall"] as const;
+
+export const LOSS_POLICY_HELP = `  --on-secondary-loss continue|stall
+                      when the secondary is lost (dead or cut off: the primary cannot tell):
+                      continue = run on UNPROTECTED (default: the guest stays available),
+                      stall = hold guest writes and output until a secondary protects it again`;
+
 export const MACHINE_OPTIONS = {
   memory: { type: "string" },
   images: { type: "string" },

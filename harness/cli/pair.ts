@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { existingFile, parseChoice, parseOptions, parsePort, parseSize, type Subcommand } from "./args.ts";
 import { checkMatchingDisks, createSparseImage, totalSize } from "./disks.ts";
-import { NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig, startNode } from "./node-options.ts";
+import { LOSS_POLICIES, LOSS_POLICY_HELP, NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig, startNode } from "./node-options.ts";
 import { runNodeSession, stopNode, type LabeledNode } from "./node-session.ts";
 import { printUsage } from "./primary.ts";
 import { followPrimaryStartup } from "./startup-progress.ts";
@@ -34,6 +34,7 @@ Options:
   --snapshot FILE         restore this machine snapshot on the primary instead of booting
   --port PORT             the secondary's loopback port (default 0: a free one)
   --name NAME             control sockets are NAME-primary and NAME-secondary (default pair)
+${LOSS_POLICY_HELP}
 ${NODE_HELP}
 
 Keys (after Ctrl-], also from piped stdin):
@@ -55,6 +56,7 @@ export const pairCommand: Subcommand = {
     const values = parseOptions(argv, {
       ...NODE_OPTIONS,
       mode: { type: "string" },
+      "on-secondary-loss": { type: "string" },
       disk: { type: "string", multiple: true },
       "secondary-disk": { type: "string", multiple: true },
       "disk-size": { type: "string" },
@@ -63,6 +65,7 @@ export const pairCommand: Subcommand = {
       name: { type: "string" },
     });
     if (values.help) return printUsage(USAGE);
+    const onSecondaryLoss = parseChoice("--on-secondary-loss", values["on-secondary-loss"], LOSS_POLICIES, "continue");
     const mode = parseChoice("--mode", values.mode, PAIR_MODES, "logging-replay");
     const diskSize = parseSize("--disk-size", values["disk-size"] ?? DEFAULT_DISK_SIZE);
     const port = values.port === undefined ? 0 : parsePort("--port", values.port);
@@ -87,7 +90,7 @@ export const pairCommand: Subcommand = {
       nodes.push(secondary);
       const url = await secondary.listeningUrl(60_000);
       process.stderr.write(`twinvm: secondary (pid ${secondary.child.pid}) listening on ${url}\n`);
-      const primary = startNode({ role: "primary", mode, disks: primaryDisks, secretFile, snapshotPath, connect: url, name: `${name}-primary`, ...shared }, values.verbose);
+      const primary = startNode({ role: "primary", mode, disks: primaryDisks, secretFile, snapshotPath, connect: url, name: `${name}-primary`, onSecondaryLoss, ...shared }, values.verbose);
       nodes.push(primary);
       process.stderr.write(`twinvm: primary (pid ${primary.child.pid}), ${mode}, ${primaryDisks.length} disk(s) of ${(totalSize(primaryDisks) / (1 << 20)).toFixed(0)} MiB\n`);
       await followPrimaryStartup(primary, { label: "primary", syncEstimateBytes: ramBytes(shared.memoryMiB) + totalSize(primaryDisks), replicated: true });

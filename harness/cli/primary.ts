@@ -3,7 +3,7 @@
 import { SECRET_ENV } from "../../replication/node/secret.ts";
 import { existingFile, parseChoice, parseOptions, parseWsUrl, requireOption, type Subcommand } from "./args.ts";
 import { totalSize } from "./disks.ts";
-import { NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig, startNode } from "./node-options.ts";
+import { LOSS_POLICIES, LOSS_POLICY_HELP, NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig, startNode } from "./node-options.ts";
 import { runNodeSession } from "./node-session.ts";
 import { followPrimaryStartup } from "./startup-progress.ts";
 
@@ -22,6 +22,7 @@ Options:
   --secret-file FILE  the shared secret (at least 16 bytes; or set ${SECRET_ENV})
   --snapshot FILE     restore this machine snapshot instead of booting
   --name NAME         control socket name (default primary)
+${LOSS_POLICY_HELP}
 ${NODE_HELP}
 
 Keys: Ctrl-] s status, Ctrl-] q quit, Ctrl-] ? help.
@@ -37,11 +38,13 @@ export const primaryCommand: Subcommand = {
       connect: { type: "string" },
       disk: { type: "string", multiple: true },
       mode: { type: "string" },
+      "on-secondary-loss": { type: "string" },
       "secret-file": { type: "string" },
       snapshot: { type: "string" },
       name: { type: "string" },
     });
     if (values.help) return printUsage(USAGE);
+    const onSecondaryLoss = parseChoice("--on-secondary-loss", values["on-secondary-loss"], LOSS_POLICIES, "continue");
     const mode = parseChoice("--mode", values.mode, PRIMARY_MODES, "logging-replay");
     const replicated = mode !== "none";
     const connect = replicated ? parseWsUrl("--connect", requireOption("--connect", values.connect, `is required (or --mode none)`)) : undefined;
@@ -51,7 +54,7 @@ export const primaryCommand: Subcommand = {
     const snapshotPath = values.snapshot === undefined ? undefined : existingFile("--snapshot", values.snapshot);
     const shared = sharedNodeConfig(values);
 
-    const primary = startNode({ role: "primary", mode, disks, connect, secretFile, snapshotPath, name: values.name ?? "primary", ...shared }, values.verbose);
+    const primary = startNode({ role: "primary", mode, disks, connect, secretFile, snapshotPath, name: values.name ?? "primary", onSecondaryLoss, ...shared }, values.verbose);
     await followPrimaryStartup(primary, { label: "primary", syncEstimateBytes: ramBytes(shared.memoryMiB) + totalSize(disks), replicated });
     process.stderr.write("twinvm: console attached; Ctrl-] ? lists the keys\n");
     const labeled = { label: "primary", node: primary };

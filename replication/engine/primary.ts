@@ -6,6 +6,7 @@
 // the secondary acknowledges that sync.
 import type { BlockHook, BlockIoEvent } from "../../emulator/block/hook.ts";
 import { segmentsHold } from "../../emulator/block/segments.ts";
+import { withoutUndefined } from "../../emulator/config.ts";
 import type { Machine } from "../../emulator/machine.ts";
 import { DirtyPageTracker, type PageSet } from "../../emulator/memory/index.ts";
 import { captureMemorylessState, encodeDelta, encodeMemorylessState } from "../../emulator/state/index.ts";
@@ -99,7 +100,9 @@ export class PrimaryEngine {
       peerTimeoutMs: DEFAULT_PEER_TIMEOUT_MS,
       onSecondaryLoss: "continue",
       initialSyncTimeoutMs: DEFAULT_INITIAL_SYNC_TIMEOUT_MS,
-      ...options,
+      ...withoutUndefined(options),
+      mode: options.mode,
+      hook: options.hook,
     };
     this.#disks = machine.devices.filter((device): device is VirtioBlkDisk => device instanceof VirtioBlkDisk);
     this.metrics.epoch = this.#options.epoch;

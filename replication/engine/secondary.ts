@@ -5,6 +5,7 @@
 // primary is lost it restores the last committed state and runs the guest.
 import { SECTOR_SIZE } from "../../emulator/block/backend.ts";
 import { gatherSegments } from "../../emulator/block/segments.ts";
+import { withoutUndefined } from "../../emulator/config.ts";
 import type { Machine } from "../../emulator/machine.ts";
 import { applyDelta, decodeMemorylessState, restoreMemorylessState } from "../../emulator/state/index.ts";
 import { VirtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
@@ -57,7 +58,7 @@ export class SecondaryEngine {
     if (machine.state !== "blank") throw new Error(`secondary: the replica machine must be blank, it is ${machine.state}`);
     this.#machine = machine;
     this.#disks = machine.devices.filter((device): device is VirtioBlkDisk => device instanceof VirtioBlkDisk);
-    this.#options = { peerTimeoutMs: DEFAULT_PEER_TIMEOUT_MS, autoFailover: true, ...options };
+    this.#options = { peerTimeoutMs: DEFAULT_PEER_TIMEOUT_MS, autoFailover: true, ...withoutUndefined(options) };
   }
 
   get state(): SecondaryState {
