@@ -32,17 +32,6 @@ export async function* diskChunks(backend: BlockBackend): AsyncGenerator<{ offse
   }
 }
 
-export function isAllZero(bytes: Uint8Array): boolean {
-  const aligned = bytes.byteOffset % 4 === 0 && bytes.length % 4 === 0;
-  if (aligned) {
-    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
-    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
-    return true;
-  }
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
-  return true;
-}
-
 async function sha256(data: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
 }

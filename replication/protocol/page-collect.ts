@@ -11,7 +11,7 @@ export function collectPages(memory: Uint8Array, pageIndices: Iterable<number>, 
     const batch = sorted.subarray(start, start + MAX_PAGES_PER_FRAME);
     const dataIndices: number[] = [];
     const zeroIndices: number[] = [];
-    for (const index of batch) (isZeroPage(memory, index) ? zeroIndices : dataIndices).push(index);
+    for (const index of batch) (isAllZero(memory.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE)) ? zeroIndices : dataIndices).push(index);
     const data = new Uint8Array(dataIndices.length * PAGE_SIZE);
     dataIndices.forEach((index, i) => data.set(memory.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE), i * PAGE_SIZE));
     frames.push({ kind: "memory-pages", seq, epoch, indices: Uint32Array.from(dataIndices), data, zeroIndices: Uint32Array.from(zeroIndices) });
@@ -25,14 +25,13 @@ export function applyPages(memory: Uint8Array, frame: MemoryPagesFrame): void {
   for (const index of frame.zeroIndices) memory.fill(0, index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
 }
 
-function isZeroPage(memory: Uint8Array, index: number): boolean {
-  // Word-wise when aligned: 8x fewer iterations on the common non-zero-early case and the all-zero case.
-  const start = memory.byteOffset + index * PAGE_SIZE;
-  if (start % 4 === 0) {
-    const words = new Uint32Array(memory.buffer, start, PAGE_SIZE / 4);
+/** Whether every byte is zero; word-wise when aligned (8x fewer steps for pages and disk chunks). */
+export function isAllZero(bytes: Uint8Array): boolean {
+  if (bytes.byteOffset % 4 === 0 && bytes.length % 4 === 0) {
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
     for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
     return true;
   }
-  for (let i = index * PAGE_SIZE; i < (index + 1) * PAGE_SIZE; i++) if (memory[i] !== 0) return false;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
   return true;
 }
