@@ -13,9 +13,10 @@ import { captureMemorylessState, encodeDelta, encodeMemorylessState } from "../.
 import { VirtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
 import type { ReplicationChannel, ChannelEvent, ChannelCloseInfo } from "../channel/channel.ts";
 import type { BinaryFrame, MemoryPagesFrame } from "../protocol/frames.ts";
+import { isAllZero } from "../protocol/page-collect.ts";
 import { MAX_PAGES_PER_FRAME, MAX_SECTORS_PER_BLOCK_FRAME, PAGE_SIZE, SECTOR_SIZE } from "../protocol/limits.ts";
 import type { BlockWriteAnnouncement, ControlMessage, IoLogEntry } from "../protocol/messages.ts";
-import { copyDisk, diskDigest, isAllZero } from "./disk-image.ts";
+import { copyDisk, diskDigest } from "./disk-image.ts";
 import { ReplicationMetrics, type ByteCategory } from "./metrics.ts";
 import { OutputCommit } from "./output-commit.ts";
 
@@ -528,13 +529,26 @@ interface BlockFrame {
   data: Uint8Array;
 }
 
+/** Pages [start, end) of a collection as one frame; all-zero pages (the kernel zeroes pages it hands out) travel as bare indices. */
 function pageFrame(seq: number, epoch: number, pages: PageSet, start: number, end: number): MemoryPagesFrame {
-  return {
-    kind: "memory-pages",
-    seq,
-    epoch,
-    indices: pages.indices.slice(start, end),
-    data: pages.data.subarray(start * PAGE_SIZE, end * PAGE_SIZE),
-    zeroIndices: new Uint32Array(0),
-  };
+  const dataIndices: number[] = [];
+  const zeroIndices: number[] = [];
+  const chunks: Uint8Array[] = [];
+  for (let k = start; k < end; k++) {
+    const page = pages.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
+    if (isAllZero(page)) {
+      zeroIndices.push(pages.indices[k]!);
+    } else {
+      dataIndices.push(pages.indices[k]!);
+      chunks.push(page);
+    }
+  }
+  const data = chunks.length === end - start ? pages.data.subarray(start * PAGE_SIZE, end * PAGE_SIZE) : concatPages(chunks);
+  return { kind: "memory-pages", seq, epoch, indices: Uint32Array.from(dataIndices), data, zeroIndices: Uint32Array.from(zeroIndices) };
+}
+
+function concatPages(pages: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(pages.length * PAGE_SIZE);
+  pages.forEach((page, i) => out.set(page, i * PAGE_SIZE));
+  return out;
 }
