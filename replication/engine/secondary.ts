@@ -11,7 +11,7 @@ import { applyDelta, decodeMemorylessState, restoreMemorylessState } from "../..
 import { VirtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
 import type { ChannelCloseInfo, ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
 import type { BinaryFrame, MemoryPagesFrame } from "../protocol/frames.ts";
-import { PAGE_SIZE } from "../protocol/limits.ts";
+import { applyPages } from "../protocol/page-collect.ts";
 import type { ControlMessage, InitBeginMessage, SyncCommitMessage } from "../protocol/messages.ts";
 import { diskDigest } from "./disk-image.ts";
 import { ReplicationMetrics } from "./metrics.ts";
@@ -252,9 +252,7 @@ export class SecondaryEngine {
 
   #writePages(frame: MemoryPagesFrame): void {
     const { ram } = this.#machine;
-    frame.indices.forEach((index, k) => ram.write(index * PAGE_SIZE, frame.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE)));
-    const zero = new Uint8Array(PAGE_SIZE);
-    for (const index of frame.zeroIndices) ram.write(index * PAGE_SIZE, zero);
+    applyPages(frame, (gpa, bytes) => ram.write(gpa, bytes));
   }
 
   // ------------------------------------------------------------ losing the primary

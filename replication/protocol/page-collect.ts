@@ -19,10 +19,14 @@ export function collectPages(memory: Uint8Array, pageIndices: Iterable<number>, 
   return frames;
 }
 
-/** Writes a decoded memory frame into guest memory. */
-export function applyPages(memory: Uint8Array, frame: MemoryPagesFrame): void {
-  frame.indices.forEach((index, i) => memory.set(frame.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), index * PAGE_SIZE));
-  for (const index of frame.zeroIndices) memory.fill(0, index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
+/**
+ * Writes a decoded memory frame through `write` (guest-physical address, bytes): a plain
+ * array's `set`, or a machine's RAM writer, which also drops compiled code over the pages.
+ */
+export function applyPages(frame: MemoryPagesFrame, write: (gpa: number, bytes: Uint8Array) => void): void {
+  frame.indices.forEach((index, i) => write(index * PAGE_SIZE, frame.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)));
+  const zero = new Uint8Array(PAGE_SIZE);
+  for (const index of frame.zeroIndices) write(index * PAGE_SIZE, zero);
 }
 
 /** Whether every byte is zero; word-wise when aligned (8x fewer steps for pages and disk chunks). */

@@ -106,7 +106,7 @@ describe("page collector", () => {
     expect(frames.map((f) => f.indices.length + f.zeroIndices.length)).to.deep.equal([4000, 1000]);
     expect(frames[0]!.zeroIndices.length).to.equal(2000);
     const copy = new Uint8Array(memory.length).fill(0xee);
-    for (const frame of frames) applyPages(copy, frame);
+    for (const frame of frames) applyPages(frame, (gpa, bytes) => copy.set(bytes, gpa));
     expect(copy).to.deep.equal(memory);
   });
 });
