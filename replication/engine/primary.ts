@@ -280,7 +280,12 @@ export class PrimaryEngine {
   #startSyncLoop(): void {
     if (this.#syncLoopRunning) return;
     this.#syncLoopRunning = true;
-    this.#syncLoopDone = this.#syncLoop().finally(() => (this.#syncLoopRunning = false));
+    this.#syncLoopDone = this.#syncLoop().finally(() => {
+      this.#syncLoopRunning = false;
+      // Work that arrived after the loop's last check (console output is delivered from a
+      // microtask) would otherwise wait for the next guest event.
+      if (this.#state === "protected" && (this.#pending.length > 0 || this.#outputSinceCapture)) this.#startSyncLoop();
+    });
   }
 
   async #syncLoop(): Promise<void> {
