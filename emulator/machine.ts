@@ -190,6 +190,19 @@ export class Machine {
     }
   }
 
+  /** Whether the CPU stands between two instructions now (see emulator/paused.ts). */
+  get atInstructionBoundary(): boolean {
+    return this.#require().emulator.atInstructionBoundary;
+  }
+
+  /**
+   * Runs `work` at the guest's next instruction boundary without stopping it: at most ~100k
+   * guest instructions after a device handler asked, or at once from outside the guest.
+   */
+  atNextBoundary<T>(work: () => T): Promise<T> {
+    return this.#require().emulator.atNextBoundary(work);
+  }
+
   /** Resolves once the CPU has stopped between two instructions. */
   async pause(): Promise<void> {
     const { emulator } = this.#require();

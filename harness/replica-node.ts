@@ -108,7 +108,7 @@ async function startPrimary(config: NodeConfig): Promise<StartedNode> {
   if (config.mode === "none" || secret === undefined) return startUnreplicated(machine);
   emit({ type: "phase", phase: "connecting" });
   const log = (line: string) => process.stderr.write(line + "\n");
-  const engine = new PrimaryEngine(machine, undefined, {
+  const engine = new PrimaryEngine(machine, {
     mode: config.mode,
     hook,
     ...withoutUndefined({ peerTimeoutMs: config.peerTimeoutMs, onSecondaryLoss: config.onSecondaryLoss }),

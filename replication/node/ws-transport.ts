@@ -43,6 +43,14 @@ export class WsTransport extends TransportBase {
     this.transmit(bytes, bytes.length);
   }
 
+  override pauseReceiving(): void {
+    this.socket.pause();
+  }
+
+  override resumeReceiving(): void {
+    this.socket.resume();
+  }
+
   protected closeUnderlying(reason: string): void {
     // Close reasons are limited to 123 bytes by RFC 6455.
     this.socket.close(1000, truncateUtf8(reason, 123));
