@@ -145,13 +145,14 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     emit({ type: "state", state, reason });
     if (state === "active") machine.console.onOutput((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
   });
-  const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) => {
+  const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) =>
     // The epoch it carries tells a primary that this node took over (the primary then fences itself).
+    // The returned promise settles with the handshake: the server bounds connections still pending.
     handshake(transport, "secondary", secret, { epoch: Math.max(1, engine.epoch) }).then(
-      (channel) => engine.attach(channel),
-      (error: unknown) => process.stderr.write(`secondary: refused a peer: ${(error as Error).message}\n`),
-    );
-  });
+      (channel) => void engine.attach(channel),
+      (error: unknown) => void process.stderr.write(`secondary: refused a peer: ${(error as Error).message}\n`),
+    ),
+  );
   emit({ type: "listening", url: server.url });
   return { machine: () => machine, engine, metrics: engine.metrics, runsGuest: () => engine.state === "active" };
 }

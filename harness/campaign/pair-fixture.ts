@@ -128,7 +128,7 @@ export class CampaignFixture {
     const dir = await mkdtemp(join(parentDir, "twinvm-campaign-"));
     try {
       const secretFile = join(dir, "secret");
-      await writeFile(secretFile, SECRET);
+      await writeFile(secretFile, SECRET, { mode: 0o600 });
       const templateImage = join(dir, "template-vda.img");
       const disk = await FileBackend.open(templateImage, { createSizeBytes: DISK_BYTES });
       const machine = new Machine({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: disk, id: "vda" })] });

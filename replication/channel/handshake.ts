@@ -180,7 +180,10 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
       () => fail(new ProtocolError("timeout", `handshake with ${transport.label} did not finish within ${timeoutMs} ms`), true),
       timeoutMs,
     );
-    transport.onClose((info) => fail(new ProtocolError("closed", `${transport.label} closed during the handshake: ${info.reason}`), false));
+    // After the crypto steps already queued: a peer that proved itself and then closed (it found us stale) is heard out.
+    transport.onClose((info) => {
+      steps = steps.then(() => fail(new ProtocolError("closed", `${transport.label} closed during the handshake: ${info.reason}`), false));
+    });
     transport.onMessage(onRaw);
     try {
       transport.sendText(encodeControl(ours));

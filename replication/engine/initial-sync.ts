@@ -4,10 +4,8 @@
 // the capture are held and travel as the syncs that follow. Requests taken before the
 // capture are covered by the copy (the disks are read after their backend I/O), so they
 // complete with the init-ack.
-import { MAX_PAGES_PER_FRAME, PAGE_SIZE } from "../protocol/limits.ts";
-import type { MemoryPagesFrame } from "../protocol/frames.ts";
-import { isAllZero } from "../protocol/page-collect.ts";
-import type { PageSet } from "../../emulator/memory/index.ts";
+import { PAGE_SIZE } from "../protocol/limits.ts";
+import { isAllZero, pageSetFrames } from "../protocol/page-collect.ts";
 import { copyDisk, diskDigest } from "./disk-image.ts";
 import type { PrimaryGuest } from "./guest.ts";
 import type { PrimarySession } from "./primary-session.ts";
@@ -54,8 +52,8 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
     diskMode: input.mode === "logging-replay" ? "io-log" : "dirty-block-copy",
     disks,
   });
-  for (let start = 0; start < pages.indices.length; start += MAX_PAGES_PER_FRAME) {
-    await session.sendFrame(pageFrame(epoch, pages, start, Math.min(pages.indices.length, start + MAX_PAGES_PER_FRAME)), "memoryPages", { compress: true });
+  for (const frame of pageSetFrames(pages, 0, epoch)) {
+    await session.sendFrame(frame, "memoryPages", { compress: true });
     await session.channel.whenDrained();
   }
   await session.sendFrame({ kind: "state-parts", seq: 0, epoch, parts: state }, "deviceState", { compress: true });
@@ -70,23 +68,4 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
     await session.sendControl({ type: "disk-digest", seq: 0, epoch, disk: id, sha256: sent });
   }
   await session.sendControl({ type: "init-end", seq: 0, epoch, pageCount: pages.indices.length, stateParts: state.length });
-}
-
-/** Pages [start, end) of a collection as one frame; all-zero pages (the kernel zeroes pages it hands out) travel as bare indices. */
-function pageFrame(epoch: number, pages: PageSet, start: number, end: number): MemoryPagesFrame {
-  const dataIndices: number[] = [];
-  const zeroIndices: number[] = [];
-  const chunks: Uint8Array[] = [];
-  for (let k = start; k < end; k++) {
-    const page = pages.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
-    if (isAllZero(page)) {
-      zeroIndices.push(pages.indices[k]!);
-    } else {
-      dataIndices.push(pages.indices[k]!);
-      chunks.push(page);
-    }
-  }
-  const data = new Uint8Array(chunks.length * PAGE_SIZE);
-  chunks.forEach((page, i) => data.set(page, i * PAGE_SIZE));
-  return { kind: "memory-pages", seq: 0, epoch, indices: Uint32Array.from(dataIndices), data, zeroIndices: Uint32Array.from(zeroIndices) };
 }

@@ -10,6 +10,7 @@ import { gatherSegments } from "../../emulator/block/segments.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import type { DiskBlocksFrame, IoLogEntry, MemoryPagesFrame, PageUpdate, PartChange } from "../protocol/frames.ts";
 import { PAGE_SIZE } from "../protocol/limits.ts";
+import { applyPages } from "../protocol/page-collect.ts";
 import { applyRunDelta, parseRunDelta } from "../protocol/run-delta.ts";
 import type { DiskDescriptor } from "../protocol/messages.ts";
 import { diskDigest } from "./disk-image.ts";
@@ -81,9 +82,7 @@ export class Replica {
   }
 
   writeInitialPages(frame: MemoryPagesFrame): void {
-    const ram = this.#guest.ram();
-    frame.indices.forEach((page, i) => ram.set(frame.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), page * PAGE_SIZE));
-    for (const page of frame.zeroIndices) ram.fill(0, page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+    applyPages(frame, this.#guest.ram());
   }
 
   setInitialState(parts: Uint8Array[]): void {

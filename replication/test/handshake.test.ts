@@ -327,6 +327,36 @@ describe("WebSocket transport setup", () => {
     }
   });
 
+  it("bounds connections that have not authenticated, in number and in bytes, and still serves a real peer", async () => {
+    const handshakes: Promise<unknown>[] = [];
+    const server = await listenReplication({ maxPendingHandshakes: 3 }, (transport) => {
+      const pending = handshake(transport, "secondary", SECRET, { timeoutMs: 3000 }).catch((error: Error) => error);
+      handshakes.push(pending);
+      return pending;
+    });
+    try {
+      // Silent peers take the pending slots; the next one is turned away at once.
+      const silent = await Promise.all([1, 2, 3].map(() => connectReplication(server.url)));
+      const turnedAway = await connectReplication(server.url);
+      const refusal = await new Promise<TransportCloseInfo>((resolve) => turnedAway.onClose(resolve));
+      expect(refusal.code).to.equal(1013);
+      for (const transport of silent) transport.close("done");
+      await Promise.all(handshakes.splice(0));
+      // A peer that streams data before proving anything is cut off after the byte limit.
+      const flooder = await connectReplication(server.url);
+      const cut = new Promise<TransportCloseInfo>((resolve) => flooder.onClose(resolve));
+      flooder.sendBinary(new Uint8Array(8 * 1024 * 1024));
+      expect((await cut).byPeer).to.equal(true);
+      // A real primary still gets in.
+      const client = await connectReplication(server.url);
+      const channelOf = await handshake(client, "primary", SECRET);
+      expect(channelOf.peerRole).to.equal("secondary");
+      await channelOf.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it("closes a connection that sends a message over the frame limit", async () => {
     const server = await listenReplication({}, () => undefined);
     const client = await connectReplication(server.url);
