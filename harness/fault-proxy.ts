@@ -3,6 +3,7 @@
 // refuses new ones until `heal()`. The secondary cannot tell a cut link from a dead
 // primary, which is exactly the fault this exists to inject.
 import { createServer, connect, type Server, type Socket } from "node:net";
+import { Transform, type TransformCallback } from "node:stream";
 
 /** `reset`: both ends see the connection close at once. `silent`: bytes stop flowing, nobody is told (peer timeouts must notice). */
 export type CutKind = "reset" | "silent";
@@ -18,21 +19,28 @@ export class FaultProxy {
   connections = 0;
   /** Connections refused because the link was cut. */
   refused = 0;
+  /** Each direction of each connection at most this fast (undefined: as fast as loopback). */
+  readonly #bitsPerSecond: number | undefined;
 
-  private constructor(server: Server, targetPort: number) {
+  private constructor(server: Server, targetPort: number, bitsPerSecond: number | undefined) {
     this.#server = server;
     this.#targetPort = targetPort;
+    this.#bitsPerSecond = bitsPerSecond;
     server.on("connection", (client) => this.#accept(client));
   }
 
-  /** Listens on 127.0.0.1 (ephemeral port) and forwards to 127.0.0.1:`targetPort`. */
-  static async start(targetPort: number): Promise<FaultProxy> {
+  /**
+   * Listens on 127.0.0.1 (ephemeral port) and forwards to 127.0.0.1:`targetPort`, each
+   * direction limited to `bitsPerSecond` when given (a link-speed stand-in where the
+   * kernel's traffic shaping is not available).
+   */
+  static async start(targetPort: number, options: { bitsPerSecond?: number } = {}): Promise<FaultProxy> {
     const server = createServer({ noDelay: true });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(0, LOOPBACK, () => resolve());
     });
-    return new FaultProxy(server, targetPort);
+    return new FaultProxy(server, targetPort, options.bitsPerSecond);
   }
 
   get port(): number {
@@ -112,7 +120,30 @@ export class FaultProxy {
     };
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    if (this.#bitsPerSecond === undefined) {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    } else {
+      client.pipe(new RateLimit(this.#bitsPerSecond)).pipe(upstream);
+      upstream.pipe(new RateLimit(this.#bitsPerSecond)).pipe(client);
+    }
+  }
+}
+
+/** Passes bytes on no faster than a rate: each chunk leaves when the link would have carried it. */
+class RateLimit extends Transform {
+  #freeAt = 0;
+
+  constructor(private readonly bitsPerSecond: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    const now = performance.now();
+    const start = Math.max(now, this.#freeAt);
+    this.#freeAt = start + (chunk.length * 8 * 1000) / this.bitsPerSecond;
+    const wait = this.#freeAt - now;
+    if (wait < 1) done(null, chunk);
+    else setTimeout(() => done(null, chunk), wait);
   }
 }

@@ -39,6 +39,8 @@ export interface NodeConfig {
   mode: DiskMode | "none";
   secretFile?: string;
   peerTimeoutMs?: number;
+  /** Primary: deflate sync frames (default off; pays only on slow links). */
+  compressSyncs?: boolean;
   /** Primary: what to do when the secondary is lost (default continue). */
   onSecondaryLoss?: SecondaryLossPolicy;
   /** Primary: how often to dial the secondary again while unprotected (default 1000 ms). */
@@ -56,7 +58,8 @@ export interface NodeConfig {
 /** Parent -> node. */
 export type NodeRequest =
   | { type: "exec"; id: number; command: string; timeoutMs?: number }
-  | { type: "metrics"; id: number }
+  /** `restart`: after the snapshot, duration percentiles count from now (per-workload figures). */
+  | { type: "metrics"; id: number; restart?: boolean }
   | { type: "promote"; id: number }
   /** Console input for the guest, base64 (IPC is JSON); refused unless this node runs the guest. */
   | { type: "input"; id: number; base64: string }
@@ -111,7 +114,7 @@ async function startPrimary(config: NodeConfig): Promise<StartedNode> {
   const engine = new PrimaryEngine(machine, {
     mode: config.mode,
     hook,
-    ...withoutUndefined({ peerTimeoutMs: config.peerTimeoutMs, onSecondaryLoss: config.onSecondaryLoss }),
+    ...withoutUndefined({ peerTimeoutMs: config.peerTimeoutMs, onSecondaryLoss: config.onSecondaryLoss, compressSyncs: config.compressSyncs }),
     log,
   });
   engine.onStateChange((state, reason) => emit({ type: "state", state, reason }));
@@ -194,8 +197,11 @@ async function main(): Promise<void> {
     switch (request.type) {
       case "exec":
         return node.machine().exec(request.command, { timeoutMs: request.timeoutMs ?? 60_000 });
-      case "metrics":
-        return node.metrics.snapshot() satisfies MetricsSnapshot;
+      case "metrics": {
+        const snapshot = node.metrics.snapshot() satisfies MetricsSnapshot;
+        if (request.restart === true) node.metrics.restartDurations();
+        return snapshot;
+      }
       case "promote":
         return promote();
       case "input":

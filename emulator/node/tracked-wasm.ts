@@ -8,7 +8,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { ImageSource } from "../config.ts";
-import { DIRTY_MAP_PATCH_VERSION, patchDirtyMap } from "../wasm-patch/dirty-map-patch.ts";
+import { DIRTY_MAP_PATCH_VERSION } from "../wasm-patch/dirty-map-abi.ts";
 
 /** The pinned v86 build's own (unpatched) module. */
 export function v86WasmPath(): string {
@@ -29,8 +29,8 @@ export function trackedWasmFileName(inputSha256: string): string {
   return `v86-dirty-map-v${DIRTY_MAP_PATCH_VERSION}-${inputSha256}.wasm`;
 }
 
-/** The patched bytes for `input`, from the cache or made now (and cached). */
-export function trackedWasmBytes(input: Uint8Array, cacheDir = wasmCacheDir()): Uint8Array<ArrayBuffer> {
+/** The patched bytes for `input`, from the cache or made now (and cached). binaryen loads only to patch. */
+export async function trackedWasmBytes(input: Uint8Array, cacheDir = wasmCacheDir()): Promise<Uint8Array<ArrayBuffer>> {
   const digest = createHash("sha256").update(input).digest("hex");
   // A read-only install cannot cache beside v86: the temp folder is the second choice.
   const dirs = [cacheDir, join(tmpdir(), `twinvm-cache-${process.getuid?.() ?? "user"}`)];
@@ -42,6 +42,7 @@ export function trackedWasmBytes(input: Uint8Array, cacheDir = wasmCacheDir()): 
       // not cached there
     }
   }
+  const { patchDirtyMap } = await import("../wasm-patch/dirty-map-patch.ts");
   const patched = new Uint8Array(patchDirtyMap(input));
   for (const dir of dirs) {
     try {

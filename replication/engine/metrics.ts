@@ -16,6 +16,14 @@ export class DurationStats {
   lastMs = 0;
   readonly #ring = new Float64Array(SAMPLES);
 
+  /** Forgets every sample (counts start again). */
+  clear(): void {
+    this.count = 0;
+    this.totalMs = 0;
+    this.maxMs = 0;
+    this.lastMs = 0;
+  }
+
   add(ms: number): void {
     this.#ring[this.count % SAMPLES] = ms;
     this.count++;
@@ -95,6 +103,11 @@ export class ReplicationMetrics {
   readonly #started = performance.now();
 
   constructor(readonly role: "primary" | "secondary") {}
+
+  /** Durations count from now on (byte counters keep running). */
+  restartDurations(): void {
+    for (const stats of [this.pause, this.captureDelay, this.roundTrip]) stats.clear();
+  }
 
   count(category: ByteCategory, bytes: number): void {
     this.bytes[category] += bytes;

@@ -58,6 +58,8 @@ interface Attachment {
   heartbeat: ReturnType<typeof setInterval>;
   assembler: SyncAssembler;
   ended: boolean;
+  /** What the sync being received has carried so far, for `onSync` (seq 0: the initial copy). */
+  receiving: { bytes: Record<ByteCategory, number>; initialPages: number[] };
 }
 
 export class SecondaryEngine {
@@ -131,7 +133,7 @@ export class SecondaryEngine {
     // Our own heartbeats: the primary hears us even while we are busy writing a large copy.
     let heartbeatId = 0;
     const heartbeat = setInterval(() => void this.#send(attachment, { type: "heartbeat", epoch: channel.epoch, id: ++heartbeatId }).catch(() => undefined), HEARTBEAT_MS);
-    const attachment: Attachment = { channel, liveness, heartbeat, assembler: new SyncAssembler(), ended: false };
+    const attachment: Attachment = { channel, liveness, heartbeat, assembler: new SyncAssembler(), ended: false, receiving: { bytes: emptyBytes(), initialPages: [] } };
     this.#attached = attachment;
     channel.onActivity(() => liveness.heard());
     channel.onMessage((event) => this.#receive(attachment, event));
@@ -211,9 +213,13 @@ export class SecondaryEngine {
   }
 
   #frame(attachment: Attachment, frame: BinaryFrame): void | Promise<void> {
-    this.metrics.count(categoryOf(frame), frameBytes(frame));
+    const category = categoryOf(frame);
+    const bytes = frameBytes(frame);
+    this.metrics.count(category, bytes);
+    attachment.receiving.bytes[category] += bytes;
     switch (frame.kind) {
       case "memory-pages":
+        if (this.#syncListeners.size > 0) attachment.receiving.initialPages.push(...frame.indices, ...frame.zeroIndices);
         return this.#replica.writeInitialPages(frame);
       case "state-parts":
         return this.#replica.setInitialState(frame.parts);
@@ -226,10 +232,7 @@ export class SecondaryEngine {
         this.metrics.syncs++;
         this.metrics.pagesSynced += sync.pages.length;
         this.metrics.writesSynced += io.filter((entry) => entry.type === "write").length;
-        if (this.#syncListeners.size > 0) {
-          const event: SyncEvent = { role: "secondary", seq: sync.seq, pages: Uint32Array.from(sync.pages, (p) => p.page), bytes: emptyBytes(), io, pauseMs: 0, roundTripMs: 0 };
-          for (const listener of this.#syncListeners) listener(event);
-        }
+        this.#emitSync(attachment, sync.seq, Uint32Array.from(sync.pages, (p) => p.page), io);
         // Acknowledged once staged and applied; a slow disk holds the ack, and so the primary.
         return ready.then(() => this.#send(attachment, { type: "sync-ack", seq: sync.seq, epoch: attachment.channel.epoch })).catch(() => undefined);
       }
@@ -251,7 +254,16 @@ export class SecondaryEngine {
       return this.#refuse(attachment, "disk-mismatch", problem);
     }
     this.#fsm.go("replicating", `initial sync complete (${pageCount} pages, ${stateParts} state parts)`);
+    this.#emitSync(attachment, 0, Uint32Array.from(attachment.receiving.initialPages), []);
     await this.#send(attachment, { type: "init-ack", seq: 0, epoch });
+  }
+
+  #emitSync(attachment: Attachment, seq: number, pages: Uint32Array, io: SyncEvent["io"]): void {
+    const bytes = attachment.receiving.bytes;
+    attachment.receiving = { bytes: emptyBytes(), initialPages: [] };
+    if (this.#syncListeners.size === 0) return;
+    const event: SyncEvent = { role: "secondary", seq, pages, bytes, io, pauseMs: 0, roundTripMs: 0 };
+    for (const listener of this.#syncListeners) listener(event);
   }
 
   // ------------------------------------------------------------ losing the primary
