@@ -1,0 +1,290 @@
+// The demo's only contact with the replication engines, the handshake and the
+// channel: everything a worker needs to run one node, so that changes in
+// replication/engine/ and replication/channel/ stay local to this file.
+//
+// A node holds a machine whose disk was built with a block hook. It starts as a
+// replica (SecondaryEngine on a blank machine) or running the guest; a node that
+// runs the guest (from the start, or after taking over) protects a new secondary
+// with a PrimaryEngine. Switching the disk mode means a new PrimaryEngine and a
+// fresh initial sync, because an engine's mode is fixed for its life.
+import type { BlockHook } from "../../../emulator/block/hook.ts";
+import type { Machine } from "../../../emulator/machine.ts";
+import { handshake } from "../../../replication/channel/handshake.ts";
+import type { ReplicationChannel, ChannelEvent } from "../../../replication/channel/channel.ts";
+import type { ByteCategory, MetricsSnapshot } from "../../../replication/engine/metrics.ts";
+import { PrimaryEngine, type DiskMode } from "../../../replication/engine/primary.ts";
+import { SecondaryEngine } from "../../../replication/engine/secondary.ts";
+import type { Transport } from "../../../replication/transport/transport.ts";
+
+export type { DiskMode };
+
+/** How a logged disk request reached the secondary's disk. */
+export type IoHow = "replayed" | "inline" | "block-copy" | "flush";
+
+export interface IoReport {
+  disk: number;
+  how: IoHow;
+  sector: number;
+  sectors: number;
+  /** Guest-physical buffers of a replayed or inline write (empty for block copies and flushes). */
+  segments: { gpa: number; length: number }[];
+}
+
+/** One sync as the page shows it: the pages it carried, its bytes, its disk requests. */
+export interface SyncReport {
+  /** 0 is the initial sync. */
+  seq: number;
+  /** Indices of the 4 KiB guest pages carried (zero pages included). */
+  pages: Uint32Array;
+  bytes: Partial<Record<ByteCategory, number>>;
+  io: IoReport[];
+}
+
+export type NodeRole = "primary" | "secondary";
+
+export interface NodeStatus {
+  role: NodeRole;
+  /** The engine's state word ("protected", "replicating", "active", ...), or "running" with no engine. */
+  state: string;
+  reason: string;
+  /** Whether the guest runs on this node (so console input may go to it). */
+  runsGuest: boolean;
+  epoch: number;
+}
+
+export interface NodeMetrics {
+  snapshot: MetricsSnapshot | undefined;
+  /** Changes when a new engine starts counting from zero (a new secondary, a mode switch, a takeover). */
+  generation: number;
+}
+
+export interface NodeOptions {
+  /** The pair's shared replication secret (16+ bytes). */
+  secret: Uint8Array;
+  log?: (line: string) => void;
+}
+
+/**
+ * The engines' peer timeouts, as a backstop. The link (message-port.ts) closes itself after
+ * 2 s of silence and discounts its own stalls (a frozen background tab); the engines' watchdogs
+ * cannot tell a stall of their own from a silent peer yet, so theirs must not fire first.
+ */
+export const ENGINE_PEER_TIMEOUT_MS = 60_000;
+
+export class DemoNode {
+  readonly #machine: Machine;
+  readonly #hook: BlockHook;
+  readonly #options: NodeOptions;
+  #primary: PrimaryEngine | undefined;
+  #secondary: SecondaryEngine | undefined;
+  #primaryMode: DiskMode | undefined;
+  #generation = 0;
+  #status: NodeStatus;
+  readonly #statusListeners = new Set<(status: NodeStatus) => void>();
+  readonly #outputListeners = new Set<(bytes: Uint8Array) => void>();
+  readonly #syncListeners = new Set<(report: SyncReport) => void>();
+  #unsubscribeOutput: (() => void) | undefined;
+
+  private constructor(machine: Machine, hook: BlockHook, options: NodeOptions, status: NodeStatus) {
+    this.#machine = machine;
+    this.#hook = hook;
+    this.#options = options;
+    this.#status = status;
+  }
+
+  /** A node whose machine runs the guest (booted or restored); unprotected until `protect`. */
+  static runningGuest(machine: Machine, hook: BlockHook, options: NodeOptions): DemoNode {
+    const node = new DemoNode(machine, hook, options, { role: "primary", state: "running", reason: "guest running, no secondary yet", runsGuest: true, epoch: 1 });
+    node.#feedConsoleDirectly();
+    return node;
+  }
+
+  /** A replica on a blank machine, serving the primary at the other end of `transport`. */
+  static async replica(machine: Machine, hook: BlockHook, transport: Transport, options: NodeOptions): Promise<DemoNode> {
+    const node = new DemoNode(machine, hook, options, { role: "secondary", state: "waiting", reason: "waiting for the primary", runsGuest: false, epoch: 0 });
+    const engine = new SecondaryEngine(machine, { peerTimeoutMs: ENGINE_PEER_TIMEOUT_MS, ...(options.log && { log: options.log }) });
+    node.#secondary = engine;
+    node.#generation++;
+    engine.onStateChange((state, reason) => {
+      if (state === "active") node.#feedConsoleDirectly();
+      node.#setStatus({ role: "secondary", state, reason, runsGuest: state === "active", epoch: engine.epoch });
+    });
+    const channel = await handshake(transport, "secondary", options.secret, { epoch: Math.max(1, engine.epoch), nodeId: "demo-secondary" });
+    tapSyncs(channel, (report) => node.#emitSync(report));
+    await engine.attach(channel);
+    return node;
+  }
+
+  get status(): NodeStatus {
+    return this.#status;
+  }
+
+  get machine(): Machine {
+    return this.#machine;
+  }
+
+  onStatus(listener: (status: NodeStatus) => void): () => void {
+    this.#statusListeners.add(listener);
+    return () => this.#statusListeners.delete(listener);
+  }
+
+  /** What this node's terminal shows: released by output commit while a primary engine runs, else the console as is. */
+  onOutput(listener: (bytes: Uint8Array) => void): () => void {
+    this.#outputListeners.add(listener);
+    return () => this.#outputListeners.delete(listener);
+  }
+
+  onSync(listener: (report: SyncReport) => void): () => void {
+    this.#syncListeners.add(listener);
+    return () => this.#syncListeners.delete(listener);
+  }
+
+  metrics(): NodeMetrics {
+    return { snapshot: (this.#primary ?? this.#secondary)?.metrics.snapshot(), generation: this.#generation };
+  }
+
+  /** Console input; refused unless the guest runs here. */
+  send(bytes: Uint8Array): void {
+    if (!this.#status.runsGuest) throw new Error(`console input refused: the guest does not run on this node (${this.#status.state})`);
+    this.#machine.send(bytes);
+  }
+
+  /**
+   * Protects the guest with the secondary at the other end of `transport`: re-protection
+   * by the same engine after a loss, or a new engine (first secondary, a takeover, a mode switch).
+   */
+  async protect(transport: Transport, mode: DiskMode): Promise<void> {
+    if (!this.#status.runsGuest) throw new Error(`protect: the guest does not run on this node (${this.#status.state})`);
+    const epoch = this.#primary?.epoch ?? this.#secondary?.epoch ?? 1;
+    let engine = this.#primary;
+    const reusable = engine !== undefined && engine.state === "unprotected" && this.#primaryMode === mode;
+    if (!reusable) {
+      if (engine !== undefined) {
+        if (engine.state === "fenced") throw new Error("protect: this node was fenced (another node took over); its guest is stopped for good");
+        // The old secondary hears goodbye and does not take over.
+        await engine.close(mode === this.#primaryMode ? "a new secondary replaces this one" : `switching the disk mode to ${mode}`);
+      }
+      engine = this.#newPrimaryEngine(mode, epoch);
+    }
+    const channel = await handshake(transport, "primary", this.#options.secret, { epoch: engine!.epoch, nodeId: "demo-primary" });
+    await engine!.protect(channel);
+  }
+
+  /** Manual failover: this replica takes over now (the primary, if it still listens, is fenced). */
+  async promote(): Promise<void> {
+    if (this.#secondary === undefined || this.#primary !== undefined) throw new Error("promote: only a secondary can be promoted");
+    await this.#secondary.promote("promoted by the user");
+  }
+
+  #newPrimaryEngine(mode: DiskMode, epoch: number): PrimaryEngine {
+    this.#unsubscribeOutput?.();
+    this.#unsubscribeOutput = undefined;
+    const engine = new PrimaryEngine(this.#machine, undefined, {
+      mode,
+      hook: this.#hook,
+      epoch,
+      peerTimeoutMs: ENGINE_PEER_TIMEOUT_MS,
+      onSecondaryLoss: "continue",
+      ...(this.#options.log && { log: this.#options.log }),
+    });
+    this.#primary = engine;
+    this.#primaryMode = mode;
+    this.#generation++;
+    engine.output.onRelease((bytes) => this.#emitOutput(bytes));
+    engine.onStateChange((state, reason) => {
+      if (engine !== this.#primary) return;
+      this.#setStatus({ role: "primary", state, reason, runsGuest: state !== "fenced", epoch: engine.epoch });
+    });
+    this.#setStatus({ role: "primary", state: engine.state, reason: `${mode}: connecting to a new secondary`, runsGuest: true, epoch });
+    return engine;
+  }
+
+  #feedConsoleDirectly(): void {
+    this.#unsubscribeOutput?.();
+    this.#unsubscribeOutput = this.#machine.console.onOutput((bytes) => this.#emitOutput(bytes));
+  }
+
+  #emitOutput(bytes: Uint8Array): void {
+    for (const listener of this.#outputListeners) listener(bytes);
+  }
+
+  #emitSync(report: SyncReport): void {
+    for (const listener of this.#syncListeners) listener(report);
+  }
+
+  #setStatus(status: NodeStatus): void {
+    this.#status = status;
+    for (const listener of this.#statusListeners) listener(status);
+  }
+}
+
+/**
+ * Builds SyncReports from what the secondary receives, until the engines report syncs
+ * themselves: frames of one seq are staged and the report goes out with its commit
+ * (initial sync: with init-end).
+ */
+function tapSyncs(channel: ReplicationChannel, emit: (report: SyncReport) => void): void {
+  const deliver = channel.onMessage.bind(channel);
+  let staged = newStage();
+  channel.onMessage = (handler) =>
+    deliver((event) => {
+      observe(event);
+      handler(event);
+    });
+
+  function observe(event: ChannelEvent): void {
+    if (event.channel === "frame") {
+      const { frame } = event;
+      const bytes = frame.data === "zeros" ? 0 : frame.data.length;
+      switch (frame.kind) {
+        case "memory-pages":
+          staged.pages.push(frame.indices, frame.zeroIndices);
+          add(staged.bytes, "memoryPages", bytes + 4 * (frame.indices.length + frame.zeroIndices.length));
+          return;
+        case "device-state":
+          add(staged.bytes, "deviceState", bytes);
+          return;
+        case "disk-blocks":
+          add(staged.bytes, "diskBlocks", bytes);
+          return;
+        case "disk-chunk":
+          add(staged.bytes, "diskCopy", bytes);
+          return;
+      }
+    }
+    const message = event.message;
+    if (message.type === "init-end") {
+      emit(finish(0, []));
+    } else if (message.type === "sync-commit") {
+      const io: IoReport[] = [];
+      for (const entry of message.ioLog ?? []) {
+        if (entry.type === "flush") io.push({ disk: entry.disk, how: "flush", sector: 0, sectors: 0, segments: [] });
+        else io.push({ disk: entry.disk, how: entry.inline === true ? "inline" : "replayed", sector: entry.sector, sectors: entry.sectors, segments: entry.segments });
+      }
+      for (const block of message.blockWrites ?? []) io.push({ disk: block.disk, how: "block-copy", sector: block.sector, sectors: block.sectors, segments: [] });
+      if (message.ioLog !== undefined) add(staged.bytes, "ioLog", JSON.stringify(message.ioLog).length);
+      emit(finish(message.seq, io));
+    }
+  }
+
+  function finish(seq: number, io: IoReport[]): SyncReport {
+    const total = staged.pages.reduce((sum, part) => sum + part.length, 0);
+    const pages = new Uint32Array(total);
+    let at = 0;
+    for (const part of staged.pages) {
+      pages.set(part, at);
+      at += part.length;
+    }
+    const report = { seq, pages, bytes: staged.bytes, io };
+    staged = newStage();
+    return report;
+  }
+}
+
+function newStage(): { pages: Uint32Array[]; bytes: Partial<Record<ByteCategory, number>> } {
+  return { pages: [], bytes: {} };
+}
+
+function add(bytes: Partial<Record<ByteCategory, number>>, category: ByteCategory, amount: number): void {
+  bytes[category] = (bytes[category] ?? 0) + amount;
+}

@@ -1,0 +1,82 @@
+// Streaming chart of replication traffic: bytes/s by category (stacked areas are
+// hard to read when one category dwarfs the rest, so lines on a log scale) and
+// syncs/s on a second axis.
+import uPlot from "uplot";
+import type { ByteCategory } from "../../../../replication/engine/metrics.ts";
+
+export const CHART_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy"];
+const COLORS: Record<ByteCategory, string> = {
+  memoryPages: "#4f9dde",
+  deviceState: "#b07fe0",
+  ioLog: "#3fbf7f",
+  diskBlocks: "#e5534b",
+  diskCopy: "#d9a21b",
+  control: "#888888",
+};
+/** Seconds of history on screen. */
+const WINDOW_S = 60;
+
+export interface RatePoint {
+  /** Seconds since the page started. */
+  t: number;
+  syncsPerSecond: number;
+  bytesPerSecond: Record<ByteCategory, number>;
+}
+
+export class TrafficChart {
+  readonly #plot: uPlot;
+  readonly #columns: number[][];
+
+  constructor(target: HTMLElement) {
+    this.#columns = [[], [], ...CHART_CATEGORIES.map(() => [])];
+    const series: uPlot.Series[] = [
+      {},
+      { label: "syncs/s", scale: "syncs", stroke: "#eeeeee", width: 1.5, dash: [4, 3] },
+      ...CHART_CATEGORIES.map((category) => ({ label: category, scale: "bytes", stroke: COLORS[category], width: 2, value: (_: uPlot, v: number | null) => formatRate(v) })),
+    ];
+    this.#plot = new uPlot(
+      {
+        width: Math.max(320, target.clientWidth),
+        height: 220,
+        series,
+        scales: { x: { time: false }, bytes: { distr: 3, range: (_u, min, max) => [Math.max(1, min), Math.max(1024, max)] }, syncs: { range: (_u, _min, max) => [0, Math.max(10, max)] } },
+        axes: [
+          { stroke: "#aaa", grid: { stroke: "#2a2f36" }, label: "seconds", values: (_u, ticks) => ticks.map((t) => t.toFixed(0)) },
+          { scale: "bytes", stroke: "#aaa", grid: { stroke: "#2a2f36" }, values: (_u, ticks) => ticks.map((v) => formatRate(v)), size: 70 },
+          { scale: "syncs", side: 1, stroke: "#aaa", grid: { show: false }, label: "syncs/s" },
+        ],
+        legend: { live: false },
+      },
+      this.#columns as uPlot.AlignedData,
+      target,
+    );
+  }
+
+  push(point: RatePoint): void {
+    const [t, syncs, ...bytes] = this.#columns;
+    t!.push(point.t);
+    syncs!.push(point.syncsPerSecond);
+    CHART_CATEGORIES.forEach((category, i) => bytes[i]!.push(point.bytesPerSecond[category] || 0.5)); // log scale: no zeros
+    while (t!.length > 0 && t![0]! < point.t - WINDOW_S) for (const column of this.#columns) column.shift();
+    this.#plot.setData(this.#columns as uPlot.AlignedData);
+  }
+
+  resize(width: number): void {
+    this.#plot.setSize({ width: Math.max(320, width), height: 220 });
+  }
+}
+
+export function formatRate(value: number | null): string {
+  if (value === null || value < 1) return "0";
+  return `${formatBytes(value)}/s`;
+}
+
+export function formatBytes(value: number): string {
+  const units = ["B", "KB", "MB", "GB"];
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return `${value >= 100 || unit === 0 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`;
+}
