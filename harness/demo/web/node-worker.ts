@@ -132,6 +132,13 @@ async function handle(request: PageToWorker): Promise<void> {
     case "promote":
       if (node === undefined) throw new Error("promote: this node is still starting");
       return node.promote();
+    case "stall": {
+      const until = performance.now() + request.ms;
+      while (performance.now() < until) {
+        // nothing runs on this thread: no timers, no messages
+      }
+      return;
+    }
   }
 }
 

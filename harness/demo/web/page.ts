@@ -140,12 +140,12 @@ function newSecondary(): void {
   if (primary === undefined) return report("no node runs the guest: nothing to protect");
   const old = replicaNode();
   const pane = old?.pane ?? panes.find((p) => p !== primary.pane)!;
+  // The old replica goes (the primary closes its session with it: no takeover follows).
+  if (old !== undefined) retire(old, "replaced by a new secondary");
   const { primaryPort, secondaryPort } = linkedPair();
   const secondary = spawn(pane);
   post(secondary, { type: "start-secondary", setup: setup(), port: secondaryPort }, [secondaryPort]);
   post(primary, { type: "protect", mode, port: primaryPort, link: { ...linkShape } }, [primaryPort]);
-  // The primary says goodbye to the old replica (no takeover follows); its worker goes.
-  if (old !== undefined) retire(old, "replaced by a new secondary");
 }
 
 function retire(node: NodeHandle, why: string): void {
@@ -282,6 +282,10 @@ const inspect = {
   transcript: (name: string) => nodes.find((n) => n.name === name)?.pane.transcript ?? "",
   timings: () => ({ ...timings }),
   mode: () => mode,
+  /** Stalls every node's thread for `ms`, as a frozen background tab does (for the tests). */
+  stallWorkers: (ms: number) => {
+    for (const node of nodes) if (node.alive) post(node, { type: "stall", ms });
+  },
 };
 (window as unknown as { twinvmDemo: typeof inspect }).twinvmDemo = inspect;
 

@@ -23,7 +23,9 @@ export type PageToWorker =
   | { type: "protect"; mode: DiskMode; port: MessagePort; link: LinkShape }
   | { type: "input"; bytes: Uint8Array }
   | { type: "link"; shape: Partial<LinkShape> }
-  | { type: "promote" };
+  | { type: "promote" }
+  /** Fault injection: the worker's thread stands still for `ms`, as in a frozen or throttled background tab. */
+  | { type: "stall"; ms: number };
 
 export type WorkerToPage =
   /** Start-up progress, before the node exists. */

@@ -31,8 +31,8 @@ export class TrafficChart {
     this.#columns = [[], [], ...CHART_CATEGORIES.map(() => [])];
     const series: uPlot.Series[] = [
       {},
-      { label: "syncs/s", scale: "syncs", stroke: "#eeeeee", width: 1.5, dash: [4, 3] },
-      ...CHART_CATEGORIES.map((category) => ({ label: category, scale: "bytes", stroke: COLORS[category], width: 2, value: (_: uPlot, v: number | null) => formatRate(v) })),
+      { label: "syncs/s", scale: "syncs", stroke: "#eeeeee", width: 1.5, dash: [4, 3], points: { show: false } },
+      ...CHART_CATEGORIES.map((category) => ({ label: category, scale: "bytes", stroke: COLORS[category], width: 2, points: { show: false }, value: (_: uPlot, v: number | null) => formatRate(v) })),
     ];
     this.#plot = new uPlot(
       {
