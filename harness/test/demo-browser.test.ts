@@ -4,17 +4,15 @@
 // terminal answers; a 5 s stall of both workers (a frozen tab) causes no failover; switching the disk mode changes
 // the disk-block bytes; pulling the plug on the primary makes the secondary answer
 // with the file written before. Screenshots go to tmp/demo-e2e/.
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { buildDemo } from "../demo/build.ts";
+import { launchChromium } from "../demo/chromium.ts";
 import { serveDemo, type DemoServer } from "../demo/server.ts";
 
-const CHROMIUM = process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium";
 const SCREENSHOTS = fileURLToPath(new URL("../../tmp/demo-e2e/", import.meta.url));
-/** Flags a root, offline, headless Chromium needs here (see the machine notes). */
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 interface NodeView {
   name: string;
@@ -34,11 +32,10 @@ describe("browser demo (headless Chromium)", function () {
 
   before(async function () {
     this.timeout(400_000);
-    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: install Debian's chromium (apt-get install chromium; .ci/run does) or set CHROMIUM_PATH`);
     mkdirSync(SCREENSHOTS, { recursive: true });
     const built = await buildDemo();
     server = await serveDemo(built.outDir);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1720, height: 1000 } });
     page.on("pageerror", (error) => pageErrors.push(error.message));
     await page.goto(server.url);

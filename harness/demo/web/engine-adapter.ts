@@ -70,6 +70,8 @@ export interface NodeOptions {
  * cannot tell a stall of their own from a silent peer yet, so theirs must not fire first.
  */
 export const ENGINE_PEER_TIMEOUT_MS = 60_000;
+/** How long a new replica waits for its primary's handshake (a boot from scratch in a loaded browser takes a minute or more). */
+const SECONDARY_WAITS_FOR_PRIMARY_MS = 600_000;
 
 export class DemoNode {
   readonly #machine: Machine;
@@ -109,7 +111,12 @@ export class DemoNode {
       if (state === "active") node.#feedConsoleDirectly();
       node.#setStatus({ role: "secondary", state, reason, runsGuest: state === "active", epoch: engine.epoch });
     });
-    const channel = await handshake(transport, "secondary", options.secret, { epoch: Math.max(1, engine.epoch), nodeId: "demo-secondary" });
+    const channel = await handshake(transport, "secondary", options.secret, {
+      epoch: Math.max(1, engine.epoch),
+      nodeId: "demo-secondary",
+      // A booting primary answers only once its guest is up; a dead one ends the link (silence) and so the wait.
+      timeoutMs: SECONDARY_WAITS_FOR_PRIMARY_MS,
+    });
     tapSyncs(channel, (report) => node.#emitSync(report));
     await engine.attach(channel);
     return node;

@@ -54,6 +54,8 @@ const log = (line: string) => post({ type: "log", line });
 async function startPrimary(request: Extract<PageToWorker, { type: "start-primary" }>): Promise<void> {
   const { setup } = request;
   const started = performance.now();
+  // The link first: the secondary's end must hear keepalives while this guest boots.
+  const transport = openLink(request.port, setup.link, "link to the secondary");
   const hook = new BlockHook();
   let machine: Machine;
   if (request.boot === "snapshot") {
@@ -79,7 +81,7 @@ async function startPrimary(request: Extract<PageToWorker, { type: "start-primar
   post({ type: "phase", phase: "connecting", detail: "initial sync: copying RAM, device state and disk to the secondary" });
   const created = DemoNode.runningGuest(machine, hook, { secret: setup.secret, log });
   adopt(created);
-  await created.protect(openLink(request.port, setup.link, "link to the secondary"), request.mode);
+  await created.protect(transport, request.mode);
   post({ type: "phase", phase: "ready", detail: "protected" });
   machine.send("\n"); // a fresh prompt, through output commit like everything else
 }
