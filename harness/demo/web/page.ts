@@ -1,6 +1,5 @@
 // The demo page: starts the nodes in their workers, joins them with a MessagePort
 // link, and wires the terminals, the live views and the controls.
-import type { ByteCategory, MetricsSnapshot } from "../../../replication/engine/metrics.ts";
 import type { LinkShape, LinkStats } from "../../../replication/transport/message-port.ts";
 import { checkCapabilities } from "./capabilities.ts";
 import type { DiskMode, NodeMetrics, NodeStatus } from "./engine-adapter.ts";
@@ -8,7 +7,8 @@ import { DEMO_DISK_BYTES, DEMO_MEMORY_MIB, GUEST_FILES, WORKLOADS, type Workload
 import { IoLog } from "./views/io-log.ts";
 import { PageMap } from "./views/page-map.ts";
 import { TerminalPane } from "./views/terminal-pane.ts";
-import { CHART_CATEGORIES, TrafficChart, formatBytes } from "./views/traffic-chart.ts";
+import { renderCounters } from "./views/counters.ts";
+import { RateMeter, TrafficChart } from "./views/traffic-chart.ts";
 import type { BootFrom, GuestSetup, PageToWorker, WorkerToPage } from "./worker-protocol.ts";
 
 
@@ -138,10 +138,13 @@ function start(): void {
 function newSecondary(): void {
   const primary = activeNode();
   if (primary === undefined) return report("no node runs the guest: nothing to protect");
-  const old = replicaNode();
-  const pane = old?.pane ?? panes.find((p) => p !== primary.pane)!;
-  // The old replica goes (the primary closes its session with it: no takeover follows).
-  if (old !== undefined) retire(old, "replaced by a new secondary");
+  const pane = panes.find((p) => p !== primary.pane)!;
+  const occupant = nodes.filter((n) => n.pane === pane).at(-1);
+  // The pane's old node goes. A replica hears goodbye from the primary first (no takeover
+  // follows); a node still running the guest there is the other half of a split brain.
+  if (occupant?.alive) retire(occupant, occupant.status?.runsGuest ? "shut down: the other half of a split brain makes room" : "replaced by a new secondary");
+  // A new secondary comes with a new cable.
+  setLink({ cut: false });
   const { primaryPort, secondaryPort } = linkedPair();
   const secondary = spawn(pane);
   post(secondary, { type: "start-secondary", setup: setup(), port: secondaryPort }, [secondaryPort]);
@@ -177,22 +180,14 @@ function runWorkload(name: WorkloadName): void {
 
 // ------------------------------------------------------------ live numbers
 
-let previous: { node: NodeHandle; generation: number; at: number; snapshot: MetricsSnapshot } | undefined;
+const rates = new RateMeter();
 
 function chartPoint(node: NodeHandle): void {
   const snapshot = node.metrics?.snapshot;
   if (snapshot === undefined) return;
-  const now = performance.now();
-  const generation = node.metrics!.generation;
-  const same = previous !== undefined && previous.node === node && previous.generation === generation;
-  if (same) {
-    const seconds = (now - previous!.at) / 1000;
-    const bytesPerSecond = Object.fromEntries(
-      (Object.keys(snapshot.bytes) as ByteCategory[]).map((category) => [category, (snapshot.bytes[category] - previous!.snapshot.bytes[category]) / seconds]),
-    ) as Record<ByteCategory, number>;
-    chart.push({ t: (now - pageStarted) / 1000, syncsPerSecond: (snapshot.syncs - previous!.snapshot.syncs) / seconds, bytesPerSecond });
-  }
-  previous = { node, generation, at: now, snapshot };
+  // A new engine (new secondary, mode switch, takeover) counts from zero: a new source.
+  const point = rates.sample(`${node.name}/${node.metrics!.generation}`, snapshot, (performance.now() - pageStarted) / 1000);
+  if (point !== undefined) chart.push(point);
 }
 
 function render(): void {
@@ -218,28 +213,12 @@ function render(): void {
       : `${elapsed} s: ${nodes.map((n) => `node ${n.name}: ${n.status?.state ?? n.phase}`).join(" · ")}`;
   const takeover = timings["takeover"];
   $("takeover").textContent = takeover === undefined ? "" : `plug pulled → secondary running the guest in ${(takeover / 1000).toFixed(1)} s (2 s of link silence, then the takeover)`;
-  renderCounters();
+  renderCounters(
+    $("counters"),
+    nodes.filter((n) => n.alive && n.metrics?.snapshot !== undefined).map((n) => ({ name: n.name, snapshot: n.metrics!.snapshot!, link: n.link })),
+  );
   ($("cut") as HTMLButtonElement).textContent = linkShape.cut ? "Reconnect the link" : "Cut the link";
   for (const input of document.querySelectorAll<HTMLInputElement>("input[name=mode]")) input.checked = input.value === mode;
-}
-
-function renderCounters(): void {
-  const rows = nodes
-    .filter((n) => n.alive && n.metrics?.snapshot !== undefined)
-    .map((n) => {
-      const s = n.metrics!.snapshot!;
-      const cells = [
-        `${n.name}`,
-        `${s.role} ${s.state}`,
-        `${s.epoch}`,
-        `${s.syncs}`,
-        ...CHART_CATEGORIES.map((category) => formatBytes(s.bytes[category])),
-        s.role === "primary" ? `${s.pauseMs.meanMs.toFixed(1)} / ${s.roundTripMs.meanMs.toFixed(1)}` : s.failoverMs !== undefined ? `takeover ${s.failoverMs.toFixed(0)} ms` : "",
-        `${n.link?.ownStalls ?? 0}`,
-      ];
-      return `<tr data-node="${n.name}">${cells.map((c) => `<td>${c}</td>`).join("")}</tr>`;
-    });
-  $("counters").innerHTML = rows.join("");
 }
 
 function report(message: string): void {

@@ -2,7 +2,7 @@
 // hard to read when one category dwarfs the rest, so lines on a log scale) and
 // syncs/s on a second axis.
 import uPlot from "uplot";
-import type { ByteCategory } from "../../../../replication/engine/metrics.ts";
+import type { ByteCategory, MetricsSnapshot } from "../../../../replication/engine/metrics.ts";
 
 export const CHART_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy"];
 const COLORS: Record<ByteCategory, string> = {
@@ -63,6 +63,23 @@ export class TrafficChart {
 
   resize(width: number): void {
     this.#plot.setSize({ width: Math.max(320, width), height: 220 });
+  }
+}
+
+/** Turns cumulative counters into per-second rates; a new source or a counter reset starts over. */
+export class RateMeter {
+  #previous: { source: unknown; at: number; snapshot: MetricsSnapshot } | undefined;
+
+  /** `source` identifies the counting engine; the first sample of a source yields no point. */
+  sample(source: unknown, snapshot: MetricsSnapshot, atSeconds: number): RatePoint | undefined {
+    const previous = this.#previous;
+    this.#previous = { source, at: atSeconds, snapshot };
+    if (previous === undefined || previous.source !== source || atSeconds <= previous.at) return undefined;
+    const seconds = atSeconds - previous.at;
+    const bytesPerSecond = Object.fromEntries(
+      (Object.keys(snapshot.bytes) as ByteCategory[]).map((category) => [category, (snapshot.bytes[category] - previous.snapshot.bytes[category]) / seconds]),
+    ) as Record<ByteCategory, number>;
+    return { t: atSeconds, syncsPerSecond: (snapshot.syncs - previous.snapshot.syncs) / seconds, bytesPerSecond };
   }
 }
 
