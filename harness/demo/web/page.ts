@@ -251,7 +251,7 @@ function wireControls(): void {
   $("new-secondary").addEventListener("click", newSecondary);
   $<HTMLAnchorElement>("boot-other").href = bootFrom === "snapshot" ? "?boot=fresh" : "?boot=snapshot";
   $("boot-other").textContent = bootFrom === "snapshot" ? "boot from scratch instead" : "start from the prebuilt snapshot instead";
-  window.addEventListener("resize", () => chart.resize($("chart").clientWidth));
+  new ResizeObserver(() => chart.resize($("chart").clientWidth)).observe($("chart"));
 }
 
 /** For the end-to-end test and the curious: read-only views of the page's state. */

@@ -4,7 +4,7 @@
 import type { SyncReport } from "../engine-adapter.ts";
 
 const PAGE_SIZE = 4096;
-const FADE_PER_FRAME = 0.965;
+const FADE_PER_FRAME = 0.98;
 
 export class PageMap {
   readonly #context: CanvasRenderingContext2D;
@@ -66,10 +66,12 @@ export class PageMap {
     for (let page = 0; page < this.#pages; page++) {
       const io = this.#ioData[page]!;
       const carried = this.#carried[page]!;
-      // Dark background; blue for carried pages, green (on top) for pages the I/O log points at.
-      const r = 24 + 40 * carried + 40 * io;
-      const g = 28 + 130 * carried + 200 * io;
-      const b = 34 + 200 * carried + 60 * io;
+      // Dark background; blue for carried pages; green wins where an I/O log entry points.
+      const green = io >= carried;
+      const glow = green ? io : carried;
+      const r = 24 + glow * (green ? 40 : 55);
+      const g = 28 + glow * (green ? 200 : 130);
+      const b = 34 + glow * (green ? 60 : 200);
       const x0 = (page % this.#columns) * cell;
       const y0 = Math.floor(page / this.#columns) * cell;
       for (let y = y0; y < y0 + cell; y++) {

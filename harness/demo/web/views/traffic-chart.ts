@@ -42,7 +42,7 @@ export class TrafficChart {
         scales: { x: { time: false }, bytes: { distr: 3, range: (_u, min, max) => [Math.max(1, min), Math.max(1024, max)] }, syncs: { range: (_u, _min, max) => [0, Math.max(10, max)] } },
         axes: [
           { stroke: "#aaa", grid: { stroke: "#2a2f36" }, label: "seconds", values: (_u, ticks) => ticks.map((t) => t.toFixed(0)) },
-          { scale: "bytes", stroke: "#aaa", grid: { stroke: "#2a2f36" }, values: (_u, ticks) => ticks.map((v) => formatRate(v)), size: 70 },
+          { scale: "bytes", stroke: "#aaa", grid: { stroke: "#2a2f36" }, values: (_u, ticks) => ticks.map((v) => (v < 1 ? "0" : formatBytes(v))), size: 78, label: "bytes/s" },
           { scale: "syncs", side: 1, stroke: "#aaa", grid: { show: false }, label: "syncs/s" },
         ],
         legend: { live: false },
