@@ -1,9 +1,10 @@
 // The browser demo end to end, in headless Chromium (Debian's chromium, driven by
 // playwright-core): the page loads, the primary restores the guest in its worker and
 // protects it with the secondary in another; a command typed into the primary's
-// terminal answers; a 5 s stall of both workers (a frozen tab) causes no failover; switching the disk mode changes
-// the disk-block bytes; pulling the plug on the primary makes the secondary answer
-// with the file written before. Screenshots go to tmp/demo-e2e/.
+// terminal answers; a 5 s stall of both workers (a frozen tab) causes no failover;
+// switching the disk mode changes the disk-block bytes; pulling the plug on the primary
+// makes the secondary answer with the file written before; an insecure origin gets a
+// clear message. Screenshots go to tmp/demo-e2e/.
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
@@ -154,5 +155,19 @@ describe("browser demo (headless Chromium)", function () {
     // C took over B's pane, the right one.
     await typeAndWait(1, "C", "cat /mnt/plug.txt", "before-plug");
     await page.screenshot({ path: `${SCREENSHOTS}after-takeover.png` });
+  });
+
+  it("says so, and starts nothing, when the page is not a secure context", async () => {
+    // Any name but localhost/127.0.0.1 over plain http is insecure: map one to this server.
+    const insecure = await launchChromium([`--host-resolver-rules=MAP demo.test ${new URL(server.url).host}`]);
+    try {
+      const other = await insecure.newPage();
+      await other.goto(`http://demo.test:${new URL(server.url).port}/`);
+      await other.waitForSelector("body[data-blocked=true]");
+      expect(await other.locator("#messages").innerText()).to.contain("not a secure context");
+      expect(await other.evaluate(() => (window as unknown as { twinvmDemo: { nodes(): unknown[] } }).twinvmDemo.nodes())).to.deep.equal([]);
+    } finally {
+      await insecure.close();
+    }
   });
 });
