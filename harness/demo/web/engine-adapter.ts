@@ -126,10 +126,6 @@ export class DemoNode {
     return this.#status;
   }
 
-  get machine(): Machine {
-    return this.#machine;
-  }
-
   onStatus(listener: (status: NodeStatus) => void): () => void {
     this.#statusListeners.add(listener);
     return () => this.#statusListeners.delete(listener);
@@ -166,11 +162,7 @@ export class DemoNode {
     let engine = this.#primary;
     const reusable = engine !== undefined && engine.state === "unprotected" && this.#primaryMode === mode;
     if (!reusable) {
-      if (engine !== undefined) {
-        if (engine.state === "fenced") throw new Error("protect: this node was fenced (another node took over); its guest is stopped for good");
-        // The old secondary hears goodbye and does not take over.
-        await engine.close(mode === this.#primaryMode ? "a new secondary replaces this one" : `switching the disk mode to ${mode}`);
-      }
+      if (engine !== undefined) await this.#retirePrimaryEngine(engine, mode === this.#primaryMode ? "a new secondary replaces this one" : `switching the disk mode to ${mode}`);
       engine = this.#newPrimaryEngine(mode, epoch);
     }
     const channel = await handshake(transport, "primary", this.#options.secret, { epoch: engine!.epoch, nodeId: "demo-primary" });
@@ -181,6 +173,21 @@ export class DemoNode {
   async promote(): Promise<void> {
     if (this.#secondary === undefined || this.#primary !== undefined) throw new Error("promote: only a secondary can be promoted");
     await this.#secondary.promote("promoted by the user");
+  }
+
+  /**
+   * Closes an engine before another takes the machine. The old secondary hears goodbye and
+   * does not take over. Until the closed link reaches the engine it still counts itself
+   * protected, and a sync starting in that window finds its page tracker disposed and leaves
+   * the guest paused: wait for it to settle, then make sure the guest runs.
+   */
+  async #retirePrimaryEngine(engine: PrimaryEngine, reason: string): Promise<void> {
+    if (engine.state === "fenced") throw new Error("protect: this node was fenced (another node took over); its guest is stopped for good");
+    this.#feedConsoleDirectly(); // nothing the guest prints while the engines change hands is lost
+    await engine.close(reason);
+    const deadline = performance.now() + 5000;
+    while ((engine.state === "protected" || engine.state === "initial-sync") && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    if (this.#machine.state === "paused") this.#machine.run();
   }
 
   #newPrimaryEngine(mode: DiskMode, epoch: number): PrimaryEngine {
