@@ -16,7 +16,7 @@ import { PrimaryEngine, type DiskMode } from "../../../replication/engine/primar
 import { SecondaryEngine } from "../../../replication/engine/secondary.ts";
 import type { Transport } from "../../../replication/transport/transport.ts";
 
-export type { DiskMode };
+export type { ByteCategory, DiskMode, MetricsSnapshot };
 
 /** How a logged disk request reached the secondary's disk. */
 export type IoHow = "replayed" | "inline" | "block-copy" | "flush";

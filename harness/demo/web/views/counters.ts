@@ -1,5 +1,5 @@
 // The counters table: per live node, its state and the totals its engine counted.
-import type { MetricsSnapshot } from "../../../../replication/engine/metrics.ts";
+import type { MetricsSnapshot } from "../engine-adapter.ts";
 import type { LinkStats } from "../../../../replication/transport/message-port.ts";
 import { CHART_CATEGORIES, formatBytes } from "./traffic-chart.ts";
 

@@ -2,7 +2,7 @@
 // hard to read when one category dwarfs the rest, so lines on a log scale) and
 // syncs/s on a second axis.
 import uPlot from "uplot";
-import type { ByteCategory, MetricsSnapshot } from "../../../../replication/engine/metrics.ts";
+import type { ByteCategory, MetricsSnapshot } from "../engine-adapter.ts";
 
 export const CHART_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy"];
 const COLORS: Record<ByteCategory, string> = {
