@@ -122,11 +122,15 @@ describe("browser demo (headless Chromium)", function () {
 
   it("switching the disk mode to dirty-block-copy makes disk blocks travel instead of the I/O log", async () => {
     const replay = await writeFilesWorkload();
+    // The live I/O log showed the writes as replayed from the replica's memory...
+    expect(await page.locator("#io-log li.io-replayed").count()).to.be.greaterThan(0);
     await page.check("input[name=mode][value=dirty-block-copy]");
     await stateIs("C", "replicating");
     await stateIs("A", "protected");
     expect((await node("B")).alive, "the old secondary is retired").to.equal(false);
     const blockCopy = await writeFilesWorkload();
+    // ...and now as copied blocks.
+    expect(await page.locator("#io-log li.io-block-copy").count()).to.be.greaterThan(0);
     console.log(`      write-files: logging-replay ${replay.diskBlocks} B blocks + ${replay.ioLog} B log (${replay.writes} writes); dirty-block-copy ${blockCopy.diskBlocks} B blocks + ${blockCopy.ioLog} B log (${blockCopy.writes} writes)`);
     expect(replay.writes).to.be.greaterThan(0);
     expect(replay.ioLog).to.be.greaterThan(0);
