@@ -42,7 +42,7 @@ export class TrafficChart {
         scales: { x: { time: false }, bytes: { distr: 3, range: (_u, min, max) => [Math.max(1, min), Math.max(1024, max)] }, syncs: { range: (_u, _min, max) => [0, Math.max(10, max)] } },
         axes: [
           { stroke: "#aaa", grid: { stroke: "#2a2f36" }, label: "seconds", values: (_u, ticks) => ticks.map((t) => t.toFixed(0)) },
-          { scale: "bytes", stroke: "#aaa", grid: { stroke: "#2a2f36" }, values: (_u, ticks) => ticks.map(compactNumber), size: 56, label: "bytes/s" },
+          { scale: "bytes", stroke: "#aaa", grid: { stroke: "#2a2f36" }, values: (_u, ticks) => ticks.map(decadeLabel), size: 50, label: "bytes/s", labelSize: 18 },
           { scale: "syncs", side: 1, stroke: "#aaa", grid: { show: false }, label: "syncs/s" },
         ],
         legend: { live: false },
@@ -88,9 +88,11 @@ export function formatRate(value: number | null): string {
   return `${formatBytes(value)}/s`;
 }
 
-/** Axis ticks: 1, 100, 10k, 1M. */
-function compactNumber(value: number): string {
+/** Log-axis labels at powers of ten only (uPlot also ticks 2..9 of each decade): 1, 100, 10k, 1M. */
+function decadeLabel(value: number | null): string {
+  if (value === null) return ""; // a tick uPlot filtered out for lack of room
   if (value < 1) return "0";
+  if (Math.abs(Math.log10(value) - Math.round(Math.log10(value))) > 1e-9) return "";
   const [divisor, suffix] = value >= 1e9 ? [1e9, "G"] : value >= 1e6 ? [1e6, "M"] : value >= 1e3 ? [1e3, "k"] : [1, ""];
   return `${Number((value / divisor).toPrecision(2))}${suffix}`;
 }
