@@ -90,6 +90,22 @@ describe("MessagePort transport", () => {
     expect(a.stats.dropped).to.be.greaterThan(0);
   });
 
+  it("a cut healed within the silence window leaves the link up", async () => {
+    const { a, b } = link({ silenceTimeoutMs: 400, keepaliveMs: 50 });
+    const got: string[] = [];
+    b.onMessage((message) => got.push(text(message)));
+    a.setShape({ cut: true });
+    b.setShape({ cut: true });
+    a.sendText("dropped");
+    await sleep(200);
+    a.setShape({ cut: false });
+    b.setShape({ cut: false });
+    a.sendText("after the heal");
+    await sleep(500);
+    expect(a.isOpen && b.isOpen).to.equal(true);
+    expect(got).to.deep.equal(["after the heal"]);
+  });
+
   it("closes with the reason after what was queued, and refuses sends afterwards", async () => {
     const { a, b } = link({ shape: { latencyMs: 10 } });
     const got: string[] = [];
