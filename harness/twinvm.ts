@@ -8,8 +8,9 @@ import { pairCommand } from "./cli/pair.ts";
 import { primaryCommand } from "./cli/primary.ts";
 import { runCommand } from "./cli/run.ts";
 import { secondaryCommand } from "./cli/secondary.ts";
+import { demoCommand } from "./demo/demo-command.ts";
 
-const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand];
+const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand, demoCommand];
 
 const USAGE = `Usage: twinvm <command> [options]
 

@@ -58,6 +58,8 @@ interface Attachment {
   heartbeat: ReturnType<typeof setInterval>;
   assembler: SyncAssembler;
   ended: boolean;
+  /** The session's disk mode (from init-begin): in dirty-block-copy every write is a block copy. */
+  diskMode: InitBeginMessage["diskMode"];
   /** What the sync being received has carried so far, for `onSync` (seq 0: the initial copy). */
   receiving: { bytes: Record<ByteCategory, number>; initialPages: number[] };
 }
@@ -133,7 +135,7 @@ export class SecondaryEngine {
     // Our own heartbeats: the primary hears us even while we are busy writing a large copy.
     let heartbeatId = 0;
     const heartbeat = setInterval(() => void this.#send(attachment, { type: "heartbeat", epoch: channel.epoch, id: ++heartbeatId }).catch(() => undefined), HEARTBEAT_MS);
-    const attachment: Attachment = { channel, liveness, heartbeat, assembler: new SyncAssembler(), ended: false, receiving: { bytes: emptyBytes(), initialPages: [] } };
+    const attachment: Attachment = { channel, liveness, heartbeat, assembler: new SyncAssembler(), ended: false, diskMode: "io-log", receiving: { bytes: emptyBytes(), initialPages: [] } };
     this.#attached = attachment;
     channel.onActivity(() => liveness.heard());
     channel.onMessage((event) => this.#receive(attachment, event));
@@ -213,7 +215,8 @@ export class SecondaryEngine {
   }
 
   #frame(attachment: Attachment, frame: BinaryFrame): void | Promise<void> {
-    const category = categoryOf(frame);
+    // As on the primary: in dirty-block-copy mode the log only announces the blocks.
+    const category = frame.kind === "sync-commit" && attachment.diskMode === "dirty-block-copy" ? "diskBlocks" : categoryOf(frame);
     const bytes = frameBytes(frame);
     this.metrics.count(category, bytes);
     attachment.receiving.bytes[category] += bytes;
@@ -232,7 +235,8 @@ export class SecondaryEngine {
         this.metrics.syncs++;
         this.metrics.pagesSynced += sync.pages.length;
         this.metrics.writesSynced += io.filter((entry) => entry.type === "write").length;
-        this.#emitSync(attachment, sync.seq, Uint32Array.from(sync.pages, (p) => p.page), io);
+        const copied = attachment.diskMode === "dirty-block-copy";
+        this.#emitSync(attachment, sync.seq, Uint32Array.from(sync.pages, (p) => p.page), copied ? io.map((entry) => (entry.delivery === "inline" ? { ...entry, delivery: "block-copy" as const } : entry)) : io);
         // Acknowledged once staged and applied; a slow disk holds the ack, and so the primary.
         return ready.then(() => this.#send(attachment, { type: "sync-ack", seq: sync.seq, epoch: attachment.channel.epoch })).catch(() => undefined);
       }
@@ -242,6 +246,7 @@ export class SecondaryEngine {
   #initBegin(attachment: Attachment, message: InitBeginMessage): void {
     this.#fsm.go("initial-sync", `initial sync from the primary (epoch ${message.epoch}, ${message.diskMode})`);
     this.metrics.epoch = message.epoch;
+    attachment.diskMode = message.diskMode;
     const refusal = this.#replica.beginInitial(message.memoryBytes, message.disks);
     if (refusal !== undefined) this.#refuse(attachment, "mismatch", refusal);
   }
