@@ -172,5 +172,7 @@ function difference(before: MetricsSnapshot, after: MetricsSnapshot): MetricsSna
     pagesPerSync: syncs === 0 ? 0 : pagesSynced / syncs,
     writesSynced: after.writesSynced - before.writesSynced,
     inlineWrites: after.inlineWrites - before.inlineWrites,
+    readReplayedPages: after.readReplayedPages - before.readReplayedPages,
+    pageEncodings: { zero: after.pageEncodings.zero - before.pageEncodings.zero, runs: after.pageEncodings.runs - before.pageEncodings.runs, full: after.pageEncodings.full - before.pageEncodings.full },
   };
 }

@@ -39,6 +39,7 @@ export function primaryGuestOf(machine: Machine, hook: BlockHook, options: Machi
     },
     ram: () => machine.ram.bytes,
     onBlockRequest: (listener) => hook.subscribe(listener),
+    onBlockCompleted: (listener) => hook.onCompleted(listener),
     onOutput: (listener) => machine.console.onOutput(listener),
     halt: () => void machine.pause(),
     get trackerStats() {

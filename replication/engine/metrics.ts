@@ -76,6 +76,10 @@ export interface MetricsSnapshot {
   writesSynced: number;
   /** io-log mode: writes whose data pages changed before capture and so travelled inline. */
   inlineWrites: number;
+  /** How the changed pages travelled: as a zero page, a run delta, or whole. */
+  pageEncodings: { zero: number; runs: number; full: number };
+  /** Changed pages that did not travel: a logged read fills them on the secondary (read-replay). */
+  readReplayedPages: number;
   /** How long the guest stood still per sync (the capture). */
   pauseMs: DurationSummary;
   /** From the guest's request (a write, a flush, output) to its capture; the guest runs meanwhile. */
@@ -93,6 +97,8 @@ export class ReplicationMetrics {
   pagesSynced = 0;
   writesSynced = 0;
   inlineWrites = 0;
+  readonly pageEncodings = { zero: 0, runs: 0, full: 0 };
+  readReplayedPages = 0;
   readonly pause = new DurationStats();
   readonly captureDelay = new DurationStats();
   readonly roundTrip = new DurationStats();
@@ -130,6 +136,8 @@ export class ReplicationMetrics {
       pagesPerSync: this.syncs === 0 ? 0 : this.pagesSynced / this.syncs,
       writesSynced: this.writesSynced,
       inlineWrites: this.inlineWrites,
+      pageEncodings: { ...this.pageEncodings },
+      readReplayedPages: this.readReplayedPages,
       pauseMs: this.pause.toJSON(),
       captureDelayMs: this.captureDelay.toJSON(),
       roundTripMs: this.roundTrip.toJSON(),

@@ -18,7 +18,7 @@ import { primaryGuestOf } from "./machine-guest.ts";
 import { ReplicationMetrics } from "./metrics.ts";
 import { OutputCommit } from "./output-commit.ts";
 import { PrimarySession, type InFlightSync } from "./primary-session.ts";
-import { encodeSync, type DiskMode, type HeldRequest, type LoggedIo } from "./sync-encoder.ts";
+import { encodeSync, type CompletedRead, type DiskMode, type HeldRequest, type LoggedIo } from "./sync-encoder.ts";
 import { StateMachine, type TransitionTable } from "./transitions.ts";
 
 export type { DiskMode } from "./sync-encoder.ts";
@@ -57,6 +57,8 @@ export interface PrimaryOptions {
   syncWindow?: number;
   /** Deflate sync frames (pays only on slow links; see benchmarks/results/talk.md). */
   compressSyncs?: boolean;
+  /** Read-replay: pages a disk read filled travel as a log entry the secondary replays from its own disk (default on). */
+  readReplay?: boolean;
   log?: (line: string) => void;
 }
 
@@ -80,6 +82,7 @@ const DEFAULTS = {
   initialSyncTimeoutMs: 300_000,
   syncWindow: 4,
   compressSyncs: false,
+  readReplay: true,
 };
 
 export class PrimaryEngine {
@@ -92,9 +95,22 @@ export class PrimaryEngine {
   #session: PrimarySession | undefined;
   /** Requests waiting for a sync to log them, oldest first. */
   #held: HeldRequest[] = [];
+  /** Submission order of every guest request (reads too), for one log in guest order. */
+  #nextOrder = 1;
+  readonly #orderOf = new WeakMap<BlockIoEvent, number>();
+  /** Reads submitted and not completed: a write logged meanwhile may change what they read (by order). */
+  readonly #readsInFlight = new Set<number>();
+  /** Reads completed since the last capture (read-replay candidates). */
+  #completedReads: CompletedRead[] = [];
+  /** Writes logged while reads were in flight: a later write to the sectors of an earlier read forbids replaying it. */
+  #writesLoggedDuringReads: { order: number; disk: string; sector: number; sectors: number }[] = [];
   /** When the oldest work waiting for a capture arrived (performance.now()). */
   #workSince: number | undefined;
   #captureScheduled = false;
+  /** A capture is wanted even without pending work (syncNow). */
+  #forcedCapture = false;
+  /** syncNow callers: seq is the capture that covers them (undefined until it is taken). */
+  #syncWaiters: { seq: number | undefined; resolve: () => void; reject: (error: Error) => void }[] = [];
   readonly #unsubscribe: (() => void)[] = [];
   readonly #syncListeners = new Set<(event: SyncEvent) => void>();
 
@@ -116,6 +132,7 @@ export class PrimaryEngine {
     this.#unsubscribe.push(
       this.#guest.onOutput((bytes) => this.#guestOutput(bytes)),
       this.#guest.onBlockRequest((event) => this.#blockRequest(event)),
+      this.#guest.onBlockCompleted((event, outcome) => this.#blockCompleted(event, outcome.ok ? outcome.readData : undefined)),
     );
   }
 
@@ -171,6 +188,10 @@ export class PrimaryEngine {
         takeCovered: () => {
           this.output.coverAllByInitialCopy();
           this.#workSince = undefined;
+          // The copy covers what reads so far brought in; a read still in flight may see writes the copy already holds.
+          this.#readsInFlight.clear();
+          this.#completedReads = [];
+          this.#writesLoggedDuringReads = [];
           return this.#held.splice(0);
         },
         onCaptured: (requests, capturedAt) => session.track({ seq: 0, requests, capturedAt, encoded: undefined, bytes: emptyBytes(), pauseMs: 0 }),
@@ -194,6 +215,20 @@ export class PrimaryEngine {
   #initAck: ((covered: HeldRequest[]) => void) | undefined;
   #initLost: (() => void) | undefined;
 
+  /**
+   * Captures now, even with nothing pending, and resolves once that sync is acknowledged: the
+   * secondary then holds the guest as it is at this moment. Rejects when the guest is not protected.
+   */
+  syncNow(): Promise<void> {
+    if (!this.#fsm.is("protected")) return Promise.reject(new Error(`syncNow: the guest is not protected (${this.state})`));
+    return new Promise<void>((resolve, reject) => {
+      this.#syncWaiters.push({ seq: undefined, resolve, reject });
+      this.#forcedCapture = true;
+      this.#workSince ??= performance.now();
+      this.#wake();
+    });
+  }
+
   /** The peer took over (it said so, authenticated, or a handshake proved it): never acknowledge another guest write. */
   fence(reason: string): void {
     if (this.#fsm.is("fenced", "closed")) return;
@@ -203,6 +238,7 @@ export class PrimaryEngine {
     // The guest is stopped for good: what it waits for is never completed.
     this.#held.unshift(...(session?.end(reason) ?? []).flatMap((sync) => sync.requests));
     this.#initLost?.();
+    for (const waiter of this.#syncWaiters.splice(0)) waiter.reject(new Error(`fenced: ${reason}`));
     this.#guest.halt();
     this.output.discardAll();
   }
@@ -217,6 +253,7 @@ export class PrimaryEngine {
     this.#session = undefined;
     const unacked = session?.end(reason) ?? [];
     this.#initLost?.();
+    for (const waiter of this.#syncWaiters.splice(0)) waiter.reject(new Error(`closed: ${reason}`));
     if (!fenced) {
       for (const sync of unacked) for (const request of sync.requests) request.release();
       this.#releaseHeld();
@@ -233,13 +270,49 @@ export class PrimaryEngine {
   }
 
   #blockRequest(event: BlockIoEvent): void | Promise<void> {
-    if (event.type === "read" || !this.#holding) return;
-    if (event.type === "flush") {
-      // Not held: log it so the secondary flushes too, once the guest is protected.
-      if (this.#fsm.is("protected")) this.#queue({ event, release: () => undefined, submittedAt: performance.now() });
+    const order = this.#nextOrder++;
+    this.#orderOf.set(event, order);
+    if (event.type === "read") {
+      if (this.#options.readReplay && this.#fsm.is("protected")) this.#readsInFlight.add(order);
       return;
     }
-    return new Promise<void>((release) => this.#queue({ event, release, submittedAt: performance.now() }));
+    if (!this.#holding) return;
+    if (event.type === "flush") {
+      // Not held: log it so the secondary flushes too, once the guest is protected.
+      if (this.#fsm.is("protected")) this.#queue({ event, release: () => undefined, submittedAt: performance.now(), order });
+      return;
+    }
+    return new Promise<void>((release) => this.#queue({ event, release, submittedAt: performance.now(), order }));
+  }
+
+  /** A read's data landed in guest memory: a candidate for read-replay at the next capture. */
+  #blockCompleted(event: BlockIoEvent, readData: Uint8Array | undefined): void {
+    if (event.type !== "read") return;
+    const order = this.#orderOf.get(event);
+    if (order === undefined || !this.#readsInFlight.delete(order)) return;
+    if (readData !== undefined && this.#fsm.is("protected")) this.#completedReads.push({ event, data: readData, order });
+  }
+
+  /**
+   * The reads a capture may replay: not one that a write submitted after it (and already
+   * logged) overlaps, since the secondary's disk holds that write by the time it replays.
+   */
+  #takeReplayableReads(): CompletedRead[] {
+    const reads = this.#completedReads.splice(0);
+    const replayable = reads.filter((read) =>
+      !this.#writesLoggedDuringReads.some((w) => w.order > read.order && w.disk === read.event.disk && w.sector < read.event.sector + read.event.sectors && read.event.sector < w.sector + w.sectors),
+    );
+    return replayable;
+  }
+
+  /** Remembers logged writes while reads are outstanding (the check above), and forgets what no read can need. */
+  #noteLoggedWrites(requests: readonly HeldRequest[]): void {
+    const oldestRead = Math.min(...this.#readsInFlight, ...this.#completedReads.map((r) => r.order));
+    this.#writesLoggedDuringReads = this.#writesLoggedDuringReads.filter((w) => w.order > oldestRead);
+    if (!Number.isFinite(oldestRead)) return;
+    for (const { event, order } of requests) {
+      if (event.type === "write" && order > oldestRead) this.#writesLoggedDuringReads.push({ order, disk: event.disk, sector: event.sector, sectors: event.sectors });
+    }
   }
 
   #guestOutput(bytes: Uint8Array): void {
@@ -266,7 +339,7 @@ export class PrimaryEngine {
   #wake(): void {
     const session = this.#session;
     if (this.#captureScheduled || session === undefined || !this.#fsm.is("protected")) return;
-    if (this.#held.length === 0 && !this.output.hasUncovered) return;
+    if (this.#held.length === 0 && !this.output.hasUncovered && !this.#forcedCapture) return;
     if (session.inFlightCount >= this.#options.syncWindow) return;
     this.#captureScheduled = true;
     void this.#guest.atNextBoundary(() => this.#capture(session)).then(
@@ -288,8 +361,12 @@ export class PrimaryEngine {
     const started = performance.now();
     if (this.#workSince !== undefined) this.metrics.captureDelay.add(started - this.#workSince);
     const seq = session.takeSeq();
+    this.#forcedCapture = false;
+    for (const waiter of this.#syncWaiters) waiter.seq ??= seq;
     const changes = this.#guest.captureChanges();
     const requests = this.#takeBatch();
+    const reads = this.#options.readReplay ? this.#takeReplayableReads() : [];
+    this.#noteLoggedWrites(requests);
     this.output.cover(seq);
     this.#workSince = this.#held.length > 0 ? this.#held[0]!.submittedAt : undefined;
     const encoded = encodeSync({
@@ -299,6 +376,7 @@ export class PrimaryEngine {
       pages: changes.pages,
       state: changes.state,
       requests,
+      reads,
       ram: this.#guest.ram(),
       diskNumber: (name) => this.#diskNumber(name),
     });
@@ -307,6 +385,10 @@ export class PrimaryEngine {
     this.metrics.pause.add(sync.pauseMs);
     this.metrics.memoryPagesRawBytes += changes.pages.indices.length * 4096;
     this.metrics.inlineWrites += encoded.inlineWrites;
+    this.metrics.pageEncodings.zero += encoded.zeroPages;
+    this.metrics.pageEncodings.runs += encoded.deltaPages;
+    this.metrics.pageEncodings.full += encoded.fullPages;
+    this.metrics.readReplayedPages += encoded.readReplayedPages;
     session.track(sync);
     return sync;
   }
@@ -341,6 +423,11 @@ export class PrimaryEngine {
     this.metrics.writesSynced += sync.requests.filter((r) => r.event.type === "write").length;
     for (const request of sync.requests) request.release();
     this.output.acknowledged(sync.seq);
+    this.#syncWaiters = this.#syncWaiters.filter((waiter) => {
+      if (waiter.seq === undefined || waiter.seq > sync.seq) return true;
+      waiter.resolve();
+      return false;
+    });
     if (sync.encoded !== undefined && this.#syncListeners.size > 0) {
       const event: SyncEvent = { role: "primary", seq: sync.seq, pages: sync.encoded.pages, bytes: sync.bytes, io: sync.encoded.io, pauseMs: sync.pauseMs, roundTripMs };
       for (const listener of this.#syncListeners) listener(event);
@@ -382,6 +469,8 @@ export class PrimaryEngine {
     this.#held.unshift(...unacked.flatMap((sync) => sync.requests).filter((r) => r.event.type !== "flush"));
     this.#held = this.#held.filter((r) => r.event.type !== "flush"); // the next initial copy covers what flushes asked for
     this.#initLost?.();
+    for (const waiter of this.#syncWaiters.splice(0)) waiter.reject(new Error(`the secondary was lost before the sync was acknowledged: ${reason}`));
+    this.#forcedCapture = false;
     if (this.#fsm.is("fenced", "closed")) return;
     const stall = this.#options.onSecondaryLoss === "stall";
     this.#fsm.go(

@@ -203,7 +203,7 @@ export class SessionOrder {
       const disk = this.diskCopy(entry.disk, `sync-commit ${frame.seq} entry ${index}`).descriptor;
       if (entry.type === "flush") continue;
       this.checkSectors(disk, entry.sector, entry.sectors, `sync-commit ${frame.seq} entry ${index}`);
-      if (entry.inline === true) {
+      if (entry.type === "write" && entry.inline === true) {
         // The data of an inline write is the next disk-blocks frames, in order, exactly covering it.
         let sector = entry.sector;
         while (sector < entry.sector + entry.sectors) {
@@ -215,7 +215,7 @@ export class SessionOrder {
         }
         continue;
       }
-      if (layout.diskMode === "dirty-block-copy") throw inconsistent(`sync-commit ${frame.seq} entry ${index}: a write to replay from memory in dirty-block-copy mode`);
+      if (layout.diskMode === "dirty-block-copy" && entry.type === "write") throw inconsistent(`sync-commit ${frame.seq} entry ${index}: a write to replay from memory in dirty-block-copy mode`);
       for (const segment of entry.segments) {
         if (segment.gpa + segment.length > layout.memoryBytes) {
           throw inconsistent(`sync-commit ${frame.seq} entry ${index}: segment at ${segment.gpa}+${segment.length} is outside guest memory`);

@@ -3,7 +3,7 @@
 // follows the contract of a real machine where the engines can tell: a write's data is
 // copied at submission and written to the disk at once, its completion waits for the
 // engine's gate, and captures see RAM and state at one moment.
-import { BlockHook, type BlockIoEvent } from "../../emulator/block/hook.ts";
+import { BlockHook, type BlockCompletionListener, type BlockIoEvent } from "../../emulator/block/hook.ts";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { BlockBackend } from "../../emulator/block/backend.ts";
 import type { PageChanges } from "../../emulator/memory/index.ts";
@@ -136,6 +136,10 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
 
   onBlockRequest(listener: (event: BlockIoEvent) => void | Promise<void>): () => void {
     return this.hook.subscribe(listener);
+  }
+
+  onBlockCompleted(listener: BlockCompletionListener): () => void {
+    return this.hook.onCompleted(listener);
   }
 
   onOutput(listener: (bytes: Uint8Array) => void): () => void {

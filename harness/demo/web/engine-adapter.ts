@@ -18,7 +18,7 @@ import type { Transport } from "../../../replication/transport/transport.ts";
 export type { ByteCategory, DiskMode, MetricsSnapshot };
 
 /** How a logged disk request reached the secondary's disk. */
-export type IoHow = "replayed" | "inline" | "block-copy" | "flush";
+export type IoHow = "replayed" | "inline" | "block-copy" | "flush" | "read-replayed";
 
 export interface IoReport {
   disk: number;

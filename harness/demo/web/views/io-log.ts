@@ -8,6 +8,7 @@ const HOW_TEXT: Record<IoReport["how"], string> = {
   inline: "data sent inline (page changed)",
   "block-copy": "blocks copied",
   flush: "flush",
+  "read-replayed": "read again from the replica's disk (pages not sent)",
 };
 
 export class IoLog {
@@ -26,7 +27,8 @@ export class IoLog {
       }
       const pages = new Set(entry.segments.flatMap(({ gpa, length }) => range(Math.floor(gpa / 4096), Math.ceil((gpa + length) / 4096))));
       const where = entry.segments.length === 0 ? "" : ` ← gpa ${hex(entry.segments[0]!.gpa)}${entry.segments.length > 1 ? ` +${entry.segments.length - 1} more` : ""} (${pages.size} page${pages.size === 1 ? "" : "s"})`;
-      this.#add(`#${report.seq} ${disk} write sector ${entry.sector} ×${entry.sectors}${where}: ${HOW_TEXT[entry.how]}`, entry.how);
+      const verb = entry.how === "read-replayed" ? "read" : "write";
+      this.#add(`#${report.seq} ${disk} ${verb} sector ${entry.sector} ×${entry.sectors}${where}: ${HOW_TEXT[entry.how]}`, entry.how);
     }
   }
 
