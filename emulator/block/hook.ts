@@ -34,10 +34,11 @@ export type BlockIoListener = (event: BlockIoEvent) => void | Promise<void>;
 export type BlockCompletionListener = (event: BlockIoEvent, outcome: { ok: boolean; readData?: Uint8Array }) => void;
 
 /**
- * The disk itself failed a request. "withhold": the request is never completed here (the
- * guest does not see the error; someone else completes it); "fail": the guest gets IOERR.
+ * The disk itself failed a request. Return undefined to let it fail (the guest gets IOERR),
+ * or a promise to decide later: true when someone else took the request over (a secondary
+ * with a healthy disk runs it: it never completes here), false to fail it after all.
  */
-export type BackendFailureHandler = (event: BlockIoEvent, error: Error) => "withhold" | "fail";
+export type BackendFailureHandler = (event: BlockIoEvent, error: Error) => Promise<boolean> | undefined;
 
 export class BlockHook {
   readonly #listeners = new Set<BlockIoListener>();
@@ -76,17 +77,18 @@ export class BlockHook {
     }
   }
 
-  /** "withhold" when any handler takes the failed request over; else "fail". */
-  backendFailed(event: BlockIoEvent, error: Error): "withhold" | "fail" {
-    let decision: "withhold" | "fail" = "fail";
+  /** Resolves true when a handler took the failed request over, false when the guest is to get the error. */
+  async backendFailed(event: BlockIoEvent, error: Error): Promise<boolean> {
+    const decisions: Promise<boolean>[] = [];
     for (const handler of this.#failureHandlers) {
       try {
-        if (handler(event, error) === "withhold") decision = "withhold";
+        const decision = handler(event, error);
+        if (decision !== undefined) decisions.push(decision.catch(() => false));
       } catch {
         // as above
       }
     }
-    return decision;
+    return (await Promise.all(decisions)).some(Boolean);
   }
 
   emit(event: BlockIoEvent): Promise<void> | undefined {

@@ -188,9 +188,9 @@ export class VirtioBlkDevice implements VirtioDevice {
       return Promise.reject(error);
     };
     let withheld = false;
-    const backendDone = io.catch((error: unknown) => {
+    const backendDone = io.catch(async (error: unknown) => {
       // A failing disk may be someone else's to handle: the request then never completes here.
-      if (hook?.backendFailed(event, error instanceof Error ? error : new Error(String(error))) === "withhold") withheld = true;
+      if (hook !== undefined && (await hook.backendFailed(event, error instanceof Error ? error : new Error(String(error))))) withheld = true;
       return failed("backend")(error);
     });
     return Promise.all([backendDone, gate?.catch(failed("gate"))]).then(

@@ -28,8 +28,8 @@ export interface SessionEvents {
   initAcknowledged(covered: HeldRequest[]): void;
   /** The session is gone; called once. `protocolError`: we refused the peer's input. */
   lost(reason: string): void;
-  /** The secondary proved the secret and took over at `epoch`. */
-  promoted(epoch: number): void;
+  /** The secondary proved the secret and took over at `epoch` (its guest resumed at `resumedAtMs`, when it says). */
+  promoted(epoch: number, resumedAtMs: number | undefined): void;
 }
 
 export interface SessionOptions {
@@ -173,7 +173,7 @@ export class PrimarySession {
         return this.#options.events.acknowledged(sync);
       }
       case "promoted":
-        return this.#options.events.promoted(message.epoch);
+        return this.#options.events.promoted(message.epoch, message.resumedAtMs);
       case "error":
         return this.#lose(`the secondary reported ${message.code}: ${message.message}`);
       case "goodbye":

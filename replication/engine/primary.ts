@@ -23,16 +23,21 @@ import { StateMachine, type TransitionTable } from "./transitions.ts";
 
 export type { DiskMode } from "./sync-encoder.ts";
 
-export type PrimaryState = "idle" | "initial-sync" | "protected" | "unprotected" | "fenced" | "closed";
+/** handing-over: the guest is stopped for a last sync, then the secondary takes over (a failed disk, a migration). */
+export type PrimaryState = "idle" | "initial-sync" | "protected" | "handing-over" | "unprotected" | "fenced" | "closed";
 
 const PRIMARY_TRANSITIONS: TransitionTable<PrimaryState> = {
   idle: ["initial-sync", "fenced", "closed"],
   "initial-sync": ["protected", "unprotected", "fenced", "closed"],
-  protected: ["unprotected", "fenced", "closed"],
+  protected: ["handing-over", "unprotected", "fenced", "closed"],
+  "handing-over": ["fenced", "unprotected", "closed"],
   unprotected: ["initial-sync", "fenced", "closed"],
   fenced: ["closed"],
   closed: [],
 };
+
+/** How long a handover waits for the secondary to say it runs the guest. */
+const HANDOVER_TIMEOUT_MS = 30_000;
 
 /**
  * What the primary does when it loses its secondary (it cannot tell a dead secondary
@@ -109,6 +114,10 @@ export class PrimaryEngine {
   #captureScheduled = false;
   /** A capture is wanted even without pending work (syncNow). */
   #forcedCapture = false;
+  /** A handover waiting for the secondary's `promoted`. */
+  #handoverWaiter: { resolve: (resumedAtMs: number | undefined) => void; reject: (error: Error) => void } | undefined;
+  /** A handover started by a failed disk: later failures wait for the same outcome. */
+  #diskFailover: Promise<boolean> | undefined;
   /** syncNow callers: seq is the capture that covers them (undefined until it is taken). */
   #syncWaiters: { seq: number | undefined; resolve: () => void; reject: (error: Error) => void }[] = [];
   readonly #unsubscribe: (() => void)[] = [];
@@ -133,6 +142,7 @@ export class PrimaryEngine {
       this.#guest.onOutput((bytes) => this.#guestOutput(bytes)),
       this.#guest.onBlockRequest((event) => this.#blockRequest(event)),
       this.#guest.onBlockCompleted((event, outcome) => this.#blockCompleted(event, outcome.ok ? outcome.readData : undefined)),
+      this.#guest.onBackendFailure((_event, error) => this.#diskFailed(error)),
     );
   }
 
@@ -221,12 +231,61 @@ export class PrimaryEngine {
    */
   syncNow(): Promise<void> {
     if (!this.#fsm.is("protected")) return Promise.reject(new Error(`syncNow: the guest is not protected (${this.state})`));
+    return this.#syncNow();
+  }
+
+  #syncNow(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.#syncWaiters.push({ seq: undefined, resolve, reject });
       this.#forcedCapture = true;
       this.#workSince ??= performance.now();
       this.#wake();
     });
+  }
+
+  /**
+   * Hands the guest over to the secondary: stops it, sends a last sync, asks the secondary to
+   * take over, and fences this primary once the secondary says it runs the guest. On failure
+   * (no secondary, a refusal, a timeout) the guest runs on here, unprotected, and this rejects.
+   * Resolves with when the guest stopped here and resumed there (ms since the Unix epoch).
+   */
+  async handOver(reason: string): Promise<{ pausedAtMs: number; resumedAtMs: number | undefined }> {
+    if (!this.#fsm.is("protected")) throw new Error(`handOver: the guest is not protected (${this.state})`);
+    const session = this.#session!;
+    this.#fsm.go("handing-over", reason);
+    await this.#guest.pause();
+    const pausedAtMs = wallClockMs();
+    try {
+      await this.#syncNow();
+      const promoted = new Promise<number | undefined>((resolve, reject) => {
+        this.#handoverWaiter = { resolve, reject };
+        setTimeout(() => reject(new Error(`the secondary did not take over within ${HANDOVER_TIMEOUT_MS} ms`)), HANDOVER_TIMEOUT_MS).unref?.();
+      });
+      await session.sendControl({ type: "handover", epoch: this.epoch, reason: reason.slice(0, 500) });
+      const resumedAtMs = await promoted;
+      this.fence(`handed over to the secondary (${reason})`);
+      return { pausedAtMs, resumedAtMs };
+    } catch (error) {
+      this.#handoverWaiter = undefined;
+      if (this.#fsm.is("handing-over")) this.#lose(session, `handover failed: ${(error as Error).message}`);
+      if (this.#fsm.is("unprotected")) this.#guest.resume();
+      throw error;
+    }
+  }
+
+  /** Takes over a request the guest's disk failed when a secondary can run it instead. */
+  #diskFailed(error: Error): Promise<boolean> | undefined {
+    if (this.#diskFailover !== undefined) return this.#diskFailover;
+    if (!this.#fsm.is("protected")) return undefined; // nobody to hand over to: the guest gets the error
+    this.#options.log?.(`primary: the guest's disk failed (${error.message}); handing the guest over to the secondary`);
+    this.#diskFailover = this.handOver(`the primary's disk failed: ${error.message}`).then(
+      () => true,
+      () => {
+        this.#diskFailover = undefined;
+        return false;
+      },
+    );
+    return this.#diskFailover;
   }
 
   /** The peer took over (it said so, authenticated, or a handshake proved it): never acknowledge another guest write. */
@@ -266,7 +325,7 @@ export class PrimaryEngine {
 
   /** Whether guest writes and output must wait for a secondary now. */
   get #holding(): boolean {
-    return this.#fsm.is("protected", "initial-sync", "fenced") || (this.#fsm.is("unprotected") && this.#options.onSecondaryLoss === "stall");
+    return this.#fsm.is("protected", "handing-over", "initial-sync", "fenced") || (this.#fsm.is("unprotected") && this.#options.onSecondaryLoss === "stall");
   }
 
   #blockRequest(event: BlockIoEvent): void | Promise<void> {
@@ -338,7 +397,7 @@ export class PrimaryEngine {
   /** Asks for a capture when there is work and room in the window. */
   #wake(): void {
     const session = this.#session;
-    if (this.#captureScheduled || session === undefined || !this.#fsm.is("protected")) return;
+    if (this.#captureScheduled || session === undefined || !this.#fsm.is("protected", "handing-over")) return;
     if (this.#held.length === 0 && !this.output.hasUncovered && !this.#forcedCapture) return;
     if (session.inFlightCount >= this.#options.syncWindow) return;
     this.#captureScheduled = true;
@@ -357,7 +416,7 @@ export class PrimaryEngine {
 
   /** At an instruction boundary: everything of one sync. */
   #capture(session: PrimarySession): InFlightSync | undefined {
-    if (this.#session !== session || session.ended || !this.#fsm.is("protected")) return undefined;
+    if (this.#session !== session || session.ended || !this.#fsm.is("protected", "handing-over")) return undefined;
     const started = performance.now();
     if (this.#workSince !== undefined) this.metrics.captureDelay.add(started - this.#workSince);
     const seq = session.takeSeq();
@@ -449,8 +508,12 @@ export class PrimaryEngine {
           if (this.#session === session) this.#initAck?.(covered);
         },
         lost: (reason) => this.#lose(session, reason),
-        promoted: (epoch) => {
-          if (this.#session === session) this.fence(`the secondary took over at epoch ${epoch}`);
+        promoted: (epoch, resumedAtMs) => {
+          if (this.#session !== session) return;
+          const waiter = this.#handoverWaiter;
+          this.#handoverWaiter = undefined;
+          if (waiter !== undefined) return waiter.resolve(resumedAtMs);
+          this.fence(`the secondary took over at epoch ${epoch}`);
         },
       },
     });
@@ -470,6 +533,8 @@ export class PrimaryEngine {
     this.#held = this.#held.filter((r) => r.event.type !== "flush"); // the next initial copy covers what flushes asked for
     this.#initLost?.();
     for (const waiter of this.#syncWaiters.splice(0)) waiter.reject(new Error(`the secondary was lost before the sync was acknowledged: ${reason}`));
+    this.#handoverWaiter?.reject(new Error(`the secondary was lost: ${reason}`));
+    this.#handoverWaiter = undefined;
     this.#forcedCapture = false;
     if (this.#fsm.is("fenced", "closed")) return;
     const stall = this.#options.onSecondaryLoss === "stall";
@@ -493,6 +558,11 @@ export class PrimaryEngine {
     if (index < 0) throw new Error(`block request for unknown disk ${name}`);
     return index;
   }
+}
+
+/** Wall-clock time in ms with sub-ms precision (comparable between processes on one host). */
+export function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 function emptyBytes(): InFlightSync["bytes"] {

@@ -16,7 +16,7 @@ import type { ReplicaGuest } from "./guest.ts";
 import { Liveness } from "./liveness.ts";
 import { replicaGuestOf } from "./machine-guest.ts";
 import { ReplicationMetrics, type ByteCategory } from "./metrics.ts";
-import type { SyncEvent } from "./primary.ts";
+import { wallClockMs, type SyncEvent } from "./primary.ts";
 import { Replica } from "./replica.ts";
 import { SyncAssembler } from "./sync-assembler.ts";
 import { StateMachine, type TransitionTable } from "./transitions.ts";
@@ -159,6 +159,15 @@ export class SecondaryEngine {
    * again by the disks. Refused (with the reason) unless the replica is consistent.
    */
   async promote(reason: string): Promise<void> {
+    return this.#promote(reason, false);
+  }
+
+  /**
+   * `handover`: the primary asked (its guest is stopped): it hears `promoted` once the guest
+   * runs here, with the moment it resumed, or an error if this node cannot take over. Else the
+   * old primary is fenced first, before anything else, as it may still be running.
+   */
+  async #promote(reason: string, handover: boolean): Promise<void> {
     if (this.#fsm.is("failed")) throw new Error(`promote: the replica is not consistent: ${this.#replica.failure ?? "failed"}`);
     if (!this.#fsm.is("replicating", "standby")) throw new Error(`promote: no consistent replica to run (state ${this.state})`);
     const started = this.#lossDetectedAt > 0 ? this.#lossDetectedAt : performance.now();
@@ -168,18 +177,25 @@ export class SecondaryEngine {
     if (attachment !== undefined) {
       this.#detach(attachment);
       // Fence the old primary: it must never acknowledge another guest write.
-      if (attachment.channel.isOpen) await attachment.channel.send({ type: "promoted", epoch }).catch(() => undefined);
-      await attachment.channel.close("secondary promoted").catch(() => undefined);
+      if (!handover && attachment.channel.isOpen) await attachment.channel.send({ type: "promoted", epoch }).catch(() => undefined);
     }
+    const finish = async (message: ControlMessage) => {
+      if (attachment === undefined) return;
+      if (handover && attachment.channel.isOpen) await attachment.channel.send(message).catch(() => undefined);
+      await attachment.channel.close(message.type === "promoted" ? "secondary promoted" : "secondary cannot take over").catch(() => undefined);
+    };
     try {
       await this.#replica.start();
     } catch (error) {
       this.#fsm.go("failed", `takeover refused: ${(error as Error).message}`);
+      await finish({ type: "error", code: "cannot-take-over", message: (error as Error).message.slice(0, 500) });
       throw error;
     }
+    const resumedAtMs = wallClockMs();
     this.metrics.epoch = epoch;
     this.metrics.failoverMs = performance.now() - started;
     this.#fsm.go("active", `guest running on this node (epoch ${epoch}), takeover took ${this.metrics.failoverMs.toFixed(0)} ms`);
+    await finish({ type: "promoted", epoch, resumedAtMs });
   }
 
   /** Leaves the session on purpose (no takeover follows). */
@@ -207,6 +223,10 @@ export class SecondaryEngine {
         return; // the activity itself is what counts (see attach)
       case "goodbye":
         return this.#letGo(attachment, `the primary left deliberately (${message.reason}); not taking over`);
+      case "handover":
+        // The handler returns at once: the takeover itself ends this session.
+        void this.#promote(`the primary handed over: ${message.reason}`, true).catch((error: unknown) => this.#options.log?.(`secondary: handover refused: ${(error as Error).message}`));
+        return;
       case "error":
         return this.#letGo(attachment, `the primary reported ${message.code}: ${message.message}; not taking over`);
       default:

@@ -80,7 +80,8 @@ export const CONTROL_SCHEMAS: Record<ControlType, SchemaObject> = {
   "sync-ack": closedObject({ type: constant("sync-ack"), seq: { type: "integer", minimum: 1, maximum: MAX_SAFE }, epoch }),
 
   heartbeat: closedObject({ type: constant("heartbeat"), epoch, id: uint(MAX_SAFE) }),
-  promoted: closedObject({ type: constant("promoted"), epoch: { type: "integer", minimum: 1, maximum: MAX_EPOCH } }),
+  promoted: closedObject({ type: constant("promoted"), epoch: { type: "integer", minimum: 1, maximum: MAX_EPOCH }, resumedAtMs: { type: "number", minimum: 0, maximum: 1e15 } }, ["resumedAtMs"]),
+  handover: closedObject({ type: constant("handover"), epoch, reason: text(MAX_TEXT_FIELD) }),
   error: closedObject({ type: constant("error"), code: errorCode, message: text(MAX_TEXT_FIELD) }),
   goodbye: closedObject({ type: constant("goodbye"), reason: text(MAX_TEXT_FIELD) }),
 };

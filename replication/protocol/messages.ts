@@ -103,6 +103,18 @@ export interface HeartbeatMessage {
 export interface PromotedMessage {
   type: "promoted";
   epoch: number;
+  /** When the guest resumed on this node (ms since the Unix epoch, fractional), for measuring a handover's downtime. */
+  resumedAtMs?: number;
+}
+
+/**
+ * The primary asks the secondary to take over now (its disk failed, or a planned
+ * migration): its guest is stopped and everything it did is acknowledged.
+ */
+export interface HandoverMessage {
+  type: "handover";
+  epoch: number;
+  reason: string;
 }
 
 export interface ErrorMessage {
@@ -127,6 +139,7 @@ export type ControlMessage =
   | SyncAckMessage
   | HeartbeatMessage
   | PromotedMessage
+  | HandoverMessage
   | ErrorMessage
   | GoodbyeMessage;
 

@@ -163,6 +163,10 @@ export class SessionOrder {
         this.expectPhase("initial-sync", message.type);
         this.expectEpoch(message.epoch, message.type);
         return this.endInit(message);
+      case "handover":
+        this.expectPhase("replicating", message.type);
+        this.expectEpoch(message.epoch, message.type);
+        return;
       default:
         throw orderError(`a secondary does not accept ${message.type}`);
     }

@@ -242,6 +242,42 @@ describe("replication engines against a fake guest", function () {
     expect(pair.secondaryGuest.startedWith).to.not.equal(undefined);
   });
 
+  it("a failing primary disk hands the guest over: the failed write never completes on the primary, the secondary runs the guest", async () => {
+    const failing = new FailingBackend(1 << 20);
+    const pair = await startPair({ primaryGuest: new FakeGuest([failing]) });
+    expect(await pair.primaryGuest.write(8, sector(1, 1)).completion).to.equal("ok");
+    failing.failWrites = true;
+    const doomed = pair.primaryGuest.write(16, sector(1, 2));
+    await until(() => pair.primary.state === "fenced", "the primary to hand over and fence itself");
+    expect(pair.secondary.state).to.equal("active");
+    expect(pair.secondaryGuest.startedWith).to.not.equal(undefined);
+    expect(pair.primaryGuest.paused).to.equal(true);
+    await settle();
+    expect(doomed.completed(), "the guest must never see the error").to.equal(false);
+    // What the primary had acknowledged is on the secondary's disk.
+    expect((pair.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes[8 * 512]).to.equal(1);
+  });
+
+  it("a failing primary disk with no secondary to hand over to fails the request, as before", async () => {
+    const failing = new FailingBackend(1 << 20);
+    const pair = await startPair({ primaryGuest: new FakeGuest([failing]) });
+    pair.link.cut("the secondary is gone");
+    await until(() => pair.primary.state === "unprotected", "the primary to notice");
+    failing.failWrites = true;
+    expect(await pair.primaryGuest.write(16, sector(1, 2)).completion).to.equal("error");
+  });
+
+  it("hands over on request (a migration's switch-over): last sync, then the secondary resumes and the primary is fenced", async () => {
+    const pair = await startPair();
+    pair.primaryGuest.touch(4, 9);
+    const { pausedAtMs, resumedAtMs } = await pair.primary.handOver("planned switch-over");
+    expect(pair.primary.state).to.equal("fenced");
+    expect(pair.secondary.state).to.equal("active");
+    expect(resumedAtMs).to.be.a("number").and.at.least(pausedAtMs);
+    // The replica resumed from the state as of the pause: the last touch is in its RAM.
+    expect(Buffer.compare(pair.secondaryGuest.ram(), pair.primaryGuest.ram())).to.equal(0);
+  });
+
   it("a primary that leaves while the secondary hashes its disks does not break the secondary", async () => {
     const secondaryGuest = new FakeGuest([new MemoryBackend(256 << 20)]);
     const secondary = new SecondaryEngine(secondaryGuest, { peerTimeoutMs: 400 });
