@@ -11,6 +11,7 @@ import type { BlockHook, BlockIoEvent } from "../../emulator/block/hook.ts";
 import { withoutUndefined } from "../../emulator/config.ts";
 import { Machine } from "../../emulator/machine.ts";
 import type { ReplicationChannel } from "../channel/channel.ts";
+import type { ControlMessage } from "../protocol/messages.ts";
 import { MAX_IO_LOG_ENTRIES, MAX_SYNC_DISK_BYTES } from "../protocol/limits.ts";
 import type { PrimaryGuest } from "./guest.ts";
 import { sendInitialSync } from "./initial-sync.ts";
@@ -18,6 +19,7 @@ import { primaryGuestOf } from "./machine-guest.ts";
 import { ReplicationMetrics } from "./metrics.ts";
 import { OutputCommit } from "./output-commit.ts";
 import { PrimarySession, type InFlightSync } from "./primary-session.ts";
+import { verify as verifyReplica, type CheckHost, type SectorRange, type VerifyOptions, type VerifyReport } from "./consistency-check.ts";
 import { encodeSync, type CompletedRead, type DiskMode, type HeldRequest, type LoggedIo } from "./sync-encoder.ts";
 import { StateMachine, type TransitionTable } from "./transitions.ts";
 
@@ -114,6 +116,13 @@ export class PrimaryEngine {
   #captureScheduled = false;
   /** A capture is wanted even without pending work (syncNow). */
   #forcedCapture = false;
+  /** Run at the next capture's boundary, after its pages and requests were taken (consistency checks). */
+  #captureTasks: ((seq: number) => ControlMessage[])[] = [];
+  /** Replica pages a consistency check found wrong: the next sync sends them whole. */
+  readonly #forcedPages = new Set<number>();
+  /** Consistency checks watching the guest's writes to a disk range. */
+  readonly #writeWatchers = new Set<{ disk: string; range: SectorRange; hits: SectorRange[] }>();
+  #nextCheckId = 1;
   /** A handover waiting for the secondary's `promoted`. */
   #handoverWaiter: { resolve: (resumedAtMs: number | undefined) => void; reject: (error: Error) => void } | undefined;
   /** A handover started by a failed disk: later failures wait for the same outcome. */
@@ -204,7 +213,7 @@ export class PrimaryEngine {
           this.#writesLoggedDuringReads = [];
           return this.#held.splice(0);
         },
-        onCaptured: (requests, capturedAt) => session.track({ seq: 0, requests, capturedAt, encoded: undefined, bytes: emptyBytes(), pauseMs: 0 }),
+        onCaptured: (requests, capturedAt) => session.track({ seq: 0, requests, capturedAt, encoded: undefined, bytes: emptyBytes(), pauseMs: 0, after: [] }),
       });
     } catch (error) {
       this.#lose(session, `initial sync failed: ${(error as Error).message}`);
@@ -273,6 +282,68 @@ export class PrimaryEngine {
     }
   }
 
+  /**
+   * Compares the replica with this primary, by ranges, without stopping the guest (see
+   * consistency-check.ts); with `repair`, sends what differs again. Needs a protected guest.
+   */
+  verify(options: VerifyOptions = {}): Promise<VerifyReport> {
+    if (!this.#fsm.is("protected")) return Promise.reject(new Error(`verify: the guest is not protected (${this.state})`));
+    return verifyReplica(this.#checkHost(), options);
+  }
+
+  #checkHost(): CheckHost {
+    const guest = this.#guest;
+    return {
+      memoryBytes: guest.memoryBytes,
+      disks: guest.disks,
+      atCapture: <T>(task: (seq: number, ram: Uint8Array) => { value: T; after: ControlMessage[] }) =>
+        new Promise<T>((resolve, reject) => {
+          if (!this.#fsm.is("protected")) return reject(new Error(`the guest is not protected any more (${this.state})`));
+          this.#captureTasks.push((seq) => {
+            const { value, after } = task(seq, guest.ram());
+            resolve(value);
+            return after;
+          });
+          this.#forcedCapture = true;
+          this.#workSince ??= performance.now();
+          this.#wake();
+        }),
+      digestsFor: (id) => {
+        const session = this.#session;
+        return session === undefined ? Promise.reject(new Error("no secondary")) : session.digestsFor(id);
+      },
+      nextId: () => this.#nextCheckId++,
+      watchWrites: (disk, range) => {
+        const watcher = { disk: guest.disks[disk]!.name, range, hits: [] as SectorRange[] };
+        this.#writeWatchers.add(watcher);
+        return { hits: () => watcher.hits, stop: () => void this.#writeWatchers.delete(watcher) };
+      },
+      heldWrites: (disk, range) =>
+        this.#held
+          .filter(({ event }) => event.type === "write" && event.disk === guest.disks[disk]!.name && overlaps(range, event))
+          .map(({ event }) => ({ sector: event.sector, sectors: event.sectors })),
+      repairDisk: (disk, sector, data) => {
+        const event: BlockIoEvent = { disk: guest.disks[disk]!.name, type: "write", sector, sectors: data.length / 512, segments: [], data };
+        this.#queue({ event, release: () => undefined, submittedAt: performance.now(), order: this.#nextOrder++, forceInline: true });
+      },
+      repairPages: (pages) => {
+        for (const page of pages) this.#forcedPages.add(page);
+        this.#forcedCapture = true;
+        this.#wake();
+      },
+    };
+  }
+
+  /** At a capture: the pages to send whole, with their bytes now. */
+  #takeForcedPages(): Map<number, Uint8Array> {
+    const pages = new Map<number, Uint8Array>();
+    if (this.#forcedPages.size === 0) return pages;
+    const ram = this.#guest.ram();
+    for (const page of this.#forcedPages) pages.set(page, ram.slice(page * 4096, (page + 1) * 4096));
+    this.#forcedPages.clear();
+    return pages;
+  }
+
   /** Takes over a request the guest's disk failed when a secondary can run it instead. */
   #diskFailed(error: Error): Promise<boolean> | undefined {
     if (this.#diskFailover !== undefined) return this.#diskFailover;
@@ -331,6 +402,7 @@ export class PrimaryEngine {
   #blockRequest(event: BlockIoEvent): void | Promise<void> {
     const order = this.#nextOrder++;
     this.#orderOf.set(event, order);
+    if (event.type === "write") for (const watcher of this.#writeWatchers) if (watcher.disk === event.disk && overlaps(watcher.range, event)) watcher.hits.push({ sector: event.sector, sectors: event.sectors });
     if (event.type === "read") {
       if (this.#options.readReplay && this.#fsm.is("protected")) this.#readsInFlight.add(order);
       return;
@@ -436,11 +508,14 @@ export class PrimaryEngine {
       state: changes.state,
       requests,
       reads,
+      forcedPages: this.#takeForcedPages(),
       ram: this.#guest.ram(),
       diskNumber: (name) => this.#diskNumber(name),
     });
     const capturedAt = performance.now();
-    const sync: InFlightSync = { seq, requests, capturedAt, encoded, bytes: emptyBytes(), pauseMs: capturedAt - started };
+    // Work that must see this boundary (consistency checks): it may add messages to follow the sync.
+    const after = this.#captureTasks.splice(0).flatMap((task) => task(seq));
+    const sync: InFlightSync = { seq, requests, capturedAt, encoded, bytes: emptyBytes(), pauseMs: capturedAt - started, after };
     this.metrics.pause.add(sync.pauseMs);
     this.metrics.memoryPagesRawBytes += changes.pages.indices.length * 4096;
     this.metrics.inlineWrites += encoded.inlineWrites;
@@ -467,7 +542,7 @@ export class PrimaryEngine {
 
   async #send(session: PrimarySession, sync: InFlightSync): Promise<void> {
     try {
-      await session.sendFrames(sync.encoded!.frames, sync.bytes, { compress: this.#options.compressSyncs });
+      await session.sendFrames(sync.encoded!.frames, sync.bytes, { compress: this.#options.compressSyncs }, sync.after);
     } catch (error) {
       this.#lose(session, `sending sync ${sync.seq} failed: ${(error as Error).message}`);
     }
@@ -558,6 +633,10 @@ export class PrimaryEngine {
     if (index < 0) throw new Error(`block request for unknown disk ${name}`);
     return index;
   }
+}
+
+function overlaps(range: SectorRange, event: { sector: number; sectors: number }): boolean {
+  return event.sector < range.sector + range.sectors && range.sector < event.sector + event.sectors;
 }
 
 /** Wall-clock time in ms with sub-ms precision (comparable between processes on one host). */

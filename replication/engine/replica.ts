@@ -190,6 +190,18 @@ export class Replica {
     return next as Uint8Array[];
   }
 
+  // ------------------------------------------------------------ consistency checks
+
+  /** A copy of a range of the replica's RAM as it is now (the last applied sync). */
+  copyRam(offset: number, length: number): Uint8Array {
+    return this.#guest.ram().slice(offset, offset + length);
+  }
+
+  /** A range of one of our disks as of every operation queued so far (the last applied sync); undefined if the disk failed. */
+  readDisk(disk: number, offset: number, length: number): Promise<Uint8Array | undefined> {
+    return this.#queueRead(disk, offset / SECTOR_SIZE, length, `reading disk ${disk} at ${offset} for a consistency check`);
+  }
+
   // ------------------------------------------------------------ takeover
 
   /** Resolves once every queued disk operation has run (whether or not one failed: see `failure`). */

@@ -11,7 +11,7 @@ import { Machine } from "../../emulator/machine.ts";
 import type { ChannelCloseInfo, ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
 import type { BinaryFrame } from "../protocol/frames.ts";
 import type { ControlMessage, InitBeginMessage } from "../protocol/messages.ts";
-import { diskDigest } from "./disk-image.ts";
+import { chunkDigests, diskDigest } from "./disk-image.ts";
 import type { ReplicaGuest } from "./guest.ts";
 import { Liveness } from "./liveness.ts";
 import { replicaGuestOf } from "./machine-guest.ts";
@@ -223,6 +223,15 @@ export class SecondaryEngine {
         return; // the activity itself is what counts (see attach)
       case "goodbye":
         return this.#letGo(attachment, `the primary left deliberately (${message.reason}); not taking over`);
+      case "verify-request": {
+        // Taken now, as of the last applied sync; digested and answered whenever ready.
+        const range = message.target === "ram" ? Promise.resolve(this.#replica.copyRam(message.offset, message.length)) : this.#replica.readDisk(message.disk, message.offset, message.length);
+        void range
+          .then(async (bytes) => (bytes === undefined ? undefined : chunkDigests(bytes, message.chunkBytes)))
+          .then((digests) => (digests === undefined ? undefined : this.#send(attachment, { type: "verify-digests", id: message.id, digests })))
+          .catch(() => undefined);
+        return;
+      }
       case "handover":
         // The handler returns at once: the takeover itself ends this session.
         void this.#promote(`the primary handed over: ${message.reason}`, true).catch((error: unknown) => this.#options.log?.(`secondary: handover refused: ${(error as Error).message}`));

@@ -27,6 +27,8 @@ export interface HeldRequest {
   readonly submittedAt: number;
   /** Submission order among all of the guest's requests (reads included). */
   readonly order: number;
+  /** Its data travels whatever memory holds (a repair of the secondary's disk, not the guest's own write). */
+  readonly forceInline?: boolean;
 }
 
 /** A read that completed since the last capture, with what landed in guest memory. */
@@ -76,6 +78,8 @@ export interface SyncInput {
   requests: readonly HeldRequest[];
   /** Reads completed since the last capture that may replace pages (read-replay); [] to send every page. */
   reads: readonly CompletedRead[];
+  /** Pages to send whole whether they changed or not (a repair of the replica's RAM), with their bytes now. */
+  forcedPages: ReadonlyMap<number, Uint8Array>;
   /** Guest RAM at the capture's boundary: decides which writes must carry their data. */
   ram: Uint8Array;
   diskNumber: (name: string) => number;
@@ -85,7 +89,7 @@ export function encodeSync(input: SyncInput): EncodedSync {
   const { seq, epoch } = input;
   const frames: OutgoingFrame[] = [];
   const { log, blocks, io, inlineWrites, elided } = ioLog(input);
-  const pages = pageUpdates(input.pages, elided);
+  const pages = pageUpdates(input.pages, elided, input.forcedPages);
   for (const batch of batches(pages.updates)) frames.push({ frame: { kind: "page-updates", seq, epoch, updates: batch }, category: "memoryPages" });
   const changes = partChanges(input.state);
   if (changes.length > 0) {
@@ -106,13 +110,13 @@ export function ioLogBytes(log: readonly IoLogEntry[]): number {
   return log.reduce((sum, entry) => sum + 20 + (entry.type === "flush" ? 0 : entry.segments.length * 12), 0);
 }
 
-function pageUpdates(changes: PageChanges, elided: ReadonlySet<number>): { updates: PageUpdate[]; zero: number; delta: number; full: number } {
+function pageUpdates(changes: PageChanges, elided: ReadonlySet<number>, forced: ReadonlyMap<number, Uint8Array>): { updates: PageUpdate[]; zero: number; delta: number; full: number } {
   const updates: PageUpdate[] = [];
   let zero = 0;
   let delta = 0;
   let full = 0;
   changes.indices.forEach((page, k) => {
-    if (elided.has(page)) return;
+    if (elided.has(page) || forced.has(page)) return;
     const now = changes.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
     if (isAllZero(now)) {
       zero++;
@@ -128,6 +132,11 @@ function pageUpdates(changes: PageChanges, elided: ReadonlySet<number>): { updat
       updates.push({ page, encoding: "full", bytes: now });
     }
   });
+  if (forced.size > 0) {
+    for (const [page, bytes] of forced) updates.push({ page, encoding: "full", bytes });
+    updates.sort((a, b) => a.page - b.page);
+    full += forced.size;
+  }
   return { updates, zero, delta, full };
 }
 
@@ -192,7 +201,7 @@ function ioLog(input: SyncInput): { log: IoLogEntry[]; blocks: BlockPiece[]; io:
     const segments = event.segments.map(({ gpa, length }) => ({ gpa, length }));
     // Replaying from memory stores what memory holds at the capture; if the guest changed the
     // buffer since it submitted the write, that is not what the primary's disk got.
-    const inline = input.mode === "dirty-block-copy" || !segmentsHold(input.ram, segments, event.data);
+    const inline = input.mode === "dirty-block-copy" || entry.request.forceInline === true || !segmentsHold(input.ram, segments, event.data);
     if (inline) {
       if (input.mode === "logging-replay") inlineWrites++;
       log.push({ type: "write", disk, sector: event.sector, sectors: event.sectors, segments: [], inline: true });

@@ -167,6 +167,17 @@ export class SessionOrder {
         this.expectPhase("replicating", message.type);
         this.expectEpoch(message.epoch, message.type);
         return;
+      case "verify-request": {
+        this.expectPhase("replicating", message.type);
+        // It names the sync the check is as of: the last one committed, with nothing of the next yet.
+        const pending = this.pending;
+        if (message.seq !== this.lastCommitted || pending.pageUpdates + pending.stateChanges + pending.blocks.length > 0) {
+          throw orderError(`verify-request as of sync ${message.seq}, but sync ${this.lastCommitted} is the last committed${pending.pageUpdates + pending.blocks.length > 0 ? " and the next has begun" : ""}`);
+        }
+        const limit = message.target === "ram" ? this.requireLayout().memoryBytes : this.diskCopy(message.disk, message.type).descriptor.sizeBytes;
+        if (message.offset + message.length > limit) throw inconsistent(`verify-request ${message.id}: range ${message.offset}+${message.length} beyond ${limit} bytes`);
+        return;
+      }
       default:
         throw orderError(`a secondary does not accept ${message.type}`);
     }
@@ -319,6 +330,9 @@ export class SessionOrder {
         this.expectEpoch(message.epoch, message.type);
         this.initAcked = true;
         this.currentPhase = "replicating";
+        return;
+      case "verify-digests":
+        this.expectPhase("replicating", message.type);
         return;
       case "sync-ack":
         this.expectEpoch(message.epoch, message.type);

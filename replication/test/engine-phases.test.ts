@@ -278,6 +278,31 @@ describe("replication engines against a fake guest", function () {
     expect(Buffer.compare(pair.secondaryGuest.ram(), pair.primaryGuest.ram())).to.equal(0);
   });
 
+  it("verify finds a sector corrupted in the secondary's image and a page corrupted in its RAM, and repairs both", async () => {
+    const pair = await startPair();
+    expect(await pair.primaryGuest.write(100, sector(8, 0x33)).completion).to.equal("ok");
+    const clean = await pair.primary.verify({ rangeBytes: 256 << 10, chunkBytes: 64 << 10 });
+    expect(clean.disks[0]!.differing).to.deep.equal([]);
+    expect(clean.ram!.differing).to.deep.equal([]);
+    // Corruption behind the engines' backs: one sector of the replica's disk, one byte of its RAM.
+    const replicaDisk = (pair.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes;
+    await until(() => replicaDisk[100 * 512] === 0x33, "the write on the replica's disk");
+    replicaDisk[300 * 512 + 7] = replicaDisk[300 * 512 + 7]! ^ 0xff; // sector 300: in the chunk at 128 KiB
+    pair.secondaryGuest.ram()[20 * 4096 + 5] ^= 0xff; // page 20: in the chunk at 64 KiB
+    const found = await pair.primary.verify({ rangeBytes: 256 << 10, chunkBytes: 64 << 10 });
+    expect(found.disks[0]!.differing).to.deep.equal([{ offset: 128 << 10, length: 64 << 10 }]);
+    expect(found.ram!.differing).to.deep.equal([{ offset: 64 << 10, length: 64 << 10 }]);
+    const repaired = await pair.primary.verify({ rangeBytes: 256 << 10, chunkBytes: 64 << 10, repair: true });
+    expect(repaired.disks[0]!.repaired).to.deep.equal([{ offset: 128 << 10, length: 64 << 10 }]);
+    expect(repaired.ram!.repaired).to.deep.equal([{ offset: 64 << 10, length: 64 << 10 }]);
+    expect(repaired.disks[0]!.differing).to.deep.equal([]);
+    expect(repaired.ram!.differing).to.deep.equal([]);
+    const primaryDisk = (pair.primaryGuest.disks[0]!.backend as MemoryBackend).bytes;
+    expect(Buffer.compare(replicaDisk, primaryDisk)).to.equal(0);
+    expect(Buffer.compare(pair.secondaryGuest.ram(), pair.primaryGuest.ram())).to.equal(0);
+    await pair.primary.close();
+  });
+
   it("a primary that leaves while the secondary hashes its disks does not break the secondary", async () => {
     const secondaryGuest = new FakeGuest([new MemoryBackend(256 << 20)]);
     const secondary = new SecondaryEngine(secondaryGuest, { peerTimeoutMs: 400 });
