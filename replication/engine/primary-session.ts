@@ -156,7 +156,7 @@ export class PrimarySession {
     this.#options.metrics.count("control", await this.channel.send(message));
   }
 
-  /** Ends the session (idempotent) and returns the syncs it still had in flight, oldest first. */
+  /** Ends the session with a goodbye (idempotent) and returns the syncs it still had in flight, oldest first. */
   end(reason: string): InFlightSync[] {
     if (!this.#ended) {
       this.#ended = true;

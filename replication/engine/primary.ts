@@ -69,6 +69,16 @@ export interface PrimaryOptions {
   log?: (line: string) => void;
 }
 
+/** What a migration took. `downtimeMs`: from the guest's last instruction here to its first on the target. */
+export interface MigrationReport {
+  totalMs: number;
+  /** The copy and catch-up (the guest runs meanwhile, unless stop-and-copy). */
+  copyMs: number;
+  downtimeMs: number | undefined;
+  /** Bytes this primary sent for the migration (copy, syncs, control). */
+  bytes: number;
+}
+
 /** What one acknowledged sync carried, for live views and `--json` events. */
 export interface SyncEvent {
   role: "primary" | "secondary";
@@ -344,6 +354,43 @@ export class PrimaryEngine {
     return pages;
   }
 
+  /**
+   * Live migration with logging-replay: copies the guest to `target` (a node with its own
+   * disks: those it proves by digest to hold already are not copied) while it runs, keeps the
+   * target current with event-driven syncs (I/O logs for the disks: no dirty-block tracking),
+   * then hands over: the guest stops here, a last sync, the target resumes, this primary is
+   * fenced. A protected primary first lets its secondary go (it says goodbye, so the secondary
+   * does not take over); the target protects the guest from the copy on. `stopAndCopy`: the
+   * baseline that stops the guest for the whole copy. On failure the guest runs on here.
+   */
+  async migrate(target: ReplicationChannel, options: { stopAndCopy?: boolean } = {}): Promise<MigrationReport> {
+    if (!this.#fsm.is("idle", "unprotected", "protected")) throw new Error(`migrate: the engine is ${this.state}`);
+    const started = performance.now();
+    const bytesBefore = this.metrics.totalBytes;
+    // Ending a session always says goodbye: the secondary holds its replica instead of taking over.
+    if (this.#session !== undefined) this.#lose(this.#session, "migrating the guest to another node");
+    let stoppedAtMs: number | undefined;
+    if (options.stopAndCopy === true) {
+      await this.#guest.pause();
+      stoppedAtMs = wallClockMs();
+    }
+    const copyStarted = performance.now();
+    await this.protect(target);
+    if (!this.#fsm.is("protected")) {
+      if (stoppedAtMs !== undefined) this.#guest.resume();
+      throw new Error(`migrate: the target could not be brought up to date (${this.state})`);
+    }
+    const copyMs = performance.now() - copyStarted;
+    const { pausedAtMs, resumedAtMs } = await this.handOver("migration");
+    const stopped = stoppedAtMs ?? pausedAtMs;
+    return {
+      totalMs: performance.now() - started,
+      copyMs,
+      downtimeMs: resumedAtMs === undefined ? undefined : resumedAtMs - stopped,
+      bytes: this.metrics.totalBytes - bytesBefore,
+    };
+  }
+
   /** Takes over a request the guest's disk failed when a secondary can run it instead. */
   #diskFailed(error: Error): Promise<boolean> | undefined {
     if (this.#diskFailover !== undefined) return this.#diskFailover;
@@ -598,7 +645,11 @@ export class PrimaryEngine {
     return session;
   }
 
-  /** The secondary is gone: per policy the guest runs on unprotected, or its writes and output wait. */
+  /**
+   * The secondary is gone, or let go: per policy the guest runs on unprotected, or its writes
+   * and output wait. The session's end says goodbye where the link still works, so a secondary
+   * that is only slow holds its replica instead of taking over.
+   */
   #lose(session: PrimarySession, reason: string): void {
     if (this.#session !== session) return;
     this.#session = undefined;

@@ -303,6 +303,28 @@ describe("replication engines against a fake guest", function () {
     await pair.primary.close();
   });
 
+  for (const stopAndCopy of [false, true]) {
+    it(`migrates a protected guest to a new node${stopAndCopy ? " (stop-and-copy baseline)" : ""}: the old secondary stands by, the target resumes, the source is fenced`, async () => {
+      const pair = await startPair();
+      const oldSecondary = pair.secondary;
+      expect(await pair.primaryGuest.write(40, sector(2, 0x66)).completion).to.equal("ok");
+      const targetGuest = new FakeGuest();
+      const link = createMemoryPair();
+      const [toTarget, atTarget] = await Promise.all([handshake(link.a, "primary", SECRET), handshake(link.b, "secondary", SECRET)]);
+      const target = new SecondaryEngine(targetGuest, { peerTimeoutMs: 400 });
+      void target.attach(atTarget);
+      const report = await pair.primary.migrate(toTarget, { stopAndCopy });
+      expect(pair.primary.state).to.equal("fenced");
+      expect(target.state).to.equal("active");
+      await until(() => oldSecondary.state === "standby", "the old secondary to stand by");
+      expect(targetGuest.startedWith).to.not.equal(undefined);
+      expect((targetGuest.disks[0]!.backend as MemoryBackend).bytes[40 * 512]).to.equal(0x66);
+      expect(report.downtimeMs).to.be.a("number").and.at.least(0);
+      expect(report.bytes).to.be.greaterThan(0);
+      if (stopAndCopy) expect(report.downtimeMs!).to.be.at.least(report.copyMs - 1);
+    });
+  }
+
   it("a primary that leaves while the secondary hashes its disks does not break the secondary", async () => {
     const secondaryGuest = new FakeGuest([new MemoryBackend(256 << 20)]);
     const secondary = new SecondaryEngine(secondaryGuest, { peerTimeoutMs: 400 });

@@ -11,6 +11,7 @@ import { handshake } from "../channel/handshake.ts";
 import { PrimaryEngine, type DiskMode } from "../engine/primary.ts";
 import { SecondaryEngine } from "../engine/secondary.ts";
 import { createMemoryPair } from "../transport/memory-pair.ts";
+import { MOUNT_FRESH_EXT2, prepareGuest } from "./guest-fixture.ts";
 
 const SECRET = new TextEncoder().encode("read-replay-test-secret-0123456789");
 const DISK_BYTES = 48 << 20;
@@ -25,19 +26,13 @@ describe("read-replay (real guest, in-memory link)", function () {
   const machines: Machine[] = [];
 
   before(async function () {
-    const backend = new MemoryBackend(DISK_BYTES);
-    const machine = new Machine({ ...defaultGuest(), devices: [virtioBlkDisk({ backend, id: "vda", keepBackendOpen: true })] });
-    machines.push(machine);
-    await machine.boot();
-    const setup = await machine.exec(
-      "mke2fs -q -F /dev/vda && mkdir -p /mnt && mount /dev/vda /mnt && " +
-        "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/mnt/f$i bs=64k count=8 2>/dev/null; done && " +
+    ({ snapshot: booted, disk } = await prepareGuest(
+      DISK_BYTES,
+      MOUNT_FRESH_EXT2 +
+        " && for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/mnt/f$i bs=64k count=8 2>/dev/null; done && " +
         "dd if=/dev/urandom of=/mnt/big bs=1M count=4 2>/dev/null && sync",
-      { timeoutMs: 120_000 },
-    );
-    expect(setup.exitCode).to.equal(0);
-    booted = await machine.snapshot();
-    disk = backend.bytes.slice();
+      machines,
+    ));
   });
 
   after(async () => {
