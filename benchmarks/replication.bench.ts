@@ -2,21 +2,15 @@
 // I/O logging-replay and with dirty-block copy (and unreplicated, as the ceiling),
 // measured in one run. Both nodes live in this process, joined by the in-memory
 // link, so the figures compare the methods, not a network.
-import { BlockHook } from "../emulator/block/hook.ts";
-import { MemoryBackend } from "../emulator/block/memory-backend.ts";
-import { Machine } from "../emulator/machine.ts";
-import { defaultGuest } from "../emulator/node/images.ts";
-import { virtioBlkDisk } from "../emulator/virtio-blk/disk.ts";
-import { handshake } from "../replication/channel/handshake.ts";
+import type { Machine } from "../emulator/machine.ts";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
-import { PrimaryEngine, type DiskMode } from "../replication/engine/primary.ts";
-import { SecondaryEngine } from "../replication/engine/secondary.ts";
-import { createMemoryPair } from "../replication/transport/memory-pair.ts";
+import type { DiskMode } from "../replication/engine/primary.ts";
+import { benchPrimary, benchSecondary, prepareBenchGuest } from "./in-process-pair.ts";
+import { metricsSince } from "./metrics-diff.ts";
 import type { BenchContext, BenchReport } from "./run.ts";
 import { median } from "./stats.ts";
 
 const DISK_BYTES = 96 << 20;
-const SECRET = new TextEncoder().encode("benchmark-secret-0123456789abcdef");
 const ROUNDS = 3;
 // Sequential 4 KiB writes with an fsync every 16: many small synced writes, the talk's case.
 const FIO =
@@ -31,17 +25,13 @@ interface Sample {
 }
 
 export default async function replication(context: BenchContext): Promise<BenchReport> {
-  const template = new MemoryBackend(DISK_BYTES);
-  const booted = new Machine({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: template, id: "vda", keepBackendOpen: true })] });
-  await booted.boot();
-  await booted.exec(FIO, { timeoutMs: 300_000 }); // warm up v86's JIT on fio's code
-  const snapshot = await booted.snapshot();
-  await booted.destroy();
+  // Running fio once warms up v86's JIT on fio's code.
+  const guest = await prepareBenchGuest(DISK_BYTES, FIO);
 
   const samples = new Map<Variant, Sample[]>([["none", []], ["logging-replay", []], ["dirty-block-copy", []]]);
   for (let round = 0; round < ROUNDS; round++) {
     for (const variant of samples.keys()) {
-      const sample = await runVariant(variant, snapshot, template.bytes);
+      const sample = await runVariant(variant, guest);
       samples.get(variant)!.push(sample);
       context.log(`round ${round + 1} ${variant}: ${(sample.kibPerSecond / 1024).toFixed(2)} MiB/s, ${sample.metrics?.syncs ?? 0} syncs`);
     }
@@ -87,48 +77,33 @@ export default async function replication(context: BenchContext): Promise<BenchR
   };
 }
 
-async function runVariant(variant: Variant, snapshot: Uint8Array, disk: Uint8Array): Promise<Sample> {
-  const hook = new BlockHook();
-  const primaryDisk = new MemoryBackend(disk.slice());
-  const primary = await Machine.fromSnapshot(snapshot, { ...defaultGuest(), devices: [virtioBlkDisk({ backend: primaryDisk, id: "vda", hook })] });
-  let secondary: Machine | undefined;
-  let engine: PrimaryEngine | undefined;
-  try {
-    if (variant !== "none") {
-      // The secondary already holds the same disk: the initial sync proves it by digest.
-      secondary = await Machine.createBlank({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: new MemoryBackend(disk.slice()), id: "vda" })] });
-      const link = createMemoryPair();
-      const [a, b] = await Promise.all([handshake(link.a, "primary", SECRET), handshake(link.b, "secondary", SECRET)]);
-      await new SecondaryEngine(secondary).attach(b);
-      engine = new PrimaryEngine(primary, { mode: variant, hook });
-      await engine.protect(a);
+async function runVariant(variant: Variant, guest: { snapshot: Uint8Array; disk: Uint8Array }): Promise<Sample> {
+  if (variant === "none") {
+    const { machine } = await benchPrimary(guest, { mode: "logging-replay" });
+    try {
+      return { kibPerSecond: await fioWriteBandwidth(machine), metrics: undefined };
+    } finally {
+      await machine.destroy();
     }
-    const before = engine?.metrics.snapshot();
-    const result = await primary.exec(FIO, { timeoutMs: 600_000 });
-    const kibPerSecond = Number(result.output.trim());
-    if (!Number.isFinite(kibPerSecond) || kibPerSecond <= 0) throw new Error(`fio gave no write bandwidth: ${result.output}`);
-    return { kibPerSecond, metrics: engine === undefined ? undefined : since(before!, engine.metrics.snapshot()) };
+  }
+  const primary = await benchPrimary(guest, { mode: variant });
+  // The secondary already holds the same disk: the initial sync proves it by digest.
+  const secondary = await benchSecondary(primary, guest.disk);
+  try {
+    await primary.engine.protect(secondary.channel);
+    const before = primary.engine.metrics.snapshot();
+    const kibPerSecond = await fioWriteBandwidth(primary.machine);
+    return { kibPerSecond, metrics: metricsSince(before, primary.engine.metrics.snapshot()) };
   } finally {
-    await engine?.close();
-    await primary.destroy();
-    await secondary?.destroy();
+    await primary.engine.close();
+    await primary.machine.destroy();
+    await secondary.machine.destroy();
   }
 }
 
-/** The workload's own share of the counters (the initial sync excluded). */
-function since(before: MetricsSnapshot, after: MetricsSnapshot): MetricsSnapshot {
-  const bytes = { ...after.bytes };
-  for (const key of Object.keys(bytes) as (keyof typeof bytes)[]) bytes[key] -= before.bytes[key];
-  const syncs = after.syncs - before.syncs;
-  const pagesSynced = after.pagesSynced - before.pagesSynced;
-  return {
-    ...after,
-    bytes,
-    diskSyncBytes: after.diskSyncBytes - before.diskSyncBytes,
-    syncs,
-    pagesSynced,
-    pagesPerSync: syncs === 0 ? 0 : pagesSynced / syncs,
-    writesSynced: after.writesSynced - before.writesSynced,
-    inlineWrites: after.inlineWrites - before.inlineWrites,
-  };
+async function fioWriteBandwidth(machine: Machine): Promise<number> {
+  const result = await machine.exec(FIO, { timeoutMs: 600_000 });
+  const kibPerSecond = Number(result.output.trim());
+  if (!Number.isFinite(kibPerSecond) || kibPerSecond <= 0) throw new Error(`fio gave no write bandwidth: ${result.output}`);
+  return kibPerSecond;
 }

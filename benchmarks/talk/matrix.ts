@@ -11,6 +11,7 @@ import { NodeProcess } from "../../harness/node-process.ts";
 import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
 import { shapeLoopback, type LinkSpec, type Shaping } from "./links.ts";
 import { WORKLOADS, fioCommand, parseBandwidth } from "./workloads.ts";
+import { metricsSince } from "../metrics-diff.ts";
 
 export type Variant = "none" | "logging-replay" | "logging-replay+deflate" | "dirty-block-copy";
 
@@ -82,7 +83,7 @@ export async function runMatrix(config: MatrixConfig, log: (line: string) => voi
                 const wallMs = performance.now() - t0;
                 const after = variant === "none" ? undefined : await pair.primary.metrics();
                 const kibPerSecond = parseBandwidth(output, workload);
-                results.cells.push({ link: link.name, round, memoryMiB: guest.memoryMiB, variant, workload: workload.name, kibPerSecond, wallMs, ...(after && { metrics: difference(before!, after) }) });
+                results.cells.push({ link: link.name, round, memoryMiB: guest.memoryMiB, variant, workload: workload.name, kibPerSecond, wallMs, ...(after && { metrics: metricsSince(before!, after) }) });
                 log(`${cell} ${workload.name}: ${(kibPerSecond / 1024).toFixed(2)} MiB/s`);
               }
             } finally {
@@ -156,23 +157,3 @@ async function startPair(guest: GuestTemplate, variant: Variant, link: LinkSpec,
   }
 }
 
-/** Counters over one workload: `after` minus `before` (durations were restarted at `before`). */
-function difference(before: MetricsSnapshot, after: MetricsSnapshot): MetricsSnapshot {
-  const bytes = { ...after.bytes };
-  for (const key of Object.keys(bytes) as (keyof typeof bytes)[]) bytes[key] -= before.bytes[key];
-  const syncs = after.syncs - before.syncs;
-  const pagesSynced = after.pagesSynced - before.pagesSynced;
-  return {
-    ...after,
-    bytes,
-    diskSyncBytes: after.diskSyncBytes - before.diskSyncBytes,
-    memoryPagesRawBytes: after.memoryPagesRawBytes - before.memoryPagesRawBytes,
-    syncs,
-    pagesSynced,
-    pagesPerSync: syncs === 0 ? 0 : pagesSynced / syncs,
-    writesSynced: after.writesSynced - before.writesSynced,
-    inlineWrites: after.inlineWrites - before.inlineWrites,
-    readReplayedPages: after.readReplayedPages - before.readReplayedPages,
-    pageEncodings: { zero: after.pageEncodings.zero - before.pageEncodings.zero, runs: after.pageEncodings.runs - before.pageEncodings.runs, full: after.pageEncodings.full - before.pageEncodings.full },
-  };
-}

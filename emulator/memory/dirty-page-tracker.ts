@@ -58,6 +58,8 @@ export class DirtyPageTracker {
   #writeMap: WriteMap | undefined;
   /** The shadow does not hold RAM as a peer knows it (new tracker): scan everything once. */
   #fullScanDue = true;
+  /** The first page a running live copy has not handed out yet; undefined when none runs. */
+  #liveCopyAt: number | undefined;
   #disposed = false;
 
   private constructor(machine: Machine, scanner: PageScanner, shadow: HeapBlock, indexBuffer: HeapBlock, writeMap: WriteMap | undefined, mode: TrackingMode) {
@@ -102,6 +104,7 @@ export class DirtyPageTracker {
   /** Pages changed since the last collection (or baseline), with their contents before and after. */
   collect(): PageChanges {
     this.#requireUsable("collect");
+    if (this.#liveCopyAt !== undefined) throw new Error(`DirtyPageTracker.collect: a live copy is at page ${this.#liveCopyAt} of ${this.pageCount}; finish it first`);
     const marked = this.#writeMap?.take();
     let changed: Uint32Array;
     if (this.#fullScanDue || this.mode !== "write-map" || marked === undefined) {
@@ -117,12 +120,46 @@ export class DirtyPageTracker {
     return this.#takeChanges(changed);
   }
 
+  /**
+   * Starts copying RAM while the guest runs (pre-copy): writes are marked from now on, and
+   * `copyNext` hands RAM out range by range. Once the last range is out, `collect()` reports
+   * the pages written since their range was copied, so the copy overlaid with that
+   * collection is RAM as of the collection. Only on a new tracker (its shadow still zeros).
+   */
+  startLiveCopy(): void {
+    this.#requireUsable("startLiveCopy");
+    if (!this.#fullScanDue || this.#liveCopyAt !== undefined) throw new Error("DirtyPageTracker.startLiveCopy: only a new tracker can start a live copy");
+    this.#writeMap?.take();
+    this.#liveCopyAt = 0;
+  }
+
+  /** The non-zero pages of the live copy's next range (at most `maxPages`); `done` once RAM is covered. */
+  copyNext(maxPages: number): { pages: PageSet; done: boolean } {
+    this.#requireUsable("copyNext");
+    const first = this.#liveCopyAt;
+    if (first === undefined) throw new Error("DirtyPageTracker.copyNext: no live copy is running (startLiveCopy)");
+    if (!Number.isInteger(maxPages) || maxPages < 1) throw new RangeError(`copyNext: maxPages must be a positive integer, got ${maxPages}`);
+    const count = Math.min(maxPages, this.pageCount - first);
+    const at = first * PAGE_SIZE;
+    const found = this.#scanner.scan(this.#machine.ram.offsetInWasmMemory + at, this.#shadow.offset + at, count, this.#indexBuffer.offset);
+    const indices = new Uint32Array(this.#shadow.memory.buffer, this.#indexBuffer.offset, found).map((relative) => relative + first);
+    const { data } = this.#takeChanges(indices, false);
+    this.#liveCopyAt = first + count;
+    const done = this.#liveCopyAt >= this.pageCount;
+    if (done) {
+      this.#liveCopyAt = undefined;
+      this.#fullScanDue = false;
+    }
+    return { pages: { indices, data }, done };
+  }
+
   /** Takes the current RAM as seen: the next `collect()` reports only later changes. */
   baseline(): void {
     this.#requireUsable("baseline");
     this.#shadowBytes().set(this.#machine.ram.bytes.subarray(0, this.pageCount * PAGE_SIZE));
     this.#writeMap?.take();
     this.#fullScanDue = false;
+    this.#liveCopyAt = undefined; // the baseline covers all of RAM
   }
 
   /** A copy of one page of RAM as it is now. */
@@ -179,15 +216,15 @@ export class DirtyPageTracker {
     }
   }
 
-  /** Copies out old and new contents of `pages` and brings the shadow up to date for them. */
-  #takeChanges(pages: Uint32Array): PageChanges {
+  /** Copies out new (and unless told otherwise, old) contents of `pages` and brings the shadow up to date for them. */
+  #takeChanges(pages: Uint32Array, withPrevious = true): PageChanges {
     const ram = this.#machine.ram.bytes;
     const shadow = this.#shadowBytes();
     const data = new Uint8Array(pages.length * PAGE_SIZE);
-    const previous = new Uint8Array(pages.length * PAGE_SIZE);
+    const previous = new Uint8Array(withPrevious ? pages.length * PAGE_SIZE : 0);
     pages.forEach((page, k) => {
       const from = page * PAGE_SIZE;
-      previous.set(shadow.subarray(from, from + PAGE_SIZE), k * PAGE_SIZE);
+      if (withPrevious) previous.set(shadow.subarray(from, from + PAGE_SIZE), k * PAGE_SIZE);
       const now = ram.subarray(from, from + PAGE_SIZE);
       data.set(now, k * PAGE_SIZE);
       shadow.set(now, from);

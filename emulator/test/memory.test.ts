@@ -199,6 +199,39 @@ describe("DirtyPageTracker", function () {
     simd.dispose();
     js.dispose();
   });
+
+  it("copies RAM live while the guest writes: the copy overlaid with the next collection is RAM (write map and full scan)", async () => {
+    tracker.dispose(); // one write map per machine: the live trackers take it over
+    for (const mode of ["write-map", "scan"] as const) {
+      const copy = await Machine.createBlank(defaultGuest());
+      others.push(copy);
+      const live = await machine.atNextBoundary(() => DirtyPageTracker.create(machine, { mode }));
+      try {
+        await machine.atNextBoundary(() => live.startLiveCopy());
+        const writing = machine.exec("for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/tmp/live bs=4k count=512 2>/dev/null; done; rm /tmp/live", { timeoutMs: 120_000 });
+        let ranges = 0;
+        for (let done = false; !done; ranges++) {
+          await new Promise((resolve) => setTimeout(resolve, 15)); // the guest runs between ranges
+          const next = await machine.atNextBoundary(() => {
+            expect(() => live.collect()).to.throw(/live copy/);
+            return live.copyNext(512);
+          });
+          applyPages(copy, next.pages);
+          done = next.done;
+        }
+        expect(ranges).to.equal(Math.ceil(live.pageCount / 512));
+        expect((await writing).exitCode).to.equal(0);
+        await whilePaused(machine, () => {
+          const since = live.collect();
+          expect(since.indices.length, "the guest wrote while the copy ran").to.be.greaterThan(0);
+          applyPages(copy, since);
+          expect(ramHash(copy), mode).to.equal(ramHash(machine));
+        });
+      } finally {
+        live.dispose();
+      }
+    }
+  });
 });
 
 describe("the write map (patched v86 module) against a full scan", function () {

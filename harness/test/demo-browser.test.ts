@@ -116,7 +116,15 @@ describe("browser demo (headless Chromium)", function () {
     const marker = (await transcript("A")).split("wrote 8 files").length;
     await page.click("#write-files");
     await until("the write-files workload", async () => (await transcript("A")).split("wrote 8 files").length > marker, 120_000);
-    const after = (await node("A")).metrics!;
+    // Metrics arrive from the worker on a timer, so the last syncs may not be counted yet:
+    // wait until two readings a couple of intervals apart agree.
+    let after = (await node("A")).metrics!;
+    for (let settled = false, tries = 0; !settled && tries < 10; tries++) {
+      await page.waitForTimeout(1500);
+      const next = (await node("A")).metrics!;
+      settled = next.syncs === after.syncs;
+      after = next;
+    }
     return { diskBlocks: after.bytes["diskBlocks"]! - before.bytes["diskBlocks"]!, ioLog: after.bytes["ioLog"]! - before.bytes["ioLog"]!, writes: after.writesSynced - before.writesSynced };
   }
 

@@ -15,9 +15,10 @@ export interface GuestDisk {
   idle(): Promise<void>;
 }
 
-export interface FullCapture {
-  /** Every non-zero page. */
-  pages: PageSet;
+/** The end of a full copy: what changed while it ran, and the whole device state. */
+export interface FullCopyEnd {
+  /** Pages written since their range was copied (`previous` is what was copied). */
+  pages: PageChanges;
   /** The whole device state, as parts (copies). */
   state: Uint8Array[];
 }
@@ -32,8 +33,16 @@ export interface PrimaryGuest {
   readonly disks: readonly GuestDisk[];
   /** Runs `work` at the guest's next instruction boundary without stopping it. */
   atNextBoundary<T>(work: () => T): Promise<T>;
-  /** At a boundary: the full image a new secondary starts from; later captures are changes since it. */
-  captureFull(): FullCapture;
+  /**
+   * At a boundary: starts the full copy a new secondary starts from, taken while the guest
+   * runs: `copyPages` hands RAM out range by range (non-zero pages only), `finishFullCopy`
+   * (at a boundary) adds what the guest wrote meanwhile and the device state. Later captures
+   * are changes since that end.
+   */
+  beginFullCopy(): void;
+  /** Outside the guest's instructions: the next range's non-zero pages, at most `maxPages`; `done` once RAM is covered. */
+  copyPages(maxPages: number): { pages: PageSet; done: boolean };
+  finishFullCopy(): FullCopyEnd;
   /** At a boundary: what changed since the previous capture. */
   captureChanges(): ChangeCapture;
   /** Guest RAM as it is now; read it at a boundary. */

@@ -26,15 +26,23 @@ export function primaryGuestOf(machine: Machine, hook: BlockHook, options: Machi
     memoryBytes: machine.ram.size,
     disks: disksOf(machine),
     atNextBoundary: (work) => machine.atNextBoundary(work),
-    captureFull() {
+    beginFullCopy() {
       pages?.dispose();
+      state = undefined;
       pages = DirtyPageTracker.create(machine, { mode: options.tracking ?? "auto" });
+      pages.startLiveCopy();
+    },
+    copyPages(maxPages) {
+      if (pages === undefined) throw new Error("copyPages before beginFullCopy");
+      return pages.copyNext(maxPages);
+    },
+    finishFullCopy() {
+      if (pages === undefined) throw new Error("finishFullCopy before beginFullCopy");
       state = new StatePartTracker(machine);
-      const full = pages.collect();
-      return { pages: full, state: state.capture().changed.map((part) => part.current) };
+      return { pages: pages.collect(), state: state.capture().changed.map((part) => part.current) };
     },
     captureChanges() {
-      if (pages === undefined || state === undefined) throw new Error("captureChanges before captureFull");
+      if (pages === undefined || state === undefined) throw new Error("captureChanges before finishFullCopy");
       return { pages: pages.collect(), state: state.capture() };
     },
     ram: () => machine.ram.bytes,

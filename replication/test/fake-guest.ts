@@ -6,9 +6,9 @@
 import { BlockHook, type BackendFailureHandler, type BlockCompletionListener, type BlockIoEvent } from "../../emulator/block/hook.ts";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { BlockBackend } from "../../emulator/block/backend.ts";
-import type { PageChanges } from "../../emulator/memory/index.ts";
+import type { PageChanges, PageSet } from "../../emulator/memory/index.ts";
 import type { StateChanges } from "../../emulator/state/state-parts.ts";
-import type { ChangeCapture, FullCapture, GuestDisk, PrimaryGuest, ReplicaGuest } from "../engine/guest.ts";
+import type { ChangeCapture, FullCopyEnd, GuestDisk, PrimaryGuest, ReplicaGuest } from "../engine/guest.ts";
 
 export const FAKE_PAGES = 64;
 const PAGE = 4096;
@@ -36,6 +36,7 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
   readonly hook = new BlockHook();
   #ram = new Uint8Array(this.memoryBytes);
   #shadow: Uint8Array | undefined;
+  #copyAt = 0;
   #state: Uint8Array[] = [new TextEncoder().encode('{"eip":0}'), new Uint8Array(64)];
   #lastState: Uint8Array[] = [];
   #outputListeners = new Set<(bytes: Uint8Array) => void>();
@@ -100,14 +101,29 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
     return Promise.resolve().then(work);
   }
 
-  captureFull(): FullCapture {
-    this.#shadow = this.#ram.slice();
+  beginFullCopy(): void {
+    this.#shadow = new Uint8Array(this.#ram.length);
+    this.#copyAt = 0;
+  }
+
+  /** Like a machine: the guest may write between ranges; finishFullCopy reports what it changed. */
+  copyPages(maxPages: number): { pages: PageSet; done: boolean } {
+    const first = this.#copyAt;
+    const end = Math.min(FAKE_PAGES, first + maxPages);
     const indices: number[] = [];
-    for (let p = 0; p < FAKE_PAGES; p++) if (this.#ram.subarray(p * PAGE, (p + 1) * PAGE).some((b) => b !== 0)) indices.push(p);
+    for (let p = first; p < end; p++) if (this.#ram.subarray(p * PAGE, (p + 1) * PAGE).some((b) => b !== 0)) indices.push(p);
     const data = new Uint8Array(indices.length * PAGE);
-    indices.forEach((p, k) => data.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE));
+    indices.forEach((p, k) => {
+      data.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE);
+      this.#shadow!.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), p * PAGE);
+    });
+    this.#copyAt = end;
+    return { pages: { indices: Uint32Array.from(indices), data }, done: end === FAKE_PAGES };
+  }
+
+  finishFullCopy(): FullCopyEnd {
     this.#lastState = this.#state.map((part) => part.slice());
-    return { pages: { indices: Uint32Array.from(indices), data }, state: this.#lastState.map((part) => part.slice()) };
+    return { pages: this.captureChanges().pages, state: this.#lastState.map((part) => part.slice()) };
   }
 
   captureChanges(): ChangeCapture {

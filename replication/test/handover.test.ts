@@ -13,6 +13,7 @@ import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import { Machine } from "../../emulator/machine.ts";
 import { defaultGuest } from "../../emulator/node/images.ts";
 import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
+import type { ReplicationChannel } from "../channel/channel.ts";
 import { handshake } from "../channel/handshake.ts";
 import { PrimaryEngine } from "../engine/primary.ts";
 import { SecondaryEngine } from "../engine/secondary.ts";
@@ -54,7 +55,7 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
   }
 
   /** A node with its own disk (a stale copy: the initial sync must bring it up to date). */
-  async function secondaryNode(engine: PrimaryEngine): Promise<Node & { engine: SecondaryEngine }> {
+  async function secondaryNode(engine: PrimaryEngine): Promise<Node & { engine: SecondaryEngine; channel: ReplicationChannel }> {
     const disk = new MemoryBackend(formatted.slice());
     const machine = await Machine.createBlank({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: disk, id: "vda", keepBackendOpen: true })] });
     machines.push(machine);
@@ -62,11 +63,8 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
     const link = createMemoryPair();
     const [a, b] = await Promise.all([handshake(link.a, "primary", SECRET, { epoch: engine.epoch }), handshake(link.b, "secondary", SECRET)]);
     void secondary.attach(b);
-    (secondaryNode as unknown as { pending: typeof a }).pending = a;
-    return { machine, disk, engine: secondary };
+    return { machine, disk, engine: secondary, channel: a };
   }
-
-  const channelOf = () => (secondaryNode as unknown as { pending: Parameters<PrimaryEngine["protect"]>[0] }).pending;
 
   async function waitFor(machine: Machine, file: string, timeoutMs = 120_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -94,12 +92,12 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
   it("migrates a guest that is writing files: the writer goes on on the target, every file verifies, e2fsck is clean", async function () {
     const source = await primaryNode();
     const first = await secondaryNode(source.engine);
-    await source.engine.protect(channelOf());
+    await source.engine.protect(first.channel);
     expect(source.engine.state).to.equal("protected");
     expect((await source.machine.exec(WRITER)).exitCode).to.equal(0);
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const target = await secondaryNode(source.engine);
-    const report = await source.engine.migrate(channelOf());
+    const report = await source.engine.migrate(target.channel);
     expect(source.engine.state).to.equal("fenced");
     expect(target.engine.state).to.equal("active");
     expect(first.engine.state).to.equal("standby"); // told goodbye: it did not take over
@@ -114,14 +112,15 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
     it(`a primary disk that fails on ${operation}s: the guest never sees an error, the secondary takes over, the files verify`, async function () {
       const primary = await primaryNode((disk) => new FaultyBackend(disk));
       const secondary = await secondaryNode(primary.engine);
-      await primary.engine.protect(channelOf());
+      await primary.engine.protect(secondary.channel);
       expect((await primary.machine.exec("for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/mnt/r$i bs=4k count=8 2>/dev/null; done; sync; sha256sum /mnt/r* > /mnt/log; sync")).exitCode).to.equal(0);
       // Reads must reach the disk: drop the page cache first.
       await primary.machine.exec("echo 3 > /proc/sys/vm/drop_caches");
       primary.faulty!.failAfter(operation, 3);
       void primary.machine.exec(operation === "write" ? WRITER : "cat /mnt/r* > /dev/null; echo done > /tmp/writer.done", { timeoutMs: 120_000 }).catch(() => undefined);
       const deadline = Date.now() + 60_000;
-      while (secondary.engine.state !== "active" && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      // The secondary resumes first and then tells the primary, which fences itself on receipt.
+      while ((secondary.engine.state !== "active" || primary.engine.state !== "fenced") && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
       expect(primary.faulty!.failures).to.be.greaterThan(0);
       expect(secondary.engine.state).to.equal("active");
       expect(primary.engine.state).to.equal("fenced");
@@ -135,7 +134,7 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
   it("verify finds a sector corrupted in the secondary's image, repairs it, and then finds nothing", async function () {
     const primary = await primaryNode();
     const secondary = await secondaryNode(primary.engine);
-    await primary.engine.protect(channelOf());
+    await primary.engine.protect(secondary.channel);
     expect((await primary.machine.exec("dd if=/dev/urandom of=/mnt/v bs=64k count=16 2>/dev/null; sync")).exitCode).to.equal(0);
     await primary.engine.syncNow();
     // Plant corruption: a sector in the middle of the replica's disk.
