@@ -5,7 +5,17 @@ import { fileURLToPath } from "node:url";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
 import type { NodeConfig, NodeEvent, NodeRequest } from "./replica-node.ts";
 
-const NODE_SCRIPT = fileURLToPath(new URL("./replica-node.ts", import.meta.url));
+/**
+ * The node's entry point beside this module: from a clone it is the TypeScript
+ * source, run through tsx; from the package it is compiled JavaScript, run by node.
+ */
+function nodeEntry(): { script: string; execArgv: string[] } {
+  const fromSource = import.meta.url.endsWith(".ts");
+  return {
+    script: fileURLToPath(new URL(fromSource ? "./replica-node.ts" : "./replica-node.js", import.meta.url)),
+    execArgv: fromSource ? ["--import", "tsx"] : [],
+  };
+}
 
 type RequestBody = NodeRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
@@ -20,8 +30,9 @@ export class NodeProcess {
   stderr = "";
 
   constructor(config: NodeConfig, options: { env?: NodeJS.ProcessEnv; echoStderr?: boolean } = {}) {
-    this.child = fork(NODE_SCRIPT, [JSON.stringify(config)], {
-      execArgv: ["--import", "tsx"],
+    const entry = nodeEntry();
+    this.child = fork(entry.script, [JSON.stringify(config)], {
+      execArgv: entry.execArgv,
       env: options.env ?? process.env,
       stdio: ["ignore", "ignore", "pipe", "ipc"],
     });
