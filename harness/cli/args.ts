@@ -35,6 +35,16 @@ export function parseOptions<const O extends OptionsConfig>(argv: string[], opti
   }
 }
 
+/** Like parseOptions, with operands (what follows the options, or `--`) returned too. */
+export function parseOptionsAndOperands<const O extends OptionsConfig>(argv: string[], options: O): { values: OptionValues<O>; operands: string[] } {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+    return { values: values as OptionValues<O>, operands: positionals };
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
 export function parseMemory(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const mib = Number(value);

@@ -5,13 +5,13 @@
 import { TwinvmError } from "../../emulator/errors.ts";
 import { SecretError } from "../../replication/node/secret.ts";
 import { CliError, UsageError, type Subcommand } from "./args.ts";
-import { promoteCommand, statusCommand } from "./control.ts";
+import { execCommand, promoteCommand, statusCommand } from "./control.ts";
 import { pairCommand } from "./pair.ts";
 import { primaryCommand } from "./primary.ts";
 import { runCommand } from "./run.ts";
 import { secondaryCommand } from "./secondary.ts";
 
-const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand];
+const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand, execCommand];
 
 const USAGE = `Usage: twinvm <command> [options]
 
