@@ -1,5 +1,6 @@
 // The parent's handle on a replica-node process: start it, send it requests,
-// wait for its states, kill it.
+// wait for its states, kill it. It keeps the node's states, released console
+// output and stderr, so a failing test can show them.
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
@@ -17,11 +18,19 @@ function nodeEntry(): { script: string; execArgv: string[] } {
   };
 }
 
+/** Logs and transcripts kept per node: the last 4 MiB (characters) of each. */
+const KEPT_CHARS = 4 << 20;
+const keepTail = (text: string) => (text.length > KEPT_CHARS ? text.slice(-KEPT_CHARS / 2) : text);
+
 type RequestBody = NodeRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
 export class NodeProcess {
   readonly child: ChildProcess;
+  /** Every state either of the node's engines entered, in order. */
   readonly states: string[] = [];
+  /** The same with the engine, the reason and when (performance.now()). */
+  readonly stateLog: { engine: "primary" | "secondary"; state: string; reason: string; at: number }[] = [];
+  /** The guest's console output this node released (all of it: the transcript). */
   output = "";
   #nextId = 1;
   #replies = new Map<number, { type: NodeRequest["type"]; resolve(value: unknown): void; reject(error: Error): void }>();
@@ -37,7 +46,7 @@ export class NodeProcess {
       stdio: ["ignore", "ignore", "pipe", "ipc"],
     });
     this.child.stderr!.on("data", (chunk: Buffer) => {
-      this.stderr += chunk.toString();
+      this.stderr = keepTail(this.stderr + chunk.toString());
       if (options.echoStderr) process.stderr.write(`[${config.role}] ${chunk.toString()}`);
     });
     this.child.on("message", (raw) => this.#receive(raw as NodeEvent));
@@ -125,6 +134,15 @@ export class NodeProcess {
     return this.#exited;
   }
 
+  /** Asks the node to shut down cleanly (disks closed), and SIGKILLs it if it has not exited within `graceMs`. */
+  async stop(graceMs = 5000): Promise<void> {
+    if (!this.running) return;
+    const timer = setTimeout(() => void this.kill("SIGKILL"), graceMs);
+    await this.request({ type: "shutdown" }).catch(() => this.kill("SIGKILL"));
+    await this.#exited;
+    clearTimeout(timer);
+  }
+
   #receive(event: NodeEvent): void {
     if (event.type === "reply") {
       const waiter = this.#replies.get(event.id);
@@ -133,8 +151,9 @@ export class NodeProcess {
       else waiter?.reject(new Error(event.error));
     } else if (event.type === "state") {
       this.states.push(event.state);
+      this.stateLog.push({ engine: event.engine, state: event.state, reason: event.reason, at: performance.now() });
     } else if (event.type === "output") {
-      this.output += event.text;
+      this.output = keepTail(this.output + event.text);
     }
     for (const listener of [...this.#listeners]) listener(event);
   }

@@ -129,10 +129,6 @@ export function runNodeSession(options: NodeSessionOptions): Promise<number> {
 }
 
 /** Asks a node to shut down cleanly, and kills it if it does not within a few seconds. */
-export async function stopNode(node: NodeProcess): Promise<void> {
-  if (!node.running) return;
-  const timer = setTimeout(() => void node.kill("SIGKILL"), SHUTDOWN_GRACE_MS);
-  await node.request({ type: "shutdown" }).catch(() => node.kill("SIGKILL"));
-  await node.exited;
-  clearTimeout(timer);
+export function stopNode(node: NodeProcess): Promise<void> {
+  return node.stop(SHUTDOWN_GRACE_MS);
 }

@@ -43,6 +43,11 @@ export class WsTransport extends TransportBase {
     this.transmit(bytes, bytes.length);
   }
 
+  /** Drops the connection at once, without the WebSocket close handshake (for a refused peer that would hold its socket open). */
+  terminate(): void {
+    this.socket.terminate();
+  }
+
   protected closeUnderlying(reason: string): void {
     // Close reasons are limited to 123 bytes by RFC 6455.
     this.socket.close(1000, truncateUtf8(reason, 123));
