@@ -5,6 +5,11 @@
 import { TwinvmError } from "../../emulator/errors.ts";
 import { SecretError } from "../../replication/node/secret.ts";
 import { CliError, UsageError, type Subcommand } from "./args.ts";
+import { OverlayError } from "../overlay/archive.ts";
+import { PairError } from "../testing/pair.ts";
+import { PairOptionError } from "../testing/options.ts";
+import { StartupCommandError } from "../testing/startup-check.ts";
+import { UploadError } from "../guest-upload.ts";
 import { execCommand, promoteCommand, statusCommand } from "./control.ts";
 import { pairCommand } from "./pair.ts";
 import { primaryCommand } from "./primary.ts";
@@ -41,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`twinvm ${name}: ${error.message}\n\n${command.usage}`);
       return 2;
     }
-    const known = error instanceof CliError || error instanceof TwinvmError || error instanceof SecretError;
+    const known = [CliError, TwinvmError, SecretError, PairError, PairOptionError, OverlayError, StartupCommandError, UploadError].some((type) => error instanceof type);
     process.stderr.write(`\ntwinvm ${name}: ${known ? (error as Error).message : ((error as Error).stack ?? String(error))}\n`);
     return 1;
   }

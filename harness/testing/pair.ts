@@ -30,6 +30,8 @@ import { copyTemplateDisks } from "./template.ts";
 /** What happens in a pair, in order; `--json` prints these. */
 export type PairEvent =
   | { type: "node-started"; node: string; role: NodeRole; pid: number | undefined }
+  /** Progress of a node before its engine runs: "booting", "restoring", "connecting", "ready". */
+  | { type: "phase"; node: string; phase: string }
   | { type: "state"; node: string; engine: NodeRole; state: string; reason: string }
   /** A secondary took over: it runs the guest now. */
   | { type: "takeover"; from: string; to: string; failovers: number }
@@ -108,10 +110,15 @@ export class Pair implements GuestShell {
     });
   }
 
-  /** Starts a pair and waits until the guest is protected; on failure everything started is stopped and the error describes the nodes. */
-  static async start(options: PairOptions = {}): Promise<Pair> {
+  /**
+   * Starts a pair and waits until the guest is protected; on failure everything
+   * started is stopped and the error describes the nodes. `onEvent` hears the pair's
+   * events from the very start (the nodes starting, the boot), before this resolves.
+   */
+  static async start(options: PairOptions = {}, onEvent?: (event: PairEvent, pair: Pair) => void): Promise<Pair> {
     checkPairOptions(options);
     const pair = new Pair(await privateDir(options.workDir, "pair"), options);
+    if (onEvent) pair.onEvent((event) => onEvent(event, pair));
     try {
       await pair.#start();
       return pair;
@@ -379,6 +386,8 @@ export class Pair implements GuestShell {
         this.#emit({ type: "console", node: name, text: event.text });
       } else if (event.type === "sync") {
         this.#emit({ type: "sync", node: name, report: event.report });
+      } else if (event.type === "phase") {
+        this.#emit({ type: "phase", node: name, phase: event.phase });
       }
       this.#changed();
     });
@@ -524,8 +533,8 @@ export class Pair implements GuestShell {
 }
 
 /** Starts a pair (see Pair.start). */
-export function startPair(options: PairOptions = {}): Promise<Pair> {
-  return Pair.start(options);
+export function startPair(options: PairOptions = {}, onEvent?: (event: PairEvent, pair: Pair) => void): Promise<Pair> {
+  return Pair.start(options, onEvent);
 }
 
 /** Starts a pair, runs `body` with it, and stops it whatever happens (keeping its files if `body` threw and `keepFilesOnFailure` is set). */
