@@ -149,6 +149,9 @@ export class SecondaryEngine {
         return this.#enqueue(() => this.#verifyDisk(message.disk, message.sha256));
       case "init-end":
         return this.#enqueue(async () => {
+          // Verifying big disks can take longer than the peer timeout, and the primary is
+          // silent until our init-ack: the watchdog counts from here, not from init-end's arrival.
+          this.#lastHeard = performance.now();
           this.#setState("replicating", `initial sync complete (${message.pageCount} pages, ${message.stateBytes} state bytes)`);
           await this.#send({ type: "init-ack", seq: 0, epoch: message.epoch });
         });
