@@ -1,7 +1,8 @@
-// Finds WebSocket frame boundaries (RFC 6455, section 5.2) in a byte stream that
-// arrives in arbitrary TCP chunks, without keeping the payloads: the fault proxy
-// uses it to cut a link exactly between two frames of a burst. It reads only the
-// framing (opcode, length), never the payload, so it works whatever the frames carry.
+// Finds WebSocket frame boundaries (RFC 6455, section 5.2) in a client's byte stream
+// (the HTTP upgrade request, then frames) that arrives in arbitrary TCP chunks,
+// without keeping the payloads: the fault proxy uses it to cut a link exactly between
+// two frames of a burst. It reads only the framing (opcode, length), never the
+// payload, so it works whatever the frames carry.
 
 export interface FrameEnd {
   /** Offset in the chunk just after the frame's last byte. */
@@ -10,7 +11,11 @@ export interface FrameEnd {
   payloadBytes: number;
 }
 
+const END_OF_HTTP_HEADER = [0x0d, 0x0a, 0x0d, 0x0a];
+
 export class WsFrameBoundaries {
+  /** Bytes of the upgrade request's end marker matched so far; 4 once the frames begin. */
+  #httpEndMatched = 0;
   /** Header bytes of the frame being read (at most 14). */
   #header: number[] = [];
   /** Payload bytes of the current frame still to come; -1 while reading a header. */
@@ -22,6 +27,11 @@ export class WsFrameBoundaries {
   push(chunk: Uint8Array): FrameEnd[] {
     const ends: FrameEnd[] = [];
     let offset = 0;
+    // The upgrade request comes first: frames start after its blank line.
+    while (this.#httpEndMatched < END_OF_HTTP_HEADER.length && offset < chunk.length) {
+      const byte = chunk[offset++]!;
+      this.#httpEndMatched = byte === END_OF_HTTP_HEADER[this.#httpEndMatched] ? this.#httpEndMatched + 1 : byte === 0x0d ? 1 : 0;
+    }
     while (offset < chunk.length) {
       if (this.#remaining < 0) {
         this.#header.push(chunk[offset++]!);

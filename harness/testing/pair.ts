@@ -219,7 +219,9 @@ export class Pair implements GuestShell {
     try {
       return await Promise.race([
         armed.done,
-        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new PairTimeoutError(`no sync went over the link within ${timeoutMs} ms (is the guest writing?)`)), timeoutMs))),
+        new Promise<never>(
+          (_, reject) => (timer = setTimeout(() => reject(new PairTimeoutError(`no sync went over the link within ${timeoutMs} ms (is the guest writing?)\n${this.describe()}`)), timeoutMs)),
+        ),
       ]);
     } finally {
       clearTimeout(timer);
