@@ -22,7 +22,6 @@ export {
   BootTimeoutError,
   SnapshotError,
   MachineStateError,
-  StateDeltaError,
 } from "./emulator/errors.ts";
 export type { ExecResult, ConsoleMatch, WaitOptions, SerialConsole } from "./emulator/serial-console.ts";
 export { BlockHook, type BlockIoEvent, type BlockIoListener, type BlockIoType, type GuestSegment } from "./emulator/block/hook.ts";
@@ -30,9 +29,9 @@ export { SECTOR_SIZE, BlockBackendError, type BlockBackend } from "./emulator/bl
 export { MemoryBackend } from "./emulator/block/memory-backend.ts";
 export { virtioBlkDisk, VirtioBlkDisk, type VirtioBlkDiskOptions } from "./emulator/virtio-blk/disk.ts";
 export { DirtyPageTracker, PAGE_SIZE, applyPages, type PageSet } from "./emulator/memory/index.ts";
-export { captureMemorylessState, restoreMemorylessState, encodeDelta, applyDelta } from "./emulator/state/index.ts";
+export { captureStateParts, restoreStateParts } from "./emulator/state/index.ts";
 
-export { PrimaryEngine, type DiskMode, type PrimaryState, type PrimaryOptions, type SecondaryLossPolicy } from "./replication/engine/primary.ts";
+export { PrimaryEngine, type DiskMode, type PrimaryState, type PrimaryOptions, type SecondaryLossPolicy, type SyncEvent } from "./replication/engine/primary.ts";
 export { SecondaryEngine, type SecondaryState, type SecondaryOptions } from "./replication/engine/secondary.ts";
 export { keepProtected, type KeepProtectedOptions, type Protector } from "./replication/engine/keep-protected.ts";
 export { BYTE_CATEGORIES, type ByteCategory, type MetricsSnapshot } from "./replication/engine/metrics.ts";

@@ -100,8 +100,8 @@ async function runVariant(variant: Variant, snapshot: Uint8Array, disk: Uint8Arr
       const link = createMemoryPair();
       const [a, b] = await Promise.all([handshake(link.a, "primary", SECRET), handshake(link.b, "secondary", SECRET)]);
       await new SecondaryEngine(secondary).attach(b);
-      engine = new PrimaryEngine(primary, a, { mode: variant, hook });
-      await engine.protect();
+      engine = new PrimaryEngine(primary, { mode: variant, hook });
+      await engine.protect(a);
     }
     const before = engine?.metrics.snapshot();
     const result = await primary.exec(FIO, { timeoutMs: 600_000 });

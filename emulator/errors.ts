@@ -35,6 +35,3 @@ export class SnapshotError extends TwinvmError {}
 
 /** An operation on a machine in the wrong lifecycle state (e.g. after destroy). */
 export class MachineStateError extends TwinvmError {}
-
-/** A state delta that does not fit the base it is applied to, or is damaged. */
-export class StateDeltaError extends SnapshotError {}

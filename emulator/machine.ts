@@ -20,6 +20,8 @@ export class Machine {
   #console: SerialConsole | undefined;
   #ram: GuestRam | undefined;
   #devices: MachineDevice[] = [];
+  /** The stop in progress: a second pause() waits for it, and run() lets it finish first. */
+  #stopping: Promise<void> | undefined;
 
   /** Validates the config at once (ConfigError); images are read by `boot()`. */
   constructor(config: MachineConfig) {
@@ -184,18 +186,40 @@ export class Machine {
 
   run(): void {
     const { emulator } = this.#require();
-    if (this.#state === "paused") {
-      this.#state = "running";
-      emulator.run();
-    }
+    if (this.#state !== "paused") return;
+    this.#state = "running";
+    // v86 forgets a stop that run() overtakes, and its stop() would never resolve: let it land first.
+    const stopping = this.#stopping;
+    if (stopping === undefined) emulator.run();
+    else void stopping.then(() => this.#state === "running" && this.#emulator === emulator && emulator.run());
   }
 
-  /** Resolves once the CPU has stopped between two instructions. */
+  /** Whether the CPU stands between two instructions now (see emulator/paused.ts). */
+  get atInstructionBoundary(): boolean {
+    return this.#require().emulator.atInstructionBoundary;
+  }
+
+  /**
+   * Runs `work` at the guest's next instruction boundary without stopping it: at most ~100k
+   * guest instructions after a device handler asked, or at once from outside the guest.
+   */
+  atNextBoundary<T>(work: () => T): Promise<T> {
+    return this.#require().emulator.atNextBoundary(work);
+  }
+
+  /** Resolves once the CPU has stopped between two instructions (for every caller). */
   async pause(): Promise<void> {
     const { emulator } = this.#require();
+    if (this.#state === "paused") return this.#stopping;
     if (this.#state !== "running") return;
     this.#state = "paused";
-    await emulator.stop();
+    const stopping = (this.#stopping ?? Promise.resolve()).then(() => emulator.stop());
+    this.#stopping = stopping;
+    try {
+      await stopping;
+    } finally {
+      if (this.#stopping === stopping) this.#stopping = undefined;
+    }
   }
 
   send(input: string | Uint8Array): void {

@@ -1,13 +1,18 @@
 // Consistency points: operations that read or replace a machine's RAM and CPU state
-// together must all see the guest at one instruction boundary, i.e. with the CPU stopped.
+// together must all see the guest at one instruction boundary. In JavaScript that is any
+// moment outside v86's main loop (or inside our boundary hook): the CPU need not be stopped.
 import { MachineStateError } from "./errors.ts";
 import type { Machine } from "./machine.ts";
 
-/** Throws unless the CPU is stopped (paused after `await pause()`, or blank) and will stay so until the caller yields. */
-export function requireStopped(machine: Machine, operation: string): void {
+/**
+ * Throws unless the machine's CPU stands between two instructions now (and stays there until
+ * the caller yields): not from a device handler, which runs inside the guest's instruction.
+ */
+export function requireBoundary(machine: Machine, operation: string): void {
   const { state } = machine;
-  if ((state !== "paused" && state !== "blank") || machine.emulator.isRunning) {
-    throw new MachineStateError(`${operation}: machine is ${state}${state === "paused" ? " but its CPU has not stopped yet" : ""}; await machine.pause() first`);
+  if (state === "created" || state === "destroyed") throw new MachineStateError(`${operation}: machine is ${state}`);
+  if (!machine.emulator.atInstructionBoundary) {
+    throw new MachineStateError(`${operation}: called inside a guest instruction (from a device handler); use machine.atNextBoundary()`);
   }
 }
 

@@ -47,6 +47,8 @@ export interface V86Cpu {
   io: V86Io;
   devices: { pci: V86Pci };
   main_loop(): number;
+  /** Called by main_loop between chunks of at most ~100k guest instructions: an instruction boundary. */
+  run_hardware_timers(acpiEnabled: boolean, now: number): number;
   get_state(): unknown[];
   set_state(state: unknown[]): void;
   /** Drops compiled code for a guest-physical range after a device wrote into it. */
@@ -143,7 +145,13 @@ const FIRST_BAR_PORT = 0x8000;
 
 /** The emulator handle the rest of the project uses; wraps a `V86` instance. */
 export class Emulator {
-  private constructor(private readonly v86: V86) {}
+  /** Inside `main_loop` (guest code, and device handlers it calls) and not in our boundary hook. */
+  #executing = false;
+  #boundaryWork: (() => void)[] = [];
+
+  private constructor(private readonly v86: V86) {
+    this.#hookMainLoop();
+  }
 
   /** Creates the emulator without starting it; resolves once devices exist and RAM is laid out. */
   static async create(options: EmulatorOptions): Promise<Emulator> {
@@ -163,6 +171,67 @@ export class Emulator {
 
   get cpu(): V86Cpu {
     return (this.v86 as unknown as { v86: V86Inner }).v86.cpu;
+  }
+
+  /**
+   * Whether the CPU stands between two instructions now. JavaScript runs one thing at a time,
+   * so anything outside v86's `main_loop` does; inside it, only our boundary hook does (an I/O
+   * port handler, say, runs in the middle of the instruction that called it).
+   */
+  get atInstructionBoundary(): boolean {
+    return !this.#executing;
+  }
+
+  /**
+   * Runs `work` at the next instruction boundary, without stopping the CPU: inside `main_loop`
+   * at its next chunk boundary (at most ~100k guest instructions later; no wait for the slice to
+   * end or for the next tick), else in a microtask. Work runs in request order, once; the
+   * promise settles with its result (a throw never reaches v86's loop).
+   */
+  atNextBoundary<T>(work: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#boundaryWork.push(() => {
+        try {
+          resolve(work());
+        } catch (error) {
+          reject(error);
+        }
+      });
+      if (this.#boundaryWork.length === 1) queueMicrotask(() => this.#runBoundaryWork());
+    });
+  }
+
+  /** v86 looks both methods up on the CPU object at each call, so own properties wrap them. */
+  #hookMainLoop(): void {
+    const { cpu } = this;
+    const mainLoop = cpu.main_loop.bind(cpu);
+    const hardwareTimers = cpu.run_hardware_timers.bind(cpu);
+    cpu.main_loop = () => {
+      this.#executing = true;
+      try {
+        return mainLoop();
+      } finally {
+        this.#executing = false;
+      }
+    };
+    cpu.run_hardware_timers = (acpiEnabled, now) => {
+      if (this.#boundaryWork.length > 0) {
+        this.#executing = false;
+        try {
+          this.#runBoundaryWork();
+        } finally {
+          this.#executing = true;
+        }
+      }
+      return hardwareTimers(acpiEnabled, now);
+    };
+  }
+
+  #runBoundaryWork(): void {
+    if (this.#executing) return; // requested from a device handler: the hook inside main_loop runs it
+    const work = this.#boundaryWork;
+    this.#boundaryWork = [];
+    for (const item of work) item();
   }
 
   get isRunning(): boolean {
@@ -290,6 +359,26 @@ interface V86WasmHeapExports {
   wm: { exports: { v86_malloc(size: number): number; v86_free(addr: number): void } };
 }
 
+/** What the dirty-map patch (emulator/wasm-patch/) adds to v86's module, and the TLB flush it relies on. */
+export interface WriteMapControls {
+  /** Marks go to `map[page]` for pages below `pageCount`; `bias` is mem8's offset in pages. 0 pages: off. */
+  track(map: number, bias: number, pageCount: number): void;
+  /** Drops every TLB entry (global ones too), so the next write to each page walks the page tables. */
+  fullClearTlb(): void;
+}
+
+/** The patched module's controls, or undefined when v86 runs its unpatched module. */
+export function writeMapControls(emulator: Emulator, trackExport: string): WriteMapControls | undefined {
+  const exports = (emulator.cpu as V86Cpu & { wm: { exports: Record<string, unknown> } }).wm.exports;
+  const track = exports[trackExport];
+  const fullClearTlb = exports["full_clear_tlb"];
+  if (typeof track !== "function" || typeof fullClearTlb !== "function") return undefined;
+  return {
+    track: (map, bias, pageCount) => (track as (a: number, b: number, c: number) => void)(map, bias, pageCount),
+    fullClearTlb: () => (fullClearTlb as () => void)(),
+  };
+}
+
 /** A block in v86's own heap, so that our wasm code sees guest RAM and this block in one memory. */
 export interface HeapBlock {
   /** Offset in `memory.buffer`, aligned as asked. */
@@ -339,29 +428,6 @@ const STATE_MAGIC = 0x86768676 | 0;
 const STATE_VERSION = 6;
 
 /**
- * CPU and device state without guest RAM; call while stopped. `pack_memory` is overridden
- * on the instance for the call so that no page is packed (saves ~RAM-size work and bytes).
- */
-export function saveStateWithoutMemory(emulator: Emulator): V86StateParts {
-  const cpu = emulator.cpu;
-  const state = withInstanceOverride(cpu, "pack_memory", () => ({
-    // set_state reads `new Bitmap(state[78].buffer)`: an empty bitmap says "no pages".
-    bitmap: { get_buffer: () => new ArrayBuffer(0) },
-    packed_memory: new Uint8Array(0),
-  }), () => emulator.saveState());
-  const header = new Int32Array(state, 0, 4);
-  if (header[0] !== STATE_MAGIC || header[1] !== STATE_VERSION) {
-    throw new Error(`v86 save_state: unexpected header (magic ${header[0]! >>> 0}, version ${header[1]})`);
-  }
-  const jsonLength = header[3]!;
-  const buffersOffset = align4(STATE_HEADER_BYTES + jsonLength);
-  return {
-    json: new Uint8Array(state, STATE_HEADER_BYTES, jsonLength).slice(),
-    buffers: new Uint8Array(state, buffersOffset).slice(),
-  };
-}
-
-/**
  * Loads CPU and device state while keeping guest RAM as it is (the caller filled it page by
  * page): `unpack_memory`, which would zero RAM first, is a no-op for the call. v86's
  * `set_state` drops the JIT cache and TLB itself. Throws v86's error on a malformed state.
@@ -374,6 +440,62 @@ export function restoreStateKeepingMemory(emulator: Emulator, parts: V86StatePar
   new Uint8Array(state, STATE_HEADER_BYTES).set(parts.json);
   new Uint8Array(state, buffersOffset).set(parts.buffers);
   withInstanceOverride(emulator.cpu, "unpack_memory", () => {}, () => emulator.restoreState(state));
+}
+
+/**
+ * v86's state as a tree plus its binary buffers, the way its own `save_state` walks the CPU
+ * (objects with `get_state`, arrays, Maps, typed arrays), but without copying: `buffers` are
+ * views of the live arrays, valid until the guest runs again. `tree` is the JSON v86 would
+ * write under "state" (typed arrays become {"__state_type__", "buffer_id"}). RAM is left out.
+ */
+export interface V86StateTree {
+  tree: string;
+  buffers: Uint8Array[];
+}
+
+/** Walks the CPU's state at the current instruction boundary (see `V86StateTree`). */
+export function captureStateTree(emulator: Emulator): V86StateTree {
+  const cpu = emulator.cpu;
+  const buffers: Uint8Array[] = [];
+  const walk = (value: unknown): unknown => {
+    if (typeof value !== "object" || value === null) return value;
+    if (Array.isArray(value)) return value.map(walk);
+    if (value instanceof Map) return { __state_type__: "Map", args: Array.from(value.entries(), ([k, v]) => [walk(k), walk(v)]) };
+    // v86 recognises typed arrays by BYTES_PER_ELEMENT, which also sees through the Proxy views
+    // some devices keep (ArrayBuffer.isView does not).
+    const array = value as Partial<Float64Array>;
+    if (array.BYTES_PER_ELEMENT !== undefined) {
+      const constructor = array.constructor!.name.replace("bound ", "");
+      if (!STATE_ARRAY_TYPES.has(constructor)) throw new Error(`v86 state: unexpected ${constructor} (not a type v86's restore knows)`);
+      buffers.push(new Uint8Array(array.buffer!, array.byteOffset, array.length! * array.BYTES_PER_ELEMENT));
+      return { __state_type__: constructor, buffer_id: buffers.length - 1 };
+    }
+    const stateful = value as { get_state?: () => unknown[] };
+    if (typeof stateful.get_state !== "function") throw new Error("v86 state: an object that is neither a typed array nor has get_state");
+    return stateful.get_state().map(walk);
+  };
+  const tree = withInstanceOverride(cpu, "pack_memory", () => ({
+    bitmap: { get_buffer: () => new ArrayBuffer(0) },
+    packed_memory: new Uint8Array(0),
+  }), () => JSON.stringify(walk(cpu)));
+  return { tree, buffers };
+}
+
+/** v86's restore table (state.js CONSTRUCTOR_TABLE): the typed arrays a state may hold. */
+const STATE_ARRAY_TYPES = new Set(["Uint8Array", "Int8Array", "Uint16Array", "Int16Array", "Uint32Array", "Int32Array", "Float32Array", "Float64Array"]);
+
+/** Packs a `V86StateTree` into the parts `restoreStateKeepingMemory` takes (v86's save_state layout). */
+export function stateTreeToParts(tree: string, buffers: readonly Uint8Array[]): V86StateParts {
+  const infos: { offset: number; length: number }[] = [];
+  let total = 0;
+  for (const buffer of buffers) {
+    infos.push({ offset: total, length: buffer.length });
+    total = align4(total + buffer.length);
+  }
+  const packed = new Uint8Array(total);
+  buffers.forEach((buffer, i) => packed.set(buffer, infos[i]!.offset));
+  const json = new TextEncoder().encode(`{"buffer_infos":${JSON.stringify(infos)},"state":${tree}}`);
+  return { json, buffers: packed };
 }
 
 /** Runs `body` with `object[key]` replaced on the instance, then puts back what was there. */

@@ -6,7 +6,7 @@ import { withoutUndefined } from "../emulator/config.ts";
 import type { Machine } from "../emulator/machine.ts";
 import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../replication/engine/primary.ts";
 import { SecondaryEngine } from "../replication/engine/secondary.ts";
-import type { ByteCategory, MetricsSnapshot, ReplicationMetrics } from "../replication/engine/metrics.ts";
+import type { ByteCategory } from "../replication/engine/metrics.ts";
 
 export interface PrimarySettings {
   mode: DiskMode;
@@ -19,7 +19,7 @@ export interface PrimarySettings {
 }
 
 export function createPrimaryEngine(machine: Machine, settings: PrimarySettings): PrimaryEngine {
-  return new PrimaryEngine(machine, undefined, {
+  return new PrimaryEngine(machine, {
     mode: settings.mode,
     hook: settings.hook,
     ...withoutUndefined({ epoch: settings.epoch, peerTimeoutMs: settings.peerTimeoutMs, onSecondaryLoss: settings.onSecondaryLoss }),
@@ -37,44 +37,30 @@ export function createSecondaryEngine(machine: Machine, settings: SecondarySetti
   return new SecondaryEngine(machine, { ...withoutUndefined({ peerTimeoutMs: settings.peerTimeoutMs, autoFailover: settings.autoFailover }), log: settings.log });
 }
 
-/** Syncs acknowledged since the last report: how many, and what they carried. */
+/** One acknowledged sync, as `--json` and the test API's events report it. */
 export interface SyncReport {
-  /** Syncs in this report (1 when the engine reports each sync). */
-  syncs: number;
-  /** The engine's sync count after them. */
-  totalSyncs: number;
+  seq: number;
+  /** Guest pages it carried. */
   pages: number;
+  /** Guest disk writes it logged (flushes not counted). */
   writes: number;
   bytes: Record<ByteCategory, number>;
-  /** Mean round trip of the syncs in this report, where known. */
-  roundTripMs?: number;
+  /** How long the guest stood still for the capture. */
+  pauseMs: number;
+  /** From the capture to the secondary's acknowledgement. */
+  roundTripMs: number;
 }
 
-const SYNC_SAMPLE_MS = 500;
-
-/**
- * Calls `listener` as syncs complete. The engines have no per-sync event yet, so
- * this samples their metrics and reports the difference (at most every 500 ms);
- * returns the function that stops it.
- */
-export function onSyncs(metrics: ReplicationMetrics, listener: (report: SyncReport) => void): () => void {
-  let last: MetricsSnapshot = metrics.snapshot();
-  const timer = setInterval(() => {
-    const now = metrics.snapshot();
-    if (now.syncs > last.syncs) {
-      const bytes = Object.fromEntries(Object.entries(now.bytes).map(([category, value]) => [category, value - last.bytes[category as ByteCategory]])) as Record<ByteCategory, number>;
-      const count = now.roundTripMs.count - last.roundTripMs.count;
-      listener({
-        syncs: now.syncs - last.syncs,
-        totalSyncs: now.syncs,
-        pages: now.pagesSynced - last.pagesSynced,
-        writes: now.writesSynced - last.writesSynced,
-        bytes,
-        ...(count > 0 && { roundTripMs: (now.roundTripMs.meanMs * now.roundTripMs.count - last.roundTripMs.meanMs * last.roundTripMs.count) / count }),
-      });
-    }
-    last = now;
-  }, SYNC_SAMPLE_MS);
-  timer.unref();
-  return () => clearInterval(timer);
+/** Calls `listener` for each sync the primary engine gets acknowledged; returns the function that stops it. */
+export function onSyncs(engine: PrimaryEngine, listener: (report: SyncReport) => void): () => void {
+  return engine.onSync((sync) =>
+    listener({
+      seq: sync.seq,
+      pages: sync.pages.length,
+      writes: sync.io.filter((entry) => entry.type === "write").length,
+      bytes: { ...sync.bytes },
+      pauseMs: sync.pauseMs,
+      roundTripMs: sync.roundTripMs,
+    }),
+  );
 }

@@ -21,9 +21,8 @@ import type { DiskMode, PrimaryEngine, SecondaryLossPolicy } from "../replicatio
 import { keepProtected, type Protector } from "../replication/engine/keep-protected.ts";
 import type { SecondaryEngine } from "../replication/engine/secondary.ts";
 import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/metrics.ts";
-import { connectReplication, listenReplication, WsTransport } from "../replication/node/ws-transport.ts";
+import { connectReplication, listenReplication } from "../replication/node/ws-transport.ts";
 import { loadSecret } from "../replication/node/secret.ts";
-import type { Transport } from "../replication/transport/transport.ts";
 
 export interface NodeConfig {
   role: "primary" | "secondary";
@@ -83,18 +82,13 @@ export type NodeEvent =
   /** A state change of this node's primary or secondary engine. */
   | { type: "state"; engine: "primary" | "secondary"; state: string; reason: string }
   | { type: "output"; text: string }
-  /** Syncs acknowledged since the last such event (this node's primary engine). */
+  /** A sync this node's primary engine got acknowledged. */
   | { type: "sync"; report: SyncReport }
   /** Progress before the engine exists: "booting", "restoring", "connecting", "ready". */
   | { type: "phase"; phase: string }
   | { type: "reply"; id: number; ok: true; result: unknown }
   | { type: "reply"; id: number; ok: false; error: string }
   | { type: "fatal"; error: string };
-
-/** Handshakes in progress at once on a secondary's port; more are dropped unheard. */
-const MAX_PENDING_HANDSHAKES = 8;
-/** A refused peer gets this long to read why, then its socket is cut. */
-const REFUSED_LINGER_MS = 1000;
 
 /** The last `phase` event, for `status` before the engine exists. */
 let phase = "starting";
@@ -149,7 +143,7 @@ async function protectWith(machine: Machine, hook: BlockHook, config: NodeConfig
   const engine = createPrimaryEngine(machine, { mode: config.mode, hook, epoch, peerTimeoutMs: config.peerTimeoutMs, onSecondaryLoss: config.onSecondaryLoss, log });
   engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
   const stopOutput = engine.output.onRelease(decoder());
-  const stopSyncs = onSyncs(engine.metrics, (report) => emit({ type: "sync", report }));
+  const stopSyncs = onSyncs(engine, (report) => emit({ type: "sync", report }));
   try {
     await engine.protect(await handshake(await connectReplication(url), "primary", secret, { epoch: engine.epoch }));
     if (engine.state !== "protected") throw new Error(`the initial sync with ${url} did not complete (state ${engine.state}; see the log)`);
@@ -216,23 +210,16 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     // Until a primary engine holds it for output commit, the guest's console goes straight out.
     if (state === "active") stopDirectOutput = machine.console.onOutput(decoder());
   });
-
-  let pendingHandshakes = 0;
-  const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) => {
-    if (pendingHandshakes >= MAX_PENDING_HANDSHAKES) return cut(transport, 0);
-    pendingHandshakes++;
+  const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) =>
     // The epoch it carries tells a primary that this node took over (the primary then fences itself).
-    handshake(transport, "secondary", secret, { epoch: Math.max(1, secondary.epoch) })
-      .finally(() => pendingHandshakes--)
-      .then(
-        // attach() can fail when the primary leaves while the disks are being hashed: the node stays up for the next one.
-        (channel) => secondary.attach(channel).catch((error: unknown) => log(`secondary: session with a primary ended during set-up: ${(error as Error).message}`)),
-        (error: unknown) => {
-          log(`secondary: refused a peer: ${(error as Error).message}`);
-          cut(transport, REFUSED_LINGER_MS);
-        },
-      );
-  });
+    // The returned promise settles with the handshake: the server bounds connections still pending
+    // and cuts off refused peers that do not close.
+    handshake(transport, "secondary", secret, { epoch: Math.max(1, secondary.epoch) }).then(
+      // attach() can fail when the primary leaves during set-up: the node stays up for the next one.
+      (channel) => void secondary.attach(channel).catch((error: unknown) => log(`secondary: session with a primary ended during set-up: ${(error as Error).message}`)),
+      (error: unknown) => log(`secondary: refused a peer: ${(error as Error).message}`),
+    ),
+  );
   emit({ type: "listening", url: server.url });
 
   return {
@@ -258,12 +245,6 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
   };
 }
 
-/** Drops a peer's connection after `afterMs` (the close handshake of a refused or surplus peer must not keep its socket). */
-function cut(transport: Transport, afterMs: number): void {
-  const terminate = () => (transport instanceof WsTransport ? transport.terminate() : transport.close("refused"));
-  if (afterMs === 0) terminate();
-  else setTimeout(terminate, afterMs).unref();
-}
 
 async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? "{}") as NodeConfig;

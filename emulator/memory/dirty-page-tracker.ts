@@ -1,21 +1,47 @@
 // Which 4 KiB pages of a machine's RAM changed since the last collection, whoever wrote
-// them (CPU, JIT code or device DMA): v86 keeps no write log, so RAM is compared with a
-// shadow copy. The shadow lives in v86's own heap so that one wasm module sees both.
+// them (CPU, JIT code or device DMA), with their contents before and after. A shadow copy
+// of RAM in v86's own heap holds what the last collection saw. Three ways to find changes:
+//  - "write-map": the patched v86 module marks pages as they are written (write-map.ts);
+//    only marked pages are compared with the shadow, so a collection costs O(pages written);
+//  - "scan": every page is compared with the shadow (wasm SIMD), O(RAM);
+//  - "cross-check": both; the scan's result is used and pages the map missed are counted.
+// The first collection of a new tracker is always a full scan: its shadow starts as zeros.
 import { allocateInV86Heap, type HeapBlock } from "../v86-internals.ts";
-import { requireStopped } from "../paused.ts";
+import { requireBoundary } from "../paused.ts";
 import type { Machine } from "../machine.ts";
 import { PAGE_SIZE, checkPageSet, pageCountOf, type PageSet } from "./pages.ts";
 import { createPageScanner, type PageScanner, type ScanEngine } from "./page-scanner.ts";
+import { WriteMap } from "./write-map.ts";
+
+export type TrackingMode = "write-map" | "scan" | "cross-check";
 
 export interface TrackerOptions {
   /** "auto" (default) uses wasm SIMD where the engine has it, else the JS scanner. */
   engine?: ScanEngine | "auto";
+  /** "auto" (default): "write-map" when v86 runs the patched module, else "scan". */
+  mode?: TrackingMode | "auto";
+}
+
+/** Pages that changed, with what they held at the previous collection (`previous`, same layout as `data`). */
+export interface PageChanges extends PageSet {
+  readonly previous: Uint8Array;
+}
+
+export interface TrackerStats {
+  collections: number;
+  /** Pages the write map marked (write-map and cross-check modes). */
+  marked: number;
+  /** Pages whose bytes changed. */
+  changed: number;
+  /** cross-check: changed pages the write map did not mark (must stay 0). */
+  missed: number;
+  /** cross-check: up to 16 missed page numbers, for a report. */
+  missedExamples: number[];
 }
 
 /**
- * Every method reads or writes RAM and must run at one instruction boundary: it throws
- * unless the machine is stopped (after `await machine.pause()`, or blank). Use
- * `whilePaused(machine, () => tracker.collect())` from a running machine.
+ * Every method reads or writes RAM and must run at an instruction boundary (outside the
+ * guest's instructions: see `Machine.atNextBoundary`); it throws otherwise.
  *
  * A new tracker's shadow is all zeros, so the first `collect()` reports every non-zero
  * page: exactly what a peer whose RAM is still zero needs. Call `baseline()` instead when
@@ -23,58 +49,80 @@ export interface TrackerOptions {
  */
 export class DirtyPageTracker {
   readonly pageCount: number;
+  readonly mode: TrackingMode;
+  readonly stats: TrackerStats = { collections: 0, marked: 0, changed: 0, missed: 0, missedExamples: [] };
   #machine: Machine;
   #scanner: PageScanner;
   #shadow: HeapBlock;
   #indexBuffer: HeapBlock;
+  #writeMap: WriteMap | undefined;
+  /** The shadow does not hold RAM as a peer knows it (new tracker): scan everything once. */
+  #fullScanDue = true;
   #disposed = false;
 
-  private constructor(machine: Machine, scanner: PageScanner, shadow: HeapBlock, indexBuffer: HeapBlock) {
+  private constructor(machine: Machine, scanner: PageScanner, shadow: HeapBlock, indexBuffer: HeapBlock, writeMap: WriteMap | undefined, mode: TrackingMode) {
     this.#machine = machine;
     this.#scanner = scanner;
     this.#shadow = shadow;
     this.#indexBuffer = indexBuffer;
+    this.#writeMap = writeMap;
+    this.mode = mode;
     this.pageCount = pageCountOf(machine);
   }
 
-  /** Allocates a shadow as large as RAM in v86's heap (which may grow the wasm memory). */
+  /** Allocates a shadow as large as RAM in v86's heap (which may grow the wasm memory). Call at a boundary. */
   static create(machine: Machine, options: TrackerOptions = {}): DirtyPageTracker {
+    requireBoundary(machine, "DirtyPageTracker.create");
     const pageCount = pageCountOf(machine);
-    const shadow = allocateInV86Heap(machine.emulator, pageCount * PAGE_SIZE);
-    let indexBuffer: HeapBlock;
+    const blocks: HeapBlock[] = [];
     try {
-      indexBuffer = allocateInV86Heap(machine.emulator, pageCount * 4);
+      const shadow = allocateInV86Heap(machine.emulator, pageCount * PAGE_SIZE);
+      blocks.push(shadow);
+      const indexBuffer = allocateInV86Heap(machine.emulator, pageCount * 4);
+      blocks.push(indexBuffer);
+      // v86's allocator does not zero; the shadow's contract is "zeros until the first collect".
+      new Uint8Array(shadow.memory.buffer, shadow.offset, shadow.size).fill(0);
+      const wanted = options.mode ?? "auto";
+      const writeMap = wanted === "scan" ? undefined : WriteMap.attach(machine, pageCount);
+      if (writeMap === undefined && wanted !== "auto" && wanted !== "scan") {
+        throw new Error(`DirtyPageTracker: mode ${wanted} needs the patched v86 module (emulator/wasm-patch/), this machine runs the original`);
+      }
+      const mode: TrackingMode = wanted === "auto" ? (writeMap === undefined ? "scan" : "write-map") : wanted;
+      return new DirtyPageTracker(machine, createPageScanner(shadow.memory, options.engine), shadow, indexBuffer, writeMap, mode);
     } catch (error) {
-      shadow.free();
+      for (const block of blocks) block.free();
       throw error;
     }
-    // v86's allocator does not zero; the shadow's contract is "zeros until the first collect".
-    new Uint8Array(shadow.memory.buffer, shadow.offset, shadow.size).fill(0);
-    return new DirtyPageTracker(machine, createPageScanner(shadow.memory, options.engine), shadow, indexBuffer);
   }
 
   get engine(): ScanEngine {
     return this.#scanner.engine;
   }
 
-  /** Pages changed since the last collection (or baseline), with copies of their contents. */
-  collect(): PageSet {
+  /** Pages changed since the last collection (or baseline), with their contents before and after. */
+  collect(): PageChanges {
     this.#requireUsable("collect");
-    const ram = this.#machine.ram;
-    const count = this.#scanner.scan(ram.offsetInWasmMemory, this.#shadow.offset, this.pageCount, this.#indexBuffer.offset);
-    const buffer = this.#shadow.memory.buffer;
-    const indices = new Uint32Array(buffer, this.#indexBuffer.offset, count).slice();
-    // The scan just copied each changed page into the shadow: copy out from there.
-    const shadow = new Uint8Array(buffer, this.#shadow.offset, this.#shadow.size);
-    const data = new Uint8Array(count * PAGE_SIZE);
-    indices.forEach((page, k) => data.set(shadow.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE), k * PAGE_SIZE));
-    return { indices, data };
+    const marked = this.#writeMap?.take();
+    let changed: Uint32Array;
+    if (this.#fullScanDue || this.mode !== "write-map" || marked === undefined) {
+      changed = this.#scanAll();
+      if (marked !== undefined && !this.#fullScanDue) this.#crossCheck(marked, changed);
+      this.#fullScanDue = false;
+    } else {
+      changed = this.#scanMarked(marked);
+    }
+    this.stats.collections++;
+    this.stats.changed += changed.length;
+    if (marked !== undefined) this.stats.marked += marked.length;
+    return this.#takeChanges(changed);
   }
 
   /** Takes the current RAM as seen: the next `collect()` reports only later changes. */
   baseline(): void {
     this.#requireUsable("baseline");
-    new Uint8Array(this.#shadow.memory.buffer, this.#shadow.offset, this.#shadow.size).set(this.#machine.ram.bytes);
+    this.#shadowBytes().set(this.#machine.ram.bytes.subarray(0, this.pageCount * PAGE_SIZE));
+    this.#writeMap?.take();
+    this.#fullScanDue = false;
   }
 
   /** A copy of one page of RAM as it is now. */
@@ -94,19 +142,66 @@ export class DirtyPageTracker {
     this.#machine.ram.write(index * PAGE_SIZE, bytes);
   }
 
-  /** Frees the shadow. The tracker cannot be used afterwards. */
+  /** Frees the shadow and stops the write map. The tracker cannot be used afterwards. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#writeMap?.dispose(this.#machine);
     // A destroyed machine's heap is gone with it; nothing to give back then.
     if (this.#machine.state === "destroyed") return;
     this.#shadow.free();
     this.#indexBuffer.free();
   }
 
+  #scanAll(): Uint32Array {
+    const ram = this.#machine.ram;
+    const count = this.#scanner.scan(ram.offsetInWasmMemory, this.#shadow.offset, this.pageCount, this.#indexBuffer.offset);
+    return new Uint32Array(this.#shadow.memory.buffer, this.#indexBuffer.offset, count).slice();
+  }
+
+  /** Compares only the marked pages (about 40% of marks are rewrites with the same bytes). */
+  #scanMarked(marked: Uint32Array): Uint32Array {
+    const ramOffset = this.#machine.ram.offsetInWasmMemory;
+    const changed: number[] = [];
+    for (const page of marked) {
+      const at = page * PAGE_SIZE;
+      if (this.#scanner.scan(ramOffset + at, this.#shadow.offset + at, 1, this.#indexBuffer.offset) === 1) changed.push(page);
+    }
+    return Uint32Array.from(changed);
+  }
+
+  #crossCheck(marked: Uint32Array, changed: Uint32Array): void {
+    const markedSet = new Set(marked);
+    for (const page of changed) {
+      if (markedSet.has(page)) continue;
+      this.stats.missed++;
+      if (this.stats.missedExamples.length < 16) this.stats.missedExamples.push(page);
+    }
+  }
+
+  /** Copies out old and new contents of `pages` and brings the shadow up to date for them. */
+  #takeChanges(pages: Uint32Array): PageChanges {
+    const ram = this.#machine.ram.bytes;
+    const shadow = this.#shadowBytes();
+    const data = new Uint8Array(pages.length * PAGE_SIZE);
+    const previous = new Uint8Array(pages.length * PAGE_SIZE);
+    pages.forEach((page, k) => {
+      const from = page * PAGE_SIZE;
+      previous.set(shadow.subarray(from, from + PAGE_SIZE), k * PAGE_SIZE);
+      const now = ram.subarray(from, from + PAGE_SIZE);
+      data.set(now, k * PAGE_SIZE);
+      shadow.set(now, from);
+    });
+    return { indices: pages, data, previous };
+  }
+
+  #shadowBytes(): Uint8Array {
+    return new Uint8Array(this.#shadow.memory.buffer, this.#shadow.offset, this.#shadow.size);
+  }
+
   #requireUsable(operation: string): void {
     if (this.#disposed) throw new Error(`DirtyPageTracker.${operation}: tracker was disposed`);
-    requireStopped(this.#machine, `DirtyPageTracker.${operation}`);
+    requireBoundary(this.#machine, `DirtyPageTracker.${operation}`);
   }
 
   #checkIndex(index: number): void {

@@ -13,7 +13,7 @@ export const PAGE_SIZE = 4096;
  * `scan(ram, shadow, pageCount, out) -> dirtyCount`, all offsets into the imported memory.
  * For each page, compares RAM with the shadow 64 bytes at a time (four v128 xor, or-ed,
  * `any_true`; stops at the first difference); a page that differs gets its index appended
- * to the u32 array at `out` and is copied into the shadow (`memory.copy`).
+ * to the u32 array at `out`. The shadow is left as it was: the caller needs its old bytes.
  */
 export function pageScanModuleBytes(): Uint8Array<ArrayBuffer> {
   const i32 = 0x7f;
@@ -38,10 +38,9 @@ export function pageScanModuleBytes(): Uint8Array<ArrayBuffer> {
     ...get(8), I32_LT_U, ...brIf(0), // -> $strides
     END,
     ...br(1), // clean -> $next
-    END, // $dirty: out[count++] = page; shadow page = RAM page
+    END, // $dirty: out[count++] = page
     ...get(3), ...get(5), ...i32Const(2), I32_SHL, I32_ADD, ...get(4), ...I32_STORE,
     ...get(5), ...i32Const(1), I32_ADD, ...set(5),
-    ...get(1), ...get(0), ...i32Const(PAGE_SIZE), ...MEMORY_COPY,
     END, // $next
     ...get(0), ...i32Const(PAGE_SIZE), I32_ADD, ...set(0),
     ...get(1), ...i32Const(PAGE_SIZE), I32_ADD, ...set(1),
@@ -70,7 +69,6 @@ const I32_LT_U = 0x49;
 const I32_ADD = 0x6a;
 const I32_SHL = 0x74;
 const I32_STORE = [0x36, 0x02, 0x00]; // align 4, offset 0
-const MEMORY_COPY = [0xfc, 0x0a, 0x00, 0x00];
 const V128_OR = [0xfd, 0x50];
 const V128_XOR = [0xfd, 0x51];
 const V128_ANY_TRUE = [0xfd, 0x53];

@@ -1,6 +1,6 @@
-// Finds the pages of guest RAM that differ from a shadow copy, and brings the shadow up
-// to date for them. Two engines with one contract: wasm SIMD (fast path, ~one memcpy of
-// RAM per scan) and plain JS for engines without wasm SIMD.
+// Finds the pages of guest RAM that differ from a shadow copy. Two engines with one
+// contract: wasm SIMD (fast path, ~one memcpy of RAM per scan) and plain JS for engines
+// without wasm SIMD.
 import { PAGE_SIZE, pageScanModuleBytes } from "./page-scan-wasm.ts";
 
 export type ScanEngine = "simd" | "js";
@@ -9,8 +9,8 @@ export interface PageScanner {
   readonly engine: ScanEngine;
   /**
    * Compares `pageCount` pages at `ramOffset` with the shadow at `shadowOffset` (offsets in
-   * the scanner's memory), copies each differing page into the shadow and writes its index
-   * as a u32 at `outOffset`. Returns how many pages differed, in ascending index order.
+   * the scanner's memory) and writes the index of each differing page as a u32 at
+   * `outOffset`. Returns how many pages differed, in ascending index order. Changes nothing else.
    */
   scan(ramOffset: number, shadowOffset: number, pageCount: number, outOffset: number): number;
 }
@@ -64,10 +64,7 @@ function createJsScanner(memory: WebAssembly.Memory): PageScanner {
         const b = shadow + page * WORDS_PER_PAGE;
         let w = 0;
         while (w < WORDS_PER_PAGE && words[a + w] === words[b + w]) w++;
-        if (w < WORDS_PER_PAGE) {
-          words.copyWithin(b, a, a + WORDS_PER_PAGE);
-          words[out + dirty++] = page;
-        }
+        if (w < WORDS_PER_PAGE) words[out + dirty++] = page;
       }
       return dirty;
     },

@@ -1,7 +1,7 @@
 // A set of guest pages with their contents: what a collection yields and what a second
 // machine receives.
 import { PAGE_SIZE } from "./page-scan-wasm.ts";
-import { requireStopped } from "../paused.ts";
+import { requireBoundary } from "../paused.ts";
 import type { Machine } from "../machine.ts";
 
 export { PAGE_SIZE };
@@ -33,7 +33,7 @@ export function checkPageSet(pages: PageSet, pageCount: number): void {
  * consecutive pages are written in one call.
  */
 export function applyPages(machine: Machine, pages: PageSet): void {
-  requireStopped(machine, "applyPages");
+  requireBoundary(machine, "applyPages");
   checkPageSet(pages, pageCountOf(machine));
   const { indices, data } = pages;
   let runStart = 0;

@@ -1,8 +1,8 @@
 // Node adapter: images read from files, and the default guest shipped in images/.
 import { readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import type { ImageSource, MachineConfig } from "../config.ts";
+import { trackedV86Wasm, v86WasmPath } from "./tracked-wasm.ts";
 
 /** An image read from a file when the machine boots; a missing file names its path. */
 export function fileImage(path: string): ImageSource {
@@ -29,15 +29,13 @@ const FILE_ERRORS: Record<string, string> = {
 /** The folder of the default guest (BIOS, kernel, initramfs) in this checkout. */
 export const DEFAULT_IMAGES_DIR = fileURLToPath(new URL("../../images/", import.meta.url));
 
-export function v86WasmPath(): string {
-  return createRequire(import.meta.url).resolve("v86/build/v86.wasm");
-}
+export { v86WasmPath };
 
 /** Image sources of the default guest; override any field to change it. */
 export function defaultGuest(imagesDir: string = DEFAULT_IMAGES_DIR): Pick<MachineConfig, "wasm" | "bios" | "kernel" | "initrd"> {
   const dir = imagesDir.endsWith("/") ? imagesDir : imagesDir + "/";
   return {
-    wasm: fileImage(v86WasmPath()),
+    wasm: trackedV86Wasm(),
     bios: fileImage(dir + "bios.bin"),
     kernel: fileImage(dir + "vmlinuz"),
     initrd: fileImage(dir + "initramfs.cpio.gz"),

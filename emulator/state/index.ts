@@ -1,10 +1,12 @@
-// State without memory: capture, restore, encoding and deltas between captures.
+// Machine state without RAM, as parts that change independently (see state-parts.ts).
 export {
-  captureMemorylessState,
-  restoreMemorylessState,
-  encodeMemorylessState,
-  decodeMemorylessState,
-  type MemorylessState,
-} from "./memoryless-state.ts";
-export { encodeDelta, applyDelta, readDeltaInfo, DELTA_BLOCK_SIZE, type DeltaInfo } from "./state-delta.ts";
-export { contentHash } from "./content-hash.ts";
+  captureStateParts,
+  restoreStateParts,
+  StatePartTracker,
+  TREE_PART,
+  DEVICES_PART,
+  FIRST_BUFFER_PART,
+  type ChangedPart,
+  type StateChanges,
+} from "./state-parts.ts";
+export { bytesEqual } from "./bytes-equal.ts";

@@ -63,6 +63,25 @@ describe("Machine on the default guest", function () {
     expect(machine.emulator.instructionCounter).to.be.greaterThan(counted);
   });
 
+  it("makes every pause() caller wait for the stop, and survives a run() that races a pause", async () => {
+    const first = machine.pause();
+    const second = machine.pause(); // returned early before: the CPU was still running
+    await second;
+    expect(machine.emulator.isRunning).to.equal(false);
+    await first;
+    // run() right after pause() was asked: the stop lands first, then the guest runs again.
+    const pausing = machine.pause();
+    machine.run();
+    await pausing;
+    machine.run();
+    expect((await machine.exec("echo raced", { timeoutMs: 20_000 })).output).to.equal("raced\n");
+    const again = machine.pause();
+    machine.run();
+    machine.run();
+    await again;
+    expect((await machine.exec("echo still", { timeoutMs: 20_000 })).output).to.equal("still\n");
+  });
+
   it("restores a snapshot into a second machine that keeps the guest's files", async () => {
     const content = `snapshot-${Date.now()}`;
     expect((await machine.exec(`echo ${content} > /tmp/marker && sync`)).exitCode).to.equal(0);

@@ -7,6 +7,12 @@ import { MachineStateError } from "../errors.ts";
 import { whilePaused } from "../paused.ts";
 import { allocateInV86Heap } from "../v86-internals.ts";
 import { DirtyPageTracker, PAGE_SIZE, applyPages, simdAvailable } from "../memory/index.ts";
+import { MemoryBackend } from "../block/memory-backend.ts";
+import { virtioBlkDisk } from "../virtio-blk/disk.ts";
+import { readFileSync } from "node:fs";
+import { patchDirtyMap, WasmPatchError } from "../wasm-patch/dirty-map-patch.ts";
+import { trackedWasmBytes, v86WasmPath } from "../node/tracked-wasm.ts";
+import { pageScanModuleBytes } from "../memory/page-scan-wasm.ts";
 
 const ramHash = (machine: Machine) => createHash("sha256").update(machine.ram.bytes).digest("hex");
 
@@ -16,18 +22,19 @@ describe("DirtyPageTracker", function () {
   const others: Machine[] = [];
 
   before(async function () {
-    machine = new Machine(defaultGuest());
+    machine = new Machine({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: new MemoryBackend(16 << 20) })] });
     await machine.boot();
-    tracker = DirtyPageTracker.create(machine);
+    tracker = await machine.atNextBoundary(() => DirtyPageTracker.create(machine));
   });
 
   after(async () => {
     await Promise.all([machine?.destroy(), ...others.map((m) => m.destroy())]);
   });
 
-  it("uses wasm SIMD on this engine", () => {
+  it("uses wasm SIMD on this engine, and the write map of the patched v86 module", () => {
     expect(simdAvailable()).to.equal(true);
     expect(tracker.engine).to.equal("simd");
+    expect(tracker.mode).to.equal("write-map");
   });
 
   it("reports every non-zero page on the first collection, then nothing while the guest is paused", async () => {
@@ -94,15 +101,29 @@ describe("DirtyPageTracker", function () {
     }
   });
 
-  it("refuses to work while the guest runs", () => {
+  it("works while the guest runs (between its instructions), but refuses from inside one (a device handler)", async () => {
     expect(machine.state).to.equal("running");
-    expect(() => tracker.collect()).to.throw(MachineStateError, /await machine.pause\(\)/);
+    expect(() => tracker.collect()).not.to.throw();
+    let inside: unknown;
+    const stop = machine.emulator.onSerialByte(() => {
+      if (inside !== undefined) return;
+      try {
+        tracker.collect();
+        inside = "collected";
+      } catch (error) {
+        inside = error;
+      }
+    });
+    await machine.exec("echo poke");
+    stop();
+    expect(inside).to.be.instanceOf(MachineStateError);
+    expect((inside as Error).message).to.match(/use machine.atNextBoundary/);
   });
 
   it("makes a second machine's RAM byte-identical with the pages collected from a running one", async () => {
     const copy = await Machine.createBlank(defaultGuest());
     others.push(copy);
-    const fresh = DirtyPageTracker.create(machine); // a new shadow: the first collection is all of RAM
+    const fresh = await machine.atNextBoundary(() => DirtyPageTracker.create(machine, { mode: "scan" })); // a new shadow: the first collection is all of RAM
     try {
       await whilePaused(machine, () => {
         applyPages(copy, fresh.collect());
@@ -143,8 +164,8 @@ describe("DirtyPageTracker", function () {
   it("SIMD and JS scanners agree on random mutations", async () => {
     const blank = await Machine.createBlank({ ...defaultGuest(), memoryMiB: 64 });
     others.push(blank);
-    const simd = DirtyPageTracker.create(blank, { engine: "simd" });
-    const js = DirtyPageTracker.create(blank, { engine: "js" });
+    const simd = DirtyPageTracker.create(blank, { engine: "simd", mode: "scan" });
+    const js = DirtyPageTracker.create(blank, { engine: "js", mode: "scan" });
     expect(js.engine).to.equal("js");
     simd.baseline();
     js.baseline();
@@ -177,6 +198,47 @@ describe("DirtyPageTracker", function () {
     expect(Array.from(js.collect().indices)).to.deep.equal([8]);
     simd.dispose();
     js.dispose();
+  });
+});
+
+describe("the write map (patched v86 module) against a full scan", function () {
+  it("misses no page a guest workload changes: CPU, JIT code, page tables and disk DMA (cross-check mode)", async function () {
+    const machine = new Machine({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: new MemoryBackend(32 << 20) })] });
+    try {
+      await machine.boot();
+      const tracker = await machine.atNextBoundary(() => DirtyPageTracker.create(machine, { mode: "cross-check" }));
+      await machine.atNextBoundary(() => tracker.collect()); // the first collection is a full scan
+      let collecting = true;
+      const collector = (async () => {
+        while (collecting) {
+          await new Promise((resolve) => setTimeout(resolve, 15));
+          await machine.atNextBoundary(() => tracker.collect());
+        }
+      })();
+      const steps = [
+        "mke2fs -q -F /dev/vda && mkdir -p /mnt && mount /dev/vda /mnt",
+        "dd if=/dev/urandom of=/mnt/a bs=4k count=300 oflag=direct 2>/dev/null && sync && md5sum /mnt/a",
+        "echo 3 > /proc/sys/vm/drop_caches && md5sum /mnt/a && ls -lR /bin > /dev/null",
+        "fio --name=w --filename=/mnt/fio --size=2m --bs=4k --rw=randwrite --direct=1 --ioengine=psync --fsync=8 > /dev/null",
+        "umount /mnt",
+      ];
+      for (const step of steps) expect((await machine.exec(step, { timeoutMs: 120_000 })).exitCode, step).to.equal(0);
+      collecting = false;
+      await collector;
+      expect(tracker.stats.collections).to.be.greaterThan(50);
+      expect(tracker.stats.changed).to.be.greaterThan(2000);
+      expect(tracker.stats.missed, `pages the map missed, e.g. ${tracker.stats.missedExamples.join(", ")}`).to.equal(0);
+    } finally {
+      await machine.destroy();
+    }
+  });
+
+  it("is patched deterministically, and refuses a module that is not the pinned build", () => {
+    const input = new Uint8Array(readFileSync(v86WasmPath()));
+    const patched = patchDirtyMap(input);
+    expect(Buffer.compare(patched, trackedWasmBytes(input))).to.equal(0); // the cached copy is the same bytes
+    expect(() => patchDirtyMap(patched)).to.throw(WasmPatchError, /already patched/);
+    expect(() => patchDirtyMap(pageScanModuleBytes())).to.throw(WasmPatchError, /lacks the exports .*full_clear_tlb/);
   });
 });
 

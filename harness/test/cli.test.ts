@@ -51,7 +51,7 @@ describe("twinvm command line", function () {
 
   before(() => {
     dir = mkdtempSync(join(tmpdir(), "twinvm-cli-"));
-    writeFileSync(join(dir, "secret"), "cli-test-secret-0123456789abcdef");
+    writeFileSync(join(dir, "secret"), "cli-test-secret-0123456789abcdef", { mode: 0o600 });
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 

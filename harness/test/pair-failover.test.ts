@@ -30,7 +30,7 @@ describe("replicated pair in two processes (ws, SIGKILL)", function () {
   before(async function () {
     // Boot once: format vda with the guest's mke2fs and mount it; vdb stays raw.
     dir = mkdtempSync(join(tmpdir(), "twinvm-pair-"));
-    writeFileSync(join(dir, "secret"), SECRET);
+    writeFileSync(join(dir, "secret"), SECRET, { mode: 0o600 });
     const [fsDisk, rawDisk] = await Promise.all([
       FileBackend.open(join(dir, "template-vda.img"), { createSizeBytes: FS_DISK_BYTES }),
       FileBackend.open(join(dir, "template-vdb.img"), { createSizeBytes: RAW_DISK_BYTES }),

@@ -1,7 +1,8 @@
-// An authenticated replication session over a Transport: outbound messages and
-// frames are encoded and sent strictly in call order; inbound ones are decoded,
-// order-checked by SessionOrder and only then handed to the engine. The first
-// bad input ends the session with an `error` message to the peer.
+// An authenticated, encrypted replication session over a Transport. Outbound messages and
+// frames are encoded, sealed (record-layer.ts) and sent strictly in call order; inbound
+// records are opened, decoded, order-checked by SessionOrder and only then handed to the
+// engine. The first bad input ends the session with an `error` to the peer, and the close
+// tells the engine it was a protocol error (not the peer's death).
 import { encodeControl, decodeControl } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { decodeFrame, encodeFrame, type BinaryFrame, type EncodeOptions } from "../protocol/frames.ts";
@@ -9,6 +10,7 @@ import { MAX_TEXT_FIELD } from "../protocol/limits.ts";
 import type { ControlMessage, NodeRole } from "../protocol/messages.ts";
 import type { Inbound, SessionOrder } from "../protocol/session-order.ts";
 import type { InboundMessage, Transport } from "../transport/transport.ts";
+import { RecordType, type RecordLayer, type RecordTypeCode } from "./record-layer.ts";
 
 export type ChannelEvent = Inbound;
 
@@ -27,6 +29,14 @@ export interface SessionFacts {
   order: SessionOrder;
 }
 
+const utf8 = new TextEncoder();
+/** Inbound messages read but not yet handled: above HIGH the transport stops reading, at LOW it reads again. */
+const INBOUND_HIGH_WATER = 16;
+const INBOUND_LOW_WATER = 4;
+
+/** A handler may return a promise: the next message waits for it (the secondary's disk is slower than the link). */
+export type ChannelHandler = (event: ChannelEvent) => void | Promise<void>;
+
 export class ReplicationChannel {
   readonly version: number;
   readonly localRole: NodeRole;
@@ -36,9 +46,13 @@ export class ReplicationChannel {
   private inbound: Promise<void> = Promise.resolve();
   private outbound: Promise<void> = Promise.resolve();
   private protocolError: ProtocolError | undefined;
+  private queuedInbound = 0;
+  private readingPaused = false;
+  private activityListener: (() => void) | undefined;
 
   constructor(
     private readonly transport: Transport,
+    private readonly records: RecordLayer,
     facts: SessionFacts,
   ) {
     this.version = facts.version;
@@ -54,7 +68,12 @@ export class ReplicationChannel {
   }
 
   get isOpen(): boolean {
-    return this.transport.isOpen;
+    return this.transport.isOpen && this.protocolError === undefined;
+  }
+
+  /** Whether we stopped reading from the peer (our handler is behind): silence now is ours, not the peer's. */
+  get receivingPaused(): boolean {
+    return this.readingPaused;
   }
 
   get bufferedAmount(): number {
@@ -65,10 +84,28 @@ export class ReplicationChannel {
     return this.transport.whenDrained(lowWaterMark);
   }
 
+  /**
+   * Called as each message arrives, before it is opened and decoded: the peer is alive even
+   * when a large frame ahead of its heartbeat takes a while to process.
+   */
+  onActivity(listener: () => void): void {
+    this.activityListener = listener;
+  }
+
   /** Starts delivery; messages that arrived before this call are delivered first, in order. */
-  onMessage(handler: (event: ChannelEvent) => void): void {
+  onMessage(handler: ChannelHandler): void {
     this.transport.onMessage((raw) => {
-      this.inbound = this.inbound.then(() => this.accept(raw, handler));
+      this.activityListener?.();
+      if (++this.queuedInbound > INBOUND_HIGH_WATER && !this.readingPaused) {
+        this.readingPaused = true;
+        this.transport.pauseReceiving();
+      }
+      this.inbound = this.inbound.then(() => this.accept(raw, handler)).finally(() => {
+        if (--this.queuedInbound <= INBOUND_LOW_WATER && this.readingPaused) {
+          this.readingPaused = false;
+          this.transport.resumeReceiving();
+        }
+      });
     });
   }
 
@@ -81,29 +118,38 @@ export class ReplicationChannel {
 
   /** Resolves with the bytes put on the wire (for metrics). */
   send(message: ControlMessage): Promise<number> {
-    return this.enqueueOutbound(async () => {
+    return this.enqueueOutbound(() => {
       const text = encodeControl(message);
       this.order.sent(message);
-      this.transport.sendText(text);
-      return utf8Length(text);
+      return this.seal(RecordType.control, utf8.encode(text));
     });
   }
 
-  /** Encoding (and compression) happens in the send queue, so frames never overtake earlier sends. */
-  sendFrame(frame: BinaryFrame, options?: EncodeOptions): Promise<number> {
-    return this.enqueueOutbound(async () => {
-      const bytes = await encodeFrame(frame, options);
-      this.transport.sendBinary(bytes);
-      return bytes.length;
+  /**
+   * Encodes (and compresses) the frame first, then takes its place in the send queue: a
+   * heartbeat sent meanwhile is not stuck behind a large frame's compression. A caller that
+   * needs frames in order awaits each sendFrame before sending the next.
+   */
+  async sendFrame(frame: BinaryFrame, options?: EncodeOptions): Promise<number> {
+    const bytes = await encodeFrame(frame, options);
+    return this.enqueueOutbound(() => {
+      this.order.sentFrame(frame);
+      return this.seal(RecordType.frame, bytes);
     });
   }
 
   /** Says goodbye (if still open) and closes. */
   async close(reason = "closing"): Promise<void> {
-    if (this.transport.isOpen && this.order.phase !== "closed") {
+    if (this.transport.isOpen && this.order.phase !== "closed" && this.protocolError === undefined) {
       await this.send({ type: "goodbye", reason: reason.slice(0, MAX_TEXT_FIELD) }).catch(() => undefined);
     }
     this.transport.close(reason);
+  }
+
+  private async seal(type: RecordTypeCode, payload: Uint8Array): Promise<number> {
+    const record = await this.records.seal(type, payload);
+    this.transport.sendBinary(record);
+    return record.length;
   }
 
   private enqueueOutbound<T>(work: () => Promise<T>): Promise<T> {
@@ -115,37 +161,35 @@ export class ReplicationChannel {
     return step;
   }
 
-  private async accept(raw: InboundMessage, handler: (event: ChannelEvent) => void): Promise<void> {
+  private async accept(raw: InboundMessage, handler: ChannelHandler): Promise<void> {
     // Not gated on isOpen: what the peer sent before closing (e.g. its goodbye) still counts.
     if (this.protocolError !== undefined) return;
     let event: ChannelEvent;
     try {
-      event = raw.kind === "text" ? { channel: "control", message: decodeControl(raw.text) } : { channel: "frame", frame: await decodeFrame(raw.bytes) };
+      if (raw.kind !== "binary") throw new ProtocolError("unauthenticated", "a text message after the handshake (everything is encrypted now)");
+      const { type, payload } = await this.records.open(raw.bytes);
+      event = type === RecordType.control
+        ? { channel: "control", message: decodeControl(new TextDecoder("utf-8", { fatal: true }).decode(payload)) }
+        : { channel: "frame", frame: await decodeFrame(payload) };
       this.order.receive(event);
     } catch (error) {
       this.reject(error instanceof ProtocolError ? error : new ProtocolError("malformed", "undecodable input", { cause: error }));
       return;
     }
-    handler(event);
+    try {
+      await handler(event);
+    } catch (error) {
+      // The engine found the input unusable (e.g. a delta that does not fit its replica).
+      this.reject(error instanceof ProtocolError ? error : new ProtocolError("inconsistent", (error as Error).message, { cause: error }));
+    }
   }
 
   private reject(error: ProtocolError): void {
     this.protocolError = error;
-    try {
-      this.transport.sendText(encodeControl({ type: "error", code: error.code, message: error.message.slice(0, MAX_TEXT_FIELD) }));
-    } catch {
-      // the pipe is already gone; closing below is all that is left
-    }
-    this.transport.close(`protocol violation: ${error.message}`);
+    const message: ControlMessage = { type: "error", code: error.code, message: error.message.slice(0, MAX_TEXT_FIELD) };
+    // Our direction is intact whatever the peer sent: tell it why, sealed, then close.
+    void this.enqueueOutbound(() => this.seal(RecordType.control, utf8.encode(encodeControl(message))))
+      .catch(() => undefined)
+      .finally(() => this.transport.close(`protocol violation: ${error.message}`));
   }
-}
-
-function utf8Length(text: string): number {
-  let bytes = text.length;
-  // Control messages are ASCII but for free-text fields; count the rest exactly.
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code >= 0x80) bytes += code >= 0x800 && (code < 0xd800 || code > 0xdfff) ? 2 : 1;
-  }
-  return bytes;
 }

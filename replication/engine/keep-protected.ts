@@ -1,8 +1,8 @@
-// Keeps a primary protected: whenever it has no secondary, it dials the secondary's
-// address again and runs a full resync with whoever answers; a peer that has seen a
-// higher epoch (it took over) fences this primary instead.
-import { handshake } from "../channel/handshake.ts";
-import { ProtocolError } from "../protocol/errors.ts";
+// Keeps a primary protected: whenever it has no secondary, it dials the secondary's address
+// again and runs a full resync with whoever answers there. A peer that proves the secret and
+// has seen a higher epoch (it took over) fences this primary; anything a peer merely claims
+// before proving the secret (an impostor on the port, a refusal) is only a failed attempt.
+import { StaleEpochError, handshake } from "../channel/handshake.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { PrimaryEngine } from "./primary.ts";
 
@@ -35,8 +35,8 @@ export function keepProtected(engine: PrimaryEngine, options: KeepProtectedOptio
       const channel = await handshake(transport, "primary", options.secret, { epoch: engine.epoch });
       await engine.protect(channel);
     } catch (error) {
-      if (error instanceof ProtocolError && error.code === "stale-epoch") {
-        engine.fence(`the secondary has taken over (${error.message})`);
+      if (error instanceof StaleEpochError) {
+        engine.fence(`the secondary proved the secret and has taken over (${error.message})`);
         stopped = true;
       } else {
         options.log?.(`primary: cannot reach a secondary: ${(error as Error).message}; retrying in ${retryMs} ms`);
@@ -47,7 +47,7 @@ export function keepProtected(engine: PrimaryEngine, options: KeepProtectedOptio
   };
 
   const schedule = () => {
-    if (stopped) return;
+    if (stopped || engine.state === "fenced" || engine.state === "closed") return;
     timer = setTimeout(() => void attempt().finally(schedule), retryMs);
   };
   const firstAttempt = attempt();

@@ -1,27 +1,56 @@
-// What a replication node counts: bytes on the wire by category, syncs, pages
-// per sync, how long the guest stood still and how long a sync's round trip took.
+// What a replication node counts: bytes on the wire by category, syncs, pages per sync
+// (as found changed and as sent), how long the guest stood still per sync, how long a sync
+// waited for its instruction boundary, and how long its round trip took.
 
 export type ByteCategory = "memoryPages" | "deviceState" | "ioLog" | "diskBlocks" | "diskCopy" | "control";
 
 export const BYTE_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy", "control"];
 
-/** Running summary of a duration series without keeping every sample. */
+const SAMPLES = 4096;
+
+/** A duration series: running totals, and the last SAMPLES values for percentiles. */
 export class DurationStats {
   count = 0;
   totalMs = 0;
   maxMs = 0;
   lastMs = 0;
+  readonly #ring = new Float64Array(SAMPLES);
 
   add(ms: number): void {
+    this.#ring[this.count % SAMPLES] = ms;
     this.count++;
     this.totalMs += ms;
     this.maxMs = Math.max(this.maxMs, ms);
     this.lastMs = ms;
   }
 
-  toJSON(): { count: number; meanMs: number; maxMs: number; lastMs: number } {
-    return { count: this.count, meanMs: this.count === 0 ? 0 : this.totalMs / this.count, maxMs: this.maxMs, lastMs: this.lastMs };
+  /** The p-th percentile (0-100) of the recent samples. */
+  percentile(p: number): number {
+    const n = Math.min(this.count, SAMPLES);
+    if (n === 0) return 0;
+    const sorted = this.#ring.slice(0, n).sort();
+    return sorted[Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1))]!;
   }
+
+  toJSON(): DurationSummary {
+    return {
+      count: this.count,
+      meanMs: this.count === 0 ? 0 : this.totalMs / this.count,
+      p50Ms: this.percentile(50),
+      p99Ms: this.percentile(99),
+      maxMs: this.maxMs,
+      lastMs: this.lastMs,
+    };
+  }
+}
+
+export interface DurationSummary {
+  count: number;
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  lastMs: number;
 }
 
 export interface MetricsSnapshot {
@@ -29,16 +58,21 @@ export interface MetricsSnapshot {
   state: string;
   epoch: number;
   bytes: Record<ByteCategory, number>;
-  /** Bytes that carried disk writes: the I/O log (io-log mode) or the written blocks. */
+  /** Bytes that carried disk writes: the I/O log and the blocks (inline or copied). */
   diskSyncBytes: number;
+  /** Changed pages × 4096: what the pages would cost sent whole. */
+  memoryPagesRawBytes: number;
   syncs: number;
   pagesSynced: number;
   pagesPerSync: number;
   writesSynced: number;
   /** io-log mode: writes whose data pages changed before capture and so travelled inline. */
   inlineWrites: number;
-  pauseMs: ReturnType<DurationStats["toJSON"]>;
-  roundTripMs: ReturnType<DurationStats["toJSON"]>;
+  /** How long the guest stood still per sync (the capture). */
+  pauseMs: DurationSummary;
+  /** From the guest's request (a write, a flush, output) to its capture; the guest runs meanwhile. */
+  captureDelayMs: DurationSummary;
+  roundTripMs: DurationSummary;
   initialSync?: { ms: number; bytes: number };
   failoverMs?: number;
   uptimeMs: number;
@@ -46,11 +80,13 @@ export interface MetricsSnapshot {
 
 export class ReplicationMetrics {
   readonly bytes: Record<ByteCategory, number> = { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, control: 0 };
+  memoryPagesRawBytes = 0;
   syncs = 0;
   pagesSynced = 0;
   writesSynced = 0;
   inlineWrites = 0;
   readonly pause = new DurationStats();
+  readonly captureDelay = new DurationStats();
   readonly roundTrip = new DurationStats();
   initialSync: { ms: number; bytes: number } | undefined;
   failoverMs: number | undefined;
@@ -75,12 +111,14 @@ export class ReplicationMetrics {
       epoch: this.epoch,
       bytes: { ...this.bytes },
       diskSyncBytes: this.bytes.ioLog + this.bytes.diskBlocks,
+      memoryPagesRawBytes: this.memoryPagesRawBytes,
       syncs: this.syncs,
       pagesSynced: this.pagesSynced,
       pagesPerSync: this.syncs === 0 ? 0 : this.pagesSynced / this.syncs,
       writesSynced: this.writesSynced,
       inlineWrites: this.inlineWrites,
       pauseMs: this.pause.toJSON(),
+      captureDelayMs: this.captureDelay.toJSON(),
       roundTripMs: this.roundTrip.toJSON(),
       ...(this.initialSync === undefined ? {} : { initialSync: this.initialSync }),
       ...(this.failoverMs === undefined ? {} : { failoverMs: this.failoverMs }),
@@ -94,8 +132,8 @@ export class ReplicationMetrics {
     const kib = (n: number) => (n / 1024).toFixed(0);
     return (
       `${s.role} ${s.state} epoch=${s.epoch} syncs=${s.syncs} pages/sync=${s.pagesPerSync.toFixed(1)} ` +
-      `pages=${kib(s.bytes.memoryPages)}KiB state=${kib(s.bytes.deviceState)}KiB iolog=${kib(s.bytes.ioLog)}KiB ` +
-      `blocks=${kib(s.bytes.diskBlocks)}KiB pause=${s.pauseMs.lastMs.toFixed(1)}ms rtt=${s.roundTripMs.lastMs.toFixed(1)}ms`
+      `pages=${kib(s.bytes.memoryPages)}KiB(raw ${kib(s.memoryPagesRawBytes)}KiB) state=${kib(s.bytes.deviceState)}KiB iolog=${kib(s.bytes.ioLog)}KiB ` +
+      `blocks=${kib(s.bytes.diskBlocks)}KiB pause p50/p99=${s.pauseMs.p50Ms.toFixed(2)}/${s.pauseMs.p99Ms.toFixed(2)}ms rtt=${s.roundTripMs.p50Ms.toFixed(1)}ms`
     );
   }
 }

@@ -1,22 +1,44 @@
-// The secondary: holds a replica that is never running (RAM filled page by page,
-// the last committed device state as bytes, its own disks), applies each sync
-// atomically at its commit, replays the sync's disk writes from its own memory
-// (I/O logging-replay) or writes the copied blocks, and acknowledges. When the
-// primary is lost it restores the last committed state and runs the guest.
-import { SECTOR_SIZE } from "../../emulator/block/backend.ts";
-import { gatherSegments } from "../../emulator/block/segments.ts";
+// The secondary: keeps a replica that never runs (RAM, the device state of the last
+// committed sync, its own disks), applies each sync all or nothing at its commit, replays
+// its disk writes from the replica's memory (I/O logging-replay) or writes the inline
+// blocks, and acknowledges. It takes over when it loses the primary (the link closes, or
+// the primary falls silent) — not when it refused the primary's input itself: a protocol
+// error detaches loudly and leaves the decision to the operator (`promote`). A replica that
+// is not consistent (an initial sync that did not finish, a disk operation that failed)
+// cannot be promoted, and says why.
 import { withoutUndefined } from "../../emulator/config.ts";
-import type { Machine } from "../../emulator/machine.ts";
-import { applyDelta, decodeMemorylessState, restoreMemorylessState } from "../../emulator/state/index.ts";
-import { VirtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
+import { Machine } from "../../emulator/machine.ts";
 import type { ChannelCloseInfo, ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
-import type { BinaryFrame, MemoryPagesFrame } from "../protocol/frames.ts";
-import { applyPages } from "../protocol/page-collect.ts";
-import type { ControlMessage, InitBeginMessage, SyncCommitMessage } from "../protocol/messages.ts";
+import type { BinaryFrame } from "../protocol/frames.ts";
+import type { ControlMessage, InitBeginMessage } from "../protocol/messages.ts";
 import { diskDigest } from "./disk-image.ts";
-import { ReplicationMetrics } from "./metrics.ts";
+import type { ReplicaGuest } from "./guest.ts";
+import { Liveness } from "./liveness.ts";
+import { replicaGuestOf } from "./machine-guest.ts";
+import { ReplicationMetrics, type ByteCategory } from "./metrics.ts";
+import type { SyncEvent } from "./primary.ts";
+import { Replica } from "./replica.ts";
+import { SyncAssembler } from "./sync-assembler.ts";
+import { StateMachine, type TransitionTable } from "./transitions.ts";
 
-export type SecondaryState = "waiting" | "initial-sync" | "replicating" | "promoting" | "active";
+/**
+ * waiting: no replica yet. initial-sync: a copy in progress (not usable). replicating: a
+ * primary attached, replica consistent as of the last commit. standby: consistent replica,
+ * no primary (it left, or its input was refused): `promote` to run it. failed: the replica
+ * is not consistent (see `failure`); only a new initial sync repairs it.
+ */
+export type SecondaryState = "waiting" | "initial-sync" | "replicating" | "standby" | "promoting" | "active" | "failed" | "closed";
+
+const SECONDARY_TRANSITIONS: TransitionTable<SecondaryState> = {
+  waiting: ["initial-sync", "closed"],
+  "initial-sync": ["replicating", "waiting", "failed", "closed"],
+  replicating: ["promoting", "standby", "failed", "closed"],
+  standby: ["promoting", "initial-sync", "failed", "closed"],
+  failed: ["initial-sync", "closed"],
+  promoting: ["active", "failed", "closed"],
+  active: ["closed"],
+  closed: [],
+};
 
 export interface SecondaryOptions {
   /** No word from the primary for this long while replicating means it is gone. */
@@ -26,47 +48,50 @@ export interface SecondaryOptions {
   log?: (line: string) => void;
 }
 
-interface StagedSync {
-  pages: MemoryPagesFrame[];
-  stateDelta: Uint8Array | undefined;
-  blocks: Extract<BinaryFrame, { kind: "disk-blocks" }>[];
-}
-
 const DEFAULT_PEER_TIMEOUT_MS = 2000;
+const HEARTBEAT_MS = 250;
+
+/** One attached primary: its channel, its liveness, the sync being assembled. */
+interface Attachment {
+  channel: ReplicationChannel;
+  liveness: Liveness;
+  heartbeat: ReturnType<typeof setInterval>;
+  assembler: SyncAssembler;
+  ended: boolean;
+}
 
 export class SecondaryEngine {
   readonly metrics = new ReplicationMetrics("secondary");
-  readonly #machine: Machine;
-  readonly #disks: VirtioBlkDisk[];
+  readonly #target: Machine | undefined;
+  readonly #guest: ReplicaGuest;
+  readonly #replica: Replica;
   readonly #options: Required<Omit<SecondaryOptions, "log">> & Pick<SecondaryOptions, "log">;
-  #state: SecondaryState = "waiting";
-  #channel: ReplicationChannel | undefined;
-  /** Local disk for each wire disk number of the session. */
-  #diskMap = new Map<number, VirtioBlkDisk>();
-  /** The last committed memory-less state, encoded. */
-  #committedState: Uint8Array | undefined;
-  #staged: StagedSync = emptyStage();
-  /** Applies run one after another; a takeover waits for the last one. */
-  #work: Promise<void> = Promise.resolve();
-  #lastHeard = 0;
-  #watchdog: ReturnType<typeof setInterval> | undefined;
+  readonly #fsm = new StateMachine<SecondaryState>("secondary", SECONDARY_TRANSITIONS, "waiting");
+  #attached: Attachment | undefined;
   #lossDetectedAt = 0;
-  #stateListeners = new Set<(state: SecondaryState, reason: string) => void>();
+  readonly #syncListeners = new Set<(event: SyncEvent) => void>();
 
-  /** `machine` comes from `Machine.createBlank` with the same disks (by id and size) as the primary's. */
-  constructor(machine: Machine, options: SecondaryOptions = {}) {
-    if (machine.state !== "blank") throw new Error(`secondary: the replica machine must be blank, it is ${machine.state}`);
-    this.#machine = machine;
-    this.#disks = machine.devices.filter((device): device is VirtioBlkDisk => device instanceof VirtioBlkDisk);
+  /** `target`: a blank Machine (`Machine.createBlank`) with the same disks, by name and size, as the primary's; or any ReplicaGuest. */
+  constructor(target: Machine | ReplicaGuest, options: SecondaryOptions = {}) {
+    this.#target = target instanceof Machine ? target : undefined;
+    this.#guest = target instanceof Machine ? replicaGuestOf(target) : target;
     this.#options = { peerTimeoutMs: DEFAULT_PEER_TIMEOUT_MS, autoFailover: true, ...withoutUndefined(options) };
+    this.#replica = new Replica(this.#guest, (reason) => this.#replicaFailed(reason));
+    this.metrics.state = this.#fsm.state;
+    this.#fsm.onChange((state, reason) => {
+      this.metrics.state = state;
+      this.#options.log?.(`secondary: ${reason}`);
+    });
   }
 
   get state(): SecondaryState {
-    return this.#state;
+    return this.#fsm.state;
   }
 
+  /** The replica's machine (when built from one). */
   get machine(): Machine {
-    return this.#machine;
+    if (this.#target === undefined) throw new Error("this secondary was built on a guest, not a Machine");
+    return this.#target;
   }
 
   /** The failover epoch this node has seen (raised by its own takeover); handshakes carry it. */
@@ -74,262 +99,257 @@ export class SecondaryEngine {
     return this.metrics.epoch;
   }
 
-  onStateChange(listener: (state: SecondaryState, reason: string) => void): () => void {
-    this.#stateListeners.add(listener);
-    return () => this.#stateListeners.delete(listener);
+  /** Why the replica cannot be promoted, when it cannot. */
+  get failure(): string | undefined {
+    return this.#replica.failure;
   }
 
-  /** Serves one authenticated session with a primary; refuses a second one while busy. */
-  async attach(channel: ReplicationChannel): Promise<void> {
-    if (this.#channel !== undefined || this.#state === "active" || this.#state === "promoting") {
-      await channel.close(this.#state === "active" ? "this node has taken over" : "a primary is already attached");
-      return;
-    }
-    this.#channel = channel;
-    this.#lastHeard = performance.now();
-    channel.onMessage((event) => this.#receive(channel, event));
-    channel.onClose((info) => this.#closed(channel, info));
-    // Tell the primary what our disks hold, so that equal ones are not copied.
-    for (const [number, disk] of this.#disks.entries()) {
-      const sha256 = await diskDigest(disk.backend);
-      this.#count("control", await channel.send({ type: "disk-digest", seq: 0, epoch: channel.epoch, disk: number, sha256 }));
-    }
-    this.#startWatchdog();
+  onStateChange(listener: (state: SecondaryState, reason: string) => void): () => void {
+    return this.#fsm.onChange((state, reason) => listener(state, reason));
+  }
+
+  /** Called after each applied sync. */
+  onSync(listener: (event: SyncEvent) => void): () => void {
+    this.#syncListeners.add(listener);
+    return () => this.#syncListeners.delete(listener);
   }
 
   /**
-   * Takes over: waits for the last commit to be applied, restores the last committed
-   * state into the replica and runs it. In-flight disk requests of that state are run
-   * again by the disks. Refused unless an initial sync completed.
+   * Serves one authenticated session with a primary; refuses a second one while busy. Never
+   * rejects: a primary that goes away meanwhile (even while the disks are hashed) is a loss.
+   */
+  async attach(channel: ReplicationChannel): Promise<void> {
+    if (this.#attached !== undefined || this.#fsm.is("active", "promoting", "closed")) {
+      await channel.close(this.#fsm.is("active") ? "this node has taken over" : "a primary is already attached").catch(() => undefined);
+      return;
+    }
+    const liveness = new Liveness({
+      timeoutMs: this.#options.peerTimeoutMs,
+      receivingPaused: () => channel.receivingPaused,
+      onSilent: (ms) => this.#lost(attachment, `no word from the primary for ${Math.round(ms)} ms`),
+    });
+    // Our own heartbeats: the primary hears us even while we are busy writing a large copy.
+    let heartbeatId = 0;
+    const heartbeat = setInterval(() => void this.#send(attachment, { type: "heartbeat", epoch: channel.epoch, id: ++heartbeatId }).catch(() => undefined), HEARTBEAT_MS);
+    const attachment: Attachment = { channel, liveness, heartbeat, assembler: new SyncAssembler(), ended: false };
+    this.#attached = attachment;
+    channel.onActivity(() => liveness.heard());
+    channel.onMessage((event) => this.#receive(attachment, event));
+    channel.onClose((info) => this.#closed(attachment, info));
+    liveness.start();
+    // Tell the primary what our disks hold, so that equal ones are not copied.
+    try {
+      for (const [number, disk] of this.#guest.disks.entries()) {
+        const sha256 = await diskDigest(disk.backend);
+        if (attachment.ended) return;
+        await this.#send(attachment, { type: "disk-digest", seq: 0, epoch: channel.epoch, disk: number, sha256 });
+      }
+    } catch (error) {
+      this.#lost(attachment, `could not offer the disk digests: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * Takes over: waits for every acknowledged sync to be on the replica's disks, loads the
+   * last committed state and runs the guest. In-flight disk requests of that state are run
+   * again by the disks. Refused (with the reason) unless the replica is consistent.
    */
   async promote(reason: string): Promise<void> {
-    if (this.#state !== "replicating") {
-      throw new Error(`promote: no consistent replica to run (state ${this.#state})`);
-    }
+    if (this.#fsm.is("failed")) throw new Error(`promote: the replica is not consistent: ${this.#replica.failure ?? "failed"}`);
+    if (!this.#fsm.is("replicating", "standby")) throw new Error(`promote: no consistent replica to run (state ${this.state})`);
     const started = this.#lossDetectedAt > 0 ? this.#lossDetectedAt : performance.now();
-    this.#setState("promoting", `taking over: ${reason}`);
-    this.#stopWatchdog();
-    const channel = this.#channel;
-    this.#channel = undefined;
-    const epoch = (channel?.epoch ?? this.metrics.epoch) + 1;
-    if (channel?.isOpen) {
+    this.#fsm.go("promoting", `taking over: ${reason}`);
+    const attachment = this.#attached;
+    const epoch = (attachment?.channel.epoch ?? this.metrics.epoch) + 1;
+    if (attachment !== undefined) {
+      this.#detach(attachment);
       // Fence the old primary: it must never acknowledge another guest write.
-      await channel.send({ type: "promoted", epoch }).catch(() => undefined);
-      await channel.close("secondary promoted");
+      if (attachment.channel.isOpen) await attachment.channel.send({ type: "promoted", epoch }).catch(() => undefined);
+      await attachment.channel.close("secondary promoted").catch(() => undefined);
     }
-    await this.#work;
-    const state = decodeMemorylessState(this.#committedState!);
-    restoreMemorylessState(this.#machine, state);
-    await Promise.all(this.#disks.map((disk) => disk.backend.flush()));
-    this.#machine.run();
+    try {
+      await this.#replica.start();
+    } catch (error) {
+      this.#fsm.go("failed", `takeover refused: ${(error as Error).message}`);
+      throw error;
+    }
     this.metrics.epoch = epoch;
     this.metrics.failoverMs = performance.now() - started;
-    this.#setState("active", `guest running on this node (epoch ${epoch}), takeover took ${this.metrics.failoverMs.toFixed(0)} ms`);
+    this.#fsm.go("active", `guest running on this node (epoch ${epoch}), takeover took ${this.metrics.failoverMs.toFixed(0)} ms`);
   }
 
   /** Leaves the session on purpose (no takeover follows). */
   async close(): Promise<void> {
-    this.#stopWatchdog();
-    const channel = this.#channel;
-    this.#channel = undefined;
-    await channel?.close("secondary shutting down");
+    const attachment = this.#attached;
+    if (attachment !== undefined) this.#detach(attachment);
+    if (!this.#fsm.is("closed")) this.#fsm.go("closed", "secondary shutting down");
+    await attachment?.channel.close("secondary shutting down");
   }
 
   // ------------------------------------------------------------ inbound
 
-  #receive(channel: ReplicationChannel, event: ChannelEvent): void {
-    if (channel !== this.#channel) return;
-    this.#lastHeard = performance.now();
-    if (event.channel === "frame") return this.#frame(event.frame);
+  #receive(attachment: Attachment, event: ChannelEvent): void | Promise<void> {
+    if (attachment.ended) return;
+    if (event.channel === "frame") return this.#frame(attachment, event.frame);
     const message = event.message;
     switch (message.type) {
       case "init-begin":
-        return this.#enqueue(() => this.#initBegin(message));
+        return this.#initBegin(attachment, message);
       case "disk-digest":
-        return this.#enqueue(() => this.#verifyDisk(message.disk, message.sha256));
+        return this.#replica.expectDigest(message.disk, message.sha256);
       case "init-end":
-        return this.#enqueue(async () => {
-          // Verifying big disks can take longer than the peer timeout, and the primary is
-          // silent until our init-ack: the watchdog counts from here, not from init-end's arrival.
-          this.#lastHeard = performance.now();
-          this.#setState("replicating", `initial sync complete (${message.pageCount} pages, ${message.stateBytes} state bytes)`);
-          await this.#send({ type: "init-ack", seq: 0, epoch: message.epoch });
-        });
-      case "sync-commit": {
-        const staged = this.#staged;
-        this.#staged = emptyStage();
-        return this.#enqueue(() => this.#commit(message, staged));
-      }
+        return this.#initEnd(attachment, message.pageCount, message.stateParts, message.epoch);
       case "heartbeat":
-        void this.#send({ type: "heartbeat-ack", epoch: message.epoch, id: message.id }).catch(() => undefined);
-        return;
+        return; // the activity itself is what counts (see attach)
       case "goodbye":
-        this.#options.log?.(`secondary: primary said goodbye (${message.reason}); not taking over`);
-        this.#detach("primary left deliberately");
-        return;
+        return this.#letGo(attachment, `the primary left deliberately (${message.reason}); not taking over`);
+      case "error":
+        return this.#letGo(attachment, `the primary reported ${message.code}: ${message.message}; not taking over`);
       default:
         return;
     }
   }
 
-  #frame(frame: BinaryFrame): void {
-    this.metrics.count(frameCategory(frame), frame.data === "zeros" ? 0 : frame.data.length);
-    if (frame.seq === 0) {
-      // Initial sync: written as it comes; the replica is not usable before init-end anyway.
-      switch (frame.kind) {
-        case "memory-pages":
-          return this.#enqueue(async () => this.#writePages(frame));
-        case "device-state":
-          this.#committedState = frame.data;
-          return;
-        case "disk-chunk": {
-          const disk = this.#diskMap.get(frame.disk)!;
-          const data = frame.data === "zeros" ? new Uint8Array(frame.length) : frame.data;
-          return this.#enqueue(() => disk.backend.write(frame.offset / SECTOR_SIZE, data));
-        }
-        default:
-          return;
-      }
-    }
+  #frame(attachment: Attachment, frame: BinaryFrame): void | Promise<void> {
+    this.metrics.count(categoryOf(frame), frameBytes(frame));
     switch (frame.kind) {
       case "memory-pages":
-        this.#staged.pages.push(frame);
-        return;
-      case "device-state":
-        this.#staged.stateDelta = frame.data;
-        return;
-      case "disk-blocks":
-        this.#staged.blocks.push(frame);
-        return;
-      default:
-        return;
+        return this.#replica.writeInitialPages(frame);
+      case "state-parts":
+        return this.#replica.setInitialState(frame.parts);
+      case "disk-chunk":
+        return this.#replica.writeChunk(frame.disk, frame.offset, frame.data === "zeros" ? new Uint8Array(frame.length) : frame.data);
+      default: {
+        const sync = attachment.assembler.add(frame);
+        if (sync === undefined) return;
+        const { io, ready } = this.#replica.apply(sync);
+        this.metrics.syncs++;
+        this.metrics.pagesSynced += sync.pages.length;
+        this.metrics.writesSynced += io.filter((entry) => entry.type === "write").length;
+        if (this.#syncListeners.size > 0) {
+          const event: SyncEvent = { role: "secondary", seq: sync.seq, pages: Uint32Array.from(sync.pages, (p) => p.page), bytes: emptyBytes(), io, pauseMs: 0, roundTripMs: 0 };
+          for (const listener of this.#syncListeners) listener(event);
+        }
+        // Acknowledged once staged and applied; a slow disk holds the ack, and so the primary.
+        return ready.then(() => this.#send(attachment, { type: "sync-ack", seq: sync.seq, epoch: attachment.channel.epoch })).catch(() => undefined);
+      }
     }
   }
 
-  async #initBegin(message: InitBeginMessage): Promise<void> {
-    this.#setState("initial-sync", `initial sync from the primary (epoch ${message.epoch}, ${message.diskMode})`);
+  #initBegin(attachment: Attachment, message: InitBeginMessage): void {
+    this.#fsm.go("initial-sync", `initial sync from the primary (epoch ${message.epoch}, ${message.diskMode})`);
     this.metrics.epoch = message.epoch;
-    if (message.memoryBytes !== this.#machine.ram.size) {
-      return this.#fail("memory-mismatch", `the primary has ${message.memoryBytes} bytes of RAM, this replica ${this.#machine.ram.size}`);
-    }
-    this.#diskMap.clear();
-    for (const descriptor of message.disks) {
-      const disk = this.#disks.find((d) => d.id === descriptor.name);
-      if (disk === undefined || disk.backend.sizeBytes !== descriptor.sizeBytes) {
-        return this.#fail("disk-mismatch", `the primary's disk ${descriptor.name} (${descriptor.sizeBytes} bytes) has no equal-sized disk here`);
-      }
-      this.#diskMap.set(descriptor.id, disk);
-      if (descriptor.sha256 !== undefined) await this.#verifyDisk(descriptor.id, descriptor.sha256);
-    }
+    const refusal = this.#replica.beginInitial(message.memoryBytes, message.disks);
+    if (refusal !== undefined) this.#refuse(attachment, "mismatch", refusal);
   }
 
-  async #verifyDisk(number: number, sha256: string): Promise<void> {
-    const disk = this.#diskMap.get(number)!;
-    const local = await diskDigest(disk.backend);
-    if (local !== sha256) await this.#fail("disk-mismatch", `disk ${disk.id} differs from the primary's after the copy`);
-  }
-
-  /** One sync, all or nothing as far as a takeover can see: it waits for this to finish. */
-  async #commit(message: SyncCommitMessage, staged: StagedSync): Promise<void> {
-    for (const frame of staged.pages) this.#writePages(frame);
-    if (staged.stateDelta !== undefined) this.#committedState = applyDelta(this.#committedState!, staged.stateDelta);
-    const ram = this.#machine.ram.bytes;
-    const inline = staged.blocks[Symbol.iterator]();
-    const writes: Promise<void>[] = [];
-    if (message.ioLog !== undefined) {
-      for (const entry of message.ioLog) {
-        if (entry.type === "flush") continue; // durability here matters only once this node runs the guest
-        const disk = this.#diskMap.get(entry.disk)!;
-        const data = entry.inline === true ? inline.next().value!.data : gatherSegments(ram, entry.segments);
-        writes.push(disk.backend.write(entry.sector, data));
-      }
-    } else {
-      for (const block of staged.blocks) writes.push(this.#diskMap.get(block.disk)!.backend.write(block.sector, block.data));
+  async #initEnd(attachment: Attachment, pageCount: number, stateParts: number, epoch: number): Promise<void> {
+    const problem = await this.#replica.finishInitial();
+    if (attachment.ended) return;
+    if (problem !== undefined) {
+      this.#fsm.go("failed", `initial sync refused: ${problem}`);
+      return this.#refuse(attachment, "disk-mismatch", problem);
     }
-    await Promise.all(writes);
-    this.metrics.syncs++;
-    this.metrics.pagesSynced += message.pageCount;
-    this.metrics.writesSynced += writes.length;
-    await this.#send({ type: "sync-ack", seq: message.seq, epoch: message.epoch });
-  }
-
-  #writePages(frame: MemoryPagesFrame): void {
-    const { ram } = this.#machine;
-    applyPages(frame, (gpa, bytes) => ram.write(gpa, bytes));
+    this.#fsm.go("replicating", `initial sync complete (${pageCount} pages, ${stateParts} state parts)`);
+    await this.#send(attachment, { type: "init-ack", seq: 0, epoch });
   }
 
   // ------------------------------------------------------------ losing the primary
 
-  #closed(channel: ReplicationChannel, info: ChannelCloseInfo): void {
-    if (channel !== this.#channel) return;
-    const why = info.error !== undefined ? `protocol error: ${info.error.message}` : info.reason;
-    this.#lost(`replication link closed (${why})`);
+  #closed(attachment: Attachment, info: ChannelCloseInfo): void {
+    if (info.error !== undefined) {
+      // We refused its input: a healthy primary may be running on. Not a reason to take over.
+      return this.#letGo(attachment, `refused the primary's input (${info.error.message}); NOT taking over: promote by hand if the primary is really gone`);
+    }
+    this.#lost(attachment, `replication link closed (${info.reason})`);
   }
 
-  #lost(reason: string): void {
-    if (this.#state === "replicating" && this.#options.autoFailover) {
+  /** The primary is gone without a word: take over (if allowed and consistent), else hold. */
+  #lost(attachment: Attachment, reason: string): void {
+    if (attachment.ended) return;
+    if (this.#fsm.is("replicating") && this.#options.autoFailover) {
       this.#lossDetectedAt = performance.now();
       void this.promote(`primary lost: ${reason}`).catch((error: unknown) => this.#options.log?.(`secondary: takeover failed: ${(error as Error).message}`));
       return;
     }
-    this.#detach(reason);
+    this.#letGo(attachment, reason);
   }
 
-  /** Back to waiting for a primary; an incomplete initial sync leaves nothing usable. */
-  #detach(reason: string): void {
-    this.#stopWatchdog();
-    const channel = this.#channel;
-    this.#channel = undefined;
-    void channel?.close(reason);
-    if (this.#state === "initial-sync") this.#setState("waiting", `initial sync abandoned: ${reason}`);
-    else if (this.#state === "replicating") this.#options.log?.(`secondary: ${reason}; holding the replica (promote to take over)`);
+  /** Ends the session without taking over: a consistent replica waits (standby), a partial copy is dropped. */
+  #letGo(attachment: Attachment, reason: string): void {
+    if (attachment.ended) return;
+    this.#detach(attachment);
+    void attachment.channel.close(reason.slice(0, 200)).catch(() => undefined);
+    if (this.#fsm.is("initial-sync")) this.#fsm.go("waiting", `initial sync abandoned: ${reason}`);
+    else if (this.#fsm.is("replicating")) this.#fsm.go("standby", `${reason}; holding the replica (promote to take over)`);
+    else this.#options.log?.(`secondary: ${reason}`);
   }
 
-  async #fail(code: string, message: string): Promise<void> {
+  #refuse(attachment: Attachment, code: string, message: string): void {
     this.#options.log?.(`secondary: refusing the session: ${message}`);
-    await this.#channel?.send({ type: "error", code, message }).catch(() => undefined);
-    this.#detach(message);
+    void this.#send(attachment, { type: "error", code, message: message.slice(0, 500) }).catch(() => undefined);
+    this.#letGo(attachment, message);
   }
 
-  #startWatchdog(): void {
-    this.#watchdog = setInterval(() => {
-      if (this.#state === "replicating" && performance.now() - this.#lastHeard > this.#options.peerTimeoutMs) {
-        this.#lost(`no word from the primary for ${this.#options.peerTimeoutMs} ms`);
-      }
-    }, Math.max(50, this.#options.peerTimeoutMs / 8));
+  #replicaFailed(reason: string): void {
+    if (this.#fsm.is("initial-sync", "replicating", "standby", "promoting")) {
+      this.#fsm.go("failed", `the replica is not consistent any more: ${reason}`);
+    }
+    const attachment = this.#attached;
+    if (attachment !== undefined) this.#refuse(attachment, "replica-failed", `the secondary cannot keep a replica: ${reason}`);
   }
 
-  #stopWatchdog(): void {
-    clearInterval(this.#watchdog);
-    this.#watchdog = undefined;
+  #detach(attachment: Attachment): void {
+    attachment.ended = true;
+    attachment.liveness.stop();
+    clearInterval(attachment.heartbeat);
+    attachment.assembler.discard();
+    if (this.#attached === attachment) this.#attached = undefined;
   }
 
-  #enqueue(work: () => Promise<void> | void): void {
-    this.#work = this.#work.then(work).catch((error: unknown) => this.#fail("apply-failed", (error as Error).message));
-  }
-
-  async #send(message: ControlMessage): Promise<void> {
-    const channel = this.#channel;
-    if (channel === undefined) return;
-    this.#count("control", await channel.send(message));
-  }
-
-  #count(category: "control", bytes: number): void {
-    this.metrics.count(category, bytes);
-  }
-
-  #setState(state: SecondaryState, reason: string): void {
-    this.#state = state;
-    this.metrics.state = state;
-    this.#options.log?.(`secondary: ${reason}`);
-    for (const listener of this.#stateListeners) listener(state, reason);
+  async #send(attachment: Attachment, message: ControlMessage): Promise<void> {
+    if (attachment.ended && message.type !== "error") return;
+    this.metrics.count("control", await attachment.channel.send(message));
   }
 }
 
-function emptyStage(): StagedSync {
-  return { pages: [], stateDelta: undefined, blocks: [] };
+function categoryOf(frame: BinaryFrame): ByteCategory {
+  switch (frame.kind) {
+    case "memory-pages":
+    case "page-updates":
+      return "memoryPages";
+    case "state-parts":
+    case "state-changes":
+      return "deviceState";
+    case "disk-blocks":
+      return "diskBlocks";
+    case "disk-chunk":
+      return "diskCopy";
+    case "sync-commit":
+      return "ioLog";
+  }
 }
 
-function frameCategory(frame: BinaryFrame): "memoryPages" | "deviceState" | "diskBlocks" | "diskCopy" {
-  return frame.kind === "memory-pages" ? "memoryPages" : frame.kind === "device-state" ? "deviceState" : frame.kind === "disk-blocks" ? "diskBlocks" : "diskCopy";
+/** Payload bytes of a received frame (headers and encryption not counted on this side). */
+function frameBytes(frame: BinaryFrame): number {
+  switch (frame.kind) {
+    case "memory-pages":
+      return frame.data.length;
+    case "state-parts":
+      return frame.parts.reduce((n, p) => n + p.length, 0);
+    case "disk-blocks":
+      return frame.data.length;
+    case "disk-chunk":
+      return frame.data === "zeros" ? 0 : frame.data.length;
+    case "page-updates":
+      return frame.updates.reduce((n, u) => n + u.bytes.length, 0);
+    case "state-changes":
+      return frame.changes.reduce((n, c) => n + c.bytes.length, 0);
+    case "sync-commit":
+      return frame.log.length * 20;
+  }
+}
+
+function emptyBytes(): SyncEvent["bytes"] {
+  return { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, control: 0 };
 }

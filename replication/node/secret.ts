@@ -1,6 +1,6 @@
 // Loads the replication shared secret for Node processes: from TWINVM_SECRET, or
 // from a file (whose surrounding whitespace is ignored, so `echo` output works).
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { MIN_SECRET_BYTES } from "../protocol/limits.ts";
 
 export const SECRET_ENV = "TWINVM_SECRET";
@@ -23,8 +23,14 @@ export async function loadSecret(source: SecretSource = {}): Promise<Uint8Array>
   if (source.file !== undefined) {
     let text: string;
     try {
+      // Like ssh with a private key: a secret others can read is not a secret.
+      const { mode } = await stat(source.file);
+      if ((mode & 0o077) !== 0 && process.platform !== "win32") {
+        throw new SecretError(`replication secret file ${source.file}: readable or writable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
+      }
       text = await readFile(source.file, "utf8");
     } catch (error) {
+      if (error instanceof SecretError) throw error;
       const code = (error as NodeJS.ErrnoException).code;
       const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : String(error);
       throw new SecretError(`replication secret file ${source.file}: ${why}`, { cause: error });

@@ -7,6 +7,12 @@ import { MAX_FRAME_BYTES } from "../protocol/limits.ts";
 import { TransportBase, TransportError, type Transport } from "../transport/transport.ts";
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+/** Connections still proving the secret at once; more are turned away (each can hold a buffer). */
+export const DEFAULT_MAX_PENDING_HANDSHAKES = 4;
+/** What a peer may send before it proved the secret: a handshake is well under 2 KiB. */
+export const DEFAULT_MAX_UNAUTHENTICATED_BYTES = 64 * 1024;
+/** A closing peer that does not answer our close within this is cut off. */
+const CLOSE_GRACE_MS = 1000;
 
 /** One ws connection as a Transport. bufferedAmount counts bytes whose send callback has not fired. */
 export class WsTransport extends TransportBase {
@@ -43,14 +49,19 @@ export class WsTransport extends TransportBase {
     this.transmit(bytes, bytes.length);
   }
 
-  /** Drops the connection at once, without the WebSocket close handshake (for a refused peer that would hold its socket open). */
-  terminate(): void {
-    this.socket.terminate();
+  override pauseReceiving(): void {
+    this.socket.pause();
+  }
+
+  override resumeReceiving(): void {
+    this.socket.resume();
   }
 
   protected closeUnderlying(reason: string): void {
     // Close reasons are limited to 123 bytes by RFC 6455.
     this.socket.close(1000, truncateUtf8(reason, 123));
+    // A peer that never answers the close (e.g. a refused one) must not linger.
+    setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS).unref();
   }
 
   private transmit(data: string | Uint8Array, size: number): void {
@@ -68,6 +79,10 @@ export interface ListenOptions {
   /** Default 0: an ephemeral port (see `port` on the result). */
   port?: number;
   allowNonLoopback?: boolean;
+  /** Connections proving the secret at once (default 4); more are turned away with close code 1013. */
+  maxPendingHandshakes?: number;
+  /** Bytes a peer may send before its handshake settles (default 64 KiB); more cuts it off. */
+  maxUnauthenticatedBytes?: number;
 }
 
 export interface ReplicationServer {
@@ -81,8 +96,12 @@ export function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
-/** Listens for replication peers; each accepted connection is handed over as a Transport. */
-export async function listenReplication(options: ListenOptions, onConnection: (transport: Transport) => void): Promise<ReplicationServer> {
+/**
+ * Listens for replication peers; each accepted connection is handed over as a Transport.
+ * `onConnection` returns the handshake's promise: until it settles the connection counts as
+ * pending (bounded in number and in the bytes it may send).
+ */
+export async function listenReplication(options: ListenOptions, onConnection: (transport: Transport) => void | Promise<unknown>): Promise<ReplicationServer> {
   const host = options.host ?? "127.0.0.1";
   if (!isLoopbackHost(host) && options.allowNonLoopback !== true) {
     throw new TransportError("config", `refusing to listen on ${host}: not a loopback address; pass allowNonLoopback to expose replication on a network`);
@@ -95,8 +114,30 @@ export async function listenReplication(options: ListenOptions, onConnection: (t
     );
   });
   const address = server.address() as AddressInfo;
+  const maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
+  const maxBytes = options.maxUnauthenticatedBytes ?? DEFAULT_MAX_UNAUTHENTICATED_BYTES;
+  let pending = 0;
   server.on("connection", (socket, request) => {
-    onConnection(new WsTransport(socket, `ws peer ${request.socket.remoteAddress ?? "?"}:${request.socket.remotePort ?? "?"}`));
+    if (pending >= maxPending) {
+      socket.close(1013, "too many connections waiting to authenticate; try again later");
+      setTimeout(() => socket.terminate(), CLOSE_GRACE_MS).unref();
+      return;
+    }
+    pending++;
+    // Count what arrives before the handshake settles, on the TCP socket itself: ws would
+    // otherwise buffer a whole message (up to the frame limit) before we see any of it.
+    let received = 0;
+    const count = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > maxBytes) request.socket.destroy();
+    };
+    request.socket.on("data", count);
+    const settled = () => {
+      pending--;
+      request.socket.off("data", count);
+    };
+    const transport = new WsTransport(socket, `ws peer ${request.socket.remoteAddress ?? "?"}:${request.socket.remotePort ?? "?"}`);
+    Promise.resolve(onConnection(transport)).then(settled, settled);
   });
   const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   return {

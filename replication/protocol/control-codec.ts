@@ -4,8 +4,8 @@
 import { Ajv, type ValidateFunction } from "ajv";
 import { CONTROL_SCHEMAS } from "./control-schemas.ts";
 import { ProtocolError } from "./errors.ts";
-import { MAX_CONTROL_BYTES, MAX_JSON_DEPTH, SECTOR_SIZE } from "./limits.ts";
-import type { ControlMessage, InitBeginMessage, SyncCommitMessage } from "./messages.ts";
+import { MAX_CONTROL_BYTES, MAX_JSON_DEPTH } from "./limits.ts";
+import type { ControlMessage, InitBeginMessage } from "./messages.ts";
 
 // Compiled once per process: ajv generates code per schema, which is the slow part.
 const validators: ReadonlyMap<string, ValidateFunction> = (() => {
@@ -53,7 +53,6 @@ export function encodeControl(message: ControlMessage): string {
 
 function checkConsistency(message: ControlMessage): void {
   if (message.type === "init-begin") checkInitBegin(message);
-  if (message.type === "sync-commit") checkSyncCommit(message);
 }
 
 function checkInitBegin(message: InitBeginMessage): void {
@@ -62,22 +61,6 @@ function checkInitBegin(message: InitBeginMessage): void {
   }
   const ids = new Set(message.disks.map((disk) => disk.id));
   if (ids.size !== message.disks.length) throw new ProtocolError("inconsistent", "init-begin: disk ids are not unique");
-}
-
-function checkSyncCommit(message: SyncCommitMessage): void {
-  if (message.ioLog !== undefined && message.blockWrites !== undefined) {
-    throw new ProtocolError("inconsistent", `sync-commit ${message.seq}: carries both ioLog and blockWrites`);
-  }
-  for (const [index, entry] of (message.ioLog ?? []).entries()) {
-    if (entry.type !== "write") continue;
-    const segmentBytes = entry.segments.reduce((sum, segment) => sum + segment.length, 0);
-    if (segmentBytes !== entry.sectors * SECTOR_SIZE) {
-      throw new ProtocolError(
-        "inconsistent",
-        `sync-commit ${message.seq}: ioLog[${index}] segments hold ${segmentBytes} bytes, ${entry.sectors} sectors need ${entry.sectors * SECTOR_SIZE}`,
-      );
-    }
-  }
 }
 
 function describeSchemaErrors(validate: ValidateFunction): string {

@@ -4,16 +4,12 @@
 import type { SchemaObject } from "ajv";
 import type { ControlType } from "./messages.ts";
 import {
-  MAX_BLOCK_WRITES,
   MAX_DISK_BYTES,
   MAX_DISKS,
   MAX_EPOCH,
-  MAX_IO_LOG_ENTRIES,
   MAX_MEMORY_BYTES,
   MAX_SAFE,
-  MAX_SECTORS_PER_BLOCK_FRAME,
-  MAX_SECTORS_PER_REQUEST,
-  MAX_SEGMENTS_PER_ENTRY,
+  MAX_STATE_PARTS,
   MAX_TEXT_FIELD,
   PAGE_SIZE,
   PROTOCOL_NAME,
@@ -36,30 +32,11 @@ const list = (items: SchemaObject, maxItems: number, minItems = 0): SchemaObject
 const epoch = uint(MAX_EPOCH);
 const version = { type: "integer", minimum: 1, maximum: 255 };
 const diskId = uint(MAX_DISKS - 1);
-const sector = uint(Math.floor(MAX_DISK_BYTES / 512));
 const sha256Hex = { type: "string", pattern: "^[0-9a-f]{64}$" };
 /** Standard base64 of 32 bytes: 43 characters and one '='. */
 const base64Of32 = { type: "string", pattern: "^[A-Za-z0-9+/]{43}=$" };
 const role = { enum: ["primary", "secondary"] };
 const errorCode = { type: "string", pattern: "^[a-z][a-z0-9-]{0,63}$" };
-
-const ioLogEntry: SchemaObject = {
-  oneOf: [
-    closedObject({
-      disk: diskId,
-      type: constant("write"),
-      sector,
-      sectors: { type: "integer", minimum: 1, maximum: MAX_SECTORS_PER_REQUEST },
-      segments: list(
-        closedObject({ gpa: uint(MAX_MEMORY_BYTES - 1), length: { type: "integer", minimum: 1, maximum: MAX_SECTORS_PER_REQUEST * 512 } }),
-        MAX_SEGMENTS_PER_ENTRY,
-        1,
-      ),
-      inline: constant(true),
-    }, ["inline"]),
-    closedObject({ disk: diskId, type: constant("flush") }),
-  ],
-};
 
 export const CONTROL_SCHEMAS: Record<ControlType, SchemaObject> = {
   challenge: closedObject({
@@ -96,29 +73,13 @@ export const CONTROL_SCHEMAS: Record<ControlType, SchemaObject> = {
     seq: constant(0),
     epoch,
     pageCount: uint(MAX_MEMORY_BYTES / PAGE_SIZE),
-    stateBytes: uint(MAX_SAFE),
+    stateParts: uint(MAX_STATE_PARTS),
   }),
   "init-ack": closedObject({ type: constant("init-ack"), seq: constant(0), epoch }),
 
-  "sync-commit": closedObject(
-    {
-      type: constant("sync-commit"),
-      seq: { type: "integer", minimum: 1, maximum: MAX_SAFE },
-      epoch,
-      pageCount: uint(MAX_MEMORY_BYTES / PAGE_SIZE),
-      stateDeltaBytes: uint(MAX_SAFE),
-      ioLog: list(ioLogEntry, MAX_IO_LOG_ENTRIES),
-      blockWrites: list(
-        closedObject({ disk: diskId, sector, sectors: { type: "integer", minimum: 1, maximum: MAX_SECTORS_PER_BLOCK_FRAME } }),
-        MAX_BLOCK_WRITES,
-      ),
-    },
-    ["ioLog", "blockWrites"],
-  ),
   "sync-ack": closedObject({ type: constant("sync-ack"), seq: { type: "integer", minimum: 1, maximum: MAX_SAFE }, epoch }),
 
   heartbeat: closedObject({ type: constant("heartbeat"), epoch, id: uint(MAX_SAFE) }),
-  "heartbeat-ack": closedObject({ type: constant("heartbeat-ack"), epoch, id: uint(MAX_SAFE) }),
   promoted: closedObject({ type: constant("promoted"), epoch: { type: "integer", minimum: 1, maximum: MAX_EPOCH } }),
   error: closedObject({ type: constant("error"), code: errorCode, message: text(MAX_TEXT_FIELD) }),
   goodbye: closedObject({ type: constant("goodbye"), reason: text(MAX_TEXT_FIELD) }),

@@ -8,9 +8,12 @@ export const FRAME_HEADER_BYTES = 24;
 
 export const FrameKind = {
   memoryPages: 1,
-  deviceState: 2,
+  stateParts: 2,
   diskBlocks: 3,
   diskChunk: 4,
+  pageUpdates: 5,
+  stateChanges: 6,
+  syncCommit: 7,
 } as const;
 export type FrameKindCode = (typeof FrameKind)[keyof typeof FrameKind];
 

@@ -1,5 +1,8 @@
-// The four binary frame kinds: their decoded shapes, and encode/decode between
-// those shapes and bytes. Layouts are tabled in PROTOCOL.md.
+// The binary frame kinds: their decoded shapes, and encode/decode between those shapes and
+// bytes. Layouts are tabled in PROTOCOL.md. Decoders check everything a frame can get wrong
+// on its own (lengths, order of lists, run deltas against a page); what depends on the
+// session (memory and disk sizes, the state a delta applies to) is checked by SessionOrder
+// and the secondary's sync assembler.
 import { deflate, inflateExact } from "./compression.ts";
 import { ProtocolError } from "./errors.ts";
 import { FRAME_HEADER_BYTES, FrameFlag, FrameKind, readFrameHeader, writeFrameHeader } from "./frame-header.ts";
@@ -9,18 +12,25 @@ import {
   MAX_DISK_CHUNK_BYTES,
   MAX_DISKS,
   MAX_FRAME_BYTES,
+  MAX_IO_LOG_ENTRIES,
+  MAX_MEMORY_BYTES,
+  MAX_PAGE_UPDATES_PER_FRAME,
   MAX_PAGES_PER_FRAME,
   MAX_SECTORS_PER_BLOCK_FRAME,
+  MAX_SECTORS_PER_REQUEST,
+  MAX_SEGMENTS_PER_ENTRY,
+  MAX_STATE_PARTS,
   PAGE_SIZE,
   SECTOR_SIZE,
 } from "./limits.ts";
+import { parseRunDelta } from "./run-delta.ts";
 
 interface FrameBase {
   seq: number;
   epoch: number;
 }
 
-/** Guest pages of one sync; all-zero pages travel as indices only. */
+/** Initial sync: guest pages; all-zero pages travel as indices only. */
 export interface MemoryPagesFrame extends FrameBase {
   kind: "memory-pages";
   /** Strictly increasing indices of the pages in `data`. */
@@ -31,14 +41,13 @@ export interface MemoryPagesFrame extends FrameBase {
   zeroIndices: Uint32Array;
 }
 
-export interface DeviceStateFrame extends FrameBase {
-  kind: "device-state";
-  /** full: a whole state (initial sync); delta: changes since the last committed seq. The bytes are the emulator's. */
-  mode: "full" | "delta";
-  data: Uint8Array;
+/** Initial sync: the whole device state as its parts (emulator/state/state-parts.ts). */
+export interface StatePartsFrame extends FrameBase {
+  kind: "state-parts";
+  parts: Uint8Array[];
 }
 
-/** dirty-block-copy: the data of one announced block write. */
+/** dirty-block-copy writes, and io-log writes marked `inline`: the data of one write (or a piece). */
 export interface DiskBlocksFrame extends FrameBase {
   kind: "disk-blocks";
   disk: number;
@@ -57,7 +66,87 @@ export interface DiskChunkFrame extends FrameBase {
   data: Uint8Array | "zeros";
 }
 
-export type BinaryFrame = MemoryPagesFrame | DeviceStateFrame | DiskBlocksFrame | DiskChunkFrame;
+/** How one page travels in a sync: all zeros, whole, or as a run delta against the copy the secondary holds. */
+export type PageEncoding = "zero" | "full" | "runs";
+
+export interface PageUpdate {
+  page: number;
+  encoding: PageEncoding;
+  /** zero: empty; full: PAGE_SIZE bytes; runs: a run delta (protocol/run-delta.ts) over PAGE_SIZE bytes. */
+  bytes: Uint8Array;
+}
+
+/** Sync N: changed guest pages, strictly increasing page numbers. */
+export interface PageUpdatesFrame extends FrameBase {
+  kind: "page-updates";
+  updates: PageUpdate[];
+}
+
+export interface PartChange {
+  index: number;
+  encoding: "full" | "runs";
+  /** The part's length after the change. */
+  length: number;
+  /** full: `length` bytes; runs: a run delta against the part as of sync N-1. */
+  bytes: Uint8Array;
+}
+
+/** Sync N: the device-state parts that changed, strictly increasing indices below partCount. */
+export interface StateChangesFrame extends FrameBase {
+  kind: "state-changes";
+  /** How many parts the state has after sync N (parts at or past it are dropped). */
+  partCount: number;
+  changes: PartChange[];
+}
+
+export interface GuestSegment {
+  /** Guest-physical address of a request's buffer. */
+  gpa: number;
+  length: number;
+}
+
+/**
+ * A disk write to replay: from the secondary's replica memory at `segments`, or, when
+ * `inline` (dirty-block-copy mode, or a write whose buffer the guest changed before the
+ * capture), from the sync's disk-blocks frames, in order; an inline write has no segments.
+ */
+export interface IoLogWrite {
+  type: "write";
+  disk: number;
+  sector: number;
+  sectors: number;
+  segments: GuestSegment[];
+  inline?: true;
+}
+
+/** The guest flushed the disk: the secondary makes what it replayed durable. */
+export interface IoLogFlush {
+  type: "flush";
+  disk: number;
+}
+
+export type IoLogEntry = IoLogWrite | IoLogFlush;
+
+/**
+ * Sync N ends: counts of the frames that came before it (a check that none was lost or
+ * added) and the I/O log, in guest submission order.
+ */
+export interface SyncCommitFrame extends FrameBase {
+  kind: "sync-commit";
+  pageUpdates: number;
+  stateChanges: number;
+  blockFrames: number;
+  log: IoLogEntry[];
+}
+
+export type BinaryFrame =
+  | MemoryPagesFrame
+  | StatePartsFrame
+  | DiskBlocksFrame
+  | DiskChunkFrame
+  | PageUpdatesFrame
+  | StateChangesFrame
+  | SyncCommitFrame;
 export type BinaryFrameKind = BinaryFrame["kind"];
 
 export interface EncodeOptions {
@@ -65,14 +154,34 @@ export interface EncodeOptions {
   compress?: boolean;
 }
 
-const KIND_HEADER_BYTES = { "memory-pages": 8, "device-state": 8, "disk-blocks": 16, "disk-chunk": 16 } as const;
-const STATE_MODES = ["full", "delta"] as const;
+const KIND_CODE = {
+  "memory-pages": FrameKind.memoryPages,
+  "state-parts": FrameKind.stateParts,
+  "disk-blocks": FrameKind.diskBlocks,
+  "disk-chunk": FrameKind.diskChunk,
+  "page-updates": FrameKind.pageUpdates,
+  "state-changes": FrameKind.stateChanges,
+  "sync-commit": FrameKind.syncCommit,
+} as const;
+const KIND_HEADER_BYTES: Record<BinaryFrameKind, number> = {
+  "memory-pages": 8,
+  "state-parts": 8,
+  "disk-blocks": 16,
+  "disk-chunk": 16,
+  "page-updates": 8,
+  "state-changes": 12,
+  "sync-commit": 24,
+};
+const PAGE_ENCODINGS: readonly PageEncoding[] = ["zero", "full", "runs"];
+const PART_ENCODINGS = [undefined, "full", "runs"] as const;
+const IO_TYPES = [undefined, "write", "flush"] as const;
+const SEGMENT_BYTES = 12;
+const IO_ENTRY_BYTES = 20;
 
 // ---------------------------------------------------------------- encoding
 
 export async function encodeFrame(frame: BinaryFrame, options: EncodeOptions = {}): Promise<Uint8Array> {
-  checkEncodable(frame);
-  const raw = dataSection(frame);
+  const { kindHeader, prefix, data: raw } = layout(frame);
   let data = raw;
   let flags = frame.kind === "disk-chunk" && frame.data === "zeros" ? FrameFlag.zeroChunk : 0;
   if (options.compress === true && raw.length > 0) {
@@ -82,55 +191,101 @@ export async function encodeFrame(frame: BinaryFrame, options: EncodeOptions = {
       flags |= FrameFlag.compressed;
     }
   }
-  const prefix = frame.kind === "memory-pages" ? (frame.indices.length + frame.zeroIndices.length) * 4 : 0;
-  const kindHeaderBytes = KIND_HEADER_BYTES[frame.kind];
-  const total = FRAME_HEADER_BYTES + kindHeaderBytes + prefix + data.length;
+  const total = FRAME_HEADER_BYTES + kindHeader.length + prefix.length + data.length;
   if (total > MAX_FRAME_BYTES) throw new ProtocolError("oversized", `${frame.kind} frame would be ${total} bytes, limit ${MAX_FRAME_BYTES}`);
-
   const out = new Uint8Array(total);
-  const view = new DataView(out.buffer);
-  writeFrameHeader(view, { kind: FrameKind[kindKey(frame.kind)], flags, seq: frame.seq, epoch: frame.epoch, bodyLength: total - FRAME_HEADER_BYTES });
-  const k = FRAME_HEADER_BYTES;
-  switch (frame.kind) {
-    case "memory-pages": {
-      view.setUint32(k, frame.indices.length, true);
-      view.setUint32(k + 4, frame.zeroIndices.length, true);
-      let at = k + 8;
-      for (const list of [frame.indices, frame.zeroIndices]) {
-        for (const index of list) {
-          view.setUint32(at, index, true);
-          at += 4;
-        }
-      }
-      break;
-    }
-    case "device-state":
-      view.setUint8(k, STATE_MODES.indexOf(frame.mode));
-      view.setUint32(k + 4, frame.data.length, true);
-      break;
-    case "disk-blocks":
-      view.setUint16(k, frame.disk, true);
-      view.setUint32(k + 4, frame.data.length / SECTOR_SIZE, true);
-      view.setBigUint64(k + 8, BigInt(frame.sector), true);
-      break;
-    case "disk-chunk":
-      view.setUint16(k, frame.disk, true);
-      view.setUint32(k + 4, frame.length, true);
-      view.setBigUint64(k + 8, BigInt(frame.offset), true);
-      break;
-  }
+  writeFrameHeader(new DataView(out.buffer), { kind: KIND_CODE[frame.kind], flags, seq: frame.seq, epoch: frame.epoch, bodyLength: total - FRAME_HEADER_BYTES });
+  out.set(kindHeader, FRAME_HEADER_BYTES);
+  out.set(prefix, FRAME_HEADER_BYTES + kindHeader.length);
   out.set(data, total - data.length);
   return out;
 }
 
-function kindKey(kind: BinaryFrameKind): keyof typeof FrameKind {
-  const keys = { "memory-pages": "memoryPages", "device-state": "deviceState", "disk-blocks": "diskBlocks", "disk-chunk": "diskChunk" } as const;
-  return keys[kind];
-}
-
-function dataSection(frame: BinaryFrame): Uint8Array {
-  if (frame.kind === "disk-chunk" && frame.data === "zeros") return new Uint8Array(0);
-  return frame.data as Uint8Array;
+/** A frame as its kind header, an uncompressed prefix and the (compressible) data section. */
+function layout(frame: BinaryFrame): { kindHeader: Uint8Array; prefix: Uint8Array; data: Uint8Array } {
+  checkEncodable(frame);
+  const kindHeader = new Uint8Array(KIND_HEADER_BYTES[frame.kind]);
+  const head = new DataView(kindHeader.buffer);
+  const empty = new Uint8Array(0);
+  switch (frame.kind) {
+    case "memory-pages": {
+      head.setUint32(0, frame.indices.length, true);
+      head.setUint32(4, frame.zeroIndices.length, true);
+      const prefix = new Uint8Array((frame.indices.length + frame.zeroIndices.length) * 4);
+      const view = new DataView(prefix.buffer);
+      [...frame.indices, ...frame.zeroIndices].forEach((index, i) => view.setUint32(i * 4, index, true));
+      return { kindHeader, prefix, data: frame.data };
+    }
+    case "state-parts": {
+      const writer = new ByteWriter(4 * frame.parts.length + frame.parts.reduce((n, p) => n + p.length, 0));
+      for (const part of frame.parts) writer.u32(part.length);
+      for (const part of frame.parts) writer.bytes(part);
+      head.setUint32(0, frame.parts.length, true);
+      head.setUint32(4, writer.length, true);
+      return { kindHeader, prefix: empty, data: writer.finish() };
+    }
+    case "disk-blocks":
+      head.setUint16(0, frame.disk, true);
+      head.setUint32(4, frame.data.length / SECTOR_SIZE, true);
+      head.setBigUint64(8, BigInt(frame.sector), true);
+      return { kindHeader, prefix: empty, data: frame.data };
+    case "disk-chunk":
+      head.setUint16(0, frame.disk, true);
+      head.setUint32(4, frame.length, true);
+      head.setBigUint64(8, BigInt(frame.offset), true);
+      return { kindHeader, prefix: empty, data: frame.data === "zeros" ? empty : frame.data };
+    case "page-updates": {
+      const writer = new ByteWriter(frame.updates.reduce((n, u) => n + 8 + u.bytes.length, 0));
+      for (const update of frame.updates) {
+        writer.u32(update.page);
+        writer.u8(PAGE_ENCODINGS.indexOf(update.encoding));
+        writer.u8(0);
+        writer.u16(update.bytes.length);
+        writer.bytes(update.bytes);
+      }
+      head.setUint32(0, frame.updates.length, true);
+      head.setUint32(4, writer.length, true);
+      return { kindHeader, prefix: empty, data: writer.finish() };
+    }
+    case "state-changes": {
+      const writer = new ByteWriter(frame.changes.reduce((n, c) => n + 16 + c.bytes.length, 0));
+      for (const change of frame.changes) {
+        writer.u32(change.index);
+        writer.u8(PART_ENCODINGS.indexOf(change.encoding));
+        writer.u8(0);
+        writer.u16(0);
+        writer.u32(change.length);
+        writer.u32(change.bytes.length);
+        writer.bytes(change.bytes);
+      }
+      head.setUint32(0, frame.partCount, true);
+      head.setUint32(4, frame.changes.length, true);
+      head.setUint32(8, writer.length, true);
+      return { kindHeader, prefix: empty, data: writer.finish() };
+    }
+    case "sync-commit": {
+      const writer = new ByteWriter(frame.log.reduce((n, e) => n + IO_ENTRY_BYTES + (e.type === "flush" ? 0 : e.segments.length * SEGMENT_BYTES), 0));
+      for (const entry of frame.log) {
+        writer.u8(IO_TYPES.indexOf(entry.type));
+        writer.u8(entry.type === "write" && entry.inline === true ? 1 : 0);
+        writer.u16(entry.disk);
+        const segments = entry.type === "flush" ? [] : entry.segments;
+        writer.u32(entry.type === "flush" ? 0 : entry.sectors);
+        writer.u64(entry.type === "flush" ? 0 : entry.sector);
+        writer.u32(segments.length);
+        for (const segment of segments) {
+          writer.u64(segment.gpa);
+          writer.u32(segment.length);
+        }
+      }
+      head.setUint32(0, frame.pageUpdates, true);
+      head.setUint32(4, frame.stateChanges, true);
+      head.setUint32(8, frame.blockFrames, true);
+      head.setUint32(12, frame.log.length, true);
+      head.setUint32(16, writer.length, true);
+      return { kindHeader, prefix: empty, data: writer.finish() };
+    }
+  }
 }
 
 /** The encoder applies the decoder's rules too, so a frame we send is one we would accept. */
@@ -145,8 +300,8 @@ function checkEncodable(frame: BinaryFrame): void {
       if (frame.data.length !== frame.indices.length * PAGE_SIZE) fail("data is not indices.length pages");
       checkPageIndices(frame.indices, frame.zeroIndices);
       break;
-    case "device-state":
-      if (frame.data.length > MAX_DEVICE_STATE_BYTES) fail(`state of ${frame.data.length} bytes`);
+    case "state-parts":
+      checkParts(frame.parts.length, frame.parts.reduce((n, p) => n + p.length, 0));
       break;
     case "disk-blocks":
       checkBlockExtent(frame.disk, frame.sector, frame.data.length);
@@ -154,6 +309,15 @@ function checkEncodable(frame: BinaryFrame): void {
     case "disk-chunk":
       checkChunkExtent(frame.disk, frame.offset, frame.length);
       if (frame.data !== "zeros" && frame.data.length !== frame.length) fail("data length differs from length");
+      break;
+    case "page-updates":
+      checkPageUpdates(frame.updates);
+      break;
+    case "state-changes":
+      checkStateChanges(frame.partCount, frame.changes);
+      break;
+    case "sync-commit":
+      checkIoLog(frame.log);
       break;
   }
 }
@@ -166,19 +330,21 @@ export async function decodeFrame(bytes: Uint8Array): Promise<BinaryFrame> {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const base = { seq: header.seq, epoch: header.epoch };
   const k = FRAME_HEADER_BYTES;
-  const need = (kindHeaderBytes: number): void => {
-    if (header.bodyLength < kindHeaderBytes) throw new ProtocolError("truncated", `frame body too short for its ${kindHeaderBytes}-byte kind header`);
-  };
+  const kindName = (Object.keys(KIND_CODE) as BinaryFrameKind[]).find((name) => KIND_CODE[name] === header.kind)!;
+  if (header.bodyLength < KIND_HEADER_BYTES[kindName]) {
+    throw new ProtocolError("truncated", `${kindName} frame body too short for its ${KIND_HEADER_BYTES[kindName]}-byte kind header`);
+  }
   const compressed = (header.flags & FrameFlag.compressed) !== 0;
   if ((header.flags & FrameFlag.zeroChunk) !== 0 && header.kind !== FrameKind.diskChunk) {
     throw new ProtocolError("malformed", "zero-chunk flag on a frame that is not a disk chunk");
   }
+  const section = bytes.subarray(k + KIND_HEADER_BYTES[kindName]);
+  const u32 = (at: number) => view.getUint32(k + at, true);
 
   switch (header.kind) {
     case FrameKind.memoryPages: {
-      need(8);
-      const dataPages = view.getUint32(k, true);
-      const zeroPages = view.getUint32(k + 4, true);
+      const dataPages = u32(0);
+      const zeroPages = u32(4);
       if (dataPages + zeroPages > MAX_PAGES_PER_FRAME) {
         throw new ProtocolError("oversized", `memory frame of ${dataPages + zeroPages} pages, limit ${MAX_PAGES_PER_FRAME}`);
       }
@@ -190,37 +356,96 @@ export async function decodeFrame(bytes: Uint8Array): Promise<BinaryFrame> {
       const data = await dataOf(bytes.subarray(indicesEnd), compressed, dataPages * PAGE_SIZE, "memory frame");
       return { kind: "memory-pages", ...base, indices, data, zeroIndices };
     }
-    case FrameKind.deviceState: {
-      need(8);
-      const modeCode = view.getUint8(k);
-      const mode = STATE_MODES[modeCode];
-      if (mode === undefined || view.getUint8(k + 1) !== 0 || view.getUint16(k + 2, true) !== 0) {
-        throw new ProtocolError("malformed", `device-state frame mode byte ${modeCode} or reserved bytes not zero`);
-      }
-      const length = view.getUint32(k + 4, true);
-      if (length > MAX_DEVICE_STATE_BYTES) throw new ProtocolError("oversized", `device state of ${length} bytes, limit ${MAX_DEVICE_STATE_BYTES}`);
-      const data = await dataOf(bytes.subarray(k + 8), compressed, length, "device-state frame");
-      return { kind: "device-state", ...base, mode, data };
+    case FrameKind.stateParts: {
+      const count = u32(0);
+      const dataBytes = u32(4);
+      if (count > MAX_STATE_PARTS) throw new ProtocolError("oversized", `${count} state parts, limit ${MAX_STATE_PARTS}`);
+      if (dataBytes > MAX_DEVICE_STATE_BYTES + 4 * count) throw new ProtocolError("oversized", `device state of ${dataBytes} bytes, limit ${MAX_DEVICE_STATE_BYTES}`);
+      const reader = new ByteReader(await dataOf(section, compressed, dataBytes, "state-parts frame"), "state-parts frame");
+      const lengths = Array.from({ length: count }, () => reader.u32());
+      const parts = lengths.map((length) => reader.bytes(length));
+      reader.end();
+      return { kind: "state-parts", ...base, parts };
     }
     case FrameKind.diskBlocks: {
-      need(16);
       const { disk, count: sectors, position: sector } = readExtentHeader(view, k);
       checkBlockExtent(disk, sector, sectors * SECTOR_SIZE);
-      const data = await dataOf(bytes.subarray(k + 16), compressed, sectors * SECTOR_SIZE, "disk-blocks frame");
+      const data = await dataOf(section, compressed, sectors * SECTOR_SIZE, "disk-blocks frame");
       return { kind: "disk-blocks", ...base, disk, sector, data };
     }
     case FrameKind.diskChunk: {
-      need(16);
       const { disk, count: length, position: offset } = readExtentHeader(view, k);
       checkChunkExtent(disk, offset, length);
       if ((header.flags & FrameFlag.zeroChunk) !== 0) {
         if (header.bodyLength !== 16 || compressed) throw new ProtocolError("malformed", "zero chunk carries data or a compressed flag");
         return { kind: "disk-chunk", ...base, disk, offset, length, data: "zeros" };
       }
-      const data = await dataOf(bytes.subarray(k + 16), compressed, length, "disk-chunk frame");
+      const data = await dataOf(section, compressed, length, "disk-chunk frame");
       return { kind: "disk-chunk", ...base, disk, offset, length, data };
     }
+    case FrameKind.pageUpdates: {
+      const count = u32(0);
+      if (count > MAX_PAGE_UPDATES_PER_FRAME) throw new ProtocolError("oversized", `${count} page updates in a frame, limit ${MAX_PAGE_UPDATES_PER_FRAME}`);
+      const reader = new ByteReader(await dataOf(section, compressed, u32(4), "page-updates frame"), "page-updates frame");
+      const updates: PageUpdate[] = [];
+      for (let i = 0; i < count; i++) {
+        const page = reader.u32();
+        const encoding = PAGE_ENCODINGS[reader.u8()];
+        if (encoding === undefined || reader.u8() !== 0) throw new ProtocolError("malformed", `page update ${i}: unknown encoding or reserved byte set`);
+        updates.push({ page, encoding, bytes: reader.bytes(reader.u16()) });
+      }
+      reader.end();
+      checkPageUpdates(updates);
+      return { kind: "page-updates", ...base, updates };
+    }
+    case FrameKind.stateChanges: {
+      const partCount = u32(0);
+      const count = u32(4);
+      if (count > partCount) throw new ProtocolError("inconsistent", `${count} changed parts of a ${partCount}-part state`);
+      const reader = new ByteReader(await dataOf(section, compressed, u32(8), "state-changes frame"), "state-changes frame");
+      const changes: PartChange[] = [];
+      for (let i = 0; i < count; i++) {
+        const index = reader.u32();
+        const encoding = PART_ENCODINGS[reader.u8()];
+        if (encoding === undefined || reader.u8() !== 0 || reader.u16() !== 0) throw new ProtocolError("malformed", `state change ${i}: unknown encoding or reserved bytes set`);
+        const length = reader.u32();
+        changes.push({ index, encoding, length, bytes: reader.bytes(reader.u32()) });
+      }
+      reader.end();
+      checkStateChanges(partCount, changes);
+      return { kind: "state-changes", ...base, partCount, changes };
+    }
+    case FrameKind.syncCommit: {
+      const entries = u32(12);
+      if (entries > MAX_IO_LOG_ENTRIES) throw new ProtocolError("oversized", `${entries} I/O log entries, limit ${MAX_IO_LOG_ENTRIES}`);
+      if (u32(20) !== 0) throw new ProtocolError("malformed", "sync-commit reserved bytes are not zero");
+      const reader = new ByteReader(await dataOf(section, compressed, u32(16), "sync-commit frame"), "sync-commit frame");
+      const log: IoLogEntry[] = [];
+      for (let i = 0; i < entries; i++) log.push(readIoEntry(reader, i));
+      reader.end();
+      checkIoLog(log);
+      return { kind: "sync-commit", ...base, pageUpdates: u32(0), stateChanges: u32(4), blockFrames: u32(8), log };
+    }
   }
+  throw new ProtocolError("unknown-kind", `frame kind ${header.kind}`);
+}
+
+function readIoEntry(reader: ByteReader, index: number): IoLogEntry {
+  const type = IO_TYPES[reader.u8()];
+  const flags = reader.u8();
+  const disk = reader.u16();
+  const sectors = reader.u32();
+  const sector = reader.u64();
+  const segmentCount = reader.u32();
+  if (type === undefined) throw new ProtocolError("malformed", `I/O log entry ${index}: unknown type`);
+  if (segmentCount > MAX_SEGMENTS_PER_ENTRY) throw new ProtocolError("oversized", `I/O log entry ${index}: ${segmentCount} segments, limit ${MAX_SEGMENTS_PER_ENTRY}`);
+  const segments = Array.from({ length: segmentCount }, () => ({ gpa: reader.u64(), length: reader.u32() }));
+  if (type === "flush") {
+    if (flags !== 0 || sectors !== 0 || sector !== 0 || segmentCount !== 0) throw new ProtocolError("malformed", `I/O log entry ${index}: a flush with an extent or flags`);
+    return { type, disk };
+  }
+  if ((flags & ~1) !== 0) throw new ProtocolError("malformed", `I/O log entry ${index}: unknown flags ${flags}`);
+  return { type, disk, sector, sectors, segments, ...(flags === 1 ? { inline: true as const } : {}) };
 }
 
 function readExtentHeader(view: DataView, at: number): { disk: number; count: number; position: number } {
@@ -231,6 +456,7 @@ function readExtentHeader(view: DataView, at: number): { disk: number; count: nu
 }
 
 async function dataOf(section: Uint8Array, compressed: boolean, expectedLength: number, what: string): Promise<Uint8Array> {
+  if (expectedLength > MAX_FRAME_BYTES) throw new ProtocolError("oversized", `${what}: declares ${expectedLength} data bytes, limit ${MAX_FRAME_BYTES}`);
   if (compressed) return inflateExact(section, expectedLength, what);
   if (section.length !== expectedLength) {
     throw new ProtocolError(section.length < expectedLength ? "truncated" : "inconsistent", `${what}: ${section.length} data bytes, expected ${expectedLength}`);
@@ -265,6 +491,62 @@ function checkPageIndices(indices: Uint32Array, zeroIndices: Uint32Array): void 
   }
 }
 
+function checkPageUpdates(updates: readonly PageUpdate[]): void {
+  if (updates.length > MAX_PAGE_UPDATES_PER_FRAME) throw new ProtocolError("oversized", `${updates.length} page updates in a frame, limit ${MAX_PAGE_UPDATES_PER_FRAME}`);
+  let last = -1;
+  for (const { page, encoding, bytes } of updates) {
+    if (page <= last) throw new ProtocolError("malformed", "page updates are not in strictly increasing page order");
+    if (page >= MAX_MEMORY_BYTES / PAGE_SIZE) throw new ProtocolError("malformed", `page ${page} is beyond the largest memory`);
+    last = page;
+    const expected = encoding === "zero" ? 0 : encoding === "full" ? PAGE_SIZE : undefined;
+    if (expected !== undefined && bytes.length !== expected) throw new ProtocolError("malformed", `page ${page}: ${encoding} update of ${bytes.length} bytes`);
+    if (encoding === "runs") parseRunDelta(bytes, PAGE_SIZE, PAGE_SIZE, `page ${page} delta`);
+  }
+}
+
+function checkStateChanges(partCount: number, changes: readonly PartChange[]): void {
+  if (partCount > MAX_STATE_PARTS) throw new ProtocolError("oversized", `${partCount} state parts, limit ${MAX_STATE_PARTS}`);
+  let last = -1;
+  let total = 0;
+  for (const { index, encoding, length, bytes } of changes) {
+    if (index <= last || index >= partCount) throw new ProtocolError("malformed", `state change for part ${index}: not increasing or not below ${partCount}`);
+    last = index;
+    total += length;
+    if (encoding === "full" && bytes.length !== length) throw new ProtocolError("malformed", `part ${index}: full change of ${bytes.length} bytes for length ${length}`);
+  }
+  if (total > MAX_DEVICE_STATE_BYTES) throw new ProtocolError("oversized", `state changes of ${total} bytes, limit ${MAX_DEVICE_STATE_BYTES}`);
+}
+
+function checkParts(count: number, bytes: number): void {
+  if (count > MAX_STATE_PARTS) throw new ProtocolError("oversized", `${count} state parts, limit ${MAX_STATE_PARTS}`);
+  if (bytes > MAX_DEVICE_STATE_BYTES) throw new ProtocolError("oversized", `device state of ${bytes} bytes, limit ${MAX_DEVICE_STATE_BYTES}`);
+}
+
+function checkIoLog(log: readonly IoLogEntry[]): void {
+  if (log.length > MAX_IO_LOG_ENTRIES) throw new ProtocolError("oversized", `${log.length} I/O log entries, limit ${MAX_IO_LOG_ENTRIES}`);
+  log.forEach((entry, index) => {
+    if (entry.disk >= MAX_DISKS) throw new ProtocolError("malformed", `I/O log entry ${index}: disk ${entry.disk}, limit ${MAX_DISKS - 1}`);
+    if (entry.type === "flush") return;
+    if (entry.sectors < 1 || entry.sectors > MAX_SECTORS_PER_REQUEST) throw new ProtocolError("malformed", `I/O log entry ${index}: ${entry.sectors} sectors`);
+    if (!Number.isSafeInteger(entry.sector) || (entry.sector + entry.sectors) * SECTOR_SIZE > MAX_DISK_BYTES) {
+      throw new ProtocolError("malformed", `I/O log entry ${index}: sector ${entry.sector} is beyond the largest disk`);
+    }
+    if (entry.inline === true) {
+      if (entry.segments.length !== 0) throw new ProtocolError("malformed", `I/O log entry ${index}: an inline write with segments`);
+      return;
+    }
+    if (entry.segments.length < 1 || entry.segments.length > MAX_SEGMENTS_PER_ENTRY) throw new ProtocolError("malformed", `I/O log entry ${index}: ${entry.segments.length} segments`);
+    let bytes = 0;
+    for (const { gpa, length } of entry.segments) {
+      if (length < 1 || gpa + length > MAX_MEMORY_BYTES) throw new ProtocolError("malformed", `I/O log entry ${index}: segment ${gpa}+${length}`);
+      bytes += length;
+    }
+    if (bytes !== entry.sectors * SECTOR_SIZE) {
+      throw new ProtocolError("inconsistent", `I/O log entry ${index}: segments hold ${bytes} bytes, ${entry.sectors} sectors need ${entry.sectors * SECTOR_SIZE}`);
+    }
+  });
+}
+
 function checkBlockExtent(disk: number, sector: number, byteLength: number): void {
   if (disk >= MAX_DISKS) throw new ProtocolError("malformed", `disk ${disk}, limit ${MAX_DISKS - 1}`);
   if (byteLength === 0 || byteLength % SECTOR_SIZE !== 0) throw new ProtocolError("malformed", `block data of ${byteLength} bytes is not whole sectors`);
@@ -282,5 +564,90 @@ function checkChunkExtent(disk: number, offset: number, length: number): void {
   if (length > MAX_DISK_CHUNK_BYTES) throw new ProtocolError("oversized", `disk chunk of ${length} bytes, limit ${MAX_DISK_CHUNK_BYTES}`);
   if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > MAX_DISK_BYTES) {
     throw new ProtocolError("malformed", `disk chunk at ${offset} is beyond the largest disk`);
+  }
+}
+
+// ---------------------------------------------------------------- byte helpers
+
+class ByteWriter {
+  readonly #out: Uint8Array;
+  readonly #view: DataView;
+  length = 0;
+
+  constructor(size: number) {
+    this.#out = new Uint8Array(size);
+    this.#view = new DataView(this.#out.buffer);
+  }
+
+  u8(value: number): void {
+    this.#view.setUint8(this.length, value);
+    this.length += 1;
+  }
+
+  u16(value: number): void {
+    this.#view.setUint16(this.length, value, true);
+    this.length += 2;
+  }
+
+  u32(value: number): void {
+    this.#view.setUint32(this.length, value, true);
+    this.length += 4;
+  }
+
+  u64(value: number): void {
+    this.#view.setBigUint64(this.length, BigInt(value), true);
+    this.length += 8;
+  }
+
+  bytes(data: Uint8Array): void {
+    this.#out.set(data, this.length);
+    this.length += data.length;
+  }
+
+  finish(): Uint8Array {
+    return this.#out.subarray(0, this.length);
+  }
+}
+
+class ByteReader {
+  readonly #view: DataView;
+  #at = 0;
+
+  constructor(private readonly data: Uint8Array, private readonly what: string) {
+    this.#view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  #need(bytes: number): number {
+    if (this.#at + bytes > this.data.length) throw new ProtocolError("truncated", `${this.what} ends inside an entry`);
+    const at = this.#at;
+    this.#at += bytes;
+    return at;
+  }
+
+  u8(): number {
+    return this.#view.getUint8(this.#need(1));
+  }
+
+  u16(): number {
+    return this.#view.getUint16(this.#need(2), true);
+  }
+
+  u32(): number {
+    return this.#view.getUint32(this.#need(4), true);
+  }
+
+  u64(): number {
+    const value = this.#view.getBigUint64(this.#need(8), true);
+    if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError("malformed", `${this.what}: a 64-bit value beyond 2^53-1`);
+    return Number(value);
+  }
+
+  bytes(length: number): Uint8Array {
+    const at = this.#need(length);
+    return this.data.subarray(at, at + length);
+  }
+
+  end(): void {
+    if (this.#at !== this.data.length) throw new ProtocolError("inconsistent", `${this.what}: ${this.data.length - this.#at} bytes after its last entry`);
   }
 }

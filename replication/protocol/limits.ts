@@ -1,10 +1,10 @@
-// Hard limits of protocol version 1. Decoders reject anything over them before
+// Hard limits of protocol version 2. Decoders reject anything over them before
 // allocating, so a hostile peer cannot make us buffer or inflate unbounded data.
 
 export const PROTOCOL_NAME = "twinvm-replication";
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Versions this build can speak; the handshake picks the highest both sides share. */
-export const SUPPORTED_VERSIONS = { min: 1, max: 1 } as const;
+export const SUPPORTED_VERSIONS = { min: 2, max: 2 } as const;
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -16,14 +16,14 @@ export const MAX_CONTROL_BYTES = 1 * MiB;
 /** Deepest JSON nesting a control message may have (the deepest legal one is 5). */
 export const MAX_JSON_DEPTH = 8;
 
-/** Guest page size; x86 only, so fixed in v1. */
-export const PAGE_SIZE = 4096;
+/** Guest page size (x86) and disk sector size: one definition each, the emulator's. */
+export { PAGE_SIZE } from "../../emulator/memory/page-scan-wasm.ts";
+export { SECTOR_SIZE } from "../../emulator/block/backend.ts";
 /** Pages per memory frame: 4000 × 4 KiB plus indices stays under MAX_FRAME_BYTES. */
 export const MAX_PAGES_PER_FRAME = 4000;
 /** Guest memory up to 64 GiB; page indices must be below memory / PAGE_SIZE anyway. */
 export const MAX_MEMORY_BYTES = 64 * 1024 * MiB;
 
-export const SECTOR_SIZE = 512;
 /** Sectors in one dirty-block frame (8 MiB); larger writes are split over frames. */
 export const MAX_SECTORS_PER_BLOCK_FRAME = 16384;
 /** Bytes in one initial-sync disk chunk. */
@@ -36,10 +36,17 @@ export const MAX_DISK_BYTES = 2 * 1024 * 1024 * MiB;
 export const MAX_DISKS = 16;
 /** I/O log entries in one sync-commit (a virtio queue is at most 1024 deep). */
 export const MAX_IO_LOG_ENTRIES = 1024;
+/** Entries of one page-updates frame; a full page each stays under MAX_FRAME_BYTES. */
+export const MAX_PAGE_UPDATES_PER_FRAME = 3900;
+/** Device-state parts (v86's buffers number ~60). */
+export const MAX_STATE_PARTS = 4096;
+/**
+ * Disk data (inline writes, copied blocks) one sync may carry; a primary with more pending
+ * leaves the rest to the next sync, so every sync stays within what a secondary must stage.
+ */
+export const MAX_SYNC_DISK_BYTES = 64 * MiB;
 /** Guest-physical segments of one logged request (virtio-blk seg_max is usually 126 or 254). */
 export const MAX_SEGMENTS_PER_ENTRY = 256;
-/** Announced block writes in one dirty-block-copy sync-commit. */
-export const MAX_BLOCK_WRITES = 1024;
 /** Sectors one logged request may cover (32 MiB). */
 export const MAX_SECTORS_PER_REQUEST = 65536;
 

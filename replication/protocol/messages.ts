@@ -74,8 +74,8 @@ export interface InitEndMessage {
   epoch: number;
   /** Pages sent in memory frames during the initial sync (zero pages included). */
   pageCount: number;
-  /** Uncompressed size of the one full device-state frame. */
-  stateBytes: number;
+  /** Parts in the one state-parts frame. */
+  stateParts: number;
 }
 
 export interface InitAckMessage {
@@ -84,55 +84,7 @@ export interface InitAckMessage {
   epoch: number;
 }
 
-// ---- event-driven sync (seq >= 1) ----
-
-export interface GuestSegment {
-  /** Guest-physical address of the data the guest wrote. */
-  gpa: number;
-  length: number;
-}
-
-export interface IoLogWrite {
-  disk: number;
-  type: "write";
-  sector: number;
-  sectors: number;
-  segments: GuestSegment[];
-  /**
-   * The guest changed the data pages between submitting the write and the sync's
-   * capture, so memory no longer holds what the primary's disk got: the data
-   * travels in this seq's next disk-blocks frame instead of being replayed from memory.
-   */
-  inline?: true;
-}
-
-export interface IoLogFlush {
-  disk: number;
-  type: "flush";
-}
-
-export type IoLogEntry = IoLogWrite | IoLogFlush;
-
-/** A dirty-block-copy write; its data follows in the block frame at the same position. */
-export interface BlockWriteAnnouncement {
-  disk: number;
-  sector: number;
-  sectors: number;
-}
-
-export interface SyncCommitMessage {
-  type: "sync-commit";
-  seq: number;
-  epoch: number;
-  /** Pages sent for this seq in memory frames (zero pages included). */
-  pageCount: number;
-  /** Uncompressed size of this seq's device-state delta frame; 0 = none sent. */
-  stateDeltaBytes: number;
-  /** io-log mode: the disk requests to replay, in guest order. */
-  ioLog?: IoLogEntry[];
-  /** dirty-block-copy mode: one entry per block frame of this seq, in frame order. */
-  blockWrites?: BlockWriteAnnouncement[];
-}
+// ---- event-driven sync (seq >= 1): data and the sync-commit travel as binary frames (frames.ts) ----
 
 export interface SyncAckMessage {
   type: "sync-ack";
@@ -144,12 +96,6 @@ export interface SyncAckMessage {
 
 export interface HeartbeatMessage {
   type: "heartbeat";
-  epoch: number;
-  id: number;
-}
-
-export interface HeartbeatAckMessage {
-  type: "heartbeat-ack";
   epoch: number;
   id: number;
 }
@@ -178,10 +124,8 @@ export type ControlMessage =
   | DiskDigestMessage
   | InitEndMessage
   | InitAckMessage
-  | SyncCommitMessage
   | SyncAckMessage
   | HeartbeatMessage
-  | HeartbeatAckMessage
   | PromotedMessage
   | ErrorMessage
   | GoodbyeMessage;

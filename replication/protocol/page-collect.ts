@@ -1,32 +1,33 @@
-// Builds memory-page frames from guest memory, sending all-zero pages as bare
-// indices (freshly freed or never touched memory is common and costs 4 bytes).
+// Memory-pages frames (the initial sync) from a set of guest pages, sending all-zero pages
+// as bare indices (freshly freed or never touched memory is common and costs 4 bytes), and
+// their application on the receiving side.
+import type { PageSet } from "../../emulator/memory/index.ts";
 import type { MemoryPagesFrame } from "./frames.ts";
 import { MAX_PAGES_PER_FRAME, PAGE_SIZE } from "./limits.ts";
 
-/** Splits `pageIndices` (any order) into frames of at most MAX_PAGES_PER_FRAME pages each. */
-export function collectPages(memory: Uint8Array, pageIndices: Iterable<number>, seq: number, epoch: number): MemoryPagesFrame[] {
-  const sorted = Uint32Array.from(new Set(pageIndices)).sort();
+/** Splits a page set (indices ascending) into frames of at most MAX_PAGES_PER_FRAME pages each. */
+export function pageSetFrames(pages: PageSet, seq: number, epoch: number): MemoryPagesFrame[] {
   const frames: MemoryPagesFrame[] = [];
-  for (let start = 0; start < sorted.length; start += MAX_PAGES_PER_FRAME) {
-    const batch = sorted.subarray(start, start + MAX_PAGES_PER_FRAME);
+  for (let start = 0; start < pages.indices.length; start += MAX_PAGES_PER_FRAME) {
+    const end = Math.min(pages.indices.length, start + MAX_PAGES_PER_FRAME);
     const dataIndices: number[] = [];
     const zeroIndices: number[] = [];
-    for (const index of batch) (isAllZero(memory.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE)) ? zeroIndices : dataIndices).push(index);
-    const data = new Uint8Array(dataIndices.length * PAGE_SIZE);
-    dataIndices.forEach((index, i) => data.set(memory.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE), i * PAGE_SIZE));
+    const kept: number[] = [];
+    for (let k = start; k < end; k++) {
+      if (isAllZero(pages.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE))) zeroIndices.push(pages.indices[k]!);
+      else (dataIndices.push(pages.indices[k]!), kept.push(k));
+    }
+    const data = new Uint8Array(kept.length * PAGE_SIZE);
+    kept.forEach((k, i) => data.set(pages.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE), i * PAGE_SIZE));
     frames.push({ kind: "memory-pages", seq, epoch, indices: Uint32Array.from(dataIndices), data, zeroIndices: Uint32Array.from(zeroIndices) });
   }
   return frames;
 }
 
-/**
- * Writes a decoded memory frame through `write` (guest-physical address, bytes): a plain
- * array's `set`, or a machine's RAM writer, which also drops compiled code over the pages.
- */
-export function applyPages(frame: MemoryPagesFrame, write: (gpa: number, bytes: Uint8Array) => void): void {
-  frame.indices.forEach((index, i) => write(index * PAGE_SIZE, frame.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)));
-  const zero = new Uint8Array(PAGE_SIZE);
-  for (const index of frame.zeroIndices) write(index * PAGE_SIZE, zero);
+/** Writes a decoded memory frame into `memory` (a replica's RAM, which does not run). */
+export function applyPages(frame: MemoryPagesFrame, memory: Uint8Array): void {
+  frame.indices.forEach((index, i) => memory.set(frame.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), index * PAGE_SIZE));
+  for (const index of frame.zeroIndices) memory.fill(0, index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
 }
 
 /** Whether every byte is zero; word-wise when aligned (8x fewer steps for pages and disk chunks). */

@@ -1,21 +1,12 @@
-// Checks the ORDER of what a peer sends, on the receiving side, so an engine fed
-// through it never sees e.g. a sync-commit before its pages, a seq that skips,
-// an epoch that goes down, or data before authentication. It also checks that a
-// sync-commit agrees with the frames that preceded it and that every extent lies
-// inside the memory and disks announced by init-begin.
+// Checks the ORDER of what a peer sends, on the receiving side, so an engine fed through it
+// never sees e.g. a sync-commit before its frames, a seq that skips, an epoch that goes
+// down, or data before authentication. It also checks that a sync-commit agrees with the
+// frames that preceded it, and that every extent lies inside the memory and disks announced
+// by init-begin. What a delta applies to (the secondary's own replica) is checked there.
 import { ProtocolError } from "./errors.ts";
-import type { BinaryFrame } from "./frames.ts";
-import { PAGE_SIZE, SECTOR_SIZE } from "./limits.ts";
-import type {
-  BlockWriteAnnouncement,
-  ControlMessage,
-  DiskDescriptor,
-  InitBeginMessage,
-  InitEndMessage,
-  NodeRole,
-  SyncCommitMessage,
-  WireDiskMode,
-} from "./messages.ts";
+import type { BinaryFrame, SyncCommitFrame } from "./frames.ts";
+import { MAX_SECTORS_PER_BLOCK_FRAME, MAX_SYNC_DISK_BYTES, PAGE_SIZE, SECTOR_SIZE } from "./limits.ts";
+import type { ControlMessage, DiskDescriptor, InitBeginMessage, InitEndMessage, NodeRole, WireDiskMode } from "./messages.ts";
 
 export type Inbound = { channel: "control"; message: ControlMessage } | { channel: "frame"; frame: BinaryFrame };
 
@@ -27,10 +18,14 @@ export type SessionPhase =
   | "fenced" // primary: the peer promoted itself; only goodbye/error/heartbeats now
   | "closed"; // after goodbye, error or refused: nothing more
 
+/** What arrived for the sync in progress (secondary side). */
 interface PendingSync {
-  pages: number;
-  stateBytes: number | undefined;
-  blockWrites: BlockWriteAnnouncement[];
+  pageUpdates: number;
+  lastPage: number;
+  stateChanges: number;
+  /** Disk-blocks frames in arrival order. */
+  blocks: { disk: number; sector: number; sectors: number }[];
+  diskBytes: number;
 }
 
 interface DiskCopy {
@@ -41,13 +36,13 @@ interface DiskCopy {
 
 export class SessionOrder {
   private currentPhase: SessionPhase = "handshake";
-  private handshakeStep: "challenge" | "auth" | "welcome" | "done" = "challenge";
+  private handshakeStep: "challenge" | "auth" | "done" = "challenge";
   private sessionEpoch = 0;
 
   // secondary side: what init-begin announced and what arrived since
   private layout: { memoryPages: number; memoryBytes: number; diskMode: WireDiskMode; disks: Map<number, DiskCopy> } | undefined;
   private initialPages = 0;
-  private initialStateBytes: number | undefined;
+  private initialStateParts: number | undefined;
   private lastCommitted = 0;
   private pending: PendingSync = emptyPending();
 
@@ -59,8 +54,6 @@ export class SessionOrder {
 
   // both sides
   private lastPeerHeartbeat = -1;
-  private lastHeartbeatSent = -1;
-  private lastHeartbeatAcked = -1;
 
   constructor(readonly localRole: NodeRole) {}
 
@@ -70,6 +63,11 @@ export class SessionOrder {
 
   get epoch(): number {
     return this.sessionEpoch;
+  }
+
+  /** The highest sync the peer acknowledged (primary side). */
+  get acknowledged(): number {
+    return this.lastAcked;
   }
 
   /** Called by the handshake once the peer has proved the secret; `epoch` is the primary's. */
@@ -91,7 +89,7 @@ export class SessionOrder {
       this.currentPhase = "closed";
       return;
     }
-    if (message.type === "heartbeat" || message.type === "heartbeat-ack") return this.receiveHeartbeat(message);
+    if (message.type === "heartbeat") return this.receiveHeartbeat(message);
     if (this.currentPhase === "fenced") throw orderError(`${message.type} after the peer promoted itself`);
     if (message.type === "promoted") return this.receivePromoted(message.epoch);
     if (this.localRole === "secondary") return this.receiveFromPrimary(message);
@@ -103,13 +101,6 @@ export class SessionOrder {
     switch (message.type) {
       case "init-end":
         this.initEndSent = true;
-        break;
-      case "sync-commit":
-        if (message.seq !== this.lastCommitSent + 1) throw orderError(`sending sync-commit ${message.seq} after ${this.lastCommitSent}`);
-        this.lastCommitSent = message.seq;
-        break;
-      case "heartbeat":
-        this.lastHeartbeatSent = Math.max(this.lastHeartbeatSent, message.id);
         break;
       case "promoted":
         this.sessionEpoch = message.epoch;
@@ -124,6 +115,13 @@ export class SessionOrder {
     }
   }
 
+  /** Records a frame we sent (sync-commits number the acks we may get). */
+  sentFrame(frame: BinaryFrame): void {
+    if (frame.kind !== "sync-commit") return;
+    if (frame.seq !== this.lastCommitSent + 1) throw orderError(`sending sync-commit ${frame.seq} after ${this.lastCommitSent}`);
+    this.lastCommitSent = frame.seq;
+  }
+
   // ------------------------------------------------------------ handshake
 
   private receiveDuringHandshake(input: Inbound): void {
@@ -134,10 +132,11 @@ export class SessionOrder {
       return;
     }
     if (type !== this.handshakeStep) {
-      const code = ["challenge", "auth", "welcome"].includes(type) ? "order" : "unauthenticated";
+      const code = ["challenge", "auth"].includes(type) ? "order" : "unauthenticated";
       throw new ProtocolError(code, `${type} during the handshake, expected ${this.handshakeStep}`);
     }
-    this.handshakeStep = type === "challenge" ? "auth" : type === "auth" ? "welcome" : "done";
+    // The initiator's welcome travels as the first encrypted record; the handshake checks it.
+    this.handshakeStep = type === "challenge" ? "auth" : "done";
   }
 
   // ------------------------------------------------------------ secondary receiving from the primary
@@ -164,10 +163,6 @@ export class SessionOrder {
         this.expectPhase("initial-sync", message.type);
         this.expectEpoch(message.epoch, message.type);
         return this.endInit(message);
-      case "sync-commit":
-        this.expectPhase("replicating", message.type);
-        this.expectEpoch(message.epoch, message.type);
-        return this.commit(message);
       default:
         throw orderError(`a secondary does not accept ${message.type}`);
     }
@@ -190,44 +185,45 @@ export class SessionOrder {
       }
     }
     if (message.pageCount !== this.initialPages) throw inconsistent(`init-end says ${message.pageCount} pages, ${this.initialPages} arrived`);
-    if (this.initialStateBytes === undefined) throw orderError("init-end before the full device-state frame");
-    if (message.stateBytes !== this.initialStateBytes) {
-      throw inconsistent(`init-end says ${message.stateBytes} state bytes, the state frame held ${this.initialStateBytes}`);
+    if (this.initialStateParts === undefined) throw orderError("init-end before the state-parts frame");
+    if (message.stateParts !== this.initialStateParts) {
+      throw inconsistent(`init-end says ${message.stateParts} state parts, the state frame held ${this.initialStateParts}`);
     }
     this.currentPhase = "replicating";
   }
 
-  private commit(message: SyncCommitMessage): void {
-    const expected = this.lastCommitted + 1;
-    if (message.seq !== expected) throw orderError(`sync-commit ${message.seq}, expected ${expected}`);
+  private commit(frame: SyncCommitFrame): void {
     const pending = this.pending;
-    if (message.pageCount !== pending.pages) throw inconsistent(`sync-commit ${message.seq} says ${message.pageCount} pages, ${pending.pages} arrived`);
-    if (message.stateDeltaBytes !== (pending.stateBytes ?? 0)) {
-      throw inconsistent(`sync-commit ${message.seq} says ${message.stateDeltaBytes} state bytes, ${pending.stateBytes ?? 0} arrived`);
-    }
+    if (frame.pageUpdates !== pending.pageUpdates) throw inconsistent(`sync-commit ${frame.seq} counts ${frame.pageUpdates} page updates, ${pending.pageUpdates} arrived`);
+    if (frame.stateChanges !== pending.stateChanges) throw inconsistent(`sync-commit ${frame.seq} counts ${frame.stateChanges} state-changes frames, ${pending.stateChanges} arrived`);
+    if (frame.blockFrames !== pending.blocks.length) throw inconsistent(`sync-commit ${frame.seq} counts ${frame.blockFrames} disk-blocks frames, ${pending.blocks.length} arrived`);
     const layout = this.requireLayout();
-    if (layout.diskMode === "io-log") {
-      if (message.ioLog === undefined) throw inconsistent(`sync-commit ${message.seq} has no ioLog in io-log mode`);
-      const inline = message.ioLog.flatMap((entry) => (entry.type === "write" && entry.inline === true ? [entry] : []));
-      if (!sameWrites(inline, pending.blockWrites)) {
-        throw inconsistent(`sync-commit ${message.seq} marks ${inline.length} writes inline that differ from the ${pending.blockWrites.length} block frames received`);
-      }
-      for (const entry of message.ioLog) {
-        const disk = this.diskCopy(entry.disk, "ioLog entry").descriptor;
-        if (entry.type === "flush") continue;
-        this.checkSectors(disk, entry.sector, entry.sectors, `sync-commit ${message.seq} ioLog`);
-        for (const segment of entry.segments) {
-          if (segment.gpa + segment.length > layout.memoryBytes) {
-            throw inconsistent(`sync-commit ${message.seq}: segment at ${segment.gpa}+${segment.length} is outside guest memory`);
+    const blocks = pending.blocks[Symbol.iterator]();
+    for (const [index, entry] of frame.log.entries()) {
+      const disk = this.diskCopy(entry.disk, `sync-commit ${frame.seq} entry ${index}`).descriptor;
+      if (entry.type === "flush") continue;
+      this.checkSectors(disk, entry.sector, entry.sectors, `sync-commit ${frame.seq} entry ${index}`);
+      if (entry.inline === true) {
+        // The data of an inline write is the next disk-blocks frames, in order, exactly covering it.
+        let sector = entry.sector;
+        while (sector < entry.sector + entry.sectors) {
+          const block = blocks.next();
+          if (block.done === true || block.value.disk !== entry.disk || block.value.sector !== sector || sector + block.value.sectors > entry.sector + entry.sectors) {
+            throw inconsistent(`sync-commit ${frame.seq} entry ${index}: inline write of sectors ${entry.sector}+${entry.sectors} on disk ${entry.disk} is not what the disk-blocks frames carried`);
           }
+          sector += block.value.sectors;
+        }
+        continue;
+      }
+      if (layout.diskMode === "dirty-block-copy") throw inconsistent(`sync-commit ${frame.seq} entry ${index}: a write to replay from memory in dirty-block-copy mode`);
+      for (const segment of entry.segments) {
+        if (segment.gpa + segment.length > layout.memoryBytes) {
+          throw inconsistent(`sync-commit ${frame.seq} entry ${index}: segment at ${segment.gpa}+${segment.length} is outside guest memory`);
         }
       }
-    } else {
-      if (message.blockWrites === undefined) throw inconsistent(`sync-commit ${message.seq} has no blockWrites in dirty-block-copy mode`);
-      const arrived = pending.blockWrites;
-      if (!sameWrites(message.blockWrites, arrived)) throw inconsistent(`sync-commit ${message.seq} announces ${message.blockWrites.length} block writes that differ from the ${arrived.length} block frames received`);
     }
-    this.lastCommitted = message.seq;
+    if (blocks.next().done !== true) throw inconsistent(`sync-commit ${frame.seq}: disk-blocks frames that no inline write uses`);
+    this.lastCommitted = frame.seq;
     this.pending = emptyPending();
   }
 
@@ -241,39 +237,53 @@ export class SessionOrder {
     if (this.currentPhase !== "replicating") throw orderError(`${frame.kind} frame before init-begin`);
     const expected = this.lastCommitted + 1;
     if (frame.seq !== expected) throw orderError(`${frame.kind} frame for seq ${frame.seq}, expected ${expected} (frames precede their sync-commit)`);
+    const pending = this.pending;
     switch (frame.kind) {
-      case "memory-pages":
-        this.checkPages(frame);
-        this.pending.pages += frame.indices.length + frame.zeroIndices.length;
-        return;
-      case "device-state":
-        if (frame.mode !== "delta") throw orderError(`full device state in sync ${frame.seq}; only the initial sync sends a full state`);
-        if (this.pending.stateBytes !== undefined) throw orderError(`second device-state frame for seq ${frame.seq}`);
-        this.pending.stateBytes = frame.data.length;
-        return;
-      case "disk-blocks": {
-        // In io-log mode a block frame carries the data of a write marked `inline`.
-        const sectors = frame.data.length / SECTOR_SIZE;
-        this.checkSectors(this.diskCopy(frame.disk, "disk-blocks frame").descriptor, frame.sector, sectors, "disk-blocks frame");
-        this.pending.blockWrites.push({ disk: frame.disk, sector: frame.sector, sectors });
+      case "page-updates": {
+        const pages = this.requireLayout().memoryPages;
+        for (const { page } of frame.updates) {
+          if (page <= pending.lastPage) throw orderError(`page ${page} of sync ${frame.seq} after page ${pending.lastPage}`);
+          if (page >= pages) throw inconsistent(`page ${page} is outside guest memory (${pages} pages)`);
+          pending.lastPage = page;
+        }
+        pending.pageUpdates += frame.updates.length;
         return;
       }
-      case "disk-chunk":
-        throw orderError("disk-chunk frame after the initial sync");
+      case "state-changes":
+        if (pending.stateChanges > 0) throw orderError(`second state-changes frame for seq ${frame.seq}`);
+        pending.stateChanges = 1;
+        return;
+      case "disk-blocks": {
+        const sectors = frame.data.length / SECTOR_SIZE;
+        this.checkSectors(this.diskCopy(frame.disk, "disk-blocks frame").descriptor, frame.sector, sectors, "disk-blocks frame");
+        pending.diskBytes += frame.data.length;
+        if (pending.diskBytes > MAX_SYNC_DISK_BYTES + MAX_SECTORS_PER_BLOCK_FRAME * SECTOR_SIZE) {
+          throw new ProtocolError("oversized", `sync ${frame.seq} carries more than ${MAX_SYNC_DISK_BYTES} bytes of disk data`);
+        }
+        pending.blocks.push({ disk: frame.disk, sector: frame.sector, sectors });
+        return;
+      }
+      case "sync-commit":
+        return this.commit(frame);
+      default:
+        throw orderError(`${frame.kind} frame after the initial sync`);
     }
   }
 
   private receiveInitialFrame(frame: BinaryFrame): void {
     if (frame.seq !== 0) throw orderError(`${frame.kind} frame for seq ${frame.seq} during the initial sync (seq 0)`);
     switch (frame.kind) {
-      case "memory-pages":
-        this.checkPages(frame);
+      case "memory-pages": {
+        const pages = this.requireLayout().memoryPages;
+        // Index lists are sorted (the decoder checks), so the last entries are the largest.
+        const highest = Math.max(frame.indices.at(-1) ?? -1, frame.zeroIndices.at(-1) ?? -1);
+        if (highest >= pages) throw inconsistent(`page ${highest} is outside guest memory (${pages} pages)`);
         this.initialPages += frame.indices.length + frame.zeroIndices.length;
         return;
-      case "device-state":
-        if (frame.mode !== "full") throw orderError("delta device state during the initial sync");
-        if (this.initialStateBytes !== undefined) throw orderError("second full device-state frame");
-        this.initialStateBytes = frame.data.length;
+      }
+      case "state-parts":
+        if (this.initialStateParts !== undefined) throw orderError("second state-parts frame");
+        this.initialStateParts = frame.parts.length;
         return;
       case "disk-chunk": {
         const copy = this.diskCopy(frame.disk, "disk-chunk frame");
@@ -285,8 +295,8 @@ export class SessionOrder {
         copy.nextOffset += frame.length;
         return;
       }
-      case "disk-blocks":
-        throw orderError("disk-blocks frame during the initial sync (disks travel as disk-chunk frames)");
+      default:
+        throw orderError(`${frame.kind} frame during the initial sync`);
     }
   }
 
@@ -327,17 +337,11 @@ export class SessionOrder {
     this.currentPhase = "fenced";
   }
 
-  private receiveHeartbeat(message: Extract<ControlMessage, { type: "heartbeat" | "heartbeat-ack" }>): void {
+  /** Both sides send heartbeats on their own clock (no answers: any record shows the peer alive). */
+  private receiveHeartbeat(message: Extract<ControlMessage, { type: "heartbeat" }>): void {
     if (message.epoch < this.sessionEpoch) throw staleEpoch(message.epoch, this.sessionEpoch, message.type);
-    if (message.type === "heartbeat") {
-      if (message.id <= this.lastPeerHeartbeat) throw orderError(`heartbeat ${message.id} after ${this.lastPeerHeartbeat}`);
-      this.lastPeerHeartbeat = message.id;
-      return;
-    }
-    if (message.id > this.lastHeartbeatSent || message.id <= this.lastHeartbeatAcked) {
-      throw orderError(`heartbeat-ack ${message.id} (last sent ${this.lastHeartbeatSent}, last acked ${this.lastHeartbeatAcked})`);
-    }
-    this.lastHeartbeatAcked = message.id;
+    if (message.id <= this.lastPeerHeartbeat) throw orderError(`heartbeat ${message.id} after ${this.lastPeerHeartbeat}`);
+    this.lastPeerHeartbeat = message.id;
   }
 
   private expectPhase(phase: SessionPhase, what: string): void {
@@ -365,24 +369,10 @@ export class SessionOrder {
       throw inconsistent(`${what}: sectors ${sector}+${sectors} end beyond disk ${disk.id} (${disk.sizeBytes} bytes)`);
     }
   }
-
-  private checkPages(frame: Extract<BinaryFrame, { kind: "memory-pages" }>): void {
-    const pages = this.requireLayout().memoryPages;
-    // Index lists are sorted (the decoder checks), so the last entries are the largest.
-    const highest = Math.max(frame.indices.at(-1) ?? -1, frame.zeroIndices.at(-1) ?? -1);
-    if (highest >= pages) throw inconsistent(`page ${highest} is outside guest memory (${pages} pages)`);
-  }
-}
-
-function sameWrites(announced: readonly BlockWriteAnnouncement[], arrived: readonly BlockWriteAnnouncement[]): boolean {
-  return (
-    announced.length === arrived.length &&
-    announced.every((w, i) => w.disk === arrived[i]!.disk && w.sector === arrived[i]!.sector && w.sectors === arrived[i]!.sectors)
-  );
 }
 
 function emptyPending(): PendingSync {
-  return { pages: 0, stateBytes: undefined, blockWrites: [] };
+  return { pageUpdates: 0, lastPage: -1, stateChanges: 0, blocks: [], diskBytes: 0 };
 }
 
 function describe(input: Inbound): string {

@@ -5,7 +5,6 @@ import { decodeControl, encodeControl, jsonNestingDepth } from "../protocol/cont
 import { ProtocolError } from "../protocol/errors.ts";
 import { decodeFrame, encodeFrame, type BinaryFrame } from "../protocol/frames.ts";
 import { MAX_PAGES_PER_FRAME, PAGE_SIZE } from "../protocol/limits.ts";
-import type { ControlMessage } from "../protocol/messages.ts";
 import { SAMPLE_MESSAGES, rejectionOf, sampleFrames, seededRandom } from "./fixtures.ts";
 
 describe("control messages", () => {
@@ -14,11 +13,6 @@ describe("control messages", () => {
       expect(decodeControl(encodeControl(message))).to.deep.equal(message);
     });
   }
-
-  it("round-trips a dirty-block-copy sync-commit", () => {
-    const message: ControlMessage = { type: "sync-commit", seq: 7, epoch: 2, pageCount: 0, stateDeltaBytes: 0, blockWrites: [{ disk: 0, sector: 100, sectors: 8 }] };
-    expect(decodeControl(encodeControl(message))).to.deep.equal(message);
-  });
 
   const rejects: Array<[string, string, string]> = [
     ["an unknown type", '{"type":"reboot"}', "unknown-type"],
@@ -34,8 +28,7 @@ describe("control messages", () => {
     ["broken JSON", '{"type":', "malformed"],
     ["deep nesting", "[".repeat(100) + "]".repeat(100), "oversized"],
     ["huge text", JSON.stringify({ type: "goodbye", reason: "x".repeat(2 * 1024 * 1024) }), "oversized"],
-    ["segments that do not cover the sectors", JSON.stringify({ ...SAMPLE_MESSAGES["sync-commit"], ioLog: [{ disk: 0, type: "write", sector: 0, sectors: 2, segments: [{ gpa: 0, length: 512 }] }] }), "inconsistent"],
-    ["both ioLog and blockWrites", JSON.stringify({ ...SAMPLE_MESSAGES["sync-commit"], blockWrites: [] }), "inconsistent"],
+    ["a sync-commit as JSON (v1; it is a binary frame now)", '{"type":"sync-commit","seq":1,"epoch":1}', "unknown-type"],
     ["duplicate disk ids", JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], disks: [{ id: 0, name: "a", sizeBytes: 512 }, { id: 0, name: "b", sizeBytes: 512 }] }), "inconsistent"],
     ["memory not a page multiple", JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], memoryBytes: 5000 }), "inconsistent"],
     ["a bad nonce", JSON.stringify({ ...SAMPLE_MESSAGES.challenge, nonce: "short" }), "schema"],
@@ -79,7 +72,7 @@ describe("binary frames", () => {
   it("sends incompressible data uncompressed even when asked to compress", async () => {
     const random = seededRandom(2);
     const data = Uint8Array.from({ length: 4096 }, () => Math.floor(random() * 256));
-    const bytes = await encodeFrame({ kind: "device-state", seq: 1, epoch: 1, mode: "delta", data }, { compress: true });
+    const bytes = await encodeFrame({ kind: "state-parts", seq: 0, epoch: 1, parts: [data] }, { compress: true });
     expect(bytes[6]! & 1).to.equal(0);
   });
 
@@ -91,7 +84,13 @@ describe("binary frames", () => {
       { kind: "memory-pages", seq: 1, epoch: 1, indices: new Uint32Array([1]), data: new Uint8Array(PAGE_SIZE), zeroIndices: new Uint32Array([1]) },
       { kind: "disk-blocks", seq: 1, epoch: 1, disk: 0, sector: 0, data: new Uint8Array(100) },
       { kind: "disk-chunk", seq: 0, epoch: 1, disk: 99, offset: 0, length: 512, data: "zeros" },
-      { kind: "device-state", seq: -1, epoch: 1, mode: "full", data: new Uint8Array(1) },
+      { kind: "state-parts", seq: -1, epoch: 1, parts: [new Uint8Array(1)] },
+      { kind: "page-updates", seq: 1, epoch: 1, updates: [{ page: 2, encoding: "zero", bytes: new Uint8Array(0) }, { page: 2, encoding: "zero", bytes: new Uint8Array(0) }] },
+      { kind: "page-updates", seq: 1, epoch: 1, updates: [{ page: 2, encoding: "full", bytes: new Uint8Array(100) }] },
+      { kind: "page-updates", seq: 1, epoch: 1, updates: [{ page: 2, encoding: "runs", bytes: Uint8Array.of(5, 1, 9) }] },
+      { kind: "state-changes", seq: 1, epoch: 1, partCount: 2, changes: [{ index: 2, encoding: "full", length: 1, bytes: Uint8Array.of(1) }] },
+      { kind: "sync-commit", seq: 1, epoch: 1, pageUpdates: 0, stateChanges: 0, blockFrames: 0, log: [{ type: "write", disk: 0, sector: 0, sectors: 2, segments: [{ gpa: 0, length: 512 }] }] },
+      { kind: "sync-commit", seq: 1, epoch: 1, pageUpdates: 0, stateChanges: 0, blockFrames: 0, log: [{ type: "write", disk: 0, sector: 0, sectors: 1, segments: [{ gpa: 0, length: 512 }], inline: true }] },
     ];
     for (const frame of cases) {
       expect(await rejectionOf(encodeFrame(frame))).to.be.instanceOf(ProtocolError);

@@ -59,7 +59,7 @@ describe("replication engines (in-memory link, real guest)", function () {
     const primary = await Machine.fromSnapshot(booted, { ...defaultGuest(), devices: [virtioBlkDisk({ backend: primaryDisk, id: "vda", hook, keepBackendOpen: true })] });
     machines.push(primary);
     const log: string[] = [];
-    const primaryEngine = new PrimaryEngine(primary, undefined, { mode, hook, onSecondaryLoss, log: (line) => log.push(line) });
+    const primaryEngine = new PrimaryEngine(primary, { mode, hook, onSecondaryLoss, log: (line) => log.push(line) });
     const pair = { primary, primaryDisk, primaryEngine, hook, log } as Pair;
     await attachSecondary(pair, latencyMs);
     return pair;

@@ -3,13 +3,14 @@
 import type { ControlMessage, ControlType } from "../protocol/messages.ts";
 import type { BinaryFrame } from "../protocol/frames.ts";
 import { PAGE_SIZE } from "../protocol/limits.ts";
+import { encodeRunDelta } from "../protocol/run-delta.ts";
 
 const NONCE = "A".repeat(43) + "=";
 
 export const SAMPLE_MESSAGES: Record<ControlType, ControlMessage> = {
-  challenge: { type: "challenge", protocol: "twinvm-replication", minVersion: 1, maxVersion: 1, role: "primary", epoch: 1, nonce: NONCE, nodeId: "node-a" },
-  auth: { type: "auth", version: 1, proof: NONCE },
-  welcome: { type: "welcome", version: 1 },
+  challenge: { type: "challenge", protocol: "twinvm-replication", minVersion: 2, maxVersion: 2, role: "primary", epoch: 1, nonce: NONCE, nodeId: "node-a" },
+  auth: { type: "auth", version: 2, proof: NONCE },
+  welcome: { type: "welcome", version: 2 },
   refused: { type: "refused", code: "auth-failed", message: "wrong secret" },
   "init-begin": {
     type: "init-begin",
@@ -24,22 +25,10 @@ export const SAMPLE_MESSAGES: Record<ControlType, ControlMessage> = {
     ],
   },
   "disk-digest": { type: "disk-digest", seq: 0, epoch: 1, disk: 0, sha256: "0123456789abcdef".repeat(4) },
-  "init-end": { type: "init-end", seq: 0, epoch: 1, pageCount: 3, stateBytes: 100 },
+  "init-end": { type: "init-end", seq: 0, epoch: 1, pageCount: 3, stateParts: 2 },
   "init-ack": { type: "init-ack", seq: 0, epoch: 1 },
-  "sync-commit": {
-    type: "sync-commit",
-    seq: 1,
-    epoch: 1,
-    pageCount: 2,
-    stateDeltaBytes: 10,
-    ioLog: [
-      { disk: 0, type: "write", sector: 8, sectors: 2, segments: [{ gpa: 0x1000, length: 512 }, { gpa: 0x3000, length: 512 }] },
-      { disk: 0, type: "flush" },
-    ],
-  },
   "sync-ack": { type: "sync-ack", seq: 1, epoch: 1 },
   heartbeat: { type: "heartbeat", epoch: 1, id: 0 },
-  "heartbeat-ack": { type: "heartbeat-ack", epoch: 1, id: 0 },
   promoted: { type: "promoted", epoch: 2 },
   error: { type: "error", code: "order", message: "sync-commit 3, expected 2" },
   goodbye: { type: "goodbye", reason: "shutting down" },
@@ -61,12 +50,42 @@ export function sampleFrames(random: () => number): BinaryFrame[] {
   return [
     { kind: "memory-pages", seq: 1, epoch: 1, indices: pages.indices, data: pages.data, zeroIndices: new Uint32Array([1, 3, 500]) },
     { kind: "memory-pages", seq: 2, epoch: 1, indices: new Uint32Array(0), data: new Uint8Array(0), zeroIndices: new Uint32Array([7]) },
-    { kind: "device-state", seq: 0, epoch: 1, mode: "full", data: new TextEncoder().encode('{"cpu":{"eip":1234}}'.repeat(20)) },
-    { kind: "device-state", seq: 5, epoch: 3, mode: "delta", data: new Uint8Array(0) },
+    { kind: "state-parts", seq: 0, epoch: 1, parts: [new TextEncoder().encode('{"cpu":{"eip":1234}}'.repeat(20)), new Uint8Array(0), pages.data.subarray(0, 300)] },
+    {
+      kind: "page-updates",
+      seq: 4,
+      epoch: 1,
+      updates: [
+        { page: 3, encoding: "zero", bytes: new Uint8Array(0) },
+        { page: 9, encoding: "full", bytes: pages.data.subarray(PAGE_SIZE, 2 * PAGE_SIZE) },
+        { page: 12, encoding: "runs", bytes: samplePageDelta(pages.data.subarray(2 * PAGE_SIZE, 3 * PAGE_SIZE)) },
+      ],
+    },
+    { kind: "state-changes", seq: 5, epoch: 3, partCount: 4, changes: [{ index: 0, encoding: "runs", length: 10, bytes: Uint8Array.of(3, 1, 7, 6, 0) }, { index: 3, encoding: "full", length: 3, bytes: Uint8Array.of(1, 2, 3) }] },
+    {
+      kind: "sync-commit",
+      seq: 6,
+      epoch: 1,
+      pageUpdates: 3,
+      stateChanges: 1,
+      blockFrames: 1,
+      log: [
+        { type: "write", disk: 0, sector: 8, sectors: 2, segments: [{ gpa: 0x1000, length: 512 }, { gpa: 0x3000, length: 512 }] },
+        { type: "write", disk: 1, sector: 0, sectors: 2, segments: [], inline: true },
+        { type: "flush", disk: 0 },
+      ],
+    },
     { kind: "disk-blocks", seq: 9, epoch: 1, disk: 2, sector: 2 ** 31 + 5, data: new Uint8Array(1024).fill(0x5a) },
     { kind: "disk-chunk", seq: 0, epoch: 1, disk: 0, offset: 2 ** 33, length: 4096, data: pages.data.subarray(0, 4096) },
     { kind: "disk-chunk", seq: 0, epoch: 1, disk: 1, offset: 0, length: 1 << 20, data: "zeros" },
   ];
+}
+
+/** A run delta turning `page` into a copy with three bytes changed. */
+export function samplePageDelta(page: Uint8Array): Uint8Array {
+  const changed = page.slice();
+  for (const at of [5, 6, 4000]) changed[at] = changed[at]! ^ 0xff;
+  return encodeRunDelta(page, changed, PAGE_SIZE)!;
 }
 
 /** mulberry32: small, fast, and the same sequence for the same seed on every run. */

@@ -94,7 +94,7 @@ describe("fuzzed binary frames", function () {
     badMagic[0] = 0x55;
     expect(await outcomeOfFrame(badMagic)).to.equal("bad-magic");
     const badVersion = valid[0]!.slice();
-    badVersion[4] = 2;
+    badVersion[4] = 3;
     expect(await outcomeOfFrame(badVersion)).to.equal("version");
     const badKind = valid[0]!.slice();
     badKind[5] = 9;
@@ -116,14 +116,14 @@ describe("fuzzed binary frames", function () {
   });
 
   it("stops inflating a compression bomb at the declared length", async () => {
-    const bomb = await encodeFrame({ kind: "device-state", seq: 1, epoch: 1, mode: "delta", data: new Uint8Array(8 * 1024 * 1024) }, { compress: true });
+    const bomb = await encodeFrame({ kind: "state-parts", seq: 0, epoch: 1, parts: [new Uint8Array(8 * 1024 * 1024)] }, { compress: true });
     new DataView(bomb.buffer).setUint32(FRAME_HEADER_BYTES + 4, 1000, true); // claims 1000 bytes, inflates to 8 MiB
     expect(await outcomeOfFrame(bomb)).to.equal("oversized");
   });
 
   it("rejects corrupt compressed data and lies about lengths", async () => {
     expect(await outcomeOfFrame(frameWith(2, FrameFlag.compressed, new Uint8Array([1, 0, 0, 0, 10, 0, 0, 0, 0xff, 0xff, 0xff])))).to.equal("malformed");
-    const short = await encodeFrame({ kind: "device-state", seq: 1, epoch: 1, mode: "delta", data: new Uint8Array(1000) }, { compress: true });
+    const short = await encodeFrame({ kind: "state-parts", seq: 0, epoch: 1, parts: [new Uint8Array(1000)] }, { compress: true });
     new DataView(short.buffer).setUint32(FRAME_HEADER_BYTES + 4, 2000, true);
     expect(await outcomeOfFrame(short)).to.equal("inconsistent");
     expect(await outcomeOfFrame(frameWith(3, FrameFlag.zeroChunk, new Uint8Array(16)))).to.equal("malformed");
@@ -132,6 +132,52 @@ describe("fuzzed binary frames", function () {
   it("rejects page lists out of order or overlapping", async () => {
     expect(await outcomeOfFrame(frameWith(1, 0, u32s(0, 2, 5, 5)))).to.equal("malformed");
     expect(await outcomeOfFrame(frameWith(1, 0, u32s(0, 2, 6, 5)))).to.equal("malformed");
+  });
+
+  it("rejects page updates whose run delta does not cover the page, or overruns it", async () => {
+    const update = (delta: number[]) => {
+      const entry = new Uint8Array(8 + delta.length);
+      const view = new DataView(entry.buffer);
+      view.setUint32(0, 7, true);
+      view.setUint8(4, 2); // runs
+      view.setUint16(6, delta.length, true);
+      entry.set(delta, 8);
+      return frameWith(5, 0, new Uint8Array([...u32s(1, entry.length), ...entry]));
+    };
+    expect(await outcomeOfFrame(update([10, 1, 0xaa]))).to.equal("inconsistent"); // covers 11 of 4096 bytes
+    expect(await outcomeOfFrame(update([0x80, 0x20, 1, 0xaa]))).to.equal("malformed"); // keeps 4096, then one byte past the end
+    expect(await outcomeOfFrame(update([0xff, 0xff, 0xff, 0xff, 0xff, 0x01]))).to.equal("malformed"); // a varint longer than 5 bytes
+    expect(await outcomeOfFrame(update([5, 200, 1]))).to.equal("truncated"); // a literal run past the end of the delta
+  });
+
+  it("rejects I/O log entries that are inconsistent or hostile", async () => {
+    const entry = (type: number, flags: number, sectors: number, segments: [number, number][]) => {
+      const out = new Uint8Array(20 + segments.length * 12);
+      const view = new DataView(out.buffer);
+      view.setUint8(0, type);
+      view.setUint8(1, flags);
+      view.setUint32(4, sectors, true);
+      view.setBigUint64(8, 16n, true);
+      view.setUint32(16, segments.length, true);
+      segments.forEach(([gpa, length], i) => {
+        view.setBigUint64(20 + i * 12, BigInt(gpa), true);
+        view.setUint32(28 + i * 12, length, true);
+      });
+      return out;
+    };
+    const commit = (...entries: Uint8Array[]) => {
+      const data = new Uint8Array(entries.reduce((n, e) => n + e.length, 0));
+      let at = 0;
+      for (const e of entries) (data.set(e, at), (at += e.length));
+      return frameWith(7, 0, new Uint8Array([...u32s(0, 0, 0, entries.length, data.length, 0), ...data]));
+    };
+    expect(await outcomeOfFrame(commit(entry(1, 0, 2, [[0, 512]])))).to.equal("inconsistent"); // segments hold 512 of 1024 bytes
+    expect(await outcomeOfFrame(commit(entry(1, 1, 1, [[0, 512]])))).to.equal("malformed"); // inline with segments
+    expect(await outcomeOfFrame(commit(entry(2, 0, 1, [])))).to.equal("malformed"); // a flush with an extent
+    expect(await outcomeOfFrame(commit(entry(9, 0, 1, [[0, 512]])))).to.equal("malformed"); // unknown type
+    expect(await outcomeOfFrame(commit(entry(1, 4, 1, [[0, 512]])))).to.equal("malformed"); // unknown flag
+    expect(await outcomeOfFrame(commit(entry(1, 0, 0, [])))).to.equal("malformed"); // no sectors
+    expect(await outcomeOfFrame(frameWith(7, 0, u32s(0, 0, 0, 5000, 0, 0)))).to.equal("oversized"); // entry count
   });
 });
 
@@ -177,7 +223,7 @@ describe("fuzzed control messages", () => {
     const started = Date.now();
     expect(outcomeOfControl("[".repeat(500_000))).to.equal("oversized");
     expect(outcomeOfControl('{"a":'.repeat(100_000) + "1" + "}".repeat(100_000))).to.equal("oversized");
-    expect(outcomeOfControl(JSON.stringify({ type: "sync-commit", seq: 1, epoch: 1, pageCount: 0, stateDeltaBytes: 0, ioLog: Array(2000).fill({ disk: 0, type: "flush" }) }))).to.equal("schema");
+    expect(outcomeOfControl(JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], disks: Array(2000).fill({ id: 0, name: "vda", sizeBytes: 512 }) }))).to.equal("schema");
     expect(Date.now() - started).to.be.lessThan(2000);
   });
 });

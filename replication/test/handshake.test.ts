@@ -4,10 +4,11 @@
 // sides with a clear ProtocolError.
 import { expect } from "chai";
 import { WebSocket as WsWebSocket } from "ws";
-import { handshake, type HandshakeOptions } from "../channel/handshake.ts";
+import { StaleEpochError, handshake, type HandshakeOptions } from "../channel/handshake.ts";
 import type { ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { encodeFrame } from "../protocol/frames.ts";
+import { createServer, type Server } from "node:net";
 import type { NodeRole } from "../protocol/messages.ts";
 import { connectBrowserWebSocket, type BrowserWebSocketConstructor } from "../transport/browser-ws.ts";
 import { createMemoryPair } from "../transport/memory-pair.ts";
@@ -53,7 +54,7 @@ function handshakeCases(connect: () => Promise<[Transport, Transport]>): void {
     const p = channel(ra);
     const s = channel(rb);
     expect([p.peerRole, p.peerNodeId, s.peerRole, s.peerNodeId]).to.deep.equal(["secondary", "beta", "primary", "alpha"]);
-    expect([p.version, p.epoch, s.epoch]).to.deep.equal([1, 3, 3]);
+    expect([p.version, p.epoch, s.epoch]).to.deep.equal([2, 3, 3]);
     // The secondary's first event is what the primary sends right after the handshake.
     const received = nextEvent(s);
     await p.send({ type: "heartbeat", epoch: 3, id: 0 });
@@ -78,11 +79,21 @@ function handshakeCases(connect: () => Promise<[Transport, Transport]>): void {
     expect(failure(rb).message).to.match(/both ends claim to be primary/);
   });
 
-  it("refuses a primary with a stale epoch", async () => {
+  it("refuses a primary with a stale epoch, after both proved the secret", async () => {
     const [a, b] = await connect();
     const [ra, rb] = await both(a, b, primary(SECRET, { epoch: 1 }), secondary(SECRET, { epoch: 2 }));
-    expect(failure(ra).message).to.match(/primary is at epoch 1, but the secondary has seen epoch 2/);
-    expect(failure(rb).code).to.be.oneOf(["stale-epoch", "refused"]);
+    const error = failure(ra);
+    expect(error).to.be.instanceOf(StaleEpochError);
+    expect(error.message).to.match(/primary is at epoch 1, but the secondary \(which proved the secret\) has seen epoch 2/);
+    expect(failure(rb)).to.be.instanceOf(StaleEpochError);
+  });
+
+  it("never reports a stale epoch for a peer without the secret, whatever epoch it claims", async () => {
+    const [a, b] = await connect();
+    const [ra] = await both(a, b, primary(SECRET, { epoch: 1 }), secondary(WRONG, { epoch: 99 }));
+    const error = failure(ra);
+    expect(error).not.to.be.instanceOf(StaleEpochError);
+    expect(error.code).to.be.oneOf(["refused", "auth-failed", "closed"]);
   });
 }
 
@@ -94,7 +105,7 @@ describe("handshake over the in-memory pair", () => {
 
   it("refuses when no version is shared", async () => {
     const { a, b } = createMemoryPair();
-    const [ra, rb] = await both(a, b, primary(SECRET, { versions: { min: 2, max: 3 } }), secondary());
+    const [ra, rb] = await both(a, b, primary(SECRET, { versions: { min: 3, max: 4 } }), secondary());
     expect(failure(ra).code).to.be.oneOf(["version", "refused"]);
     expect(failure(rb).message).to.match(/no common version/);
   });
@@ -104,7 +115,7 @@ describe("handshake over the in-memory pair", () => {
     const pending = handshake(b, "secondary", SECRET);
     const seenByIntruder: string[] = [];
     a.onMessage((message) => seenByIntruder.push(message.kind === "text" ? message.text : "binary"));
-    a.sendBinary(await encodeFrame({ kind: "device-state", seq: 0, epoch: 1, mode: "full", data: new Uint8Array(8) }));
+    a.sendBinary(await encodeFrame({ kind: "state-parts", seq: 0, epoch: 1, parts: [new Uint8Array(8)] }));
     const intruderClosed = new Promise((resolve) => a.onClose(resolve));
     const error = await rejectionOf(pending);
     expect(error).to.be.instanceOf(ProtocolError).with.property("code", "unauthenticated");
@@ -147,11 +158,89 @@ describe("handshake over the in-memory pair", () => {
     const closed = new Promise<{ reason: string; error?: ProtocolError }>((resolve) => s.onClose(resolve));
     const primaryHeard = new Promise<ChannelEvent>((resolve) => p.onMessage(resolve));
     s.onMessage(() => expect.fail("nothing out of order may reach the engine"));
-    await p.send({ type: "sync-commit", seq: 1, epoch: 1, pageCount: 0, stateDeltaBytes: 0, ioLog: [] }); // before init-begin
+    await p.sendFrame({ kind: "sync-commit", seq: 1, epoch: 1, pageUpdates: 0, stateChanges: 0, blockFrames: 0, log: [] }); // before init-begin
     const info = await closed;
     expect(info.error).to.be.instanceOf(ProtocolError).with.property("code", "order");
     const told = await primaryHeard;
     expect(told.channel === "control" && told.message.type === "error" && told.message.code).to.equal("order");
+  });
+});
+
+describe("the accepting side proves nothing before the caller did", () => {
+  it("answers a caller with a wrong secret without revealing its own proof", async () => {
+    const { a, b } = createMemoryPair();
+    const seen: string[] = [];
+    a.onMessage((message) => seen.push(message.kind === "text" ? message.text : "binary"));
+    // The caller: a primary that does not know the secret, proving with garbage.
+    const accepting = Promise.allSettled([handshake(b, "secondary", SECRET)]);
+    a.sendText(JSON.stringify({ type: "challenge", protocol: "twinvm-replication", minVersion: 2, maxVersion: 2, role: "primary", epoch: 1, nonce: "B".repeat(43) + "=", nodeId: "impostor" }));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    a.sendText(JSON.stringify({ type: "auth", version: 2, proof: "C".repeat(43) + "=" }));
+    const [result] = await accepting;
+    expect(failure(result!).code).to.equal("auth-failed");
+    expect(seen.some((text) => text.includes('"type":"challenge"'))).to.equal(true);
+    expect(seen.some((text) => text.includes('"type":"auth"')), "the acceptor must not send its proof").to.equal(false);
+  });
+});
+
+describe("the record layer after the handshake", () => {
+  async function session(): Promise<{ p: ReplicationChannel; s: ReplicationChannel; raw: Transport }> {
+    const { a, b } = createMemoryPair();
+    const [ra, rb] = await both(a, b, primary(), secondary());
+    return { p: channel(ra), s: channel(rb), raw: a };
+  }
+
+  const closeOf = (ch: ReplicationChannel) => new Promise<{ reason: string; error?: ProtocolError }>((resolve) => ch.onClose(resolve));
+
+  it("refuses a tampered record: nothing reaches the engine, the session ends with auth-failed", async () => {
+    const { p, s, raw } = await session();
+    const closed = closeOf(s);
+    s.onMessage(() => expect.fail("a tampered record must not reach the engine"));
+    const send = raw.sendBinary.bind(raw);
+    raw.sendBinary = (bytes) => {
+      const copy = bytes.slice();
+      copy[copy.length - 20]! ^= 1;
+      send(copy);
+    };
+    await p.send({ type: "heartbeat", epoch: 1, id: 0 });
+    expect((await closed).error).to.be.instanceOf(ProtocolError).with.property("code", "auth-failed");
+  });
+
+  it("refuses a replayed record", async () => {
+    const { p, s, raw } = await session();
+    const closed = closeOf(s);
+    const events: ChannelEvent[] = [];
+    s.onMessage((event) => void events.push(event));
+    const send = raw.sendBinary.bind(raw);
+    let first: Uint8Array | undefined;
+    raw.sendBinary = (bytes) => {
+      first ??= bytes.slice();
+      send(bytes);
+    };
+    await p.send({ type: "heartbeat", epoch: 1, id: 0 });
+    send(first!);
+    expect((await closed).error).to.have.property("code", "auth-failed");
+    expect(events).to.have.length(1);
+  });
+
+  it("refuses plain text once the session is encrypted", async () => {
+    const { s, raw } = await session();
+    const closed = closeOf(s);
+    s.onMessage(() => expect.fail("plain text must not reach the engine"));
+    raw.sendText(JSON.stringify({ type: "promoted", epoch: 9 }));
+    expect((await closed).error).to.have.property("code", "unauthenticated");
+  });
+
+  it("carries nothing readable: the record bytes do not contain the plaintext", async () => {
+    const { p, raw } = await session();
+    const sent: Uint8Array[] = [];
+    const send = raw.sendBinary.bind(raw);
+    raw.sendBinary = (bytes) => {
+      sent.push(bytes.slice());
+      send(bytes);
+    };
+    await p.send({ type: "goodbye", reason: "a secret plan about guest memory" });
+    expect(Buffer.from(sent[0]!).toString("latin1")).not.to.include("secret plan");
   });
 });
 
@@ -188,7 +277,7 @@ describe("handshake over WebSocket on 127.0.0.1", () => {
     const p = channel(ra);
     const s = channel(rb);
     const events: ChannelEvent[] = [];
-    s.onMessage((event) => events.push(event));
+    s.onMessage((event) => void events.push(event));
     await p.send({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 4096 * 4096, pageSize: 4096, diskMode: "io-log", disks: [] });
     const data = new Uint8Array(3000 * 4096).map((_, i) => (i % 4096 < 100 ? i & 0xff : 0));
     await p.sendFrame({ kind: "memory-pages", seq: 0, epoch: 1, indices: Uint32Array.from({ length: 3000 }, (_, i) => i), data, zeroIndices: new Uint32Array(0) }, { compress: true });
@@ -226,9 +315,46 @@ describe("WebSocket transport setup", () => {
   });
 
   it("names the URL on a connect timeout", async () => {
-    // 10.255.255.1 is unroutable here: the TCP connect hangs until our timer fires.
-    const error = await rejectionOf(connectReplication("ws://10.255.255.1:9", { timeoutMs: 100 }));
-    expect(error.message).to.match(/^cannot connect to ws:\/\/10\.255\.255\.1:9: (no answer within 100 ms|.+)$/);
+    // A local TCP server that accepts and never answers the WebSocket upgrade.
+    const silent: Server = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const url = `ws://127.0.0.1:${(silent.address() as { port: number }).port}`;
+    try {
+      const error = await rejectionOf(connectReplication(url, { timeoutMs: 100 }));
+      expect(error.message).to.match(new RegExp(`^cannot connect to ${url}: (no answer within 100 ms|.*timed out.*)$`));
+    } finally {
+      silent.close();
+    }
+  });
+
+  it("bounds connections that have not authenticated, in number and in bytes, and still serves a real peer", async () => {
+    const handshakes: Promise<unknown>[] = [];
+    const server = await listenReplication({ maxPendingHandshakes: 3 }, (transport) => {
+      const pending = handshake(transport, "secondary", SECRET, { timeoutMs: 3000 }).catch((error: Error) => error);
+      handshakes.push(pending);
+      return pending;
+    });
+    try {
+      // Silent peers take the pending slots; the next one is turned away at once.
+      const silent = await Promise.all([1, 2, 3].map(() => connectReplication(server.url)));
+      const turnedAway = await connectReplication(server.url);
+      const refusal = await new Promise<TransportCloseInfo>((resolve) => turnedAway.onClose(resolve));
+      expect(refusal.code).to.equal(1013);
+      for (const transport of silent) transport.close("done");
+      await Promise.all(handshakes.splice(0));
+      // A peer that streams data before proving anything is cut off after the byte limit.
+      const flooder = await connectReplication(server.url);
+      const cut = new Promise<TransportCloseInfo>((resolve) => flooder.onClose(resolve));
+      flooder.sendBinary(new Uint8Array(8 * 1024 * 1024));
+      expect((await cut).byPeer).to.equal(true);
+      // A real primary still gets in.
+      const client = await connectReplication(server.url);
+      const channelOf = await handshake(client, "primary", SECRET);
+      expect(channelOf.peerRole).to.equal("secondary");
+      await channelOf.close();
+    } finally {
+      await server.close();
+    }
   });
 
   it("closes a connection that sends a message over the frame limit", async () => {

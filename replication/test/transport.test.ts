@@ -3,12 +3,12 @@
 // backpressure, and cut() fails both ends at once. Also: the secret loader and
 // the page collector that feeds memory frames.
 import { expect } from "chai";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadSecret } from "../node/secret.ts";
 import { connectReplication, listenReplication } from "../node/ws-transport.ts";
-import { applyPages, collectPages } from "../protocol/page-collect.ts";
+import { applyPages, pageSetFrames } from "../protocol/page-collect.ts";
 import { createMemoryPair } from "../transport/memory-pair.ts";
 import type { InboundMessage, TransportCloseInfo } from "../transport/transport.ts";
 import { rejectionOf } from "./fixtures.ts";
@@ -88,10 +88,12 @@ describe("secret loader", () => {
     expect((await rejectionOf(loadSecret({ env: {} }))).message).to.match(/no replication secret: set TWINVM_SECRET or give a secret file/);
   });
 
-  it("reads a file, trimming whitespace, and names a missing one", async () => {
+  it("reads a file, trimming whitespace, and names a missing one or one others can read", async () => {
     const dir = await mkdtemp(join(tmpdir(), "twinvm-secret-"));
     const file = join(dir, "secret");
-    await writeFile(file, "  a-long-enough-shared-secret\n");
+    await writeFile(file, "  a-long-enough-shared-secret\n", { mode: 0o644 });
+    expect((await rejectionOf(loadSecret({ file, env: {} }))).message).to.equal(`replication secret file ${file}: readable or writable by others (mode 644); chmod 600 it`);
+    await chmod(file, 0o600);
     expect(new TextDecoder().decode(await loadSecret({ file, env: {} }))).to.equal("a-long-enough-shared-secret");
     expect((await rejectionOf(loadSecret({ file: join(dir, "nope"), env: {} }))).message).to.equal(`replication secret file ${join(dir, "nope")}: no such file`);
     expect((await rejectionOf(loadSecret({ file: dir, env: {} }))).message).to.match(/is a directory/);
@@ -102,11 +104,11 @@ describe("page collector", () => {
   it("elides zero pages, splits large sets, and applies back to the same memory", () => {
     const memory = new Uint8Array(5000 * 4096);
     for (let page = 0; page < 5000; page += 2) memory[page * 4096 + 7] = page & 0xff || 1;
-    const frames = collectPages(memory, [4999, ...Array.from({ length: 4999 }, (_, i) => i)], 3, 1);
+    const frames = pageSetFrames({ indices: Uint32Array.from({ length: 5000 }, (_, i) => i), data: memory }, 3, 1);
     expect(frames.map((f) => f.indices.length + f.zeroIndices.length)).to.deep.equal([4000, 1000]);
     expect(frames[0]!.zeroIndices.length).to.equal(2000);
     const copy = new Uint8Array(memory.length).fill(0xee);
-    for (const frame of frames) applyPages(frame, (gpa, bytes) => copy.set(bytes, gpa));
+    for (const frame of frames) applyPages(frame, copy);
     expect(copy).to.deep.equal(memory);
   });
 });

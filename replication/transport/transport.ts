@@ -30,6 +30,9 @@ export interface Transport {
   onClose(handler: (info: TransportCloseInfo) => void): void;
   /** Closes; messages already queued are still delivered to the peer first. */
   close(reason?: string): void;
+  /** Stop reading from the peer (backpressure while the receiver is busy); messages already read are kept. */
+  pauseReceiving(): void;
+  resumeReceiving(): void;
 }
 
 export type TransportErrorCode = "closed" | "config" | "connect-failed" | "connect-timeout" | "listen-failed";
@@ -111,6 +114,8 @@ export abstract class TransportBase implements Transport {
   /** Implementations call this when the pipe is gone; only the first call counts. */
   protected closed(info: TransportCloseInfo): void {
     if (this.closeInfo !== undefined) return;
+    // A close reason can come from an unauthenticated peer: keep it printable and short.
+    info = { ...info, reason: printable(info.reason) };
     this.closeInfo = info;
     for (const waiter of this.drainWaiters) waiter.reject(this.closedError());
     this.drainWaiters = [];
@@ -128,6 +133,10 @@ export abstract class TransportBase implements Transport {
   /** Hook for implementations that must poll bufferedAmount (the browser). */
   protected drainWaitersChanged(): void {}
 
+  /** Implementations that can stop reading from their socket override these; the default keeps reading. */
+  pauseReceiving(): void {}
+  resumeReceiving(): void {}
+
   protected get waitingForDrain(): boolean {
     return this.drainWaiters.length > 0;
   }
@@ -139,4 +148,9 @@ export abstract class TransportBase implements Transport {
   private closedError(): TransportError {
     return new TransportError("closed", `${this.label}: transport is closed (${this.closeInfo?.reason ?? "closing"})`);
   }
+}
+
+/** Printable ASCII only (no terminal escapes from a peer), at most 200 characters. */
+export function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, "?").slice(0, 200);
 }

@@ -1,0 +1,152 @@
+// Rewrites v86's WebAssembly module so that the CPU itself records which 4 KiB pages of
+// guest RAM may have been written: a byte per page in a map we allocate, set
+//  - on the first write to a page through the TLB: after a full TLB clear every virtual
+//    write (interpreter, string instructions and JIT code alike) walks the page tables
+//    with for_writing set, in `do_page_walk`;
+//  - on every physical write (page-table A/D bits, device DMA through `write_blob` and
+//    `jit_dirty_cache`, our virtio device): they all invalidate JIT code through
+//    `jit_dirty_page_ctx`.
+// So one collection costs O(pages written) instead of a scan of all RAM. The patch is
+// applied to the exact pinned build (see V86_VERSION): every function it touches is
+// checked by name and signature first, and anything unexpected refuses loudly.
+import binaryen from "binaryen";
+
+/** Bumped when the patch changes, so cached outputs of an older patch are not reused. */
+export const DIRTY_MAP_PATCH_VERSION = 1;
+
+/** Exported by the patched module: `(map, ramPageBias, pageCount) -> void`; pageCount 0 switches marking off. */
+export const TRACK_EXPORT = "_twinvm_track";
+/** Exported by the patched module: returns DIRTY_MAP_PATCH_VERSION, to recognise a patched build. */
+export const VERSION_EXPORT = "_twinvm_patch_version";
+
+/** binaryen.js has `Function.getBody/setBody` on the namespace; its typings misplace them on Module. */
+const FunctionBodies = (binaryen as unknown as {
+  Function: { getBody(func: binaryen.FunctionRef): binaryen.ExpressionRef; setBody(func: binaryen.FunctionRef, body: binaryen.ExpressionRef): void };
+}).Function;
+
+export class WasmPatchError extends Error {
+  override name = "WasmPatchError";
+}
+
+interface FunctionShape {
+  /** The Rust symbol's mangled-name suffix (the crate hash before it varies by build). */
+  suffix: string;
+  params: number[];
+  results: number;
+}
+
+const DO_PAGE_WALK: FunctionShape = {
+  // cpu::cpu::do_page_walk(addr: i32, for_writing, user, jit, side_effects) -> OrPageFault<NonZeroI32> (0 = fault)
+  suffix: "3cpu3cpu12do_page_walk",
+  params: [binaryen.i32, binaryen.i32, binaryen.i32, binaryen.i32, binaryen.i32],
+  results: binaryen.i32,
+};
+const JIT_DIRTY_PAGE_CTX: FunctionShape = {
+  // jit::jit_dirty_page_ctx(ctx: &mut JitState, page: Page)
+  suffix: "3jit18jit_dirty_page_ctx",
+  params: [binaryen.i32, binaryen.i32],
+  results: binaryen.none,
+};
+/** Exports the tracker calls on the patched module; present in the pinned build. */
+export const REQUIRED_EXPORTS = ["full_clear_tlb", "jit_dirty_cache", "write8", "write16", "write32", "v86_malloc", "memory"] as const;
+
+/**
+ * Returns the patched module. Deterministic: the same input gives the same bytes.
+ * Throws WasmPatchError naming what differs when the input is not the build it was written for.
+ */
+export function patchDirtyMap(input: Uint8Array): Uint8Array {
+  // binaryen's default features are those v86 is built with (all of them would emit encodings engines reject).
+  const module = binaryen.readBinary(input);
+  try {
+    checkExports(module);
+    const pageWalk = findFunction(module, DO_PAGE_WALK);
+    const dirtyPage = findFunction(module, JIT_DIRTY_PAGE_CTX);
+    for (const name of ["twinvm$map", "twinvm$bias", "twinvm$pages"]) {
+      module.addGlobal(name, binaryen.i32, true, module.i32.const(0));
+    }
+    addControlExports(module);
+    wrapPageWalk(module, pageWalk);
+    prependMark(module, dirtyPage);
+    if (!module.validate()) throw new WasmPatchError("the patched v86 module does not validate");
+    return module.emitBinary();
+  } finally {
+    module.dispose();
+  }
+}
+
+function checkExports(module: binaryen.Module): void {
+  const names = new Set<string>();
+  for (let i = 0; i < module.getNumExports(); i++) names.add(binaryen.getExportInfo(module.getExportByIndex(i)).name);
+  if (names.has(TRACK_EXPORT)) throw new WasmPatchError("this v86 module is already patched");
+  const missing = REQUIRED_EXPORTS.filter((name) => !names.has(name));
+  if (missing.length > 0) throw new WasmPatchError(`v86 module lacks the exports ${missing.join(", ")}: not the pinned v86 build`);
+}
+
+function findFunction(module: binaryen.Module, shape: FunctionShape): string {
+  const matches: string[] = [];
+  for (let i = 0; i < module.getNumFunctions(); i++) {
+    const info = binaryen.getFunctionInfo(module.getFunctionByIndex(i));
+    if (info.name.endsWith(shape.suffix)) matches.push(info.name);
+  }
+  if (matches.length !== 1) {
+    throw new WasmPatchError(`v86 module has ${matches.length} functions named *${shape.suffix} (expected exactly one): not the pinned v86 build`);
+  }
+  const name = matches[0]!;
+  const info = binaryen.getFunctionInfo(module.getFunction(name));
+  const params = binaryen.expandType(info.params);
+  if (info.module !== "" || params.length !== shape.params.length || params.some((type, i) => type !== shape.params[i]) || info.results !== shape.results) {
+    throw new WasmPatchError(`v86 function ${name} has an unexpected signature (${params.length} params): not the pinned v86 build`);
+  }
+  return name;
+}
+
+/** `_twinvm_track(map, bias, pages)` sets the three globals; `_twinvm_patch_version()` names the patch. */
+function addControlExports(module: binaryen.Module): void {
+  const i32 = binaryen.i32;
+  module.addFunction(TRACK_EXPORT, binaryen.createType([i32, i32, i32]), binaryen.none, [], module.block(null, [
+    module.global.set("twinvm$map", module.local.get(0, i32)),
+    module.global.set("twinvm$bias", module.local.get(1, i32)),
+    module.global.set("twinvm$pages", module.local.get(2, i32)),
+  ]));
+  module.addFunctionExport(TRACK_EXPORT, TRACK_EXPORT);
+  module.addFunction(VERSION_EXPORT, binaryen.none, i32, [], module.i32.const(DIRTY_MAP_PATCH_VERSION));
+  module.addFunctionExport(VERSION_EXPORT, VERSION_EXPORT);
+}
+
+/** `map[page] = 1` when `page` (an expression, evaluated twice) is below the page count. */
+function markPage(module: binaryen.Module, page: () => binaryen.ExpressionRef): binaryen.ExpressionRef {
+  const i32 = binaryen.i32;
+  return module.if(
+    module.i32.lt_u(page(), module.global.get("twinvm$pages", i32)),
+    module.i32.store8(0, 1, module.i32.add(module.global.get("twinvm$map", i32), page()), module.i32.const(1)),
+  );
+}
+
+/**
+ * The walk's original body moves into a new inner function; the walk itself calls it and,
+ * when a walk for writing with side effects succeeded, marks the physical page the new TLB
+ * entry maps: entry = (phys + mem8) ^ (virtual page << 12) | flags, so
+ * ((entry ^ addr) >>> 12) - (mem8 >>> 12) is the guest-physical page ("bias" = mem8 >>> 12).
+ * The entry is kept in parameter 2 (`user`), which the inner call has already consumed.
+ */
+function wrapPageWalk(module: binaryen.Module, name: string): void {
+  const i32 = binaryen.i32;
+  const fn = module.getFunction(name);
+  const info = binaryen.getFunctionInfo(fn);
+  const inner = `${name}$twinvm_inner`;
+  module.addFunction(inner, info.params, info.results, info.vars, FunctionBodies.getBody(fn));
+  const param = (index: number) => module.local.get(index, i32);
+  const page = () => module.i32.sub(module.i32.shr_u(module.i32.xor(param(2), param(0)), module.i32.const(12)), module.global.get("twinvm$bias", i32));
+  FunctionBodies.setBody(fn, module.block(null, [
+    module.local.set(2, module.call(inner, [0, 1, 2, 3, 4].map(param), i32)),
+    module.if(module.i32.and(module.i32.ne(param(2), module.i32.const(0)), module.i32.and(param(1), param(4))), markPage(module, page)),
+    module.return(param(2)),
+  ], i32));
+}
+
+/** Marks `page` (parameter 1) before the original body runs, whatever path it then takes. */
+function prependMark(module: binaryen.Module, name: string): void {
+  const fn = module.getFunction(name);
+  const body = FunctionBodies.getBody(fn);
+  FunctionBodies.setBody(fn, module.block(null, [markPage(module, () => module.local.get(1, binaryen.i32)), body], binaryen.none));
+}

@@ -1,0 +1,83 @@
+// Confidentiality and integrity for everything after the handshake. Keys come from the
+// shared secret and both handshake nonces (HKDF-SHA256), one AES-256-GCM key per
+// direction; every record's 96-bit IV is its sequence number in that direction, so a
+// replayed, reordered, dropped, altered or reflected record fails authentication. WebCrypto
+// only: the same code runs in Node and in browsers. A record is one transport message:
+//
+//   record    := AES-GCM(key[direction], iv = 0x00000000 || u64 BE sequence, plaintext) (+16-byte tag)
+//   plaintext := u8 type (1 control JSON, 2 binary frame) || payload
+import { ProtocolError } from "../protocol/errors.ts";
+import { PROTOCOL_NAME } from "../protocol/limits.ts";
+
+export const RecordType = { control: 1, frame: 2 } as const;
+export type RecordTypeCode = (typeof RecordType)[keyof typeof RecordType];
+
+export const RECORD_TAG_BYTES = 16;
+/** A session ends before any key encrypts this many records (AES-GCM's safe use of one key). */
+export const MAX_RECORDS_PER_KEY = 2 ** 32;
+
+/** Keys for one session: `send` seals what this side sends, `receive` opens what the peer sends. */
+export interface RecordKeys {
+  send: CryptoKey;
+  receive: CryptoKey;
+}
+
+/**
+ * Derives both directions' keys. `initiatorNonce`/`acceptorNonce` are the raw handshake
+ * nonces (the salt); `initiator` says which side we are, to pick the directions.
+ */
+export async function deriveRecordKeys(secret: Uint8Array, initiatorNonce: Uint8Array, acceptorNonce: Uint8Array, version: number, initiator: boolean): Promise<RecordKeys> {
+  const subtle = globalThis.crypto.subtle;
+  const base = await subtle.importKey("raw", secret as Uint8Array<ArrayBuffer>, "HKDF", false, ["deriveBits"]);
+  const salt = new Uint8Array(initiatorNonce.length + acceptorNonce.length);
+  salt.set(initiatorNonce);
+  salt.set(acceptorNonce, initiatorNonce.length);
+  const info = new TextEncoder().encode(`${PROTOCOL_NAME}/record-keys/v${version}`);
+  const bits = new Uint8Array(await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt, info }, base, 512));
+  const key = (bytes: Uint8Array) => subtle.importKey("raw", bytes as Uint8Array<ArrayBuffer>, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+  const [toAcceptor, toInitiator] = await Promise.all([key(bits.subarray(0, 32)), key(bits.subarray(32, 64))]);
+  return initiator ? { send: toAcceptor, receive: toInitiator } : { send: toInitiator, receive: toAcceptor };
+}
+
+/** Seals outbound records in call order; opens inbound ones in arrival order. Not reentrant per direction. */
+export class RecordLayer {
+  #sent = 0;
+  #received = 0;
+
+  constructor(private readonly keys: RecordKeys) {}
+
+  get recordsSent(): number {
+    return this.#sent;
+  }
+
+  /** Seals one record; call in the order the records go on the wire. */
+  seal(type: RecordTypeCode, payload: Uint8Array): Promise<Uint8Array> {
+    if (this.#sent >= MAX_RECORDS_PER_KEY) return Promise.reject(new ProtocolError("oversized", "this session's key has sealed its limit of records; reconnect"));
+    const iv = ivFor(this.#sent++);
+    const plaintext = new Uint8Array(1 + payload.length);
+    plaintext[0] = type;
+    plaintext.set(payload, 1);
+    return globalThis.crypto.subtle.encrypt({ name: "AES-GCM", iv }, this.keys.send, plaintext).then((sealed) => new Uint8Array(sealed));
+  }
+
+  /** Opens one record; call in arrival order. Throws ProtocolError("auth-failed") for anything not sealed by the peer as its next record. */
+  async open(record: Uint8Array): Promise<{ type: RecordTypeCode; payload: Uint8Array }> {
+    if (record.length < RECORD_TAG_BYTES + 1) throw new ProtocolError("truncated", `record of ${record.length} bytes is shorter than its tag`);
+    const iv = ivFor(this.#received++);
+    let plaintext: Uint8Array;
+    try {
+      plaintext = new Uint8Array(await globalThis.crypto.subtle.decrypt({ name: "AES-GCM", iv }, this.keys.receive, record as Uint8Array<ArrayBuffer>));
+    } catch (error) {
+      throw new ProtocolError("auth-failed", `record ${this.#received - 1} does not authenticate (tampered, replayed, reordered or not from the peer)`, { cause: error });
+    }
+    const type = plaintext[0];
+    if (type !== RecordType.control && type !== RecordType.frame) throw new ProtocolError("malformed", `record of unknown type ${type}`);
+    return { type, payload: plaintext.subarray(1) };
+  }
+}
+
+function ivFor(sequence: number): Uint8Array<ArrayBuffer> {
+  const iv = new Uint8Array(12);
+  new DataView(iv.buffer).setBigUint64(4, BigInt(sequence), false);
+  return iv;
+}

@@ -1,0 +1,58 @@
+// What the engines need from a guest, and nothing more: the primary's view of a running
+// machine (capture at an instruction boundary, its disks, its block requests and console)
+// and the secondary's view of a replica that never runs until it takes over. Real machines
+// are adapted in machine-guest.ts; engine tests use an in-memory fake.
+import type { BlockBackend } from "../../emulator/block/backend.ts";
+import type { BlockIoListener } from "../../emulator/block/hook.ts";
+import type { PageChanges, PageSet, TrackerStats } from "../../emulator/memory/index.ts";
+import type { StateChanges } from "../../emulator/state/state-parts.ts";
+
+export interface GuestDisk {
+  /** Names the disk to the peer (init-begin); both sides attach equal disks under equal names. */
+  readonly name: string;
+  readonly backend: BlockBackend;
+  /** Resolves once every backend operation started so far has settled (whatever holds their completions). */
+  idle(): Promise<void>;
+}
+
+export interface FullCapture {
+  /** Every non-zero page. */
+  pages: PageSet;
+  /** The whole device state, as parts (copies). */
+  state: Uint8Array[];
+}
+
+export interface ChangeCapture {
+  pages: PageChanges;
+  state: StateChanges;
+}
+
+export interface PrimaryGuest {
+  readonly memoryBytes: number;
+  readonly disks: readonly GuestDisk[];
+  /** Runs `work` at the guest's next instruction boundary without stopping it. */
+  atNextBoundary<T>(work: () => T): Promise<T>;
+  /** At a boundary: the full image a new secondary starts from; later captures are changes since it. */
+  captureFull(): FullCapture;
+  /** At a boundary: what changed since the previous capture. */
+  captureChanges(): ChangeCapture;
+  /** Guest RAM as it is now; read it at a boundary. */
+  ram(): Uint8Array;
+  /** Every block request at submission; a returned promise holds its completion. */
+  onBlockRequest(listener: BlockIoListener): () => void;
+  onOutput(listener: (bytes: Uint8Array) => void): () => void;
+  /** Stops the guest for good (a fenced primary). */
+  halt(): void;
+  readonly trackerStats: TrackerStats | undefined;
+  /** Frees what captures keep (shadow copies). */
+  dispose(): void;
+}
+
+export interface ReplicaGuest {
+  readonly memoryBytes: number;
+  readonly disks: readonly GuestDisk[];
+  /** The replica's RAM (it does not run until `start`). */
+  ram(): Uint8Array;
+  /** Takes over: loads the device state into the replica and runs it. */
+  start(state: readonly Uint8Array[]): void;
+}

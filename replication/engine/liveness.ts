@@ -1,0 +1,58 @@
+// "No word from the peer for too long" that does not blame the peer for our own stalls:
+// when this process's timers ran late (a blocked event loop, a throttled background tab,
+// a suspended machine), the peer's messages could not be read either, so the silence
+// clock is moved forward by the lateness instead of declaring the peer dead.
+
+export interface LivenessOptions {
+  timeoutMs: number;
+  /** True while we stopped reading from the peer ourselves (backpressure): its silence is ours. */
+  receivingPaused?: () => boolean;
+  /** How often to check; default timeoutMs / 8 (at least 25 ms). */
+  checkEveryMs?: number;
+  onSilent: (silentMs: number) => void;
+}
+
+export class Liveness {
+  #lastHeard = performance.now();
+  #lastCheck = performance.now();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #active = false;
+  /** Total time discounted as our own stalls (for metrics and tests). */
+  stalledMs = 0;
+
+  constructor(private readonly options: LivenessOptions) {}
+
+  heard(): void {
+    this.#lastHeard = performance.now();
+  }
+
+  start(): void {
+    const every = this.options.checkEveryMs ?? Math.max(25, this.options.timeoutMs / 8);
+    this.#lastHeard = this.#lastCheck = performance.now();
+    this.#active = true;
+    this.#timer = setInterval(() => this.check(every), every);
+  }
+
+  stop(): void {
+    this.#active = false;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** One check; `every` is the interval it was scheduled at. Exposed for tests. */
+  check(every: number, now = performance.now()): void {
+    const late = now - this.#lastCheck - every;
+    this.#lastCheck = now;
+    // Lateness beyond a few intervals is our stall, not the peer's silence.
+    if (late > every * 2) {
+      this.#lastHeard += late;
+      this.stalledMs += late;
+    }
+    if (this.options.receivingPaused?.() === true) this.#lastHeard = now;
+    const silent = now - this.#lastHeard;
+    if (silent > this.options.timeoutMs && this.#active) {
+      this.stop();
+      this.options.onSilent(silent);
+    }
+  }
+}

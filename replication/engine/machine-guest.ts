@@ -1,0 +1,68 @@
+// Real machines as the engines' guests: a running Machine with its virtio-blk disks and block
+// hook (primary), and a blank Machine that holds the replica (secondary).
+import type { BlockHook } from "../../emulator/block/hook.ts";
+import type { Machine } from "../../emulator/machine.ts";
+import { DirtyPageTracker, type TrackerOptions } from "../../emulator/memory/index.ts";
+import { StatePartTracker, restoreStateParts } from "../../emulator/state/state-parts.ts";
+import { VirtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
+import type { GuestDisk, PrimaryGuest, ReplicaGuest } from "./guest.ts";
+
+function disksOf(machine: Machine): GuestDisk[] {
+  return machine.devices
+    .filter((device): device is VirtioBlkDisk => device instanceof VirtioBlkDisk)
+    .map((disk) => ({ name: disk.id, backend: disk.backend, idle: () => disk.device.backendIdle() }));
+}
+
+export interface MachineGuestOptions {
+  /** How dirty pages are found (default: the patched module's write map where present). */
+  tracking?: TrackerOptions["mode"];
+}
+
+/** `hook` must be the BlockHook the machine's disks were built with. */
+export function primaryGuestOf(machine: Machine, hook: BlockHook, options: MachineGuestOptions = {}): PrimaryGuest {
+  let pages: DirtyPageTracker | undefined;
+  let state: StatePartTracker | undefined;
+  return {
+    memoryBytes: machine.ram.size,
+    disks: disksOf(machine),
+    atNextBoundary: (work) => machine.atNextBoundary(work),
+    captureFull() {
+      pages?.dispose();
+      pages = DirtyPageTracker.create(machine, { mode: options.tracking ?? "auto" });
+      state = new StatePartTracker(machine);
+      const full = pages.collect();
+      return { pages: full, state: state.capture().changed.map((part) => part.current) };
+    },
+    captureChanges() {
+      if (pages === undefined || state === undefined) throw new Error("captureChanges before captureFull");
+      return { pages: pages.collect(), state: state.capture() };
+    },
+    ram: () => machine.ram.bytes,
+    onBlockRequest: (listener) => hook.subscribe(listener),
+    onOutput: (listener) => machine.console.onOutput(listener),
+    halt: () => void machine.pause(),
+    get trackerStats() {
+      return pages?.stats;
+    },
+    dispose() {
+      pages?.dispose();
+      pages = undefined;
+      state = undefined;
+    },
+  };
+}
+
+/** `machine` comes from `Machine.createBlank` with the same disks (by name and size) as the primary's. */
+export function replicaGuestOf(machine: Machine): ReplicaGuest {
+  if (machine.state !== "blank") throw new Error(`the replica machine must be blank, it is ${machine.state}`);
+  return {
+    memoryBytes: machine.ram.size,
+    disks: disksOf(machine),
+    // The replica never ran, so it has no compiled code to drop: plain stores are enough.
+    ram: () => machine.ram.bytes,
+    start(parts) {
+      restoreStateParts(machine, parts);
+      machine.run();
+    },
+  };
+}

@@ -1,0 +1,230 @@
+// The secondary's replica: RAM (a machine that never runs until it takes over), the device
+// state as of the last committed sync, and its own disks. A sync is applied all or nothing:
+// everything that can be refused (a state delta that does not fit the part it names) is
+// checked before RAM, state or disks change; then pages, state and the I/O log's disk
+// operations (replayed from the replica's own memory, or the inline data) are applied. Disk
+// operations run in order per disk; the first one that fails makes the replica inconsistent
+// for good, and a replica that is not consistent cannot be promoted.
+import { SECTOR_SIZE } from "../../emulator/block/backend.ts";
+import { gatherSegments } from "../../emulator/block/segments.ts";
+import { ProtocolError } from "../protocol/errors.ts";
+import type { DiskBlocksFrame, IoLogEntry, MemoryPagesFrame, PageUpdate, PartChange } from "../protocol/frames.ts";
+import { PAGE_SIZE } from "../protocol/limits.ts";
+import { applyPages } from "../protocol/page-collect.ts";
+import { applyRunDelta, parseRunDelta } from "../protocol/run-delta.ts";
+import type { DiskDescriptor } from "../protocol/messages.ts";
+import { diskDigest } from "./disk-image.ts";
+import type { GuestDisk, ReplicaGuest } from "./guest.ts";
+import type { LoggedIo } from "./sync-encoder.ts";
+
+/** One sync as the assembler hands it over: every frame of seq N, checked for order and counts. */
+export interface CommittedSync {
+  seq: number;
+  pages: PageUpdate[];
+  /** State part count after the sync, and the changed parts; undefined when no state changed. */
+  state: { partCount: number; changes: PartChange[] } | undefined;
+  log: IoLogEntry[];
+  blocks: DiskBlocksFrame[];
+}
+
+/** Disk data queued but not yet written above this: acknowledgements wait (backpressure to the primary). */
+export const MAX_DISK_BACKLOG_BYTES = 256 << 20;
+
+export class Replica {
+  readonly #guest: ReplicaGuest;
+  /** The primary's disk numbers of this session, mapped to our disks. */
+  #disks = new Map<number, GuestDisk>();
+  #parts: Uint8Array[] = [];
+  /** Per disk (by the primary's number): the tail of its queue of operations. */
+  #chains = new Map<number, Promise<void>>();
+  #backlogBytes = 0;
+  #backlogWaiters: (() => void)[] = [];
+  #failure: string | undefined;
+  #expectedDigests = new Map<number, string>();
+  #onFailure: (reason: string) => void;
+
+  constructor(guest: ReplicaGuest, onFailure: (reason: string) => void) {
+    this.#guest = guest;
+    this.#onFailure = onFailure;
+  }
+
+  /** Why the replica is not usable any more (a disk operation failed), if it is not. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  get hasState(): boolean {
+    return this.#parts.length > 0;
+  }
+
+  // ------------------------------------------------------------ initial sync
+
+  /** Starts a full copy: maps the primary's disks to ours (same name and size), or says why not. */
+  beginInitial(memoryBytes: number, disks: readonly DiskDescriptor[]): string | undefined {
+    if (memoryBytes !== this.#guest.memoryBytes) return `the primary has ${memoryBytes} bytes of RAM, this replica ${this.#guest.memoryBytes}`;
+    const mapped = new Map<number, GuestDisk>();
+    const expected = new Map<number, string>();
+    for (const descriptor of disks) {
+      const disk = this.#guest.disks.find((d) => d.name === descriptor.name);
+      if (disk === undefined || disk.backend.sizeBytes !== descriptor.sizeBytes) {
+        return `the primary's disk ${descriptor.name} (${descriptor.sizeBytes} bytes) has no equal-sized disk here`;
+      }
+      mapped.set(descriptor.id, disk);
+      // Announced with a digest: we hold it already and must prove it at init-end.
+      if (descriptor.sha256 !== undefined) expected.set(descriptor.id, descriptor.sha256);
+    }
+    this.#disks = mapped;
+    this.#expectedDigests = expected;
+    this.#parts = [];
+    this.#failure = undefined;
+    this.#chains = new Map([...mapped.keys()].map((id) => [id, Promise.resolve()]));
+    return undefined;
+  }
+
+  writeInitialPages(frame: MemoryPagesFrame): void {
+    applyPages(frame, this.#guest.ram());
+  }
+
+  setInitialState(parts: Uint8Array[]): void {
+    this.#parts = parts;
+  }
+
+  /** Queues a chunk of the disk copy; resolves when the backlog allows more. */
+  writeChunk(disk: number, offset: number, data: Uint8Array): Promise<void> {
+    this.#queue(disk, data.length, (backend) => backend.write(offset / SECTOR_SIZE, data), `writing the copy of disk ${disk} at ${offset}`);
+    return this.belowBacklog();
+  }
+
+  expectDigest(disk: number, sha256: string): void {
+    this.#expectedDigests.set(disk, sha256);
+  }
+
+  /** Waits for the copy to be on disk and checks every disk against the primary's digest; returns why not, or undefined. */
+  async finishInitial(): Promise<string | undefined> {
+    await this.settled();
+    if (this.#failure !== undefined) return this.#failure;
+    for (const [id, disk] of this.#disks) {
+      const expected = this.#expectedDigests.get(id);
+      if (expected === undefined) return `no digest for disk ${disk.name}`;
+      if ((await diskDigest(disk.backend)) !== expected) return `disk ${disk.name} differs from the primary's after the copy`;
+    }
+    // The copy is what a takeover starts from: make it durable.
+    await Promise.all([...this.#disks.values()].map((disk) => disk.backend.flush()));
+    return undefined;
+  }
+
+  // ------------------------------------------------------------ event-driven syncs
+
+  /**
+   * Applies one sync. Throws ProtocolError, before changing anything, when a state delta does
+   * not fit the part it names. Disk operations are queued (see `settled`); the returned
+   * promise resolves when the disk backlog allows the acknowledgement.
+   */
+  apply(sync: CommittedSync): { io: LoggedIo[]; ready: Promise<void> } {
+    const parts = sync.state === undefined ? undefined : this.#nextParts(sync.seq, sync.state.partCount, sync.state.changes);
+    // Nothing below can fail: pages were checked by the frame decoder, extents by SessionOrder.
+    const ram = this.#guest.ram();
+    for (const { page, encoding, bytes } of sync.pages) {
+      const at = page * PAGE_SIZE;
+      if (encoding === "zero") ram.fill(0, at, at + PAGE_SIZE);
+      else if (encoding === "full") ram.set(bytes, at);
+      else applyRunDelta(bytes, PAGE_SIZE, ram.subarray(at, at + PAGE_SIZE), `page ${page}`);
+    }
+    if (parts !== undefined) this.#parts = parts;
+    const io: LoggedIo[] = [];
+    let blockIndex = 0;
+    for (const entry of sync.log) {
+      if (entry.type === "flush") {
+        this.#queue(entry.disk, 0, (backend) => backend.flush(), `flushing disk ${entry.disk}`);
+        io.push({ disk: entry.disk, type: "flush", sector: 0, sectors: 0, segments: [], delivery: "flush" });
+        continue;
+      }
+      let data: Uint8Array;
+      if (entry.inline === true) {
+        // SessionOrder checked that the next frames cover exactly this write.
+        const pieces: Uint8Array[] = [];
+        for (let covered = 0; covered < entry.sectors; covered += pieces.at(-1)!.length / SECTOR_SIZE) pieces.push(sync.blocks[blockIndex++]!.data);
+        data = pieces.length === 1 ? pieces[0]! : concat(pieces);
+      } else {
+        data = gatherSegments(ram, entry.segments);
+      }
+      this.#queue(entry.disk, data.length, (backend) => backend.write(entry.sector, data), `writing sectors ${entry.sector}+${entry.sectors} of disk ${entry.disk}`);
+      io.push({ disk: entry.disk, type: "write", sector: entry.sector, sectors: entry.sectors, segments: entry.segments, delivery: entry.inline === true ? "inline" : "replayed" });
+    }
+    return { io, ready: this.belowBacklog() };
+  }
+
+  #nextParts(seq: number, partCount: number, changes: readonly PartChange[]): Uint8Array[] {
+    const next: (Uint8Array | undefined)[] = this.#parts.slice(0, partCount);
+    next.length = partCount;
+    for (const change of changes) {
+      if (change.encoding === "full") {
+        next[change.index] = change.bytes;
+        continue;
+      }
+      const base = this.#parts[change.index];
+      if (base === undefined) throw new ProtocolError("inconsistent", `sync ${seq}: a delta for state part ${change.index}, which this replica does not have`);
+      parseRunDelta(change.bytes, base.length, change.length, `sync ${seq} state part ${change.index}`);
+      const out = new Uint8Array(change.length);
+      out.set(base.subarray(0, Math.min(base.length, change.length)));
+      applyRunDelta(change.bytes, base.length, out, `sync ${seq} state part ${change.index}`);
+      next[change.index] = out;
+    }
+    const missing = next.findIndex((part) => part === undefined);
+    if (missing >= 0) throw new ProtocolError("inconsistent", `sync ${seq}: state part ${missing} is new but was not sent`);
+    return next as Uint8Array[];
+  }
+
+  // ------------------------------------------------------------ takeover
+
+  /** Resolves once every queued disk operation has run (whether or not one failed: see `failure`). */
+  async settled(): Promise<void> {
+    await Promise.all(this.#chains.values());
+  }
+
+  /** Waits for the disks and makes them durable; then loads the last committed state and runs the guest. */
+  async start(): Promise<void> {
+    await this.settled();
+    if (this.#failure !== undefined) throw new Error(`the replica is not consistent: ${this.#failure}`);
+    await Promise.all([...this.#disks.values()].map((disk) => disk.backend.flush()));
+    this.#guest.start(this.#parts);
+  }
+
+  belowBacklog(): Promise<void> {
+    if (this.#backlogBytes <= MAX_DISK_BACKLOG_BYTES) return Promise.resolve();
+    return new Promise((resolve) => this.#backlogWaiters.push(resolve));
+  }
+
+  #queue(diskNumber: number, bytes: number, operation: (backend: GuestDisk["backend"]) => Promise<void>, what: string): void {
+    const disk = this.#disks.get(diskNumber);
+    const tail = this.#chains.get(diskNumber);
+    if (disk === undefined || tail === undefined) throw new ProtocolError("inconsistent", `disk ${diskNumber} is not part of this session`);
+    this.#backlogBytes += bytes;
+    this.#chains.set(diskNumber, tail.then(async () => {
+      try {
+        if (this.#failure === undefined) await operation(disk.backend);
+      } catch (error) {
+        this.#fail(`${what} failed: ${(error as Error).message}`);
+      } finally {
+        this.#backlogBytes -= bytes;
+        if (this.#backlogBytes <= MAX_DISK_BACKLOG_BYTES) for (const resolve of this.#backlogWaiters.splice(0)) resolve();
+      }
+    }));
+  }
+
+  #fail(reason: string): void {
+    if (this.#failure !== undefined) return;
+    this.#failure = reason;
+    this.#onFailure(reason);
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}

@@ -1,0 +1,178 @@
+// Turns one capture into the frames of sync N: page updates (a run delta against the copy
+// the secondary holds, the whole page when that is not shorter, nothing for a zero page),
+// the changed device-state parts, the disk data that must travel (every write in
+// dirty-block-copy mode; in logging-replay only writes whose buffer the guest changed
+// before the capture), and the sync-commit with the I/O log.
+import type { BlockIoEvent } from "../../emulator/block/hook.ts";
+import { segmentsHold } from "../../emulator/block/segments.ts";
+import type { PageChanges } from "../../emulator/memory/index.ts";
+import type { StateChanges } from "../../emulator/state/state-parts.ts";
+import type { BinaryFrame, IoLogEntry, PageUpdate, PartChange } from "../protocol/frames.ts";
+import { MAX_FRAME_BYTES, MAX_PAGE_UPDATES_PER_FRAME, MAX_SECTORS_PER_BLOCK_FRAME, PAGE_SIZE, SECTOR_SIZE } from "../protocol/limits.ts";
+import { encodeRunDelta } from "../protocol/run-delta.ts";
+import { isAllZero } from "../protocol/page-collect.ts";
+import type { ByteCategory } from "./metrics.ts";
+
+export type DiskMode = "logging-replay" | "dirty-block-copy";
+
+/** A guest request the primary holds until the sync that logs it is acknowledged. */
+export interface HeldRequest {
+  readonly event: BlockIoEvent;
+  /** Completes the request for the guest. */
+  readonly release: () => void;
+  /** When the guest submitted it (performance.now()). */
+  readonly submittedAt: number;
+}
+
+export interface OutgoingFrame {
+  frame: BinaryFrame;
+  category: ByteCategory;
+}
+
+/** How a logged request reaches the secondary's disk; for metrics and live views. */
+export type IoDelivery = "replayed" | "inline" | "block-copy" | "flush";
+
+export interface LoggedIo {
+  disk: number;
+  type: "write" | "flush";
+  sector: number;
+  sectors: number;
+  segments: readonly { gpa: number; length: number }[];
+  delivery: IoDelivery;
+}
+
+export interface EncodedSync {
+  frames: OutgoingFrame[];
+  /** Pages that changed, and how they travelled. */
+  pages: Uint32Array;
+  zeroPages: number;
+  deltaPages: number;
+  fullPages: number;
+  io: LoggedIo[];
+  inlineWrites: number;
+}
+
+export interface SyncInput {
+  seq: number;
+  epoch: number;
+  mode: DiskMode;
+  pages: PageChanges;
+  state: StateChanges;
+  /** Requests to log, in submission order. */
+  requests: readonly HeldRequest[];
+  /** Guest RAM at the capture's boundary: decides which writes must carry their data. */
+  ram: Uint8Array;
+  diskNumber: (name: string) => number;
+}
+
+export function encodeSync(input: SyncInput): EncodedSync {
+  const { seq, epoch } = input;
+  const frames: OutgoingFrame[] = [];
+  const pages = pageUpdates(input.pages);
+  for (const batch of batches(pages.updates)) frames.push({ frame: { kind: "page-updates", seq, epoch, updates: batch }, category: "memoryPages" });
+  const changes = partChanges(input.state);
+  if (changes.length > 0) {
+    frames.push({ frame: { kind: "state-changes", seq, epoch, partCount: input.state.partCount, changes }, category: "deviceState" });
+  }
+  const { log, blocks, io, inlineWrites } = ioLog(input);
+  for (const block of blocks) frames.push({ frame: { kind: "disk-blocks", seq, epoch, ...block }, category: "diskBlocks" });
+  frames.push({
+    frame: { kind: "sync-commit", seq, epoch, pageUpdates: pages.updates.length, stateChanges: changes.length > 0 ? 1 : 0, blockFrames: blocks.length, log },
+    // In dirty-block-copy mode the log only announces the blocks: it is part of their cost.
+    category: input.mode === "dirty-block-copy" ? "diskBlocks" : "ioLog",
+  });
+  return { frames, pages: input.pages.indices, zeroPages: pages.zero, deltaPages: pages.delta, fullPages: pages.full, io, inlineWrites };
+}
+
+/** Bytes of the I/O log inside a sync-commit frame (the rest of the frame counts as control). */
+export function ioLogBytes(log: readonly IoLogEntry[]): number {
+  return log.reduce((sum, entry) => sum + 20 + (entry.type === "flush" ? 0 : entry.segments.length * 12), 0);
+}
+
+function pageUpdates(changes: PageChanges): { updates: PageUpdate[]; zero: number; delta: number; full: number } {
+  const updates: PageUpdate[] = [];
+  let zero = 0;
+  let delta = 0;
+  let full = 0;
+  changes.indices.forEach((page, k) => {
+    const now = changes.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
+    if (isAllZero(now)) {
+      zero++;
+      updates.push({ page, encoding: "zero", bytes: new Uint8Array(0) });
+      return;
+    }
+    const runs = encodeRunDelta(changes.previous.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE), now, PAGE_SIZE);
+    if (runs !== undefined) {
+      delta++;
+      updates.push({ page, encoding: "runs", bytes: runs });
+    } else {
+      full++;
+      updates.push({ page, encoding: "full", bytes: now });
+    }
+  });
+  return { updates, zero, delta, full };
+}
+
+/** Splits updates so each frame stays under the entry and byte limits. */
+function* batches(updates: PageUpdate[]): Generator<PageUpdate[]> {
+  let batch: PageUpdate[] = [];
+  let bytes = 0;
+  for (const update of updates) {
+    const size = 8 + update.bytes.length;
+    if (batch.length === MAX_PAGE_UPDATES_PER_FRAME || bytes + size > MAX_FRAME_BYTES - 4096) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(update);
+    bytes += size;
+  }
+  if (batch.length > 0) yield batch;
+}
+
+function partChanges(state: StateChanges): PartChange[] {
+  return state.changed.map(({ index, previous, current }) => {
+    const runs = previous === undefined ? undefined : encodeRunDelta(previous, current, current.length);
+    return runs === undefined
+      ? { index, encoding: "full" as const, length: current.length, bytes: current }
+      : { index, encoding: "runs" as const, length: current.length, bytes: runs };
+  });
+}
+
+interface BlockPiece {
+  disk: number;
+  sector: number;
+  data: Uint8Array;
+}
+
+function ioLog(input: SyncInput): { log: IoLogEntry[]; blocks: BlockPiece[]; io: LoggedIo[]; inlineWrites: number } {
+  const log: IoLogEntry[] = [];
+  const blocks: BlockPiece[] = [];
+  const io: LoggedIo[] = [];
+  let inlineWrites = 0;
+  for (const { event } of input.requests) {
+    const disk = input.diskNumber(event.disk);
+    if (event.type === "flush") {
+      log.push({ type: "flush", disk });
+      io.push({ disk, type: "flush", sector: 0, sectors: 0, segments: [], delivery: "flush" });
+      continue;
+    }
+    if (event.type !== "write" || event.data === undefined) continue;
+    const segments = event.segments.map(({ gpa, length }) => ({ gpa, length }));
+    // Replaying from memory stores what memory holds at the capture; if the guest changed the
+    // buffer since it submitted the write, that is not what the primary's disk got.
+    const inline = input.mode === "dirty-block-copy" || !segmentsHold(input.ram, segments, event.data);
+    if (inline) {
+      if (input.mode === "logging-replay") inlineWrites++;
+      log.push({ type: "write", disk, sector: event.sector, sectors: event.sectors, segments: [], inline: true });
+      const step = MAX_SECTORS_PER_BLOCK_FRAME * SECTOR_SIZE;
+      for (let at = 0; at < event.data.length; at += step) {
+        blocks.push({ disk, sector: event.sector + at / SECTOR_SIZE, data: event.data.subarray(at, at + step) });
+      }
+    } else {
+      log.push({ type: "write", disk, sector: event.sector, sectors: event.sectors, segments });
+    }
+    io.push({ disk, type: "write", sector: event.sector, sectors: event.sectors, segments, delivery: inline ? (input.mode === "dirty-block-copy" ? "block-copy" : "inline") : "replayed" });
+  }
+  return { log, blocks, io, inlineWrites };
+}

@@ -1,0 +1,164 @@
+// An in-memory guest for engine tests: RAM as a byte array, device state as a few parts,
+// disks in memory, and block requests and console output the test submits by hand. It
+// follows the contract of a real machine where the engines can tell: a write's data is
+// copied at submission and written to the disk at once, its completion waits for the
+// engine's gate, and captures see RAM and state at one moment.
+import { BlockHook, type BlockIoEvent } from "../../emulator/block/hook.ts";
+import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
+import type { BlockBackend } from "../../emulator/block/backend.ts";
+import type { PageChanges } from "../../emulator/memory/index.ts";
+import type { StateChanges } from "../../emulator/state/state-parts.ts";
+import type { ChangeCapture, FullCapture, GuestDisk, PrimaryGuest, ReplicaGuest } from "../engine/guest.ts";
+
+export const FAKE_PAGES = 64;
+const PAGE = 4096;
+
+/** A disk whose writes (or flushes) fail on command, as a dying device would. */
+export class FailingBackend extends MemoryBackend {
+  failWrites = false;
+  override async write(offsetSectors: number, data: Uint8Array): Promise<void> {
+    if (this.failWrites) throw new Error("EIO: the disk is failing");
+    return super.write(offsetSectors, data);
+  }
+}
+
+/** How a submitted request ended, from the guest's point of view. */
+export interface Submitted {
+  /** Settles when the guest would see the request complete (OK or error). */
+  completion: Promise<"ok" | "error">;
+  /** Whether it has completed yet. */
+  completed(): boolean;
+}
+
+export class FakeGuest implements PrimaryGuest, ReplicaGuest {
+  readonly memoryBytes = FAKE_PAGES * PAGE;
+  readonly disks: GuestDisk[];
+  readonly hook = new BlockHook();
+  #ram = new Uint8Array(this.memoryBytes);
+  #shadow: Uint8Array | undefined;
+  #state: Uint8Array[] = [new TextEncoder().encode('{"eip":0}'), new Uint8Array(64)];
+  #lastState: Uint8Array[] = [];
+  #outputListeners = new Set<(bytes: Uint8Array) => void>();
+  #busy = new Set<Promise<unknown>>();
+  halted = false;
+  startedWith: readonly Uint8Array[] | undefined;
+
+  constructor(backends: BlockBackend[] = [new MemoryBackend(1 << 20)]) {
+    this.disks = backends.map((backend, i) => ({
+      name: `vd${String.fromCharCode(0x61 + i)}`,
+      backend,
+      idle: async () => void (await Promise.allSettled([...this.#busy])),
+    }));
+  }
+
+  // ---------------------------------------------------------------- the guest's side
+
+  /** The guest writes `data` at sector `sector` from its buffer at page `bufferPage` (a buffer larger than RAM stays outside it). */
+  write(sector: number, data: Uint8Array, bufferPage = 10, disk = 0): Submitted {
+    if (bufferPage * PAGE + data.length <= this.memoryBytes) this.#ram.set(data, bufferPage * PAGE);
+    return this.#submit({ disk: this.disks[disk]!.name, type: "write", sector, sectors: data.length / 512, segments: [{ gpa: bufferPage * PAGE, length: data.length }], data: data.slice() });
+  }
+
+  flush(disk = 0): Submitted {
+    return this.#submit({ disk: this.disks[disk]!.name, type: "flush", sector: 0, sectors: 0, segments: [] });
+  }
+
+  print(text: string): void {
+    const bytes = new TextEncoder().encode(text);
+    for (const listener of this.#outputListeners) listener(bytes);
+  }
+
+  /** Changes RAM and device state as running code would. */
+  touch(page: number, value: number): void {
+    this.#ram.fill(value, page * PAGE, page * PAGE + 100);
+    this.#state[0] = new TextEncoder().encode(`{"eip":${value}}`);
+  }
+
+  #submit(event: BlockIoEvent): Submitted {
+    const backend = this.disks.find((d) => d.name === event.disk)!.backend;
+    const io = event.type === "write" ? backend.write(event.sector, event.data!) : event.type === "flush" ? backend.flush() : Promise.resolve();
+    this.#busy.add(io);
+    void io.finally(() => this.#busy.delete(io));
+    const gate = this.hook.emit(event);
+    let done = false;
+    const completion = Promise.all([io, gate]).then(
+      () => "ok" as const,
+      () => "error" as const,
+    );
+    void completion.then(() => (done = true));
+    return { completion, completed: () => done };
+  }
+
+  // ---------------------------------------------------------------- PrimaryGuest
+
+  atNextBoundary<T>(work: () => T): Promise<T> {
+    return Promise.resolve().then(work);
+  }
+
+  captureFull(): FullCapture {
+    this.#shadow = this.#ram.slice();
+    const indices: number[] = [];
+    for (let p = 0; p < FAKE_PAGES; p++) if (this.#ram.subarray(p * PAGE, (p + 1) * PAGE).some((b) => b !== 0)) indices.push(p);
+    const data = new Uint8Array(indices.length * PAGE);
+    indices.forEach((p, k) => data.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE));
+    this.#lastState = this.#state.map((part) => part.slice());
+    return { pages: { indices: Uint32Array.from(indices), data }, state: this.#lastState.map((part) => part.slice()) };
+  }
+
+  captureChanges(): ChangeCapture {
+    const shadow = this.#shadow!;
+    const indices: number[] = [];
+    for (let p = 0; p < FAKE_PAGES; p++) {
+      const now = this.#ram.subarray(p * PAGE, (p + 1) * PAGE);
+      if (Buffer.compare(now, shadow.subarray(p * PAGE, (p + 1) * PAGE)) !== 0) indices.push(p);
+    }
+    const data = new Uint8Array(indices.length * PAGE);
+    const previous = new Uint8Array(indices.length * PAGE);
+    indices.forEach((p, k) => {
+      previous.set(shadow.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE);
+      data.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE);
+      shadow.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), p * PAGE);
+    });
+    const pages: PageChanges = { indices: Uint32Array.from(indices), data, previous };
+    const state: StateChanges = { partCount: this.#state.length, changed: [] };
+    this.#state.forEach((part, index) => {
+      const before = this.#lastState[index];
+      if (before !== undefined && Buffer.compare(before, part) === 0) return;
+      state.changed.push({ index, previous: before, current: part.slice() });
+      this.#lastState[index] = part.slice();
+    });
+    return { pages, state };
+  }
+
+  ram(): Uint8Array {
+    return this.#ram;
+  }
+
+  onBlockRequest(listener: (event: BlockIoEvent) => void | Promise<void>): () => void {
+    return this.hook.subscribe(listener);
+  }
+
+  onOutput(listener: (bytes: Uint8Array) => void): () => void {
+    this.#outputListeners.add(listener);
+    return () => this.#outputListeners.delete(listener);
+  }
+
+  halt(): void {
+    this.halted = true;
+  }
+
+  readonly trackerStats = undefined;
+
+  dispose(): void {}
+
+  // ---------------------------------------------------------------- ReplicaGuest
+
+  start(state: readonly Uint8Array[]): void {
+    this.startedWith = state;
+  }
+
+  /** The device state as the primary would capture it now. */
+  get stateParts(): Uint8Array[] {
+    return this.#state;
+  }
+}
