@@ -77,6 +77,8 @@ describe("test API: overlay, healing pair, faults, cleanup (real guest)", functi
     expect(await run("stat -c %a /mnt/notes/first.txt")).to.equal("640\n");
     expect(Buffer.from(await pair.readFile("/mnt/first.bin")).equals(Buffer.from(data))).to.equal(true);
     await run("sync");
+    // Each acknowledged sync is an event (what --json prints), with the guest writes it carried.
+    expect(events.some((e) => e.type === "sync" && e.report.writes > 0 && e.report.seq > 0)).to.equal(true);
   });
 
   it("a link stall shorter than the peer timeout causes no failover", async function () {
