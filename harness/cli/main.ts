@@ -1,12 +1,13 @@
 // The `twinvm` command: dispatches to a subcommand and turns its errors into
 // exit codes (2: the command line is wrong; 1: anything else went wrong).
 // Importing this module runs nothing (the package exports it as `twinvm/cli`);
-// harness/twinvm.ts is the executable.
+// harness/twinvm.ts is the executable. The subcommand modules load the emulator
+// only when they run, so that `--help` and the control commands start quickly.
 import { TwinvmError } from "../../emulator/errors.ts";
 import { SecretError } from "../../replication/node/secret.ts";
 import { CliError, UsageError, type Subcommand } from "./args.ts";
 import { OverlayError } from "../overlay/archive.ts";
-import { PairError } from "../testing/pair.ts";
+import { PairError } from "../testing/errors.ts";
 import { PairOptionError } from "../testing/options.ts";
 import { StartupCommandError } from "../testing/startup-check.ts";
 import { UploadError } from "../guest-upload.ts";

@@ -3,7 +3,7 @@
 // freshly generated secret; the terminal talks to the guest on whichever node runs
 // it, so killing the primary (Ctrl-] k) shows the takeover without the user doing
 // anything; then a fresh secondary protects the guest again (unless --no-reprotect).
-import { Pair, type PairEvent } from "../testing/pair.ts";
+import type { Pair, PairEvent } from "../testing/pair.ts";
 import type { DiskSpec, PairOptions } from "../testing/options.ts";
 import { existingFile, parseChoice, parseOptions, parseSize, UsageError, type Subcommand } from "./args.ts";
 import { checkMatchingDisks, totalSize } from "./disks.ts";
@@ -102,6 +102,7 @@ export const pairCommand: Subcommand = {
     };
     const diskBytes = primaryDisks.length > 0 ? totalSize(primaryDisks) : diskSize;
     const say = (text: string) => !json && process.stderr.write(`twinvm: ${text}\n`);
+    const { Pair } = await import("../testing/pair.ts");
     const pair = await Pair.start(options, (event, starting) => {
       if (json) return process.stdout.write(JSON.stringify(event) + "\n");
       if (event.type !== "node-started") return;

@@ -1,13 +1,9 @@
 // `twinvm run`: one machine in this process, no replication, console attached.
-import { Machine } from "../../emulator/machine.ts";
 import { existingFile, parseOptions, type Subcommand } from "./args.ts";
 import { MACHINE_HELP, MACHINE_OPTIONS, sharedNodeConfig } from "./node-options.ts";
 import { printUsage } from "./primary.ts";
 import { DEFAULT_CMDLINE } from "../../emulator/config.ts";
-import { guestImages } from "../overlay/guest-images.ts";
 import { GUEST_HELP, GUEST_OPTIONS, guestArchive } from "./guest-options.ts";
-import { FileBackend } from "../../emulator/node/file-backend.ts";
-import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
 import { ProgressLine, seconds } from "./progress.ts";
 import { attachTerminal } from "./terminal.ts";
 
@@ -44,6 +40,13 @@ export const runCommand: Subcommand = {
 };
 
 async function runMachine(disks: string[], settings: { memoryMiB: number | undefined; imagesDir: string | undefined; overlayArchive: string | undefined; kernelArgs: string | undefined }): Promise<number> {
+  // Loaded here, not at the top: `twinvm --help` must not pay for the emulator.
+  const [{ Machine }, { guestImages }, { FileBackend }, { virtioBlkDisk }] = await Promise.all([
+    import("../../emulator/machine.ts"),
+    import("../overlay/guest-images.ts"),
+    import("../../emulator/node/file-backend.ts"),
+    import("../../emulator/virtio-blk/disk.ts"),
+  ]);
   const backends = await Promise.all(disks.map((path) => FileBackend.open(existingFile("--disk", path))));
   const devices = backends.map((backend, i) => virtioBlkDisk({ backend, id: `vd${String.fromCharCode(0x61 + i)}` }));
   const machine = new Machine({

@@ -1,7 +1,8 @@
 // twinvm's test API (`import { startPair } from "twinvm/testing"`): a replicated
 // pair of real guests for failover tests, usable from mocha, vitest or node:test.
 // See the README ("Testing your software's failover") and examples/failover.test.mjs.
-export { startPair, withPair, Pair, PairError, PairTimeoutError, NoGuestError, type PairEvent, type PairStatus, type PairArtifacts } from "./pair.ts";
+export { startPair, withPair, Pair, type PairEvent, type PairStatus, type PairArtifacts } from "./pair.ts";
+export { PairError, PairTimeoutError, NoGuestError } from "./errors.ts";
 export { PairNode, type NodeRole } from "./pair-node.ts";
 export { createGuestTemplate, GuestTemplate, type TemplateOptions, type TemplateGuest } from "./template.ts";
 export { PairOptionError, type PairOptions, type DiskSpec } from "./options.ts";

@@ -20,6 +20,7 @@ import { FaultProxy, type CutKind } from "../fault-proxy.ts";
 import { NodeProcess } from "../node-process.ts";
 import type { NodeConfig } from "../replica-node.ts";
 import { removeDirNow, track } from "./cleanup.ts";
+import { NoGuestError, PairError, PairTimeoutError } from "./errors.ts";
 import { readGuestFile, type GuestShell } from "./guest-files.ts";
 import { checkPairOptions, DEFAULT_PEER_TIMEOUT_MS, DEFAULT_START_TIMEOUT_MS, type PairOptions } from "./options.ts";
 import { freshImages, prepareDisks, prepareOverlay, privateDir, writeSecret, type PreparedDisks } from "./pair-files.ts";
@@ -57,20 +58,6 @@ export interface PairStatus {
 export interface PairArtifacts {
   dir: string;
   nodes: { name: string; startedAs: NodeRole; log: string; console: string; disks: readonly string[] }[];
-}
-
-export class PairError extends Error {
-  override name = "PairError";
-}
-
-/** A wait (takeover, protection, start) ran out of time; the message describes every node. */
-export class PairTimeoutError extends PairError {
-  override name = "PairTimeoutError";
-}
-
-/** exec or a file transfer while no node runs the guest (e.g. after killPrimary, before the takeover). */
-export class NoGuestError extends PairError {
-  override name = "NoGuestError";
 }
 
 const LOG_LINES_IN_ERRORS = 12;

@@ -182,7 +182,8 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
     );
     // After the crypto steps already queued: a peer that proved itself and then closed (it found us stale) is heard out.
     transport.onClose((info) => {
-      steps = steps.then(() => fail(new ProtocolError("closed", `${transport.label} closed during the handshake: ${info.reason}`), false));
+      // After a failed step `steps` is rejected (already reported): still run, and leave nothing unhandled.
+      steps = steps.catch(() => undefined).then(() => fail(new ProtocolError("closed", `${transport.label} closed during the handshake: ${info.reason}`), false));
     });
     transport.onMessage(onRaw);
     try {
