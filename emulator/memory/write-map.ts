@@ -2,7 +2,7 @@
 // emulator/wasm-patch/dirty-map-patch.ts): one byte per page of RAM in v86's heap, set by the
 // first write through the TLB after a full TLB flush and by every physical write. Taking the
 // marks clears them and flushes the TLB, so each page's next write is caught again.
-import { TRACK_EXPORT } from "../wasm-patch/dirty-map-patch.ts";
+import { TRACK_EXPORT } from "../wasm-patch/dirty-map-abi.ts";
 import { allocateInV86Heap, writeMapControls, type HeapBlock, type WriteMapControls } from "../v86-internals.ts";
 import type { Machine } from "../machine.ts";
 import { PAGE_SIZE } from "./page-scan-wasm.ts";

@@ -8,7 +8,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { ImageSource } from "../config.ts";
-import { DIRTY_MAP_PATCH_VERSION, patchDirtyMap } from "../wasm-patch/dirty-map-patch.ts";
+import { DIRTY_MAP_PATCH_VERSION } from "../wasm-patch/dirty-map-abi.ts";
 
 /** The pinned v86 build's own (unpatched) module. */
 export function v86WasmPath(): string {
@@ -30,7 +30,7 @@ export function trackedWasmFileName(inputSha256: string): string {
 }
 
 /** The patched bytes for `input`, from the cache or made now (and cached). */
-export function trackedWasmBytes(input: Uint8Array, cacheDir = wasmCacheDir()): Uint8Array<ArrayBuffer> {
+export async function trackedWasmBytes(input: Uint8Array, cacheDir = wasmCacheDir()): Promise<Uint8Array<ArrayBuffer>> {
   const digest = createHash("sha256").update(input).digest("hex");
   // A read-only install cannot cache beside v86: the temp folder is the second choice.
   const dirs = [cacheDir, join(tmpdir(), `twinvm-cache-${process.getuid?.() ?? "user"}`)];
@@ -42,6 +42,8 @@ export function trackedWasmBytes(input: Uint8Array, cacheDir = wasmCacheDir()): 
       // not cached there
     }
   }
+  // binaryen (15 MB of JavaScript; ~12 s to load through tsx) is loaded only when the cache misses.
+  const { patchDirtyMap } = await import("../wasm-patch/dirty-map-patch.ts");
   const patched = new Uint8Array(patchDirtyMap(input));
   for (const dir of dirs) {
     try {

@@ -233,10 +233,10 @@ describe("the write map (patched v86 module) against a full scan", function () {
     }
   });
 
-  it("is patched deterministically, and refuses a module that is not the pinned build", () => {
+  it("is patched deterministically, and refuses a module that is not the pinned build", async () => {
     const input = new Uint8Array(readFileSync(v86WasmPath()));
     const patched = patchDirtyMap(input);
-    expect(Buffer.compare(patched, trackedWasmBytes(input))).to.equal(0); // the cached copy is the same bytes
+    expect(Buffer.compare(patched, await trackedWasmBytes(input))).to.equal(0); // the cached copy is the same bytes
     expect(() => patchDirtyMap(patched)).to.throw(WasmPatchError, /already patched/);
     expect(() => patchDirtyMap(pageScanModuleBytes())).to.throw(WasmPatchError, /lacks the exports .*full_clear_tlb/);
   });

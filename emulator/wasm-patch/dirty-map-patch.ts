@@ -10,14 +10,9 @@
 // applied to the exact pinned build (see V86_VERSION): every function it touches is
 // checked by name and signature first, and anything unexpected refuses loudly.
 import binaryen from "binaryen";
+import { DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, VERSION_EXPORT } from "./dirty-map-abi.ts";
 
-/** Bumped when the patch changes, so cached outputs of an older patch are not reused. */
-export const DIRTY_MAP_PATCH_VERSION = 1;
-
-/** Exported by the patched module: `(map, ramPageBias, pageCount) -> void`; pageCount 0 switches marking off. */
-export const TRACK_EXPORT = "_twinvm_track";
-/** Exported by the patched module: returns DIRTY_MAP_PATCH_VERSION, to recognise a patched build. */
-export const VERSION_EXPORT = "_twinvm_patch_version";
+export { DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, VERSION_EXPORT };
 
 /** binaryen.js has `Function.getBody/setBody` on the namespace; its typings misplace them on Module. */
 const FunctionBodies = (binaryen as unknown as {
