@@ -138,19 +138,31 @@ async function machineConfig(config: NodeConfig, hook: BlockHook): Promise<Machi
  * closed, if that first attempt fails) and from then on keeps dialling `url`
  * whenever the secondary is lost.
  */
-async function protectWith(machine: Machine, hook: BlockHook, config: NodeConfig, secret: Uint8Array, url: string, epoch: number | undefined): Promise<{ engine: PrimaryEngine; protector: Protector }> {
+async function protectWith(
+  machine: Machine,
+  hook: BlockHook,
+  config: NodeConfig,
+  secret: Uint8Array,
+  url: string,
+  epoch: number | undefined,
+  /** Called as soon as the engine releases the console output, and again (with false) if protecting failed and it no longer does. */
+  outputTakenOver: (taken: boolean) => void = () => undefined,
+): Promise<{ engine: PrimaryEngine; protector: Protector }> {
   if (config.mode === "none") throw new Error("this node runs without replication (mode none)");
   const engine = createPrimaryEngine(machine, { mode: config.mode, hook, epoch, peerTimeoutMs: config.peerTimeoutMs, onSecondaryLoss: config.onSecondaryLoss, log });
   engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
   const stopOutput = engine.output.onRelease(decoder());
+  // From here on the engine holds and releases the guest's output: no other path may print it too.
+  outputTakenOver(true);
   const stopSyncs = onSyncs(engine, (report) => emit({ type: "sync", report }));
   try {
     await engine.protect(await handshake(await connectReplication(url), "primary", secret, { epoch: engine.epoch }));
     if (engine.state !== "protected") throw new Error(`the initial sync with ${url} did not complete (state ${engine.state}; see the log)`);
   } catch (error) {
+    await engine.close(`could not protect the guest: ${(error as Error).message}`).catch(() => undefined);
     stopOutput();
     stopSyncs();
-    await engine.close(`could not protect the guest: ${(error as Error).message}`).catch(() => undefined);
+    outputTakenOver(false);
     throw error;
   }
   const protector = keepProtected(engine, { connect: () => connectReplication(url), secret, retryMs: config.reconnectMs ?? 1000, log });
@@ -231,9 +243,11 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     async protect(url: string): Promise<string> {
       if (secondary.state !== "active") throw new Error(`protect: only a secondary that took over can protect its guest (state ${secondary.state})`);
       if (primary !== undefined) throw new Error("protect: this node already protects its guest");
-      primary = await protectWith(machine, hook, config, secret, url, secondary.epoch);
-      // The primary engine now releases the console output (after each ack); stop the direct path.
-      stopDirectOutput?.();
+      // Once the primary engine holds the console output (for output commit), the direct path stops.
+      primary = await protectWith(machine, hook, config, secret, url, secondary.epoch, (taken) => {
+        stopDirectOutput?.();
+        stopDirectOutput = taken ? undefined : machine.console.onOutput(decoder());
+      });
       return primary.engine.state;
     },
     async close() {

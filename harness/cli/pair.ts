@@ -103,15 +103,19 @@ export const pairCommand: Subcommand = {
     const diskBytes = primaryDisks.length > 0 ? totalSize(primaryDisks) : diskSize;
     const say = (text: string) => !json && process.stderr.write(`twinvm: ${text}\n`);
     const { Pair } = await import("../testing/pair.ts");
-    const pair = await Pair.start(options, (event, starting) => {
+    // Until the session below takes over the events: JSON lines, or the start-up progress.
+    let starting = true;
+    const pair = await Pair.start(options, (event, started) => {
+      if (!starting) return;
       if (json) return process.stdout.write(JSON.stringify(event) + "\n");
       if (event.type !== "node-started") return;
-      const node = starting.nodes.find((n) => n.name === event.node)!;
+      const node = started.nodes.find((n) => n.name === event.node)!;
       if (event.role === "secondary") return say(`secondary (pid ${event.pid}) started`);
       say(`primary (pid ${event.pid}), ${mode}, ${disks.length} disk(s) of ${(diskBytes / disks.length / (1 << 20)).toFixed(0)} MiB`);
       // Progress lines only; a failure is reported by Pair.start.
       followPrimaryStartup(node.process, { label: "primary", syncEstimateBytes: ramBytes(options.memoryMiB) + diskBytes, replicated: true }).catch(() => undefined);
     });
+    starting = false;
     say("console attached to the guest on the primary; Ctrl-] k kills the primary, Ctrl-] q quits, Ctrl-] ? lists the keys");
     const say2 = (text: string) => !json && process.stderr.write(`\r\ntwinvm: ${text}\r\n`);
     void pair.primary.process.input(new TextEncoder().encode("\n")); // a fresh prompt

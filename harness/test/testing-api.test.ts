@@ -96,8 +96,17 @@ describe("test API: overlay, healing pair, faults, cleanup (real guest)", functi
     expect(survivor.name).to.not.equal(killed.name);
     await overlayPresent();
     expect(await run("cat /mnt/notes/first.txt")).to.equal("first failover\n");
+    // The survivor's console goes out directly until its new primary engine holds it (from the
+    // start of the initial sync), then only through that engine: output printed meanwhile, once.
+    const deadline = Date.now() + 120_000;
+    while (survivor.primaryState !== "initial-sync" && !pair.isProtected && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await run("echo during-initial-sync-$((40+2))")).to.equal("during-initial-sync-42\n");
     await pair.waitForProtected({ timeoutMs: 180_000 });
     expect(pair.secondary?.name).to.equal("pair-secondary-2");
+    // Released output comes in order: once this is out, so is everything printed before it.
+    await run("echo after-protection-$((1+1))");
+    while (!survivor.transcript.includes("after-protection-2") && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(survivor.transcript.split("during-initial-sync-42").length - 1, survivor.transcript.slice(-2000)).to.equal(1);
     expect(events.map((e) => e.type)).to.include.members(["takeover", "reprotecting", "protected"]);
     expect((await pair.status()).primary).to.include({ name: survivor.name, role: "primary", startedAs: "secondary", runsGuest: true });
   });
