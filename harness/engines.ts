@@ -15,6 +15,7 @@ export interface PrimarySettings {
   epoch?: number;
   peerTimeoutMs?: number;
   onSecondaryLoss?: SecondaryLossPolicy;
+  compressSyncs?: boolean;
   log: (line: string) => void;
 }
 
@@ -22,7 +23,7 @@ export function createPrimaryEngine(machine: Machine, settings: PrimarySettings)
   return new PrimaryEngine(machine, {
     mode: settings.mode,
     hook: settings.hook,
-    ...withoutUndefined({ epoch: settings.epoch, peerTimeoutMs: settings.peerTimeoutMs, onSecondaryLoss: settings.onSecondaryLoss }),
+    ...withoutUndefined({ epoch: settings.epoch, peerTimeoutMs: settings.peerTimeoutMs, onSecondaryLoss: settings.onSecondaryLoss, compressSyncs: settings.compressSyncs }),
     log: settings.log,
   });
 }

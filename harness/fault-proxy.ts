@@ -5,6 +5,7 @@
 // the next large primary->secondary burst (a sync in flight). The secondary cannot
 // tell a cut link from a dead primary, which is exactly the fault this exists to inject.
 import { createServer, connect, type Server, type Socket } from "node:net";
+import { Transform, type TransformCallback, type Writable } from "node:stream";
 import { WsFrameBoundaries } from "./ws-frame-boundaries.ts";
 
 /** `reset`: both ends see the connection close at once. `silent`: bytes stop flowing, nobody is told (peer timeouts must notice). */
@@ -19,6 +20,9 @@ interface Link {
   client: Socket;
   /** The secondary's side. */
   upstream: Socket;
+  /** Where bytes for each side are written: the socket, or a rate limit in front of it. */
+  toClient: Writable;
+  toUpstream: Writable;
   frames: WsFrameBoundaries;
 }
 
@@ -39,21 +43,28 @@ export class FaultProxy {
   connections = 0;
   /** Connections refused because the link was cut. */
   refused = 0;
+  /** Each direction of each connection at most this fast (undefined: as fast as loopback). */
+  readonly #bitsPerSecond: number | undefined;
 
-  private constructor(server: Server, targetPort: number) {
+  private constructor(server: Server, targetPort: number, bitsPerSecond: number | undefined) {
     this.#server = server;
     this.#targetPort = targetPort;
+    this.#bitsPerSecond = bitsPerSecond;
     server.on("connection", (client) => this.#accept(client));
   }
 
-  /** Listens on 127.0.0.1 (ephemeral port) and forwards to 127.0.0.1:`targetPort`. */
-  static async start(targetPort: number): Promise<FaultProxy> {
+  /**
+   * Listens on 127.0.0.1 (ephemeral port) and forwards to 127.0.0.1:`targetPort`, each
+   * direction limited to `bitsPerSecond` when given (a link-speed stand-in where the
+   * kernel's traffic shaping is not available).
+   */
+  static async start(targetPort: number, options: { bitsPerSecond?: number } = {}): Promise<FaultProxy> {
     const server = createServer({ noDelay: true });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(0, LOOPBACK, () => resolve());
     });
-    return new FaultProxy(server, targetPort);
+    return new FaultProxy(server, targetPort, options.bitsPerSecond);
   }
 
   get port(): number {
@@ -179,7 +190,13 @@ export class FaultProxy {
     }
     this.connections++;
     const upstream = connect({ host: LOOPBACK, port: this.#targetPort, noDelay: true });
-    const link: Link = { client, upstream, frames: new WsFrameBoundaries() };
+    const limited = (socket: Socket): Writable => {
+      if (this.#bitsPerSecond === undefined) return socket;
+      const limit = new RateLimit(this.#bitsPerSecond);
+      limit.pipe(socket);
+      return limit;
+    };
+    const link: Link = { client, upstream, toClient: limited(client), toUpstream: limited(upstream), frames: new WsFrameBoundaries() };
     this.#links.add(link);
     const drop = () => {
       this.#links.delete(link);
@@ -191,10 +208,10 @@ export class FaultProxy {
     // Forwarded by hand (not pipe) so that a mid-sync cut can stop at a frame boundary inside a chunk.
     client.on("data", (chunk: Buffer) => this.#forward(link, chunk));
     upstream.on("data", (chunk: Buffer) => {
-      if (!client.write(chunk)) upstream.pause();
+      if (!link.toClient.write(chunk)) upstream.pause();
     });
-    client.on("drain", () => this.#flowing && upstream.resume());
-    upstream.on("drain", () => this.#flowing && client.resume());
+    link.toClient.on("drain", () => this.#flowing && upstream.resume());
+    link.toUpstream.on("drain", () => this.#flowing && client.resume());
     if (this.#stalled) {
       client.pause();
       upstream.pause();
@@ -209,10 +226,28 @@ export class FaultProxy {
     if (armed && target) {
       this.#armed = undefined;
       // The frame goes out whole; the cut follows once it was written to the secondary's socket.
-      link.upstream.write(chunk.subarray(0, target.end), () => armed.fire(target.payloadBytes, target.opcode));
+      link.toUpstream.write(chunk.subarray(0, target.end), () => armed.fire(target.payloadBytes, target.opcode));
       link.client.pause();
       return;
     }
-    if (!link.upstream.write(chunk)) link.client.pause();
+    if (!link.toUpstream.write(chunk)) link.client.pause();
+  }
+}
+
+/** Passes bytes on no faster than a rate: each chunk leaves when the link would have carried it. */
+class RateLimit extends Transform {
+  #freeAt = 0;
+
+  constructor(private readonly bitsPerSecond: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    const now = performance.now();
+    const start = Math.max(now, this.#freeAt);
+    this.#freeAt = start + (chunk.length * 8 * 1000) / this.bitsPerSecond;
+    const wait = this.#freeAt - now;
+    if (wait < 1) done(null, chunk);
+    else setTimeout(() => done(null, chunk), wait);
   }
 }

@@ -83,8 +83,9 @@ export class NodeProcess {
     return this.request({ type: "input", base64: Buffer.from(bytes).toString("base64") });
   }
 
-  metrics(): Promise<MetricsSnapshot> {
-    return this.request({ type: "metrics" });
+  /** `restart`: duration percentiles count afresh after this snapshot. */
+  metrics(restart = false): Promise<MetricsSnapshot> {
+    return this.request({ type: "metrics", restart });
   }
 
   /** Calls `listener` with every event from now on; returns the unsubscribe function. */

@@ -48,6 +48,8 @@ export interface NodeConfig {
   mode: DiskMode | "none";
   secretFile?: string;
   peerTimeoutMs?: number;
+  /** Primary: deflate sync frames (default off; pays only on slow links). */
+  compressSyncs?: boolean;
   /** What a primary (or a secondary that took over and re-protects) does when its secondary is lost (default continue). */
   onSecondaryLoss?: SecondaryLossPolicy;
   /** Primary: how often to dial the secondary again while unprotected (default 1000 ms). */
@@ -65,7 +67,8 @@ export interface NodeConfig {
 /** Parent -> node. */
 export type NodeRequest =
   | { type: "exec"; id: number; command: string; timeoutMs?: number }
-  | { type: "metrics"; id: number }
+  /** `restart`: after the snapshot, duration percentiles count from now (per-workload figures). */
+  | { type: "metrics"; id: number; restart?: boolean }
   | { type: "status"; id: number }
   | { type: "promote"; id: number }
   /** A secondary that took over: protect the guest with the secondary at `connect` (and keep re-dialling it). */
@@ -149,7 +152,15 @@ async function protectWith(
   outputTakenOver: (taken: boolean) => void = () => undefined,
 ): Promise<{ engine: PrimaryEngine; protector: Protector }> {
   if (config.mode === "none") throw new Error("this node runs without replication (mode none)");
-  const engine = createPrimaryEngine(machine, { mode: config.mode, hook, epoch, peerTimeoutMs: config.peerTimeoutMs, onSecondaryLoss: config.onSecondaryLoss, log });
+  const engine = createPrimaryEngine(machine, {
+    mode: config.mode,
+    hook,
+    epoch,
+    peerTimeoutMs: config.peerTimeoutMs,
+    onSecondaryLoss: config.onSecondaryLoss,
+    compressSyncs: config.compressSyncs,
+    log,
+  });
   engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
   const stopOutput = engine.output.onRelease(decoder());
   // From here on the engine holds and releases the guest's output: no other path may print it too.
@@ -325,8 +336,12 @@ async function main(): Promise<void> {
     switch (request.type) {
       case "exec":
         return exec(request.command, request.timeoutMs);
-      case "metrics":
-        return running().metrics().snapshot() satisfies MetricsSnapshot;
+      case "metrics": {
+        const metrics = running().metrics();
+        const snapshot = metrics.snapshot() satisfies MetricsSnapshot;
+        if (request.restart === true) metrics.restartDurations();
+        return snapshot;
+      }
       case "status":
         return status();
       case "promote":

@@ -29,20 +29,25 @@ export function trackedWasmFileName(inputSha256: string): string {
   return `v86-dirty-map-v${DIRTY_MAP_PATCH_VERSION}-${inputSha256}.wasm`;
 }
 
-/** The patched bytes for `input`, from the cache or made now (and cached). */
+/** The patched bytes for `input`, from the cache or made now (and cached). binaryen loads only to patch. */
 export async function trackedWasmBytes(input: Uint8Array, cacheDir = wasmCacheDir()): Promise<Uint8Array<ArrayBuffer>> {
+  return (await trackedWasm(input, cacheDir)).bytes;
+}
+
+/** The patched module for `input` and the cache file that holds it (undefined when no folder could be written). */
+export async function trackedWasm(input: Uint8Array, cacheDir = wasmCacheDir()): Promise<{ bytes: Uint8Array<ArrayBuffer>; path: string | undefined }> {
   const digest = createHash("sha256").update(input).digest("hex");
   // A read-only install cannot cache beside v86: the temp folder is the second choice.
   const dirs = [cacheDir, join(tmpdir(), `twinvm-cache-${process.getuid?.() ?? "user"}`)];
   for (const dir of dirs) {
     try {
-      const cached = new Uint8Array(readFileSync(join(dir, trackedWasmFileName(digest))));
-      if (WebAssembly.validate(cached)) return cached;
+      const path = join(dir, trackedWasmFileName(digest));
+      const cached = new Uint8Array(readFileSync(path));
+      if (WebAssembly.validate(cached)) return { bytes: cached, path };
     } catch {
       // not cached there
     }
   }
-  // binaryen (15 MB of JavaScript; ~12 s to load through tsx) is loaded only when the cache misses.
   const { patchDirtyMap } = await import("../wasm-patch/dirty-map-patch.ts");
   const patched = new Uint8Array(patchDirtyMap(input));
   for (const dir of dirs) {
@@ -52,12 +57,19 @@ export async function trackedWasmBytes(input: Uint8Array, cacheDir = wasmCacheDi
       const temp = `${target}.${process.pid}.tmp`;
       writeFileSync(temp, patched);
       renameSync(temp, target);
-      break;
+      return { bytes: patched, path: target };
     } catch {
       // a read-only install: try the next folder; without a cache the next boot patches again
     }
   }
-  return patched;
+  return { bytes: patched, path: undefined };
+}
+
+/** The path of the patched pinned v86.wasm (made and cached first if needed): for a bundle that ships it. */
+export async function trackedV86WasmFile(): Promise<string> {
+  const { path } = await trackedWasm(new Uint8Array(readFileSync(v86WasmPath())));
+  if (path === undefined) throw new Error(`cannot cache the patched v86.wasm (tried ${wasmCacheDir()} and the temp folder)`);
+  return path;
 }
 
 /** The pinned v86.wasm, patched: the default `wasm` image of every machine. */

@@ -32,7 +32,8 @@ export interface VirtioBlkDeviceOptions {
   log: RateLimitedLog;
 }
 
-type Outcome = { status: BlkStatus; readData?: Uint8Array };
+/** withheld: the disk failed and someone else (a secondary) completes the request; it never completes here. */
+type Outcome = { status: BlkStatus; readData?: Uint8Array } | "withheld";
 
 export class VirtioBlkDevice implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_BLOCK;
@@ -150,10 +151,12 @@ export class VirtioBlkDevice implements VirtioDevice {
     }
     const epoch = this.#epoch;
     this.#inFlight.add(chain.head);
-    void this.#run(ram, parsed).then((outcome) => {
+    void this.#run(ram, parsed).then(({ event, outcome }) => {
       if (epoch !== this.#epoch) return; // the driver reset the device and forgot this request
+      if (outcome === "withheld") return; // stays in flight here: a snapshot still shows it pending
       this.#inFlight.delete(chain.head);
       const written = outcome.readData === undefined ? 0 : scatter(ram, parsed.data, outcome.readData);
+      this.options.hook?.completed(event, { ok: outcome.status === BlkStatus.OK, ...(outcome.readData && { readData: outcome.readData }) });
       this.#complete(queue, chain.head, parsed.statusGpa, written, outcome.status);
     });
   }
@@ -162,7 +165,7 @@ export class VirtioBlkDevice implements VirtioDevice {
    * Starts a request now, while the guest is stopped in its notify: the hook event
    * goes out and write data is copied as of this instant. Never rejects.
    */
-  #run(ram: GuestMemory, request: Request): Promise<Outcome> {
+  #run(ram: GuestMemory, request: Request): Promise<{ event: BlockIoEvent; outcome: Outcome }> {
     const { backend, hook } = this.options;
     const kind = request.kind as BlockIoType;
     const sectors = kind === "flush" ? 0 : request.dataLength / SECTOR_SIZE;
@@ -184,12 +187,18 @@ export class VirtioBlkDevice implements VirtioDevice {
       this.options.log.warn(`${kind} at sector ${request.sector}: ${what} failed: ${(error as Error)?.message ?? String(error)}`);
       return Promise.reject(error);
     };
-    return Promise.all([io.catch(failed("backend")), gate?.catch(failed("gate"))]).then(
-      ([data]) => {
+    let withheld = false;
+    const backendDone = io.catch(async (error: unknown) => {
+      // A failing disk may be someone else's to handle: the request then never completes here.
+      if (hook !== undefined && (await hook.backendFailed(event, error instanceof Error ? error : new Error(String(error))))) withheld = true;
+      return failed("backend")(error);
+    });
+    return Promise.all([backendDone, gate?.catch(failed("gate"))]).then(
+      ([data]): { event: BlockIoEvent; outcome: Outcome } => {
         this.#count(kind, request.dataLength);
-        return { status: BlkStatus.OK, readData: data instanceof Uint8Array ? data : undefined };
+        return { event, outcome: { status: BlkStatus.OK, readData: data instanceof Uint8Array ? data : undefined } };
       },
-      () => ({ status: BlkStatus.IOERR }),
+      (): { event: BlockIoEvent; outcome: Outcome } => ({ event, outcome: withheld ? "withheld" : { status: BlkStatus.IOERR } }),
     );
   }
 

@@ -1,6 +1,5 @@
-// What the dirty-map patch adds to v86's module, as names and a version: all that code
-// using a patched module needs, without loading binaryen (which only the patch itself
-// needs, once per machine and cache).
+// What the dirty-map patch adds to v86's module, as the code that uses it sees it. Kept
+// apart from the patcher so that using a patched module never loads binaryen.
 
 /** Bumped when the patch changes, so cached outputs of an older patch are not reused. */
 export const DIRTY_MAP_PATCH_VERSION = 1;

@@ -12,8 +12,6 @@
 import binaryen from "binaryen";
 import { DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, VERSION_EXPORT } from "./dirty-map-abi.ts";
 
-export { DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, VERSION_EXPORT };
-
 /** binaryen.js has `Function.getBody/setBody` on the namespace; its typings misplace them on Module. */
 const FunctionBodies = (binaryen as unknown as {
   Function: { getBody(func: binaryen.FunctionRef): binaryen.ExpressionRef; setBody(func: binaryen.FunctionRef, body: binaryen.ExpressionRef): void };

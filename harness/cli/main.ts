@@ -17,7 +17,33 @@ import { primaryCommand } from "./primary.ts";
 import { runCommand } from "./run.ts";
 import { secondaryCommand } from "./secondary.ts";
 
-const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand, execCommand];
+/**
+ * `twinvm demo` (harness/demo/) bundles the TypeScript sources with esbuild, so it runs
+ * from a clone; it is loaded only when asked for, and the package says so instead.
+ */
+const demoCommand: Subcommand = {
+  name: "demo",
+  summary: "the teaching demo: a replicated pair live in a browser page (from a clone)",
+  usage: "Usage: twinvm demo [options] (see twinvm demo --help)\n",
+  async run(argv) {
+    let demo: Subcommand;
+    try {
+      ({ demoCommand: demo } = await import("../demo/demo-command.ts"));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ERR_MODULE_NOT_FOUND") throw error;
+      throw new CliError("the browser demo runs from a clone of the twinvm repository (npm run twinvm -- demo); the package does not include its sources");
+    }
+    try {
+      return await demo.run(argv);
+    } catch (error) {
+      if (!(error instanceof UsageError)) throw error;
+      process.stderr.write(`twinvm demo: ${error.message}\n\n${demo.usage}`);
+      return 2;
+    }
+  },
+};
+
+const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand, execCommand, demoCommand];
 
 const USAGE = `Usage: twinvm <command> [options]
 

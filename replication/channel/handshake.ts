@@ -182,8 +182,9 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
     );
     // After the crypto steps already queued: a peer that proved itself and then closed (it found us stale) is heard out.
     transport.onClose((info) => {
-      // After a failed step `steps` is rejected (already reported): still run, and leave nothing unhandled.
-      steps = steps.catch(() => undefined).then(() => fail(new ProtocolError("closed", `${transport.label} closed during the handshake: ${info.reason}`), false));
+      const closedNow = () => fail(new ProtocolError("closed", `${transport.label} closed during the handshake: ${info.reason}`), false);
+      // Either way: a failed step already settled us, and an unhandled rejection would end the process.
+      steps = steps.then(closedNow, closedNow);
     });
     transport.onMessage(onRaw);
     try {

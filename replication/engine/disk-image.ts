@@ -32,6 +32,13 @@ export async function* diskChunks(backend: BlockBackend): AsyncGenerator<{ offse
   }
 }
 
+/** sha256 (hex) of each `chunkBytes` piece of `bytes`, in order: how a consistency check compares ranges. */
+export async function chunkDigests(bytes: Uint8Array, chunkBytes: number): Promise<string[]> {
+  const digests: string[] = [];
+  for (let at = 0; at < bytes.length; at += chunkBytes) digests.push(hex(await sha256(bytes.subarray(at, at + chunkBytes))));
+  return digests;
+}
+
 async function sha256(data: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
 }

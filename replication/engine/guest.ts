@@ -3,7 +3,7 @@
 // and the secondary's view of a replica that never runs until it takes over. Real machines
 // are adapted in machine-guest.ts; engine tests use an in-memory fake.
 import type { BlockBackend } from "../../emulator/block/backend.ts";
-import type { BlockIoListener } from "../../emulator/block/hook.ts";
+import type { BackendFailureHandler, BlockCompletionListener, BlockIoListener } from "../../emulator/block/hook.ts";
 import type { PageChanges, PageSet, TrackerStats } from "../../emulator/memory/index.ts";
 import type { StateChanges } from "../../emulator/state/state-parts.ts";
 
@@ -40,6 +40,13 @@ export interface PrimaryGuest {
   ram(): Uint8Array;
   /** Every block request at submission; a returned promise holds its completion. */
   onBlockRequest(listener: BlockIoListener): () => void;
+  /** Every block request as it completes (a read's data has landed in guest memory). */
+  onBlockCompleted(listener: BlockCompletionListener): () => void;
+  /** A request the guest's disk failed: the handler may take it over (see BackendFailureHandler). */
+  onBackendFailure(handler: BackendFailureHandler): () => void;
+  /** Stops the guest at an instruction boundary (a handover); `resume` lets it run on. */
+  pause(): Promise<void>;
+  resume(): void;
   onOutput(listener: (bytes: Uint8Array) => void): () => void;
   /** Stops the guest for good (a fenced primary). */
   halt(): void;

@@ -39,6 +39,10 @@ export function primaryGuestOf(machine: Machine, hook: BlockHook, options: Machi
     },
     ram: () => machine.ram.bytes,
     onBlockRequest: (listener) => hook.subscribe(listener),
+    onBlockCompleted: (listener) => hook.onCompleted(listener),
+    onBackendFailure: (handler) => hook.onBackendFailure(handler),
+    pause: () => machine.pause(),
+    resume: () => machine.run(),
     onOutput: (listener) => machine.console.onOutput(listener),
     halt: () => void machine.pause(),
     get trackerStats() {

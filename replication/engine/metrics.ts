@@ -16,6 +16,14 @@ export class DurationStats {
   lastMs = 0;
   readonly #ring = new Float64Array(SAMPLES);
 
+  /** Forgets every sample (counts start again). */
+  clear(): void {
+    this.count = 0;
+    this.totalMs = 0;
+    this.maxMs = 0;
+    this.lastMs = 0;
+  }
+
   add(ms: number): void {
     this.#ring[this.count % SAMPLES] = ms;
     this.count++;
@@ -68,6 +76,10 @@ export interface MetricsSnapshot {
   writesSynced: number;
   /** io-log mode: writes whose data pages changed before capture and so travelled inline. */
   inlineWrites: number;
+  /** How the changed pages travelled: as a zero page, a run delta, or whole. */
+  pageEncodings: { zero: number; runs: number; full: number };
+  /** Changed pages that did not travel: a logged read fills them on the secondary (read-replay). */
+  readReplayedPages: number;
   /** How long the guest stood still per sync (the capture). */
   pauseMs: DurationSummary;
   /** From the guest's request (a write, a flush, output) to its capture; the guest runs meanwhile. */
@@ -85,6 +97,8 @@ export class ReplicationMetrics {
   pagesSynced = 0;
   writesSynced = 0;
   inlineWrites = 0;
+  readonly pageEncodings = { zero: 0, runs: 0, full: 0 };
+  readReplayedPages = 0;
   readonly pause = new DurationStats();
   readonly captureDelay = new DurationStats();
   readonly roundTrip = new DurationStats();
@@ -95,6 +109,11 @@ export class ReplicationMetrics {
   readonly #started = performance.now();
 
   constructor(readonly role: "primary" | "secondary") {}
+
+  /** Durations count from now on (byte counters keep running). */
+  restartDurations(): void {
+    for (const stats of [this.pause, this.captureDelay, this.roundTrip]) stats.clear();
+  }
 
   count(category: ByteCategory, bytes: number): void {
     this.bytes[category] += bytes;
@@ -117,6 +136,8 @@ export class ReplicationMetrics {
       pagesPerSync: this.syncs === 0 ? 0 : this.pagesSynced / this.syncs,
       writesSynced: this.writesSynced,
       inlineWrites: this.inlineWrites,
+      pageEncodings: { ...this.pageEncodings },
+      readReplayedPages: this.readReplayedPages,
       pauseMs: this.pause.toJSON(),
       captureDelayMs: this.captureDelay.toJSON(),
       roundTripMs: this.roundTrip.toJSON(),

@@ -19,6 +19,8 @@ export interface InFlightSync {
   encoded: EncodedSync | undefined;
   bytes: Record<ByteCategory, number>;
   pauseMs: number;
+  /** Control messages that must follow this sync's frames before the next sync's (consistency checks). */
+  after: ControlMessage[];
 }
 
 export interface SessionEvents {
@@ -28,8 +30,8 @@ export interface SessionEvents {
   initAcknowledged(covered: HeldRequest[]): void;
   /** The session is gone; called once. `protocolError`: we refused the peer's input. */
   lost(reason: string): void;
-  /** The secondary proved the secret and took over at `epoch`. */
-  promoted(epoch: number): void;
+  /** The secondary proved the secret and took over at `epoch` (its guest resumed at `resumedAtMs`, when it says). */
+  promoted(epoch: number, resumedAtMs: number | undefined): void;
 }
 
 export interface SessionOptions {
@@ -45,6 +47,8 @@ export class PrimarySession {
   readonly #options: SessionOptions;
   readonly #inFlight: InFlightSync[] = [];
   readonly #peerDigests = new Map<number, string>();
+  /** Consistency checks waiting for the secondary's verify-digests, by id. */
+  readonly #digestRequests = new Map<number, { resolve: (digests: string[]) => void; reject: (error: Error) => void }>();
   #digestWaiter: (() => void) | undefined;
   #nextSeq = 1;
   #ended = false;
@@ -107,14 +111,30 @@ export class PrimarySession {
     this.#inFlight.push(sync);
   }
 
-  /** Sends one sync's frames, after any sync sent before; counts bytes into the sync and the metrics. Rejects when the link fails. */
-  sendFrames(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options?: EncodeOptions): Promise<void> {
-    const sent = this.#sending.then(() => this.#sendInOrder(frames, into, options));
+  /**
+   * Sends one sync's frames, then `after` (its consistency checks), after any sync sent before;
+   * counts bytes into the sync and the metrics. Rejects when the link fails.
+   */
+  sendFrames(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options?: EncodeOptions, after: readonly ControlMessage[] = []): Promise<void> {
+    const sent = this.#sending.then(() => this.#sendInOrder(frames, into, options, after));
     this.#sending = sent.catch(() => undefined);
     return sent;
   }
 
-  async #sendInOrder(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options?: EncodeOptions): Promise<void> {
+  /** Resolves with the secondary's digests for consistency check `id` (rejects if the session ends first). */
+  digestsFor(id: number): Promise<string[]> {
+    return new Promise((resolve, reject) => {
+      if (this.#ended) return reject(new Error("the session ended"));
+      this.#digestRequests.set(id, { resolve, reject });
+    });
+  }
+
+  async #sendInOrder(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options: EncodeOptions | undefined, after: readonly ControlMessage[]): Promise<void> {
+    await this.#sendFramesOnly(frames, into, options);
+    for (const message of after) await this.sendControl(message);
+  }
+
+  async #sendFramesOnly(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options?: EncodeOptions): Promise<void> {
     for (const { frame, category } of frames) {
       const bytes = await this.channel.sendFrame(frame, options);
       if (frame.kind === "sync-commit") {
@@ -136,13 +156,15 @@ export class PrimarySession {
     this.#options.metrics.count("control", await this.channel.send(message));
   }
 
-  /** Ends the session (idempotent) and returns the syncs it still had in flight, oldest first. */
+  /** Ends the session with a goodbye (idempotent) and returns the syncs it still had in flight, oldest first. */
   end(reason: string): InFlightSync[] {
     if (!this.#ended) {
       this.#ended = true;
       this.#liveness.stop();
       clearInterval(this.#heartbeat);
       this.#digestWaiter?.();
+      for (const request of this.#digestRequests.values()) request.reject(new Error(`the session ended: ${reason}`));
+      this.#digestRequests.clear();
       void this.channel.close(reason.slice(0, 200)).catch(() => undefined);
     }
     return this.#inFlight.splice(0);
@@ -173,7 +195,12 @@ export class PrimarySession {
         return this.#options.events.acknowledged(sync);
       }
       case "promoted":
-        return this.#options.events.promoted(message.epoch);
+        return this.#options.events.promoted(message.epoch, message.resumedAtMs);
+      case "verify-digests": {
+        const request = this.#digestRequests.get(message.id);
+        this.#digestRequests.delete(message.id);
+        return request?.resolve(message.digests);
+      }
       case "error":
         return this.#lose(`the secondary reported ${message.code}: ${message.message}`);
       case "goodbye":

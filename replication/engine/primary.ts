@@ -11,6 +11,7 @@ import type { BlockHook, BlockIoEvent } from "../../emulator/block/hook.ts";
 import { withoutUndefined } from "../../emulator/config.ts";
 import { Machine } from "../../emulator/machine.ts";
 import type { ReplicationChannel } from "../channel/channel.ts";
+import type { ControlMessage } from "../protocol/messages.ts";
 import { MAX_IO_LOG_ENTRIES, MAX_SYNC_DISK_BYTES } from "../protocol/limits.ts";
 import type { PrimaryGuest } from "./guest.ts";
 import { sendInitialSync } from "./initial-sync.ts";
@@ -18,21 +19,27 @@ import { primaryGuestOf } from "./machine-guest.ts";
 import { ReplicationMetrics } from "./metrics.ts";
 import { OutputCommit } from "./output-commit.ts";
 import { PrimarySession, type InFlightSync } from "./primary-session.ts";
-import { encodeSync, type DiskMode, type HeldRequest, type LoggedIo } from "./sync-encoder.ts";
+import { verify as verifyReplica, type CheckHost, type SectorRange, type VerifyOptions, type VerifyReport } from "./consistency-check.ts";
+import { encodeSync, type CompletedRead, type DiskMode, type HeldRequest, type LoggedIo } from "./sync-encoder.ts";
 import { StateMachine, type TransitionTable } from "./transitions.ts";
 
 export type { DiskMode } from "./sync-encoder.ts";
 
-export type PrimaryState = "idle" | "initial-sync" | "protected" | "unprotected" | "fenced" | "closed";
+/** handing-over: the guest is stopped for a last sync, then the secondary takes over (a failed disk, a migration). */
+export type PrimaryState = "idle" | "initial-sync" | "protected" | "handing-over" | "unprotected" | "fenced" | "closed";
 
 const PRIMARY_TRANSITIONS: TransitionTable<PrimaryState> = {
   idle: ["initial-sync", "fenced", "closed"],
   "initial-sync": ["protected", "unprotected", "fenced", "closed"],
-  protected: ["unprotected", "fenced", "closed"],
+  protected: ["handing-over", "unprotected", "fenced", "closed"],
+  "handing-over": ["fenced", "unprotected", "closed"],
   unprotected: ["initial-sync", "fenced", "closed"],
   fenced: ["closed"],
   closed: [],
 };
+
+/** How long a handover waits for the secondary to say it runs the guest. */
+const HANDOVER_TIMEOUT_MS = 30_000;
 
 /**
  * What the primary does when it loses its secondary (it cannot tell a dead secondary
@@ -57,7 +64,19 @@ export interface PrimaryOptions {
   syncWindow?: number;
   /** Deflate sync frames (pays only on slow links; see benchmarks/results/talk.md). */
   compressSyncs?: boolean;
+  /** Read-replay: pages a disk read filled travel as a log entry the secondary replays from its own disk (default on). */
+  readReplay?: boolean;
   log?: (line: string) => void;
+}
+
+/** What a migration took. `downtimeMs`: from the guest's last instruction here to its first on the target. */
+export interface MigrationReport {
+  totalMs: number;
+  /** The copy and catch-up (the guest runs meanwhile, unless stop-and-copy). */
+  copyMs: number;
+  downtimeMs: number | undefined;
+  /** Bytes this primary sent for the migration (copy, syncs, control). */
+  bytes: number;
 }
 
 /** What one acknowledged sync carried, for live views and `--json` events. */
@@ -80,6 +99,7 @@ const DEFAULTS = {
   initialSyncTimeoutMs: 300_000,
   syncWindow: 4,
   compressSyncs: false,
+  readReplay: true,
 };
 
 export class PrimaryEngine {
@@ -92,9 +112,33 @@ export class PrimaryEngine {
   #session: PrimarySession | undefined;
   /** Requests waiting for a sync to log them, oldest first. */
   #held: HeldRequest[] = [];
+  /** Submission order of every guest request (reads too), for one log in guest order. */
+  #nextOrder = 1;
+  readonly #orderOf = new WeakMap<BlockIoEvent, number>();
+  /** Reads submitted and not completed: a write logged meanwhile may change what they read (by order). */
+  readonly #readsInFlight = new Set<number>();
+  /** Reads completed since the last capture (read-replay candidates). */
+  #completedReads: CompletedRead[] = [];
+  /** Writes logged while reads were in flight: a later write to the sectors of an earlier read forbids replaying it. */
+  #writesLoggedDuringReads: { order: number; disk: string; sector: number; sectors: number }[] = [];
   /** When the oldest work waiting for a capture arrived (performance.now()). */
   #workSince: number | undefined;
   #captureScheduled = false;
+  /** A capture is wanted even without pending work (syncNow). */
+  #forcedCapture = false;
+  /** Run at the next capture's boundary, after its pages and requests were taken (consistency checks). */
+  #captureTasks: ((seq: number) => ControlMessage[])[] = [];
+  /** Replica pages a consistency check found wrong: the next sync sends them whole. */
+  readonly #forcedPages = new Set<number>();
+  /** Consistency checks watching the guest's writes to a disk range. */
+  readonly #writeWatchers = new Set<{ disk: string; range: SectorRange; hits: SectorRange[] }>();
+  #nextCheckId = 1;
+  /** A handover waiting for the secondary's `promoted`. */
+  #handoverWaiter: { resolve: (resumedAtMs: number | undefined) => void; reject: (error: Error) => void } | undefined;
+  /** A handover started by a failed disk: later failures wait for the same outcome. */
+  #diskFailover: Promise<boolean> | undefined;
+  /** syncNow callers: seq is the capture that covers them (undefined until it is taken). */
+  #syncWaiters: { seq: number | undefined; resolve: () => void; reject: (error: Error) => void }[] = [];
   readonly #unsubscribe: (() => void)[] = [];
   readonly #syncListeners = new Set<(event: SyncEvent) => void>();
 
@@ -116,6 +160,8 @@ export class PrimaryEngine {
     this.#unsubscribe.push(
       this.#guest.onOutput((bytes) => this.#guestOutput(bytes)),
       this.#guest.onBlockRequest((event) => this.#blockRequest(event)),
+      this.#guest.onBlockCompleted((event, outcome) => this.#blockCompleted(event, outcome.ok ? outcome.readData : undefined)),
+      this.#guest.onBackendFailure((_event, error) => this.#diskFailed(error)),
     );
   }
 
@@ -171,9 +217,13 @@ export class PrimaryEngine {
         takeCovered: () => {
           this.output.coverAllByInitialCopy();
           this.#workSince = undefined;
+          // The copy covers what reads so far brought in; a read still in flight may see writes the copy already holds.
+          this.#readsInFlight.clear();
+          this.#completedReads = [];
+          this.#writesLoggedDuringReads = [];
           return this.#held.splice(0);
         },
-        onCaptured: (requests, capturedAt) => session.track({ seq: 0, requests, capturedAt, encoded: undefined, bytes: emptyBytes(), pauseMs: 0 }),
+        onCaptured: (requests, capturedAt) => session.track({ seq: 0, requests, capturedAt, encoded: undefined, bytes: emptyBytes(), pauseMs: 0, after: [] }),
       });
     } catch (error) {
       this.#lose(session, `initial sync failed: ${(error as Error).message}`);
@@ -194,6 +244,168 @@ export class PrimaryEngine {
   #initAck: ((covered: HeldRequest[]) => void) | undefined;
   #initLost: (() => void) | undefined;
 
+  /**
+   * Captures now, even with nothing pending, and resolves once that sync is acknowledged: the
+   * secondary then holds the guest as it is at this moment. Rejects when the guest is not protected.
+   */
+  syncNow(): Promise<void> {
+    if (!this.#fsm.is("protected")) return Promise.reject(new Error(`syncNow: the guest is not protected (${this.state})`));
+    return this.#syncNow();
+  }
+
+  #syncNow(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#syncWaiters.push({ seq: undefined, resolve, reject });
+      this.#forcedCapture = true;
+      this.#workSince ??= performance.now();
+      this.#wake();
+    });
+  }
+
+  /**
+   * Hands the guest over to the secondary: stops it, sends a last sync, asks the secondary to
+   * take over, and fences this primary once the secondary says it runs the guest. On failure
+   * (no secondary, a refusal, a timeout) the guest runs on here, unprotected, and this rejects.
+   * Resolves with when the guest stopped here and resumed there (ms since the Unix epoch).
+   */
+  async handOver(reason: string): Promise<{ pausedAtMs: number; resumedAtMs: number | undefined }> {
+    if (!this.#fsm.is("protected")) throw new Error(`handOver: the guest is not protected (${this.state})`);
+    const session = this.#session!;
+    this.#fsm.go("handing-over", reason);
+    await this.#guest.pause();
+    const pausedAtMs = wallClockMs();
+    try {
+      await this.#syncNow();
+      const promoted = new Promise<number | undefined>((resolve, reject) => {
+        this.#handoverWaiter = { resolve, reject };
+        setTimeout(() => reject(new Error(`the secondary did not take over within ${HANDOVER_TIMEOUT_MS} ms`)), HANDOVER_TIMEOUT_MS).unref?.();
+      });
+      await session.sendControl({ type: "handover", epoch: this.epoch, reason: reason.slice(0, 500) });
+      const resumedAtMs = await promoted;
+      this.fence(`handed over to the secondary (${reason})`);
+      return { pausedAtMs, resumedAtMs };
+    } catch (error) {
+      this.#handoverWaiter = undefined;
+      if (this.#fsm.is("handing-over")) this.#lose(session, `handover failed: ${(error as Error).message}`);
+      if (this.#fsm.is("unprotected")) this.#guest.resume();
+      throw error;
+    }
+  }
+
+  /**
+   * Compares the replica with this primary, by ranges, without stopping the guest (see
+   * consistency-check.ts); with `repair`, sends what differs again. Needs a protected guest.
+   */
+  verify(options: VerifyOptions = {}): Promise<VerifyReport> {
+    if (!this.#fsm.is("protected")) return Promise.reject(new Error(`verify: the guest is not protected (${this.state})`));
+    return verifyReplica(this.#checkHost(), options);
+  }
+
+  #checkHost(): CheckHost {
+    const guest = this.#guest;
+    return {
+      memoryBytes: guest.memoryBytes,
+      disks: guest.disks,
+      atCapture: <T>(task: (seq: number, ram: Uint8Array) => { value: T; after: ControlMessage[] }) =>
+        new Promise<T>((resolve, reject) => {
+          if (!this.#fsm.is("protected")) return reject(new Error(`the guest is not protected any more (${this.state})`));
+          this.#captureTasks.push((seq) => {
+            const { value, after } = task(seq, guest.ram());
+            resolve(value);
+            return after;
+          });
+          this.#forcedCapture = true;
+          this.#workSince ??= performance.now();
+          this.#wake();
+        }),
+      digestsFor: (id) => {
+        const session = this.#session;
+        return session === undefined ? Promise.reject(new Error("no secondary")) : session.digestsFor(id);
+      },
+      nextId: () => this.#nextCheckId++,
+      watchWrites: (disk, range) => {
+        const watcher = { disk: guest.disks[disk]!.name, range, hits: [] as SectorRange[] };
+        this.#writeWatchers.add(watcher);
+        return { hits: () => watcher.hits, stop: () => void this.#writeWatchers.delete(watcher) };
+      },
+      heldWrites: (disk, range) =>
+        this.#held
+          .filter(({ event }) => event.type === "write" && event.disk === guest.disks[disk]!.name && overlaps(range, event))
+          .map(({ event }) => ({ sector: event.sector, sectors: event.sectors })),
+      repairDisk: (disk, sector, data) => {
+        const event: BlockIoEvent = { disk: guest.disks[disk]!.name, type: "write", sector, sectors: data.length / 512, segments: [], data };
+        this.#queue({ event, release: () => undefined, submittedAt: performance.now(), order: this.#nextOrder++, forceInline: true });
+      },
+      repairPages: (pages) => {
+        for (const page of pages) this.#forcedPages.add(page);
+        this.#forcedCapture = true;
+        this.#wake();
+      },
+    };
+  }
+
+  /** At a capture: the pages to send whole, with their bytes now. */
+  #takeForcedPages(): Map<number, Uint8Array> {
+    const pages = new Map<number, Uint8Array>();
+    if (this.#forcedPages.size === 0) return pages;
+    const ram = this.#guest.ram();
+    for (const page of this.#forcedPages) pages.set(page, ram.slice(page * 4096, (page + 1) * 4096));
+    this.#forcedPages.clear();
+    return pages;
+  }
+
+  /**
+   * Live migration with logging-replay: copies the guest to `target` (a node with its own
+   * disks: those it proves by digest to hold already are not copied) while it runs, keeps the
+   * target current with event-driven syncs (I/O logs for the disks: no dirty-block tracking),
+   * then hands over: the guest stops here, a last sync, the target resumes, this primary is
+   * fenced. A protected primary first lets its secondary go (it says goodbye, so the secondary
+   * does not take over); the target protects the guest from the copy on. `stopAndCopy`: the
+   * baseline that stops the guest for the whole copy. On failure the guest runs on here.
+   */
+  async migrate(target: ReplicationChannel, options: { stopAndCopy?: boolean } = {}): Promise<MigrationReport> {
+    if (!this.#fsm.is("idle", "unprotected", "protected")) throw new Error(`migrate: the engine is ${this.state}`);
+    const started = performance.now();
+    const bytesBefore = this.metrics.totalBytes;
+    // Ending a session always says goodbye: the secondary holds its replica instead of taking over.
+    if (this.#session !== undefined) this.#lose(this.#session, "migrating the guest to another node");
+    let stoppedAtMs: number | undefined;
+    if (options.stopAndCopy === true) {
+      await this.#guest.pause();
+      stoppedAtMs = wallClockMs();
+    }
+    const copyStarted = performance.now();
+    await this.protect(target);
+    if (!this.#fsm.is("protected")) {
+      if (stoppedAtMs !== undefined) this.#guest.resume();
+      throw new Error(`migrate: the target could not be brought up to date (${this.state})`);
+    }
+    const copyMs = performance.now() - copyStarted;
+    const { pausedAtMs, resumedAtMs } = await this.handOver("migration");
+    const stopped = stoppedAtMs ?? pausedAtMs;
+    return {
+      totalMs: performance.now() - started,
+      copyMs,
+      downtimeMs: resumedAtMs === undefined ? undefined : resumedAtMs - stopped,
+      bytes: this.metrics.totalBytes - bytesBefore,
+    };
+  }
+
+  /** Takes over a request the guest's disk failed when a secondary can run it instead. */
+  #diskFailed(error: Error): Promise<boolean> | undefined {
+    if (this.#diskFailover !== undefined) return this.#diskFailover;
+    if (!this.#fsm.is("protected")) return undefined; // nobody to hand over to: the guest gets the error
+    this.#options.log?.(`primary: the guest's disk failed (${error.message}); handing the guest over to the secondary`);
+    this.#diskFailover = this.handOver(`the primary's disk failed: ${error.message}`).then(
+      () => true,
+      () => {
+        this.#diskFailover = undefined;
+        return false;
+      },
+    );
+    return this.#diskFailover;
+  }
+
   /** The peer took over (it said so, authenticated, or a handshake proved it): never acknowledge another guest write. */
   fence(reason: string): void {
     if (this.#fsm.is("fenced", "closed")) return;
@@ -203,6 +415,7 @@ export class PrimaryEngine {
     // The guest is stopped for good: what it waits for is never completed.
     this.#held.unshift(...(session?.end(reason) ?? []).flatMap((sync) => sync.requests));
     this.#initLost?.();
+    for (const waiter of this.#syncWaiters.splice(0)) waiter.reject(new Error(`fenced: ${reason}`));
     this.#guest.halt();
     this.output.discardAll();
   }
@@ -217,6 +430,7 @@ export class PrimaryEngine {
     this.#session = undefined;
     const unacked = session?.end(reason) ?? [];
     this.#initLost?.();
+    for (const waiter of this.#syncWaiters.splice(0)) waiter.reject(new Error(`closed: ${reason}`));
     if (!fenced) {
       for (const sync of unacked) for (const request of sync.requests) request.release();
       this.#releaseHeld();
@@ -229,17 +443,54 @@ export class PrimaryEngine {
 
   /** Whether guest writes and output must wait for a secondary now. */
   get #holding(): boolean {
-    return this.#fsm.is("protected", "initial-sync", "fenced") || (this.#fsm.is("unprotected") && this.#options.onSecondaryLoss === "stall");
+    return this.#fsm.is("protected", "handing-over", "initial-sync", "fenced") || (this.#fsm.is("unprotected") && this.#options.onSecondaryLoss === "stall");
   }
 
   #blockRequest(event: BlockIoEvent): void | Promise<void> {
-    if (event.type === "read" || !this.#holding) return;
-    if (event.type === "flush") {
-      // Not held: log it so the secondary flushes too, once the guest is protected.
-      if (this.#fsm.is("protected")) this.#queue({ event, release: () => undefined, submittedAt: performance.now() });
+    const order = this.#nextOrder++;
+    this.#orderOf.set(event, order);
+    if (event.type === "write") for (const watcher of this.#writeWatchers) if (watcher.disk === event.disk && overlaps(watcher.range, event)) watcher.hits.push({ sector: event.sector, sectors: event.sectors });
+    if (event.type === "read") {
+      if (this.#options.readReplay && this.#fsm.is("protected")) this.#readsInFlight.add(order);
       return;
     }
-    return new Promise<void>((release) => this.#queue({ event, release, submittedAt: performance.now() }));
+    if (!this.#holding) return;
+    if (event.type === "flush") {
+      // Not held: log it so the secondary flushes too, once the guest is protected.
+      if (this.#fsm.is("protected")) this.#queue({ event, release: () => undefined, submittedAt: performance.now(), order });
+      return;
+    }
+    return new Promise<void>((release) => this.#queue({ event, release, submittedAt: performance.now(), order }));
+  }
+
+  /** A read's data landed in guest memory: a candidate for read-replay at the next capture. */
+  #blockCompleted(event: BlockIoEvent, readData: Uint8Array | undefined): void {
+    if (event.type !== "read") return;
+    const order = this.#orderOf.get(event);
+    if (order === undefined || !this.#readsInFlight.delete(order)) return;
+    if (readData !== undefined && this.#fsm.is("protected")) this.#completedReads.push({ event, data: readData, order });
+  }
+
+  /**
+   * The reads a capture may replay: not one that a write submitted after it (and already
+   * logged) overlaps, since the secondary's disk holds that write by the time it replays.
+   */
+  #takeReplayableReads(): CompletedRead[] {
+    const reads = this.#completedReads.splice(0);
+    const replayable = reads.filter((read) =>
+      !this.#writesLoggedDuringReads.some((w) => w.order > read.order && w.disk === read.event.disk && w.sector < read.event.sector + read.event.sectors && read.event.sector < w.sector + w.sectors),
+    );
+    return replayable;
+  }
+
+  /** Remembers logged writes while reads are outstanding (the check above), and forgets what no read can need. */
+  #noteLoggedWrites(requests: readonly HeldRequest[]): void {
+    const oldestRead = Math.min(...this.#readsInFlight, ...this.#completedReads.map((r) => r.order));
+    this.#writesLoggedDuringReads = this.#writesLoggedDuringReads.filter((w) => w.order > oldestRead);
+    if (!Number.isFinite(oldestRead)) return;
+    for (const { event, order } of requests) {
+      if (event.type === "write" && order > oldestRead) this.#writesLoggedDuringReads.push({ order, disk: event.disk, sector: event.sector, sectors: event.sectors });
+    }
   }
 
   #guestOutput(bytes: Uint8Array): void {
@@ -265,8 +516,8 @@ export class PrimaryEngine {
   /** Asks for a capture when there is work and room in the window. */
   #wake(): void {
     const session = this.#session;
-    if (this.#captureScheduled || session === undefined || !this.#fsm.is("protected")) return;
-    if (this.#held.length === 0 && !this.output.hasUncovered) return;
+    if (this.#captureScheduled || session === undefined || !this.#fsm.is("protected", "handing-over")) return;
+    if (this.#held.length === 0 && !this.output.hasUncovered && !this.#forcedCapture) return;
     if (session.inFlightCount >= this.#options.syncWindow) return;
     this.#captureScheduled = true;
     void this.#guest.atNextBoundary(() => this.#capture(session)).then(
@@ -284,12 +535,16 @@ export class PrimaryEngine {
 
   /** At an instruction boundary: everything of one sync. */
   #capture(session: PrimarySession): InFlightSync | undefined {
-    if (this.#session !== session || session.ended || !this.#fsm.is("protected")) return undefined;
+    if (this.#session !== session || session.ended || !this.#fsm.is("protected", "handing-over")) return undefined;
     const started = performance.now();
     if (this.#workSince !== undefined) this.metrics.captureDelay.add(started - this.#workSince);
     const seq = session.takeSeq();
+    this.#forcedCapture = false;
+    for (const waiter of this.#syncWaiters) waiter.seq ??= seq;
     const changes = this.#guest.captureChanges();
     const requests = this.#takeBatch();
+    const reads = this.#options.readReplay ? this.#takeReplayableReads() : [];
+    this.#noteLoggedWrites(requests);
     this.output.cover(seq);
     this.#workSince = this.#held.length > 0 ? this.#held[0]!.submittedAt : undefined;
     const encoded = encodeSync({
@@ -299,14 +554,22 @@ export class PrimaryEngine {
       pages: changes.pages,
       state: changes.state,
       requests,
+      reads,
+      forcedPages: this.#takeForcedPages(),
       ram: this.#guest.ram(),
       diskNumber: (name) => this.#diskNumber(name),
     });
     const capturedAt = performance.now();
-    const sync: InFlightSync = { seq, requests, capturedAt, encoded, bytes: emptyBytes(), pauseMs: capturedAt - started };
+    // Work that must see this boundary (consistency checks): it may add messages to follow the sync.
+    const after = this.#captureTasks.splice(0).flatMap((task) => task(seq));
+    const sync: InFlightSync = { seq, requests, capturedAt, encoded, bytes: emptyBytes(), pauseMs: capturedAt - started, after };
     this.metrics.pause.add(sync.pauseMs);
     this.metrics.memoryPagesRawBytes += changes.pages.indices.length * 4096;
     this.metrics.inlineWrites += encoded.inlineWrites;
+    this.metrics.pageEncodings.zero += encoded.zeroPages;
+    this.metrics.pageEncodings.runs += encoded.deltaPages;
+    this.metrics.pageEncodings.full += encoded.fullPages;
+    this.metrics.readReplayedPages += encoded.readReplayedPages;
     session.track(sync);
     return sync;
   }
@@ -326,7 +589,7 @@ export class PrimaryEngine {
 
   async #send(session: PrimarySession, sync: InFlightSync): Promise<void> {
     try {
-      await session.sendFrames(sync.encoded!.frames, sync.bytes, { compress: this.#options.compressSyncs });
+      await session.sendFrames(sync.encoded!.frames, sync.bytes, { compress: this.#options.compressSyncs }, sync.after);
     } catch (error) {
       this.#lose(session, `sending sync ${sync.seq} failed: ${(error as Error).message}`);
     }
@@ -341,6 +604,11 @@ export class PrimaryEngine {
     this.metrics.writesSynced += sync.requests.filter((r) => r.event.type === "write").length;
     for (const request of sync.requests) request.release();
     this.output.acknowledged(sync.seq);
+    this.#syncWaiters = this.#syncWaiters.filter((waiter) => {
+      if (waiter.seq === undefined || waiter.seq > sync.seq) return true;
+      waiter.resolve();
+      return false;
+    });
     if (sync.encoded !== undefined && this.#syncListeners.size > 0) {
       const event: SyncEvent = { role: "primary", seq: sync.seq, pages: sync.encoded.pages, bytes: sync.bytes, io: sync.encoded.io, pauseMs: sync.pauseMs, roundTripMs };
       for (const listener of this.#syncListeners) listener(event);
@@ -362,8 +630,12 @@ export class PrimaryEngine {
           if (this.#session === session) this.#initAck?.(covered);
         },
         lost: (reason) => this.#lose(session, reason),
-        promoted: (epoch) => {
-          if (this.#session === session) this.fence(`the secondary took over at epoch ${epoch}`);
+        promoted: (epoch, resumedAtMs) => {
+          if (this.#session !== session) return;
+          const waiter = this.#handoverWaiter;
+          this.#handoverWaiter = undefined;
+          if (waiter !== undefined) return waiter.resolve(resumedAtMs);
+          this.fence(`the secondary took over at epoch ${epoch}`);
         },
       },
     });
@@ -373,7 +645,11 @@ export class PrimaryEngine {
     return session;
   }
 
-  /** The secondary is gone: per policy the guest runs on unprotected, or its writes and output wait. */
+  /**
+   * The secondary is gone, or let go: per policy the guest runs on unprotected, or its writes
+   * and output wait. The session's end says goodbye where the link still works, so a secondary
+   * that is only slow holds its replica instead of taking over.
+   */
   #lose(session: PrimarySession, reason: string): void {
     if (this.#session !== session) return;
     this.#session = undefined;
@@ -382,6 +658,10 @@ export class PrimaryEngine {
     this.#held.unshift(...unacked.flatMap((sync) => sync.requests).filter((r) => r.event.type !== "flush"));
     this.#held = this.#held.filter((r) => r.event.type !== "flush"); // the next initial copy covers what flushes asked for
     this.#initLost?.();
+    for (const waiter of this.#syncWaiters.splice(0)) waiter.reject(new Error(`the secondary was lost before the sync was acknowledged: ${reason}`));
+    this.#handoverWaiter?.reject(new Error(`the secondary was lost: ${reason}`));
+    this.#handoverWaiter = undefined;
+    this.#forcedCapture = false;
     if (this.#fsm.is("fenced", "closed")) return;
     const stall = this.#options.onSecondaryLoss === "stall";
     this.#fsm.go(
@@ -404,6 +684,15 @@ export class PrimaryEngine {
     if (index < 0) throw new Error(`block request for unknown disk ${name}`);
     return index;
   }
+}
+
+function overlaps(range: SectorRange, event: { sector: number; sectors: number }): boolean {
+  return event.sector < range.sector + range.sectors && range.sector < event.sector + event.sectors;
+}
+
+/** Wall-clock time in ms with sub-ms precision (comparable between processes on one host). */
+export function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 function emptyBytes(): InFlightSync["bytes"] {

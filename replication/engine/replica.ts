@@ -117,8 +117,10 @@ export class Replica {
 
   /**
    * Applies one sync. Throws ProtocolError, before changing anything, when a state delta does
-   * not fit the part it names. Disk operations are queued (see `settled`); the returned
-   * promise resolves when the disk backlog allows the acknowledgement.
+   * not fit the part it names. Disk writes and flushes are queued (see `settled`); read-replay
+   * entries are read from our disk into the replica's memory in log order, so a later write
+   * of the same sync gathers what they filled. The returned promise resolves once the reads
+   * are in memory and the disk backlog allows the acknowledgement.
    */
   apply(sync: CommittedSync): { io: LoggedIo[]; ready: Promise<void> } {
     const parts = sync.state === undefined ? undefined : this.#nextParts(sync.seq, sync.state.partCount, sync.state.changes);
@@ -131,27 +133,40 @@ export class Replica {
       else applyRunDelta(bytes, PAGE_SIZE, ram.subarray(at, at + PAGE_SIZE), `page ${page}`);
     }
     if (parts !== undefined) this.#parts = parts;
-    const io: LoggedIo[] = [];
+    const io = sync.log.map((entry): LoggedIo => {
+      if (entry.type === "flush") return { disk: entry.disk, type: "flush", sector: 0, sectors: 0, segments: [], delivery: "flush" };
+      const delivery = entry.type === "read" ? "read-replayed" : entry.inline === true ? "inline" : "replayed";
+      return { disk: entry.disk, type: entry.type, sector: entry.sector, sectors: entry.sectors, segments: entry.segments, delivery };
+    });
+    const entries = sync.log[Symbol.iterator]();
     let blockIndex = 0;
-    for (const entry of sync.log) {
-      if (entry.type === "flush") {
-        this.#queue(entry.disk, 0, (backend) => backend.flush(), `flushing disk ${entry.disk}`);
-        io.push({ disk: entry.disk, type: "flush", sector: 0, sectors: 0, segments: [], delivery: "flush" });
-        continue;
+    /** Runs the log from where it stands; at a read it waits for the data to be in memory. */
+    const run = async (): Promise<void> => {
+      for (const entry of entries) {
+        if (entry.type === "read") {
+          const data = await this.#queueRead(entry.disk, entry.sector, entry.sectors * SECTOR_SIZE, `replaying a read of sectors ${entry.sector}+${entry.sectors} of disk ${entry.disk}`);
+          if (data !== undefined) scatterInto(this.#guest.ram(), entry.segments, data);
+          continue;
+        }
+        if (entry.type === "flush") {
+          this.#queue(entry.disk, 0, (backend) => backend.flush(), `flushing disk ${entry.disk}`);
+          continue;
+        }
+        let data: Uint8Array;
+        if (entry.inline === true) {
+          // SessionOrder checked that the next frames cover exactly this write.
+          const pieces: Uint8Array[] = [];
+          for (let covered = 0; covered < entry.sectors; covered += pieces.at(-1)!.length / SECTOR_SIZE) pieces.push(sync.blocks[blockIndex++]!.data);
+          data = pieces.length === 1 ? pieces[0]! : concat(pieces);
+        } else {
+          data = gatherSegments(this.#guest.ram(), entry.segments);
+        }
+        this.#queue(entry.disk, data.length, (backend) => backend.write(entry.sector, data), `writing sectors ${entry.sector}+${entry.sectors} of disk ${entry.disk}`);
       }
-      let data: Uint8Array;
-      if (entry.inline === true) {
-        // SessionOrder checked that the next frames cover exactly this write.
-        const pieces: Uint8Array[] = [];
-        for (let covered = 0; covered < entry.sectors; covered += pieces.at(-1)!.length / SECTOR_SIZE) pieces.push(sync.blocks[blockIndex++]!.data);
-        data = pieces.length === 1 ? pieces[0]! : concat(pieces);
-      } else {
-        data = gatherSegments(ram, entry.segments);
-      }
-      this.#queue(entry.disk, data.length, (backend) => backend.write(entry.sector, data), `writing sectors ${entry.sector}+${entry.sectors} of disk ${entry.disk}`);
-      io.push({ disk: entry.disk, type: "write", sector: entry.sector, sectors: entry.sectors, segments: entry.segments, delivery: entry.inline === true ? "inline" : "replayed" });
-    }
-    return { io, ready: this.belowBacklog() };
+    };
+    // Without reads the whole log is queued right here, synchronously.
+    const logged = sync.log.some((entry) => entry.type === "read") ? run() : (void run(), Promise.resolve());
+    return { io, ready: logged.then(() => this.belowBacklog()) };
   }
 
   #nextParts(seq: number, partCount: number, changes: readonly PartChange[]): Uint8Array[] {
@@ -173,6 +188,18 @@ export class Replica {
     const missing = next.findIndex((part) => part === undefined);
     if (missing >= 0) throw new ProtocolError("inconsistent", `sync ${seq}: state part ${missing} is new but was not sent`);
     return next as Uint8Array[];
+  }
+
+  // ------------------------------------------------------------ consistency checks
+
+  /** A copy of a range of the replica's RAM as it is now (the last applied sync). */
+  copyRam(offset: number, length: number): Uint8Array {
+    return this.#guest.ram().slice(offset, offset + length);
+  }
+
+  /** A range of one of our disks as of every operation queued so far (the last applied sync); undefined if the disk failed. */
+  readDisk(disk: number, offset: number, length: number): Promise<Uint8Array | undefined> {
+    return this.#queueRead(disk, offset / SECTOR_SIZE, length, `reading disk ${disk} at ${offset} for a consistency check`);
   }
 
   // ------------------------------------------------------------ takeover
@@ -212,10 +239,28 @@ export class Replica {
     }));
   }
 
+  /** Reads from a disk after everything queued on it; undefined when the disk failed. */
+  #queueRead(diskNumber: number, sector: number, length: number, what: string): Promise<Uint8Array | undefined> {
+    let data: Uint8Array | undefined;
+    this.#queue(diskNumber, 0, async (backend) => {
+      data = await backend.read(sector, length);
+    }, what);
+    return this.#chains.get(diskNumber)!.then(() => data);
+  }
+
   #fail(reason: string): void {
     if (this.#failure !== undefined) return;
     this.#failure = reason;
     this.#onFailure(reason);
+  }
+}
+
+/** Spreads `data` over guest-physical segments, in order. */
+function scatterInto(ram: Uint8Array, segments: readonly { gpa: number; length: number }[], data: Uint8Array): void {
+  let at = 0;
+  for (const { gpa, length } of segments) {
+    ram.set(data.subarray(at, at + length), gpa);
+    at += length;
   }
 }
 

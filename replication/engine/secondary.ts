@@ -11,12 +11,12 @@ import { Machine } from "../../emulator/machine.ts";
 import type { ChannelCloseInfo, ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
 import type { BinaryFrame } from "../protocol/frames.ts";
 import type { ControlMessage, InitBeginMessage } from "../protocol/messages.ts";
-import { diskDigest } from "./disk-image.ts";
+import { chunkDigests, diskDigest } from "./disk-image.ts";
 import type { ReplicaGuest } from "./guest.ts";
 import { Liveness } from "./liveness.ts";
 import { replicaGuestOf } from "./machine-guest.ts";
 import { ReplicationMetrics, type ByteCategory } from "./metrics.ts";
-import type { SyncEvent } from "./primary.ts";
+import { wallClockMs, type SyncEvent } from "./primary.ts";
 import { Replica } from "./replica.ts";
 import { SyncAssembler } from "./sync-assembler.ts";
 import { StateMachine, type TransitionTable } from "./transitions.ts";
@@ -58,6 +58,10 @@ interface Attachment {
   heartbeat: ReturnType<typeof setInterval>;
   assembler: SyncAssembler;
   ended: boolean;
+  /** The session's disk mode (from init-begin): in dirty-block-copy every write is a block copy. */
+  diskMode: InitBeginMessage["diskMode"];
+  /** What the sync being received has carried so far, for `onSync` (seq 0: the initial copy). */
+  receiving: { bytes: Record<ByteCategory, number>; initialPages: number[] };
 }
 
 export class SecondaryEngine {
@@ -131,7 +135,7 @@ export class SecondaryEngine {
     // Our own heartbeats: the primary hears us even while we are busy writing a large copy.
     let heartbeatId = 0;
     const heartbeat = setInterval(() => void this.#send(attachment, { type: "heartbeat", epoch: channel.epoch, id: ++heartbeatId }).catch(() => undefined), HEARTBEAT_MS);
-    const attachment: Attachment = { channel, liveness, heartbeat, assembler: new SyncAssembler(), ended: false };
+    const attachment: Attachment = { channel, liveness, heartbeat, assembler: new SyncAssembler(), ended: false, diskMode: "io-log", receiving: { bytes: emptyBytes(), initialPages: [] } };
     this.#attached = attachment;
     channel.onActivity(() => liveness.heard());
     channel.onMessage((event) => this.#receive(attachment, event));
@@ -155,6 +159,15 @@ export class SecondaryEngine {
    * again by the disks. Refused (with the reason) unless the replica is consistent.
    */
   async promote(reason: string): Promise<void> {
+    return this.#promote(reason, false);
+  }
+
+  /**
+   * `handover`: the primary asked (its guest is stopped): it hears `promoted` once the guest
+   * runs here, with the moment it resumed, or an error if this node cannot take over. Else the
+   * old primary is fenced first, before anything else, as it may still be running.
+   */
+  async #promote(reason: string, handover: boolean): Promise<void> {
     if (this.#fsm.is("failed")) throw new Error(`promote: the replica is not consistent: ${this.#replica.failure ?? "failed"}`);
     if (!this.#fsm.is("replicating", "standby")) throw new Error(`promote: no consistent replica to run (state ${this.state})`);
     const started = this.#lossDetectedAt > 0 ? this.#lossDetectedAt : performance.now();
@@ -164,18 +177,25 @@ export class SecondaryEngine {
     if (attachment !== undefined) {
       this.#detach(attachment);
       // Fence the old primary: it must never acknowledge another guest write.
-      if (attachment.channel.isOpen) await attachment.channel.send({ type: "promoted", epoch }).catch(() => undefined);
-      await attachment.channel.close("secondary promoted").catch(() => undefined);
+      if (!handover && attachment.channel.isOpen) await attachment.channel.send({ type: "promoted", epoch }).catch(() => undefined);
     }
+    const finish = async (message: ControlMessage) => {
+      if (attachment === undefined) return;
+      if (handover && attachment.channel.isOpen) await attachment.channel.send(message).catch(() => undefined);
+      await attachment.channel.close(message.type === "promoted" ? "secondary promoted" : "secondary cannot take over").catch(() => undefined);
+    };
     try {
       await this.#replica.start();
     } catch (error) {
       this.#fsm.go("failed", `takeover refused: ${(error as Error).message}`);
+      await finish({ type: "error", code: "cannot-take-over", message: (error as Error).message.slice(0, 500) });
       throw error;
     }
+    const resumedAtMs = wallClockMs();
     this.metrics.epoch = epoch;
     this.metrics.failoverMs = performance.now() - started;
     this.#fsm.go("active", `guest running on this node (epoch ${epoch}), takeover took ${this.metrics.failoverMs.toFixed(0)} ms`);
+    await finish({ type: "promoted", epoch, resumedAtMs });
   }
 
   /** Leaves the session on purpose (no takeover follows). */
@@ -203,6 +223,19 @@ export class SecondaryEngine {
         return; // the activity itself is what counts (see attach)
       case "goodbye":
         return this.#letGo(attachment, `the primary left deliberately (${message.reason}); not taking over`);
+      case "verify-request": {
+        // Taken now, as of the last applied sync; digested and answered whenever ready.
+        const range = message.target === "ram" ? Promise.resolve(this.#replica.copyRam(message.offset, message.length)) : this.#replica.readDisk(message.disk, message.offset, message.length);
+        void range
+          .then(async (bytes) => (bytes === undefined ? undefined : chunkDigests(bytes, message.chunkBytes)))
+          .then((digests) => (digests === undefined ? undefined : this.#send(attachment, { type: "verify-digests", id: message.id, digests })))
+          .catch(() => undefined);
+        return;
+      }
+      case "handover":
+        // The handler returns at once: the takeover itself ends this session.
+        void this.#promote(`the primary handed over: ${message.reason}`, true).catch((error: unknown) => this.#options.log?.(`secondary: handover refused: ${(error as Error).message}`));
+        return;
       case "error":
         return this.#letGo(attachment, `the primary reported ${message.code}: ${message.message}; not taking over`);
       default:
@@ -211,9 +244,14 @@ export class SecondaryEngine {
   }
 
   #frame(attachment: Attachment, frame: BinaryFrame): void | Promise<void> {
-    this.metrics.count(categoryOf(frame), frameBytes(frame));
+    // As on the primary: in dirty-block-copy mode the log only announces the blocks.
+    const category = frame.kind === "sync-commit" && attachment.diskMode === "dirty-block-copy" ? "diskBlocks" : categoryOf(frame);
+    const bytes = frameBytes(frame);
+    this.metrics.count(category, bytes);
+    attachment.receiving.bytes[category] += bytes;
     switch (frame.kind) {
       case "memory-pages":
+        if (this.#syncListeners.size > 0) attachment.receiving.initialPages.push(...frame.indices, ...frame.zeroIndices);
         return this.#replica.writeInitialPages(frame);
       case "state-parts":
         return this.#replica.setInitialState(frame.parts);
@@ -226,10 +264,8 @@ export class SecondaryEngine {
         this.metrics.syncs++;
         this.metrics.pagesSynced += sync.pages.length;
         this.metrics.writesSynced += io.filter((entry) => entry.type === "write").length;
-        if (this.#syncListeners.size > 0) {
-          const event: SyncEvent = { role: "secondary", seq: sync.seq, pages: Uint32Array.from(sync.pages, (p) => p.page), bytes: emptyBytes(), io, pauseMs: 0, roundTripMs: 0 };
-          for (const listener of this.#syncListeners) listener(event);
-        }
+        const copied = attachment.diskMode === "dirty-block-copy";
+        this.#emitSync(attachment, sync.seq, Uint32Array.from(sync.pages, (p) => p.page), copied ? io.map((entry) => (entry.delivery === "inline" ? { ...entry, delivery: "block-copy" as const } : entry)) : io);
         // Acknowledged once staged and applied; a slow disk holds the ack, and so the primary.
         return ready.then(() => this.#send(attachment, { type: "sync-ack", seq: sync.seq, epoch: attachment.channel.epoch })).catch(() => undefined);
       }
@@ -239,6 +275,7 @@ export class SecondaryEngine {
   #initBegin(attachment: Attachment, message: InitBeginMessage): void {
     this.#fsm.go("initial-sync", `initial sync from the primary (epoch ${message.epoch}, ${message.diskMode})`);
     this.metrics.epoch = message.epoch;
+    attachment.diskMode = message.diskMode;
     const refusal = this.#replica.beginInitial(message.memoryBytes, message.disks);
     if (refusal !== undefined) this.#refuse(attachment, "mismatch", refusal);
   }
@@ -251,7 +288,16 @@ export class SecondaryEngine {
       return this.#refuse(attachment, "disk-mismatch", problem);
     }
     this.#fsm.go("replicating", `initial sync complete (${pageCount} pages, ${stateParts} state parts)`);
+    this.#emitSync(attachment, 0, Uint32Array.from(attachment.receiving.initialPages), []);
     await this.#send(attachment, { type: "init-ack", seq: 0, epoch });
+  }
+
+  #emitSync(attachment: Attachment, seq: number, pages: Uint32Array, io: SyncEvent["io"]): void {
+    const bytes = attachment.receiving.bytes;
+    attachment.receiving = { bytes: emptyBytes(), initialPages: [] };
+    if (this.#syncListeners.size === 0) return;
+    const event: SyncEvent = { role: "secondary", seq, pages, bytes, io, pauseMs: 0, roundTripMs: 0 };
+    for (const listener of this.#syncListeners) listener(event);
   }
 
   // ------------------------------------------------------------ losing the primary

@@ -2,7 +2,9 @@
 // the secondary holds, the whole page when that is not shorter, nothing for a zero page),
 // the changed device-state parts, the disk data that must travel (every write in
 // dirty-block-copy mode; in logging-replay only writes whose buffer the guest changed
-// before the capture), and the sync-commit with the I/O log.
+// before the capture), and the sync-commit with the I/O log. With read-replay, pages that
+// a disk read filled and nothing changed since do not travel: the log says which sectors
+// the secondary reads from its own disk into them.
 import type { BlockIoEvent } from "../../emulator/block/hook.ts";
 import { segmentsHold } from "../../emulator/block/segments.ts";
 import type { PageChanges } from "../../emulator/memory/index.ts";
@@ -10,6 +12,7 @@ import type { StateChanges } from "../../emulator/state/state-parts.ts";
 import type { BinaryFrame, IoLogEntry, PageUpdate, PartChange } from "../protocol/frames.ts";
 import { MAX_FRAME_BYTES, MAX_PAGE_UPDATES_PER_FRAME, MAX_SECTORS_PER_BLOCK_FRAME, PAGE_SIZE, SECTOR_SIZE } from "../protocol/limits.ts";
 import { encodeRunDelta } from "../protocol/run-delta.ts";
+import { bytesEqual } from "../../emulator/state/bytes-equal.ts";
 import { isAllZero } from "../protocol/page-collect.ts";
 import type { ByteCategory } from "./metrics.ts";
 
@@ -22,6 +25,17 @@ export interface HeldRequest {
   readonly release: () => void;
   /** When the guest submitted it (performance.now()). */
   readonly submittedAt: number;
+  /** Submission order among all of the guest's requests (reads included). */
+  readonly order: number;
+  /** Its data travels whatever memory holds (a repair of the secondary's disk, not the guest's own write). */
+  readonly forceInline?: boolean;
+}
+
+/** A read that completed since the last capture, with what landed in guest memory. */
+export interface CompletedRead {
+  readonly event: BlockIoEvent;
+  readonly data: Uint8Array;
+  readonly order: number;
 }
 
 export interface OutgoingFrame {
@@ -30,11 +44,11 @@ export interface OutgoingFrame {
 }
 
 /** How a logged request reaches the secondary's disk; for metrics and live views. */
-export type IoDelivery = "replayed" | "inline" | "block-copy" | "flush";
+export type IoDelivery = "replayed" | "inline" | "block-copy" | "flush" | "read-replayed";
 
 export interface LoggedIo {
   disk: number;
-  type: "write" | "flush";
+  type: "write" | "flush" | "read";
   sector: number;
   sectors: number;
   segments: readonly { gpa: number; length: number }[];
@@ -48,6 +62,8 @@ export interface EncodedSync {
   zeroPages: number;
   deltaPages: number;
   fullPages: number;
+  /** Pages left out because a logged read fills them on the secondary. */
+  readReplayedPages: number;
   io: LoggedIo[];
   inlineWrites: number;
 }
@@ -60,6 +76,10 @@ export interface SyncInput {
   state: StateChanges;
   /** Requests to log, in submission order. */
   requests: readonly HeldRequest[];
+  /** Reads completed since the last capture that may replace pages (read-replay); [] to send every page. */
+  reads: readonly CompletedRead[];
+  /** Pages to send whole whether they changed or not (a repair of the replica's RAM), with their bytes now. */
+  forcedPages: ReadonlyMap<number, Uint8Array>;
   /** Guest RAM at the capture's boundary: decides which writes must carry their data. */
   ram: Uint8Array;
   diskNumber: (name: string) => number;
@@ -68,20 +88,21 @@ export interface SyncInput {
 export function encodeSync(input: SyncInput): EncodedSync {
   const { seq, epoch } = input;
   const frames: OutgoingFrame[] = [];
-  const pages = pageUpdates(input.pages);
+  const { log, blocks, io, inlineWrites, elided } = ioLog(input);
+  const pages = pageUpdates(input.pages, elided, input.forcedPages);
   for (const batch of batches(pages.updates)) frames.push({ frame: { kind: "page-updates", seq, epoch, updates: batch }, category: "memoryPages" });
   const changes = partChanges(input.state);
   if (changes.length > 0) {
     frames.push({ frame: { kind: "state-changes", seq, epoch, partCount: input.state.partCount, changes }, category: "deviceState" });
   }
-  const { log, blocks, io, inlineWrites } = ioLog(input);
   for (const block of blocks) frames.push({ frame: { kind: "disk-blocks", seq, epoch, ...block }, category: "diskBlocks" });
   frames.push({
     frame: { kind: "sync-commit", seq, epoch, pageUpdates: pages.updates.length, stateChanges: changes.length > 0 ? 1 : 0, blockFrames: blocks.length, log },
     // In dirty-block-copy mode the log only announces the blocks: it is part of their cost.
     category: input.mode === "dirty-block-copy" ? "diskBlocks" : "ioLog",
   });
-  return { frames, pages: input.pages.indices, zeroPages: pages.zero, deltaPages: pages.delta, fullPages: pages.full, io, inlineWrites };
+  const sent = elided.size === 0 ? input.pages.indices : input.pages.indices.filter((page) => !elided.has(page));
+  return { frames, pages: sent, zeroPages: pages.zero, deltaPages: pages.delta, fullPages: pages.full, readReplayedPages: elided.size, io, inlineWrites };
 }
 
 /** Bytes of the I/O log inside a sync-commit frame (the rest of the frame counts as control). */
@@ -89,12 +110,13 @@ export function ioLogBytes(log: readonly IoLogEntry[]): number {
   return log.reduce((sum, entry) => sum + 20 + (entry.type === "flush" ? 0 : entry.segments.length * 12), 0);
 }
 
-function pageUpdates(changes: PageChanges): { updates: PageUpdate[]; zero: number; delta: number; full: number } {
+function pageUpdates(changes: PageChanges, elided: ReadonlySet<number>, forced: ReadonlyMap<number, Uint8Array>): { updates: PageUpdate[]; zero: number; delta: number; full: number } {
   const updates: PageUpdate[] = [];
   let zero = 0;
   let delta = 0;
   let full = 0;
   changes.indices.forEach((page, k) => {
+    if (elided.has(page) || forced.has(page)) return;
     const now = changes.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
     if (isAllZero(now)) {
       zero++;
@@ -110,6 +132,11 @@ function pageUpdates(changes: PageChanges): { updates: PageUpdate[]; zero: numbe
       updates.push({ page, encoding: "full", bytes: now });
     }
   });
+  if (forced.size > 0) {
+    for (const [page, bytes] of forced) updates.push({ page, encoding: "full", bytes });
+    updates.sort((a, b) => a.page - b.page);
+    full += forced.size;
+  }
   return { updates, zero, delta, full };
 }
 
@@ -145,12 +172,25 @@ interface BlockPiece {
   data: Uint8Array;
 }
 
-function ioLog(input: SyncInput): { log: IoLogEntry[]; blocks: BlockPiece[]; io: LoggedIo[]; inlineWrites: number } {
+function ioLog(input: SyncInput): { log: IoLogEntry[]; blocks: BlockPiece[]; io: LoggedIo[]; inlineWrites: number; elided: Set<number> } {
   const log: IoLogEntry[] = [];
   const blocks: BlockPiece[] = [];
   const io: LoggedIo[] = [];
   let inlineWrites = 0;
-  for (const { event } of input.requests) {
+  const { replays, elided } = readReplays(input);
+  // One log in submission order: reads at their place among writes and flushes.
+  const entries: ({ kind: "request"; request: HeldRequest } | { kind: "read"; replay: ReadReplay })[] = [
+    ...input.requests.map((request) => ({ kind: "request" as const, request, order: request.order })),
+    ...replays.map((replay) => ({ kind: "read" as const, replay, order: replay.order })),
+  ].sort((a, b) => a.order - b.order);
+  for (const entry of entries) {
+    if (entry.kind === "read") {
+      const { disk, sector, sectors, segments } = entry.replay;
+      log.push({ type: "read", disk, sector, sectors, segments });
+      io.push({ disk, type: "read", sector, sectors, segments, delivery: "read-replayed" });
+      continue;
+    }
+    const { event } = entry.request;
     const disk = input.diskNumber(event.disk);
     if (event.type === "flush") {
       log.push({ type: "flush", disk });
@@ -161,7 +201,7 @@ function ioLog(input: SyncInput): { log: IoLogEntry[]; blocks: BlockPiece[]; io:
     const segments = event.segments.map(({ gpa, length }) => ({ gpa, length }));
     // Replaying from memory stores what memory holds at the capture; if the guest changed the
     // buffer since it submitted the write, that is not what the primary's disk got.
-    const inline = input.mode === "dirty-block-copy" || !segmentsHold(input.ram, segments, event.data);
+    const inline = input.mode === "dirty-block-copy" || entry.request.forceInline === true || !segmentsHold(input.ram, segments, event.data);
     if (inline) {
       if (input.mode === "logging-replay") inlineWrites++;
       log.push({ type: "write", disk, sector: event.sector, sectors: event.sectors, segments: [], inline: true });
@@ -174,5 +214,62 @@ function ioLog(input: SyncInput): { log: IoLogEntry[]; blocks: BlockPiece[]; io:
     }
     io.push({ disk, type: "write", sector: event.sector, sectors: event.sectors, segments, delivery: inline ? (input.mode === "dirty-block-copy" ? "block-copy" : "inline") : "replayed" });
   }
-  return { log, blocks, io, inlineWrites };
+  return { log, blocks, io, inlineWrites, elided };
+}
+
+interface ReadReplay {
+  order: number;
+  disk: number;
+  sector: number;
+  sectors: number;
+  segments: { gpa: number; length: number }[];
+}
+
+/**
+ * Which changed pages a completed read explains: whole, page-aligned pieces of the read's
+ * data (starting on a sector) that equal the page now. The last read of a page wins. Pages a
+ * write of this sync replays from memory are left alone: that write, earlier in the log,
+ * must find the page as the capture saw it, not as the read will fill it.
+ */
+function readReplays(input: SyncInput): { replays: ReadReplay[]; elided: Set<number> } {
+  const elided = new Set<number>();
+  if (input.reads.length === 0) return { replays: [], elided };
+  const changed = new Map<number, number>();
+  input.pages.indices.forEach((page, k) => changed.set(page, k));
+  const touchedByWrites = new Set<number>();
+  for (const { event } of input.requests) {
+    if (event.type !== "write") continue;
+    for (const { gpa, length } of event.segments) for (let p = Math.floor(gpa / PAGE_SIZE); p * PAGE_SIZE < gpa + length; p++) touchedByWrites.add(p);
+  }
+  // page -> the read piece that filled it last
+  const pieces = new Map<number, { read: CompletedRead; sector: number }>();
+  for (const read of input.reads) {
+    let offset = 0;
+    for (const { gpa, length } of read.event.segments) {
+      for (let start = Math.ceil(gpa / PAGE_SIZE) * PAGE_SIZE; start + PAGE_SIZE <= gpa + length; start += PAGE_SIZE) {
+        const at = offset + (start - gpa);
+        if (at % SECTOR_SIZE === 0) pieces.set(start / PAGE_SIZE, { read, sector: read.event.sector + at / SECTOR_SIZE });
+        else pieces.delete(start / PAGE_SIZE);
+      }
+      offset += length;
+    }
+  }
+  const replays: ReadReplay[] = [];
+  for (const [page, { read, sector }] of [...pieces].sort((a, b) => a[1].read.order - b[1].read.order || a[1].sector - b[1].sector)) {
+    const k = changed.get(page);
+    if (k === undefined || touchedByWrites.has(page)) continue;
+    const landed = read.data.subarray((sector - read.event.sector) * SECTOR_SIZE, (sector - read.event.sector) * SECTOR_SIZE + PAGE_SIZE);
+    if (!bytesEqual(landed, input.pages.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE))) continue;
+    elided.add(page);
+    const disk = input.diskNumber(read.event.disk);
+    const last = replays.at(-1);
+    // Consecutive pages of one read from consecutive sectors: one entry.
+    if (last !== undefined && last.order === read.order && last.disk === disk && last.sector + last.sectors === sector) {
+      last.sectors += PAGE_SIZE / SECTOR_SIZE;
+      last.segments.push({ gpa: page * PAGE_SIZE, length: PAGE_SIZE });
+    } else {
+      replays.push({ order: read.order, disk, sector, sectors: PAGE_SIZE / SECTOR_SIZE, segments: [{ gpa: page * PAGE_SIZE, length: PAGE_SIZE }] });
+    }
+  }
+  return { replays, elided };
 }

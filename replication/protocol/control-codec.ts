@@ -4,8 +4,8 @@
 import { Ajv, type ValidateFunction } from "ajv";
 import { CONTROL_SCHEMAS } from "./control-schemas.ts";
 import { ProtocolError } from "./errors.ts";
-import { MAX_CONTROL_BYTES, MAX_JSON_DEPTH } from "./limits.ts";
-import type { ControlMessage, InitBeginMessage } from "./messages.ts";
+import { MAX_CONTROL_BYTES, MAX_JSON_DEPTH, MAX_VERIFY_CHUNKS, SECTOR_SIZE } from "./limits.ts";
+import type { ControlMessage, InitBeginMessage, VerifyRequestMessage } from "./messages.ts";
 
 // Compiled once per process: ajv generates code per schema, which is the slow part.
 const validators: ReadonlyMap<string, ValidateFunction> = (() => {
@@ -53,6 +53,7 @@ export function encodeControl(message: ControlMessage): string {
 
 function checkConsistency(message: ControlMessage): void {
   if (message.type === "init-begin") checkInitBegin(message);
+  if (message.type === "verify-request") checkVerifyRequest(message);
 }
 
 function checkInitBegin(message: InitBeginMessage): void {
@@ -61,6 +62,14 @@ function checkInitBegin(message: InitBeginMessage): void {
   }
   const ids = new Set(message.disks.map((disk) => disk.id));
   if (ids.size !== message.disks.length) throw new ProtocolError("inconsistent", "init-begin: disk ids are not unique");
+}
+
+function checkVerifyRequest(message: VerifyRequestMessage): void {
+  const chunks = Math.ceil(message.length / message.chunkBytes);
+  if (chunks > MAX_VERIFY_CHUNKS) throw new ProtocolError("oversized", `verify-request ${message.id}: ${chunks} chunks, limit ${MAX_VERIFY_CHUNKS}`);
+  if (message.offset % SECTOR_SIZE !== 0 || message.length % SECTOR_SIZE !== 0 || message.chunkBytes % SECTOR_SIZE !== 0) {
+    throw new ProtocolError("inconsistent", `verify-request ${message.id}: offset, length and chunk size must be whole sectors`);
+  }
 }
 
 function describeSchemaErrors(validate: ValidateFunction): string {

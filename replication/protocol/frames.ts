@@ -125,7 +125,20 @@ export interface IoLogFlush {
   disk: number;
 }
 
-export type IoLogEntry = IoLogWrite | IoLogFlush;
+/**
+ * Read-replay: the guest read these sectors into these pages and changed them no further
+ * before the capture, so the pages did not travel: the secondary reads the same sectors
+ * from its own disk into its replica's memory, at this point of the log.
+ */
+export interface IoLogRead {
+  type: "read";
+  disk: number;
+  sector: number;
+  sectors: number;
+  segments: GuestSegment[];
+}
+
+export type IoLogEntry = IoLogWrite | IoLogFlush | IoLogRead;
 
 /**
  * Sync N ends: counts of the frames that came before it (a check that none was lost or
@@ -174,7 +187,7 @@ const KIND_HEADER_BYTES: Record<BinaryFrameKind, number> = {
 };
 const PAGE_ENCODINGS: readonly PageEncoding[] = ["zero", "full", "runs"];
 const PART_ENCODINGS = [undefined, "full", "runs"] as const;
-const IO_TYPES = [undefined, "write", "flush"] as const;
+const IO_TYPES = [undefined, "write", "flush", "read"] as const;
 const SEGMENT_BYTES = 12;
 const IO_ENTRY_BYTES = 20;
 
@@ -444,7 +457,8 @@ function readIoEntry(reader: ByteReader, index: number): IoLogEntry {
     if (flags !== 0 || sectors !== 0 || sector !== 0 || segmentCount !== 0) throw new ProtocolError("malformed", `I/O log entry ${index}: a flush with an extent or flags`);
     return { type, disk };
   }
-  if ((flags & ~1) !== 0) throw new ProtocolError("malformed", `I/O log entry ${index}: unknown flags ${flags}`);
+  if ((flags & ~1) !== 0 || (type === "read" && flags !== 0)) throw new ProtocolError("malformed", `I/O log entry ${index}: unknown flags ${flags}`);
+  if (type === "read") return { type, disk, sector, sectors, segments };
   return { type, disk, sector, sectors, segments, ...(flags === 1 ? { inline: true as const } : {}) };
 }
 
@@ -531,7 +545,7 @@ function checkIoLog(log: readonly IoLogEntry[]): void {
     if (!Number.isSafeInteger(entry.sector) || (entry.sector + entry.sectors) * SECTOR_SIZE > MAX_DISK_BYTES) {
       throw new ProtocolError("malformed", `I/O log entry ${index}: sector ${entry.sector} is beyond the largest disk`);
     }
-    if (entry.inline === true) {
+    if (entry.type === "write" && entry.inline === true) {
       if (entry.segments.length !== 0) throw new ProtocolError("malformed", `I/O log entry ${index}: an inline write with segments`);
       return;
     }

@@ -45,6 +45,9 @@ export const MAX_STATE_PARTS = 4096;
  * leaves the rest to the next sync, so every sync stays within what a secondary must stage.
  */
 export const MAX_SYNC_DISK_BYTES = 64 * MiB;
+/** One consistency check covers at most this much, in at most MAX_VERIFY_CHUNKS chunks. */
+export const MAX_VERIFY_RANGE_BYTES = 64 * MiB;
+export const MAX_VERIFY_CHUNKS = 4096;
 /** Guest-physical segments of one logged request (virtio-blk seg_max is usually 126 or 254). */
 export const MAX_SEGMENTS_PER_ENTRY = 256;
 /** Sectors one logged request may cover (32 MiB). */

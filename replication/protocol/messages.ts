@@ -103,6 +103,41 @@ export interface HeartbeatMessage {
 export interface PromotedMessage {
   type: "promoted";
   epoch: number;
+  /** When the guest resumed on this node (ms since the Unix epoch, fractional), for measuring a handover's downtime. */
+  resumedAtMs?: number;
+}
+
+/**
+ * Consistency check: the secondary digests a range of its replica RAM or of one of its disks
+ * as of sync `seq` (it is sent right after that sync, before the next), in chunks.
+ */
+export interface VerifyRequestMessage {
+  type: "verify-request";
+  id: number;
+  seq: number;
+  target: "ram" | "disk";
+  /** The disk, for target "disk" (0 for RAM). */
+  disk: number;
+  offset: number;
+  length: number;
+  chunkBytes: number;
+}
+
+/** The secondary's sha256 (hex) of each chunk of a verify-request's range, in order. */
+export interface VerifyDigestsMessage {
+  type: "verify-digests";
+  id: number;
+  digests: string[];
+}
+
+/**
+ * The primary asks the secondary to take over now (its disk failed, or a planned
+ * migration): its guest is stopped and everything it did is acknowledged.
+ */
+export interface HandoverMessage {
+  type: "handover";
+  epoch: number;
+  reason: string;
 }
 
 export interface ErrorMessage {
@@ -127,6 +162,9 @@ export type ControlMessage =
   | SyncAckMessage
   | HeartbeatMessage
   | PromotedMessage
+  | HandoverMessage
+  | VerifyRequestMessage
+  | VerifyDigestsMessage
   | ErrorMessage
   | GoodbyeMessage;
 

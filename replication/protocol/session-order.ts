@@ -163,6 +163,21 @@ export class SessionOrder {
         this.expectPhase("initial-sync", message.type);
         this.expectEpoch(message.epoch, message.type);
         return this.endInit(message);
+      case "handover":
+        this.expectPhase("replicating", message.type);
+        this.expectEpoch(message.epoch, message.type);
+        return;
+      case "verify-request": {
+        this.expectPhase("replicating", message.type);
+        // It names the sync the check is as of: the last one committed, with nothing of the next yet.
+        const pending = this.pending;
+        if (message.seq !== this.lastCommitted || pending.pageUpdates + pending.stateChanges + pending.blocks.length > 0) {
+          throw orderError(`verify-request as of sync ${message.seq}, but sync ${this.lastCommitted} is the last committed${pending.pageUpdates + pending.blocks.length > 0 ? " and the next has begun" : ""}`);
+        }
+        const limit = message.target === "ram" ? this.requireLayout().memoryBytes : this.diskCopy(message.disk, message.type).descriptor.sizeBytes;
+        if (message.offset + message.length > limit) throw inconsistent(`verify-request ${message.id}: range ${message.offset}+${message.length} beyond ${limit} bytes`);
+        return;
+      }
       default:
         throw orderError(`a secondary does not accept ${message.type}`);
     }
@@ -203,7 +218,7 @@ export class SessionOrder {
       const disk = this.diskCopy(entry.disk, `sync-commit ${frame.seq} entry ${index}`).descriptor;
       if (entry.type === "flush") continue;
       this.checkSectors(disk, entry.sector, entry.sectors, `sync-commit ${frame.seq} entry ${index}`);
-      if (entry.inline === true) {
+      if (entry.type === "write" && entry.inline === true) {
         // The data of an inline write is the next disk-blocks frames, in order, exactly covering it.
         let sector = entry.sector;
         while (sector < entry.sector + entry.sectors) {
@@ -215,7 +230,7 @@ export class SessionOrder {
         }
         continue;
       }
-      if (layout.diskMode === "dirty-block-copy") throw inconsistent(`sync-commit ${frame.seq} entry ${index}: a write to replay from memory in dirty-block-copy mode`);
+      if (layout.diskMode === "dirty-block-copy" && entry.type === "write") throw inconsistent(`sync-commit ${frame.seq} entry ${index}: a write to replay from memory in dirty-block-copy mode`);
       for (const segment of entry.segments) {
         if (segment.gpa + segment.length > layout.memoryBytes) {
           throw inconsistent(`sync-commit ${frame.seq} entry ${index}: segment at ${segment.gpa}+${segment.length} is outside guest memory`);
@@ -315,6 +330,9 @@ export class SessionOrder {
         this.expectEpoch(message.epoch, message.type);
         this.initAcked = true;
         this.currentPhase = "replicating";
+        return;
+      case "verify-digests":
+        this.expectPhase("replicating", message.type);
         return;
       case "sync-ack":
         this.expectEpoch(message.epoch, message.type);

@@ -242,6 +242,89 @@ describe("replication engines against a fake guest", function () {
     expect(pair.secondaryGuest.startedWith).to.not.equal(undefined);
   });
 
+  it("a failing primary disk hands the guest over: the failed write never completes on the primary, the secondary runs the guest", async () => {
+    const failing = new FailingBackend(1 << 20);
+    const pair = await startPair({ primaryGuest: new FakeGuest([failing]) });
+    expect(await pair.primaryGuest.write(8, sector(1, 1)).completion).to.equal("ok");
+    failing.failWrites = true;
+    const doomed = pair.primaryGuest.write(16, sector(1, 2));
+    await until(() => pair.primary.state === "fenced", "the primary to hand over and fence itself");
+    expect(pair.secondary.state).to.equal("active");
+    expect(pair.secondaryGuest.startedWith).to.not.equal(undefined);
+    expect(pair.primaryGuest.paused).to.equal(true);
+    await settle();
+    expect(doomed.completed(), "the guest must never see the error").to.equal(false);
+    // What the primary had acknowledged is on the secondary's disk.
+    expect((pair.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes[8 * 512]).to.equal(1);
+  });
+
+  it("a failing primary disk with no secondary to hand over to fails the request, as before", async () => {
+    const failing = new FailingBackend(1 << 20);
+    const pair = await startPair({ primaryGuest: new FakeGuest([failing]) });
+    pair.link.cut("the secondary is gone");
+    await until(() => pair.primary.state === "unprotected", "the primary to notice");
+    failing.failWrites = true;
+    expect(await pair.primaryGuest.write(16, sector(1, 2)).completion).to.equal("error");
+  });
+
+  it("hands over on request (a migration's switch-over): last sync, then the secondary resumes and the primary is fenced", async () => {
+    const pair = await startPair();
+    pair.primaryGuest.touch(4, 9);
+    const { pausedAtMs, resumedAtMs } = await pair.primary.handOver("planned switch-over");
+    expect(pair.primary.state).to.equal("fenced");
+    expect(pair.secondary.state).to.equal("active");
+    expect(resumedAtMs).to.be.a("number").and.at.least(pausedAtMs);
+    // The replica resumed from the state as of the pause: the last touch is in its RAM.
+    expect(Buffer.compare(pair.secondaryGuest.ram(), pair.primaryGuest.ram())).to.equal(0);
+  });
+
+  it("verify finds a sector corrupted in the secondary's image and a page corrupted in its RAM, and repairs both", async () => {
+    const pair = await startPair();
+    expect(await pair.primaryGuest.write(100, sector(8, 0x33)).completion).to.equal("ok");
+    const clean = await pair.primary.verify({ rangeBytes: 256 << 10, chunkBytes: 64 << 10 });
+    expect(clean.disks[0]!.differing).to.deep.equal([]);
+    expect(clean.ram!.differing).to.deep.equal([]);
+    // Corruption behind the engines' backs: one sector of the replica's disk, one byte of its RAM.
+    const replicaDisk = (pair.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes;
+    await until(() => replicaDisk[100 * 512] === 0x33, "the write on the replica's disk");
+    replicaDisk[300 * 512 + 7] = replicaDisk[300 * 512 + 7]! ^ 0xff; // sector 300: in the chunk at 128 KiB
+    pair.secondaryGuest.ram()[20 * 4096 + 5] ^= 0xff; // page 20: in the chunk at 64 KiB
+    const found = await pair.primary.verify({ rangeBytes: 256 << 10, chunkBytes: 64 << 10 });
+    expect(found.disks[0]!.differing).to.deep.equal([{ offset: 128 << 10, length: 64 << 10 }]);
+    expect(found.ram!.differing).to.deep.equal([{ offset: 64 << 10, length: 64 << 10 }]);
+    const repaired = await pair.primary.verify({ rangeBytes: 256 << 10, chunkBytes: 64 << 10, repair: true });
+    expect(repaired.disks[0]!.repaired).to.deep.equal([{ offset: 128 << 10, length: 64 << 10 }]);
+    expect(repaired.ram!.repaired).to.deep.equal([{ offset: 64 << 10, length: 64 << 10 }]);
+    expect(repaired.disks[0]!.differing).to.deep.equal([]);
+    expect(repaired.ram!.differing).to.deep.equal([]);
+    const primaryDisk = (pair.primaryGuest.disks[0]!.backend as MemoryBackend).bytes;
+    expect(Buffer.compare(replicaDisk, primaryDisk)).to.equal(0);
+    expect(Buffer.compare(pair.secondaryGuest.ram(), pair.primaryGuest.ram())).to.equal(0);
+    await pair.primary.close();
+  });
+
+  for (const stopAndCopy of [false, true]) {
+    it(`migrates a protected guest to a new node${stopAndCopy ? " (stop-and-copy baseline)" : ""}: the old secondary stands by, the target resumes, the source is fenced`, async () => {
+      const pair = await startPair();
+      const oldSecondary = pair.secondary;
+      expect(await pair.primaryGuest.write(40, sector(2, 0x66)).completion).to.equal("ok");
+      const targetGuest = new FakeGuest();
+      const link = createMemoryPair();
+      const [toTarget, atTarget] = await Promise.all([handshake(link.a, "primary", SECRET), handshake(link.b, "secondary", SECRET)]);
+      const target = new SecondaryEngine(targetGuest, { peerTimeoutMs: 400 });
+      void target.attach(atTarget);
+      const report = await pair.primary.migrate(toTarget, { stopAndCopy });
+      expect(pair.primary.state).to.equal("fenced");
+      expect(target.state).to.equal("active");
+      await until(() => oldSecondary.state === "standby", "the old secondary to stand by");
+      expect(targetGuest.startedWith).to.not.equal(undefined);
+      expect((targetGuest.disks[0]!.backend as MemoryBackend).bytes[40 * 512]).to.equal(0x66);
+      expect(report.downtimeMs).to.be.a("number").and.at.least(0);
+      expect(report.bytes).to.be.greaterThan(0);
+      if (stopAndCopy) expect(report.downtimeMs!).to.be.at.least(report.copyMs - 1);
+    });
+  }
+
   it("a primary that leaves while the secondary hashes its disks does not break the secondary", async () => {
     const secondaryGuest = new FakeGuest([new MemoryBackend(256 << 20)]);
     const secondary = new SecondaryEngine(secondaryGuest, { peerTimeoutMs: 400 });

@@ -16,6 +16,7 @@ import { handshake } from "../channel/handshake.ts";
 import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../engine/primary.ts";
 import { SecondaryEngine } from "../engine/secondary.ts";
 import { createMemoryPair } from "../transport/memory-pair.ts";
+import { MOUNT_FRESH_EXT2, prepareGuest } from "./guest-fixture.ts";
 
 const SECRET = new TextEncoder().encode("engine-test-secret-0123456789");
 const DISK_BYTES = 32 << 20;
@@ -40,13 +41,7 @@ describe("replication engines (in-memory link, real guest)", function () {
 
   before(async function () {
     // One boot for the file: format a disk with the guest's own mke2fs, then snapshot.
-    const disk = new MemoryBackend(DISK_BYTES);
-    const machine = new Machine({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: disk, id: "vda", keepBackendOpen: true })] });
-    machines.push(machine);
-    await machine.boot();
-    expect((await machine.exec("mke2fs -q -F /dev/vda && mkdir -p /mnt && mount /dev/vda /mnt && sync", { timeoutMs: 60_000 })).exitCode).to.equal(0);
-    booted = await machine.snapshot();
-    formattedDisk = disk.bytes.slice();
+    ({ snapshot: booted, disk: formattedDisk } = await prepareGuest(DISK_BYTES, MOUNT_FRESH_EXT2, machines, 60_000));
   });
 
   after(async () => {

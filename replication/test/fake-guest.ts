@@ -3,7 +3,7 @@
 // follows the contract of a real machine where the engines can tell: a write's data is
 // copied at submission and written to the disk at once, its completion waits for the
 // engine's gate, and captures see RAM and state at one moment.
-import { BlockHook, type BlockIoEvent } from "../../emulator/block/hook.ts";
+import { BlockHook, type BackendFailureHandler, type BlockCompletionListener, type BlockIoEvent } from "../../emulator/block/hook.ts";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { BlockBackend } from "../../emulator/block/backend.ts";
 import type { PageChanges } from "../../emulator/memory/index.ts";
@@ -81,8 +81,13 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
     void io.finally(() => this.#busy.delete(io));
     const gate = this.hook.emit(event);
     let done = false;
-    const completion = Promise.all([io, gate]).then(
-      () => "ok" as const,
+    // As the device: a disk error that someone takes over never completes here.
+    const ran = io.then(
+      () => true,
+      async (error: unknown) => !(await this.hook.backendFailed(event, error as Error)) && Promise.reject(error),
+    );
+    const completion = Promise.all([ran, gate]).then(
+      ([settled]) => (settled ? ("ok" as const) : new Promise<never>(() => undefined)),
       () => "error" as const,
     );
     void completion.then(() => (done = true));
@@ -136,6 +141,24 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
 
   onBlockRequest(listener: (event: BlockIoEvent) => void | Promise<void>): () => void {
     return this.hook.subscribe(listener);
+  }
+
+  onBlockCompleted(listener: BlockCompletionListener): () => void {
+    return this.hook.onCompleted(listener);
+  }
+
+  onBackendFailure(handler: BackendFailureHandler): () => void {
+    return this.hook.onBackendFailure(handler);
+  }
+
+  paused = false;
+
+  async pause(): Promise<void> {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
   }
 
   onOutput(listener: (bytes: Uint8Array) => void): () => void {

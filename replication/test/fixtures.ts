@@ -29,7 +29,10 @@ export const SAMPLE_MESSAGES: Record<ControlType, ControlMessage> = {
   "init-ack": { type: "init-ack", seq: 0, epoch: 1 },
   "sync-ack": { type: "sync-ack", seq: 1, epoch: 1 },
   heartbeat: { type: "heartbeat", epoch: 1, id: 0 },
-  promoted: { type: "promoted", epoch: 2 },
+  promoted: { type: "promoted", epoch: 2, resumedAtMs: 1764079200123.5 },
+  handover: { type: "handover", epoch: 1, reason: "the primary's disk failed: EIO" },
+  "verify-request": { type: "verify-request", id: 3, seq: 12, target: "disk", disk: 0, offset: 1 << 20, length: 4 << 20, chunkBytes: 1 << 16 },
+  "verify-digests": { type: "verify-digests", id: 3, digests: ["ab".repeat(32), "cd".repeat(32)] },
   error: { type: "error", code: "order", message: "sync-commit 3, expected 2" },
   goodbye: { type: "goodbye", reason: "shutting down" },
 };

@@ -79,9 +79,15 @@ function handshakeCases(connect: () => Promise<[Transport, Transport]>): void {
     expect(failure(rb).message).to.match(/both ends claim to be primary/);
   });
 
-  it("refuses a primary with a stale epoch, after both proved the secret", async () => {
+  it("refuses a primary with a stale epoch, after both proved the secret (and leaves no unhandled rejection)", async () => {
+    const unhandled: unknown[] = [];
+    const record = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", record);
     const [a, b] = await connect();
     const [ra, rb] = await both(a, b, primary(SECRET, { epoch: 1 }), secondary(SECRET, { epoch: 2 }));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    process.off("unhandledRejection", record);
+    expect(unhandled, "a crashed node in production").to.deep.equal([]);
     const error = failure(ra);
     expect(error).to.be.instanceOf(StaleEpochError);
     expect(error.message).to.match(/primary is at epoch 1, but the secondary \(which proved the secret\) has seen epoch 2/);

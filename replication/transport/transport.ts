@@ -1,6 +1,7 @@
 // What the replication layer needs from a message pipe: ordered text and binary
 // messages, a view of unsent bytes for backpressure, and one close with a reason.
-// Implementations: memory-pair.ts (tests), node/ws-transport.ts, browser-ws.ts.
+// Implementations: memory-pair.ts (tests), node/ws-transport.ts, browser-ws.ts,
+// message-port.ts (between two workers: the browser demo).
 
 export type InboundMessage = { kind: "text"; text: string } | { kind: "binary"; bytes: Uint8Array };
 
