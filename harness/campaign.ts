@@ -1,19 +1,18 @@
 // The failover campaign: rounds of "start a pair, write and sync files in the guest,
 // inject a fault at a random moment, check that nothing the guest saw as durable was
 // lost". Usage:
-//   npx tsx harness/campaign.ts --rounds N --mode logging-replay|dirty-block-copy|both
-//        [--fault primary-kill|secondary-kill|link-cut|all] [--seed S]
-//        [--policy continue|stall] [--expect reprotect,stall,fencing] [--json] [--verbose]
+//   npm run campaign -- --rounds N --mode logging-replay|dirty-block-copy|both
+//        [--fault KIND[,KIND...]|all] [--seed S] [--policy continue|stall]
+//        [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose]
 // Exits 1 if any round lost a write, failed e2fsck, failed to take over or failed a check.
+import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import type { DiskMode, SecondaryLossPolicy } from "../replication/engine/primary.ts";
-import { runCampaign, type CampaignOptions } from "./campaign/run-campaign.ts";
-import type { CampaignFixture } from "./campaign/pair-fixture.ts";
-import { failureDetail, roundLine, summarize, summaryText } from "./campaign/report.ts";
-import { FAULT_KINDS, NO_FEATURES, type EngineFeatures, type FaultKind } from "./campaign/round-result.ts";
+import { defaultArtifactsDir, runCampaign, type CampaignBase, type CampaignOptions } from "./campaign/run-campaign.ts";
+import { failureDetail, junitXml, roundLine, summarize, summaryText } from "./campaign/report.ts";
+import { FAULT_KINDS, NO_FEATURES, type EngineFeatures } from "./campaign/round-result.ts";
 
-const USAGE =
-  "usage: campaign --rounds N --mode logging-replay|dirty-block-copy|both [--fault primary-kill|secondary-kill|link-cut|all] [--seed S] [--policy continue|stall] [--expect reprotect,stall,fencing] [--json] [--verbose]";
+const USAGE = `usage: campaign --rounds N --mode logging-replay|dirty-block-copy|both [--fault ${FAULT_KINDS.join("|")}|all (comma-separated)] [--seed S] [--policy continue|stall] [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose]`;
 
 class UsageError extends Error {}
 
@@ -22,7 +21,7 @@ function oneOf<T extends string>(value: string, allowed: readonly T[], what: str
   return value as T;
 }
 
-function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean } {
+function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; junit: string | undefined } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -33,6 +32,8 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean } 
       policy: { type: "string", default: "continue" },
       expect: { type: "string", default: "reprotect,stall,fencing" },
       json: { type: "boolean", default: false },
+      junit: { type: "string" },
+      artifacts: { type: "string" },
       verbose: { type: "boolean", default: false },
     },
     strict: true,
@@ -40,7 +41,7 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean } 
   const rounds = Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 1000) throw new UsageError(`--rounds must be an integer from 1 to 1000, not "${values.rounds}"`);
   const mode = oneOf(values.mode, ["logging-replay", "dirty-block-copy", "both"] as const, "--mode");
-  const fault = oneOf(values.fault, [...FAULT_KINDS, "all"] as const, "--fault");
+  const faults = values.fault === "all" ? [...FAULT_KINDS] : values.fault.split(",").map((name) => oneOf(name, FAULT_KINDS, "--fault"));
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new UsageError(`--seed must be an integer from 0 to 2^32-1, not "${values.seed}"`);
   const features: EngineFeatures = { ...NO_FEATURES };
@@ -48,12 +49,14 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean } 
   return {
     rounds,
     modes: mode === "both" ? ["logging-replay", "dirty-block-copy"] : [mode as DiskMode],
-    faults: fault === "all" ? [...FAULT_KINDS] : [fault as FaultKind],
+    faults,
     seed,
     policy: oneOf(values.policy, ["continue", "stall"] as const, "--policy") as SecondaryLossPolicy,
     features,
     echoStderr: values.verbose,
     json: values.json,
+    junit: values.junit,
+    ...(values.artifacts !== undefined && { artifactsDir: values.artifacts }),
   };
 }
 
@@ -66,19 +69,19 @@ async function main(): Promise<number> {
     return 2;
   }
   // On Ctrl-C or SIGTERM: remove the images and snapshot; the node processes die with their IPC channel's owner.
-  let fixture: CampaignFixture | undefined;
+  let base: CampaignBase | undefined;
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.once(signal, () => {
       process.stderr.write(`campaign: ${signal}, cleaning up\n`);
-      void (fixture?.dispose() ?? Promise.resolve()).finally(() => process.exit(130));
+      void (base?.dispose() ?? Promise.resolve()).finally(() => process.exit(130));
     });
   }
   const log = (line: string) => process.stderr.write(`${line}\n`);
   log(`campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policy}; booting the guest once`);
   const run = await runCampaign(options, {
-    onFixture: (created) => {
-      fixture = created;
-      log(`campaign: guest booted in ${(created.bootMs / 1000).toFixed(1)} s, snapshot taken`);
+    onBase: (created) => {
+      base = created;
+      log(`campaign: guest booted in ${(created.template.bootMs / 1000).toFixed(1)} s, snapshot taken; a failed round's files go to ${options.artifactsDir ?? defaultArtifactsDir(options.seed)}`);
     },
     onRound: (result) => {
       if (options.json) return log(roundLine(result));
@@ -87,8 +90,12 @@ async function main(): Promise<number> {
     },
   });
   const summary = summarize(run.results);
+  if (options.junit !== undefined) {
+    await writeFile(options.junit, junitXml(run.results, { seed: options.seed, policy: options.policy, bootMs: run.bootMs }));
+    log(`campaign: JUnit report written to ${options.junit}`);
+  }
   if (options.json) {
-    process.stdout.write(`${JSON.stringify({ seed: options.seed, policy: options.policy, features: options.features, bootMs: run.bootMs, summary, rounds: run.results }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ seed: options.seed, policy: options.policy, features: options.features, bootMs: run.bootMs, artifactsDir: run.artifactsDir, summary, rounds: run.results }, null, 2)}\n`);
   } else {
     process.stdout.write(`\nseed ${options.seed}\n${summaryText(summary)}\n`);
   }

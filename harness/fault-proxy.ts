@@ -1,20 +1,44 @@
-// A TCP proxy on loopback between the two nodes of a pair, so a campaign can break
-// the replication link while both processes live: `cut()` ends every connection and
-// refuses new ones until `heal()`. The secondary cannot tell a cut link from a dead
-// primary, which is exactly the fault this exists to inject.
+// A TCP proxy on loopback between the two nodes of a pair, so tests can break the
+// replication link while both processes live: `cut()` ends every connection and
+// refuses new ones until `heal()`; `stall()` stops the bytes without closing
+// anything until `resume()`; `cutMidSync()` cuts between two WebSocket frames of
+// the next large primary->secondary burst (a sync in flight). The secondary cannot
+// tell a cut link from a dead primary, which is exactly the fault this exists to inject.
 import { createServer, connect, type Server, type Socket } from "node:net";
-import { Transform, type TransformCallback } from "node:stream";
+import { Transform, type TransformCallback, type Writable } from "node:stream";
+import { WsFrameBoundaries } from "./ws-frame-boundaries.ts";
 
 /** `reset`: both ends see the connection close at once. `silent`: bytes stop flowing, nobody is told (peer timeouts must notice). */
 export type CutKind = "reset" | "silent";
 
 const LOOPBACK = "127.0.0.1";
+/** A frame at least this big from the primary is bulk sync data (pages, device state), not a heartbeat. */
+const DEFAULT_BURST_FRAME_BYTES = 1024;
+
+interface Link {
+  /** The primary's side (it dials the proxy). */
+  client: Socket;
+  /** The secondary's side. */
+  upstream: Socket;
+  /** Where bytes for each side are written: the socket, or a rate limit in front of it. */
+  toClient: Writable;
+  toUpstream: Writable;
+  frames: WsFrameBoundaries;
+}
+
+export interface MidSyncCut {
+  /** Resolves when the cut happened, with what was forwarded of the burst. */
+  readonly done: Promise<{ frameBytes: number; opcode: number }>;
+  cancel(): void;
+}
 
 export class FaultProxy {
   readonly #server: Server;
   #targetPort: number;
   #cut = false;
-  readonly #links = new Set<{ client: Socket; upstream: Socket }>();
+  #stalled = false;
+  readonly #links = new Set<Link>();
+  #armed: { minFrameBytes: number; fire(frameBytes: number, opcode: number): void } | undefined;
   /** Connections accepted and forwarded, over the proxy's life. */
   connections = 0;
   /** Connections refused because the link was cut. */
@@ -49,8 +73,16 @@ export class FaultProxy {
     return address.port;
   }
 
+  get url(): string {
+    return `ws://${LOOPBACK}:${this.port}`;
+  }
+
   get isCut(): boolean {
     return this.#cut;
+  }
+
+  get isStalled(): boolean {
+    return this.#stalled;
   }
 
   /** `url` (the secondary's ws:// URL) with its port replaced by the proxy's. */
@@ -68,14 +100,13 @@ export class FaultProxy {
 
   cut(kind: CutKind = "reset"): void {
     this.#cut = true;
+    this.#armed = undefined;
     for (const link of this.#links) {
       if (kind === "reset") {
         link.client.destroy();
         link.upstream.destroy();
       } else {
         // Stop forwarding without telling either end; destroy later, on heal or close.
-        link.client.unpipe(link.upstream);
-        link.upstream.unpipe(link.client);
         link.client.pause();
         link.upstream.pause();
       }
@@ -87,12 +118,60 @@ export class FaultProxy {
   heal(): void {
     this.#dropAll();
     this.#cut = false;
+    this.#stalled = false;
+  }
+
+  /** Bytes stop moving both ways and nobody is told; `resume()` delivers what waited. New connections wait too. */
+  stall(): void {
+    this.#stalled = true;
+    for (const link of this.#links) {
+      link.client.pause();
+      link.upstream.pause();
+    }
+  }
+
+  resume(): void {
+    this.#stalled = false;
+    if (this.#cut) return;
+    for (const link of this.#links) {
+      link.client.resume();
+      link.upstream.resume();
+    }
+  }
+
+  /**
+   * Arms a cut (reset) right after the next primary->secondary WebSocket frame of at
+   * least `minFrameBytes` has been forwarded: the first frame of a sync burst (memory
+   * pages) reaches the secondary, the rest of the burst and its commit do not.
+   */
+  cutMidSync(minFrameBytes = DEFAULT_BURST_FRAME_BYTES): MidSyncCut {
+    let resolve!: (value: { frameBytes: number; opcode: number }) => void;
+    const done = new Promise<{ frameBytes: number; opcode: number }>((r) => (resolve = r));
+    const armed = {
+      minFrameBytes,
+      fire: (frameBytes: number, opcode: number) => {
+        this.cut("reset");
+        resolve({ frameBytes, opcode });
+      },
+    };
+    this.#armed = armed;
+    return {
+      done,
+      cancel: () => {
+        if (this.#armed === armed) this.#armed = undefined;
+      },
+    };
   }
 
   async close(): Promise<void> {
     this.#cut = true;
+    this.#armed = undefined;
     this.#dropAll();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  get #flowing(): boolean {
+    return !this.#stalled && !this.#cut;
   }
 
   #dropAll(): void {
@@ -111,7 +190,13 @@ export class FaultProxy {
     }
     this.connections++;
     const upstream = connect({ host: LOOPBACK, port: this.#targetPort, noDelay: true });
-    const link = { client, upstream };
+    const limited = (socket: Socket): Writable => {
+      if (this.#bitsPerSecond === undefined) return socket;
+      const limit = new RateLimit(this.#bitsPerSecond);
+      limit.pipe(socket);
+      return limit;
+    };
+    const link: Link = { client, upstream, toClient: limited(client), toUpstream: limited(upstream), frames: new WsFrameBoundaries() };
     this.#links.add(link);
     const drop = () => {
       this.#links.delete(link);
@@ -120,13 +205,32 @@ export class FaultProxy {
     };
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
-    if (this.#bitsPerSecond === undefined) {
-      client.pipe(upstream);
-      upstream.pipe(client);
-    } else {
-      client.pipe(new RateLimit(this.#bitsPerSecond)).pipe(upstream);
-      upstream.pipe(new RateLimit(this.#bitsPerSecond)).pipe(client);
+    // Forwarded by hand (not pipe) so that a mid-sync cut can stop at a frame boundary inside a chunk.
+    client.on("data", (chunk: Buffer) => this.#forward(link, chunk));
+    upstream.on("data", (chunk: Buffer) => {
+      if (!link.toClient.write(chunk)) upstream.pause();
+    });
+    link.toClient.on("drain", () => this.#flowing && upstream.resume());
+    link.toUpstream.on("drain", () => this.#flowing && client.resume());
+    if (this.#stalled) {
+      client.pause();
+      upstream.pause();
     }
+  }
+
+  /** Primary -> secondary bytes: forwarded, unless an armed mid-sync cut falls inside this chunk. */
+  #forward(link: Link, chunk: Buffer): void {
+    const ends = link.frames.push(chunk);
+    const armed = this.#armed;
+    const target = armed && ends.find((frame) => frame.payloadBytes >= armed.minFrameBytes && frame.opcode !== 0x8 && frame.opcode !== 0x9 && frame.opcode !== 0xa);
+    if (armed && target) {
+      this.#armed = undefined;
+      // The frame goes out whole; the cut follows once it was written to the secondary's socket.
+      link.toUpstream.write(chunk.subarray(0, target.end), () => armed.fire(target.payloadBytes, target.opcode));
+      link.client.pause();
+      return;
+    }
+    if (!link.toUpstream.write(chunk)) link.client.pause();
   }
 }
 

@@ -1,17 +1,36 @@
 // The parent's handle on a replica-node process: start it, send it requests,
-// wait for its states, kill it.
+// wait for its states, kill it. It keeps the node's states, released console
+// output and stderr, so a failing test can show them.
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
 import type { NodeConfig, NodeEvent, NodeRequest } from "./replica-node.ts";
 
-const NODE_SCRIPT = fileURLToPath(new URL("./replica-node.ts", import.meta.url));
+/**
+ * The node's entry point beside this module: from a clone it is the TypeScript
+ * source, run through tsx; from the package it is compiled JavaScript, run by node.
+ */
+function nodeEntry(): { script: string; execArgv: string[] } {
+  const fromSource = import.meta.url.endsWith(".ts");
+  return {
+    script: fileURLToPath(new URL(fromSource ? "./replica-node.ts" : "./replica-node.js", import.meta.url)),
+    execArgv: fromSource ? ["--import", "tsx"] : [],
+  };
+}
+
+/** Logs and transcripts kept per node: the last 4 MiB (characters) of each. */
+const KEPT_CHARS = 4 << 20;
+const keepTail = (text: string) => (text.length > KEPT_CHARS ? text.slice(-KEPT_CHARS / 2) : text);
 
 type RequestBody = NodeRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
 export class NodeProcess {
   readonly child: ChildProcess;
+  /** Every state either of the node's engines entered, in order. */
   readonly states: string[] = [];
+  /** The same with the engine, the reason and when (performance.now()). */
+  readonly stateLog: { engine: "primary" | "secondary"; state: string; reason: string; at: number }[] = [];
+  /** The guest's console output this node released (all of it: the transcript). */
   output = "";
   #nextId = 1;
   #replies = new Map<number, { type: NodeRequest["type"]; resolve(value: unknown): void; reject(error: Error): void }>();
@@ -20,13 +39,14 @@ export class NodeProcess {
   stderr = "";
 
   constructor(config: NodeConfig, options: { env?: NodeJS.ProcessEnv; echoStderr?: boolean } = {}) {
-    this.child = fork(NODE_SCRIPT, [JSON.stringify(config)], {
-      execArgv: ["--import", "tsx"],
+    const entry = nodeEntry();
+    this.child = fork(entry.script, [JSON.stringify(config)], {
+      execArgv: entry.execArgv,
       env: options.env ?? process.env,
       stdio: ["ignore", "ignore", "pipe", "ipc"],
     });
     this.child.stderr!.on("data", (chunk: Buffer) => {
-      this.stderr += chunk.toString();
+      this.stderr = keepTail(this.stderr + chunk.toString());
       if (options.echoStderr) process.stderr.write(`[${config.role}] ${chunk.toString()}`);
     });
     this.child.on("message", (raw) => this.#receive(raw as NodeEvent));
@@ -115,6 +135,15 @@ export class NodeProcess {
     return this.#exited;
   }
 
+  /** Asks the node to shut down cleanly (disks closed), and SIGKILLs it if it has not exited within `graceMs`. */
+  async stop(graceMs = 5000): Promise<void> {
+    if (!this.running) return;
+    const timer = setTimeout(() => void this.kill("SIGKILL"), graceMs);
+    await this.request({ type: "shutdown" }).catch(() => this.kill("SIGKILL"));
+    await this.#exited;
+    clearTimeout(timer);
+  }
+
   #receive(event: NodeEvent): void {
     if (event.type === "reply") {
       const waiter = this.#replies.get(event.id);
@@ -123,8 +152,9 @@ export class NodeProcess {
       else waiter?.reject(new Error(event.error));
     } else if (event.type === "state") {
       this.states.push(event.state);
+      this.stateLog.push({ engine: event.engine, state: event.state, reason: event.reason, at: performance.now() });
     } else if (event.type === "output") {
-      this.output += event.text;
+      this.output = keepTail(this.output + event.text);
     }
     for (const listener of [...this.#listeners]) listener(event);
   }

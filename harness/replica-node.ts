@@ -1,20 +1,25 @@
 // One node of a replicated pair in its own process: a primary (runs the guest and
 // connects to the secondary) or a secondary (listens, keeps the replica, takes
-// over). Started with `fork()` by tests and by the twinvm command; it reports
-// events and answers requests over Node's IPC channel.
+// over). A secondary that took over can be told to protect its guest with a new
+// secondary (`protect`): it becomes a primary at its epoch. Started with `fork()`
+// by the test API and the twinvm command; it reports events and answers requests
+// over Node's IPC channel, and serves a control socket when given a run directory.
 import { BlockHook } from "../emulator/block/hook.ts";
-import { withoutUndefined, type MachineConfig } from "../emulator/config.ts";
+import { DEFAULT_CMDLINE, type MachineConfig } from "../emulator/config.ts";
 import { Machine } from "../emulator/machine.ts";
 import { FileBackend } from "../emulator/node/file-backend.ts";
-import { defaultGuest } from "../emulator/node/images.ts";
 import { virtioBlkDisk } from "../emulator/virtio-blk/disk.ts";
 import { readFile } from "node:fs/promises";
 import { controlSocketPath, ensureRunDir } from "./run-dir.ts";
-import { serveControl, type ControlRequest, type NodeStatus } from "./control-socket.ts";
+import { serveControl } from "./control-socket.ts";
+import type { ControlRequest, NodeStatus } from "./control-request.ts";
+import { createPrimaryEngine, createSecondaryEngine, onSyncs, type SyncReport } from "./engines.ts";
+import { guestImages } from "./overlay/guest-images.ts";
+import { uploadToGuest } from "./guest-upload.ts";
 import { handshake } from "../replication/channel/handshake.ts";
-import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../replication/engine/primary.ts";
-import { keepProtected } from "../replication/engine/keep-protected.ts";
-import { SecondaryEngine } from "../replication/engine/secondary.ts";
+import type { DiskMode, PrimaryEngine, SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import { keepProtected, type Protector } from "../replication/engine/keep-protected.ts";
+import type { SecondaryEngine } from "../replication/engine/secondary.ts";
 import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/metrics.ts";
 import { connectReplication, listenReplication } from "../replication/node/ws-transport.ts";
 import { loadSecret } from "../replication/node/secret.ts";
@@ -26,6 +31,10 @@ export interface NodeConfig {
   memoryMiB?: number;
   /** Folder of the guest's BIOS, kernel and initramfs (default: the shipped guest). */
   imagesDir?: string;
+  /** An extra initramfs archive (overlay/archive.ts) loaded after the guest's own; both nodes get the same. */
+  overlayArchive?: string;
+  /** Appended to the default kernel command line; both nodes get the same. */
+  kernelArgs?: string;
   /** Primary: start from this snapshot file instead of booting. */
   snapshotPath?: string;
   /** Primary: the secondary's ws:// URL. */
@@ -35,13 +44,13 @@ export interface NodeConfig {
   listenPort?: number;
   /** Secondary: needed to listen on anything but loopback (replication carries guest memory). */
   allowNonLoopback?: boolean;
-  /** "none": a primary that runs the guest without replication (no secondary, no --connect). */
+  /** "none": a primary that runs the guest without replication (no secondary, no --connect). A secondary uses it if it re-protects its guest after a takeover. */
   mode: DiskMode | "none";
   secretFile?: string;
   peerTimeoutMs?: number;
   /** Primary: deflate sync frames (default off; pays only on slow links). */
   compressSyncs?: boolean;
-  /** Primary: what to do when the secondary is lost (default continue). */
+  /** What a primary (or a secondary that took over and re-protects) does when its secondary is lost (default continue). */
   onSecondaryLoss?: SecondaryLossPolicy;
   /** Primary: how often to dial the secondary again while unprotected (default 1000 ms). */
   reconnectMs?: number;
@@ -49,7 +58,7 @@ export interface NodeConfig {
   autoFailover?: boolean;
   /** A metrics line on stderr this often (0: never). Default 10 s. */
   metricsIntervalMs?: number;
-  /** Serve `status`/`promote` on `<runDir>/<name>.sock` (see control-socket.ts); off unless runDir is given. */
+  /** Serve `status`/`promote`/`exec` on `<runDir>/<name>.sock` (see control-socket.ts); off unless runDir is given. */
   runDir?: string;
   /** Default: the role. */
   name?: string;
@@ -60,7 +69,12 @@ export type NodeRequest =
   | { type: "exec"; id: number; command: string; timeoutMs?: number }
   /** `restart`: after the snapshot, duration percentiles count from now (per-workload figures). */
   | { type: "metrics"; id: number; restart?: boolean }
+  | { type: "status"; id: number }
   | { type: "promote"; id: number }
+  /** A secondary that took over: protect the guest with the secondary at `connect` (and keep re-dialling it). */
+  | { type: "protect"; id: number; connect: string }
+  /** Writes a file into the guest (data in base64), see guest-upload.ts. */
+  | { type: "upload"; id: number; path: string; base64: string; mode?: number; timeoutMs?: number }
   /** Console input for the guest, base64 (IPC is JSON); refused unless this node runs the guest. */
   | { type: "input"; id: number; base64: string }
   | { type: "shutdown"; id: number };
@@ -68,8 +82,11 @@ export type NodeRequest =
 /** Node -> parent. */
 export type NodeEvent =
   | { type: "listening"; url: string }
-  | { type: "state"; state: string; reason: string }
+  /** A state change of this node's primary or secondary engine. */
+  | { type: "state"; engine: "primary" | "secondary"; state: string; reason: string }
   | { type: "output"; text: string }
+  /** A sync this node's primary engine got acknowledged. */
+  | { type: "sync"; report: SyncReport }
   /** Progress before the engine exists: "booting", "restoring", "connecting", "ready". */
   | { type: "phase"; phase: string }
   | { type: "reply"; id: number; ok: true; result: unknown }
@@ -84,54 +101,116 @@ function emit(event: NodeEvent): void {
   process.send?.(event);
 }
 
-async function openDisks(paths: string[], hook: BlockHook | undefined): Promise<MachineConfig["devices"]> {
+const log = (line: string) => process.stderr.write(line + "\n");
+const decoder = () => {
+  const textDecoder = new TextDecoder();
+  return (bytes: Uint8Array) => emit({ type: "output", text: textDecoder.decode(bytes, { stream: true }) });
+};
+
+async function openDisks(paths: string[], hook: BlockHook): Promise<MachineConfig["devices"]> {
   const backends = await Promise.all(paths.map((path) => FileBackend.open(path)));
-  return backends.map((backend, i) => virtioBlkDisk({ backend, id: `vd${String.fromCharCode(0x61 + i)}`, ...(hook && { hook }) }));
+  return backends.map((backend, i) => virtioBlkDisk({ backend, id: `vd${String.fromCharCode(0x61 + i)}`, hook }));
 }
 
-/** A running node: the machine it holds, the engine (none for an unreplicated primary), its metrics. */
+/** A running node: its machine, the engine in charge now, its metrics. */
 interface StartedNode {
-  machine: () => Machine;
-  engine: PrimaryEngine | SecondaryEngine | undefined;
-  metrics: ReplicationMetrics;
-  /** Whether this node's guest runs here (so console input may go to it). */
+  machine: Machine;
+  /** The engine in charge now: for a secondary that re-protects its guest, the primary engine. */
+  engine(): PrimaryEngine | SecondaryEngine | undefined;
+  role(): "primary" | "secondary";
+  metrics(): ReplicationMetrics;
+  /** Whether this node's guest runs here (so console input and exec may go to it). */
   runsGuest(): boolean;
+  /** Only a secondary that took over: protect the guest with the secondary at `url`. */
+  protect?(url: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+async function machineConfig(config: NodeConfig, hook: BlockHook): Promise<MachineConfig> {
+  return {
+    ...guestImages(config.imagesDir, config.overlayArchive),
+    ...(config.kernelArgs !== undefined && { cmdline: `${DEFAULT_CMDLINE} ${config.kernelArgs}` }),
+    memoryMiB: config.memoryMiB,
+    devices: await openDisks(config.disks, hook),
+  };
+}
+
+/**
+ * Starts a primary engine on `machine`, reports its states and syncs, releases its
+ * output, protects the guest with the secondary at `url` (rejecting, with the engine
+ * closed, if that first attempt fails) and from then on keeps dialling `url`
+ * whenever the secondary is lost.
+ */
+async function protectWith(
+  machine: Machine,
+  hook: BlockHook,
+  config: NodeConfig,
+  secret: Uint8Array,
+  url: string,
+  epoch: number | undefined,
+  /** Called as soon as the engine releases the console output, and again (with false) if protecting failed and it no longer does. */
+  outputTakenOver: (taken: boolean) => void = () => undefined,
+): Promise<{ engine: PrimaryEngine; protector: Protector }> {
+  if (config.mode === "none") throw new Error("this node runs without replication (mode none)");
+  const engine = createPrimaryEngine(machine, {
+    mode: config.mode,
+    hook,
+    epoch,
+    peerTimeoutMs: config.peerTimeoutMs,
+    onSecondaryLoss: config.onSecondaryLoss,
+    compressSyncs: config.compressSyncs,
+    log,
+  });
+  engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
+  const stopOutput = engine.output.onRelease(decoder());
+  // From here on the engine holds and releases the guest's output: no other path may print it too.
+  outputTakenOver(true);
+  const stopSyncs = onSyncs(engine, (report) => emit({ type: "sync", report }));
+  try {
+    await engine.protect(await handshake(await connectReplication(url), "primary", secret, { epoch: engine.epoch }));
+    if (engine.state !== "protected") throw new Error(`the initial sync with ${url} did not complete (state ${engine.state}; see the log)`);
+  } catch (error) {
+    await engine.close(`could not protect the guest: ${(error as Error).message}`).catch(() => undefined);
+    stopOutput();
+    stopSyncs();
+    outputTakenOver(false);
+    throw error;
+  }
+  const protector = keepProtected(engine, { connect: () => connectReplication(url), secret, retryMs: config.reconnectMs ?? 1000, log });
+  return { engine, protector };
 }
 
 async function startPrimary(config: NodeConfig): Promise<StartedNode> {
   const hook = new BlockHook();
-  const machineConfig: MachineConfig = { ...defaultGuest(config.imagesDir), memoryMiB: config.memoryMiB, devices: await openDisks(config.disks, hook) };
+  const machineSettings = await machineConfig(config, hook);
   // Read the secret before booting so that a bad secret file fails in a second, not after the boot.
   const secret = config.mode === "none" ? undefined : await loadSecret({ file: config.secretFile });
   emit({ type: "phase", phase: config.snapshotPath !== undefined ? "restoring" : "booting" });
   const machine =
     config.snapshotPath !== undefined
-      ? await Machine.fromSnapshot(new Uint8Array(await readFile(config.snapshotPath)), machineConfig)
-      : await bootFresh(machineConfig);
+      ? await Machine.fromSnapshot(new Uint8Array(await readFile(config.snapshotPath)), machineSettings)
+      : await bootFresh(machineSettings);
   if (config.mode === "none" || secret === undefined) return startUnreplicated(machine);
   emit({ type: "phase", phase: "connecting" });
-  const log = (line: string) => process.stderr.write(line + "\n");
-  const engine = new PrimaryEngine(machine, {
-    mode: config.mode,
-    hook,
-    ...withoutUndefined({ peerTimeoutMs: config.peerTimeoutMs, onSecondaryLoss: config.onSecondaryLoss, compressSyncs: config.compressSyncs }),
-    log,
-  });
-  engine.onStateChange((state, reason) => emit({ type: "state", state, reason }));
-  engine.output.onRelease((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
-  // The first session must come up (as before); after a loss the primary keeps dialling
-  // the secondary's address and resyncs with whoever answers there.
-  const transport = await connectReplication(config.connect!);
-  await engine.protect(await handshake(transport, "primary", secret, { epoch: engine.epoch }));
-  keepProtected(engine, { connect: () => connectReplication(config.connect!), secret, retryMs: config.reconnectMs ?? 1000, log });
-  return { machine: () => machine, engine, metrics: engine.metrics, runsGuest: () => engine.state !== "fenced" };
+  const { engine, protector } = await protectWith(machine, hook, config, secret, config.connect!, undefined);
+  return {
+    machine,
+    engine: () => engine,
+    role: () => "primary",
+    metrics: () => engine.metrics,
+    runsGuest: () => engine.state !== "fenced",
+    async close() {
+      protector.stop();
+      await engine.close();
+    },
+  };
 }
 
 function startUnreplicated(machine: Machine): StartedNode {
   const metrics = new ReplicationMetrics("primary");
   metrics.state = "unreplicated";
-  machine.console.onOutput((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
-  return { machine: () => machine, engine: undefined, metrics, runsGuest: () => true };
+  machine.console.onOutput(decoder());
+  return { machine, engine: () => undefined, role: () => "primary", metrics: () => metrics, runsGuest: () => true, close: async () => undefined };
 }
 
 async function bootFresh(config: MachineConfig): Promise<Machine> {
@@ -141,24 +220,56 @@ async function bootFresh(config: MachineConfig): Promise<Machine> {
 }
 
 async function startSecondary(config: NodeConfig): Promise<StartedNode> {
-  const machine = await Machine.createBlank({ ...defaultGuest(config.imagesDir), memoryMiB: config.memoryMiB, devices: await openDisks(config.disks, undefined) });
+  // The disks get a hook from the start: if this node takes over and then protects its
+  // guest with a new secondary, that primary engine captures the guest's writes through it.
+  const hook = new BlockHook();
+  const machine = await Machine.createBlank(await machineConfig(config, hook));
   const secret = await loadSecret({ file: config.secretFile });
-  const engine = new SecondaryEngine(machine, { ...withoutUndefined({ peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover }), log: (line) => process.stderr.write(line + "\n") });
-  engine.onStateChange((state, reason) => {
-    emit({ type: "state", state, reason });
-    if (state === "active") machine.console.onOutput((bytes) => emit({ type: "output", text: new TextDecoder().decode(bytes) }));
+  const secondary = createSecondaryEngine(machine, { peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover, log });
+  let primary: { engine: PrimaryEngine; protector: Protector } | undefined;
+  let stopDirectOutput: (() => void) | undefined;
+  secondary.onStateChange((state, reason) => {
+    emit({ type: "state", engine: "secondary", state, reason });
+    // Until a primary engine holds it for output commit, the guest's console goes straight out.
+    if (state === "active") stopDirectOutput = machine.console.onOutput(decoder());
   });
   const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) =>
     // The epoch it carries tells a primary that this node took over (the primary then fences itself).
-    // The returned promise settles with the handshake: the server bounds connections still pending.
-    handshake(transport, "secondary", secret, { epoch: Math.max(1, engine.epoch) }).then(
-      (channel) => void engine.attach(channel),
-      (error: unknown) => void process.stderr.write(`secondary: refused a peer: ${(error as Error).message}\n`),
+    // The returned promise settles with the handshake: the server bounds connections still pending
+    // and cuts off refused peers that do not close.
+    handshake(transport, "secondary", secret, { epoch: Math.max(1, secondary.epoch) }).then(
+      // attach() can fail when the primary leaves during set-up: the node stays up for the next one.
+      (channel) => void secondary.attach(channel).catch((error: unknown) => log(`secondary: session with a primary ended during set-up: ${(error as Error).message}`)),
+      (error: unknown) => log(`secondary: refused a peer: ${(error as Error).message}`),
     ),
   );
   emit({ type: "listening", url: server.url });
-  return { machine: () => machine, engine, metrics: engine.metrics, runsGuest: () => engine.state === "active" };
+
+  return {
+    machine,
+    engine: () => primary?.engine ?? secondary,
+    role: () => (secondary.state === "active" || secondary.state === "promoting" ? "primary" : "secondary"),
+    metrics: () => primary?.engine.metrics ?? secondary.metrics,
+    runsGuest: () => secondary.state === "active" && primary?.engine.state !== "fenced",
+    async protect(url: string): Promise<string> {
+      if (secondary.state !== "active") throw new Error(`protect: only a secondary that took over can protect its guest (state ${secondary.state})`);
+      if (primary !== undefined) throw new Error("protect: this node already protects its guest");
+      // Once the primary engine holds the console output (for output commit), the direct path stops.
+      primary = await protectWith(machine, hook, config, secret, url, secondary.epoch, (taken) => {
+        stopDirectOutput?.();
+        stopDirectOutput = taken ? undefined : machine.console.onOutput(decoder());
+      });
+      return primary.engine.state;
+    },
+    async close() {
+      primary?.protector.stop();
+      await primary?.engine.close();
+      await secondary.close();
+      await server.close();
+    },
+  };
 }
+
 
 async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? "{}") as NodeConfig;
@@ -175,42 +286,88 @@ async function main(): Promise<void> {
 
   if (config.runDir !== undefined) {
     const socket = controlSocketPath(ensureRunDir(config.runDir), config.name ?? config.role);
-    await serveControl(socket, (request: ControlRequest) => (request.type === "status" ? Promise.resolve(status()) : promote()));
+    await serveControl(socket, (request: ControlRequest) => {
+      switch (request.type) {
+        case "status":
+          return Promise.resolve(status());
+        case "promote":
+          return promote();
+        case "exec":
+          return exec(request.command, request.timeoutMs);
+      }
+    });
   }
   node = config.role === "primary" ? await startPrimary(config) : await startSecondary(config);
   emit({ type: "phase", phase: "ready" });
   const started = node;
   const interval = config.metricsIntervalMs ?? 10_000;
-  if (interval > 0) setInterval(() => process.stderr.write(`metrics: ${started.metrics.summaryLine()}\n`), interval).unref();
+  if (interval > 0) setInterval(() => log(`metrics: ${started.metrics().summaryLine()}`), interval).unref();
 
   function status(): NodeStatus {
-    return { name: config.name ?? config.role, role: config.role, pid: process.pid, phase, ...(node && { metrics: node.metrics.snapshot() }) };
+    return {
+      name: config.name ?? config.role,
+      role: node?.role() ?? config.role,
+      startedAs: config.role,
+      pid: process.pid,
+      phase,
+      runsGuest: node?.runsGuest() ?? false,
+      ...(node && { metrics: node.metrics().snapshot() }),
+    };
   }
 
-  function promote(): Promise<void> {
-    if (!(node?.engine instanceof SecondaryEngine)) throw new Error(node === undefined ? "this node is still starting" : "only a secondary can be promoted");
-    return node.engine.promote("promoted by request");
+  function running(): StartedNode {
+    if (node === undefined) throw new Error(`this node is still starting (${phase})`);
+    return node;
+  }
+
+  async function promote(): Promise<void> {
+    const engine = running().engine();
+    if (engine === undefined || !("promote" in engine)) throw new Error("only a secondary can be promoted");
+    await engine.promote("promoted by request");
+  }
+
+  function exec(command: string, timeoutMs = 60_000): Promise<{ output: string; exitCode: number }> {
+    const started = running();
+    if (!started.runsGuest()) throw new Error(`the guest does not run on this node (${started.metrics().state})`);
+    return started.machine.exec(command, { timeoutMs });
   }
 
   async function handle(request: NodeRequest): Promise<unknown> {
-    if (node === undefined) throw new Error(`this node is still starting (${phase})`);
     switch (request.type) {
       case "exec":
-        return node.machine().exec(request.command, { timeoutMs: request.timeoutMs ?? 60_000 });
+        return exec(request.command, request.timeoutMs);
       case "metrics": {
-        const snapshot = node.metrics.snapshot() satisfies MetricsSnapshot;
-        if (request.restart === true) node.metrics.restartDurations();
+        const metrics = running().metrics();
+        const snapshot = metrics.snapshot() satisfies MetricsSnapshot;
+        if (request.restart === true) metrics.restartDurations();
         return snapshot;
       }
+      case "status":
+        return status();
       case "promote":
         return promote();
-      case "input":
-        if (!node.runsGuest()) throw new Error(`console input refused: the guest does not run on this node (${node.metrics.state})`);
-        node.machine().send(new Uint8Array(Buffer.from(request.base64, "base64")));
+      case "protect": {
+        const started = running();
+        if (started.protect === undefined) throw new Error("protect: this node was started as a primary");
+        return started.protect(request.connect);
+      }
+      case "upload": {
+        const started = running();
+        if (!started.runsGuest()) throw new Error(`the guest does not run on this node (${started.metrics().state})`);
+        return uploadToGuest(started.machine, request.path, new Uint8Array(Buffer.from(request.base64, "base64")), {
+          ...(request.mode !== undefined && { mode: request.mode }),
+          ...(request.timeoutMs !== undefined && { timeoutMs: request.timeoutMs }),
+        });
+      }
+      case "input": {
+        const started = running();
+        if (!started.runsGuest()) throw new Error(`console input refused: the guest does not run on this node (${started.metrics().state})`);
+        started.machine.send(new Uint8Array(Buffer.from(request.base64, "base64")));
         return undefined;
+      }
       case "shutdown":
-        await node.engine?.close();
-        await node.machine().destroy();
+        await node?.close();
+        await node?.machine.destroy();
         setImmediate(() => process.exit(0));
         return undefined;
     }
@@ -219,6 +376,6 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   emit({ type: "fatal", error: (error as Error).stack ?? String(error) });
-  process.stderr.write(`replica-node: ${(error as Error).stack}\n`);
+  log(`replica-node: ${(error as Error).stack}`);
   process.exit(1);
 });

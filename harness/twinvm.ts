@@ -1,50 +1,8 @@
-// The `twinvm` command: dispatches to a subcommand and turns its errors into
-// exit codes (2: the command line is wrong; 1: anything else went wrong).
-import { TwinvmError } from "../emulator/errors.ts";
-import { SecretError } from "../replication/node/secret.ts";
-import { CliError, UsageError, type Subcommand } from "./cli/args.ts";
-import { promoteCommand, statusCommand } from "./cli/control.ts";
-import { pairCommand } from "./cli/pair.ts";
-import { primaryCommand } from "./cli/primary.ts";
-import { runCommand } from "./cli/run.ts";
-import { secondaryCommand } from "./cli/secondary.ts";
-import { demoCommand } from "./demo/demo-command.ts";
-
-const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand, demoCommand];
-
-const USAGE = `Usage: twinvm <command> [options]
-
-A fault-tolerant pair of x86 virtual machines (v86 + Kemari-style replication).
-
-Commands:
-${SUBCOMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join("\n")}
-
-\`twinvm <command> --help\` lists a command's options.
-`;
-
-export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
-    process.stdout.write(USAGE);
-    return name === undefined ? 2 : 0;
-  }
-  const command = SUBCOMMANDS.find((c) => c.name === name);
-  if (!command) {
-    process.stderr.write(`twinvm: unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
-    return 2;
-  }
-  try {
-    return await command.run(rest);
-  } catch (error) {
-    if (error instanceof UsageError) {
-      process.stderr.write(`twinvm ${name}: ${error.message}\n\n${command.usage}`);
-      return 2;
-    }
-    const known = error instanceof CliError || error instanceof TwinvmError || error instanceof SecretError;
-    process.stderr.write(`\ntwinvm ${name}: ${known ? (error as Error).message : ((error as Error).stack ?? String(error))}\n`);
-    return 1;
-  }
-}
+#!/usr/bin/env node
+// The `twinvm` executable: runs the command line and exits with its code.
+// From a clone, harness/bin/twinvm.js runs this file through tsx; the package's
+// bin is its compiled form (dist/harness/twinvm.js), run by plain node.
+import { main } from "./cli/main.ts";
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

@@ -25,6 +25,8 @@ LIBC6_VERSION='2.36-9+deb12u14'
 LIBAIO1_VERSION='0.3.113-4'
 ZLIB1G_VERSION='1:1.2.13.dfsg-1'
 LIBNUMA1_VERSION='2.0.16-1'
+E2FSPROGS_VERSION='1.47.0-2+b2'   # also libext2fs2, libcom-err2, libss2 (same source)
+UTIL_LINUX_LIBS_VERSION='2.38.1-5+deb12u3'   # libblkid1, libuuid1
 # Host build tools (amd64), installed with apt-get if missing or at another version.
 GCC_MULTILIB_VERSION='4:12.2.0-3'
 CPIO_VERSION='2.13+dfsg-7.1'
@@ -41,6 +43,12 @@ GUEST_PACKAGES=(
   "libaio1:i386=${LIBAIO1_VERSION}"
   "zlib1g:i386=${ZLIB1G_VERSION}"
   "libnuma1:i386=${LIBNUMA1_VERSION}"
+  "e2fsprogs:i386=${E2FSPROGS_VERSION}"
+  "libext2fs2:i386=${E2FSPROGS_VERSION}"
+  "libcom-err2:i386=${E2FSPROGS_VERSION}"
+  "libss2:i386=${E2FSPROGS_VERSION}"
+  "libblkid1:i386=${UTIL_LINUX_LIBS_VERSION}"
+  "libuuid1:i386=${UTIL_LINUX_LIBS_VERSION}"
 )
 HOST_PACKAGES=(
   "gcc-multilib=${GCC_MULTILIB_VERSION}"
@@ -63,6 +71,13 @@ STUB_SONAMES=(libgfapi.so.0 libnbd.so.0 libibverbs.so.1 librdmacm.so.1 librados.
 declare -A STUB_PREFIX=(
   [glfs_]=libgfapi.so.0 [nbd_]=libnbd.so.0 [ibv_]=libibverbs.so.1
   [rdma_]=librdmacm.so.1 [rados_]=librados.so.2 [rbd_]=librbd.so.1
+)
+
+# e2fsprogs programs shipped (from e2fsprogs' /sbin), and the names that link to them.
+E2FS_PROGRAMS=(mke2fs e2fsck tune2fs resize2fs dumpe2fs debugfs)
+declare -A E2FS_LINKS=(
+  [mkfs.ext2]=mke2fs [mkfs.ext3]=mke2fs [mkfs.ext4]=mke2fs
+  [fsck.ext2]=e2fsck [fsck.ext3]=e2fsck [fsck.ext4]=e2fsck [e2label]=tune2fs
 )
 
 CMDLINE='console=ttyS0 tsc=reliable mitigations=off quiet cryptomgr.notests noisapnp initcall_blacklist=init_kprobe_trace,crypto_kdf108_init,load_system_certificate_list'
@@ -166,6 +181,8 @@ SEABIOS_BIN="${ROOT_OF[seabios]}/usr/share/seabios/bios.bin"
 BUSYBOX="${ROOT_OF[busybox-static]}/bin/busybox"
 FIO="${ROOT_OF[fio]}/usr/bin/fio"
 [ -f "$BUSYBOX" ] && [ -f "$FIO" ] || die "busybox or fio binary not found"
+E2FS_SBIN="${ROOT_OF[e2fsprogs]}/sbin"
+for p in "${E2FS_PROGRAMS[@]}"; do [ -f "$E2FS_SBIN/$p" ] || die "e2fsprogs lacks $p"; done
 
 # --- staging tree -----------------------------------------------------------------
 info "staging the initramfs"
@@ -197,13 +214,15 @@ for a in "${APPLETS[@]}"; do
   [[ "$a" =~ ^[][a-z0-9._-]+$ ]] || die "odd busybox applet name: '$a'"
   [ "$a" = busybox ] || ln -s busybox "bin/$a"
 done
-for a in sh mount insmod mke2fs sha256sum sync dd cat echo sleep seq setsid cttyhack poweroff reboot stty; do
+for a in sh mount insmod sha256sum sync dd cat echo sleep seq setsid cttyhack poweroff reboot stty switch_root base64; do
   [ -L "bin/$a" ] || die "busybox lacks the required applet '$a'"
 done
+# e2fsprogs replaces busybox's ext2-only mke2fs (and any e2fs applets): real programs
+# for ext2/3/4, with Debian's mke2fs.conf (which defines the ext4 feature set).
+for p in "${E2FS_PROGRAMS[@]}"; do rm -f "bin/$p"; install -m 755 "$E2FS_SBIN/$p" "bin/$p"; done
+for l in "${!E2FS_LINKS[@]}"; do rm -f "bin/$l"; ln -s "${E2FS_LINKS[$l]}" "bin/$l"; done
+install -m 644 "${ROOT_OF[e2fsprogs]}/etc/mke2fs.conf" etc/mke2fs.conf
 # Names the Debian busybox build does not provide as applets.
-if [ ! -e bin/mkfs.ext2 ]; then
-  printf '#!/bin/sh\nexec mke2fs "$@"\n' > bin/mkfs.ext2; chmod 755 bin/mkfs.ext2
-fi
 if [ ! -e bin/fsync ]; then   # busybox `sync [-d] FILE...` fsyncs (fdatasyncs) files
   printf '#!/bin/sh\nexec sync "$@"\n' > bin/fsync; chmod 755 bin/fsync
 fi
@@ -260,8 +279,10 @@ for m in "${LOAD_ORDER[@]}"; do
 done
 info "module load order: ${LOAD_ORDER[*]}"
 
-# --- fio, its real libraries, and stubs for the heavy engine libraries -----------
+# --- fio and e2fsprogs, their real libraries, and stubs for fio's heavy engine libraries
 install -m 755 "$FIO" bin/fio
+ELF_PROGRAMS=(bin/fio)
+for p in "${E2FS_PROGRAMS[@]}"; do ELF_PROGRAMS+=("bin/$p"); done
 INTERP="$(readelf -l "$FIO" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')"
 [ "$INTERP" = /lib/ld-linux.so.2 ] || die "unexpected fio interpreter: $INTERP"
 
@@ -279,13 +300,14 @@ needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
 
 declare -A LIB_DONE
 REAL_LIBS=()
-queue=($(needed "$FIO"))
+queue=()
+for elf in "${ELF_PROGRAMS[@]}"; do queue+=($(needed "$elf")); done
 while [ "${#queue[@]}" -gt 0 ]; do
   so="${queue[0]}"; queue=("${queue[@]:1}")
   [ -n "${LIB_DONE[$so]:-}" ] && continue
   LIB_DONE[$so]=1
   is_stub "$so" && continue
-  src="$(find_lib "$so")" || die "fio needs $so, which is neither in the pinned packages nor a stub"
+  src="$(find_lib "$so")" || die "a shipped program needs $so, which is neither in the pinned packages nor a stub"
   install -m 755 "$src" "lib/i386-linux-gnu/$so"
   REAL_LIBS+=("$so")
   queue+=($(needed "$src"))
@@ -393,7 +415,7 @@ for f in lib/i386-linux-gnu/*.so*; do
   readelf -V -W "$f" | awk -v f="$(basename "$f")" '/Version definition section/{n=1} /Version needs section/{n=0}
     n && /Rev:/ {v=$0; sub(/.*Name: /,"",v); sub(/ .*/,"",v); print f, v}'
 done | sort -u > "$ALL_VERDEFS"
-for elf in bin/fio lib/i386-linux-gnu/*.so*; do
+for elf in "${ELF_PROGRAMS[@]}" lib/i386-linux-gnu/*.so*; do
   while read -r sym; do
     grep -qx -- "$sym" "$ALL_DEFS" || die "$elf imports $sym, which no library in the image defines"
   done < <(undef_syms "$elf")
@@ -423,6 +445,26 @@ for m in $(cat "/lib/modules/$KREL/load-order"); do
   fi
 done
 
+# A bigger guest: `twinvm.root=DEV` on the kernel command line mounts DEV (ext4) and
+# makes it the root file system; `twinvm.init=PATH` names its init (default
+# /sbin/twinvm-init, which images/debian-rootfs/build-rootfs.sh installs).
+ROOT_DEV= ROOT_INIT=/sbin/twinvm-init
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    twinvm.root=*) ROOT_DEV="${arg#twinvm.root=}" ;;
+    twinvm.init=*) ROOT_INIT="${arg#twinvm.init=}" ;;
+  esac
+done
+if [ -n "$ROOT_DEV" ]; then
+  mkdir -p /newroot
+  if mount -t ext4 "$ROOT_DEV" /newroot && [ -x "/newroot$ROOT_INIT" ]; then
+    umount /tmp; mount --move /dev /newroot/dev; umount /sys /proc
+    exec switch_root /newroot "$ROOT_INIT"
+  fi
+  echo "twinvm-init: cannot start $ROOT_INIT from $ROOT_DEV; staying in the initramfs"
+  umount /newroot 2>/dev/null
+fi
+
 # Hand PID 1 over to busybox init (/etc/inittab): it prints the ready marker, runs a
 # login shell on ttyS0 as its controlling tty, respawns it when it exits, and handles
 # poweroff/reboot/halt (busybox ash runs those applets directly, and they signal PID 1).
@@ -430,8 +472,22 @@ exec /bin/init
 EOF
 chmod 755 init
 
+# The start-up command of a guest overlay (harness/overlay/archive.ts), run before the
+# ready marker so that the guest is ready only once it has run.
+cat > bin/twinvm-startup <<'EOF'
+#!/bin/sh
+# Runs /etc/twinvm/startup (installed by a twinvm guest overlay) once at boot; its
+# output goes to /var/log/twinvm-startup.log, its exit code to .status beside it.
+[ -x /etc/twinvm/startup ] || exit 0
+/etc/twinvm/startup </dev/null >/var/log/twinvm-startup.log 2>&1
+echo $? > /var/log/twinvm-startup.status
+EOF
+chmod 755 bin/twinvm-startup
+mkdir -p var/log
+
 cat > etc/inittab <<EOF
 # busybox init; generated by images/build.sh
+::sysinit:/bin/twinvm-startup
 ::sysinit:/bin/echo $READY_MARKER
 ttyS0::respawn:-/bin/sh
 ::ctrlaltdel:/bin/reboot
@@ -476,7 +532,7 @@ done
 json_str() { case "$1" in *'"'*|*'\'*) die "unexpected character in '$1'";; esac; printf '"%s"' "$1"; }
 {
   echo '{'
-  echo '  "description": "twinvm default guest: SeaBIOS + Debian i386 kernel + busybox/fio initramfs, built by images/build.sh from Debian bookworm packages",'
+  echo '  "description": "twinvm default guest: SeaBIOS + Debian i386 kernel + busybox/fio/e2fsprogs initramfs, built by images/build.sh from Debian bookworm packages",'
   echo "  \"source_date_epoch\": $SOURCE_DATE_EPOCH,"
   echo "  \"kernel_release\": $(json_str "$KREL"),"
   echo "  \"cmdline\": $(json_str "$CMDLINE"),"

@@ -1,10 +1,11 @@
 // The guest side of a campaign: a busybox sh script that writes files of random size
-// and content on the ext2 file system at /mnt and, only after a file is durable
+// and content on the ext4 file system at /mnt and, only after a file is durable
 // (`sync`, or the `fsync` wrapper on the file and its directory), appends `name sha256`
 // to a log on the same file system and syncs again. So every line of the log names a
 // file the guest knew was durable before the line was written: after a takeover, a
 // line whose file is missing or different is a lost write.
 import type { NodeProcess } from "../node-process.ts";
+import type { GuestShell } from "../testing/guest-files.ts";
 
 export const MOUNT_POINT = "/mnt";
 export const LOG_NAME = "campaign.log";
@@ -33,13 +34,8 @@ const SCRIPT_LINES = [
 
 export const WORKLOAD_SCRIPT = SCRIPT_LINES.join("\n") + "\n";
 
-/** Anything with a guest shell: a booted Machine or a NodeProcess. */
-export interface GuestShell {
-  exec(command: string, options: { timeoutMs?: number }): Promise<{ output: string; exitCode: number }>;
-}
-
 export function nodeShell(node: NodeProcess): GuestShell {
-  return { exec: (command, options) => node.exec(command, options.timeoutMs ?? 60_000) };
+  return { exec: (command, options) => node.exec(command, options?.timeoutMs ?? 60_000) };
 }
 
 async function run(shell: GuestShell, command: string, timeoutMs: number): Promise<string> {

@@ -1,5 +1,6 @@
-// Campaign output: one line per round, a summary, and the same as JSON.
-import { lostWrites, type RoundResult } from "./round-result.ts";
+// Campaign output: one line per round, a summary, the same as JSON, and JUnit XML
+// (one test case per round) for CI systems.
+import { lostWrites, TAKEOVER_FAULTS, type RoundResult } from "./round-result.ts";
 
 export interface Spread {
   min: number;
@@ -11,8 +12,10 @@ export interface Spread {
 export interface CampaignSummary {
   rounds: number;
   passed: number;
-  /** Rounds in which a secondary took over (primary-kill, link-cut). */
+  /** Takeovers over all rounds (a second-failover round has two). */
   failovers: number;
+  /** Rounds whose fault makes a secondary take over. */
+  takeoverRounds: number;
   lostWrites: number;
   fsckFailures: number;
   takeoverFailures: number;
@@ -32,7 +35,7 @@ export function spread(values: number[]): Spread | null {
 }
 
 export function summarize(results: RoundResult[]): CampaignSummary {
-  const takeovers = results.filter((r) => r.plan.fault !== "secondary-kill");
+  const takeovers = results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault));
   const optionalChecks: CampaignSummary["optionalChecks"] = {};
   for (const check of results.flatMap((r) => r.optionalChecks)) {
     const counts = (optionalChecks[check.name] ??= { passed: 0, failed: 0, skipped: 0 });
@@ -41,7 +44,8 @@ export function summarize(results: RoundResult[]): CampaignSummary {
   return {
     rounds: results.length,
     passed: results.filter((r) => r.passed).length,
-    failovers: takeovers.filter((r) => r.survived).length,
+    failovers: takeovers.reduce((sum, r) => sum + r.failovers, 0),
+    takeoverRounds: takeovers.length,
     lostWrites: results.reduce((sum, r) => sum + lostWrites(r), 0),
     fsckFailures: results.reduce((sum, r) => sum + r.verdicts.filter((v) => !v.fsckClean).length, 0),
     takeoverFailures: results.filter((r) => !r.survived).length,
@@ -60,6 +64,9 @@ export function roundLine(r: RoundResult): string {
   const verdicts = r.verdicts.map((v) => `${v.node}: ${v.logLines} lines, lost ${v.lostWrites}, fsck ${v.fsckClean ? "clean" : "DIRTY"}`).join("; ");
   const extras = [
     r.plan.fault === "link-cut" ? `cut ${r.plan.cutKind}` : "",
+    r.cutAfterFrameBytes !== null ? `cut after a ${r.cutAfterFrameBytes}-byte frame` : "",
+    r.nextWriteAnswered !== null ? `old primary's next write and command: ${r.nextWriteAnswered ? "answered" : "NO ANSWER"}` : "",
+    r.failovers > 1 ? `failovers ${r.failovers}` : "",
     r.writesContinued !== null ? `writes continued: ${r.writesContinued ? "yes" : "NO"}` : "",
     r.splitBrain !== null ? `split brain: ${r.splitBrain ? "yes (documented)" : "no"}` : "",
     ...r.optionalChecks.filter((c) => c.outcome !== "skipped").map((c) => `${c.name}: ${c.outcome}`),
@@ -82,9 +89,45 @@ export function roundLine(r: RoundResult): string {
 export function failureDetail(r: RoundResult): string[] {
   return [
     ...(r.error !== null ? r.error.split("\n").map((line) => `    ${line}`) : []),
+    ...(r.nextWriteAnswered === false ? ["    the old primary's guest did not complete its next write and command after the cut"] : []),
     ...r.verdicts.flatMap((v) => [...v.lostDetail, ...(v.fsckClean ? [] : v.fsckDetail.split("\n"))].map((line) => `    ${v.node}: ${line}`)),
     ...r.optionalChecks.filter((c) => c.outcome === "failed").map((c) => `    ${c.name}: ${c.detail}`),
+    ...(r.artifacts !== null ? [`    files kept in ${r.artifacts.dir}:`, ...[...r.artifacts.logs, ...r.artifacts.consoles, ...r.artifacts.disks].map((path) => `      ${path}`)] : []),
   ];
+}
+
+const xml = (text: string) =>
+  text
+    // Characters XML 1.0 cannot carry at all (console transcripts have terminal escapes).
+    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/g, "?")
+    .replace(/&/g, "&amp;")
+    .replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;");
+
+/** JUnit XML: a test suite of one test case per round; a failed round carries its details and kept files. */
+export function junitXml(results: RoundResult[], meta: { seed: number; policy: string; bootMs: number }): string {
+  const failures = results.filter((r) => !r.passed).length;
+  const seconds = (ms: number) => (ms / 1000).toFixed(3);
+  const total = results.reduce((sum, r) => sum + r.wallMs, 0);
+  const cases = results.map((r) => {
+    const name = `round ${r.plan.index}: ${r.plan.fault}, ${r.plan.mode}, fault after ${r.plan.delayMs} ms`;
+    const line = roundLine(r);
+    const failure = r.passed
+      ? ""
+      : `\n      <failure message="${xml(r.error?.split("\n")[0] ?? line)}" type="${r.error !== null ? "error" : "check"}">${xml([line, ...failureDetail(r)].join("\n"))}</failure>`;
+    return `    <testcase classname="twinvm.campaign.${xml(r.plan.fault)}" name="${xml(name)}" time="${seconds(r.wallMs)}">${failure}\n      <system-out>${xml(line)}</system-out>\n    </testcase>`;
+  });
+  return [
+    `<?xml version="1.0" encoding="UTF-8"?>`,
+    `<testsuites name="twinvm failover campaign" tests="${results.length}" failures="${failures}" time="${seconds(total)}">`,
+    `  <testsuite name="twinvm failover campaign (seed ${meta.seed}, policy ${xml(meta.policy)})" tests="${results.length}" failures="${failures}" errors="0" skipped="0" time="${seconds(total)}">`,
+    `    <properties><property name="seed" value="${meta.seed}"/><property name="policy" value="${xml(meta.policy)}"/><property name="bootMs" value="${Math.round(meta.bootMs)}"/></properties>`,
+    ...cases,
+    `  </testsuite>`,
+    `</testsuites>`,
+    ``,
+  ].join("\n");
 }
 
 const spreadText = (s: Spread | null) => (s === null ? "-" : `min ${Math.round(s.min)} / median ${Math.round(s.median)} / max ${Math.round(s.max)} ms (n=${s.count})`);

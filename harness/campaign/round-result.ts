@@ -2,8 +2,17 @@
 import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
 import type { CutKind } from "../fault-proxy.ts";
 
-export type FaultKind = "primary-kill" | "secondary-kill" | "link-cut";
-export const FAULT_KINDS: readonly FaultKind[] = ["primary-kill", "secondary-kill", "link-cut"];
+/**
+ * primary-kill: SIGKILL the primary. second-failover: the same, then (once a fresh
+ * secondary protects the survivor) SIGKILL the survivor too. secondary-kill: SIGKILL
+ * the secondary. link-cut: break the link through the fault proxy. link-cut-mid-sync:
+ * break it between two frames of a sync burst while the guest writes.
+ */
+export type FaultKind = "primary-kill" | "second-failover" | "secondary-kill" | "link-cut" | "link-cut-mid-sync";
+export const FAULT_KINDS: readonly FaultKind[] = ["primary-kill", "second-failover", "secondary-kill", "link-cut", "link-cut-mid-sync"];
+
+/** Faults after which a secondary takes over. */
+export const TAKEOVER_FAULTS: readonly FaultKind[] = ["primary-kill", "second-failover", "link-cut", "link-cut-mid-sync"];
 
 /**
  * Engine behaviour checked beyond takeover and lost writes (re-protection, the stall
@@ -47,6 +56,13 @@ export interface NodeVerdict {
   fsckDetail: string;
 }
 
+export interface RoundArtifacts {
+  dir: string;
+  logs: string[];
+  consoles: string[];
+  disks: string[];
+}
+
 export interface RoundResult {
   plan: RoundPlan;
   /** Replication syncs the primary had done when the fault hit. */
@@ -66,6 +82,14 @@ export interface RoundResult {
   writesContinued: boolean | null;
   /** link-cut: both guests answered (the documented limitation; reported, not a failure). */
   splitBrain: boolean | null;
+  /** link-cut-mid-sync: bytes of the burst's frame that reached the secondary before the cut. */
+  cutAfterFrameBytes: number | null;
+  /** link-cut-mid-sync: the old primary's guest completed its next write and answered its next command. */
+  nextWriteAnswered: boolean | null;
+  /** Takeovers in the round (2 for second-failover). */
+  failovers: number;
+  /** A failed round's files: the pair's folder with each node's log, console transcript and disk images. */
+  artifacts: RoundArtifacts | null;
   optionalChecks: OptionalCheck[];
   error: string | null;
   passed: boolean;
@@ -84,6 +108,10 @@ export function emptyResult(plan: RoundPlan): RoundResult {
     verdicts: [],
     writesContinued: null,
     splitBrain: null,
+    cutAfterFrameBytes: null,
+    nextWriteAnswered: null,
+    failovers: 0,
+    artifacts: null,
     optionalChecks: [],
     error: null,
     passed: false,
@@ -103,6 +131,7 @@ export function judge(result: RoundResult): boolean {
     result.verdicts.length > 0 &&
     result.verdicts.every((verdict) => verdict.lostWrites === 0 && verdict.fsckClean) &&
     result.writesContinued !== false &&
+    result.nextWriteAnswered !== false &&
     result.optionalChecks.every((check) => check.outcome !== "failed")
   );
 }

@@ -1,12 +1,20 @@
-// One campaign round: start a pair, run the workload, inject the fault after the
-// planned delay, then check the survivor(s): the guest answers, every file its log
-// names is intact (in the guest and on the image), and the image passes e2fsck.
+// One campaign round on the test API: start a pair from the campaign template, run
+// the workload, inject the fault after the planned delay, then check the survivor(s):
+// the guest answers, every file its log names is intact (in the guest and on the
+// image), and the image passes e2fsck. A failed round keeps the pair's files (each
+// node's log and console transcript, the disk images) in the artifacts folder.
+import { mkdir, rename } from "node:fs/promises";
+import { join } from "node:path";
 import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
-import type { NodeProcess } from "../node-process.ts";
+import type { Pair } from "../testing/pair.ts";
+import type { PairNode } from "../testing/pair-node.ts";
+import type { GuestTemplate } from "../testing/template.ts";
+import { startRoundPair } from "./fixture.ts";
 import {
   committedLogCountCommand,
   committedLogCounts,
   logLineCount,
+  MOUNT_POINT,
   nodeShell,
   startWorkload,
   stopWorkload,
@@ -14,22 +22,27 @@ import {
   verifyInGuest,
 } from "./guest-workload.ts";
 import { fsckImage, verifyLogOnImage } from "./host-disk-check.ts";
-import { Pair, type CampaignFixture } from "./pair-fixture.ts";
-import { emptyResult, judge, type EngineFeatures, type NodeVerdict, type OptionalCheck, type RoundPlan, type RoundResult } from "./round-result.ts";
+import { emptyResult, judge, type EngineFeatures, type NodeVerdict, type OptionalCheck, type RoundArtifacts, type RoundPlan, type RoundResult } from "./round-result.ts";
 
 const TAKEOVER_TIMEOUT_MS = 30_000;
 const ANSWER_ATTEMPTS = 3;
 const ANSWER_TIMEOUT_MS = 20_000;
 /** How long the log must keep growing to count as "writes keep completing". */
 const PROGRESS_WINDOW_MS = 3000;
-const REPROTECT_TIMEOUT_MS = 120_000;
+const REPROTECT_TIMEOUT_MS = 150_000;
+/** Re-protection after a lost secondary waits this long, so the stall check (up to two 5 s probes and the window) sees only the unprotected time. */
+const REPROTECT_DELAY_MS = PROGRESS_WINDOW_MS + 12_000;
 /** Nothing in a round may take longer than this; past it the round fails and is torn down. */
-const ROUND_TIMEOUT_MS = 6 * 60_000;
+const ROUND_TIMEOUT_MS = 8 * 60_000;
 
 export interface RoundContext {
-  fixture: CampaignFixture;
+  template: GuestTemplate;
   features: EngineFeatures;
   echoStderr: boolean;
+  /** Where pairs keep their files while they run. */
+  workDir: string;
+  /** Where a failed round's files are moved. */
+  artifactsDir: string;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
@@ -47,26 +60,37 @@ export async function runRound(plan: RoundPlan, context: RoundContext): Promise<
   try {
     await bounded(
       (async () => {
-        pair = await Pair.start(context.fixture, {
+        pair = await startRoundPair(context.template, {
           mode: plan.mode,
-          label: `round${plan.index}`,
-          viaProxy: plan.fault !== "primary-kill",
           policy: plan.policy,
-          echoStderr: context.echoStderr,
+          reprotectDelayMs: plan.fault === "secondary-kill" ? REPROTECT_DELAY_MS : 0,
+          workDir: context.workDir,
+          echoLogs: context.echoStderr,
         });
         await FAULTS[plan.fault](pair, plan, result, context);
+        result.failovers = pair.failovers;
       })(),
       ROUND_TIMEOUT_MS,
       `round ${plan.index}`,
     );
   } catch (error) {
-    result.error = (error as Error).message.split("\n").slice(0, 6).join("\n");
-  } finally {
-    await pair?.close();
+    result.error = (error as Error).message.split("\n").slice(0, 24).join("\n");
   }
   result.passed = judge(result);
+  if (pair !== undefined) {
+    const kept = await pair.stop({ keepFiles: !result.passed });
+    if (kept !== undefined) result.artifacts = await keepArtifacts(kept.dir, kept.nodes, plan, context.artifactsDir);
+  }
   result.wallMs = performance.now() - started;
   return result;
+}
+
+async function keepArtifacts(dir: string, nodes: { log: string; console: string; disks: readonly string[] }[], plan: RoundPlan, artifactsDir: string): Promise<RoundArtifacts> {
+  await mkdir(artifactsDir, { recursive: true });
+  const target = join(artifactsDir, `round-${plan.index}-${plan.fault}-${plan.mode}`);
+  await rename(dir, target);
+  const moved = (path: string) => (path.startsWith(dir) ? target + path.slice(dir.length) : path);
+  return { dir: target, logs: nodes.map((n) => moved(n.log)), consoles: nodes.map((n) => moved(n.console)), disks: nodes.flatMap((n) => n.disks.map(moved)) };
 }
 
 type FaultRunner = (pair: Pair, plan: RoundPlan, result: RoundResult, context: RoundContext) => Promise<void>;
@@ -75,116 +99,172 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
   "primary-kill": async (pair, plan, result) => {
     const tag = await runWorkloadUntilFault(pair.primary, plan, result);
     const faultAt = performance.now();
-    await pair.primary.kill("SIGKILL");
+    const killed = await pair.killPrimary();
     // Released output that reached us before the process died was acknowledged by the secondary.
-    result.committedLinesBeforeFault = maxOrNull(committedLogCounts(pair.primary.output, tag));
-    await takeover(pair.secondary, faultAt, result);
-    result.verdicts.push(await checkSurvivor(pair.secondary, "secondary", pair.secondaryImage, result.committedLinesBeforeFault, pair));
+    result.committedLinesBeforeFault = maxOrNull(committedLogCounts(killed.transcript, tag));
+    const survivor = await takeover(pair, faultAt, result);
+    result.verdicts.push(await checkSurvivor(survivor, "secondary", result.committedLinesBeforeFault, pair));
+  },
+
+  "second-failover": async (pair, plan, result) => {
+    const tag = await runWorkloadUntilFault(pair.primary, plan, result);
+    const first = await pair.killPrimary();
+    const committedFirst = maxOrNull(committedLogCounts(first.transcript, tag));
+    const survivor = await takeover(pair, performance.now(), result);
+    // The guest (and its workload) runs on; a fresh secondary protects it, then the survivor dies too.
+    const healed = await checked("re-protection after the takeover", async () => {
+      await pair.waitForProtected({ timeoutMs: REPROTECT_TIMEOUT_MS });
+      if (!(await logGrows(survivor))) throw new Error("re-protected, but the log stopped growing");
+      return `protected again by ${pair.secondary!.name}; writes complete`;
+    });
+    result.optionalChecks.push(healed);
+    if (healed.outcome !== "passed") return;
+    await probeCommitted(survivor, tag, 1500);
+    const faultAt = performance.now();
+    const second = await pair.killPrimary();
+    result.committedLinesBeforeFault = maxOrNull([...committedLogCounts(second.transcript, tag), ...(committedFirst === null ? [] : [committedFirst])]);
+    const last = await takeover(pair, faultAt, result);
+    result.verdicts.push(await checkSurvivor(last, "secondary", result.committedLinesBeforeFault, pair));
   },
 
   "secondary-kill": async (pair, plan, result, context) => {
-    const tag = await runWorkloadUntilFault(pair.primary, plan, result);
+    const primary = pair.primary;
+    const tag = await runWorkloadUntilFault(primary, plan, result);
     const faultAt = performance.now();
-    result.committedLinesBeforeFault = maxOrNull(committedLogCounts(pair.primary.output, tag));
-    await pair.secondary.kill("SIGKILL");
+    result.committedLinesBeforeFault = maxOrNull(committedLogCounts(primary.transcript, tag));
+    await pair.killSecondary();
     if (plan.policy === "continue") {
-      await pair.primary.waitForState("unprotected", TAKEOVER_TIMEOUT_MS);
+      await untilState(primary, "unprotected", TAKEOVER_TIMEOUT_MS);
       result.survived = true;
-      result.faultToAnswerMs = await answerTime(pair.primary, faultAt);
+      result.faultToAnswerMs = await answerTime(primary, faultAt);
       result.answered = result.faultToAnswerMs !== null;
-      result.writesContinued = await logGrows(pair.primary);
+      result.writesContinued = await logGrows(primary);
     } else {
-      result.optionalChecks.push(await stallCheck(pair.primary, context.features));
-      result.survived = pair.primary.running;
+      result.optionalChecks.push(await stallCheck(primary, context.features));
+      result.survived = primary.running;
       result.answered = true; // a stalled guest is not required to answer; the stall check judged it
     }
-    result.optionalChecks.push(await reprotectCheck(pair, context.features));
-    result.verdicts.push(await checkSurvivor(pair.primary, "primary", pair.primaryImage, result.committedLinesBeforeFault, pair));
+    result.optionalChecks.push(await reprotectCheck(pair, primary, context.features));
+    result.verdicts.push(await checkSurvivor(primary, "primary", result.committedLinesBeforeFault, pair));
   },
 
   "link-cut": async (pair, plan, result, context) => {
-    const tag = await runWorkloadUntilFault(pair.primary, plan, result);
+    const oldPrimary = pair.primary;
+    const tag = await runWorkloadUntilFault(oldPrimary, plan, result);
     const faultAt = performance.now();
-    pair.proxy!.cut(plan.cutKind);
-    const committedAtCut = maxOrNull(committedLogCounts(pair.primary.output, tag));
-    result.committedLinesBeforeFault = committedAtCut;
-    await takeover(pair.secondary, faultAt, result);
-    // The primary cannot tell either: with `continue` it runs on unprotected. Both guests live.
-    let primaryAnswers = false;
-    if (plan.policy === "continue") {
-      await pair.primary.waitForState("unprotected", TAKEOVER_TIMEOUT_MS);
-      primaryAnswers = (await answerTime(pair.primary, faultAt)) !== null;
-    }
-    result.splitBrain = result.answered && primaryAnswers;
-    const fencing = await fencingCheck(pair, context.features);
-    result.optionalChecks.push(fencing);
-    result.verdicts.push(await checkSurvivor(pair.secondary, "secondary", pair.secondaryImage, committedAtCut, pair));
-    // The old primary's guest is a separate (diverged) machine now; its own disk must still be consistent.
-    if (primaryAnswers && fencing.outcome !== "passed") result.verdicts.push(await checkSurvivor(pair.primary, "primary", pair.primaryImage, committedAtCut, pair));
+    pair.cutLink(plan.cutKind);
+    await afterCut(pair, oldPrimary, tag, faultAt, result, context);
+  },
+
+  "link-cut-mid-sync": async (pair, plan, result, context) => {
+    const oldPrimary = pair.primary;
+    const tag = await runWorkloadUntilFault(oldPrimary, plan, result);
+    const faultAt = performance.now();
+    // The workload writes all the time: the next sync starts within milliseconds.
+    result.cutAfterFrameBytes = (await pair.cutLinkMidSync({ timeoutMs: 20_000 })).frameBytes;
+    await afterCut(pair, oldPrimary, tag, faultAt, result, context);
   },
 };
+
+/**
+ * After a cut both sides lose their peer. The secondary takes over; the old primary,
+ * with `continue`, runs on unprotected, and its guest's next write and next command
+ * must complete (a sync interrupted by the cut must not hold them for good). Once the
+ * link heals the old primary must be fenced.
+ */
+async function afterCut(pair: Pair, oldPrimary: PairNode, tag: string, faultAt: number, result: RoundResult, context: RoundContext): Promise<void> {
+  const committedAtCut = maxOrNull(committedLogCounts(oldPrimary.transcript, tag));
+  result.committedLinesBeforeFault = committedAtCut;
+  const survivor = await takeover(pair, faultAt, result);
+  let primaryAnswers = false;
+  if (result.plan.policy === "continue") {
+    await untilState(oldPrimary, "unprotected", TAKEOVER_TIMEOUT_MS);
+    primaryAnswers = (await answerTime(oldPrimary, faultAt)) !== null;
+    if (result.plan.fault === "link-cut-mid-sync") {
+      const write = await nodeShell(oldPrimary.process)
+        .exec(`echo after-cut > ${MOUNT_POINT}/after-cut && sync && echo "WRO""TE"`, { timeoutMs: ANSWER_TIMEOUT_MS })
+        .catch(() => undefined);
+      result.nextWriteAnswered = primaryAnswers && write?.output.includes("WROTE") === true;
+    }
+  }
+  result.splitBrain = result.answered && primaryAnswers;
+  const fencing = await fencingCheck(pair, oldPrimary, context.features);
+  result.optionalChecks.push(fencing);
+  result.verdicts.push(await checkSurvivor(survivor, "secondary", committedAtCut, pair));
+  // The old primary's guest is a separate (diverged) machine now; its own disk must still be consistent.
+  if (primaryAnswers && fencing.outcome !== "passed") result.verdicts.push(await checkSurvivor(oldPrimary, "primary", committedAtCut, pair));
+}
 
 /**
  * Starts the workload, and until the planned fault time keeps asking the primary for
  * its log's length through released output. Returns the probe's tag. Right before the
  * fault it reads the primary's sync count.
  */
-async function runWorkloadUntilFault(primary: NodeProcess, plan: RoundPlan, result: RoundResult): Promise<string> {
+async function runWorkloadUntilFault(primary: PairNode, plan: RoundPlan, result: RoundResult): Promise<string> {
   const tag = `CAMPAIGN-COMMITTED-${plan.index}`;
-  await startWorkload(nodeShell(primary));
+  await startWorkload(nodeShell(primary.process));
   const faultAt = performance.now() + plan.delayMs;
-  const probing = (async () => {
-    while (performance.now() < faultAt - 50) {
-      // Not awaited to completion past the fault: a probe in flight dies with its node.
-      await Promise.race([primary.exec(committedLogCountCommand(tag), ANSWER_TIMEOUT_MS).catch(() => undefined), sleep(faultAt - performance.now())]);
-      await sleep(Math.min(150, faultAt - performance.now()));
-    }
-  })();
+  const probing = probeCommitted(primary, tag, plan.delayMs);
   await sleep(faultAt - performance.now() - 20);
-  const metrics = await bounded(primary.request<MetricsSnapshot>({ type: "metrics" }), 2000, "primary metrics").catch(() => undefined);
+  const metrics = await bounded(primary.process.request<MetricsSnapshot>({ type: "metrics" }), 2000, "primary metrics").catch(() => undefined);
   result.syncsBeforeFault = metrics?.syncs ?? null;
   await sleep(faultAt - performance.now());
   void probing;
   return tag;
 }
 
-async function takeover(secondary: NodeProcess, faultAt: number, result: RoundResult): Promise<void> {
-  await secondary.waitForState("active", TAKEOVER_TIMEOUT_MS);
+/** For `forMs`, asks `node` for its log length through released output (a probe in flight dies with its node). */
+async function probeCommitted(node: PairNode, tag: string, forMs: number): Promise<void> {
+  const until = performance.now() + forMs;
+  while (performance.now() < until - 50) {
+    await Promise.race([node.process.exec(committedLogCountCommand(tag), ANSWER_TIMEOUT_MS).catch(() => undefined), sleep(until - performance.now())]);
+    await sleep(Math.min(150, until - performance.now()));
+  }
+}
+
+async function takeover(pair: Pair, faultAt: number, result: RoundResult): Promise<PairNode> {
+  const survivor = await pair.waitForTakeover({ timeoutMs: TAKEOVER_TIMEOUT_MS });
   result.survived = true;
-  result.faultToAnswerMs = await answerTime(secondary, faultAt);
+  result.faultToAnswerMs = await answerTime(survivor, faultAt);
   result.answered = result.faultToAnswerMs !== null;
-  const metrics = await bounded(secondary.request<MetricsSnapshot>({ type: "metrics" }), 5000, "secondary metrics");
+  const metrics = await bounded(survivor.process.request<MetricsSnapshot>({ type: "metrics" }), 5000, "survivor metrics");
   result.failoverMs = metrics.failoverMs ?? null;
+  return survivor;
 }
 
 /**
  * Milliseconds from the fault to the guest's first answer, or null. Retried: the first
  * line typed after a takeover may land on half a line the old primary's shell had read.
  */
-async function answerTime(node: NodeProcess, faultAt: number): Promise<number | null> {
+async function answerTime(node: PairNode, faultAt: number): Promise<number | null> {
   for (let attempt = 1; attempt <= ANSWER_ATTEMPTS; attempt++) {
     const token = `campaign-alive-${attempt}`;
-    const reply = await node.exec(`echo ${token}`, ANSWER_TIMEOUT_MS).catch(() => undefined);
+    const reply = await node.process.exec(`echo ${token}`, ANSWER_TIMEOUT_MS).catch(() => undefined);
     if (reply?.output.includes(token)) return performance.now() - faultAt;
   }
   return null;
 }
 
-async function logGrows(node: NodeProcess): Promise<boolean> {
-  const shell = nodeShell(node);
+async function logGrows(node: PairNode): Promise<boolean> {
+  const shell = nodeShell(node.process);
   const before = await logLineCount(shell);
   await sleep(PROGRESS_WINDOW_MS);
   return (await logLineCount(shell)) > before;
 }
 
+function untilState(node: PairNode, state: string, timeoutMs: number): Promise<void> {
+  return node.process.waitForState(state, timeoutMs);
+}
+
 /** Stops the workload, checks the log's files in the guest, unmounts, then e2fsck and the same check from the host. */
-async function checkSurvivor(node: NodeProcess, role: NodeVerdict["node"], image: string, committedLines: number | null, pair: Pair): Promise<NodeVerdict> {
-  const shell = nodeShell(node);
+async function checkSurvivor(node: PairNode, role: NodeVerdict["node"], committedLines: number | null, pair: Pair): Promise<NodeVerdict> {
+  const shell = nodeShell(node.process);
   await stopWorkload(shell);
   const inGuest = await verifyInGuest(shell);
   await unmount(shell);
+  const image = node.disks[0]!;
   const fsck = await fsckImage(image);
-  const onImage = await verifyLogOnImage(image, pair.scratchDir);
+  const onImage = await verifyLogOnImage(image, pair.dir);
   const lostDetail = [...inGuest.failures, ...onImage.lost];
   // Lines the primary printed through output commit must all be in this log.
   const missingCommitted = committedLines === null ? 0 : Math.max(0, committedLines - inGuest.logLines);
@@ -215,10 +295,10 @@ async function checked(name: string, check: () => Promise<string>): Promise<Opti
 }
 
 /** With `stall`, the guest's writes must not complete while unprotected: the log stands still. */
-function stallCheck(primary: NodeProcess, features: EngineFeatures): Promise<OptionalCheck> {
+function stallCheck(primary: PairNode, features: EngineFeatures): Promise<OptionalCheck> {
   if (!features.stall) return Promise.resolve(skipped("stall holds writes", "stall"));
   return checked("stall holds writes", async () => {
-    const shell = nodeShell(primary);
+    const shell = nodeShell(primary.process);
     const before = await logLineCount(shell, 5000).catch(() => undefined);
     await sleep(PROGRESS_WINDOW_MS);
     const after = await logLineCount(shell, 5000).catch(() => undefined);
@@ -227,39 +307,25 @@ function stallCheck(primary: NodeProcess, features: EngineFeatures): Promise<Opt
   });
 }
 
-/** A new secondary behind the proxy: the primary must be protected again and its writes keep completing. */
-function reprotectCheck(pair: Pair, features: EngineFeatures): Promise<OptionalCheck> {
+/** The pair replaces the lost secondary behind the primary's link: the primary must be protected again and its writes keep completing. */
+function reprotectCheck(pair: Pair, primary: PairNode, features: EngineFeatures): Promise<OptionalCheck> {
   if (!features.reprotect) return Promise.resolve(skipped("re-protection", "reprotect"));
   return checked("re-protection", async () => {
-    const protectedBefore = countState(pair.primary, "protected");
-    const secondary = await pair.replaceSecondary();
-    await secondary.waitForState("replicating", REPROTECT_TIMEOUT_MS);
-    await until(() => countState(pair.primary, "protected") > protectedBefore, REPROTECT_TIMEOUT_MS, "primary protected again");
-    if (!(await logGrows(pair.primary))) throw new Error("re-protected, but the log stopped growing");
-    return "protected again by a fresh secondary; writes complete";
+    await pair.waitForProtected({ timeoutMs: REPROTECT_TIMEOUT_MS });
+    if (pair.primary !== primary) throw new Error(`the guest moved to ${pair.primary.name}`);
+    if (!(await logGrows(primary))) throw new Error("re-protected, but the log stopped growing");
+    return `protected again by ${pair.secondary!.name}; writes complete`;
   });
 }
 
 /** After the cut heals, the old primary reaches the promoted secondary and must be fenced. */
-function fencingCheck(pair: Pair, features: EngineFeatures): Promise<OptionalCheck> {
+function fencingCheck(pair: Pair, oldPrimary: PairNode, features: EngineFeatures): Promise<OptionalCheck> {
   if (!features.fencing) return Promise.resolve(skipped("old primary fenced after heal", "fencing"));
   return checked("old primary fenced after heal", async () => {
-    pair.proxy!.heal();
-    await pair.primary.waitForState("fenced", REPROTECT_TIMEOUT_MS);
+    pair.healLink();
+    await untilState(oldPrimary, "fenced", REPROTECT_TIMEOUT_MS);
     return "fenced";
   });
-}
-
-function countState(node: NodeProcess, state: string): number {
-  return node.states.filter((seen) => seen === state).length;
-}
-
-async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`no ${what} within ${timeoutMs} ms`);
-    await sleep(100);
-  }
 }
 
 function maxOrNull(values: number[]): number | null {

@@ -1,7 +1,13 @@
 // Plans a campaign's rounds from the options and a seeded PRNG, runs them one after
-// another on one booted fixture, and always disposes of the fixture.
+// another from one booted template, and always removes the template and work files
+// (a failed round's files are moved to the artifacts folder first).
+import { rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
-import { CampaignFixture } from "./pair-fixture.ts";
+import { privateDir } from "../testing/pair-files.ts";
+import type { GuestTemplate } from "../testing/template.ts";
+import { createCampaignTemplate } from "./fixture.ts";
 import { faultDelayMs, Prng } from "./prng.ts";
 import type { EngineFeatures, FaultKind, RoundPlan, RoundResult } from "./round-result.ts";
 import { runRound } from "./rounds.ts";
@@ -15,44 +21,79 @@ export interface CampaignOptions {
   policy: SecondaryLossPolicy;
   features: EngineFeatures;
   echoStderr?: boolean;
-  /** Where the fixture's temporary directory goes (default: the OS temp dir). */
+  /** Where the campaign's temporary folder goes (default: the OS temp dir). */
   workDir?: string;
+  /** Where failed rounds' files go (default: <temp dir>/twinvm-campaign-<seed>-artifacts). */
+  artifactsDir?: string;
 }
 
-export function planRounds(options: CampaignOptions): RoundPlan[] {
+export function planRounds(options: Pick<CampaignOptions, "rounds" | "modes" | "faults" | "seed" | "policy">): RoundPlan[] {
   const prng = new Prng(options.seed);
   const plans: RoundPlan[] = [];
   for (let round = 0; round < options.rounds; round++) {
     for (const fault of options.faults) {
       for (const mode of options.modes) {
-        plans.push({ index: plans.length + 1, mode, fault, delayMs: faultDelayMs(prng), cutKind: prng.pick(["reset", "silent"] as const), policy: options.policy });
+        // Split brain after a cut and the old primary's next write are only observable with `continue`.
+        const policy = fault === "link-cut-mid-sync" ? "continue" : options.policy;
+        plans.push({ index: plans.length + 1, mode, fault, delayMs: faultDelayMs(prng), cutKind: prng.pick(["reset", "silent"] as const), policy });
       }
     }
   }
   return plans;
 }
 
+export function defaultArtifactsDir(seed: number): string {
+  return join(tmpdir(), `twinvm-campaign-${seed}-artifacts`);
+}
+
 export interface CampaignRun {
   bootMs: number;
   results: RoundResult[];
+  artifactsDir: string;
 }
 
-/** `onFixture` lets a caller dispose of the fixture on a signal; `onRound` streams results. */
+/** A booted template and a work folder that rounds share; `dispose` removes both. */
+export interface CampaignBase {
+  template: GuestTemplate;
+  workDir: string;
+  dispose(): Promise<void>;
+}
+
+export async function createCampaignBase(parentDir?: string): Promise<CampaignBase> {
+  const workDir = await privateDir(parentDir, "campaign");
+  try {
+    const template = await createCampaignTemplate(workDir);
+    return {
+      template,
+      workDir,
+      async dispose() {
+        await template.dispose();
+        await rm(workDir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await rm(workDir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** `onBase` lets a caller dispose of the base on a signal; `onRound` streams results. */
 export async function runCampaign(
   options: CampaignOptions,
-  hooks: { onFixture?: (fixture: CampaignFixture) => void; onRound?: (result: RoundResult) => void } = {},
+  hooks: { onBase?: (base: CampaignBase) => void; onRound?: (result: RoundResult) => void } = {},
 ): Promise<CampaignRun> {
-  const fixture = await CampaignFixture.create(options.workDir);
-  hooks.onFixture?.(fixture);
+  const base = await createCampaignBase(options.workDir);
+  hooks.onBase?.(base);
+  const artifactsDir = options.artifactsDir ?? defaultArtifactsDir(options.seed);
   try {
     const results: RoundResult[] = [];
     for (const plan of planRounds(options)) {
-      const result = await runRound(plan, { fixture, features: options.features, echoStderr: options.echoStderr ?? false });
+      const result = await runRound(plan, { template: base.template, workDir: base.workDir, artifactsDir, features: options.features, echoStderr: options.echoStderr ?? false });
       results.push(result);
       hooks.onRound?.(result);
     }
-    return { bootMs: fixture.bootMs, results };
+    return { bootMs: base.template.bootMs, results, artifactsDir };
   } finally {
-    await fixture.dispose();
+    await base.dispose();
   }
 }

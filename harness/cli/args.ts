@@ -23,10 +23,23 @@ export interface Subcommand {
 
 type OptionsConfig = NonNullable<ParseArgsConfig["options"]>;
 
+/** What parseOptions returns: parseArgs' values for these options (named, so that declarations can be emitted). */
+export type OptionValues<O extends OptionsConfig> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>>["values"];
+
 /** Strict parseArgs without positionals; unknown or malformed options become UsageErrors. */
-export function parseOptions<const O extends OptionsConfig>(argv: string[], options: O) {
+export function parseOptions<const O extends OptionsConfig>(argv: string[], options: O): OptionValues<O> {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+/** Like parseOptions, with operands (what follows the options, or `--`) returned too. */
+export function parseOptionsAndOperands<const O extends OptionsConfig>(argv: string[], options: O): { values: OptionValues<O>; operands: string[] } {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+    return { values: values as OptionValues<O>, operands: positionals };
   } catch (error) {
     throw new UsageError((error as Error).message);
   }

@@ -1,7 +1,6 @@
 // Options every node-running subcommand shares, their help text and their
 // translation into a replica-node config.
 import { DEFAULTS } from "../../emulator/config.ts";
-import { DEFAULT_IMAGES_DIR } from "../../emulator/node/images.ts";
 import { defaultRunDir } from "../run-dir.ts";
 import { NodeProcess } from "../node-process.ts";
 import type { NodeConfig } from "../replica-node.ts";
@@ -29,7 +28,7 @@ export const NODE_OPTIONS = {
 } as const;
 
 export const MACHINE_HELP = `  --memory MIB        guest RAM in MiB (default ${DEFAULTS.memoryMiB}; both nodes of a pair need the same)
-  --images DIR        folder with bios.bin, vmlinuz, initramfs.cpio.gz (default ${DEFAULT_IMAGES_DIR})`;
+  --images DIR        folder with bios.bin, vmlinuz, initramfs.cpio.gz (default: the guest shipped with twinvm)`;
 
 export const NODE_HELP = `${MACHINE_HELP}
   --run-dir DIR       where the control sockets live, for \`twinvm status\` and \`promote\` (default ${defaultRunDir()})

@@ -1,26 +1,42 @@
-// A terminal attached to the guest console of replica-node processes: output
-// from whichever node runs the guest now, input to it (queued while none does,
-// e.g. during a takeover), node state changes as notices, a live status line,
-// and the escape-key commands. Used by `primary`, `secondary` and `pair`.
+// A terminal attached to a guest console that lives in replica-node processes:
+// output from whichever node runs the guest now, input to it (queued while none
+// does, e.g. during a takeover), what happens to the nodes as notices (or, with
+// --json, everything as JSON lines on stdout), a live status line, and the
+// escape-key commands. The nodes are behind a ConsoleSource: one node (`primary`,
+// `secondary`) or a healing pair (`pair`).
 import type { NodeProcess } from "../node-process.ts";
 import type { NodeEvent } from "../replica-node.ts";
 import { attachTerminal, ESCAPE_NAME, type KeyCommand } from "./terminal.ts";
 import { BottomStatusRow, StatusSampler } from "./status-line.ts";
 
-export interface LabeledNode {
-  label: string;
-  node: NodeProcess;
+export interface SessionHandlers {
+  /** Guest console output to show. */
+  output(text: string): void;
+  /** Something happened to the nodes (a human-readable line). */
+  notice(text: string): void;
+  /** The same as a JSON-able event, for --json. */
+  event(event: object): void;
+  /** Nothing can run the guest any more. */
+  ended(): void;
+}
+
+export interface ConsoleSource {
+  subscribe(handlers: SessionHandlers): () => void;
+  /** Sends input to the guest; undefined while no node runs it (the session queues the input). */
+  input(bytes: Uint8Array): Promise<void> | undefined;
+  /** The status line's text, or undefined when no node can answer. */
+  statusText(sampler: StatusSampler): Promise<string | undefined>;
+  /** Stops every node. */
+  stop(): Promise<void>;
 }
 
 export interface NodeSessionOptions {
-  nodes: LabeledNode[];
-  /** The node whose guest the console talks to now; undefined while none runs one. */
-  activeNode(): LabeledNode | undefined;
-  /** The node whose metrics the status line shows. */
-  statusNode(): LabeledNode | undefined;
+  source: ConsoleSource;
   extraCommands: KeyCommand[];
   /** Draw the live status row (only where the terminal supports it). */
   statusLine: boolean;
+  /** JSON lines on stdout (events, console output as events) instead of the console and notices. */
+  json?: boolean;
 }
 
 const STATUS_REFRESH_MS = 1000;
@@ -30,64 +46,50 @@ const DRAIN_QUIET_MS = 1500;
 const DRAIN_MAX_MS = 20_000;
 const SHUTDOWN_GRACE_MS = 5000;
 
-/** Runs until the user quits, input ends, or every node has exited; resolves with the exit code. */
+/** Runs until the user quits, input ends, or no node can run the guest; resolves with the exit code. */
 export function runNodeSession(options: NodeSessionOptions): Promise<number> {
   return new Promise<number>((resolve) => {
     const sampler = new StatusSampler();
-    const statusRow = options.statusLine && BottomStatusRow.supported() ? new BottomStatusRow() : undefined;
+    const json = options.json === true;
+    const statusRow = options.statusLine && !json && BottomStatusRow.supported() ? new BottomStatusRow() : undefined;
     const queuedInput: Uint8Array[] = [];
-    const unsubscribes: (() => void)[] = [];
     let lastOutputAt = performance.now();
     let finished = false;
 
-    const notice = (text: string) => process.stderr.write(`\r\ntwinvm: ${text.replaceAll("\n", "\r\n")}\r\n`);
+    const notice = (text: string) => {
+      if (!json) process.stderr.write(`\r\ntwinvm: ${text.replaceAll("\n", "\r\n")}\r\n`);
+    };
 
     function deliver(bytes: Uint8Array): void {
-      const active = options.activeNode();
-      if (!active) {
-        queuedInput.push(bytes);
-        return;
-      }
-      active.node.input(bytes).catch((error: unknown) => notice(`${active.label}: ${(error as Error).message}`));
+      const sent = options.source.input(bytes);
+      if (sent === undefined) queuedInput.push(bytes);
+      else sent.catch((error: unknown) => notice(`input: ${(error as Error).message}`));
     }
 
     function flushQueue(): void {
-      if (!options.activeNode()) return;
-      for (const bytes of queuedInput.splice(0)) deliver(bytes);
+      const queued = queuedInput.splice(0);
+      for (const bytes of queued) deliver(bytes);
     }
 
-    for (const labeled of options.nodes) {
-      unsubscribes.push(labeled.node.onEvent((event: NodeEvent) => onNodeEvent(labeled, event)));
-      void labeled.node.exited.then((code) => {
-        if (finished) return;
-        notice(`${labeled.label} (pid ${labeled.node.child.pid}) exited${code === null ? " (killed)" : ` with code ${code}`}`);
-        if (options.nodes.every((n) => !n.node.running)) void finish(1);
-      });
-    }
-
-    function onNodeEvent(labeled: LabeledNode, event: NodeEvent): void {
-      if (event.type === "output") {
-        if (options.activeNode()?.node !== labeled.node) return;
+    const unsubscribe = options.source.subscribe({
+      output(text) {
         lastOutputAt = performance.now();
-        process.stdout.write(event.text);
-      } else if (event.type === "state") {
-        notice(`${labeled.label}: ${event.state} (${event.reason})`);
+        if (json) process.stdout.write(JSON.stringify({ type: "console", text }) + "\n");
+        else process.stdout.write(text);
+      },
+      notice(text) {
+        notice(text);
         flushQueue();
-      } else if (event.type === "fatal") {
-        notice(`${labeled.label} failed: ${event.error.split("\n")[0]}`);
-      }
-    }
+      },
+      event(event) {
+        if (json) process.stdout.write(JSON.stringify(event) + "\n");
+      },
+      ended() {
+        void finish(1);
+      },
+    });
 
-    async function statusText(): Promise<string | undefined> {
-      const shown = options.statusNode();
-      if (!shown?.node.running) return undefined;
-      try {
-        return sampler.line(shown.label, await shown.node.metrics());
-      } catch {
-        return undefined; // the node is going away; the next tick shows the other one
-      }
-    }
-
+    const statusText = () => options.source.statusText(sampler).catch(() => undefined);
     const commands: KeyCommand[] = [
       ...options.extraCommands,
       { key: "s", help: "print the replication status", run: () => void statusText().then((text) => notice(text ?? "no node to ask")) },
@@ -120,19 +122,46 @@ export function runNodeSession(options: NodeSessionOptions): Promise<number> {
       for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(signal, onSignal);
       terminal.detach();
       statusRow?.stop();
-      for (const unsubscribe of unsubscribes) unsubscribe();
-      await Promise.all(options.nodes.map(({ node }) => stopNode(node)));
-      process.stderr.write(`\ntwinvm: stopped\n`);
+      unsubscribe();
+      await options.source.stop();
+      if (!json) process.stderr.write(`\ntwinvm: stopped\n`);
       resolve(code);
     }
   });
 }
 
 /** Asks a node to shut down cleanly, and kills it if it does not within a few seconds. */
-export async function stopNode(node: NodeProcess): Promise<void> {
-  if (!node.running) return;
-  const timer = setTimeout(() => void node.kill("SIGKILL"), SHUTDOWN_GRACE_MS);
-  await node.request({ type: "shutdown" }).catch(() => node.kill("SIGKILL"));
-  await node.exited;
-  clearTimeout(timer);
+export function stopNode(node: NodeProcess): Promise<void> {
+  return node.stop(SHUTDOWN_GRACE_MS);
+}
+
+/** One node process (`twinvm primary`, `twinvm secondary`) as a console source; `runsGuest` says when input may go to it. */
+export function singleNodeSource(label: string, node: NodeProcess, runsGuest: () => boolean): ConsoleSource {
+  return {
+    subscribe(handlers) {
+      const unsubscribe = node.onEvent((event: NodeEvent) => {
+        if (event.type === "output") {
+          handlers.output(event.text);
+        } else if (event.type === "state") {
+          handlers.event({ type: "state", node: label, engine: event.engine, state: event.state, reason: event.reason });
+          handlers.notice(`${label}: ${event.state} (${event.reason})`);
+        } else if (event.type === "sync") {
+          handlers.event({ type: "sync", node: label, report: event.report });
+        } else if (event.type === "fatal") {
+          handlers.notice(`${label} failed: ${event.error.split("\n")[0]}`);
+        }
+      });
+      void node.exited.then((code) => {
+        handlers.event({ type: "node-exited", node: label, code });
+        handlers.notice(`${label} (pid ${node.child.pid}) exited${code === null ? " (killed)" : ` with code ${code}`}`);
+        handlers.ended();
+      });
+      return unsubscribe;
+    },
+    input: (bytes) => (runsGuest() ? node.input(bytes) : undefined),
+    async statusText(sampler) {
+      return node.running ? sampler.line(label, await node.metrics()) : undefined;
+    },
+    stop: () => stopNode(node),
+  };
 }

@@ -1,18 +1,18 @@
-// `twinvm pair`: the whole demo on one machine. A secondary and a primary node
-// run as two child processes connected over loopback with a freshly generated
-// secret; the terminal talks to the guest on whichever node runs it, so killing
-// the primary (Ctrl-] k) shows the takeover without the user doing anything.
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { existingFile, parseChoice, parseOptions, parsePort, parseSize, type Subcommand } from "./args.ts";
-import { checkMatchingDisks, createSparseImage, totalSize } from "./disks.ts";
-import { LOSS_POLICIES, LOSS_POLICY_HELP, NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig, startNode } from "./node-options.ts";
-import { runNodeSession, stopNode, type LabeledNode } from "./node-session.ts";
+// `twinvm pair`: the whole demo on one machine, on the test API's Pair. A secondary
+// and a primary node run as two child processes connected over loopback with a
+// freshly generated secret; the terminal talks to the guest on whichever node runs
+// it, so killing the primary (Ctrl-] k) shows the takeover without the user doing
+// anything; then a fresh secondary protects the guest again (unless --no-reprotect).
+import type { Pair, PairEvent } from "../testing/pair.ts";
+import type { DiskSpec, PairOptions } from "../testing/options.ts";
+import { existingFile, parseChoice, parseOptions, parseSize, UsageError, type Subcommand } from "./args.ts";
+import { checkMatchingDisks, totalSize } from "./disks.ts";
+import { GUEST_HELP, GUEST_OPTIONS, guestOptions } from "./guest-options.ts";
+import { LOSS_POLICIES, LOSS_POLICY_HELP, NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig } from "./node-options.ts";
+import { runNodeSession, type ConsoleSource } from "./node-session.ts";
 import { printUsage } from "./primary.ts";
 import { followPrimaryStartup } from "./startup-progress.ts";
-import type { NodeProcess } from "../node-process.ts";
+import type { StatusSampler } from "./status-line.ts";
 
 const PAIR_MODES = ["logging-replay", "dirty-block-copy"] as const;
 const DEFAULT_DISK_SIZE = "64M";
@@ -22,19 +22,23 @@ const USAGE = `Usage: twinvm pair [options]
 Runs a primary and a secondary as two local processes connected over loopback,
 boots the guest on the primary, copies it to the secondary, and attaches the
 guest's console to this terminal. Kill the primary and the console continues on
-the secondary.
+the secondary, which a fresh secondary then protects again.
 
 Options:
   --mode MODE             ${PAIR_MODES.join(" or ")} (default logging-replay)
-  --disk FILE             the primary's disk image (repeat for more; default: one new
-                          sparse image of --disk-size in a temporary folder)
-  --secondary-disk FILE   the secondary's disk image, one per --disk (default: new sparse
+  --disk FILE             the primary's disk image, used in place (repeat for more; default:
+                          one new sparse image of --disk-size in a temporary folder)
+  --secondary-disk FILE   the first secondary's disk image, one per --disk (default: new sparse
                           images of the primary's sizes)
   --disk-size SIZE        size of the disk images created here (default ${DEFAULT_DISK_SIZE})
   --snapshot FILE         restore this machine snapshot on the primary instead of booting
-  --port PORT             the secondary's loopback port (default 0: a free one)
-  --name NAME             control sockets are NAME-primary and NAME-secondary (default pair)
+  --name NAME             control sockets are NAME-primary, NAME-secondary, NAME-secondary-2, ...
+                          (default pair)
+  --no-reprotect          after a takeover (or a lost secondary) do not start a fresh secondary
+  --json                  JSON lines on stdout instead of the console: every event (states,
+                          takeovers, syncs, re-protection) and the console output as events
 ${LOSS_POLICY_HELP}
+${GUEST_HELP}
 ${NODE_HELP}
 
 Keys (after Ctrl-], also from piped stdin):
@@ -45,7 +49,7 @@ Keys (after Ctrl-], also from piped stdin):
   ?  list the keys
 
 Piped stdin (not a terminal) is sent to the guest a line at a time; when it ends,
-twinvm waits until the console has been quiet for 1.5 s, then stops both nodes.
+twinvm waits until the console has been quiet for 1.5 s, then stops the nodes.
 `;
 
 export const pairCommand: Subcommand = {
@@ -55,84 +59,146 @@ export const pairCommand: Subcommand = {
   async run(argv) {
     const values = parseOptions(argv, {
       ...NODE_OPTIONS,
+      ...GUEST_OPTIONS,
       mode: { type: "string" },
       "on-secondary-loss": { type: "string" },
       disk: { type: "string", multiple: true },
       "secondary-disk": { type: "string", multiple: true },
       "disk-size": { type: "string" },
       snapshot: { type: "string" },
-      port: { type: "string" },
       name: { type: "string" },
+      "no-reprotect": { type: "boolean" },
+      json: { type: "boolean" },
     });
     if (values.help) return printUsage(USAGE);
     const onSecondaryLoss = parseChoice("--on-secondary-loss", values["on-secondary-loss"], LOSS_POLICIES, "continue");
     const mode = parseChoice("--mode", values.mode, PAIR_MODES, "logging-replay");
     const diskSize = parseSize("--disk-size", values["disk-size"] ?? DEFAULT_DISK_SIZE);
-    const port = values.port === undefined ? 0 : parsePort("--port", values.port);
     const snapshotPath = values.snapshot === undefined ? undefined : existingFile("--snapshot", values.snapshot);
-    const givenPrimaryDisks = (values.disk ?? []).map((path) => existingFile("--disk", path));
-    const givenSecondaryDisks = (values["secondary-disk"] ?? []).map((path) => existingFile("--secondary-disk", path));
+    const primaryDisks = (values.disk ?? []).map((path) => existingFile("--disk", path));
+    const secondaryDisks = (values["secondary-disk"] ?? []).map((path) => existingFile("--secondary-disk", path));
+    if (secondaryDisks.length > 0) checkMatchingDisks(primaryDisks, secondaryDisks);
     const shared = sharedNodeConfig(values);
+    const guest = await guestOptions(values);
+    const json = values.json === true;
     const name = values.name ?? "pair";
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(name)) throw new UsageError(`--name: expected letters, digits, ".", "_" or "-", got ${JSON.stringify(name)}`);
 
-    // The secret and any disks made here live in a private (0700) folder that goes away with the pair.
-    const sessionDir = mkdtempSync(join(tmpdir(), "twinvm-pair-"));
-    const nodes: NodeProcess[] = [];
-    try {
-      const secretFile = join(sessionDir, "secret");
-      writeFileSync(secretFile, randomBytes(32).toString("hex"), { mode: 0o600 });
-      const primaryDisks = givenPrimaryDisks.length > 0 ? givenPrimaryDisks : [createSparseImage(join(sessionDir, "primary-vda.img"), diskSize)];
-      const secondaryDisks =
-        givenSecondaryDisks.length > 0 ? givenSecondaryDisks : primaryDisks.map((path, i) => createSparseImage(join(sessionDir, `secondary-vd${String.fromCharCode(0x61 + i)}.img`), totalSize([path])));
-      checkMatchingDisks(primaryDisks, secondaryDisks);
-
-      const secondary = startNode({ role: "secondary", mode, disks: secondaryDisks, secretFile, listenPort: port, name: `${name}-secondary`, ...shared }, values.verbose);
-      nodes.push(secondary);
-      const url = await secondary.listeningUrl(60_000);
-      process.stderr.write(`twinvm: secondary (pid ${secondary.child.pid}) listening on ${url}\n`);
-      const primary = startNode({ role: "primary", mode, disks: primaryDisks, secretFile, snapshotPath, connect: url, name: `${name}-primary`, onSecondaryLoss, ...shared }, values.verbose);
-      nodes.push(primary);
-      process.stderr.write(`twinvm: primary (pid ${primary.child.pid}), ${mode}, ${primaryDisks.length} disk(s) of ${(totalSize(primaryDisks) / (1 << 20)).toFixed(0)} MiB\n`);
-      await followPrimaryStartup(primary, { label: "primary", syncEstimateBytes: ramBytes(shared.memoryMiB) + totalSize(primaryDisks), replicated: true });
-      await secondary.waitForState("replicating", 30_000);
-      process.stderr.write("twinvm: console attached to the guest on the primary; Ctrl-] k kills the primary, Ctrl-] q quits, Ctrl-] ? lists the keys\n");
-      return await attachPair(primary, secondary, values["no-status-line"] !== true);
-    } finally {
-      await Promise.all(nodes.map((node) => stopNode(node)));
-      rmSync(sessionDir, { recursive: true, force: true });
-    }
+    const disks: DiskSpec[] =
+      primaryDisks.length > 0 ? primaryDisks.map((image, i) => ({ image, inPlace: true, ...(secondaryDisks[i] !== undefined && { secondaryImage: secondaryDisks[i] }) })) : [{ sizeBytes: diskSize }];
+    const options: PairOptions = {
+      mode,
+      onSecondaryLoss,
+      disks,
+      name,
+      runDir: shared.runDir,
+      reprotect: values["no-reprotect"] !== true,
+      echoLogs: values.verbose === true,
+      ...(shared.memoryMiB !== undefined && { memoryMiB: shared.memoryMiB }),
+      ...(shared.imagesDir !== undefined && { imagesDir: shared.imagesDir }),
+      ...(snapshotPath !== undefined && { snapshotPath }),
+      ...(guest.overlay !== undefined && { overlay: guest.overlay }),
+      ...(guest.kernelArgs !== undefined && { kernelArgs: guest.kernelArgs }),
+    };
+    const diskBytes = primaryDisks.length > 0 ? totalSize(primaryDisks) : diskSize;
+    const say = (text: string) => !json && process.stderr.write(`twinvm: ${text}\n`);
+    const { Pair } = await import("../testing/pair.ts");
+    // Until the session below takes over the events: JSON lines, or the start-up progress.
+    let starting = true;
+    const pair = await Pair.start(options, (event, started) => {
+      if (!starting) return;
+      if (json) return process.stdout.write(JSON.stringify(event) + "\n");
+      if (event.type !== "node-started") return;
+      const node = started.nodes.find((n) => n.name === event.node)!;
+      if (event.role === "secondary") return say(`secondary (pid ${event.pid}) started`);
+      say(`primary (pid ${event.pid}), ${mode}, ${disks.length} disk(s) of ${(diskBytes / disks.length / (1 << 20)).toFixed(0)} MiB`);
+      // Progress lines only; a failure is reported by Pair.start.
+      followPrimaryStartup(node.process, { label: "primary", syncEstimateBytes: ramBytes(options.memoryMiB) + diskBytes, replicated: true }).catch(() => undefined);
+    });
+    starting = false;
+    say("console attached to the guest on the primary; Ctrl-] k kills the primary, Ctrl-] q quits, Ctrl-] ? lists the keys");
+    const say2 = (text: string) => !json && process.stderr.write(`\r\ntwinvm: ${text}\r\n`);
+    void pair.primary.process.input(new TextEncoder().encode("\n")); // a fresh prompt
+    return runNodeSession({
+      source: pairSource(pair),
+      json,
+      statusLine: values["no-status-line"] !== true,
+      extraCommands: [
+        {
+          key: "k",
+          help: "kill the primary (SIGKILL); the secondary takes over",
+          run() {
+            const primary = pair.primary;
+            if (!primary.running) return say2("the primary is not running");
+            say2(`killing the primary ${primary.name} (pid ${primary.pid}) with SIGKILL; the secondary takes over...`);
+            void pair.killPrimary();
+          },
+        },
+        {
+          key: "p",
+          help: "promote the secondary now (manual failover)",
+          run() {
+            const secondary = pair.secondary;
+            if (secondary === undefined) return say2("there is no secondary to promote");
+            say2(`promoting ${secondary.name}...`);
+            secondary.process.request({ type: "promote" }).catch((error: unknown) => say2(`promote: ${(error as Error).message}`));
+          },
+        },
+      ],
+    });
   },
 };
 
-function attachPair(primary: NodeProcess, secondary: NodeProcess, statusLine: boolean): Promise<number> {
-  const primaryNode: LabeledNode = { label: "primary", node: primary };
-  const secondaryNode: LabeledNode = { label: "secondary", node: secondary };
-  const secondaryRuns = () => secondary.states.includes("active");
-  const say = (text: string) => process.stderr.write(`\r\ntwinvm: ${text}\r\n`);
-  void primary.input(new TextEncoder().encode("\n")); // a fresh prompt
-  return runNodeSession({
-    nodes: [primaryNode, secondaryNode],
-    activeNode: () => (secondaryRuns() ? secondaryNode : primary.running && !primary.states.includes("fenced") ? primaryNode : undefined),
-    statusNode: () => (secondaryRuns() || !primary.running ? secondaryNode : primaryNode),
-    extraCommands: [
-      {
-        key: "k",
-        help: "kill the primary (SIGKILL); the secondary takes over",
-        run() {
-          if (!primary.running) return say("the primary is not running");
-          say(`killing the primary (pid ${primary.child.pid}) with SIGKILL; the secondary takes over...`);
-          void primary.kill("SIGKILL");
-        },
-      },
-      {
-        key: "p",
-        help: "promote the secondary now (manual failover)",
-        run() {
-          say("promoting the secondary...");
-          secondary.request({ type: "promote" }).catch((error: unknown) => say(`promote: ${(error as Error).message}`));
-        },
-      },
-    ],
-    statusLine,
-  });
+/** What the pair says, for a person. */
+function noticeOf(event: PairEvent, pair: Pair): string | undefined {
+  switch (event.type) {
+    case "state": {
+      // A secondary that took over runs a primary engine too: say which engine changed.
+      const other = pair.nodes.find((node) => node.name === event.node)?.startedAs !== event.engine;
+      return `${event.node}: ${other ? `${event.engine} ` : ""}${event.state} (${event.reason})`;
+    }
+    case "takeover":
+      return `${event.to} took over from ${event.from}: the guest runs there now (failover ${event.failovers})`;
+    case "secondary-lost":
+      return `${event.node} is gone`;
+    case "reprotecting":
+      return `starting ${event.secondary} to protect the guest on ${event.primary} again...`;
+    case "protected":
+      return `${event.primary} is protected by ${event.secondary}`;
+    case "reprotect-failed":
+      return `re-protection of ${event.primary} failed: ${event.error}`;
+    case "node-exited":
+      return `${event.node} exited${event.code === null ? " (killed)" : ` with code ${event.code}`}`;
+    default:
+      return undefined;
+  }
+}
+
+function pairSource(pair: Pair): ConsoleSource {
+  return {
+    subscribe(handlers) {
+      return pair.onEvent((event) => {
+        if (event.type === "console") {
+          // Only the node running the guest now is shown (after a cut link the old primary may still print).
+          if (event.node === pair.primary.name) handlers.output(event.text);
+          return;
+        }
+        handlers.event(event);
+        const text = noticeOf(event, pair);
+        if (text !== undefined) handlers.notice(text);
+        if (event.type === "node-exited" && pair.nodes.every((node) => !node.running)) handlers.ended();
+      });
+    },
+    input: (bytes) => (pair.primary.runsGuest ? pair.primary.process.input(bytes) : undefined),
+    async statusText(sampler: StatusSampler) {
+      const primary = pair.primary;
+      if (!primary.running) return undefined;
+      const line = sampler.line(primary.name, await primary.process.metrics());
+      const protection = pair.isProtected ? `protected by ${pair.secondary!.name}` : pair.secondary?.running ? `${pair.secondary.name} syncing` : "UNPROTECTED";
+      return `${line} | ${protection}${pair.failovers > 0 ? ` | failovers ${pair.failovers}` : ""}`;
+    },
+    stop: async () => {
+      await pair.stop();
+    },
+  };
 }

@@ -4,7 +4,8 @@ import { SECRET_ENV } from "../../replication/node/secret.ts";
 import { existingFile, parseChoice, parseOptions, parseWsUrl, requireOption, type Subcommand } from "./args.ts";
 import { totalSize } from "./disks.ts";
 import { LOSS_POLICIES, LOSS_POLICY_HELP, NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig, startNode } from "./node-options.ts";
-import { runNodeSession } from "./node-session.ts";
+import { runNodeSession, singleNodeSource } from "./node-session.ts";
+import { GUEST_HELP, GUEST_OPTIONS, guestArchive } from "./guest-options.ts";
 import { followPrimaryStartup } from "./startup-progress.ts";
 
 export const PRIMARY_MODES = ["logging-replay", "dirty-block-copy", "none"] as const;
@@ -22,7 +23,9 @@ Options:
   --secret-file FILE  the shared secret (at least 16 bytes; or set ${SECRET_ENV})
   --snapshot FILE     restore this machine snapshot instead of booting
   --name NAME         control socket name (default primary)
+  --json              JSON lines on stdout (state changes, syncs, console output) instead of the console
 ${LOSS_POLICY_HELP}
+${GUEST_HELP}
 ${NODE_HELP}
 
 Keys: Ctrl-] s status, Ctrl-] q quit, Ctrl-] ? help.
@@ -42,6 +45,8 @@ export const primaryCommand: Subcommand = {
       "secret-file": { type: "string" },
       snapshot: { type: "string" },
       name: { type: "string" },
+      json: { type: "boolean" },
+      ...GUEST_OPTIONS,
     });
     if (values.help) return printUsage(USAGE);
     const onSecondaryLoss = parseChoice("--on-secondary-loss", values["on-secondary-loss"], LOSS_POLICIES, "continue");
@@ -53,19 +58,22 @@ export const primaryCommand: Subcommand = {
     if (replicated && secretFile === undefined && !process.env[SECRET_ENV]) requireOption("--secret-file", undefined, `is required (or set ${SECRET_ENV})`);
     const snapshotPath = values.snapshot === undefined ? undefined : existingFile("--snapshot", values.snapshot);
     const shared = sharedNodeConfig(values);
-
-    const primary = startNode({ role: "primary", mode, disks, connect, secretFile, snapshotPath, name: values.name ?? "primary", onSecondaryLoss, ...shared }, values.verbose);
-    await followPrimaryStartup(primary, { label: "primary", syncEstimateBytes: ramBytes(shared.memoryMiB) + totalSize(disks), replicated });
-    process.stderr.write("twinvm: console attached; Ctrl-] ? lists the keys\n");
-    const labeled = { label: "primary", node: primary };
-    await primary.input(new TextEncoder().encode("\n")); // a fresh prompt
-    return runNodeSession({
-      nodes: [labeled],
-      activeNode: () => (primary.running && !primary.states.includes("fenced") ? labeled : undefined),
-      statusNode: () => labeled,
-      extraCommands: [],
-      statusLine: replicated && !values["no-status-line"],
-    });
+    const guest = await guestArchive(values, shared.memoryMiB);
+    try {
+      const { dispose: _, ...guestConfig } = guest;
+      const primary = startNode({ role: "primary", mode, disks, connect, secretFile, snapshotPath, name: values.name ?? "primary", onSecondaryLoss, ...shared, ...guestConfig }, values.verbose);
+      await followPrimaryStartup(primary, { label: "primary", syncEstimateBytes: ramBytes(shared.memoryMiB) + totalSize(disks), replicated });
+      if (!values.json) process.stderr.write("twinvm: console attached; Ctrl-] ? lists the keys\n");
+      await primary.input(new TextEncoder().encode("\n")); // a fresh prompt
+      return await runNodeSession({
+        source: singleNodeSource("primary", primary, () => primary.running && !primary.states.includes("fenced")),
+        extraCommands: [],
+        statusLine: replicated && !values["no-status-line"],
+        json: values.json === true,
+      });
+    } finally {
+      guest.dispose();
+    }
   },
 };
 

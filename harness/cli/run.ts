@@ -1,11 +1,9 @@
 // `twinvm run`: one machine in this process, no replication, console attached.
-import { Machine } from "../../emulator/machine.ts";
 import { existingFile, parseOptions, type Subcommand } from "./args.ts";
 import { MACHINE_HELP, MACHINE_OPTIONS, sharedNodeConfig } from "./node-options.ts";
 import { printUsage } from "./primary.ts";
-import { defaultGuest } from "../../emulator/node/images.ts";
-import { FileBackend } from "../../emulator/node/file-backend.ts";
-import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
+import { DEFAULT_CMDLINE } from "../../emulator/config.ts";
+import { GUEST_HELP, GUEST_OPTIONS, guestArchive } from "./guest-options.ts";
 import { ProgressLine, seconds } from "./progress.ts";
 import { attachTerminal } from "./terminal.ts";
 
@@ -16,6 +14,7 @@ console to this terminal. Ctrl-] q stops it.
 
 Options:
   --disk FILE         a disk image (repeat for more: vda, vdb, ...)
+${GUEST_HELP}
 ${MACHINE_HELP}
   -h, --help          show this help
 `;
@@ -28,39 +27,60 @@ export const runCommand: Subcommand = {
   summary: "one machine, no replication",
   usage: USAGE,
   async run(argv) {
-    const values = parseOptions(argv, { ...MACHINE_OPTIONS, disk: { type: "string", multiple: true }, help: { type: "boolean", short: "h" } });
+    const values = parseOptions(argv, { ...MACHINE_OPTIONS, ...GUEST_OPTIONS, disk: { type: "string", multiple: true }, help: { type: "boolean", short: "h" } });
     if (values.help) return printUsage(USAGE);
     const { memoryMiB, imagesDir } = sharedNodeConfig(values);
-    const backends = await Promise.all((values.disk ?? []).map((path) => FileBackend.open(existingFile("--disk", path))));
-    const devices = backends.map((backend, i) => virtioBlkDisk({ backend, id: `vd${String.fromCharCode(0x61 + i)}` }));
-    const machine = new Machine({ ...defaultGuest(imagesDir), memoryMiB, devices });
-
-    const progress = new ProgressLine();
-    const started = performance.now();
-    const tick = setInterval(() => progress.update(`twinvm: booting the guest (${machine.config.memoryMiB} MiB RAM)... ${seconds(performance.now() - started)}`), 500);
-    let bootMs: number;
+    const guest = await guestArchive(values, memoryMiB);
     try {
-      ({ bootMs } = await machine.boot());
+      return await runMachine(values.disk ?? [], { memoryMiB, imagesDir, overlayArchive: guest.overlayArchive, kernelArgs: guest.kernelArgs });
     } finally {
-      clearInterval(tick);
-      progress.done();
+      guest.dispose();
     }
-    process.stderr.write(`twinvm: guest ready, boot took ${seconds(bootMs)}. Ctrl-] q stops it, Ctrl-] ? lists the keys.\n`);
-    machine.console.onOutput((bytes) => process.stdout.write(bytes));
-    machine.send("\n"); // a fresh prompt for the user
-
-    return new Promise<number>((resolve) => {
-      const stop = async (why: string) => {
-        terminal.detach();
-        await machine.destroy();
-        process.stderr.write(`\ntwinvm: ${why}, machine stopped\n`);
-        resolve(0);
-      };
-      const terminal = attachTerminal({
-        send: (bytes) => machine.send(bytes),
-        commands: [{ key: "q", help: "quit (stops the machine)", run: () => void stop("quit") }],
-        onEnd: () => setTimeout(() => void stop("input ended"), PIPE_DRAIN_MS),
-      });
-    });
   },
 };
+
+async function runMachine(disks: string[], settings: { memoryMiB: number | undefined; imagesDir: string | undefined; overlayArchive: string | undefined; kernelArgs: string | undefined }): Promise<number> {
+  // Loaded here, not at the top: `twinvm --help` must not pay for the emulator.
+  const [{ Machine }, { guestImages }, { FileBackend }, { virtioBlkDisk }] = await Promise.all([
+    import("../../emulator/machine.ts"),
+    import("../overlay/guest-images.ts"),
+    import("../../emulator/node/file-backend.ts"),
+    import("../../emulator/virtio-blk/disk.ts"),
+  ]);
+  const backends = await Promise.all(disks.map((path) => FileBackend.open(existingFile("--disk", path))));
+  const devices = backends.map((backend, i) => virtioBlkDisk({ backend, id: `vd${String.fromCharCode(0x61 + i)}` }));
+  const machine = new Machine({
+    ...guestImages(settings.imagesDir, settings.overlayArchive),
+    ...(settings.kernelArgs !== undefined && { cmdline: `${DEFAULT_CMDLINE} ${settings.kernelArgs}` }),
+    memoryMiB: settings.memoryMiB,
+    devices,
+  });
+
+  const progress = new ProgressLine();
+  const started = performance.now();
+  const tick = setInterval(() => progress.update(`twinvm: booting the guest (${machine.config.memoryMiB} MiB RAM)... ${seconds(performance.now() - started)}`), 500);
+  let bootMs: number;
+  try {
+    ({ bootMs } = await machine.boot());
+  } finally {
+    clearInterval(tick);
+    progress.done();
+  }
+  process.stderr.write(`twinvm: guest ready, boot took ${seconds(bootMs)}. Ctrl-] q stops it, Ctrl-] ? lists the keys.\n`);
+  machine.console.onOutput((bytes) => process.stdout.write(bytes));
+  machine.send("\n"); // a fresh prompt for the user
+
+  return new Promise<number>((resolve) => {
+    const stop = async (why: string) => {
+      terminal.detach();
+      await machine.destroy();
+      process.stderr.write(`\ntwinvm: ${why}, machine stopped\n`);
+      resolve(0);
+    };
+    const terminal = attachTerminal({
+      send: (bytes) => machine.send(bytes),
+      commands: [{ key: "q", help: "quit (stops the machine)", run: () => void stop("quit") }],
+      onEnd: () => setTimeout(() => void stop("input ended"), PIPE_DRAIN_MS),
+    });
+  });
+}

@@ -5,7 +5,8 @@ import { SECRET_ENV } from "../../replication/node/secret.ts";
 import { isLoopbackHost } from "../../replication/node/ws-transport.ts";
 import { existingFile, parseHostPort, parseOptions, requireOption, UsageError, type Subcommand } from "./args.ts";
 import { NODE_HELP, NODE_OPTIONS, sharedNodeConfig, startNode } from "./node-options.ts";
-import { runNodeSession } from "./node-session.ts";
+import { runNodeSession, singleNodeSource } from "./node-session.ts";
+import { GUEST_HELP, GUEST_OPTIONS, guestArchive } from "./guest-options.ts";
 import { printUsage } from "./primary.ts";
 
 const USAGE = `Usage: twinvm secondary --listen [HOST:]PORT --secret-file FILE [--disk FILE]... [options]
@@ -21,6 +22,9 @@ Options:
   --secret-file FILE    the shared secret (or set ${SECRET_ENV})
   --no-takeover         do not take over by itself; wait for \`twinvm promote\`
   --name NAME           control socket name (default secondary)
+  --json                JSON lines on stdout (state changes, console output after a takeover)
+${GUEST_HELP}
+                        (the same as the primary's: the secondary runs the guest after a takeover)
 ${NODE_HELP}
 
 Keys: Ctrl-] p promote (take over now), Ctrl-] s status, Ctrl-] q quit, Ctrl-] ? help.
@@ -39,6 +43,8 @@ export const secondaryCommand: Subcommand = {
       "secret-file": { type: "string" },
       "no-takeover": { type: "boolean" },
       name: { type: "string" },
+      json: { type: "boolean" },
+      ...GUEST_OPTIONS,
     });
     if (values.help) return printUsage(USAGE);
     const listen = parseHostPort("--listen", requireOption("--listen", values.listen), "127.0.0.1");
@@ -49,30 +55,37 @@ export const secondaryCommand: Subcommand = {
     const secretFile = values["secret-file"] === undefined ? undefined : existingFile("--secret-file", values["secret-file"]);
     if (secretFile === undefined && !process.env[SECRET_ENV]) requireOption("--secret-file", undefined, `is required (or set ${SECRET_ENV})`);
 
-    const secondary = startNode(
-      {
-        role: "secondary",
-        mode: "logging-replay", // the primary announces its mode at the initial sync
-        disks,
-        secretFile,
-        listenHost: listen.host,
-        listenPort: listen.port,
-        allowNonLoopback: values["allow-non-loopback"] === true,
-        autoFailover: !values["no-takeover"],
-        name: values.name ?? "secondary",
-        ...sharedNodeConfig(values),
-      },
-      values.verbose,
-    );
-    const url = await secondary.listeningUrl(60_000);
-    process.stderr.write(`twinvm: secondary listening on ${url}; start the primary with --connect ${url}\n`);
-    const labeled = { label: "secondary", node: secondary };
-    return runNodeSession({
-      nodes: [labeled],
-      activeNode: () => (secondary.states.includes("active") ? labeled : undefined),
-      statusNode: () => labeled,
-      extraCommands: [{ key: "p", help: "promote: take over now", run: () => void secondary.request({ type: "promote" }).catch((e: unknown) => process.stderr.write(`\r\ntwinvm: promote: ${(e as Error).message}\r\n`)) }],
-      statusLine: !values["no-status-line"],
-    });
+    const shared = sharedNodeConfig(values);
+    const guest = await guestArchive(values, shared.memoryMiB);
+    try {
+      const { dispose: _, ...guestConfig } = guest;
+      const secondary = startNode(
+        {
+          role: "secondary",
+          mode: "logging-replay", // the primary announces its mode at the initial sync
+          disks,
+          secretFile,
+          listenHost: listen.host,
+          listenPort: listen.port,
+          allowNonLoopback: values["allow-non-loopback"] === true,
+          autoFailover: !values["no-takeover"],
+          name: values.name ?? "secondary",
+          ...shared,
+          ...guestConfig,
+        },
+        values.verbose,
+      );
+      const url = await secondary.listeningUrl(60_000);
+      if (values.json) process.stdout.write(JSON.stringify({ type: "listening", url }) + "\n");
+      else process.stderr.write(`twinvm: secondary listening on ${url}; start the primary with --connect ${url}\n`);
+      return await runNodeSession({
+        source: singleNodeSource("secondary", secondary, () => secondary.states.includes("active")),
+        extraCommands: [{ key: "p", help: "promote: take over now", run: () => void secondary.request({ type: "promote" }).catch((e: unknown) => process.stderr.write(`\r\ntwinvm: promote: ${(e as Error).message}\r\n`)) }],
+        statusLine: !values["no-status-line"],
+        json: values.json === true,
+      });
+    } finally {
+      guest.dispose();
+    }
   },
 };

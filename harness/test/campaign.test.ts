@@ -1,43 +1,54 @@
-// A bounded failover campaign for CI: one boot, then two rounds of primary SIGKILL per
-// disk mode, a secondary SIGKILL under each loss policy (then re-protection by a fresh
-// secondary), and one link cut through the fault proxy (then fencing of the old primary
-// once the link heals). Each round must take over (or keep running), lose no write the
-// guest saw as durable, and leave an image that e2fsck finds clean. The kill delays come
-// from a fixed seed.
+// A bounded failover campaign for CI, on the test API: one boot, then a primary
+// SIGKILL, a second failover after re-protection, a secondary SIGKILL
+// under each loss policy (then re-protection by a fresh secondary), a link cut
+// through the fault proxy (then fencing of the old primary once the link heals), and
+// a link cut between two frames of a sync burst (the old primary's guest must still
+// complete its next write and command). Each round must take over (or keep running),
+// lose no write the guest saw as durable, and leave an image that e2fsck finds clean.
+// The fault delays come from a fixed seed; a failed round's files are kept and named.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { expect } from "chai";
-import { CampaignFixture } from "../campaign/pair-fixture.ts";
-import { failureDetail, roundLine, summarize } from "../campaign/report.ts";
-import { planRounds } from "../campaign/run-campaign.ts";
-import { ALL_FEATURES, type RoundPlan, type RoundResult } from "../campaign/round-result.ts";
+import { createCampaignBase, planRounds, type CampaignBase } from "../campaign/run-campaign.ts";
+import { failureDetail, junitXml, roundLine, summarize } from "../campaign/report.ts";
+import { ALL_FEATURES, TAKEOVER_FAULTS, type RoundPlan, type RoundResult } from "../campaign/round-result.ts";
 import { runRound } from "../campaign/rounds.ts";
 
 const SEED = 20261125;
 
 function plans(): RoundPlan[] {
-  const base = { seed: SEED, policy: "continue" as const, features: ALL_FEATURES };
-  const kills = planRounds({ ...base, rounds: 2, faults: ["primary-kill"], modes: ["logging-replay", "dirty-block-copy"] });
+  const base = { seed: SEED, policy: "continue" as const };
+  // dirty-block-copy gets its takeover from the link cut (and pair-failover.test.ts kills primaries in both modes).
+  const kills = planRounds({ ...base, rounds: 1, faults: ["primary-kill"], modes: ["logging-replay"] });
+  const [second] = planRounds({ ...base, seed: SEED + 4, rounds: 1, faults: ["second-failover"], modes: ["logging-replay"] });
   const [secondaryKill] = planRounds({ ...base, seed: SEED + 1, rounds: 1, faults: ["secondary-kill"], modes: ["logging-replay"] });
   const [stalled] = planRounds({ ...base, seed: SEED + 3, policy: "stall", rounds: 1, faults: ["secondary-kill"], modes: ["dirty-block-copy"] });
   const [linkCut] = planRounds({ ...base, seed: SEED + 2, rounds: 1, faults: ["link-cut"], modes: ["dirty-block-copy"] });
-  return [...kills, secondaryKill!, stalled!, linkCut!].map((plan, i) => ({ ...plan, index: i + 1 }));
+  const [midSync] = planRounds({ ...base, seed: SEED + 5, rounds: 1, faults: ["link-cut-mid-sync"], modes: ["logging-replay"] });
+  return [...kills, second!, secondaryKill!, stalled!, linkCut!, midSync!].map((plan, i) => ({ ...plan, index: i + 1 }));
 }
 
 describe("failover campaign (bounded)", function () {
-  this.timeout(8 * 60_000);
-  let fixture: CampaignFixture;
+  this.timeout(10 * 60_000);
+  let base: CampaignBase;
+  let artifactsDir: string;
   const results: RoundResult[] = [];
 
   before(async function () {
-    fixture = await CampaignFixture.create();
+    base = await createCampaignBase();
+    artifactsDir = mkdtempSync(join(tmpdir(), "twinvm-campaign-test-artifacts-"));
   });
 
   after(async () => {
-    await fixture?.dispose();
+    await base?.dispose();
+    // Kept only when a round failed, so that the failure can be examined.
+    if (results.every((r) => r.passed)) rmSync(artifactsDir, { recursive: true, force: true });
   });
 
   for (const plan of plans()) {
-    it(`round ${plan.index}: ${plan.fault}, ${plan.mode}, fault after ${plan.delayMs} ms`, async function () {
-      const result = await runRound(plan, { fixture, features: ALL_FEATURES, echoStderr: false });
+    it(`round ${plan.index}: ${plan.fault}, ${plan.mode}, ${plan.policy}, fault after ${plan.delayMs} ms`, async function () {
+      const result = await runRound(plan, { template: base.template, workDir: base.workDir, artifactsDir, features: ALL_FEATURES, echoStderr: false });
       results.push(result);
       const context = [roundLine(result), ...failureDetail(result)].join("\n");
       expect(result.error, context).to.equal(null);
@@ -48,19 +59,30 @@ describe("failover campaign (bounded)", function () {
         expect(verdict.fsckClean, context).to.equal(true);
       }
       if (plan.fault === "secondary-kill" && plan.policy === "continue") expect(result.writesContinued, context).to.equal(true);
-      if (plan.fault === "link-cut") expect(result.splitBrain, "both guests run after a cut (documented limitation)").to.equal(true);
+      if (plan.fault === "link-cut" || plan.fault === "link-cut-mid-sync") expect(result.splitBrain, `both guests run after a cut (documented limitation)\n${context}`).to.equal(true);
+      if (plan.fault === "link-cut-mid-sync") {
+        expect(result.cutAfterFrameBytes, context).to.be.a("number");
+        expect(result.nextWriteAnswered, context).to.equal(true);
+      }
+      if (plan.fault === "second-failover") expect(result.failovers, context).to.equal(2);
       for (const check of result.optionalChecks) expect(check.outcome, `${check.name}: ${check.detail}\n${context}`).to.equal("passed");
-      const expected = plan.fault === "secondary-kill" ? (plan.policy === "stall" ? 2 : 1) : plan.fault === "link-cut" ? 1 : 0;
+      const expected = { "primary-kill": 0, "second-failover": 1, "secondary-kill": plan.policy === "stall" ? 2 : 1, "link-cut": 1, "link-cut-mid-sync": 1 }[plan.fault];
       expect(result.optionalChecks.filter((c) => c.outcome === "passed").length, context).to.equal(expected);
       expect(result.passed, context).to.equal(true);
+      expect(result.artifacts, "a passed round keeps no files").to.equal(null);
     });
   }
 
-  it("summarizes: every round passed, no lost writes, every takeover timed", function () {
+  it("summarizes: every round passed, no lost writes, every takeover timed, a JUnit report", function () {
     const summary = summarize(results);
     expect(summary.rounds).to.equal(plans().length);
     expect(summary.lostWrites).to.equal(0);
     expect(summary.passed).to.equal(summary.rounds);
-    expect(summary.failoverMs?.count).to.equal(summary.failovers);
+    expect(summary.takeoverRounds).to.equal(results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault)).length);
+    expect(summary.failoverMs?.count).to.equal(summary.takeoverRounds);
+    expect(summary.failovers).to.equal(summary.takeoverRounds + 1); // the second-failover round has two
+    const xml = junitXml(results, { seed: SEED, policy: "continue", bootMs: base.template.bootMs });
+    expect(xml.match(/<testcase /g)).to.have.length(results.length);
+    expect(xml).to.contain(`failures="0"`);
   });
 });

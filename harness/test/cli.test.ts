@@ -1,7 +1,8 @@
 // The `twinvm` command as a user runs it: a child process with piped stdin.
 // Help and usage errors are cheap; one `twinvm pair` run (one boot) covers the
-// console, `status --json` against running nodes, and the takeover after the
-// documented kill key, with the console continuing on the secondary.
+// console, `status --json` against running nodes, the takeover after the
+// documented kill key with the console continuing on the secondary, `exec` over
+// the control socket, and re-protection by a fresh secondary.
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -57,11 +58,12 @@ describe("twinvm command line", function () {
   describe("--help and usage errors", function () {
     const expectedOptions: Record<string, string[]> = {
       run: ["--memory", "--images", "--disk"],
-      pair: ["--mode", "--disk", "--disk-size", "--secondary-disk", "--run-dir", "--memory", "--images", "--port", "--snapshot"],
+      pair: ["--mode", "--disk", "--disk-size", "--secondary-disk", "--run-dir", "--memory", "--images", "--snapshot", "--no-reprotect", "--json", "--guest-overlay", "--guest-startup"],
       primary: ["--connect", "--disk", "--mode", "--secret-file", "--snapshot", "--run-dir", "--memory"],
       secondary: ["--listen", "--allow-non-loopback", "--disk", "--secret-file", "--run-dir", "--no-takeover"],
       status: ["--json", "--node", "--run-dir"],
       promote: ["--node", "--run-dir"],
+      exec: ["--node", "--timeout", "--json", "--run-dir"],
     };
 
     it("every subcommand's --help exits 0 and lists its options", async function () {
@@ -143,8 +145,18 @@ describe("twinvm command line", function () {
       pair.stdin.write("echo answered-by-$((6*7))\n");
       await eventually(() => stdout, /answered-by-42/, 20_000, "an answer from the secondary");
       const after = JSON.parse((await twinvm(["status", "--json", "--run-dir", runDir, "--node", "pair-secondary"])).stdout) as NodeStatus;
-      expect(after.metrics?.state).to.equal("active");
-      expect(after.metrics?.failoverMs).to.be.a("number");
+      expect(after.role).to.equal("primary");
+      expect(after.runsGuest).to.equal(true);
+      expect(after.metrics?.failoverMs ?? after.metrics?.initialSync).to.not.equal(undefined);
+
+      // Over the control socket: the one node that runs the guest answers.
+      const exec = await twinvm(["exec", "--run-dir", runDir, "--", "echo", "via-control-$((2*21));", "false"]);
+      expect(exec.stdout, exec.stderr).to.equal("via-control-42\n");
+      expect(exec.code).to.equal(1);
+      const json = await twinvm(["exec", "--json", "--node", "pair-secondary", "--run-dir", runDir, "--", "uname", "-m"]);
+      expect(JSON.parse(json.stdout)).to.deep.equal({ output: "i686\n", exitCode: 0 });
+      // The pair heals: a fresh secondary protects the survivor's guest.
+      await eventually(() => stderr, /pair-secondary is protected by pair-secondary-2/, 120_000, "re-protection");
 
       pair.stdin.end();
       expect(await exited, stderr).to.equal(0);

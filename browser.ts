@@ -1,0 +1,43 @@
+// twinvm's browser-safe surface (`import ... from "twinvm/browser"`): the machine,
+// our virtio-blk disk with in-memory backends, the memory model, the replication
+// engines and the browser WebSocket transport. Nothing here imports a Node module;
+// `twinvm` (index.ts) adds the Node parts on top of this.
+export { Machine, type MachineState, type BootResult } from "./emulator/machine.ts";
+export {
+  bytesImage,
+  DEFAULT_CMDLINE,
+  DEFAULTS,
+  MEMORY_MIB_RANGE,
+  type ImageSource,
+  type MachineConfig,
+  type MachineDevice,
+  type DeviceFactory,
+  type JsonValue,
+} from "./emulator/config.ts";
+export {
+  TwinvmError,
+  ConfigError,
+  ImageError,
+  ConsoleTimeoutError,
+  BootTimeoutError,
+  SnapshotError,
+  MachineStateError,
+} from "./emulator/errors.ts";
+export type { ExecResult, ConsoleMatch, WaitOptions, SerialConsole } from "./emulator/serial-console.ts";
+export { BlockHook, type BlockIoEvent, type BlockIoListener, type BlockIoType, type GuestSegment } from "./emulator/block/hook.ts";
+export { SECTOR_SIZE, BlockBackendError, type BlockBackend } from "./emulator/block/backend.ts";
+export { MemoryBackend } from "./emulator/block/memory-backend.ts";
+export { virtioBlkDisk, VirtioBlkDisk, type VirtioBlkDiskOptions } from "./emulator/virtio-blk/disk.ts";
+export { DirtyPageTracker, PAGE_SIZE, applyPages, type PageSet } from "./emulator/memory/index.ts";
+export { captureStateParts, restoreStateParts } from "./emulator/state/index.ts";
+
+export { PrimaryEngine, type DiskMode, type PrimaryState, type PrimaryOptions, type SecondaryLossPolicy, type SyncEvent } from "./replication/engine/primary.ts";
+export { SecondaryEngine, type SecondaryState, type SecondaryOptions } from "./replication/engine/secondary.ts";
+export { keepProtected, type KeepProtectedOptions, type Protector } from "./replication/engine/keep-protected.ts";
+export { BYTE_CATEGORIES, type ByteCategory, type MetricsSnapshot } from "./replication/engine/metrics.ts";
+export { handshake, type HandshakeOptions } from "./replication/channel/handshake.ts";
+export type { ReplicationChannel } from "./replication/channel/channel.ts";
+export { ProtocolError, type ProtocolErrorCode } from "./replication/protocol/errors.ts";
+export { TransportError, type Transport, type TransportCloseInfo, type InboundMessage } from "./replication/transport/transport.ts";
+export { createMemoryPair, type MemoryPair } from "./replication/transport/memory-pair.ts";
+export { BrowserWsTransport, connectBrowserWebSocket, type BrowserConnectOptions } from "./replication/transport/browser-ws.ts";

@@ -1,0 +1,82 @@
+// The requests a node's control socket accepts, and the one function that turns a
+// line from the socket into a typed request or a reason to refuse it. Anyone who
+// can open the socket may send anything: nothing here may throw.
+import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
+
+/** Longest request line accepted (an exec command is the only big field). */
+export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
+/** The guest's shell edits at most 1024 characters a line, and exec wraps the command in markers. */
+export const MAX_COMMAND_CHARS = 900;
+const MAX_EXEC_TIMEOUT_MS = 24 * 3600_000;
+
+export type ControlRequest =
+  | { id: number; type: "status" }
+  | { id: number; type: "promote" }
+  /** Runs a shell command in the guest (only where the guest runs); answers {output, exitCode}. */
+  | { id: number; type: "exec"; command: string; timeoutMs?: number };
+
+export type ControlRequestBody = ControlRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+
+export type ControlReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
+
+/** What `status` answers. */
+export interface NodeStatus {
+  name: string;
+  /** What the node does now: a secondary that took over (and maybe protects its guest with a new secondary) is a primary. */
+  role: "primary" | "secondary";
+  /** The role it was started in. */
+  startedAs: "primary" | "secondary";
+  pid: number;
+  /** Before the engine exists: "booting", "restoring", "connecting", "listening"... */
+  phase: string;
+  /** Whether the guest runs on this node (console input and exec go here). */
+  runsGuest: boolean;
+  metrics?: MetricsSnapshot;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+
+/** A request, or `{error}` naming what is wrong with the line (with the request's id if it had a usable one). */
+export function parseControlRequest(line: string): ControlRequest | { id: number; error: string } {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return { id: 0, error: "not a JSON line" };
+  }
+  if (!isRecord(value)) return { id: 0, error: `expected a JSON object, got ${value === null ? "null" : Array.isArray(value) ? "an array" : typeof value}` };
+  const rawId = value.id ?? 0;
+  if (typeof rawId !== "number" || !Number.isSafeInteger(rawId) || rawId < 0) return { id: 0, error: "id: expected a non-negative integer" };
+  const id = rawId;
+  switch (value.type) {
+    case "status":
+    case "promote":
+      return { id, type: value.type };
+    case "exec": {
+      const { command, timeoutMs } = value;
+      if (typeof command !== "string" || command.length === 0 || command.length > MAX_COMMAND_CHARS) {
+        return { id, error: `exec: command must be a string of 1 to ${MAX_COMMAND_CHARS} characters` };
+      }
+      if (command.includes("\n") || command.includes("\r")) return { id, error: "exec: command must be a single line" };
+      if (timeoutMs !== undefined && (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_EXEC_TIMEOUT_MS)) {
+        return { id, error: `exec: timeoutMs must be a positive number of milliseconds up to ${MAX_EXEC_TIMEOUT_MS}` };
+      }
+      return timeoutMs === undefined ? { id, type: "exec", command } : { id, type: "exec", command, timeoutMs };
+    }
+    default:
+      return { id, error: `unknown request type ${JSON.stringify(value.type)?.slice(0, 40) ?? "undefined"}` };
+  }
+}
+
+/** A reply line from a node, or an Error saying why it is not one. */
+export function parseControlReply(line: string): ControlReply | Error {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return new Error("the node answered with a line that is not JSON");
+  }
+  if (!isRecord(value) || typeof value.ok !== "boolean" || typeof value.id !== "number") return new Error("the node answered with a malformed reply");
+  if (value.ok) return { id: value.id, ok: true, result: value.result };
+  return { id: value.id, ok: false, error: typeof value.error === "string" ? value.error : "unknown error" };
+}

@@ -1,0 +1,67 @@
+// The harness's one place that constructs replication engines and reads their
+// progress, so that a change of the engines' API (the lead is reshaping them) is
+// mended here and nowhere else in harness/.
+import type { BlockHook } from "../emulator/block/hook.ts";
+import { withoutUndefined } from "../emulator/config.ts";
+import type { Machine } from "../emulator/machine.ts";
+import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import { SecondaryEngine } from "../replication/engine/secondary.ts";
+import type { ByteCategory } from "../replication/engine/metrics.ts";
+
+export interface PrimarySettings {
+  mode: DiskMode;
+  hook: BlockHook;
+  /** The failover generation: 1 for a first primary, the survivor's epoch for one that took over. */
+  epoch?: number;
+  peerTimeoutMs?: number;
+  onSecondaryLoss?: SecondaryLossPolicy;
+  compressSyncs?: boolean;
+  log: (line: string) => void;
+}
+
+export function createPrimaryEngine(machine: Machine, settings: PrimarySettings): PrimaryEngine {
+  return new PrimaryEngine(machine, {
+    mode: settings.mode,
+    hook: settings.hook,
+    ...withoutUndefined({ epoch: settings.epoch, peerTimeoutMs: settings.peerTimeoutMs, onSecondaryLoss: settings.onSecondaryLoss, compressSyncs: settings.compressSyncs }),
+    log: settings.log,
+  });
+}
+
+export interface SecondarySettings {
+  peerTimeoutMs?: number;
+  autoFailover?: boolean;
+  log: (line: string) => void;
+}
+
+export function createSecondaryEngine(machine: Machine, settings: SecondarySettings): SecondaryEngine {
+  return new SecondaryEngine(machine, { ...withoutUndefined({ peerTimeoutMs: settings.peerTimeoutMs, autoFailover: settings.autoFailover }), log: settings.log });
+}
+
+/** One acknowledged sync, as `--json` and the test API's events report it. */
+export interface SyncReport {
+  seq: number;
+  /** Guest pages it carried. */
+  pages: number;
+  /** Guest disk writes it logged (flushes not counted). */
+  writes: number;
+  bytes: Record<ByteCategory, number>;
+  /** How long the guest stood still for the capture. */
+  pauseMs: number;
+  /** From the capture to the secondary's acknowledgement. */
+  roundTripMs: number;
+}
+
+/** Calls `listener` for each sync the primary engine gets acknowledged; returns the function that stops it. */
+export function onSyncs(engine: PrimaryEngine, listener: (report: SyncReport) => void): () => void {
+  return engine.onSync((sync) =>
+    listener({
+      seq: sync.seq,
+      pages: sync.pages.length,
+      writes: sync.io.filter((entry) => entry.type === "write").length,
+      bytes: { ...sync.bytes },
+      pauseMs: sync.pauseMs,
+      roundTripMs: sync.roundTripMs,
+    }),
+  );
+}

@@ -1,0 +1,97 @@
+// What a test can ask of a pair, with the defaults and the checks that turn a bad
+// value into an error naming the option before anything starts.
+import { DEFAULTS, MEMORY_MIB_RANGE } from "../../emulator/config.ts";
+import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
+import type { GuestOverlay } from "../overlay/archive.ts";
+import type { GuestTemplate } from "./template.ts";
+
+/** A disk of the guest (vda, vdb, ... in order). */
+export type DiskSpec =
+  /** A new, empty (sparse) image of this many bytes (a multiple of 512). */
+  | { sizeBytes: number }
+  /**
+   * An existing image. The primary gets a copy in the pair's folder unless `inPlace`
+   * (then the pair writes to your file). The first secondary gets `secondaryImage`
+   * if given (same size; used in place), else an empty image the initial sync fills.
+   */
+  | { image: string; inPlace?: boolean; secondaryImage?: string };
+
+export interface PairOptions {
+  /** Guest RAM, MiB (default 128; at least 128 for the default guest). */
+  memoryMiB?: number;
+  /** Default: one empty 64 MiB disk. */
+  disks?: DiskSpec[];
+  /** How disk writes reach the secondary (default logging-replay). */
+  mode?: DiskMode;
+  /** What the primary does while it has no secondary: run on unprotected (continue, the default) or hold the guest's writes and output (stall). */
+  onSecondaryLoss?: SecondaryLossPolicy;
+  /** Your files (and a start-up command) in the guest, on both nodes. */
+  overlay?: GuestOverlay;
+  /** Appended to the guest kernel's command line (e.g. "twinvm.root=/dev/vda"). */
+  kernelArgs?: string;
+  /** Restore this booted guest instead of booting (see createGuestTemplate); memory, disks, overlay and kernel arguments come from it. */
+  template?: GuestTemplate;
+  /** Restore the primary from this snapshot file instead of booting (lower level than `template`). */
+  snapshotPath?: string;
+  /**
+   * After a takeover, or when the secondary's process is lost, start a fresh secondary
+   * and protect the guest again while it runs (default true).
+   */
+  reprotect?: boolean;
+  /** Wait this long before re-protecting (default 0), e.g. to observe the unprotected window. */
+  reprotectDelayMs?: number;
+  /** Route the replication link through a fault proxy, needed for cutLink/stallLink (default true). */
+  linkFaults?: boolean;
+  /** Silence from the peer this long means it is gone (default 3000 ms; SIGKILL is noticed at once). */
+  peerTimeoutMs?: number;
+  /** Bound on booting (or restoring) plus the first initial sync (default 240 s). */
+  startTimeoutMs?: number;
+  /** Where the pair's temporary folder goes (default: the OS temp folder). */
+  workDir?: string;
+  /** Control sockets for `twinvm status/exec --run-dir` (default: inside the pair's folder). */
+  runDir?: string;
+  /** Node names are NAME-primary, NAME-secondary, NAME-secondary-2, ... (default "pair"). */
+  name?: string;
+  /** Folder with bios.bin, vmlinuz, initramfs.cpio.gz (default: the shipped guest). */
+  imagesDir?: string;
+  /** Copy the nodes' logs to this process's stderr as they come. */
+  echoLogs?: boolean;
+}
+
+export const DEFAULT_DISK_BYTES = 64 << 20;
+export const DEFAULT_PEER_TIMEOUT_MS = 3000;
+export const DEFAULT_START_TIMEOUT_MS = 240_000;
+
+export class PairOptionError extends Error {
+  override name = "PairOptionError";
+}
+
+/** Throws a PairOptionError naming the first bad option. */
+export function checkPairOptions(options: PairOptions): void {
+  const memory = options.memoryMiB ?? DEFAULTS.memoryMiB;
+  if (!Number.isInteger(memory) || memory < MEMORY_MIB_RANGE.min || memory > MEMORY_MIB_RANGE.max) {
+    throw new PairOptionError(`memoryMiB: expected a whole number from ${MEMORY_MIB_RANGE.min} to ${MEMORY_MIB_RANGE.max}, got ${String(options.memoryMiB)}`);
+  }
+  if (options.mode !== undefined && options.mode !== "logging-replay" && options.mode !== "dirty-block-copy") {
+    throw new PairOptionError(`mode: expected "logging-replay" or "dirty-block-copy", got ${JSON.stringify(options.mode)}`);
+  }
+  if (options.onSecondaryLoss !== undefined && options.onSecondaryLoss !== "continue" && options.onSecondaryLoss !== "stall") {
+    throw new PairOptionError(`onSecondaryLoss: expected "continue" or "stall", got ${JSON.stringify(options.onSecondaryLoss)}`);
+  }
+  for (const [i, disk] of (options.disks ?? []).entries()) {
+    if ("sizeBytes" in disk && (!Number.isSafeInteger(disk.sizeBytes) || disk.sizeBytes <= 0 || disk.sizeBytes % 512 !== 0)) {
+      throw new PairOptionError(`disks[${i}].sizeBytes: expected a positive multiple of 512, got ${String(disk.sizeBytes)}`);
+    }
+    if ("image" in disk && (typeof disk.image !== "string" || disk.image === "")) throw new PairOptionError(`disks[${i}].image: expected a file path`);
+  }
+  if (options.template !== undefined && (options.disks !== undefined || options.overlay !== undefined || options.memoryMiB !== undefined || options.kernelArgs !== undefined)) {
+    throw new PairOptionError("template: memoryMiB, disks, overlay and kernelArgs come from the template; do not give them too");
+  }
+  if (options.template !== undefined && options.snapshotPath !== undefined) throw new PairOptionError("give template or snapshotPath, not both");
+  for (const key of ["peerTimeoutMs", "startTimeoutMs", "reprotectDelayMs"] as const) {
+    const value = options[key];
+    if (value !== undefined && (!Number.isFinite(value) || value < 0)) throw new PairOptionError(`${key}: expected a non-negative number of milliseconds, got ${String(value)}`);
+  }
+  if (options.kernelArgs !== undefined && /[\r\n]/.test(options.kernelArgs)) throw new PairOptionError("kernelArgs: must be a single line");
+  if (options.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(options.name)) throw new PairOptionError(`name: expected letters, digits, ".", "_" or "-", got ${JSON.stringify(options.name)}`);
+}
