@@ -8,12 +8,19 @@ export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
 /** The guest's shell edits at most 1024 characters a line, and exec wraps the command in markers. */
 export const MAX_COMMAND_CHARS = 900;
 const MAX_EXEC_TIMEOUT_MS = 24 * 3600_000;
+const MAX_URL_CHARS = 2048;
 
 export type ControlRequest =
   | { id: number; type: "status" }
   | { id: number; type: "promote" }
   /** Runs a shell command in the guest (only where the guest runs); answers {output, exitCode}. */
-  | { id: number; type: "exec"; command: string; timeoutMs?: number };
+  | { id: number; type: "exec"; command: string; timeoutMs?: number }
+  /** Compares the replica with the guest (RAM and disks) and, with repair, fixes what differs; answers a VerifyReport. */
+  | { id: number; type: "verify"; repair: boolean }
+  /** Moves the guest to the secondary listening at `to` (live, or stop-and-copy); answers a MigrateResult, then the node exits. */
+  | { id: number; type: "migrate"; to: string; stopAndCopy: boolean }
+  /** A secondary that took over: protect its guest with the secondary at `connect`. */
+  | { id: number; type: "protect"; connect: string };
 
 export type ControlRequestBody = ControlRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
@@ -31,6 +38,8 @@ export interface NodeStatus {
   phase: string;
   /** Whether the guest runs on this node (console input and exec go here). */
   runsGuest: boolean;
+  /** A secondary: the ws:// URL it listens on. */
+  listenUrl?: string;
   metrics?: MetricsSnapshot;
 }
 
@@ -62,6 +71,18 @@ export function parseControlRequest(line: string): ControlRequest | { id: number
         return { id, error: `exec: timeoutMs must be a positive number of milliseconds up to ${MAX_EXEC_TIMEOUT_MS}` };
       }
       return timeoutMs === undefined ? { id, type: "exec", command } : { id, type: "exec", command, timeoutMs };
+    }
+    case "verify":
+      if (value.repair !== undefined && typeof value.repair !== "boolean") return { id, error: "verify: repair must be true or false" };
+      return { id, type: "verify", repair: value.repair === true };
+    case "migrate":
+    case "protect": {
+      const url = value.type === "migrate" ? value.to : value.connect;
+      const field = value.type === "migrate" ? "to" : "connect";
+      if (typeof url !== "string" || url.length > MAX_URL_CHARS || !/^wss?:\/\/[^\s]+$/.test(url)) return { id, error: `${value.type}: ${field} must be a ws:// or wss:// URL` };
+      if (value.type === "protect") return { id, type: "protect", connect: url };
+      if (value.stopAndCopy !== undefined && typeof value.stopAndCopy !== "boolean") return { id, error: "migrate: stopAndCopy must be true or false" };
+      return { id, type: "migrate", to: url, stopAndCopy: value.stopAndCopy === true };
     }
     default:
       return { id, error: `unknown request type ${JSON.stringify(value.type)?.slice(0, 40) ?? "undefined"}` };

@@ -17,7 +17,9 @@ import { createPrimaryEngine, createSecondaryEngine, onSyncs, type SyncReport } 
 import { guestImages } from "./overlay/guest-images.ts";
 import { uploadToGuest } from "./guest-upload.ts";
 import { handshake } from "../replication/channel/handshake.ts";
-import type { DiskMode, PrimaryEngine, SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import type { DiskMode, MigrationReport, PrimaryEngine, SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import type { VerifyReport } from "../replication/engine/consistency-check.ts";
+import type { ReplicationChannel } from "../replication/channel/channel.ts";
 import { keepProtected, type Protector } from "../replication/engine/keep-protected.ts";
 import type { SecondaryEngine } from "../replication/engine/secondary.ts";
 import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/metrics.ts";
@@ -112,6 +114,25 @@ async function openDisks(paths: string[], hook: BlockHook): Promise<MachineConfi
   return backends.map((backend, i) => virtioBlkDisk({ backend, id: `vd${String.fromCharCode(0x61 + i)}`, hook }));
 }
 
+/** What `migrate` answers: the engine's report, and the secondary this node let go (it holds its replica). */
+export interface MigrateResult extends MigrationReport {
+  to: string;
+  /** The secondary that protected the guest here, if any: the target may protect the guest with it. */
+  releasedSecondary?: string;
+}
+
+/** A primary engine protecting the guest with the secondary at `url`, re-dialling it whenever it is lost. */
+interface Protection {
+  engine: PrimaryEngine;
+  url: string;
+  /** Opens an authenticated channel to another secondary, as this primary. */
+  dial(url: string): Promise<ReplicationChannel>;
+  /** Stops re-dialling (closing, or migrating away). */
+  stopRedialing(): void;
+  /** Re-dials again (a migration failed: the guest runs on here). */
+  redial(): void;
+}
+
 /** A running node: its machine, the engine in charge now, its metrics. */
 interface StartedNode {
   machine: Machine;
@@ -123,6 +144,10 @@ interface StartedNode {
   runsGuest(): boolean;
   /** Only a secondary that took over: protect the guest with the secondary at `url`. */
   protect?(url: string): Promise<string>;
+  /** The primary engine that protects the guest here, if one does. */
+  protection(): Protection | undefined;
+  /** A secondary: where it listens. */
+  listenUrl?: string;
   close(): Promise<void>;
 }
 
@@ -150,7 +175,7 @@ async function protectWith(
   epoch: number | undefined,
   /** Called as soon as the engine releases the console output, and again (with false) if protecting failed and it no longer does. */
   outputTakenOver: (taken: boolean) => void = () => undefined,
-): Promise<{ engine: PrimaryEngine; protector: Protector }> {
+): Promise<Protection> {
   if (config.mode === "none") throw new Error("this node runs without replication (mode none)");
   const engine = createPrimaryEngine(machine, {
     mode: config.mode,
@@ -166,8 +191,9 @@ async function protectWith(
   // From here on the engine holds and releases the guest's output: no other path may print it too.
   outputTakenOver(true);
   const stopSyncs = onSyncs(engine, (report) => emit({ type: "sync", report }));
+  const dial = async (to: string) => handshake(await connectReplication(to), "primary", secret, { epoch: engine.epoch });
   try {
-    await engine.protect(await handshake(await connectReplication(url), "primary", secret, { epoch: engine.epoch }));
+    await engine.protect(await dial(url));
     if (engine.state !== "protected") throw new Error(`the initial sync with ${url} did not complete (state ${engine.state}; see the log)`);
   } catch (error) {
     await engine.close(`could not protect the guest: ${(error as Error).message}`).catch(() => undefined);
@@ -176,8 +202,18 @@ async function protectWith(
     outputTakenOver(false);
     throw error;
   }
-  const protector = keepProtected(engine, { connect: () => connectReplication(url), secret, retryMs: config.reconnectMs ?? 1000, log });
-  return { engine, protector };
+  const keep = (): Protector => keepProtected(engine, { connect: () => connectReplication(url), secret, retryMs: config.reconnectMs ?? 1000, log });
+  let protector = keep();
+  return {
+    engine,
+    url,
+    dial,
+    stopRedialing: () => protector.stop(),
+    redial() {
+      protector.stop();
+      protector = keep();
+    },
+  };
 }
 
 async function startPrimary(config: NodeConfig): Promise<StartedNode> {
@@ -192,15 +228,17 @@ async function startPrimary(config: NodeConfig): Promise<StartedNode> {
       : await bootFresh(machineSettings);
   if (config.mode === "none" || secret === undefined) return startUnreplicated(machine);
   emit({ type: "phase", phase: "connecting" });
-  const { engine, protector } = await protectWith(machine, hook, config, secret, config.connect!, undefined);
+  const protection = await protectWith(machine, hook, config, secret, config.connect!, undefined);
+  const { engine } = protection;
   return {
     machine,
     engine: () => engine,
     role: () => "primary",
     metrics: () => engine.metrics,
     runsGuest: () => engine.state !== "fenced",
+    protection: () => protection,
     async close() {
-      protector.stop();
+      protection.stopRedialing();
       await engine.close();
     },
   };
@@ -210,7 +248,7 @@ function startUnreplicated(machine: Machine): StartedNode {
   const metrics = new ReplicationMetrics("primary");
   metrics.state = "unreplicated";
   machine.console.onOutput(decoder());
-  return { machine, engine: () => undefined, role: () => "primary", metrics: () => metrics, runsGuest: () => true, close: async () => undefined };
+  return { machine, engine: () => undefined, role: () => "primary", metrics: () => metrics, runsGuest: () => true, protection: () => undefined, close: async () => undefined };
 }
 
 async function bootFresh(config: MachineConfig): Promise<Machine> {
@@ -226,7 +264,7 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
   const machine = await Machine.createBlank(await machineConfig(config, hook));
   const secret = await loadSecret({ file: config.secretFile });
   const secondary = createSecondaryEngine(machine, { peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover, log });
-  let primary: { engine: PrimaryEngine; protector: Protector } | undefined;
+  let primary: Protection | undefined;
   let stopDirectOutput: (() => void) | undefined;
   secondary.onStateChange((state, reason) => {
     emit({ type: "state", engine: "secondary", state, reason });
@@ -251,6 +289,8 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     role: () => (secondary.state === "active" || secondary.state === "promoting" ? "primary" : "secondary"),
     metrics: () => primary?.engine.metrics ?? secondary.metrics,
     runsGuest: () => secondary.state === "active" && primary?.engine.state !== "fenced",
+    protection: () => primary,
+    listenUrl: server.url,
     async protect(url: string): Promise<string> {
       if (secondary.state !== "active") throw new Error(`protect: only a secondary that took over can protect its guest (state ${secondary.state})`);
       if (primary !== undefined) throw new Error("protect: this node already protects its guest");
@@ -262,7 +302,7 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
       return primary.engine.state;
     },
     async close() {
-      primary?.protector.stop();
+      primary?.stopRedialing();
       await primary?.engine.close();
       await secondary.close();
       await server.close();
@@ -294,6 +334,12 @@ async function main(): Promise<void> {
           return promote();
         case "exec":
           return exec(request.command, request.timeoutMs);
+        case "verify":
+          return verifyReplica(request.repair);
+        case "migrate":
+          return migrate(request.to, request.stopAndCopy);
+        case "protect":
+          return protect(request.connect);
       }
     });
   }
@@ -311,6 +357,7 @@ async function main(): Promise<void> {
       pid: process.pid,
       phase,
       runsGuest: node?.runsGuest() ?? false,
+      ...(node?.listenUrl !== undefined && { listenUrl: node.listenUrl }),
       ...(node && { metrics: node.metrics().snapshot() }),
     };
   }
@@ -324,6 +371,40 @@ async function main(): Promise<void> {
     const engine = running().engine();
     if (engine === undefined || !("promote" in engine)) throw new Error("only a secondary can be promoted");
     await engine.promote("promoted by request");
+  }
+
+  /** The primary engine of a protected guest on this node. */
+  function protectedEngine(what: string): Protection {
+    const protection = running().protection();
+    if (protection === undefined) throw new Error(`${what}: no primary engine protects a guest on this node (${running().metrics().state})`);
+    if (protection.engine.state !== "protected") throw new Error(`${what}: the guest is not protected now (${protection.engine.state})`);
+    return protection;
+  }
+
+  function verifyReplica(repair: boolean): Promise<VerifyReport> {
+    return protectedEngine("verify").engine.verify({ repair, onProgress: (line) => log(`verify: ${line}`) });
+  }
+
+  async function migrate(to: string, stopAndCopy: boolean): Promise<MigrateResult> {
+    const protection = protectedEngine("migrate");
+    // The engine lets its secondary go first: re-dialling it now would race the migration.
+    protection.stopRedialing();
+    try {
+      const report = await protection.engine.migrate(await protection.dial(to), { stopAndCopy });
+      // The guest runs on the target now; this node is done once the answer is out.
+      log(`migrated the guest to ${to}: ${(report.totalMs / 1000).toFixed(1)} s in all, ${report.downtimeMs?.toFixed(0) ?? "?"} ms stopped; exiting`);
+      setTimeout(() => void handle({ type: "shutdown", id: 0 }), 500);
+      return { ...report, to, releasedSecondary: protection.url };
+    } catch (error) {
+      if (protection.engine.state !== "fenced" && protection.engine.state !== "closed") protection.redial();
+      throw error;
+    }
+  }
+
+  function protect(url: string): Promise<string> {
+    const started = running();
+    if (started.protect === undefined) throw new Error("protect: this node was started as a primary");
+    return started.protect(url);
   }
 
   function exec(command: string, timeoutMs = 60_000): Promise<{ output: string; exitCode: number }> {
@@ -346,11 +427,8 @@ async function main(): Promise<void> {
         return status();
       case "promote":
         return promote();
-      case "protect": {
-        const started = running();
-        if (started.protect === undefined) throw new Error("protect: this node was started as a primary");
-        return started.protect(request.connect);
-      }
+      case "protect":
+        return protect(request.connect);
       case "upload": {
         const started = running();
         if (!started.runsGuest()) throw new Error(`the guest does not run on this node (${started.metrics().state})`);

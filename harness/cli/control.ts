@@ -1,4 +1,4 @@
-// `twinvm status`, `twinvm promote` and `twinvm exec`: talk to running nodes
+// `twinvm status`, `promote`, `exec`, `verify` and `migrate`: talk to running nodes
 // through their control sockets in the run directory.
 import { readdirSync } from "node:fs";
 import { callControl, type NodeStatus } from "../control-socket.ts";
@@ -8,6 +8,8 @@ import { MAX_COMMAND_CHARS } from "../control-request.ts";
 import { printUsage } from "./primary.ts";
 import { formatBytes } from "./progress.ts";
 import { BYTE_CATEGORIES } from "../../replication/engine/metrics.ts";
+import type { AreaReport, VerifyReport } from "../../replication/engine/consistency-check.ts";
+import type { MigrateResult } from "../replica-node.ts";
 
 const COMMON_HELP = `  --node NAME     the node's name (see \`twinvm status\`; pair nodes are pair-primary, pair-secondary)
   --run-dir DIR   where the nodes' control sockets are (default ${defaultRunDir()})
@@ -137,6 +139,113 @@ export const execCommand: Subcommand = {
     }
     process.stdout.write(result.output);
     return result.exitCode;
+  },
+};
+
+/** The one running node whose guest runs under a protected primary engine, unless named. */
+async function protectedPrimary(runDir: string, named: string | undefined): Promise<string> {
+  if (named !== undefined) return named;
+  const primaries = (await liveStatuses(runDir)).filter((s) => s.runsGuest && s.metrics?.state === "protected");
+  if (primaries.length !== 1) {
+    throw new CliError(`${primaries.length === 0 ? "no running node has a protected guest" : `${primaries.length} nodes have a protected guest (${primaries.map((s) => s.name).join(", ")})`} in ${runDir}; name one with --node`);
+  }
+  return primaries[0]!.name;
+}
+
+const VERIFY_USAGE = `Usage: twinvm verify [--node NAME] [--repair] [--json] [--run-dir DIR]
+
+Checks that the secondary's replica equals the guest: RAM as of a sync, and every disk,
+compared range by range by digests while the guest runs. Reports the differing ranges;
+with --repair, sends the primary's contents for them and checks them again. Exits 0 when
+nothing differs (after repair), 1 when something does.
+
+Options:
+  --repair        repair the replica where it differs
+  --json          print the report as JSON
+${COMMON_HELP}
+`;
+
+/** Verification waits for one sync per 4 MiB range: generous for big disks on a slow link. */
+const VERIFY_TIMEOUT_MS = 30 * 60_000;
+
+export const verifyCommand: Subcommand = {
+  name: "verify",
+  summary: "compare the replica with the guest (RAM and disks), and repair it",
+  usage: VERIFY_USAGE,
+  async run(argv) {
+    const values = parseOptions(argv, { ...CONTROL_OPTIONS, repair: { type: "boolean" }, json: { type: "boolean" } });
+    if (values.help) return printUsage(VERIFY_USAGE);
+    const runDir = values["run-dir"] ?? defaultRunDir();
+    const name = await protectedPrimary(runDir, values.node);
+    const report = await callControl<VerifyReport>(controlSocketPath(runDir, name), { type: "verify", repair: values.repair === true }, VERIFY_TIMEOUT_MS);
+    const areas = [...(report.ram ? [report.ram] : []), ...report.disks];
+    const clean = areas.every((area) => area.differing.length === 0);
+    if (values.json) process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+    else process.stdout.write(`${areas.map(areaLine).join("")}${clean ? "the replica matches" : "the replica differs"} (${(report.ms / 1000).toFixed(1)} s)\n`);
+    return clean ? 0 : 1;
+  },
+};
+
+function areaLine(area: AreaReport): string {
+  const ranges = (list: readonly { offset: number; length: number }[]) =>
+    list.slice(0, 4).map((r) => `${r.offset}+${r.length}`).join(", ") + (list.length > 4 ? `, ... (${list.length} in all)` : "");
+  const parts = [`${area.name} (${formatBytes(area.bytes)}):`, area.differing.length === 0 ? "same" : `differs at ${ranges(area.differing)}`];
+  if (area.repaired.length > 0) parts.push(`repaired ${ranges(area.repaired)}`);
+  if (area.inconclusive.length > 0) parts.push(`not compared (the guest kept writing) ${ranges(area.inconclusive)}`);
+  return parts.join(" ") + "\n";
+}
+
+const MIGRATE_USAGE = `Usage: twinvm migrate --to ws://HOST:PORT [--node NAME] [--stop-and-copy] [--json] [--run-dir DIR]
+
+Moves the running guest to another node with its own disks: a secondary listening at
+the URL (\`twinvm secondary --listen PORT\`, same secret). RAM (and any disk the target
+cannot prove by digest it holds) is copied while the guest runs, the I/O-log syncs keep
+the target current, then the guest stops here, the target resumes it, and this node
+exits. The secondary that protected the guest here is let go (it keeps its replica);
+when the target is in the same run directory it is told to protect the guest with it,
+so the guest stays protected.
+
+Options:
+  --to URL          the target secondary's ws:// URL
+  --stop-and-copy   stop the guest for the whole copy (the baseline, for comparison)
+  --json            print the migration report as JSON
+${COMMON_HELP}
+`;
+
+export const migrateCommand: Subcommand = {
+  name: "migrate",
+  summary: "move the running guest to another node (live migration)",
+  usage: MIGRATE_USAGE,
+  async run(argv) {
+    const values = parseOptions(argv, { ...CONTROL_OPTIONS, to: { type: "string" }, "stop-and-copy": { type: "boolean" }, json: { type: "boolean" } });
+    if (values.help) return printUsage(MIGRATE_USAGE);
+    const to = values.to;
+    if (to === undefined) throw new UsageError("--to is required");
+    if (!/^wss?:\/\/\S+$/.test(to)) throw new UsageError(`--to: expected a ws:// or wss:// URL, got ${JSON.stringify(to)}`);
+    const runDir = values["run-dir"] ?? defaultRunDir();
+    const name = await protectedPrimary(runDir, values.node);
+    const target = (await liveStatuses(runDir)).find((s) => s.listenUrl === to);
+    const result = await callControl<MigrateResult>(controlSocketPath(runDir, name), { type: "migrate", to, stopAndCopy: values["stop-and-copy"] === true }, VERIFY_TIMEOUT_MS);
+    let protectedBy: string | undefined;
+    let protectError: string | undefined;
+    if (result.releasedSecondary !== undefined && target !== undefined) {
+      try {
+        await callControl(controlSocketPath(runDir, target.name), { type: "protect", connect: result.releasedSecondary }, 10 * 60_000);
+        protectedBy = result.releasedSecondary;
+      } catch (error) {
+        protectError = (error as Error).message;
+      }
+    }
+    if (values.json) {
+      process.stdout.write(JSON.stringify({ ...result, target: target?.name, protectedBy, protectError }, null, 2) + "\n");
+    } else {
+      const downtime = result.downtimeMs === undefined ? "unknown" : `${result.downtimeMs.toFixed(0)} ms`;
+      process.stdout.write(`${name}: the guest runs on ${target?.name ?? to} now: ${(result.totalMs / 1000).toFixed(1)} s in all (copy ${(result.copyMs / 1000).toFixed(1)} s), stopped for ${downtime}, ${formatBytes(result.bytes)} sent\n`);
+      if (protectedBy !== undefined) process.stdout.write(`${target!.name} protects the guest with ${protectedBy}\n`);
+      else if (protectError !== undefined) process.stdout.write(`${target!.name} could not protect the guest with ${result.releasedSecondary}: ${protectError}\n`);
+      else if (result.releasedSecondary !== undefined) process.stdout.write(`the guest is unprotected on the target: the secondary at ${result.releasedSecondary} keeps its replica and can protect it again\n`);
+    }
+    return protectError === undefined ? 0 : 1;
   },
 };
 

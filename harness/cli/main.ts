@@ -11,7 +11,7 @@ import { PairError } from "../testing/errors.ts";
 import { PairOptionError } from "../testing/options.ts";
 import { StartupCommandError } from "../testing/startup-check.ts";
 import { UploadError } from "../guest-upload.ts";
-import { execCommand, promoteCommand, statusCommand } from "./control.ts";
+import { execCommand, migrateCommand, promoteCommand, statusCommand, verifyCommand } from "./control.ts";
 import { pairCommand } from "./pair.ts";
 import { primaryCommand } from "./primary.ts";
 import { runCommand } from "./run.ts";
@@ -45,7 +45,7 @@ const demoCommand: Subcommand = {
   },
 };
 
-const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand, execCommand, demoCommand];
+const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand, execCommand, verifyCommand, migrateCommand, demoCommand];
 
 const USAGE = `Usage: twinvm <command> [options]
 

@@ -16,8 +16,8 @@ export interface SessionHandlers {
   notice(text: string): void;
   /** The same as a JSON-able event, for --json. */
   event(event: object): void;
-  /** Nothing can run the guest any more. */
-  ended(): void;
+  /** Nothing can run the guest any more (exit code 0: it left on purpose, e.g. migrated away). */
+  ended(code?: number): void;
 }
 
 export interface ConsoleSource {
@@ -84,8 +84,8 @@ export function runNodeSession(options: NodeSessionOptions): Promise<number> {
       event(event) {
         if (json) process.stdout.write(JSON.stringify(event) + "\n");
       },
-      ended() {
-        void finish(1);
+      ended(code = 1) {
+        void finish(code);
       },
     });
 
@@ -154,7 +154,8 @@ export function singleNodeSource(label: string, node: NodeProcess, runsGuest: ()
       void node.exited.then((code) => {
         handlers.event({ type: "node-exited", node: label, code });
         handlers.notice(`${label} (pid ${node.child.pid}) exited${code === null ? " (killed)" : ` with code ${code}`}`);
-        handlers.ended();
+        // A node that exits 0 left on purpose (it migrated its guest away): not a failure.
+        handlers.ended(code === 0 ? 0 : 1);
       });
       return unsubscribe;
     },

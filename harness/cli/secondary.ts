@@ -16,8 +16,9 @@ guest, and takes over when the primary is lost; the console then continues here.
 
 Options:
   --listen [HOST:]PORT  where to listen (host default 127.0.0.1; port 0 picks a free one)
-  --allow-non-loopback  allow a HOST that is not loopback (replication carries guest memory
-                        and is not encrypted: use it only on a network you trust)
+  --allow-non-loopback  allow a HOST that is not loopback (replication carries guest memory;
+                        it is authenticated and encrypted with the secret, but anyone who
+                        holds the secret controls the guest: keep the port off open networks)
   --disk FILE           the replica's disk image (repeat; the primary's sizes, one for one)
   --secret-file FILE    the shared secret (or set ${SECRET_ENV})
   --no-takeover         do not take over by itself; wait for \`twinvm promote\`

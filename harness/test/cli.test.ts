@@ -7,44 +7,9 @@ import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { expect } from "chai";
 import type { NodeStatus } from "../control-socket.ts";
-
-const LAUNCHER = fileURLToPath(new URL("../bin/twinvm.js", import.meta.url));
-
-interface Finished {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function twinvm(args: string[], timeoutMs = 30_000): Promise<Finished> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LAUNCHER, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`twinvm ${args.join(" ")} did not finish in ${timeoutMs} ms; stderr:\n${stderr}`));
-    }, timeoutMs);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** Polls `read()` until it matches, failing with what was read. */
-async function eventually(read: () => string, pattern: RegExp, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pattern.test(read())) {
-    if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs} ms; got:\n${read().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { LAUNCHER, eventually, twinvm } from "./cli-helpers.ts";
 
 describe("twinvm command line", function () {
   let dir: string;
@@ -64,6 +29,8 @@ describe("twinvm command line", function () {
       status: ["--json", "--node", "--run-dir"],
       promote: ["--node", "--run-dir"],
       exec: ["--node", "--timeout", "--json", "--run-dir"],
+      verify: ["--node", "--repair", "--json", "--run-dir"],
+      migrate: ["--to", "--node", "--stop-and-copy", "--json", "--run-dir"],
     };
 
     it("every subcommand's --help exits 0 and lists its options", async function () {
