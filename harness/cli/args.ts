@@ -92,7 +92,9 @@ export function parseWsUrl(option: string, value: string): string {
   } catch {
     throw new UsageError(`${option}: expected ws://host:port, got ${JSON.stringify(value)}`);
   }
-  if (url.protocol !== "ws:" || url.port === "") throw new UsageError(`${option}: expected ws://host:port, got ${JSON.stringify(value)}`);
+  // wss:// reaches a secondary behind a TLS terminator (the records inside are encrypted and authenticated either way).
+  const valid = (url.protocol === "ws:" && url.port !== "") || url.protocol === "wss:";
+  if (!valid) throw new UsageError(`${option}: expected ws://host:port or wss://host[:port], got ${JSON.stringify(value)}`);
   return value;
 }
 

@@ -1,32 +1,42 @@
 // Confidentiality and integrity for everything after the handshake. Keys come from the
 // shared secret and both handshake nonces (HKDF-SHA256), one AES-256-GCM key per
 // direction; every record's 96-bit IV is its sequence number in that direction, so a
-// replayed, reordered, dropped, altered or reflected record fails authentication. WebCrypto
-// only: the same code runs in Node and in browsers. A record is one transport message:
+// replayed, reordered, dropped, altered or reflected record fails authentication. HKDF is
+// WebCrypto's everywhere; AES-GCM is Node's synchronous one in Node and WebCrypto's in
+// browsers (aead.ts), the same bytes either way. A record is one transport message:
 //
 //   record    := AES-GCM(key[direction], iv = 0x00000000 || u64 BE sequence, plaintext) (+16-byte tag)
 //   plaintext := u8 type (1 control JSON, 2 binary frame) || payload
 import { ProtocolError } from "../protocol/errors.ts";
 import { PROTOCOL_NAME } from "../protocol/limits.ts";
+import { AEAD_TAG_BYTES, createAead, type Aead } from "./aead.ts";
 
 export const RecordType = { control: 1, frame: 2 } as const;
 export type RecordTypeCode = (typeof RecordType)[keyof typeof RecordType];
 
-export const RECORD_TAG_BYTES = 16;
+export const RECORD_TAG_BYTES = AEAD_TAG_BYTES;
 /** A session ends before any key encrypts this many records (AES-GCM's safe use of one key). */
 export const MAX_RECORDS_PER_KEY = 2 ** 32;
 
 /** Keys for one session: `send` seals what this side sends, `receive` opens what the peer sends. */
 export interface RecordKeys {
-  send: CryptoKey;
-  receive: CryptoKey;
+  send: Aead;
+  receive: Aead;
 }
 
 /**
  * Derives both directions' keys. `initiatorNonce`/`acceptorNonce` are the raw handshake
  * nonces (the salt); `initiator` says which side we are, to pick the directions.
  */
-export async function deriveRecordKeys(secret: Uint8Array, initiatorNonce: Uint8Array, acceptorNonce: Uint8Array, version: number, initiator: boolean): Promise<RecordKeys> {
+export async function deriveRecordKeys(
+  secret: Uint8Array,
+  initiatorNonce: Uint8Array,
+  acceptorNonce: Uint8Array,
+  version: number,
+  initiator: boolean,
+  /** "webcrypto": never Node's binding (for comparing the two). */
+  aead: "auto" | "webcrypto" = "auto",
+): Promise<RecordKeys> {
   const subtle = globalThis.crypto.subtle;
   const base = await subtle.importKey("raw", secret as Uint8Array<ArrayBuffer>, "HKDF", false, ["deriveBits"]);
   const salt = new Uint8Array(initiatorNonce.length + acceptorNonce.length);
@@ -34,8 +44,8 @@ export async function deriveRecordKeys(secret: Uint8Array, initiatorNonce: Uint8
   salt.set(acceptorNonce, initiatorNonce.length);
   const info = new TextEncoder().encode(`${PROTOCOL_NAME}/record-keys/v${version}`);
   const bits = new Uint8Array(await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt, info }, base, 512));
-  const key = (bytes: Uint8Array) => subtle.importKey("raw", bytes as Uint8Array<ArrayBuffer>, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
-  const [toAcceptor, toInitiator] = await Promise.all([key(bits.subarray(0, 32)), key(bits.subarray(32, 64))]);
+  const [toAcceptor, toInitiator] = await Promise.all([createAead(bits.subarray(0, 32), aead), createAead(bits.subarray(32, 64), aead)]);
+  bits.fill(0);
   return initiator ? { send: toAcceptor, receive: toInitiator } : { send: toInitiator, receive: toAcceptor };
 }
 
@@ -51,13 +61,13 @@ export class RecordLayer {
   }
 
   /** Seals one record; call in the order the records go on the wire. */
-  seal(type: RecordTypeCode, payload: Uint8Array): Promise<Uint8Array> {
-    if (this.#sent >= MAX_RECORDS_PER_KEY) return Promise.reject(new ProtocolError("oversized", "this session's key has sealed its limit of records; reconnect"));
+  async seal(type: RecordTypeCode, payload: Uint8Array): Promise<Uint8Array> {
+    if (this.#sent >= MAX_RECORDS_PER_KEY) throw new ProtocolError("oversized", "this session's key has sealed its limit of records; reconnect");
     const iv = ivFor(this.#sent++);
     const plaintext = new Uint8Array(1 + payload.length);
     plaintext[0] = type;
     plaintext.set(payload, 1);
-    return globalThis.crypto.subtle.encrypt({ name: "AES-GCM", iv }, this.keys.send, plaintext).then((sealed) => new Uint8Array(sealed));
+    return this.keys.send.seal(iv, plaintext);
   }
 
   /** Opens one record; call in arrival order. Throws ProtocolError("auth-failed") for anything not sealed by the peer as its next record. */
@@ -66,7 +76,7 @@ export class RecordLayer {
     const iv = ivFor(this.#received++);
     let plaintext: Uint8Array;
     try {
-      plaintext = new Uint8Array(await globalThis.crypto.subtle.decrypt({ name: "AES-GCM", iv }, this.keys.receive, record as Uint8Array<ArrayBuffer>));
+      plaintext = await this.keys.receive.open(iv, record);
     } catch (error) {
       throw new ProtocolError("auth-failed", `record ${this.#received - 1} does not authenticate (tampered, replayed, reordered or not from the peer)`, { cause: error });
     }

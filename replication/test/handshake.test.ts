@@ -15,6 +15,8 @@ import { createMemoryPair } from "../transport/memory-pair.ts";
 import type { Transport, TransportCloseInfo } from "../transport/transport.ts";
 import { connectReplication, listenReplication, type ReplicationServer } from "../node/ws-transport.ts";
 import { rejectionOf } from "./fixtures.ts";
+import { randomBytes } from "node:crypto";
+import { RecordLayer, RecordType, deriveRecordKeys } from "../channel/record-layer.ts";
 
 const SECRET = new TextEncoder().encode("correct horse battery staple");
 const WRONG = new TextEncoder().encode("incorrect horse battery staple");
@@ -247,6 +249,28 @@ describe("the record layer after the handshake", () => {
     };
     await p.send({ type: "goodbye", reason: "a secret plan about guest memory" });
     expect(Buffer.from(sent[0]!).toString("latin1")).not.to.include("secret plan");
+  });
+
+  it("seals with Node's AES-GCM here and WebCrypto's in browsers, in the same bytes: each opens the other's records and refuses altered ones", async () => {
+    const secret = randomBytes(32);
+    const [i, a] = [randomBytes(32), randomBytes(32)];
+    const [nodeSide, webSide] = await Promise.all([deriveRecordKeys(secret, i, a, 2, true), deriveRecordKeys(secret, i, a, 2, false, "webcrypto")]);
+    expect(nodeSide.send.implementation).to.equal("node");
+    expect(webSide.send.implementation).to.equal("webcrypto");
+    const [node, web] = [new RecordLayer(nodeSide), new RecordLayer(webSide)];
+    for (const size of [0, 1, 4095, 70_000]) {
+      const payload = randomBytes(size);
+      const there = await node.seal(RecordType.frame, payload);
+      expect(Buffer.from((await web.open(there)).payload).equals(payload)).to.equal(true);
+      const back = await web.seal(RecordType.control, payload);
+      expect(Buffer.from((await node.open(back)).payload).equals(payload)).to.equal(true);
+    }
+    const altered = await node.seal(RecordType.frame, randomBytes(100));
+    altered[3]! ^= 0x80;
+    expect(await rejectionOf(web.open(altered))).to.be.instanceOf(ProtocolError).with.property("code", "auth-failed");
+    const forged = await web.seal(RecordType.frame, randomBytes(100));
+    forged[forged.length - 1]! ^= 1;
+    expect(await rejectionOf(node.open(forged))).to.be.instanceOf(ProtocolError).with.property("code", "auth-failed");
   });
 });
 
