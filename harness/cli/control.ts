@@ -76,14 +76,7 @@ export const promoteCommand: Subcommand = {
     const values = parseOptions(argv, CONTROL_OPTIONS);
     if (values.help) return printUsage(PROMOTE_USAGE);
     const runDir = values["run-dir"] ?? defaultRunDir();
-    let name = values.node;
-    if (name === undefined) {
-      const secondaries = (await liveStatuses(runDir)).filter((s) => s.role === "secondary" && s.metrics?.state !== "active");
-      if (secondaries.length !== 1) {
-        throw new CliError(`${secondaries.length === 0 ? "no running secondary" : `${secondaries.length} running secondaries (${secondaries.map((s) => s.name).join(", ")})`} in ${runDir}; name one with --node`);
-      }
-      name = secondaries[0]!.name;
-    }
+    const name = await theNode(runDir, values.node, (s) => s.role === "secondary" && s.metrics?.state !== "active", ["no running secondary", "running secondaries"]);
     await callControl(controlSocketPath(runDir, name), { type: "promote" }, 60_000);
     const after = await callControl<NodeStatus>(controlSocketPath(runDir, name), { type: "status" });
     process.stdout.write(`${name}: ${after.metrics?.state ?? after.phase}${after.metrics?.failoverMs !== undefined ? `, took over in ${after.metrics.failoverMs.toFixed(0)} ms` : ""}\n`);
@@ -122,14 +115,7 @@ export const execCommand: Subcommand = {
     const timeoutSeconds = values.timeout === undefined ? 60 : Number(values.timeout);
     if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) throw new UsageError(`--timeout: expected a positive number of seconds, got ${JSON.stringify(values.timeout)}`);
     const runDir = values["run-dir"] ?? defaultRunDir();
-    let name = values.node;
-    if (name === undefined) {
-      const runners = (await liveStatuses(runDir)).filter((s) => s.runsGuest);
-      if (runners.length !== 1) {
-        throw new CliError(`${runners.length === 0 ? "no running node runs a guest" : `${runners.length} nodes run a guest (${runners.map((s) => s.name).join(", ")})`} in ${runDir}; name one with --node`);
-      }
-      name = runners[0]!.name;
-    }
+    const name = await theNode(runDir, values.node, (s) => s.runsGuest, ["no running node runs a guest", "nodes run a guest"]);
     const timeoutMs = timeoutSeconds * 1000;
     // The node gives up at timeoutMs; the socket waits a little longer for that answer.
     const result = await callControl<{ output: string; exitCode: number }>(controlSocketPath(runDir, name), { type: "exec", command, timeoutMs }, timeoutMs + 5000);
@@ -142,15 +128,19 @@ export const execCommand: Subcommand = {
   },
 };
 
-/** The one running node whose guest runs under a protected primary engine, unless named. */
-async function protectedPrimary(runDir: string, named: string | undefined): Promise<string> {
+/** The node named, or else the only running one that `matches`; `[none, many]` word the error. */
+async function theNode(runDir: string, named: string | undefined, matches: (status: NodeStatus) => boolean, [none, many]: [string, string]): Promise<string> {
   if (named !== undefined) return named;
-  const primaries = (await liveStatuses(runDir)).filter((s) => s.runsGuest && s.metrics?.state === "protected");
-  if (primaries.length !== 1) {
-    throw new CliError(`${primaries.length === 0 ? "no running node has a protected guest" : `${primaries.length} nodes have a protected guest (${primaries.map((s) => s.name).join(", ")})`} in ${runDir}; name one with --node`);
+  const found = (await liveStatuses(runDir)).filter(matches);
+  if (found.length !== 1) {
+    throw new CliError(`${found.length === 0 ? none : `${found.length} ${many} (${found.map((s) => s.name).join(", ")})`} in ${runDir}; name one with --node`);
   }
-  return primaries[0]!.name;
+  return found[0]!.name;
 }
+
+/** The node named, or else the only one whose guest runs under a protected primary engine. */
+const protectedPrimary = (runDir: string, named: string | undefined) =>
+  theNode(runDir, named, (s) => s.runsGuest && s.metrics?.state === "protected", ["no running node has a protected guest", "nodes have a protected guest"]);
 
 const VERIFY_USAGE = `Usage: twinvm verify [--node NAME] [--repair] [--json] [--run-dir DIR]
 
