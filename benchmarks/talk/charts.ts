@@ -16,15 +16,7 @@ export function groupedBars(title: string, series: string[], groups: BarGroup[],
   const height = 320;
   const plot = { left: 60, top: 40, bottom: 250 };
   const max = Math.max(1e-9, ...groups.flatMap((g) => g.values.filter((v): v is number => v !== undefined)));
-  const scale = niceCeiling(max);
-  const y = (value: number) => plot.bottom - ((plot.bottom - plot.top) * value) / scale;
-  const parts = [svgHeader(width, height), `<text x="${width / 2}" y="20" text-anchor="middle" font-weight="bold">${escape(title)}</text>`];
-  for (let i = 0; i <= 4; i++) {
-    const value = (scale * i) / 4;
-    parts.push(`<line x1="${plot.left}" x2="${width - 20}" y1="${y(value)}" y2="${y(value)}" stroke="#ddd"/>`);
-    parts.push(`<text x="${plot.left - 6}" y="${y(value) + 4}" text-anchor="end">${formatNumber(value)}</text>`);
-  }
-  parts.push(`<text x="14" y="${(plot.top + plot.bottom) / 2}" transform="rotate(-90 14 ${(plot.top + plot.bottom) / 2})" text-anchor="middle">${escape(unit)}</text>`);
+  const { parts, y } = axes(title, unit, width, height, plot, max);
   groups.forEach((group, g) => {
     const x0 = plot.left + 12 + g * (series.length * 16 + 24);
     group.values.forEach((value, s) => {
@@ -43,15 +35,7 @@ export function stackedBars(title: string, categories: string[], bars: BarGroup[
   const height = 340;
   const plot = { left: 70, top: 40, bottom: 260 };
   const totals = bars.map((bar) => bar.values.reduce<number>((sum, v) => sum + (v ?? 0), 0));
-  const scale = niceCeiling(Math.max(1e-9, ...totals));
-  const y = (value: number) => plot.bottom - ((plot.bottom - plot.top) * value) / scale;
-  const parts = [svgHeader(width, height), `<text x="${width / 2}" y="20" text-anchor="middle" font-weight="bold">${escape(title)}</text>`];
-  for (let i = 0; i <= 4; i++) {
-    const value = (scale * i) / 4;
-    parts.push(`<line x1="${plot.left}" x2="${width - 20}" y1="${y(value)}" y2="${y(value)}" stroke="#ddd"/>`);
-    parts.push(`<text x="${plot.left - 6}" y="${y(value) + 4}" text-anchor="end">${formatNumber(value)}</text>`);
-  }
-  parts.push(`<text x="14" y="${(plot.top + plot.bottom) / 2}" transform="rotate(-90 14 ${(plot.top + plot.bottom) / 2})" text-anchor="middle">${escape(unit)}</text>`);
+  const { parts, y } = axes(title, unit, width, height, plot, Math.max(1e-9, ...totals));
   bars.forEach((bar, b) => {
     const x = plot.left + 16 + b * 64;
     let base = 0;
@@ -65,6 +49,20 @@ export function stackedBars(title: string, categories: string[], bars: BarGroup[
   });
   parts.push(legend(categories, plot.left, height - 24));
   return parts.join("\n") + "\n</svg>\n";
+}
+
+/** The chart's frame: header, title, a value axis up to a round ceiling above `max` with grid lines, the unit; and the value-to-y mapping. */
+function axes(title: string, unit: string, width: number, height: number, plot: { left: number; top: number; bottom: number }, max: number): { parts: string[]; y: (value: number) => number } {
+  const scale = niceCeiling(max);
+  const y = (value: number) => plot.bottom - ((plot.bottom - plot.top) * value) / scale;
+  const parts = [svgHeader(width, height), `<text x="${width / 2}" y="20" text-anchor="middle" font-weight="bold">${escape(title)}</text>`];
+  for (let i = 0; i <= 4; i++) {
+    const value = (scale * i) / 4;
+    parts.push(`<line x1="${plot.left}" x2="${width - 20}" y1="${y(value)}" y2="${y(value)}" stroke="#ddd"/>`);
+    parts.push(`<text x="${plot.left - 6}" y="${y(value) + 4}" text-anchor="end">${formatNumber(value)}</text>`);
+  }
+  parts.push(`<text x="14" y="${(plot.top + plot.bottom) / 2}" transform="rotate(-90 14 ${(plot.top + plot.bottom) / 2})" text-anchor="middle">${escape(unit)}</text>`);
+  return { parts, y };
 }
 
 function svgHeader(width: number, height: number): string {
