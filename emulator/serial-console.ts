@@ -111,7 +111,8 @@ export class SerialConsole {
 
   /**
    * Runs one shell command line and returns its output and exit code. Calls are
-   * serialized. The command must be a single line; it may end in `&`.
+   * serialized. The command must be a single line; it may end in `&`. It runs in a subshell
+   * (as `sh -c` would): `cd` and variables do not carry over to the next call.
    */
   exec(command: string, options: { timeoutMs?: number } = {}): Promise<ExecResult> {
     if (/[\r\n]/.test(command)) throw new TwinvmError("exec: the command must be a single line");
@@ -131,9 +132,10 @@ export class SerialConsole {
     // by quotes, so the echo can never match them.
     const begin = `@tw:b:${id}@`;
     const end = `@tw:e:${id}@`;
-    const separator = /&\s*$/.test(command) ? " " : "; ";
-    const line =
-      `echo '@tw:b:'"${id}@"; ${command}${separator}echo '@tw:e:'"${id}@$?@"\n`;
+    // The command runs as `eval` in a subshell, like `sh -c`: a syntax or expansion error (or
+    // an `exit`) ends only the subshell, with its status, and the end marker still prints; an
+    // interactive shell would otherwise drop the rest of the line and the exec would hang.
+    const line = `echo '@tw:b:'"${id}@"; (eval ${shellQuote(command)}); echo '@tw:e:'"${id}@$?@"\n`;
     const from = this.position;
     this.send(line);
     const started = await this.waitFor(new RegExp(`${escapeRegExp(begin)}\\r?\\n`), { timeoutMs, from });
@@ -181,6 +183,11 @@ export class SerialConsole {
       end: this.#dropped + match.index + match[0].length,
     });
   }
+}
+
+/** One word for a POSIX shell: single-quoted, with each `'` written as `'\\''`. */
+export function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", "'\\''")}'`;
 }
 
 export function escapeRegExp(text: string): string {

@@ -37,8 +37,11 @@ export class NodeProcess {
   #listeners = new Set<(event: NodeEvent) => void>();
   #exited: Promise<number | null>;
   stderr = "";
+  /** The node's name (its role unless the config names it), for messages. */
+  readonly name: string;
 
   constructor(config: NodeConfig, options: { env?: NodeJS.ProcessEnv; echoStderr?: boolean } = {}) {
+    this.name = config.name ?? config.role;
     const entry = nodeEntry();
     this.child = fork(entry.script, [JSON.stringify(config)], {
       execArgv: entry.execArgv,
@@ -74,8 +77,17 @@ export class NodeProcess {
     });
   }
 
+  /** Runs a command in the node's guest; a failure also names the node's states and ends with its log, where a hang's cause shows. */
   exec(command: string, timeoutMs = 60_000): Promise<{ output: string; exitCode: number }> {
-    return this.request({ type: "exec", command, timeoutMs });
+    return this.request<{ output: string; exitCode: number }>({ type: "exec", command, timeoutMs }).catch((error: Error) => {
+      throw new Error(`${error.message}\n${this.describe()}`, { cause: error });
+    });
+  }
+
+  /** The node's states with their reasons and the end of its log, for error messages. */
+  describe(logChars = 3000): string {
+    const states = this.stateLog.map((s) => `  ${s.engine} ${s.state}: ${s.reason}`).join("\n") || "  (none)";
+    return `node ${this.name} (${this.running ? "running" : "exited"}), states:\n${states}\nits log ends:\n${this.stderr.slice(-logChars)}`;
   }
 
   /** Sends console input to the node's guest; rejects if the guest does not run there. */

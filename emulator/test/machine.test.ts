@@ -33,6 +33,19 @@ describe("Machine on the default guest", function () {
     expect((await machine.exec("sh -c 'exit 7'")).exitCode).to.equal(7);
   });
 
+  it("answers a command the shell cannot expand or parse with its error, and the shell lives on", async () => {
+    // An interactive shell drops the rest of its line after such errors: without the subshell these never finished.
+    const arithmetic = await machine.exec("echo $(( 1 + ))", { timeoutMs: 10_000 });
+    expect(arithmetic.exitCode).to.not.equal(0);
+    expect(arithmetic.output).to.match(/arithmetic/);
+    const syntax = await machine.exec("echo 'unbalanced", { timeoutMs: 10_000 });
+    expect(syntax.exitCode).to.not.equal(0);
+    expect(syntax.output).to.match(/unterminated|syntax/i);
+    expect((await machine.exec("exit 5")).exitCode).to.equal(5);
+    await machine.exec("cd /proc");
+    expect((await machine.exec("pwd; echo \"it's $((6*7))\"")).output).to.equal("/\nit's 42\n");
+  });
+
   it("returns multi-line output and stderr, free of terminal escapes", async () => {
     const { output, exitCode } = await machine.exec("seq 1 5; ls /nonexistent");
     expect(exitCode).to.not.equal(0);

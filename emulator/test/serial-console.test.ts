@@ -37,19 +37,14 @@ class ScriptedShell implements SerialPort {
   }
 
   #execute(line: string): void {
-    // Interpret only what SerialConsole.exec sends: echo marker; command; echo marker-with-status.
-    const parts = line.split(/; |(?<=&) /);
-    let status = 0;
-    for (const part of parts) {
-      const echo = /^echo '([^']*)'"([^"]*)"$/.exec(part);
-      if (echo) {
-        this.emit(echo[1]! + echo[2]!.replace("$?", String(status)) + "\r\n");
-        continue;
-      }
-      const result = this.run(part.replace(/ ?&$/, ""));
-      this.emit(result.output.replace(/\n/g, "\r\n"));
-      status = result.status;
-    }
+    // Interpret only what SerialConsole.exec sends: echo marker; (eval 'command'); echo marker-with-status.
+    const exec = /^echo '([^']*)'"([^"]*)"; \(eval '((?:[^']|'\\'')*)'\); echo '([^']*)'"([^"]*)"$/.exec(line);
+    if (exec === null) throw new Error(`the scripted shell cannot run ${JSON.stringify(line)}`);
+    const [, beginText, beginId, quoted, endText, endId] = exec;
+    this.emit(beginText! + beginId! + "\r\n");
+    const result = this.run(quoted!.replaceAll("'\\''", "'"));
+    this.emit(result.output.replace(/\n/g, "\r\n"));
+    this.emit(endText! + endId!.replace("$?", String(result.status)) + "\r\n");
     this.emit("# \x1b[6n");
   }
 }
@@ -65,6 +60,13 @@ describe("SerialConsole (scripted shell)", () => {
     const bad = await console.exec("nope", { timeoutMs: 2000 });
     expect(bad.exitCode).to.equal(127);
     expect(bad.output).to.equal("sh: nope: not found\n");
+  });
+
+  it("hands the command to the shell as one quoted word, whatever quotes it holds", async () => {
+    const seen: string[] = [];
+    const shell = new ScriptedShell((cmd) => (seen.push(cmd), { output: "", status: 0 }));
+    await new SerialConsole(shell).exec(`echo 'it''s' "a 'b'" \\'`, { timeoutMs: 2000 });
+    expect(seen).to.deep.equal([`echo 'it''s' "a 'b'" \\'`]);
   });
 
   it("keeps output that has no trailing newline apart from the status marker", async () => {

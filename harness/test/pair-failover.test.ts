@@ -44,7 +44,9 @@ describe("replicated pair in two processes (ws, SIGKILL)", function () {
     await machine.destroy(); // closes (and so flushes) the template images
   });
 
-  afterEach(async () => {
+  afterEach(async function () {
+    // A failed run says what each node did: a hang's cause is in their states and logs.
+    if (this.currentTest?.state === "failed") for (const node of nodes) console.log(node.describe(6000));
     await Promise.all(nodes.splice(0).map((node) => node.kill()));
   });
 

@@ -13,7 +13,9 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { startPair, type Pair, type PairEvent } from "../testing/index.ts";
 
-const STARTUP = "echo started-$((6*7)) > /run/startup-ran; (while true; do date +%s > /tmp/heartbeat; sleep 1; done) &";
+// The heartbeat is replaced whole (mv): a takeover can resume the guest between a plain
+// redirect's truncation and `date`'s write, and the check below would read an empty file.
+const STARTUP = "echo started-$((6*7)) > /run/startup-ran; (while true; do date +%s > /tmp/heartbeat.new; mv /tmp/heartbeat.new /tmp/heartbeat; sleep 1; done) &";
 
 function sendRaw(socketPath: string, data: string): Promise<string> {
   return new Promise((resolve, reject) => {

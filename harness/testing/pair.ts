@@ -151,7 +151,12 @@ export class Pair implements GuestShell {
 
   /** Runs one shell command line (at most 900 characters) in the guest; resolves with its output and exit code. */
   async exec(command: string, options: { timeoutMs?: number } = {}): Promise<{ output: string; exitCode: number }> {
-    return this.#guestNode().process.exec(command, options.timeoutMs ?? 60_000);
+    const node = this.#guestNode();
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    return node.process.request<{ output: string; exitCode: number }>({ type: "exec", command, timeoutMs }).catch((error: Error) => {
+      // A command that never finishes is mostly the pair's doing (a fence, a held write): say what every node did.
+      throw new PairError(`exec on ${node.name} failed: ${error.message}\n${this.describe()}`, { cause: error });
+    });
   }
 
   /** Writes a file in the guest (parent folders made), replacing it only once all of it arrived. Up to 16 MiB. */
