@@ -207,6 +207,15 @@ export class Machine {
     return this.#require().emulator.atNextBoundary(work);
   }
 
+  /**
+   * While on, the guest runs in short slices (one chunk of at most ~100k instructions), so
+   * that the host's event loop answers sooner: for waits on a peer (see Emulator.eagerYield).
+   */
+  set eagerYield(on: boolean) {
+    // A destroyed machine runs nothing: there is no slice to shorten.
+    if (this.#emulator !== undefined) this.#emulator.eagerYield = on;
+  }
+
   /** Resolves once the CPU has stopped between two instructions (for every caller). */
   async pause(): Promise<void> {
     const { emulator } = this.#require();

@@ -3,6 +3,7 @@
 // a v86 upgrade should need changes in this file only.
 import { V86 } from "v86";
 import type { V86Options } from "v86";
+import { CHUNK_EXPORT, V86_CHUNK_INSTRUCTIONS, YIELD_EXPORT } from "./wasm-patch/dirty-map-abi.ts";
 
 /** The v86 release these internals were read from; package.json pins the same version. */
 export const V86_VERSION = "0.5.462";
@@ -143,13 +144,26 @@ export interface PciInterrupt {
  */
 const FIRST_BAR_PORT = 0x8000;
 
+/** Guest instructions per chunk while `eagerYield` is on (~0.1-0.3 ms of guest time here). */
+const EAGER_CHUNK_INSTRUCTIONS = 25_000;
+
 /** The emulator handle the rest of the project uses; wraps a `V86` instance. */
 export class Emulator {
   /** Inside `main_loop` (guest code, and device handlers it calls) and not in our boundary hook. */
   #executing = false;
   #boundaryWork: (() => void)[] = [];
+  /** The patched module's switch that ends `main_loop`'s slice after its current chunk (absent unpatched). */
+  readonly #setYield: ((on: number) => void) | undefined;
+  /** The patched module's chunk length, in guest instructions (absent unpatched). */
+  readonly #setChunk: ((instructions: number) => void) | undefined;
+  #eagerYield = false;
 
   private constructor(private readonly v86: V86) {
+    const exports = (this.cpu as V86Cpu & { wm: { exports: Record<string, unknown> } }).wm.exports;
+    const setYield = exports[YIELD_EXPORT];
+    const setChunk = exports[CHUNK_EXPORT];
+    this.#setChunk = typeof setChunk === "function" ? (setChunk as (instructions: number) => void) : undefined;
+    this.#setYield = typeof setYield === "function" ? (setYield as (on: number) => void) : undefined;
     this.#hookMainLoop();
   }
 
@@ -189,6 +203,9 @@ export class Emulator {
    * promise settles with its result (a throw never reaches v86's loop).
    */
   atNextBoundary<T>(work: () => T): Promise<T> {
+    // Asked from inside the guest's slice: the promise's callbacks run only once the slice is
+    // over, so end it right after the chunk whose boundary runs the work.
+    if (this.#executing) this.#setYield?.(1);
     return new Promise<T>((resolve, reject) => {
       this.#boundaryWork.push(() => {
         try {
@@ -199,6 +216,20 @@ export class Emulator {
       });
       if (this.#boundaryWork.length === 1) queueMicrotask(() => this.#runBoundaryWork());
     });
+  }
+
+  /**
+   * While on, v86's slices of guest execution end after each chunk, and chunks are a quarter
+   * of v86's ~100k instructions, so that the event loop (a peer's answer the guest waits for)
+   * is served within a fraction of a millisecond instead of after one or more; it costs a turn
+   * of the event loop per chunk. Needs the patched module (emulator/wasm-patch/); without it
+   * this does nothing.
+   */
+  set eagerYield(on: boolean) {
+    if (on === this.#eagerYield) return;
+    this.#eagerYield = on;
+    this.#setYield?.(on ? 1 : 0);
+    this.#setChunk?.(on ? EAGER_CHUNK_INSTRUCTIONS : V86_CHUNK_INSTRUCTIONS);
   }
 
   /** v86 looks both methods up on the CPU object at each call, so own properties wrap them. */
@@ -212,6 +243,8 @@ export class Emulator {
         return mainLoop();
       } finally {
         this.#executing = false;
+        // A yield asked for one slice is spent.
+        if (!this.#eagerYield) this.#setYield?.(0);
       }
     };
     cpu.run_hardware_timers = (acpiEnabled, now) => {

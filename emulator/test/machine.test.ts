@@ -76,6 +76,37 @@ describe("Machine on the default guest", function () {
     expect(machine.emulator.instructionCounter).to.be.greaterThan(counted);
   });
 
+  it("with eagerYield on, ends each slice of a busy guest after a short chunk, and the guest runs on", async () => {
+    const cpu = machine.emulator.cpu;
+    const mainLoop = cpu.main_loop;
+    let slices = 0;
+    cpu.main_loop = () => {
+      slices++;
+      return mainLoop();
+    };
+    const busy = (await machine.exec("(while true; do :; done) > /dev/null 2>&1 & echo $!")).output.trim();
+    try {
+      const slicesIn = async (eager: boolean) => {
+        machine.eagerYield = eager;
+        slices = 0;
+        await new Promise((resolve) => setTimeout(resolve, 600));
+        return slices;
+      };
+      const before = await slicesIn(false);
+      const eager = await slicesIn(true);
+      const after = await slicesIn(false);
+      // v86 alone ends a busy slice after a millisecond or more; eagerly, after ~25k instructions.
+      expect(eager, `slices in 600 ms: ${before} off, ${eager} on, ${after} off`).to.be.greaterThan(2 * Math.max(before, after));
+      machine.eagerYield = true;
+      expect((await machine.exec("echo eager")).output).to.equal("eager\n");
+    } finally {
+      machine.eagerYield = false;
+      cpu.main_loop = mainLoop;
+      await machine.exec(`kill ${busy}`);
+    }
+    expect((await machine.exec("echo calm")).output).to.equal("calm\n");
+  });
+
   it("makes every pause() caller wait for the stop, and survives a run() that races a pause", async () => {
     const first = machine.pause();
     const second = machine.pause(); // returned early before: the CPU was still running

@@ -11,6 +11,7 @@ import { MemoryBackend } from "../block/memory-backend.ts";
 import { virtioBlkDisk } from "../virtio-blk/disk.ts";
 import { readFileSync } from "node:fs";
 import { patchDirtyMap, WasmPatchError } from "../wasm-patch/dirty-map-patch.ts";
+import { CHUNK_EXPORT, TRACK_EXPORT, VERSION_EXPORT, YIELD_EXPORT } from "../wasm-patch/dirty-map-abi.ts";
 import { trackedWasmBytes, v86WasmPath } from "../node/tracked-wasm.ts";
 import { pageScanModuleBytes } from "../memory/page-scan-wasm.ts";
 
@@ -270,6 +271,8 @@ describe("the write map (patched v86 module) against a full scan", function () {
     const input = new Uint8Array(readFileSync(v86WasmPath()));
     const patched = patchDirtyMap(input);
     expect(Buffer.compare(patched, await trackedWasmBytes(input))).to.equal(0); // the cached copy is the same bytes
+    const exports = WebAssembly.Module.exports(new WebAssembly.Module(new Uint8Array(patched))).map((e) => e.name);
+    expect(exports).to.include.members([TRACK_EXPORT, YIELD_EXPORT, CHUNK_EXPORT, VERSION_EXPORT]);
     expect(() => patchDirtyMap(patched)).to.throw(WasmPatchError, /already patched/);
     expect(() => patchDirtyMap(pageScanModuleBytes())).to.throw(WasmPatchError, /lacks the exports .*full_clear_tlb/);
   });

@@ -6,16 +6,29 @@
 //  - on every physical write (page-table A/D bits, device DMA through `write_blob` and
 //    `jit_dirty_cache`, our virtio device): they all invalidate JIT code through
 //    `jit_dirty_page_ctx`.
-// So one collection costs O(pages written) instead of a scan of all RAM. The patch is
+// So one collection costs O(pages written) instead of a scan of all RAM. It also lets the
+// host end `main_loop`'s slice early: the loop's "time slice used up?" test also looks at a
+// flag the host sets (YIELD_EXPORT), so the event loop (a peer's answer the guest waits for)
+// runs after the current chunk of at most ~100k instructions, not a millisecond or more later.
+// The chunk's length, a constant in v86, becomes a global the host may lower meanwhile.
+// The patch is
 // applied to the exact pinned build (see V86_VERSION): every function it touches is
 // checked by name and signature first, and anything unexpected refuses loudly.
 import binaryen from "binaryen";
-import { DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, VERSION_EXPORT } from "./dirty-map-abi.ts";
+import { CHUNK_EXPORT, DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, V86_CHUNK_INSTRUCTIONS, VERSION_EXPORT, YIELD_EXPORT } from "./dirty-map-abi.ts";
 
 /** binaryen.js has `Function.getBody/setBody` on the namespace; its typings misplace them on Module. */
 const FunctionBodies = (binaryen as unknown as {
   Function: { getBody(func: binaryen.FunctionRef): binaryen.ExpressionRef; setBody(func: binaryen.FunctionRef, body: binaryen.ExpressionRef): void };
 }).Function;
+
+/** Likewise `Binary.setRight`. */
+const Binaries = (binaryen as unknown as { Binary: { setRight(expression: binaryen.ExpressionRef, right: binaryen.ExpressionRef): void } }).Binary;
+
+/** Likewise `Break.getCondition/setCondition`. */
+const Breaks = (binaryen as unknown as {
+  Break: { getCondition(expression: binaryen.ExpressionRef): binaryen.ExpressionRef; setCondition(expression: binaryen.ExpressionRef, condition: binaryen.ExpressionRef): void };
+}).Break;
 
 export class WasmPatchError extends Error {
   override name = "WasmPatchError";
@@ -40,6 +53,12 @@ const JIT_DIRTY_PAGE_CTX: FunctionShape = {
   params: [binaryen.i32, binaryen.i32],
   results: binaryen.none,
 };
+const MAIN_LOOP: FunctionShape = {
+  // cpu::cpu::main_loop() -> f64 (exported unmangled)
+  suffix: "main_loop",
+  params: [],
+  results: binaryen.f64,
+};
 /** Exports the tracker calls on the patched module; present in the pinned build. */
 export const REQUIRED_EXPORTS = ["full_clear_tlb", "jit_dirty_cache", "write8", "write16", "write32", "v86_malloc", "memory"] as const;
 
@@ -54,12 +73,15 @@ export function patchDirtyMap(input: Uint8Array): Uint8Array {
     checkExports(module);
     const pageWalk = findFunction(module, DO_PAGE_WALK);
     const dirtyPage = findFunction(module, JIT_DIRTY_PAGE_CTX);
-    for (const name of ["twinvm$map", "twinvm$bias", "twinvm$pages"]) {
+    const mainLoop = findFunction(module, MAIN_LOOP, (name) => name === "main_loop");
+    for (const name of ["twinvm$map", "twinvm$bias", "twinvm$pages", "twinvm$yield"]) {
       module.addGlobal(name, binaryen.i32, true, module.i32.const(0));
     }
+    module.addGlobal("twinvm$chunk", binaryen.i32, true, module.i32.const(V86_CHUNK_INSTRUCTIONS));
     addControlExports(module);
     wrapPageWalk(module, pageWalk);
     prependMark(module, dirtyPage);
+    yieldOnRequest(module, mainLoop);
     if (!module.validate()) throw new WasmPatchError("the patched v86 module does not validate");
     return module.emitBinary();
   } finally {
@@ -75,11 +97,11 @@ function checkExports(module: binaryen.Module): void {
   if (missing.length > 0) throw new WasmPatchError(`v86 module lacks the exports ${missing.join(", ")}: not the pinned v86 build`);
 }
 
-function findFunction(module: binaryen.Module, shape: FunctionShape): string {
+function findFunction(module: binaryen.Module, shape: FunctionShape, matchName = (name: string) => name.endsWith(shape.suffix)): string {
   const matches: string[] = [];
   for (let i = 0; i < module.getNumFunctions(); i++) {
     const info = binaryen.getFunctionInfo(module.getFunctionByIndex(i));
-    if (info.name.endsWith(shape.suffix)) matches.push(info.name);
+    if (matchName(info.name)) matches.push(info.name);
   }
   if (matches.length !== 1) {
     throw new WasmPatchError(`v86 module has ${matches.length} functions named *${shape.suffix} (expected exactly one): not the pinned v86 build`);
@@ -102,6 +124,10 @@ function addControlExports(module: binaryen.Module): void {
     module.global.set("twinvm$pages", module.local.get(2, i32)),
   ]));
   module.addFunctionExport(TRACK_EXPORT, TRACK_EXPORT);
+  module.addFunction(YIELD_EXPORT, binaryen.createType([i32]), binaryen.none, [], module.global.set("twinvm$yield", module.local.get(0, i32)));
+  module.addFunctionExport(YIELD_EXPORT, YIELD_EXPORT);
+  module.addFunction(CHUNK_EXPORT, binaryen.createType([i32]), binaryen.none, [], module.global.set("twinvm$chunk", module.local.get(0, i32)));
+  module.addFunctionExport(CHUNK_EXPORT, CHUNK_EXPORT);
   module.addFunction(VERSION_EXPORT, binaryen.none, i32, [], module.i32.const(DIRTY_MAP_PATCH_VERSION));
   module.addFunctionExport(VERSION_EXPORT, VERSION_EXPORT);
 }
@@ -143,3 +169,97 @@ function prependMark(module: binaryen.Module, name: string): void {
   const body = FunctionBodies.getBody(fn);
   FunctionBodies.setBody(fn, module.block(null, [markPage(module, () => module.local.get(1, binaryen.i32)), body], binaryen.none));
 }
+
+/**
+ * main_loop runs chunks of guest instructions in a loop, `br_if`-ing back while its slice
+ * lasts: `(br_if $loop (i32.eqz (f64.gt (f64.sub now start) (f64.const 1))))`. That one
+ * condition gains `&& !twinvm$yield`, so a set flag ends the slice after the chunk, by the
+ * same path a used-up slice takes (main_loop then returns 0: run again at once). The chunk
+ * itself runs while `(i32.lt_u (i32.sub counter start) (i32.const 100003))`: that constant
+ * becomes `twinvm$chunk`.
+ */
+function yieldOnRequest(module: binaryen.Module, name: string): void {
+  const sliceTests: binaryen.ExpressionRef[] = [];
+  const chunkTests: binaryen.ExpressionRef[] = [];
+  visitExpressions(FunctionBodies.getBody(module.getFunction(name)), (expression) => {
+    if (binaryen.getExpressionId(expression) !== binaryen.BreakId) return;
+    const condition = Breaks.getCondition(expression);
+    if (condition === 0) return;
+    if (isSliceLastsTest(condition)) sliceTests.push(expression);
+    if (isChunkLastsTest(condition)) chunkTests.push(condition);
+  });
+  if (sliceTests.length !== 1) throw new WasmPatchError(`v86 main_loop has ${sliceTests.length} time-slice tests (expected exactly one): not the pinned v86 build`);
+  if (chunkTests.length !== 1) throw new WasmPatchError(`v86 main_loop has ${chunkTests.length} chunk-length tests (expected exactly one): not the pinned v86 build`);
+  const branch = sliceTests[0]!;
+  Breaks.setCondition(branch, module.i32.and(Breaks.getCondition(branch), module.i32.eqz(module.global.get("twinvm$yield", binaryen.i32))));
+  Binaries.setRight(chunkTests[0]!, module.global.get("twinvm$chunk", binaryen.i32));
+}
+
+/** `(i32.lt_u (i32.sub ... ...) (i32.const 100003))` */
+function isChunkLastsTest(expression: binaryen.ExpressionRef): boolean {
+  if (binaryen.getExpressionId(expression) !== binaryen.BinaryId) return false;
+  const lt = binaryen.getExpressionInfo(expression) as binaryen.BinaryInfo;
+  if (lt.op !== binaryen.LtUInt32 || binaryen.getExpressionId(lt.right) !== binaryen.ConstId || binaryen.getExpressionId(lt.left) !== binaryen.BinaryId) return false;
+  if ((binaryen.getExpressionInfo(lt.right) as binaryen.ConstInfo).value !== V86_CHUNK_INSTRUCTIONS) return false;
+  return (binaryen.getExpressionInfo(lt.left) as binaryen.BinaryInfo).op === binaryen.SubInt32;
+}
+
+/** `(i32.eqz (f64.gt (f64.sub (local.get a) (local.get b)) (f64.const 1)))` */
+function isSliceLastsTest(expression: binaryen.ExpressionRef): boolean {
+  const is = (ref: binaryen.ExpressionRef, id: number) => binaryen.getExpressionId(ref) === id;
+  if (!is(expression, binaryen.UnaryId)) return false;
+  const eqz = binaryen.getExpressionInfo(expression) as binaryen.UnaryInfo;
+  if (eqz.op !== binaryen.EqZInt32 || !is(eqz.value, binaryen.BinaryId)) return false;
+  const gt = binaryen.getExpressionInfo(eqz.value) as binaryen.BinaryInfo;
+  if (gt.op !== binaryen.GtFloat64 || !is(gt.left, binaryen.BinaryId) || !is(gt.right, binaryen.ConstId)) return false;
+  const sub = binaryen.getExpressionInfo(gt.left) as binaryen.BinaryInfo;
+  if (sub.op !== binaryen.SubFloat64 || (binaryen.getExpressionInfo(gt.right) as binaryen.ConstInfo).value !== 1) return false;
+  return is(sub.left, binaryen.LocalGetId) && is(sub.right, binaryen.LocalGetId);
+}
+
+/** Calls `visit` on every expression of a tree; refuses kinds it does not know the children of. */
+function visitExpressions(root: binaryen.ExpressionRef, visit: (expression: binaryen.ExpressionRef) => void): void {
+  const pending = [root];
+  while (pending.length > 0) {
+    const expression = pending.pop()!;
+    if (expression === 0) continue;
+    visit(expression);
+    pending.push(...childrenOf(expression));
+  }
+}
+
+function childrenOf(expression: binaryen.ExpressionRef): binaryen.ExpressionRef[] {
+  const id = binaryen.getExpressionId(expression);
+  if (LEAF_EXPRESSIONS.has(id)) return [];
+  if (!KNOWN_EXPRESSIONS.has(id)) throw new WasmPatchError(`v86 main_loop holds an expression of kind ${id} the patcher does not know: not the pinned v86 build`);
+  const info = binaryen.getExpressionInfo(expression) as binaryen.ExpressionInfo & Record<string, unknown>;
+  const refs = (...keys: string[]) => keys.map((key) => info[key] as binaryen.ExpressionRef);
+  switch (id) {
+    case binaryen.BlockId: return [...(info["children"] as binaryen.ExpressionRef[])];
+    case binaryen.IfId: return refs("condition", "ifTrue", "ifFalse");
+    case binaryen.LoopId: return refs("body");
+    case binaryen.BreakId: return refs("condition", "value");
+    case binaryen.SwitchId: return refs("condition", "value");
+    case binaryen.CallId: return [...(info["operands"] as binaryen.ExpressionRef[])];
+    case binaryen.CallIndirectId: return [...refs("target"), ...(info["operands"] as binaryen.ExpressionRef[])];
+    case binaryen.LocalSetId: case binaryen.GlobalSetId: case binaryen.UnaryId: case binaryen.DropId: case binaryen.ReturnId:
+      return refs("value");
+    case binaryen.LoadId: return refs("ptr");
+    case binaryen.StoreId: return refs("ptr", "value");
+    case binaryen.BinaryId: return refs("left", "right");
+    case binaryen.SelectId: return refs("ifTrue", "ifFalse", "condition");
+    case binaryen.MemoryGrowId: return refs("delta");
+    case binaryen.MemoryCopyId: return refs("dest", "source", "size");
+    case binaryen.MemoryFillId: return refs("dest", "value", "size");
+    default:
+      return [];
+  }
+}
+
+/** Expressions without children (binaryen has no info for some of them). */
+const LEAF_EXPRESSIONS = new Set([binaryen.NopId, binaryen.UnreachableId, binaryen.LocalGetId, binaryen.GlobalGetId, binaryen.ConstId, binaryen.MemorySizeId]);
+const KNOWN_EXPRESSIONS = new Set([
+  binaryen.BlockId, binaryen.IfId, binaryen.LoopId, binaryen.BreakId, binaryen.SwitchId, binaryen.CallId, binaryen.CallIndirectId,
+  binaryen.LocalSetId, binaryen.GlobalSetId, binaryen.UnaryId, binaryen.DropId, binaryen.ReturnId, binaryen.LoadId, binaryen.StoreId,
+  binaryen.BinaryId, binaryen.SelectId, binaryen.MemoryGrowId, binaryen.MemoryCopyId, binaryen.MemoryFillId,
+]);

@@ -33,6 +33,8 @@ export interface PrimaryGuest {
   readonly disks: readonly GuestDisk[];
   /** Runs `work` at the guest's next instruction boundary without stopping it. */
   atNextBoundary<T>(work: () => T): Promise<T>;
+  /** While on, the guest runs in short slices so that the peer's answers are taken sooner (syncs in flight). */
+  eagerYield(on: boolean): void;
   /**
    * At a boundary: starts the full copy a new secondary starts from, taken while the guest
    * runs: `copyPages` hands RAM out range by range (non-zero pages only), `finishFullCopy`

@@ -26,6 +26,9 @@ export function primaryGuestOf(machine: Machine, hook: BlockHook, options: Machi
     memoryBytes: machine.ram.size,
     disks: disksOf(machine),
     atNextBoundary: (work) => machine.atNextBoundary(work),
+    eagerYield: (on) => {
+      machine.eagerYield = on;
+    },
     beginFullCopy() {
       pages?.dispose();
       state = undefined;

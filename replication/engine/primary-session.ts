@@ -79,6 +79,11 @@ export class PrimarySession {
     return this.#inFlight.length;
   }
 
+  /** Whether an event-driven sync (not the initial copy) waits for its acknowledgement. */
+  get awaitingSyncAck(): boolean {
+    return this.#inFlight.some((sync) => sync.seq > 0);
+  }
+
   /** The number the next captured sync gets. */
   takeSeq(): number {
     return this.#nextSeq++;

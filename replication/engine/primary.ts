@@ -412,6 +412,7 @@ export class PrimaryEngine {
     this.#fsm.go("fenced", `${reason}; this primary stops its guest for good`);
     const session = this.#session;
     this.#session = undefined;
+    this.#guest.eagerYield(false);
     // The guest is stopped for good: what it waits for is never completed.
     this.#held.unshift(...(session?.end(reason) ?? []).flatMap((sync) => sync.requests));
     this.#initLost?.();
@@ -429,6 +430,7 @@ export class PrimaryEngine {
     const session = this.#session;
     this.#session = undefined;
     const unacked = session?.end(reason) ?? [];
+    this.#guest.eagerYield(false);
     this.#initLost?.();
     for (const waiter of this.#syncWaiters.splice(0)) waiter.reject(new Error(`closed: ${reason}`));
     if (!fenced) {
@@ -571,6 +573,8 @@ export class PrimaryEngine {
     this.metrics.pageEncodings.full += encoded.fullPages;
     this.metrics.readReplayedPages += encoded.readReplayedPages;
     session.track(sync);
+    // The guest waits for the ack: take it as soon as it arrives, not at the end of a slice.
+    this.#guest.eagerYield(true);
     return sync;
   }
 
@@ -602,6 +606,7 @@ export class PrimaryEngine {
     this.metrics.syncs++;
     this.metrics.pagesSynced += sync.encoded?.pages.length ?? 0;
     this.metrics.writesSynced += sync.requests.filter((r) => r.event.type === "write").length;
+    if (!session.awaitingSyncAck) this.#guest.eagerYield(false);
     for (const request of sync.requests) request.release();
     this.output.acknowledged(sync.seq);
     this.#syncWaiters = this.#syncWaiters.filter((waiter) => {
@@ -654,6 +659,7 @@ export class PrimaryEngine {
     if (this.#session !== session) return;
     this.#session = undefined;
     const unacked = session.end(reason);
+    this.#guest.eagerYield(false);
     // Nothing captured is dropped: unacknowledged requests go back in front, in order.
     this.#held.unshift(...unacked.flatMap((sync) => sync.requests).filter((r) => r.event.type !== "flush"));
     this.#held = this.#held.filter((r) => r.event.type !== "flush"); // the next initial copy covers what flushes asked for

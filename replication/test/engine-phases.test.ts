@@ -105,6 +105,19 @@ describe("replication engines against a fake guest", function () {
     await pair.primary.close();
   });
 
+  it("keeps the guest's slices short while a sync waits for its ack, and only then", async () => {
+    const seen: boolean[] = [];
+    const pair = await startPair({ beforeFrame: (frame, p) => void (frame.kind === "sync-commit" && seen.push(p.primaryGuest.eagerYielding)) });
+    expect(pair.primaryGuest.eagerYielding, "after the initial sync").to.equal(false);
+    expect(await pair.primaryGuest.write(40, sector(8, 0x5a)).completion).to.equal("ok");
+    expect(seen, "while sync 1 was on its way").to.deep.equal([true]);
+    expect(pair.primaryGuest.eagerYielding, "once it was acknowledged").to.equal(false);
+    pair.link.cut("cable pulled");
+    await until(() => pair.primary.state === "unprotected", "the primary to notice the loss");
+    expect(pair.primaryGuest.eagerYielding).to.equal(false);
+    await pair.primary.close();
+  });
+
   describe("a link cut at each phase", () => {
     type Phase = "initial-sync" | "captured, nothing sent" | "pages sent, no commit" | "commit sent, no ack";
     const phases: [Phase, (frame: BinaryFrame, pair: Pair, when: "before" | "after") => boolean][] = [

@@ -101,6 +101,13 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
     return Promise.resolve().then(work);
   }
 
+  /** Whether the engine asked for short slices (it does while syncs are in flight). */
+  eagerYielding = false;
+
+  eagerYield(on: boolean): void {
+    this.eagerYielding = on;
+  }
+
   beginFullCopy(): void {
     this.#shadow = new Uint8Array(this.#ram.length);
     this.#copyAt = 0;
