@@ -5,6 +5,7 @@
 // tells the engine it was a protocol error (not the peer's death).
 import { encodeControl, decodeControl } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
+import { announcedFrameLength } from "../protocol/frame-header.ts";
 import { decodeFrame, encodeFrame, type BinaryFrame, type EncodeOptions } from "../protocol/frames.ts";
 import { MAX_TEXT_FIELD } from "../protocol/limits.ts";
 import type { ControlMessage, NodeRole } from "../protocol/messages.ts";
@@ -30,6 +31,8 @@ export interface SessionFacts {
 }
 
 const utf8 = new TextEncoder();
+/** Frames of one sync share a record up to this size (larger ones go alone: nothing to save). */
+const BATCH_RECORD_BYTES = 1 << 20;
 /** Inbound messages read but not yet handled: above HIGH the transport stops reading, at LOW it reads again. */
 const INBOUND_HIGH_WATER = 16;
 const INBOUND_LOW_WATER = 4;
@@ -138,6 +141,29 @@ export class ReplicationChannel {
     });
   }
 
+  /**
+   * Sends frames in order as few records as the batch size allows (one sync's small frames:
+   * one seal, one message, one write). Resolves with each frame's share of the bytes put on
+   * the wire; a record's overhead counts to its first frame.
+   */
+  async sendFrames(frames: readonly BinaryFrame[], options?: EncodeOptions): Promise<number[]> {
+    const encoded = await Promise.all(frames.map((frame) => encodeFrame(frame, options)));
+    return this.enqueueOutbound(async () => {
+      const sizes: number[] = [];
+      for (let start = 0; start < frames.length; ) {
+        let end = start + 1;
+        let bytes = encoded[start]!.length;
+        while (end < frames.length && bytes + encoded[end]!.length <= BATCH_RECORD_BYTES) bytes += encoded[end++]!.length;
+        for (let i = start; i < end; i++) this.order.sentFrame(frames[i]!);
+        const batch = encoded.slice(start, end);
+        const sent = await this.seal(batch.length === 1 ? RecordType.frame : RecordType.frames, ...batch);
+        sizes.push(encoded[start]!.length + sent - bytes, ...batch.slice(1).map((frame) => frame.length));
+        start = end;
+      }
+      return sizes;
+    });
+  }
+
   /** Says goodbye (if still open) and closes. */
   async close(reason = "closing"): Promise<void> {
     if (this.transport.isOpen && this.order.phase !== "closed" && this.protocolError === undefined) {
@@ -146,8 +172,8 @@ export class ReplicationChannel {
     this.transport.close(reason);
   }
 
-  private async seal(type: RecordTypeCode, payload: Uint8Array): Promise<number> {
-    const record = await this.records.seal(type, payload);
+  private async seal(type: RecordTypeCode, ...payloads: Uint8Array[]): Promise<number> {
+    const record = await this.records.seal(type, ...payloads);
     this.transport.sendBinary(record);
     return record.length;
   }
@@ -164,11 +190,31 @@ export class ReplicationChannel {
   private async accept(raw: InboundMessage, handler: ChannelHandler): Promise<void> {
     // Not gated on isOpen: what the peer sent before closing (e.g. its goodbye) still counts.
     if (this.protocolError !== undefined) return;
-    let event: ChannelEvent;
+    let record: { type: RecordTypeCode; payload: Uint8Array };
     try {
       if (raw.kind !== "binary") throw new ProtocolError("unauthenticated", "a text message after the handshake (everything is encrypted now)");
-      const { type, payload } = await this.records.open(raw.bytes);
-      event = type === RecordType.control
+      record = await this.records.open(raw.bytes);
+    } catch (error) {
+      this.reject(error instanceof ProtocolError ? error : new ProtocolError("malformed", "undecodable input", { cause: error }));
+      return;
+    }
+    const { type, payload } = record;
+    if (type !== RecordType.frames) return this.deliver(payload, type === RecordType.control ? "control" : "frame", handler);
+    // Frames back to back, each as long as its header says; each is checked and handled in turn.
+    for (let at = 0; at < payload.length && this.protocolError === undefined; ) {
+      const length = announcedFrameLength(payload.subarray(at));
+      if (length === undefined) return this.reject(new ProtocolError("truncated", `a batched record ends inside a frame header (${payload.length - at} bytes left)`));
+      await this.deliver(payload.subarray(at, at + length), "frame", handler);
+      at += length;
+    }
+  }
+
+  /** Decodes one message, checks its place in the session, and hands it to the engine. */
+  private async deliver(payload: Uint8Array, kind: "control" | "frame", handler: ChannelHandler): Promise<void> {
+    if (this.protocolError !== undefined) return;
+    let event: ChannelEvent;
+    try {
+      event = kind === "control"
         ? { channel: "control", message: decodeControl(new TextDecoder("utf-8", { fatal: true }).decode(payload)) }
         : { channel: "frame", frame: await decodeFrame(payload) };
       this.order.receive(event);

@@ -6,12 +6,13 @@
 // browsers (aead.ts), the same bytes either way. A record is one transport message:
 //
 //   record    := AES-GCM(key[direction], iv = 0x00000000 || u64 BE sequence, plaintext) (+16-byte tag)
-//   plaintext := u8 type (1 control JSON, 2 binary frame) || payload
+//   plaintext := u8 type (1 control JSON, 2 binary frame, 3 binary frames back to back) || payload
 import { ProtocolError } from "../protocol/errors.ts";
 import { PROTOCOL_NAME } from "../protocol/limits.ts";
 import { AEAD_TAG_BYTES, createAead, type Aead } from "./aead.ts";
 
-export const RecordType = { control: 1, frame: 2 } as const;
+/** `frames`: several binary frames of one sync in one record (each frame's header gives its length). */
+export const RecordType = { control: 1, frame: 2, frames: 3 } as const;
 export type RecordTypeCode = (typeof RecordType)[keyof typeof RecordType];
 
 export const RECORD_TAG_BYTES = AEAD_TAG_BYTES;
@@ -60,13 +61,17 @@ export class RecordLayer {
     return this.#sent;
   }
 
-  /** Seals one record; call in the order the records go on the wire. */
-  async seal(type: RecordTypeCode, payload: Uint8Array): Promise<Uint8Array> {
+  /** Seals one record whose payload is `payloads` back to back; call in the order the records go on the wire. */
+  async seal(type: RecordTypeCode, ...payloads: Uint8Array[]): Promise<Uint8Array> {
     if (this.#sent >= MAX_RECORDS_PER_KEY) throw new ProtocolError("oversized", "this session's key has sealed its limit of records; reconnect");
     const iv = ivFor(this.#sent++);
-    const plaintext = new Uint8Array(1 + payload.length);
+    const plaintext = new Uint8Array(1 + payloads.reduce((n, payload) => n + payload.length, 0));
     plaintext[0] = type;
-    plaintext.set(payload, 1);
+    let at = 1;
+    for (const payload of payloads) {
+      plaintext.set(payload, at);
+      at += payload.length;
+    }
     return this.keys.send.seal(iv, plaintext);
   }
 
@@ -81,7 +86,7 @@ export class RecordLayer {
       throw new ProtocolError("auth-failed", `record ${this.#received - 1} does not authenticate (tampered, replayed, reordered or not from the peer)`, { cause: error });
     }
     const type = plaintext[0];
-    if (type !== RecordType.control && type !== RecordType.frame) throw new ProtocolError("malformed", `record of unknown type ${type}`);
+    if (type !== RecordType.control && type !== RecordType.frame && type !== RecordType.frames) throw new ProtocolError("malformed", `record of unknown type ${type}`);
     return { type, payload: plaintext.subarray(1) };
   }
 }

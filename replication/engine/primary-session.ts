@@ -140,8 +140,9 @@ export class PrimarySession {
   }
 
   async #sendFramesOnly(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options?: EncodeOptions): Promise<void> {
-    for (const { frame, category } of frames) {
-      const bytes = await this.channel.sendFrame(frame, options);
+    const sizes = await this.channel.sendFrames(frames.map(({ frame }) => frame), options);
+    for (const [i, { frame, category }] of frames.entries()) {
+      const bytes = sizes[i]!;
       if (frame.kind === "sync-commit") {
         // The commit frame is the I/O log (in its category) plus a fixed header, which counts as control.
         const log = Math.min(bytes, ioLogBytes(frame.log));

@@ -161,7 +161,9 @@ export async function connectReplication(url: string, options: ConnectOptions = 
   const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   let socket: WebSocket;
   try {
-    socket = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs });
+    // A zero mask: masking keeps a client's chosen plaintext away from proxies' parsers, but every
+    // record is AES-GCM ciphertext already, and ws then skips XOR-ing each byte on both ends.
+    socket = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs, generateMask: (mask) => void mask.fill(0) });
   } catch (error) {
     throw new TransportError("config", `cannot connect to ${url}: ${(error as Error).message}`, { cause: error });
   }

@@ -44,6 +44,17 @@ export function writeFrameHeader(view: DataView, header: FrameHeader): void {
   view.setUint32(20, header.bodyLength, true);
 }
 
+/**
+ * Where the frame that starts `bytes` ends (header plus the body it announces, at most all of
+ * `bytes`), for frames back to back; undefined when not even the header is there. The frame
+ * itself is checked by `readFrameHeader` when it is decoded.
+ */
+export function announcedFrameLength(bytes: Uint8Array): number | undefined {
+  if (bytes.length < FRAME_HEADER_BYTES) return undefined;
+  const bodyLength = new DataView(bytes.buffer, bytes.byteOffset, FRAME_HEADER_BYTES).getUint32(20, true);
+  return Math.min(bytes.length, FRAME_HEADER_BYTES + bodyLength);
+}
+
 /** Checks the header and that the frame holds exactly the bytes it announces. */
 export function readFrameHeader(bytes: Uint8Array): FrameHeader {
   if (!(bytes instanceof Uint8Array)) throw new ProtocolError("malformed", "binary frame is not a byte array");

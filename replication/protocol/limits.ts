@@ -1,10 +1,10 @@
-// Hard limits of protocol version 2. Decoders reject anything over them before
+// Hard limits of protocol version 3. Decoders reject anything over them before
 // allocating, so a hostile peer cannot make us buffer or inflate unbounded data.
 
 export const PROTOCOL_NAME = "twinvm-replication";
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** Versions this build can speak; the handshake picks the highest both sides share. */
-export const SUPPORTED_VERSIONS = { min: 2, max: 2 } as const;
+export const SUPPORTED_VERSIONS = { min: 3, max: 3 } as const;
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;

@@ -63,6 +63,13 @@ async function attachSecondary(pair: Pair, options: PairOptions = {}): Promise<v
     options.afterFrame?.(frame, pair);
     return bytes;
   };
+  // A sync's frames share records unless they are large; frame by frame here, so that a cut can
+  // fall between any two of them (as it can between the records of a large sync).
+  channel.sendFrames = async (frames, encode) => {
+    const sizes: number[] = [];
+    for (const frame of frames) sizes.push(await channel.sendFrame(frame, encode));
+    return sizes;
+  };
   options.secondaryChannel?.(secondaryChannel);
   void secondary.attach(secondaryChannel);
   await pair.primary.protect(channel);

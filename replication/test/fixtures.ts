@@ -8,9 +8,9 @@ import { encodeRunDelta } from "../protocol/run-delta.ts";
 const NONCE = "A".repeat(43) + "=";
 
 export const SAMPLE_MESSAGES: Record<ControlType, ControlMessage> = {
-  challenge: { type: "challenge", protocol: "twinvm-replication", minVersion: 2, maxVersion: 2, role: "primary", epoch: 1, nonce: NONCE, nodeId: "node-a" },
-  auth: { type: "auth", version: 2, proof: NONCE },
-  welcome: { type: "welcome", version: 2 },
+  challenge: { type: "challenge", protocol: "twinvm-replication", minVersion: 3, maxVersion: 3, role: "primary", epoch: 1, nonce: NONCE, nodeId: "node-a" },
+  auth: { type: "auth", version: 3, proof: NONCE },
+  welcome: { type: "welcome", version: 3 },
   refused: { type: "refused", code: "auth-failed", message: "wrong secret" },
   "init-begin": {
     type: "init-begin",

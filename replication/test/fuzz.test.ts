@@ -94,7 +94,7 @@ describe("fuzzed binary frames", function () {
     badMagic[0] = 0x55;
     expect(await outcomeOfFrame(badMagic)).to.equal("bad-magic");
     const badVersion = valid[0]!.slice();
-    badVersion[4] = 3;
+    badVersion[4] = 2;
     expect(await outcomeOfFrame(badVersion)).to.equal("version");
     const badKind = valid[0]!.slice();
     badKind[5] = 9;

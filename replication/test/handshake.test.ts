@@ -7,7 +7,7 @@ import { WebSocket as WsWebSocket } from "ws";
 import { StaleEpochError, handshake, type HandshakeOptions } from "../channel/handshake.ts";
 import type { ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
 import { ProtocolError } from "../protocol/errors.ts";
-import { encodeFrame } from "../protocol/frames.ts";
+import { encodeFrame, type BinaryFrame } from "../protocol/frames.ts";
 import { createServer, type Server } from "node:net";
 import type { NodeRole } from "../protocol/messages.ts";
 import { connectBrowserWebSocket, type BrowserWebSocketConstructor } from "../transport/browser-ws.ts";
@@ -56,7 +56,7 @@ function handshakeCases(connect: () => Promise<[Transport, Transport]>): void {
     const p = channel(ra);
     const s = channel(rb);
     expect([p.peerRole, p.peerNodeId, s.peerRole, s.peerNodeId]).to.deep.equal(["secondary", "beta", "primary", "alpha"]);
-    expect([p.version, p.epoch, s.epoch]).to.deep.equal([2, 3, 3]);
+    expect([p.version, p.epoch, s.epoch]).to.deep.equal([3, 3, 3]);
     // The secondary's first event is what the primary sends right after the handshake.
     const received = nextEvent(s);
     await p.send({ type: "heartbeat", epoch: 3, id: 0 });
@@ -113,7 +113,7 @@ describe("handshake over the in-memory pair", () => {
 
   it("refuses when no version is shared", async () => {
     const { a, b } = createMemoryPair();
-    const [ra, rb] = await both(a, b, primary(SECRET, { versions: { min: 3, max: 4 } }), secondary());
+    const [ra, rb] = await both(a, b, primary(SECRET, { versions: { min: 4, max: 5 } }), secondary());
     expect(failure(ra).code).to.be.oneOf(["version", "refused"]);
     expect(failure(rb).message).to.match(/no common version/);
   });
@@ -181,9 +181,9 @@ describe("the accepting side proves nothing before the caller did", () => {
     a.onMessage((message) => seen.push(message.kind === "text" ? message.text : "binary"));
     // The caller: a primary that does not know the secret, proving with garbage.
     const accepting = Promise.allSettled([handshake(b, "secondary", SECRET)]);
-    a.sendText(JSON.stringify({ type: "challenge", protocol: "twinvm-replication", minVersion: 2, maxVersion: 2, role: "primary", epoch: 1, nonce: "B".repeat(43) + "=", nodeId: "impostor" }));
+    a.sendText(JSON.stringify({ type: "challenge", protocol: "twinvm-replication", minVersion: 3, maxVersion: 3, role: "primary", epoch: 1, nonce: "B".repeat(43) + "=", nodeId: "impostor" }));
     await new Promise((resolve) => setTimeout(resolve, 20));
-    a.sendText(JSON.stringify({ type: "auth", version: 2, proof: "C".repeat(43) + "=" }));
+    a.sendText(JSON.stringify({ type: "auth", version: 3, proof: "C".repeat(43) + "=" }));
     const [result] = await accepting;
     expect(failure(result!).code).to.equal("auth-failed");
     expect(seen.some((text) => text.includes('"type":"challenge"'))).to.equal(true);
@@ -229,6 +229,39 @@ describe("the record layer after the handshake", () => {
     send(first!);
     expect((await closed).error).to.have.property("code", "auth-failed");
     expect(events).to.have.length(1);
+  });
+
+  it("carries a burst of small frames in one record and delivers them one by one, in order", async () => {
+    const { p, s, raw } = await session();
+    const sent: Uint8Array[] = [];
+    const send = raw.sendBinary.bind(raw);
+    raw.sendBinary = (bytes) => {
+      sent.push(bytes);
+      send(bytes);
+    };
+    const events: ChannelEvent[] = [];
+    s.onMessage((event) => void events.push(event));
+    await p.send({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 64 * 4096, pageSize: 4096, diskMode: "io-log", disks: [] });
+    const pages = (first: number, fill: number): BinaryFrame => ({ kind: "memory-pages", seq: 0, epoch: 1, indices: Uint32Array.of(first, first + 1), data: new Uint8Array(2 * 4096).fill(fill), zeroIndices: new Uint32Array(0) });
+    const recordsBefore = sent.length;
+    const sizes = await p.sendFrames([pages(0, 1), pages(2, 2), pages(4, 3)]);
+    expect(sent.length - recordsBefore, "one record for the burst").to.equal(1);
+    expect(sizes.reduce((n, size) => n + size, 0), "the frames' shares add up to the record").to.equal(sent.at(-1)!.length);
+    while (events.length < 4) await new Promise((resolve) => setImmediate(resolve));
+    expect(events.slice(1).map((e) => (e.channel === "frame" && e.frame.kind === "memory-pages" ? [e.frame.indices[0], e.frame.data[0]] : e.channel))).to.deep.equal([[0, 1], [2, 2], [4, 3]]);
+  });
+
+  it("ends the session at the first frame of a batched record that breaks the order, delivering none after it", async () => {
+    const { p, s } = await session();
+    const closed = closeOf(s);
+    const events: ChannelEvent[] = [];
+    s.onMessage((event) => void events.push(event));
+    await p.send({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 64 * 4096, pageSize: 4096, diskMode: "io-log", disks: [{ id: 0, name: "vda", sizeBytes: 1 << 20 }] });
+    const chunk = (offset: number): BinaryFrame => ({ kind: "disk-chunk", seq: 0, epoch: 1, disk: 0, offset, length: 4096, data: new Uint8Array(4096).fill(9) });
+    // The chunk at 8192 skips the one at 4096: the receiver refuses it and what follows.
+    await p.sendFrames([chunk(0), chunk(8192), chunk(4096)]);
+    expect((await closed).error).to.be.instanceOf(ProtocolError).with.property("code", "order");
+    expect(events.filter((e) => e.channel === "frame").map((e) => e.channel === "frame" && e.frame.kind === "disk-chunk" && e.frame.offset)).to.deep.equal([0]);
   });
 
   it("refuses plain text once the session is encrypted", async () => {
