@@ -1,10 +1,11 @@
 // Every control message and binary frame kind survives encode → decode unchanged,
-// and the encoders refuse what the decoders would refuse.
+// and the encoders refuse what the decoders would refuse; run deltas rebuild their target.
 import { expect } from "chai";
 import { decodeControl, encodeControl, jsonNestingDepth } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { decodeFrame, encodeFrame, type BinaryFrame } from "../protocol/frames.ts";
 import { MAX_PAGES_PER_FRAME, PAGE_SIZE } from "../protocol/limits.ts";
+import { applyRunDelta, encodeRunDelta } from "../protocol/run-delta.ts";
 import { SAMPLE_MESSAGES, rejectionOf, sampleFrames, seededRandom } from "./fixtures.ts";
 
 describe("control messages", () => {
@@ -102,3 +103,82 @@ describe("binary frames", () => {
 function normalise(frame: BinaryFrame): unknown {
   return JSON.parse(JSON.stringify(frame, (_key, value: unknown) => (ArrayBuffer.isView(value) ? Array.from(value as Uint8Array) : value)));
 }
+
+describe("run deltas", () => {
+  /** The format's rules byte by byte: keep runs of >= 3 equal bytes inside the base, literals between. */
+  function referenceDelta(base: Uint8Array, target: Uint8Array, limit: number): number[] | undefined {
+    const common = Math.min(base.length, target.length);
+    const equal = (i: number) => i < common && base[i] === target[i];
+    const out: number[] = [];
+    const varint = (value: number) => {
+      for (; value >= 0x80; value = Math.floor(value / 128)) out.push((value & 0x7f) | 0x80);
+      out.push(value);
+    };
+    let at = 0;
+    while (at < target.length) {
+      let scan = at;
+      while (scan < target.length && equal(scan)) scan++;
+      let end = scan;
+      while (end < target.length) {
+        if (!equal(end)) {
+          end++;
+          continue;
+        }
+        let same = end;
+        while (same < end + 3 && equal(same)) same++;
+        if (same - end >= 3 || same >= target.length) break;
+        end = same;
+      }
+      varint(scan - at);
+      varint(end - scan);
+      out.push(...target.subarray(scan, end));
+      if (out.length >= Math.min(limit, target.length + 16)) return undefined;
+      at = end;
+    }
+    return out;
+  }
+
+  /** A version of `base` with up to `runs` changed runs, maybe shorter or longer. */
+  function changed(random: () => number, base: Uint8Array, runs: number, resize: boolean): Uint8Array {
+    const length = resize ? Math.max(0, base.length + Math.floor(random() * 200) - 100) : base.length;
+    const target = new Uint8Array(length);
+    target.set(base.subarray(0, length));
+    for (let i = base.length; i < length; i++) target[i] = Math.floor(random() * 256);
+    for (let r = 0; r < runs && length > 0; r++) {
+      const at = Math.floor(random() * length);
+      for (let i = at; i < Math.min(length, at + 1 + Math.floor(random() * 40)); i++) target[i] = (target[i]! + 1 + Math.floor(random() * 255)) & 0xff;
+    }
+    return target;
+  }
+
+  it("encodes what the format's rules say, byte for byte, and the delta rebuilds the target", () => {
+    const random = seededRandom(64);
+    for (let round = 0; round < 400; round++) {
+      const size = round % 4 === 0 ? 1 + Math.floor(random() * 300) : PAGE_SIZE;
+      const base = Uint8Array.from({ length: size }, () => Math.floor(random() * 256));
+      const target = changed(random, base, round % 13, round % 4 === 0);
+      const limit = round % 5 === 0 ? 64 : target.length;
+      const delta = encodeRunDelta(base, target, limit);
+      const expected = referenceDelta(base, target, limit);
+      expect(delta === undefined ? undefined : Array.from(delta), `round ${round}`).to.deep.equal(expected);
+      if (delta === undefined) continue;
+      const rebuilt = new Uint8Array(target.length);
+      rebuilt.set(base.subarray(0, target.length));
+      applyRunDelta(delta, base.length, rebuilt, "test");
+      expect(Buffer.compare(rebuilt, target), `round ${round}`).to.equal(0);
+    }
+  });
+
+  it("works on unaligned views, and on a target the size of the whole base or empty", () => {
+    const backing = new Uint8Array(PAGE_SIZE + 3).map((_, i) => i & 0xff);
+    const base = backing.subarray(1, PAGE_SIZE + 1);
+    const target = base.slice();
+    target[77] ^= 1;
+    const unaligned = new Uint8Array(PAGE_SIZE + 3);
+    unaligned.set(target, 2);
+    const view = unaligned.subarray(2, PAGE_SIZE + 2);
+    expect(Array.from(encodeRunDelta(base, view)!)).to.deep.equal(referenceDelta(base, view, PAGE_SIZE));
+    expect(Array.from(encodeRunDelta(base, base.slice())!)).to.deep.equal([0x80, 0x20, 0]); // keep 4096, copy 0
+    expect(Array.from(encodeRunDelta(base, new Uint8Array(0), 16)!)).to.deep.equal([]);
+  });
+});
