@@ -3,6 +3,7 @@
 // a v86 upgrade should need changes in this file only.
 import { V86 } from "v86";
 import type { V86Options } from "v86";
+import { alignedJson } from "./state/aligned-json.ts";
 import { CHUNK_EXPORT, V86_CHUNK_INSTRUCTIONS, YIELD_EXPORT } from "./wasm-patch/dirty-map-abi.ts";
 
 /** The v86 release these internals were read from; package.json pins the same version. */
@@ -204,8 +205,11 @@ export class Emulator {
    */
   atNextBoundary<T>(work: () => T): Promise<T> {
     // Asked from inside the guest's slice: the promise's callbacks run only once the slice is
-    // over, so end it right after the chunk whose boundary runs the work.
-    if (this.#executing) this.#setYield?.(1);
+    // over, so end it right after the chunk whose boundary runs the work, and shorten that chunk.
+    if (this.#executing) {
+      this.#setYield?.(1);
+      this.#setChunk?.(EAGER_CHUNK_INSTRUCTIONS);
+    }
     return new Promise<T>((resolve, reject) => {
       this.#boundaryWork.push(() => {
         try {
@@ -244,7 +248,10 @@ export class Emulator {
       } finally {
         this.#executing = false;
         // A yield asked for one slice is spent.
-        if (!this.#eagerYield) this.#setYield?.(0);
+        if (!this.#eagerYield) {
+          this.#setYield?.(0);
+          this.#setChunk?.(V86_CHUNK_INSTRUCTIONS);
+        }
       }
     };
     cpu.run_hardware_timers = (acpiEnabled, now) => {
@@ -479,7 +486,8 @@ export function restoreStateKeepingMemory(emulator: Emulator, parts: V86StatePar
  * v86's state as a tree plus its binary buffers, the way its own `save_state` walks the CPU
  * (objects with `get_state`, arrays, Maps, typed arrays), but without copying: `buffers` are
  * views of the live arrays, valid until the guest runs again. `tree` is the JSON v86 would
- * write under "state" (typed arrays become {"__state_type__", "buffer_id"}). RAM is left out.
+ * write under "state" (typed arrays become {"__state_type__", "buffer_id"}), its numbers in
+ * fixed-width fields (state/aligned-json.ts) so that deltas between captures stay small. RAM is left out.
  */
 export interface V86StateTree {
   tree: string;
@@ -510,7 +518,7 @@ export function captureStateTree(emulator: Emulator): V86StateTree {
   const tree = withInstanceOverride(cpu, "pack_memory", () => ({
     bitmap: { get_buffer: () => new ArrayBuffer(0) },
     packed_memory: new Uint8Array(0),
-  }), () => JSON.stringify(walk(cpu)));
+  }), () => alignedJson(walk(cpu)));
   return { tree, buffers };
 }
 
