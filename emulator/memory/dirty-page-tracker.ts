@@ -82,8 +82,8 @@ export class DirtyPageTracker {
       blocks.push(shadow);
       const indexBuffer = allocateInV86Heap(machine.emulator, pageCount * 4);
       blocks.push(indexBuffer);
-      // v86's allocator does not zero; the shadow's contract is "zeros until the first collect".
-      new Uint8Array(shadow.memory.buffer, shadow.offset, shadow.size).fill(0);
+      // The shadow's contract is "zeros until the first collect".
+      shadow.zeroed();
       const wanted = options.mode ?? "auto";
       const writeMap = wanted === "scan" ? undefined : WriteMap.attach(machine, pageCount);
       if (writeMap === undefined && wanted !== "auto" && wanted !== "scan") {

@@ -11,6 +11,7 @@ import { isAllZero, pageSetFrames } from "../protocol/page-collect.ts";
 import { copyDisk, diskDigest } from "./disk-image.ts";
 import type { PrimaryGuest } from "./guest.ts";
 import type { PrimarySession } from "./primary-session.ts";
+import { nextTurn } from "./next-turn.ts";
 import type { DiskMode, HeldRequest } from "./sync-encoder.ts";
 
 export interface InitialSyncInput {
@@ -72,6 +73,9 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
     const range = await guest.atNextBoundary(() => guest.copyPages(COPY_RANGE_PAGES));
     done = range.done;
     await sendPages(range.pages);
+    // The guest (and the heartbeat) run between ranges: a range of zero pages sends nothing,
+    // and a loop of microtasks alone held both off for seconds on a 1 GiB guest.
+    await nextTurn();
   }
   if (session.ended) return;
   const end = await guest.atNextBoundary(() => guest.finishFullCopy());

@@ -112,6 +112,24 @@ describe("replication engines against a fake guest", function () {
     await pair.primary.close();
   });
 
+  it("lets the event loop turn between the ranges of the live initial copy (the guest and the heartbeats run)", async () => {
+    const primaryGuest = new FakeGuest();
+    const copy = primaryGuest.copyPages.bind(primaryGuest);
+    const turned: boolean[] = [];
+    let macrotaskRan = true;
+    // Small ranges, mostly of zero pages: they send nothing, so nothing else makes the loop wait.
+    primaryGuest.copyPages = (maxPages) => {
+      turned.push(macrotaskRan);
+      macrotaskRan = false;
+      setImmediate(() => (macrotaskRan = true));
+      return copy(Math.min(maxPages, 4));
+    };
+    const pair = await startPair({ primaryGuest });
+    expect(turned.length).to.be.greaterThan(8);
+    expect(turned.every(Boolean), `turns between ranges: ${turned.join(" ")}`).to.equal(true);
+    await pair.primary.close();
+  });
+
   it("keeps the guest's slices short while a sync waits for its ack, and only then", async () => {
     const seen: boolean[] = [];
     const pair = await startPair({ beforeFrame: (frame, p) => void (frame.kind === "sync-commit" && seen.push(p.primaryGuest.eagerYielding)) });

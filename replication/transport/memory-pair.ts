@@ -3,6 +3,7 @@
 // simulate the network failing under both ends at once.
 import { MAX_FRAME_BYTES } from "../protocol/limits.ts";
 import { type InboundMessage, TransportBase, type Transport } from "./transport.ts";
+import { scheduleTurn } from "../engine/next-turn.ts";
 
 export interface MemoryPairOptions {
   /** One-way delay of every message, in ms; 0 still delivers asynchronously. */
@@ -18,8 +19,6 @@ export interface MemoryPair {
   cut(reason?: string): void;
 }
 
-/** A macrotask without a timer's floor: setImmediate in Node; browsers fall back to setTimeout. */
-const schedulePrompt: ((callback: () => void) => void) | undefined = (globalThis as { setImmediate?: (callback: () => void) => unknown }).setImmediate;
 
 type InFlight = { at: number; message: InboundMessage } | { at: number; closeReason: string };
 
@@ -82,9 +81,9 @@ class MemoryEnd extends TransportBase {
     const delay = Math.max(0, this.outgoing[0]!.at - Date.now());
     // setTimeout(0) waits at least 1 ms in Node and 4 ms nested in browsers: a sync's
     // round trip would be mostly timer floors.
-    if (delay === 0 && schedulePrompt !== undefined) {
+    if (delay === 0 && scheduleTurn !== undefined) {
       this.immediatePending = true;
-      schedulePrompt(() => {
+      scheduleTurn(() => {
         this.immediatePending = false;
         if (!this.severed) this.pump();
       });
