@@ -545,6 +545,10 @@ export class PrimaryEngine {
     for (const waiter of this.#syncWaiters) waiter.seq ??= seq;
     const changes = this.#guest.captureChanges();
     const requests = this.#takeBatch();
+    // In flight from here: should anything below throw, the loss that follows hands the
+    // requests back (released or held per policy) instead of dropping them with the sync.
+    const sync: InFlightSync = { seq, requests, capturedAt: started, encoded: undefined, bytes: emptyBytes(), pauseMs: 0, after: [] };
+    session.track(sync);
     const reads = this.#options.readReplay ? this.#takeReplayableReads() : [];
     this.#noteLoggedWrites(requests);
     this.output.cover(seq);
@@ -564,7 +568,7 @@ export class PrimaryEngine {
     const capturedAt = performance.now();
     // Work that must see this boundary (consistency checks): it may add messages to follow the sync.
     const after = this.#captureTasks.splice(0).flatMap((task) => task(seq));
-    const sync: InFlightSync = { seq, requests, capturedAt, encoded, bytes: emptyBytes(), pauseMs: capturedAt - started, after };
+    Object.assign(sync, { capturedAt, encoded, pauseMs: capturedAt - started, after });
     this.metrics.pause.add(sync.pauseMs);
     this.metrics.memoryPagesRawBytes += changes.pages.indices.length * 4096;
     this.metrics.inlineWrites += encoded.inlineWrites;
@@ -572,7 +576,6 @@ export class PrimaryEngine {
     this.metrics.pageEncodings.runs += encoded.deltaPages;
     this.metrics.pageEncodings.full += encoded.fullPages;
     this.metrics.readReplayedPages += encoded.readReplayedPages;
-    session.track(sync);
     // The guest waits for the ack: take it as soon as it arrives, not at the end of a slice.
     this.#guest.eagerYield(true);
     return sync;

@@ -130,6 +130,16 @@ describe("replication engines against a fake guest", function () {
     await pair.primary.close();
   });
 
+  it("a capture that fails after taking the requests hands them back: released under continue, never dropped", async () => {
+    const pair = await startPair({ policy: "continue" });
+    // A request the encoder cannot log (no such disk) makes the capture throw mid-way.
+    const gate = pair.primaryGuest.hook.emit({ disk: "vdz", type: "write", sector: 0, sectors: 1, segments: [{ gpa: 0, length: 512 }], data: new Uint8Array(512) });
+    const outcome = await Promise.race([gate?.then(() => "released"), new Promise((resolve) => setTimeout(() => resolve("still held after 2 s"), 2000))]);
+    expect(outcome).to.equal("released");
+    expect(pair.primary.state).to.equal("unprotected");
+    await pair.primary.close();
+  });
+
   it("keeps the guest's slices short while a sync waits for its ack, and only then", async () => {
     const seen: boolean[] = [];
     const pair = await startPair({ beforeFrame: (frame, p) => void (frame.kind === "sync-commit" && seen.push(p.primaryGuest.eagerYielding)) });
