@@ -33,6 +33,11 @@ export interface WaitOptions {
 
 const TRANSCRIPT_LIMIT = 1 << 20; // characters kept for waits and console tails
 const DEFAULT_TIMEOUT_MS = 30_000;
+// The longest line the default guest's shell (busybox ash, line editing on) takes, newline
+// not counted; measured: 1022 runs, 1023 is silently cut and the exec would hang.
+export const SHELL_LINE_LIMIT = 1022;
+// Marker ids are a 6-character prefix and a decimal counter; budget for a 10-digit counter.
+const MARKER_ID_MAX_CHARS = 16;
 // CSI sequences (ESC [ ... final byte), other two-byte ESC sequences, and stray CRs.
 const TERMINAL_ESCAPES = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]|\r/g;
 
@@ -116,6 +121,14 @@ export class SerialConsole {
    */
   exec(command: string, options: { timeoutMs?: number } = {}): Promise<ExecResult> {
     if (/[\r\n]/.test(command)) throw new TwinvmError("exec: the command must be a single line");
+    const length = execLine("x".repeat(MARKER_ID_MAX_CHARS), command).length - 1;
+    if (length > SHELL_LINE_LIMIT) {
+      throw new TwinvmError(
+        `exec: the command takes ${length - EXEC_WRAPPER_CHARS} characters once quoted for the guest's shell ` +
+          `(each ' becomes 4), at most ${SHELL_LINE_LIMIT - EXEC_WRAPPER_CHARS} fit on its line; ` +
+          `put a long script in a guest file and run that`,
+      );
+    }
     const run = this.#execQueue.then(() => this.#execNow(command, options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
     this.#execQueue = run.catch(() => undefined);
     return run;
@@ -135,7 +148,7 @@ export class SerialConsole {
     // The command runs as `eval` in a subshell, like `sh -c`: a syntax or expansion error (or
     // an `exit`) ends only the subshell, with its status, and the end marker still prints; an
     // interactive shell would otherwise drop the rest of the line and the exec would hang.
-    const line = `echo '@tw:b:'"${id}@"; (eval ${shellQuote(command)}); echo '@tw:e:'"${id}@$?@"\n`;
+    const line = execLine(id, command);
     const from = this.position;
     this.send(line);
     const started = await this.waitFor(new RegExp(`${escapeRegExp(begin)}\\r?\\n`), { timeoutMs, from });
@@ -184,6 +197,13 @@ export class SerialConsole {
     });
   }
 }
+
+function execLine(id: string, command: string): string {
+  return `echo '@tw:b:'"${id}@"; (eval ${shellQuote(command)}); echo '@tw:e:'"${id}@$?@"\n`;
+}
+
+/** Characters execLine adds around the quoted command (with the longest marker id). */
+const EXEC_WRAPPER_CHARS = execLine("x".repeat(MARKER_ID_MAX_CHARS), "").length - 1 - shellQuote("").length;
 
 /** One word for a POSIX shell: single-quoted, with each `'` written as `'\\''`. */
 export function shellQuote(text: string): string {

@@ -1,7 +1,7 @@
 // The console against a scripted shell that behaves like busybox ash on a tty:
 // it echoes input, asks for the cursor position at each prompt, and prints CRLF.
 import { expect } from "chai";
-import { SerialConsole, type SerialPort } from "../serial-console.ts";
+import { SHELL_LINE_LIMIT, SerialConsole, type SerialPort } from "../serial-console.ts";
 import { ConsoleTimeoutError } from "../errors.ts";
 
 class ScriptedShell implements SerialPort {
@@ -37,6 +37,7 @@ class ScriptedShell implements SerialPort {
   }
 
   #execute(line: string): void {
+    if (line.length > SHELL_LINE_LIMIT) return; // busybox cuts the line: nothing runs, nothing prints
     // Interpret only what SerialConsole.exec sends: echo marker; (eval 'command'); echo marker-with-status.
     const exec = /^echo '([^']*)'"([^"]*)"; \(eval '((?:[^']|'\\'')*)'\); echo '([^']*)'"([^"]*)"$/.exec(line);
     if (exec === null) throw new Error(`the scripted shell cannot run ${JSON.stringify(line)}`);
@@ -80,6 +81,18 @@ describe("SerialConsole (scripted shell)", () => {
     const console = new SerialConsole(shell);
     const results = await Promise.all(["one", "two", "three"].map((c) => console.exec(`echo-${c}`, { timeoutMs: 2000 })));
     expect(results.map((r) => r.output)).to.deep.equal(["echo-one\n", "echo-two\n", "echo-three\n"]);
+  });
+
+  it("refuses, with the reason, a command too long for the shell's line once quoted", async () => {
+    const seen: string[] = [];
+    const console = new SerialConsole(new ScriptedShell((cmd) => (seen.push(cmd), { output: "", status: 0 })));
+    const plain = `echo ${"a".repeat(895)}`; // the control socket's 900-character limit fits
+    await console.exec(plain, { timeoutMs: 2000 });
+    expect(seen).to.deep.equal([plain]);
+    // The same length with 40 quotes grows by 120 characters and would be cut by the shell.
+    const quoted = `echo ${"'a'".repeat(40)}${"a".repeat(775)}`;
+    expect(quoted.length).to.equal(900);
+    expect(() => console.exec(quoted)).to.throw(/1022 characters|each ' becomes 4[\s\S]*at most \d+ fit/);
   });
 
   it("rejects multi-line commands", () => {
