@@ -3,6 +3,7 @@
 import type { CellResult } from "./matrix.ts";
 import type { TalkRun } from "../talk.bench.ts";
 import { WORKLOADS } from "./workloads.ts";
+import { shapingDescription } from "./links.ts";
 
 const MiB = 1024;
 
@@ -123,7 +124,7 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
   const failures = [...run.main.failures, ...(run.pauseByMemory?.failures ?? [])];
   const shapingText =
     run.shaping === "netns-tc"
-      ? "a private network namespace made by the benchmark (`unshare --net`), its loopback shaped with `tc qdisc ... tbf rate R burst 1mb latency 200ms` (both directions); nothing leaves the namespace"
+      ? `a private network namespace made by the benchmark (\`unshare --net\`), ${shapingDescription()}; nothing leaves the namespace`
       : `**fallback: an in-process rate-limited TCP proxy between the nodes** (no namespace here: ${run.fallbackReason}); not the kernel's shaping`;
   const description =
     `Primary and secondary are separate processes (\`harness/replica-node.ts\`) connected by the real WebSocket over ${shapingText}. ` +
