@@ -3,7 +3,7 @@
 // a v86 upgrade should need changes in this file only.
 import { V86 } from "v86";
 import type { V86Options } from "v86";
-import { alignedJson } from "./state/aligned-json.ts";
+import { AlignedJsonWriter } from "./state/aligned-json.ts";
 import { CHUNK_EXPORT, V86_CHUNK_INSTRUCTIONS, YIELD_EXPORT } from "./wasm-patch/dirty-map-abi.ts";
 
 /** The v86 release these internals were read from; package.json pins the same version. */
@@ -502,22 +502,43 @@ export function restoreStateKeepingMemory(emulator: Emulator, parts: V86StatePar
  * v86's state as a tree plus its binary buffers, the way its own `save_state` walks the CPU
  * (objects with `get_state`, arrays, Maps, typed arrays), but without copying: `buffers` are
  * views of the live arrays, valid until the guest runs again. `tree` is the JSON v86 would
- * write under "state" (typed arrays become {"__state_type__", "buffer_id"}), its numbers in
- * fixed-width fields (state/aligned-json.ts) so that deltas between captures stay small. RAM is left out.
+ * write under "state" (typed arrays become {"__state_type__", "buffer_id"}), as UTF-8, its
+ * numbers in fixed-width fields (state/aligned-json.ts) so that deltas between captures stay
+ * small. RAM is left out.
  */
 export interface V86StateTree {
-  tree: string;
+  tree: Uint8Array;
   buffers: Uint8Array[];
 }
 
-/** Walks the CPU's state at the current instruction boundary (see `V86StateTree`). */
+const stateWriter = new AlignedJsonWriter();
+const [OPEN_ARRAY, CLOSE_ARRAY, OPEN_OBJECT, CLOSE_OBJECT, COMMA] = [0x5b, 0x5d, 0x7b, 0x7d, 0x2c];
+
+/** Walks the CPU's state at the current instruction boundary (see `V86StateTree`), writing the JSON as it goes. */
 export function captureStateTree(emulator: Emulator): V86StateTree {
   const cpu = emulator.cpu;
   const buffers: Uint8Array[] = [];
-  const walk = (value: unknown): unknown => {
-    if (typeof value !== "object" || value === null) return value;
-    if (Array.isArray(value)) return value.map(walk);
-    if (value instanceof Map) return { __state_type__: "Map", args: Array.from(value.entries(), ([k, v]) => [walk(k), walk(v)]) };
+  const out = stateWriter;
+  const list = (items: ArrayLike<unknown>): void => {
+    out.char(OPEN_ARRAY);
+    for (let i = 0; i < items.length; i++) {
+      if (i > 0) out.char(COMMA);
+      write(items[i]);
+    }
+    out.char(CLOSE_ARRAY);
+  };
+  const write = (value: unknown): void => {
+    if (typeof value !== "object" || value === null) return out.primitive(value);
+    if (Array.isArray(value)) return list(value);
+    if (value instanceof Map) {
+      out.char(OPEN_OBJECT);
+      out.key("__state_type__");
+      out.primitive("Map");
+      out.char(COMMA);
+      out.key("args");
+      list(Array.from(value.entries()));
+      return out.char(CLOSE_OBJECT);
+    }
     // v86 recognises typed arrays by BYTES_PER_ELEMENT, which also sees through the Proxy views
     // some devices keep (ArrayBuffer.isView does not).
     const array = value as Partial<Float64Array>;
@@ -525,16 +546,28 @@ export function captureStateTree(emulator: Emulator): V86StateTree {
       const constructor = array.constructor!.name.replace("bound ", "");
       if (!STATE_ARRAY_TYPES.has(constructor)) throw new Error(`v86 state: unexpected ${constructor} (not a type v86's restore knows)`);
       buffers.push(new Uint8Array(array.buffer!, array.byteOffset, array.length! * array.BYTES_PER_ELEMENT));
-      return { __state_type__: constructor, buffer_id: buffers.length - 1 };
+      out.char(OPEN_OBJECT);
+      out.key("__state_type__");
+      out.primitive(constructor);
+      out.char(COMMA);
+      out.key("buffer_id");
+      out.number(buffers.length - 1);
+      return out.char(CLOSE_OBJECT);
     }
     const stateful = value as { get_state?: () => unknown[] };
     if (typeof stateful.get_state !== "function") throw new Error("v86 state: an object that is neither a typed array nor has get_state");
-    return stateful.get_state().map(walk);
+    list(stateful.get_state());
   };
-  const tree = withInstanceOverride(cpu, "pack_memory", () => ({
-    bitmap: { get_buffer: () => new ArrayBuffer(0) },
-    packed_memory: new Uint8Array(0),
-  }), () => alignedJson(walk(cpu)));
+  let tree: Uint8Array;
+  try {
+    withInstanceOverride(cpu, "pack_memory", () => ({
+      bitmap: { get_buffer: () => new ArrayBuffer(0) },
+      packed_memory: new Uint8Array(0),
+    }), () => write(cpu));
+  } finally {
+    // Also after a throw: the next capture starts from an empty writer.
+    tree = out.take();
+  }
   return { tree, buffers };
 }
 

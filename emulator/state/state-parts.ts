@@ -25,7 +25,7 @@ const utf8 = new TextEncoder();
 export function captureStateParts(machine: Machine): Uint8Array[] {
   requireBoundary(machine, "captureStateParts");
   const { tree, buffers } = captureStateTree(machine.emulator);
-  return [utf8.encode(tree), utf8.encode(JSON.stringify(machine.saveDeviceStates())), ...buffers];
+  return [tree, utf8.encode(JSON.stringify(machine.saveDeviceStates())), ...buffers];
 }
 
 /**

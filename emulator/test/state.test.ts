@@ -96,6 +96,37 @@ describe("state without memory, as parts", function () {
     }
   });
 
+  it("writes the state tree straight to bytes as JSON.stringify would write the walk of v86's state", async () => {
+    // A reference walk as v86's save_state does it, turned into text by JSON.stringify.
+    let buffers = 0;
+    const reference = (value: unknown): unknown => {
+      if (typeof value !== "object" || value === null) return value;
+      if (Array.isArray(value)) return value.map(reference);
+      if (value instanceof Map) return { __state_type__: "Map", args: Array.from(value.entries(), ([k, v]) => [reference(k), reference(v)]) };
+      const typed = value as { BYTES_PER_ELEMENT?: number; constructor: { name: string } };
+      if (typed.BYTES_PER_ELEMENT !== undefined) return { __state_type__: typed.constructor.name.replace("bound ", ""), buffer_id: buffers++ };
+      return (value as { get_state(): unknown[] }).get_state().map(reference);
+    };
+    const [parts, expected] = await machine.atNextBoundary(() => {
+      const captured = captureStateParts(machine);
+      // RAM is left out of the tree, as captureStateTree leaves it out.
+      const cpu = machine.emulator.cpu as unknown as { pack_memory: () => unknown };
+      const own = Object.getOwnPropertyDescriptor(cpu, "pack_memory");
+      cpu.pack_memory = () => ({ bitmap: { get_buffer: () => new ArrayBuffer(0) }, packed_memory: new Uint8Array(0) });
+      try {
+        return [captured.map((part) => part.slice()), JSON.stringify(reference(cpu))] as const;
+      } finally {
+        if (own !== undefined) Object.defineProperty(cpu, "pack_memory", own);
+        else delete (cpu as { pack_memory?: unknown }).pack_memory;
+      }
+    });
+    const text = new TextDecoder().decode(parts[TREE_PART]);
+    expect(JSON.parse(text)).to.deep.equal(JSON.parse(expected));
+    expect(parts.length - 2, "one part per typed array the walk met").to.equal(buffers);
+    // Only the padding of numbers differs from JSON.stringify's text.
+    expect(text.replace(/ +/g, "")).to.equal(expected.replace(/ +/g, ""));
+  });
+
   it("writes JSON that parses as JSON.stringify's does, numbers in fixed-width fields", () => {
     const samples: unknown[] = [
       [0, -0, 1, -1, 2147483647, -2147483648, 2147483648, 1.5, -1e-300, 1e21, Number.MAX_VALUE, -Number.MIN_VALUE, NaN, Infinity],

@@ -23,7 +23,7 @@ import {
   PAGE_SIZE,
   SECTOR_SIZE,
 } from "./limits.ts";
-import { parseRunDelta } from "./run-delta.ts";
+import { checkRunDelta } from "./run-delta.ts";
 
 interface FrameBase {
   seq: number;
@@ -514,7 +514,7 @@ function checkPageUpdates(updates: readonly PageUpdate[]): void {
     last = page;
     const expected = encoding === "zero" ? 0 : encoding === "full" ? PAGE_SIZE : undefined;
     if (expected !== undefined && bytes.length !== expected) throw new ProtocolError("malformed", `page ${page}: ${encoding} update of ${bytes.length} bytes`);
-    if (encoding === "runs") parseRunDelta(bytes, PAGE_SIZE, PAGE_SIZE, `page ${page} delta`);
+    if (encoding === "runs") checkRunDelta(bytes, PAGE_SIZE, PAGE_SIZE, `page ${page} delta`);
   }
 }
 

@@ -117,41 +117,60 @@ function scratchFor(bytes: number): Uint8Array {
  * after checking the whole delta first, so a bad delta changes nothing. Throws ProtocolError.
  */
 export function applyRunDelta(delta: Uint8Array, baseLength: number, out: Uint8Array, what: string): void {
-  const runs = parseRunDelta(delta, baseLength, out.length, what);
-  for (let r = 0; r < runs.length; r += 3) {
-    const [at, from, length] = [runs[r]!, runs[r + 1]!, runs[r + 2]!];
-    out.set(delta.subarray(from, from + length), at);
+  checkRunDelta(delta, baseLength, out.length, what);
+  // Checked: the varints are well formed and every run fits.
+  let pos = 0;
+  let at = 0;
+  while (pos < delta.length) {
+    pos = readVarint(delta, pos, what);
+    at += varintValue;
+    pos = readVarint(delta, pos, what);
+    const copy = varintValue;
+    if (copy > 32) out.set(delta.subarray(pos, pos + copy), at);
+    else for (let i = 0; i < copy; i++) out[at + i] = delta[pos + i]!;
+    pos += copy;
+    at += copy;
   }
 }
 
-/** Checks a delta and returns its literal runs as (target offset, delta offset, length) triples. */
-export function parseRunDelta(delta: Uint8Array, baseLength: number, targetLength: number, what: string): number[] {
-  const runs: number[] = [];
+/**
+ * Checks that a delta is well formed and rebuilds exactly `targetLength` bytes from a base of
+ * `baseLength`. Throws ProtocolError. Allocates nothing: it runs on every page of every sync.
+ */
+export function checkRunDelta(delta: Uint8Array, baseLength: number, targetLength: number, what: string): void {
   let pos = 0;
   let at = 0;
-  const varint = (): number => {
-    let value = 0;
-    for (let shift = 0; shift < 35; shift += 7) {
-      if (pos >= delta.length) throw new ProtocolError("truncated", `${what}: delta ends inside a run length`);
-      const byte = delta[pos++]!;
-      value += (byte & 0x7f) * 2 ** shift;
-      if ((byte & 0x80) === 0) return value;
-    }
-    throw new ProtocolError("malformed", `${what}: run length varint longer than 5 bytes`);
-  };
   while (pos < delta.length) {
-    const keep = varint();
-    const copy = varint();
+    pos = readVarint(delta, pos, what);
+    const keep = varintValue;
+    pos = readVarint(delta, pos, what);
+    const copy = varintValue;
     if (at + keep > Math.min(baseLength, targetLength)) throw new ProtocolError("malformed", `${what}: keeps bytes ${at}..${at + keep} the old version (${baseLength} bytes) or the target (${targetLength}) lacks`);
     at += keep;
     if (at + copy > targetLength) throw new ProtocolError("malformed", `${what}: literal run ends at ${at + copy}, past the ${targetLength}-byte target`);
     if (pos + copy > delta.length) throw new ProtocolError("truncated", `${what}: literal run of ${copy} bytes, ${delta.length - pos} left`);
-    if (copy > 0) runs.push(at, pos, copy);
     pos += copy;
     at += copy;
   }
   if (at !== targetLength) throw new ProtocolError("inconsistent", `${what}: delta covers ${at} of ${targetLength} bytes`);
-  return runs;
+}
+
+/** The value readVarint read last (a second result without allocating one). */
+let varintValue = 0;
+
+/** Reads the varint at `pos` into varintValue; returns the position after it. */
+function readVarint(delta: Uint8Array, pos: number, what: string): number {
+  let value = 0;
+  for (let shift = 0; shift < 35; shift += 7) {
+    if (pos >= delta.length) throw new ProtocolError("truncated", `${what}: delta ends inside a run length`);
+    const byte = delta[pos++]!;
+    value += (byte & 0x7f) * 2 ** shift;
+    if ((byte & 0x80) === 0) {
+      varintValue = value;
+      return pos;
+    }
+  }
+  throw new ProtocolError("malformed", `${what}: run length varint longer than 5 bytes`);
 }
 
 function varintLength(value: number): number {
