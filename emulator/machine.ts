@@ -208,8 +208,8 @@ export class Machine {
   }
 
   /**
-   * While on, the guest runs in short slices (one chunk of at most ~100k instructions), so
-   * that the host's event loop answers sooner: for waits on a peer (see Emulator.eagerYield).
+   * While on, the guest runs in short slices (one chunk of ~25k instructions each), so that
+   * the host's event loop answers sooner: for waits on a peer (see Emulator.eagerYield).
    */
   set eagerYield(on: boolean) {
     // A destroyed machine runs nothing: there is no slice to shorten.

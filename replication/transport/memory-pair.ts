@@ -19,7 +19,6 @@ export interface MemoryPair {
   cut(reason?: string): void;
 }
 
-
 type InFlight = { at: number; message: InboundMessage } | { at: number; closeReason: string };
 
 class MemoryEnd extends TransportBase {
