@@ -208,7 +208,7 @@ export class Machine {
   }
 
   /**
-   * While on, the guest runs in short slices (one chunk of a few thousand instructions each), so that
+   * While on, the guest runs in short slices (one chunk of ~25k instructions each), so that
    * the host's event loop answers sooner: for waits on a peer (see Emulator.eagerYield).
    */
   set eagerYield(on: boolean) {

