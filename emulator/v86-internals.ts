@@ -158,8 +158,6 @@ export class Emulator {
   /** The patched module's chunk length, in guest instructions (absent unpatched). */
   readonly #setChunk: ((instructions: number) => void) | undefined;
   #eagerYield = false;
-  /** atNextBoundary asked the current slice to end early (undone when the slice ends). */
-  #sliceYieldAsked = false;
 
   private constructor(private readonly v86: V86) {
     const exports = (this.cpu as V86Cpu & { wm: { exports: Record<string, unknown> } }).wm.exports;
@@ -208,8 +206,7 @@ export class Emulator {
   atNextBoundary<T>(work: () => T): Promise<T> {
     // Asked from inside the guest's slice: the promise's callbacks run only once the slice is
     // over, so end it right after the chunk whose boundary runs the work, and shorten that chunk.
-    if (this.#executing && !this.#eagerYield && !this.#sliceYieldAsked) {
-      this.#sliceYieldAsked = true;
+    if (this.#executing) {
       this.#setYield?.(1);
       this.#setChunk?.(EAGER_CHUNK_INSTRUCTIONS);
     }
@@ -235,10 +232,8 @@ export class Emulator {
   set eagerYield(on: boolean) {
     if (on === this.#eagerYield) return;
     this.#eagerYield = on;
-    // Off: a slice asked to end early for boundary work still ends early.
-    const short = on || this.#sliceYieldAsked;
-    this.#setYield?.(short ? 1 : 0);
-    this.#setChunk?.(short ? EAGER_CHUNK_INSTRUCTIONS : V86_CHUNK_INSTRUCTIONS);
+    this.#setYield?.(on ? 1 : 0);
+    this.#setChunk?.(on ? EAGER_CHUNK_INSTRUCTIONS : V86_CHUNK_INSTRUCTIONS);
   }
 
   /** v86 looks both methods up on the CPU object at each call, so own properties wrap them. */
@@ -253,12 +248,9 @@ export class Emulator {
       } finally {
         this.#executing = false;
         // A yield asked for one slice is spent.
-        if (this.#sliceYieldAsked) {
-          this.#sliceYieldAsked = false;
-          if (!this.#eagerYield) {
-            this.#setYield?.(0);
-            this.#setChunk?.(V86_CHUNK_INSTRUCTIONS);
-          }
+        if (!this.#eagerYield) {
+          this.#setYield?.(0);
+          this.#setChunk?.(V86_CHUNK_INSTRUCTIONS);
         }
       }
     };
