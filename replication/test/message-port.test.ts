@@ -153,6 +153,37 @@ describe("MessagePort transport", () => {
     expect((await closeOf(a)).reason).to.match(/^link silent/);
   });
 
+  /** A port that loses everything this end posts: a peer that runs but whose words do not arrive. */
+  function muted(port: PortLike): PortLike {
+    return {
+      postMessage: () => undefined,
+      get onmessage() {
+        return port.onmessage;
+      },
+      set onmessage(handler) {
+        port.onmessage = handler;
+      },
+      close: () => port.close(),
+    };
+  }
+
+  it("waits for a silent peer as long as its window says, narrowed later, and tells the peer why it gave up", async () => {
+    const channel = new MessageChannel();
+    const a = new MessagePortTransport(channel.port1 as unknown as PortLike, { label: "a", silenceTimeoutMs: 5000, keepaliveMs: 50 });
+    const b = new MessagePortTransport(muted(channel.port2 as unknown as PortLike), { label: "b", silenceTimeoutMs: 0, keepaliveMs: 50 });
+    open.push(a, b);
+    await sleep(600); // three times the window below: a hears nothing from b
+    expect(a.isOpen, "the wide window still holds").to.equal(true);
+    const closedB = closeOf(b);
+    const narrowed = performance.now();
+    a.setSilenceTimeout(200);
+    expect(a.silenceTimeoutMs).to.equal(200);
+    expect((await closeOf(a)).reason).to.match(/^link silent: no word from the peer for \d+ ms$/);
+    expect(performance.now() - narrowed, "counted from the last word heard, not from the change").to.be.below(300);
+    expect((await closedB).reason).to.match(/^peer closed: link silent: no word from the peer for \d+ ms$/);
+    expect(() => a.setSilenceTimeout(-1)).to.throw(RangeError, /silence timeout/);
+  });
+
   it("closes both ends on a message over the size limit, like ws", async () => {
     const { a, b } = link({ maxMessageBytes: 10 });
     const closed = closeOf(b);

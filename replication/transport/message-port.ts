@@ -9,7 +9,9 @@
 // for `silenceTimeoutMs` closes as "link silent". Its watchdog discounts its
 // own stalls: a background tab can freeze or throttle the whole page, workers
 // included; when the watchdog's tick arrives far later than scheduled, the
-// silence was ours, not the peer's, and the peer gets a fresh window.
+// silence was ours, not the peer's, and the peer gets a fresh window. The peer's
+// own stalls it cannot see: an owner whose peer may block its thread for seconds
+// (restoring a snapshot) starts with a wide window and narrows it later.
 import { MAX_FRAME_BYTES } from "../protocol/limits.ts";
 import { TransportBase } from "./transport.ts";
 
@@ -67,7 +69,8 @@ export class MessagePortTransport extends TransportBase {
   readonly stats: LinkStats = { ownStalls: 0, longestOwnStallMs: 0, dropped: 0 };
   #shape: LinkShape;
   readonly #port: PortLike;
-  readonly #options: Required<Omit<MessagePortTransportOptions, "label" | "shape">>;
+  readonly #options: Required<Omit<MessagePortTransportOptions, "label" | "shape" | "silenceTimeoutMs">>;
+  #silenceTimeoutMs: number;
   readonly #queue: Queued[] = [];
   #queuedBytes = 0;
   /** When the sender's side of the link is free again (bandwidth serialization). */
@@ -82,8 +85,8 @@ export class MessagePortTransport extends TransportBase {
     super(options.label ?? "message-port");
     this.#port = port;
     this.#shape = { latencyMs: 0, bandwidthBitsPerSecond: 0, cut: false };
+    this.#silenceTimeoutMs = checkedSilence(options.silenceTimeoutMs ?? DEFAULTS.silenceTimeoutMs);
     this.#options = {
-      silenceTimeoutMs: options.silenceTimeoutMs ?? DEFAULTS.silenceTimeoutMs,
       keepaliveMs: options.keepaliveMs ?? DEFAULTS.keepaliveMs,
       stallThresholdMs: options.stallThresholdMs ?? DEFAULTS.stallThresholdMs,
       maxMessageBytes: options.maxMessageBytes ?? MAX_FRAME_BYTES,
@@ -111,6 +114,15 @@ export class MessagePortTransport extends TransportBase {
     }
     // A link restored after a cut owes the peer no old silence.
     else if (shape.cut === false) this.#lastHeard = performance.now();
+  }
+
+  get silenceTimeoutMs(): number {
+    return this.#silenceTimeoutMs;
+  }
+
+  /** Changes how long a silent peer is waited for (0 = forever), counting from the last word heard. */
+  setSilenceTimeout(ms: number): void {
+    this.#silenceTimeoutMs = checkedSilence(ms);
   }
 
   get bufferedAmount(): number {
@@ -206,7 +218,7 @@ export class MessagePortTransport extends TransportBase {
   }
 
   #startWatchdog(): void {
-    const tickMs = Math.max(10, Math.min(100, this.#options.keepaliveMs, this.#options.silenceTimeoutMs > 0 ? this.#options.silenceTimeoutMs / 8 : 100));
+    const tickMs = Math.max(10, Math.min(100, this.#options.keepaliveMs, this.#silenceTimeoutMs > 0 ? this.#silenceTimeoutMs / 8 : 100));
     this.#nextTickAt = performance.now() + tickMs;
     this.#watchdog = setInterval(() => {
       const now = performance.now();
@@ -222,8 +234,11 @@ export class MessagePortTransport extends TransportBase {
       }
       this.#keepalive(now, false);
       const silent = now - this.#lastHeard;
-      if (this.#options.silenceTimeoutMs > 0 && silent > this.#options.silenceTimeoutMs) {
-        this.#end(`link silent: no word from the peer for ${Math.round(silent)} ms`, true);
+      if (this.#silenceTimeoutMs > 0 && silent > this.#silenceTimeoutMs) {
+        const reason = `link silent: no word from the peer for ${Math.round(silent)} ms`;
+        // A peer that is only slow (its messages late, not lost) then learns why, instead of timing out itself.
+        if (!this.#shape.cut) this.#post({ t: "close", reason });
+        this.#end(reason, true);
       }
     }, tickMs);
   }
@@ -276,4 +291,9 @@ function asEnvelope(data: unknown): Envelope | undefined {
     default:
       return undefined;
   }
+}
+
+function checkedSilence(ms: number): number {
+  if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`link silence timeout: expected ms >= 0 (0 = never), got ${ms}`);
+  return ms;
 }

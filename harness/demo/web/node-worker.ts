@@ -7,12 +7,21 @@ import type { MachineConfig } from "../../../emulator/config.ts";
 import { Machine } from "../../../emulator/machine.ts";
 import { virtioBlkDisk } from "../../../emulator/virtio-blk/disk.ts";
 import { MessagePortTransport, type LinkShape, type PortLike } from "../../../replication/transport/message-port.ts";
-import { DemoNode } from "./engine-adapter.ts";
+import { DemoNode, type NodeStatus } from "./engine-adapter.ts";
 import { FORMAT_COMMAND } from "./demo-guest.ts";
 import type { GuestSetup, PageToWorker, WorkerToPage } from "./worker-protocol.ts";
 
 /** How often the page gets metrics: the chart's resolution. */
 const METRICS_INTERVAL_MS = 500;
+/**
+ * A new link's silence window, until the initial sync is done: the peer may block its
+ * thread for seconds while it restores a snapshot, creates its machine or applies the
+ * initial sync (1.9 s measured in headless Chromium on 2 cores), and it cannot send
+ * keepalives meanwhile. A dead peer is then found this late, once, at start-up.
+ */
+const STARTUP_SILENCE_MS = 30_000;
+/** Once the pair replicates: a pulled plug is found this fast (the engines' watchdogs allow 5 s). */
+const REPLICATING_SILENCE_MS = 2_000;
 
 const scope = self as unknown as { postMessage(message: WorkerToPage, transfer?: Transferable[]): void; onmessage: ((event: MessageEvent<PageToWorker>) => void) | null };
 let node: DemoNode | undefined;
@@ -24,7 +33,7 @@ function post(message: WorkerToPage, transfer: Transferable[] = []): void {
 }
 
 function openLink(port: MessagePort, shape: LinkShape, label: string): MessagePortTransport {
-  link = new MessagePortTransport(port as unknown as PortLike, { label, shape });
+  link = new MessagePortTransport(port as unknown as PortLike, { label, shape, silenceTimeoutMs: STARTUP_SILENCE_MS });
   return link;
 }
 
@@ -42,11 +51,16 @@ function guestConfig(setup: GuestSetup, hook: BlockHook, disk: MemoryBackend): M
 
 function adopt(created: DemoNode): void {
   node = created;
-  created.onStatus((status) => post({ type: "status", status }));
+  created.onStatus(reportStatus);
   created.onOutput((bytes) => post({ type: "output", bytes }));
   created.onSync((report) => post({ type: "sync", report }, [report.pages.buffer]));
-  post({ type: "status", status: created.status });
+  reportStatus(created.status);
   setInterval(() => post({ type: "metrics", metrics: created.metrics(), link: link && { ...link.stats } }), METRICS_INTERVAL_MS);
+}
+
+function reportStatus(status: NodeStatus): void {
+  if (status.state === "protected" || status.state === "replicating") link?.setSilenceTimeout(REPLICATING_SILENCE_MS);
+  post({ type: "status", status });
 }
 
 const log = (line: string) => post({ type: "log", line });
