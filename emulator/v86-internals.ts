@@ -512,33 +512,27 @@ export interface V86StateTree {
 }
 
 const stateWriter = new AlignedJsonWriter();
-const [OPEN_ARRAY, CLOSE_ARRAY, OPEN_OBJECT, CLOSE_OBJECT, COMMA] = [0x5b, 0x5d, 0x7b, 0x7d, 0x2c];
+const [OPEN_OBJECT, CLOSE_OBJECT, COMMA] = [0x7b, 0x7d, 0x2c];
 
 /** Walks the CPU's state at the current instruction boundary (see `V86StateTree`), writing the JSON as it goes. */
 export function captureStateTree(emulator: Emulator): V86StateTree {
   const cpu = emulator.cpu;
   const buffers: Uint8Array[] = [];
   const out = stateWriter;
-  const list = (items: ArrayLike<unknown>): void => {
-    out.char(OPEN_ARRAY);
-    for (let i = 0; i < items.length; i++) {
-      if (i > 0) out.char(COMMA);
-      write(items[i]);
-    }
-    out.char(CLOSE_ARRAY);
+  /** `{"__state_type__": type, field: ...}`, v86's form for what JSON has no type for. */
+  const typed = (type: string, field: string, writeField: () => void): void => {
+    out.char(OPEN_OBJECT);
+    out.key("__state_type__");
+    out.primitive(type);
+    out.char(COMMA);
+    out.key(field);
+    writeField();
+    out.char(CLOSE_OBJECT);
   };
   const write = (value: unknown): void => {
     if (typeof value !== "object" || value === null) return out.primitive(value);
-    if (Array.isArray(value)) return list(value);
-    if (value instanceof Map) {
-      out.char(OPEN_OBJECT);
-      out.key("__state_type__");
-      out.primitive("Map");
-      out.char(COMMA);
-      out.key("args");
-      list(Array.from(value.entries()));
-      return out.char(CLOSE_OBJECT);
-    }
+    if (Array.isArray(value)) return out.array(value, write);
+    if (value instanceof Map) return typed("Map", "args", () => out.array(Array.from(value.entries()), write));
     // v86 recognises typed arrays by BYTES_PER_ELEMENT, which also sees through the Proxy views
     // some devices keep (ArrayBuffer.isView does not).
     const array = value as Partial<Float64Array>;
@@ -546,17 +540,11 @@ export function captureStateTree(emulator: Emulator): V86StateTree {
       const constructor = array.constructor!.name.replace("bound ", "");
       if (!STATE_ARRAY_TYPES.has(constructor)) throw new Error(`v86 state: unexpected ${constructor} (not a type v86's restore knows)`);
       buffers.push(new Uint8Array(array.buffer!, array.byteOffset, array.length! * array.BYTES_PER_ELEMENT));
-      out.char(OPEN_OBJECT);
-      out.key("__state_type__");
-      out.primitive(constructor);
-      out.char(COMMA);
-      out.key("buffer_id");
-      out.number(buffers.length - 1);
-      return out.char(CLOSE_OBJECT);
+      return typed(constructor, "buffer_id", () => out.number(buffers.length - 1));
     }
     const stateful = value as { get_state?: () => unknown[] };
     if (typeof stateful.get_state !== "function") throw new Error("v86 state: an object that is neither a typed array nor has get_state");
-    list(stateful.get_state());
+    out.array(stateful.get_state(), write);
   };
   let tree: Uint8Array;
   try {

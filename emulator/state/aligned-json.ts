@@ -75,17 +75,20 @@ export class AlignedJsonWriter {
     }
   }
 
+  /** `[item, ...]`, each written by `write` (holes reach it as undefined). */
+  array(items: ArrayLike<unknown>, write: (item: unknown) => void): void {
+    this.char(0x5b);
+    for (let i = 0; i < items.length; i++) {
+      if (i > 0) this.char(0x2c);
+      write(items[i]);
+    }
+    this.char(0x5d);
+  }
+
   /** Any JSON value: plain objects and arrays (holes, undefined and functions as JSON.stringify treats them), primitives. */
   value(value: unknown): void {
     if (typeof value !== "object" || value === null) return this.primitive(value);
-    if (Array.isArray(value)) {
-      this.char(0x5b);
-      for (let i = 0; i < value.length; i++) {
-        if (i > 0) this.char(0x2c);
-        this.value(value[i]);
-      }
-      return this.char(0x5d);
-    }
+    if (Array.isArray(value)) return this.array(value, (item) => this.value(item));
     if (typeof (value as { toJSON?: unknown }).toJSON === "function") throw new TypeError("alignedJson: objects with toJSON are not supported");
     this.char(0x7b);
     let first = true;
