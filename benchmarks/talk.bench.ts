@@ -26,6 +26,8 @@ export interface TalkOptions {
   rounds: number;
   /** Compare the guest pause of these memory sizes (logging-replay, seq-4k, unshaped); empty: skip. */
   pauseByMemoryMiB: readonly number[];
+  /** Unmeasured writes in each new pair first, seconds (0: a short warm-up). */
+  warmUpSeconds: number;
 }
 
 export const FULL: TalkOptions = {
@@ -34,6 +36,7 @@ export const FULL: TalkOptions = {
   variants: ["none", "logging-replay", "logging-replay+deflate", "dirty-block-copy"],
   rounds: 3,
   pauseByMemoryMiB: [128, 1024],
+  warmUpSeconds: 30,
 };
 
 export interface TalkRun {
@@ -65,6 +68,7 @@ export async function runTalk(options: TalkOptions, log: (line: string) => void)
       variants: [...options.variants],
       rounds: options.rounds,
       guests: [templates.get(128)!],
+      warmUpSeconds: options.warmUpSeconds,
     }, log);
     const pauseByMemory =
       options.pauseByMemoryMiB.length < 2
@@ -76,6 +80,7 @@ export async function runTalk(options: TalkOptions, log: (line: string) => void)
             variants: ["logging-replay"],
             rounds: options.rounds,
             guests: options.pauseByMemoryMiB.map((m) => templates.get(m)!),
+            warmUpSeconds: options.warmUpSeconds,
           }, log);
     return { shaping, fallbackReason: namespaces.ok ? undefined : namespaces.why, options, main, pauseByMemory };
   } finally {

@@ -10,7 +10,7 @@ import { FaultProxy } from "../../harness/fault-proxy.ts";
 import { NodeProcess } from "../../harness/node-process.ts";
 import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
 import { shapeLoopback, type LinkSpec, type Shaping } from "./links.ts";
-import { WORKLOADS, fioCommand, parseBandwidth } from "./workloads.ts";
+import { WORKLOADS, fioCommand, parseBandwidth, type Workload } from "./workloads.ts";
 import { metricsSince } from "../metrics-diff.ts";
 
 export type Variant = "none" | "logging-replay" | "logging-replay+deflate" | "dirty-block-copy";
@@ -25,6 +25,8 @@ export interface MatrixConfig {
   rounds: number;
   /** Guests to run (each cell runs on each): a memory size and the snapshot and disk images it was taken with. */
   guests: GuestTemplate[];
+  /** Seconds of unmeasured writes in every new pair before its cells (0: a short warm-up of 128 writes). */
+  warmUpSeconds: number;
 }
 
 export interface GuestTemplate {
@@ -54,7 +56,23 @@ export interface MatrixResults {
 }
 
 const SECRET = "talk-benchmark-secret-0123456789abcdef";
-const WARM_UP = { name: "warm-up", description: "", fio: "--name=warm --filename=/dev/vda --ioengine=psync --direct=1 --rw=write --bs=4k --size=512k" };
+/**
+ * The unmeasured writes a new pair starts with. A pair restored from the snapshot has
+ * everything to compile again: v86's JIT turns the guest's hot code into wasm modules,
+ * and V8 compiles them (and tiers up v86's own module) on helper threads that took about
+ * one of this machine's two cores for the first half minute, measured with perf. A cell
+ * run cold measured that start-up; time-based warm-up measures the pair as it runs after.
+ */
+function warmUp(seconds: number): Workload {
+  const raw = "--filename=/dev/vda --ioengine=psync --direct=1";
+  if (seconds <= 0) return { name: "warm-up", description: "", fio: `--name=warm ${raw} --rw=write --bs=4k --size=512k` };
+  const half = Math.max(1, Math.round(seconds / 2));
+  return {
+    name: "warm-up",
+    description: "",
+    fio: `--name=warm4k ${raw} --rw=randwrite --bs=4k --size=4m --time_based --runtime=${half} --name=warm64k --stonewall ${raw} --rw=write --bs=64k --size=16m --time_based --runtime=${half}`,
+  };
+}
 
 export async function runMatrix(config: MatrixConfig, log: (line: string) => void): Promise<MatrixResults> {
   const results: MatrixResults = { shaping: config.shaping, cells: [], failures: [] };
@@ -74,7 +92,7 @@ export async function runMatrix(config: MatrixConfig, log: (line: string) => voi
           const started = performance.now();
           const cell = `${link.name} round ${round} ${guest.memoryMiB} MiB ${variant}`;
           try {
-            const pair = await startPair(guest, variant, link, config.shaping, dir, secretFile);
+            const pair = await startPair(guest, variant, link, config.shaping, dir, secretFile, config.warmUpSeconds);
             try {
               for (const workload of workloads) {
                 const before = variant === "none" ? undefined : await pair.primary.metrics(true);
@@ -108,7 +126,7 @@ interface RunningPair {
   stop(): Promise<void>;
 }
 
-async function startPair(guest: GuestTemplate, variant: Variant, link: LinkSpec, shaping: Shaping, dir: string, secretFile: string): Promise<RunningPair> {
+async function startPair(guest: GuestTemplate, variant: Variant, link: LinkSpec, shaping: Shaping, dir: string, secretFile: string, warmUpSeconds: number): Promise<RunningPair> {
   const disks = (who: string) =>
     (["vda", "vdb"] as const).map((disk) => {
       const path = join(dir, `${who}-${disk}.img`);
@@ -148,8 +166,7 @@ async function startPair(guest: GuestTemplate, variant: Variant, link: LinkSpec,
     } else {
       await primary.waitForState("protected", 300_000);
     }
-    // Warm up (not measured): v86 compiles fio's hot code anew in every process.
-    await primary.exec(fioCommand(WARM_UP), 300_000);
+    await primary.exec(fioCommand(warmUp(warmUpSeconds)), 300_000);
     return { primary, stop };
   } catch (error) {
     await stop();

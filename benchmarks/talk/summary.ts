@@ -129,7 +129,10 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
   const description =
     `Primary and secondary are separate processes (\`harness/replica-node.ts\`) connected by the real WebSocket over ${shapingText}. ` +
     `Each pair restores one guest snapshot (128 MiB, default guest, two 64 MiB disk images: raw vda, file system on vdb at /mnt), ` +
-    `runs a short unmeasured warm-up, then every workload in order; the disk mode \`none\` runs the primary alone. ` +
+    (run.options.warmUpSeconds > 0
+      ? `runs ${run.options.warmUpSeconds} s of unmeasured writes (4 KiB random, then 64 KiB sequential: a restored guest has all its code to compile again, in v86's JIT and in V8, and measured cold the unreplicated guest ran seq-4k at about a third of its warm speed), then every workload in order; `
+      : "runs a short unmeasured warm-up (128 writes), then every workload in order; ") +
+    `the disk mode \`none\` runs the primary alone. ` +
     `${run.options.rounds} rounds per cell, modes interleaved within each round; medians with (min–max). Throughput is fio's write bandwidth in the guest; ` +
     `traffic and pauses are the primary's counters over each workload (bytes on the wire after encryption, by category; "raw" is changed pages × 4 KiB). ` +
     "Workloads: " + WORKLOADS.filter((w) => run.options.workloads.includes(w.name)).map((w) => `\`${w.name}\` ${w.description}`).join("; ") + "." +

@@ -18,6 +18,7 @@ describe("talk benchmark, reduced matrix", function () {
         variants: ["none", "logging-replay", "dirty-block-copy"],
         rounds: 1,
         pauseByMemoryMiB: [],
+        warmUpSeconds: 0,
       },
       (line) => lines.push(line),
     );
