@@ -10,7 +10,7 @@ import { FaultProxy } from "../../harness/fault-proxy.ts";
 import { NodeProcess } from "../../harness/node-process.ts";
 import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
 import { shapeLoopback, type LinkSpec, type Shaping } from "./links.ts";
-import { WORKLOADS, fioCommand, parseBandwidth, type Workload } from "./workloads.ts";
+import { RAW, WORKLOADS, fioCommand, parseBandwidth, type Workload } from "./workloads.ts";
 import { metricsSince } from "../metrics-diff.ts";
 
 export type Variant = "none" | "logging-replay" | "logging-replay+deflate" | "dirty-block-copy";
@@ -64,13 +64,12 @@ const SECRET = "talk-benchmark-secret-0123456789abcdef";
  * run cold measured that start-up; time-based warm-up measures the pair as it runs after.
  */
 function warmUp(seconds: number): Workload {
-  const raw = "--filename=/dev/vda --ioengine=psync --direct=1";
-  if (seconds <= 0) return { name: "warm-up", description: "", fio: `--name=warm ${raw} --rw=write --bs=4k --size=512k` };
+  if (seconds <= 0) return { name: "warm-up", description: "", fio: `--name=warm ${RAW} --rw=write --bs=4k --size=512k` };
   const half = Math.max(1, Math.round(seconds / 2));
   return {
     name: "warm-up",
     description: "",
-    fio: `--name=warm4k ${raw} --rw=randwrite --bs=4k --size=4m --time_based --runtime=${half} --name=warm64k --stonewall ${raw} --rw=write --bs=64k --size=16m --time_based --runtime=${half}`,
+    fio: `--name=warm4k ${RAW} --rw=randwrite --bs=4k --size=4m --time_based --runtime=${half} --name=warm64k --stonewall ${RAW} --rw=write --bs=64k --size=16m --time_based --runtime=${half}`,
   };
 }
 

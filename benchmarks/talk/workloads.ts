@@ -10,7 +10,8 @@ export interface Workload {
   fio: string;
 }
 
-const RAW = "--filename=/dev/vda --ioengine=psync --direct=1";
+/** fio options for direct synchronous writes to the raw disk. */
+export const RAW = "--filename=/dev/vda --ioengine=psync --direct=1";
 
 export const WORKLOADS: readonly Workload[] = [
   { name: "seq-4k", description: "sequential 4 KiB direct writes, fsync every 16", fio: `--name=seq4k ${RAW} --rw=write --bs=4k --size=2m --fsync=16` },
