@@ -122,7 +122,13 @@ export class MessagePortTransport extends TransportBase {
 
   /** Changes how long a silent peer is waited for (0 = forever), counting from the last word heard. */
   setSilenceTimeout(ms: number): void {
-    this.#silenceTimeoutMs = checkedSilence(ms);
+    if (checkedSilence(ms) === this.#silenceTimeoutMs) return;
+    this.#silenceTimeoutMs = ms;
+    // The watchdog's tick follows the window (a narrow window is checked more often).
+    if (this.#watchdog !== undefined) {
+      this.#stopWatchdog();
+      this.#startWatchdog();
+    }
   }
 
   get bufferedAmount(): number {
