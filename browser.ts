@@ -14,15 +14,7 @@ export {
   type DeviceFactory,
   type JsonValue,
 } from "./emulator/config.ts";
-export {
-  TwinvmError,
-  ConfigError,
-  ImageError,
-  ConsoleTimeoutError,
-  BootTimeoutError,
-  SnapshotError,
-  MachineStateError,
-} from "./emulator/errors.ts";
+export { TwinvmError, ConfigError, ImageError, ConsoleTimeoutError, BootTimeoutError, SnapshotError, MachineStateError } from "./emulator/errors.ts";
 export type { ExecResult, ConsoleMatch, WaitOptions, SerialConsole } from "./emulator/serial-console.ts";
 export { BlockHook, type BlockIoEvent, type BlockIoListener, type BlockIoType, type GuestSegment } from "./emulator/block/hook.ts";
 export { SECTOR_SIZE, BlockBackendError, type BlockBackend } from "./emulator/block/backend.ts";
@@ -31,7 +23,14 @@ export { virtioBlkDisk, VirtioBlkDisk, type VirtioBlkDiskOptions } from "./emula
 export { DirtyPageTracker, PAGE_SIZE, applyPages, type PageSet } from "./emulator/memory/index.ts";
 export { captureStateParts, restoreStateParts } from "./emulator/state/index.ts";
 
-export { PrimaryEngine, type DiskMode, type PrimaryState, type PrimaryOptions, type SecondaryLossPolicy, type SyncEvent } from "./replication/engine/primary.ts";
+export {
+  PrimaryEngine,
+  type DiskMode,
+  type PrimaryState,
+  type PrimaryOptions,
+  type SecondaryLossPolicy,
+  type SyncEvent,
+} from "./replication/engine/primary.ts";
 export { SecondaryEngine, type SecondaryState, type SecondaryOptions } from "./replication/engine/secondary.ts";
 export { keepProtected, type KeepProtectedOptions, type Protector } from "./replication/engine/keep-protected.ts";
 export { BYTE_CATEGORIES, type ByteCategory, type MetricsSnapshot } from "./replication/engine/metrics.ts";

@@ -5,5 +5,12 @@
 export * from "./browser.ts";
 export { fileImage, defaultGuest, DEFAULT_IMAGES_DIR, v86WasmPath } from "./emulator/node/images.ts";
 export { FileBackend, type FileBackendOptions } from "./emulator/node/file-backend.ts";
-export { listenReplication, connectReplication, isLoopbackHost, type ListenOptions, type ReplicationServer, type ConnectOptions } from "./replication/node/ws-transport.ts";
+export {
+  listenReplication,
+  connectReplication,
+  isLoopbackHost,
+  type ListenOptions,
+  type ReplicationServer,
+  type ConnectOptions,
+} from "./replication/node/ws-transport.ts";
 export { loadSecret, SecretError, SECRET_ENV, type SecretSource } from "./replication/node/secret.ts";

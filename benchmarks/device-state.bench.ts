@@ -13,7 +13,14 @@ const GAP_MS = 100;
 
 export default async function deviceState(context: BenchContext): Promise<BenchReport> {
   const machine = new Machine(defaultGuest());
-  const samples = { fullBytes: [] as number[], captureMs: [] as number[], changedParts: [] as number[], changedBytes: [] as number[], deltaBytes: [] as number[], deltaEncodeMs: [] as number[] };
+  const samples = {
+    fullBytes: [] as number[],
+    captureMs: [] as number[],
+    changedParts: [] as number[],
+    changedBytes: [] as number[],
+    deltaBytes: [] as number[],
+    deltaEncodeMs: [] as number[],
+  };
   try {
     await machine.boot();
     // Something for the guest to do between captures: a shell loop writing to tmpfs.
@@ -24,14 +31,18 @@ export default async function deviceState(context: BenchContext): Promise<BenchR
     for (let round = 0; round < ROUNDS; round++) {
       await new Promise((resolve) => setTimeout(resolve, GAP_MS));
       const { ms, value: changes } = await machine.atNextBoundary(() => timed(() => tracker.capture()));
-      const deltas = timed(() => changes.changed.map((part) => (part.previous === undefined ? part.current : encodeRunDelta(part.previous, part.current) ?? part.current)));
+      const deltas = timed(() =>
+        changes.changed.map((part) => (part.previous === undefined ? part.current : (encodeRunDelta(part.previous, part.current) ?? part.current))),
+      );
       samples.fullBytes.push(fullBytes);
       samples.captureMs.push(ms);
       samples.changedParts.push(changes.changed.length);
       samples.changedBytes.push(changes.changed.reduce((n, part) => n + part.current.length, 0));
       samples.deltaBytes.push(deltas.value.reduce((n, delta) => n + delta.length, 0));
       samples.deltaEncodeMs.push(deltas.ms);
-      context.log(`round ${round + 1}: capture ${ms.toFixed(2)} ms, ${changes.changed.length} of ${changes.partCount} parts changed, delta ${samples.deltaBytes.at(-1)} B`);
+      context.log(
+        `round ${round + 1}: capture ${ms.toFixed(2)} ms, ${changes.changed.length} of ${changes.partCount} parts changed, delta ${samples.deltaBytes.at(-1)} B`,
+      );
     }
   } finally {
     await machine.destroy();

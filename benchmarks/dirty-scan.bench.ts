@@ -66,8 +66,10 @@ export default async function dirtyScan(context: BenchContext): Promise<BenchRep
     table: [
       "| RAM | method | median ms | min ms | max ms | ratio to copy | pages per collect | first collect ms |",
       "|---|---|---|---|---|---|---|---|",
-      ...rows.map((r) =>
-        `| ${r.memoryMiB} MiB | ${r.engine === "copy" ? "TypedArray.set copy" : r.engine} | ${fmt(r.medianMs)} | ${fmt(r.minMs)} | ${fmt(r.maxMs)} | ${r.ratioToCopy.toFixed(2)} | ${r.pagesPerCollect ?? ""} | ${fmt(r.firstCollectMs)} |`),
+      ...rows.map(
+        (r) =>
+          `| ${r.memoryMiB} MiB | ${r.engine === "copy" ? "TypedArray.set copy" : r.engine} | ${fmt(r.medianMs)} | ${fmt(r.minMs)} | ${fmt(r.maxMs)} | ${r.ratioToCopy.toFixed(2)} | ${r.pagesPerCollect ?? ""} | ${fmt(r.firstCollectMs)} |`,
+      ),
     ].join("\n"),
     data: rows,
   };

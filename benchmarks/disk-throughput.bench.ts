@@ -16,8 +16,18 @@ const DISK_BYTES = 64 << 20;
 const REPEATS = 3;
 /** The default guest has no ATA drivers: these modules (from images/.build) go into an extra initramfs segment. */
 const ATA_MODULES = [
-  "scsi_common", "scsi_mod", "libata", "ata_piix", "crct10dif_common", "crct10dif_generic", "crc-t10dif",
-  "crc64", "crc64_rocksoft_generic", "crc64-rocksoft", "t10-pi", "sd_mod",
+  "scsi_common",
+  "scsi_mod",
+  "libata",
+  "ata_piix",
+  "crct10dif_common",
+  "crct10dif_generic",
+  "crc-t10dif",
+  "crc64",
+  "crc64_rocksoft_generic",
+  "crc64-rocksoft",
+  "t10-pi",
+  "sd_mod",
 ];
 
 const JOBS = [
@@ -56,7 +66,7 @@ const benchmark: Benchmark = async ({ log }) => {
           const mibps = await fio(machine, device.path, job.args);
           log(`round ${round} ${job.name} ${device.name}: ${mibps.toFixed(2)} MiB/s${round === 0 ? " (warm-up)" : ""}`);
           if (round === 0) continue;
-          ((samples[job.name] ??= { "virtio-blk": [], "v86 IDE": [] })[device.name]).push(mibps);
+          (samples[job.name] ??= { "virtio-blk": [], "v86 IDE": [] })[device.name].push(mibps);
         }
       }
     }

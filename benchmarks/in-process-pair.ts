@@ -46,7 +46,10 @@ export interface BenchSecondary {
 export async function benchPrimary(guest: { snapshot: Uint8Array; disk: Uint8Array }, options: Omit<PrimaryOptions, "hook">): Promise<BenchPrimary> {
   const hook = new BlockHook();
   const disk = new MemoryBackend(guest.disk.slice());
-  const machine = await Machine.fromSnapshot(guest.snapshot, { ...defaultGuest(), devices: [virtioBlkDisk({ backend: disk, id: "vda", hook, keepBackendOpen: true })] });
+  const machine = await Machine.fromSnapshot(guest.snapshot, {
+    ...defaultGuest(),
+    devices: [virtioBlkDisk({ backend: disk, id: "vda", hook, keepBackendOpen: true })],
+  });
   return { machine, disk, engine: new PrimaryEngine(machine, { ...options, hook }) };
 }
 
@@ -55,7 +58,10 @@ export async function benchSecondary(primary: BenchPrimary, disk: Uint8Array): P
   const backend = new MemoryBackend(disk.slice());
   const machine = await Machine.createBlank({ ...defaultGuest(), devices: [virtioBlkDisk({ backend, id: "vda", keepBackendOpen: true })] });
   const link = createMemoryPair();
-  const [channel, accepted] = await Promise.all([handshake(link.a, "primary", SECRET, { epoch: primary.engine.epoch }), handshake(link.b, "secondary", SECRET)]);
+  const [channel, accepted] = await Promise.all([
+    handshake(link.a, "primary", SECRET, { epoch: primary.engine.epoch }),
+    handshake(link.b, "secondary", SECRET),
+  ]);
   const engine = new SecondaryEngine(machine);
   void engine.attach(accepted);
   return { machine, disk: backend, engine, channel };

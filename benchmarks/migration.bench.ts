@@ -26,7 +26,9 @@ export default async function migration(context: BenchContext): Promise<BenchRep
     for (const cell of cells) {
       const report = await migrateOnce(guest, cell.load, cell.method);
       cell.reports.push(report);
-      context.log(`round ${round + 1} ${cell.load} ${cell.method}: downtime ${report.downtimeMs?.toFixed(1)} ms, total ${report.totalMs.toFixed(0)} ms, ${(report.bytes / 2 ** 20).toFixed(1)} MiB`);
+      context.log(
+        `round ${round + 1} ${cell.load} ${cell.method}: downtime ${report.downtimeMs?.toFixed(1)} ms, total ${report.totalMs.toFixed(0)} ms, ${(report.bytes / 2 ** 20).toFixed(1)} MiB`,
+      );
     }
   }
   const of = (reports: MigrationReport[], f: (r: MigrationReport) => number) => median(reports.map(f));

@@ -31,12 +31,18 @@ interface Sample {
 export default async function readReplay(context: BenchContext): Promise<BenchReport> {
   // Run the workload once at set-up: v86's JIT then knows fio's and cat's code.
   const guest = await prepareBenchGuest(DISK_BYTES, `${SETUP} && ${READS} > /dev/null`);
-  const samples = new Map<Variant, Sample[]>([["none", []], ["read-replay", []], ["pages", []]]);
+  const samples = new Map<Variant, Sample[]>([
+    ["none", []],
+    ["read-replay", []],
+    ["pages", []],
+  ]);
   for (let round = 0; round < ROUNDS; round++) {
     for (const [variant, list] of samples) {
       const sample = await runVariant(variant, guest);
       list.push(sample);
-      context.log(`round ${round + 1} ${variant}: ${(sample.wallMs / 1000).toFixed(1)} s, random reads ${sample.randomReadKiBs} KiB/s, ${((sample.metrics ? totalBytes(sample.metrics) : 0) / 2 ** 20).toFixed(2)} MiB sent`);
+      context.log(
+        `round ${round + 1} ${variant}: ${(sample.wallMs / 1000).toFixed(1)} s, random reads ${sample.randomReadKiBs} KiB/s, ${((sample.metrics ? totalBytes(sample.metrics) : 0) / 2 ** 20).toFixed(2)} MiB sent`,
+      );
     }
   }
   const base = samples.get("none")!;

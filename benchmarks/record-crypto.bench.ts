@@ -74,9 +74,16 @@ export default async function recordCrypto(context: BenchContext): Promise<Bench
   }
   const table =
     "| record bytes | seal + open µs, Node | MiB/s, Node | seal + open µs, WebCrypto | plaintext µs |\n|---|---|---|---|---|\n" +
-    bySize.map((r) => `| ${r.bytes} | ${r.sealOpenUs.toFixed(1)} | ${r.mibPerSecond.toFixed(0)} | ${r.webCryptoUs.toFixed(1)} | ${r.plainUs.toFixed(1)} |`).join("\n") +
+    bySize
+      .map((r) => `| ${r.bytes} | ${r.sealOpenUs.toFixed(1)} | ${r.mibPerSecond.toFixed(0)} | ${r.webCryptoUs.toFixed(1)} | ${r.plainUs.toFixed(1)} |`)
+      .join("\n") +
     "\n\n| one sync | bytes | seal + open µs, Node | WebCrypto | plaintext µs | added by encryption (Node) µs |\n|---|---|---|---|---|---|\n" +
-    perSync.map((r) => `| ${r.sync} | ${r.bytes} | ${r.sealOpenUs.toFixed(1)} | ${r.webCryptoUs.toFixed(1)} | ${r.plainUs.toFixed(1)} | ${(r.sealOpenUs - r.plainUs).toFixed(1)} |`).join("\n");
+    perSync
+      .map(
+        (r) =>
+          `| ${r.sync} | ${r.bytes} | ${r.sealOpenUs.toFixed(1)} | ${r.webCryptoUs.toFixed(1)} | ${r.plainUs.toFixed(1)} | ${(r.sealOpenUs - r.plainUs).toFixed(1)} |`,
+      )
+      .join("\n");
   return {
     description:
       "The record layer every message after the handshake goes through (replication/channel/record-layer.ts): AES-256-GCM, one key per direction, the sequence number as IV; in Node through its synchronous OpenSSL binding, in browsers through WebCrypto (asynchronous; in Node each WebCrypto call is a thread-pool round trip), both measured here. " +

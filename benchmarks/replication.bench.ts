@@ -28,7 +28,11 @@ export default async function replication(context: BenchContext): Promise<BenchR
   // Running fio once warms up v86's JIT on fio's code.
   const guest = await prepareBenchGuest(DISK_BYTES, FIO);
 
-  const samples = new Map<Variant, Sample[]>([["none", []], ["logging-replay", []], ["dirty-block-copy", []]]);
+  const samples = new Map<Variant, Sample[]>([
+    ["none", []],
+    ["logging-replay", []],
+    ["dirty-block-copy", []],
+  ]);
   for (let round = 0; round < ROUNDS; round++) {
     for (const variant of samples.keys()) {
       const sample = await runVariant(variant, guest);
@@ -58,7 +62,10 @@ export default async function replication(context: BenchContext): Promise<BenchR
   const [replay, copy] = [samples.get("logging-replay")!, samples.get("dirty-block-copy")!];
   const ratio = (f: (s: Sample) => number) => median(replay.map(f)) / median(copy.map(f));
   const diskRatio = ratio((s) => s.metrics!.diskSyncBytes);
-  const perSyncRatio = ratio((s) => s.metrics!.bytes.memoryPages + s.metrics!.bytes.deviceState + s.metrics!.bytes.ioLog + s.metrics!.bytes.diskBlocks + s.metrics!.bytes.control) / ratio((s) => s.metrics!.syncs);
+  const perSyncRatio =
+    ratio(
+      (s) => s.metrics!.bytes.memoryPages + s.metrics!.bytes.deviceState + s.metrics!.bytes.ioLog + s.metrics!.bytes.diskBlocks + s.metrics!.bytes.control,
+    ) / ratio((s) => s.metrics!.syncs);
   const throughputRatio = ratio((s) => s.kibPerSecond);
   return {
     description:

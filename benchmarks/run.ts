@@ -36,7 +36,10 @@ function machineFacts(): Record<string, string> {
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
-  const available = readdirSync(here).filter((f) => f.endsWith(".bench.ts")).map((f) => basename(f, ".bench.ts")).sort();
+  const available = readdirSync(here)
+    .filter((f) => f.endsWith(".bench.ts"))
+    .map((f) => basename(f, ".bench.ts"))
+    .sort();
   const unknown = wanted.filter((name) => !available.includes(name));
   if (unknown.length > 0) {
     process.stderr.write(`bench: unknown benchmark(s) ${unknown.join(", ")}; available: ${available.join(", ")}\n`);
@@ -55,9 +58,15 @@ async function main(): Promise<void> {
     const markdown =
       `# ${name}\n\n${report.description}\n\n${report.table}\n\n` +
       `- command: \`${command}\`\n- date: ${started.toISOString()}\n` +
-      Object.entries(facts).map(([k, v]) => `- ${k}: ${v}`).join("\n") + "\n";
+      Object.entries(facts)
+        .map(([k, v]) => `- ${k}: ${v}`)
+        .join("\n") +
+      "\n";
     writeFileSync(join(resultsDir, `${name}.md`), markdown);
-    writeFileSync(join(resultsDir, `${name}.json`), JSON.stringify({ name, command, date: started.toISOString(), machine: facts, data: report.data }, null, 2) + "\n");
+    writeFileSync(
+      join(resultsDir, `${name}.json`),
+      JSON.stringify({ name, command, date: started.toISOString(), machine: facts, data: report.data }, null, 2) + "\n",
+    );
     process.stdout.write(markdown + "\n");
   }
 }

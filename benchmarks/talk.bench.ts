@@ -61,27 +61,37 @@ export async function runTalk(options: TalkOptions, log: (line: string) => void)
       log(`booting the ${memoryMiB} MiB guest template`);
       templates.set(memoryMiB, await buildGuestTemplate(dir, memoryMiB));
     }
-    const main = await runMatrixProcess(dir, "main", {
-      shaping,
-      links: [...options.links],
-      workloads: [...options.workloads],
-      variants: [...options.variants],
-      rounds: options.rounds,
-      guests: [templates.get(128)!],
-      warmUpSeconds: options.warmUpSeconds,
-    }, log);
+    const main = await runMatrixProcess(
+      dir,
+      "main",
+      {
+        shaping,
+        links: [...options.links],
+        workloads: [...options.workloads],
+        variants: [...options.variants],
+        rounds: options.rounds,
+        guests: [templates.get(128)!],
+        warmUpSeconds: options.warmUpSeconds,
+      },
+      log,
+    );
     const pauseByMemory =
       options.pauseByMemoryMiB.length < 2
         ? undefined
-        : await runMatrixProcess(dir, "memory", {
-            shaping,
-            links: [LINKS[0]!],
-            workloads: ["seq-4k"],
-            variants: ["logging-replay"],
-            rounds: options.rounds,
-            guests: options.pauseByMemoryMiB.map((m) => templates.get(m)!),
-            warmUpSeconds: options.warmUpSeconds,
-          }, log);
+        : await runMatrixProcess(
+            dir,
+            "memory",
+            {
+              shaping,
+              links: [LINKS[0]!],
+              workloads: ["seq-4k"],
+              variants: ["logging-replay"],
+              rounds: options.rounds,
+              guests: options.pauseByMemoryMiB.map((m) => templates.get(m)!),
+              warmUpSeconds: options.warmUpSeconds,
+            },
+            log,
+          );
     return { shaping, fallbackReason: namespaces.ok ? undefined : namespaces.why, options, main, pauseByMemory };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -116,7 +126,12 @@ export default async function talk(context: BenchContext): Promise<BenchReport> 
   return {
     description: summary.description,
     table: `${summary.table}\n\nCharts: [throughput by mode per link](talk-throughput.svg), [traffic per sync by category](talk-traffic.svg).`,
-    data: { ...summary.data, cells: run.main.cells, pauseByMemory: run.pauseByMemory?.cells ?? [], failures: [...run.main.failures, ...(run.pauseByMemory?.failures ?? [])] },
+    data: {
+      ...summary.data,
+      cells: run.main.cells,
+      pauseByMemory: run.pauseByMemory?.cells ?? [],
+      failures: [...run.main.failures, ...(run.pauseByMemory?.failures ?? [])],
+    },
   };
 }
 
@@ -135,7 +150,10 @@ function throughputChart(cells: CellResult[], options: TalkOptions): string {
       options.workloads.map((workload) => ({
         label: workload,
         values: options.variants.map((variant) => {
-          const median = medianOf(cells.filter((c) => c.link === link.name && c.workload === workload && c.variant === variant), (c) => c.kibPerSecond / 1024);
+          const median = medianOf(
+            cells.filter((c) => c.link === link.name && c.workload === workload && c.variant === variant),
+            (c) => c.kibPerSecond / 1024,
+          );
           return median;
         }),
       })),
@@ -150,7 +168,9 @@ function trafficChart(cells: CellResult[]): string {
   const link = "1 Gbit/s";
   const bars = WORKLOADS.flatMap((workload) =>
     (["logging-replay", "dirty-block-copy"] as const).map((variant) => {
-      const matching = cells.filter((c) => c.link === link && c.workload === workload.name && c.variant === variant && c.metrics !== undefined && c.metrics.syncs > 0);
+      const matching = cells.filter(
+        (c) => c.link === link && c.workload === workload.name && c.variant === variant && c.metrics !== undefined && c.metrics.syncs > 0,
+      );
       return {
         label: `${workload.name}\n${variant === "logging-replay" ? "replay" : "block copy"}`,
         values: categories.map((category) => medianOf(matching, (c) => c.metrics!.bytes[category] / c.metrics!.syncs / 1024)),

@@ -12,14 +12,23 @@ export class ConfigError extends TwinvmError {}
 
 /** An image that is missing, unreadable, or not what its role needs. */
 export class ImageError extends TwinvmError {
-  constructor(readonly role: string, readonly location: string, reason: string, options?: ErrorOptions) {
+  constructor(
+    readonly role: string,
+    readonly location: string,
+    reason: string,
+    options?: ErrorOptions,
+  ) {
     super(`${role} image ${location}: ${reason}`, options);
   }
 }
 
 /** The guest did not print what was awaited in time; carries the console's last lines. */
 export class ConsoleTimeoutError extends TwinvmError {
-  constructor(readonly waitedFor: string, readonly timeoutMs: number, readonly consoleTail: string) {
+  constructor(
+    readonly waitedFor: string,
+    readonly timeoutMs: number,
+    readonly consoleTail: string,
+  ) {
     super(
       `timed out after ${timeoutMs} ms waiting for ${waitedFor}; last console lines:\n` +
         (consoleTail.length > 0 ? consoleTail : "(the guest printed nothing)"),

@@ -282,9 +282,7 @@ export class Machine {
 
   #require(): { emulator: Emulator; console: SerialConsole; ram: GuestRam } {
     if (this.#emulator === undefined || this.#console === undefined || this.#ram === undefined) {
-      throw new MachineStateError(
-        this.#state === "destroyed" ? "machine is destroyed" : "machine has not been booted or restored yet",
-      );
+      throw new MachineStateError(this.#state === "destroyed" ? "machine is destroyed" : "machine has not been booted or restored yet");
     }
     return { emulator: this.#emulator, console: this.#console, ram: this.#ram };
   }

@@ -62,9 +62,13 @@ export function decodeSnapshot(bytes: Uint8Array): { meta: SnapshotMeta; v86Stat
 function isMeta(value: unknown): value is SnapshotMeta {
   const m = value as Partial<SnapshotMeta> | null;
   return (
-    typeof m === "object" && m !== null &&
-    typeof m.v86Version === "string" && Number.isInteger(m.memoryMiB) && Number.isInteger(m.vgaMemoryKiB) &&
-    typeof m.devices === "object" && m.devices !== null
+    typeof m === "object" &&
+    m !== null &&
+    typeof m.v86Version === "string" &&
+    Number.isInteger(m.memoryMiB) &&
+    Number.isInteger(m.vgaMemoryKiB) &&
+    typeof m.devices === "object" &&
+    m.devices !== null
   );
 }
 

@@ -327,13 +327,15 @@ export class Emulator {
       // v86 snapshots these port entries in register_device, so they must exist first.
       for (let offset = 0; offset < region.size; offset++) {
         cpu.io.register_read(
-          base + offset, owner,
+          base + offset,
+          owner,
           () => region.read(offset, 1) & 0xff,
           () => region.read(offset, 2) & 0xffff,
           () => region.read(offset, 4) | 0,
         );
         cpu.io.register_write(
-          base + offset, owner,
+          base + offset,
+          owner,
           (value) => region.write(offset, 1, value & 0xff),
           (value) => region.write(offset, 2, value & 0xffff),
           (value) => region.write(offset, 4, value >>> 0),
@@ -495,7 +497,12 @@ export function restoreStateKeepingMemory(emulator: Emulator, parts: V86StatePar
   new Int32Array(state, 0, 4).set([STATE_MAGIC, STATE_VERSION, total, parts.json.length]);
   new Uint8Array(state, STATE_HEADER_BYTES).set(parts.json);
   new Uint8Array(state, buffersOffset).set(parts.buffers);
-  withInstanceOverride(emulator.cpu, "unpack_memory", () => {}, () => emulator.restoreState(state));
+  withInstanceOverride(
+    emulator.cpu,
+    "unpack_memory",
+    () => {},
+    () => emulator.restoreState(state),
+  );
 }
 
 /**
@@ -548,10 +555,15 @@ export function captureStateTree(emulator: Emulator): V86StateTree {
   };
   let tree: Uint8Array;
   try {
-    withInstanceOverride(cpu, "pack_memory", () => ({
-      bitmap: { get_buffer: () => new ArrayBuffer(0) },
-      packed_memory: new Uint8Array(0),
-    }), () => write(cpu));
+    withInstanceOverride(
+      cpu,
+      "pack_memory",
+      () => ({
+        bitmap: { get_buffer: () => new ArrayBuffer(0) },
+        packed_memory: new Uint8Array(0),
+      }),
+      () => write(cpu),
+    );
   } finally {
     // Also after a throw: the next capture starts from an empty writer.
     tree = out.take();

@@ -45,7 +45,8 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; j
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new UsageError(`--seed must be an integer from 0 to 2^32-1, not "${values.seed}"`);
   const features: EngineFeatures = { ...NO_FEATURES };
-  for (const name of values.expect.split(",").filter((part) => part !== "")) features[oneOf(name, ["reprotect", "stall", "fencing"] as const, "--expect")] = true;
+  for (const name of values.expect.split(",").filter((part) => part !== ""))
+    features[oneOf(name, ["reprotect", "stall", "fencing"] as const, "--expect")] = true;
   return {
     rounds,
     modes: mode === "both" ? ["logging-replay", "dirty-block-copy"] : [mode as DiskMode],
@@ -77,11 +78,15 @@ async function main(): Promise<number> {
     });
   }
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  log(`campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policy}; booting the guest once`);
+  log(
+    `campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policy}; booting the guest once`,
+  );
   const run = await runCampaign(options, {
     onBase: (created) => {
       base = created;
-      log(`campaign: guest booted in ${(created.template.bootMs / 1000).toFixed(1)} s, snapshot taken; a failed round's files go to ${options.artifactsDir ?? defaultArtifactsDir(options.seed)}`);
+      log(
+        `campaign: guest booted in ${(created.template.bootMs / 1000).toFixed(1)} s, snapshot taken; a failed round's files go to ${options.artifactsDir ?? defaultArtifactsDir(options.seed)}`,
+      );
     },
     onRound: (result) => {
       if (options.json) return log(roundLine(result));
@@ -95,7 +100,9 @@ async function main(): Promise<number> {
     log(`campaign: JUnit report written to ${options.junit}`);
   }
   if (options.json) {
-    process.stdout.write(`${JSON.stringify({ seed: options.seed, policy: options.policy, features: options.features, bootMs: run.bootMs, artifactsDir: run.artifactsDir, summary, rounds: run.results }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ seed: options.seed, policy: options.policy, features: options.features, bootMs: run.bootMs, artifactsDir: run.artifactsDir, summary, rounds: run.results }, null, 2)}\n`,
+    );
   } else {
     process.stdout.write(`\nseed ${options.seed}\n${summaryText(summary)}\n`);
   }

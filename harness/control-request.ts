@@ -79,7 +79,8 @@ export function parseControlRequest(line: string): ControlRequest | { id: number
     case "protect": {
       const url = value.type === "migrate" ? value.to : value.connect;
       const field = value.type === "migrate" ? "to" : "connect";
-      if (typeof url !== "string" || url.length > MAX_URL_CHARS || !/^wss?:\/\/[^\s]+$/.test(url)) return { id, error: `${value.type}: ${field} must be a ws:// or wss:// URL` };
+      if (typeof url !== "string" || url.length > MAX_URL_CHARS || !/^wss?:\/\/[^\s]+$/.test(url))
+        return { id, error: `${value.type}: ${field} must be a ws:// or wss:// URL` };
       if (value.type === "protect") return { id, type: "protect", connect: url };
       if (value.stopAndCopy !== undefined && typeof value.stopAndCopy !== "boolean") return { id, error: "migrate: stopAndCopy must be true or false" };
       return { id, type: "migrate", to: url, stopAndCopy: value.stopAndCopy === true };

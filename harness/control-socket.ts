@@ -124,7 +124,12 @@ export function callControl<T>(path: string, body: ControlRequestBody, timeoutMs
     socket.setEncoding("utf8");
     socket.on("connect", () => socket.write(JSON.stringify({ ...body, id: 1 }) + "\n"));
     socket.on("error", (error: NodeJS.ErrnoException) => {
-      const why = error.code === "ENOENT" ? "no such socket (is the node running?)" : error.code === "ECONNREFUSED" ? "nobody listening (the node has exited)" : error.message;
+      const why =
+        error.code === "ENOENT"
+          ? "no such socket (is the node running?)"
+          : error.code === "ECONNREFUSED"
+            ? "nobody listening (the node has exited)"
+            : error.message;
       fail(new Error(`control socket ${path}: ${why}`));
     });
     socket.on("close", () => fail(new Error(`control socket ${path}: the node closed the connection without answering`)));

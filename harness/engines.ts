@@ -23,7 +23,12 @@ export function createPrimaryEngine(machine: Machine, settings: PrimarySettings)
   return new PrimaryEngine(machine, {
     mode: settings.mode,
     hook: settings.hook,
-    ...withoutUndefined({ epoch: settings.epoch, peerTimeoutMs: settings.peerTimeoutMs, onSecondaryLoss: settings.onSecondaryLoss, compressSyncs: settings.compressSyncs }),
+    ...withoutUndefined({
+      epoch: settings.epoch,
+      peerTimeoutMs: settings.peerTimeoutMs,
+      onSecondaryLoss: settings.onSecondaryLoss,
+      compressSyncs: settings.compressSyncs,
+    }),
     log: settings.log,
   });
 }
@@ -35,7 +40,10 @@ export interface SecondarySettings {
 }
 
 export function createSecondaryEngine(machine: Machine, settings: SecondarySettings): SecondaryEngine {
-  return new SecondaryEngine(machine, { ...withoutUndefined({ peerTimeoutMs: settings.peerTimeoutMs, autoFailover: settings.autoFailover }), log: settings.log });
+  return new SecondaryEngine(machine, {
+    ...withoutUndefined({ peerTimeoutMs: settings.peerTimeoutMs, autoFailover: settings.autoFailover }),
+    log: settings.log,
+  });
 }
 
 /** One acknowledged sync, as `--json` and the test API's events report it. */

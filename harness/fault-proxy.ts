@@ -222,7 +222,8 @@ export class FaultProxy {
   #forward(link: Link, chunk: Buffer): void {
     const ends = link.frames.push(chunk);
     const armed = this.#armed;
-    const target = armed && ends.find((frame) => frame.payloadBytes >= armed.minFrameBytes && frame.opcode !== 0x8 && frame.opcode !== 0x9 && frame.opcode !== 0xa);
+    const target =
+      armed && ends.find((frame) => frame.payloadBytes >= armed.minFrameBytes && frame.opcode !== 0x8 && frame.opcode !== 0x9 && frame.opcode !== 0xa);
     if (armed && target) {
       this.#armed = undefined;
       // The frame goes out whole; the cut follows once it was written to the secondary's socket.

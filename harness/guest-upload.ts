@@ -20,7 +20,8 @@ export class UploadError extends Error {
 const CHUNK_CHARS = 16 * 1024;
 
 export async function uploadToGuest(machine: Machine, path: string, data: Uint8Array, options: { mode?: number; timeoutMs?: number } = {}): Promise<void> {
-  if (!path.startsWith("/") || /['\n\r\0]/.test(path)) throw new UploadError(`guest path ${JSON.stringify(path)}: expected an absolute path without quotes or newlines`);
+  if (!path.startsWith("/") || /['\n\r\0]/.test(path))
+    throw new UploadError(`guest path ${JSON.stringify(path)}: expected an absolute path without quotes or newlines`);
   if (data.length > MAX_UPLOAD_BYTES) throw new UploadError(`${path}: ${data.length} bytes is more than ${MAX_UPLOAD_BYTES} (put big data on a disk image)`);
   const timeoutMs = options.timeoutMs ?? 120_000;
   const encoded = Buffer.from(data).toString("base64");
@@ -47,7 +48,8 @@ export async function uploadToGuest(machine: Machine, path: string, data: Uint8A
     wanted.catch(() => undefined);
     // The command failing (before or between chunks) ends the wait too.
     const first = await Promise.race([wanted.then((match) => match.end), run]);
-    if (typeof first !== "number") throw new UploadError(`${path}: the upload stopped in the guest (exit ${first.exitCode}): ${first.output.trim().slice(-300)}`);
+    if (typeof first !== "number")
+      throw new UploadError(`${path}: the upload stopped in the guest (exit ${first.exitCode}): ${first.output.trim().slice(-300)}`);
     position = first;
     machine.send(encoded.slice(i * CHUNK_CHARS, (i + 1) * CHUNK_CHARS));
   }

@@ -248,7 +248,15 @@ function startUnreplicated(machine: Machine): StartedNode {
   const metrics = new ReplicationMetrics("primary");
   metrics.state = "unreplicated";
   machine.console.onOutput(decoder());
-  return { machine, engine: () => undefined, role: () => "primary", metrics: () => metrics, runsGuest: () => true, protection: () => undefined, close: async () => undefined };
+  return {
+    machine,
+    engine: () => undefined,
+    role: () => "primary",
+    metrics: () => metrics,
+    runsGuest: () => true,
+    protection: () => undefined,
+    close: async () => undefined,
+  };
 }
 
 async function bootFresh(config: MachineConfig): Promise<Machine> {
@@ -277,7 +285,8 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     // and cuts off refused peers that do not close.
     handshake(transport, "secondary", secret, { epoch: Math.max(1, secondary.epoch) }).then(
       // attach() can fail when the primary leaves during set-up: the node stays up for the next one.
-      (channel) => void secondary.attach(channel).catch((error: unknown) => log(`secondary: session with a primary ended during set-up: ${(error as Error).message}`)),
+      (channel) =>
+        void secondary.attach(channel).catch((error: unknown) => log(`secondary: session with a primary ended during set-up: ${(error as Error).message}`)),
       (error: unknown) => log(`secondary: refused a peer: ${(error as Error).message}`),
     ),
   );
@@ -309,7 +318,6 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     },
   };
 }
-
 
 async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? "{}") as NodeConfig;

@@ -17,14 +17,7 @@ const DIST = join(ROOT, "dist");
  * read one (the check below fails the build for any `new URL(...)` target that is
  * missing). Dependencies' files (v86's wasm) come from node_modules, not from here.
  */
-export const RUNTIME_ASSETS = [
-  "images/bios.bin",
-  "images/vmlinuz",
-  "images/initramfs.cpio.gz",
-  "images/manifest.json",
-  "images/README.md",
-  "images/licenses",
-];
+export const RUNTIME_ASSETS = ["images/bios.bin", "images/vmlinuz", "images/initramfs.cpio.gz", "images/manifest.json", "images/README.md", "images/licenses"];
 
 /** The compiled executables (package.json `bin`). */
 const EXECUTABLES = ["harness/twinvm.js"];
@@ -78,7 +71,8 @@ function build(): void {
   }
   for (const executable of EXECUTABLES) chmodSync(join(DIST, executable), 0o755);
   const missing = missingUrlTargets();
-  if (missing.length > 0) throw new Error(`compiled code refers to files that are not in dist/ (add them to RUNTIME_ASSETS in scripts/build.ts):\n  ${missing.join("\n  ")}`);
+  if (missing.length > 0)
+    throw new Error(`compiled code refers to files that are not in dist/ (add them to RUNTIME_ASSETS in scripts/build.ts):\n  ${missing.join("\n  ")}`);
   process.stderr.write(`build: dist/ written in ${((performance.now() - started) / 1000).toFixed(1)} s (${compiledFiles(DIST).length} modules)\n`);
 }
 

@@ -21,7 +21,9 @@ export function groupedBars(title: string, series: string[], groups: BarGroup[],
     const x0 = plot.left + 12 + g * (series.length * 16 + 24);
     group.values.forEach((value, s) => {
       if (value === undefined) return;
-      parts.push(`<rect x="${x0 + s * 16}" y="${y(value)}" width="14" height="${plot.bottom - y(value)}" fill="${COLORS[s % COLORS.length]}"><title>${escape(`${group.label}, ${series[s]}: ${formatNumber(value)} ${unit}`)}</title></rect>`);
+      parts.push(
+        `<rect x="${x0 + s * 16}" y="${y(value)}" width="14" height="${plot.bottom - y(value)}" fill="${COLORS[s % COLORS.length]}"><title>${escape(`${group.label}, ${series[s]}: ${formatNumber(value)} ${unit}`)}</title></rect>`,
+      );
     });
     parts.push(`<text x="${x0 + (series.length * 16) / 2}" y="${plot.bottom + 16}" text-anchor="middle">${escape(group.label)}</text>`);
   });
@@ -41,7 +43,9 @@ export function stackedBars(title: string, categories: string[], bars: BarGroup[
     let base = 0;
     bar.values.forEach((value, c) => {
       if (value === undefined || value <= 0) return;
-      parts.push(`<rect x="${x}" y="${y(base + value)}" width="40" height="${y(base) - y(base + value)}" fill="${COLORS[c % COLORS.length]}"><title>${escape(`${bar.label}, ${categories[c]}: ${formatNumber(value)} ${unit}`)}</title></rect>`);
+      parts.push(
+        `<rect x="${x}" y="${y(base + value)}" width="40" height="${y(base) - y(base + value)}" fill="${COLORS[c % COLORS.length]}"><title>${escape(`${bar.label}, ${categories[c]}: ${formatNumber(value)} ${unit}`)}</title></rect>`,
+      );
       base += value;
     });
     const lines = bar.label.split("\n");
@@ -52,7 +56,14 @@ export function stackedBars(title: string, categories: string[], bars: BarGroup[
 }
 
 /** The chart's frame: header, title, a value axis up to a round ceiling above `max` with grid lines, the unit; and the value-to-y mapping. */
-function axes(title: string, unit: string, width: number, height: number, plot: { left: number; top: number; bottom: number }, max: number): { parts: string[]; y: (value: number) => number } {
+function axes(
+  title: string,
+  unit: string,
+  width: number,
+  height: number,
+  plot: { left: number; top: number; bottom: number },
+  max: number,
+): { parts: string[]; y: (value: number) => number } {
   const scale = niceCeiling(max);
   const y = (value: number) => plot.bottom - ((plot.bottom - plot.top) * value) / scale;
   const parts = [svgHeader(width, height), `<text x="${width / 2}" y="20" text-anchor="middle" font-weight="bold">${escape(title)}</text>`];
@@ -61,7 +72,9 @@ function axes(title: string, unit: string, width: number, height: number, plot: 
     parts.push(`<line x1="${plot.left}" x2="${width - 20}" y1="${y(value)}" y2="${y(value)}" stroke="#ddd"/>`);
     parts.push(`<text x="${plot.left - 6}" y="${y(value) + 4}" text-anchor="end">${formatNumber(value)}</text>`);
   }
-  parts.push(`<text x="14" y="${(plot.top + plot.bottom) / 2}" transform="rotate(-90 14 ${(plot.top + plot.bottom) / 2})" text-anchor="middle">${escape(unit)}</text>`);
+  parts.push(
+    `<text x="14" y="${(plot.top + plot.bottom) / 2}" transform="rotate(-90 14 ${(plot.top + plot.bottom) / 2})" text-anchor="middle">${escape(unit)}</text>`,
+  );
   return { parts, y };
 }
 
@@ -70,7 +83,12 @@ function svgHeader(width: number, height: number): string {
 }
 
 function legend(names: string[], x: number, y: number): string {
-  return names.map((name, i) => `<rect x="${x + i * 150}" y="${y - 9}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${x + i * 150 + 14}" y="${y}">${escape(name)}</text>`).join("\n");
+  return names
+    .map(
+      (name, i) =>
+        `<rect x="${x + i * 150}" y="${y - 9}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${x + i * 150 + 14}" y="${y}">${escape(name)}</text>`,
+    )
+    .join("\n");
 }
 
 function niceCeiling(value: number): number {

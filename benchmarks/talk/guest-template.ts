@@ -19,11 +19,17 @@ export async function buildGuestTemplate(dir: string, memoryMiB: number): Promis
     vdb: join(dir, `vdb-${memoryMiB}.img`),
   };
   const [vda, vdb] = await Promise.all([template.vda, template.vdb].map((path) => FileBackend.open(path, { createSizeBytes: DISK_BYTES })));
-  const machine = new Machine({ ...defaultGuest(), memoryMiB, devices: [virtioBlkDisk({ backend: vda!, id: "vda" }), virtioBlkDisk({ backend: vdb!, id: "vdb" })] });
+  const machine = new Machine({
+    ...defaultGuest(),
+    memoryMiB,
+    devices: [virtioBlkDisk({ backend: vda!, id: "vda" }), virtioBlkDisk({ backend: vdb!, id: "vdb" })],
+  });
   try {
     await machine.boot();
     // ext4 where the guest has mkfs.ext4; otherwise busybox's mke2fs, mounted by the ext4 driver.
-    const format = await machine.exec("(mkfs.ext4 -q -F /dev/vdb 2>/dev/null || mke2fs -q -F /dev/vdb) && mkdir -p /mnt && mount /dev/vdb /mnt && sync", { timeoutMs: 120_000 });
+    const format = await machine.exec("(mkfs.ext4 -q -F /dev/vdb 2>/dev/null || mke2fs -q -F /dev/vdb) && mkdir -p /mnt && mount /dev/vdb /mnt && sync", {
+      timeoutMs: 120_000,
+    });
     if (format.exitCode !== 0) throw new Error(`formatting vdb in the guest failed: ${format.output}`);
     await writeFile(template.snapshot, await machine.snapshot());
   } finally {

@@ -15,7 +15,12 @@ import { metricsSince } from "../metrics-diff.ts";
 
 export type Variant = "none" | "logging-replay" | "logging-replay+deflate" | "dirty-block-copy";
 
-const ENGINE_MODE = { "logging-replay": "logging-replay", "logging-replay+deflate": "logging-replay", "dirty-block-copy": "dirty-block-copy", none: "none" } as const;
+const ENGINE_MODE = {
+  "logging-replay": "logging-replay",
+  "logging-replay+deflate": "logging-replay",
+  "dirty-block-copy": "dirty-block-copy",
+  none: "none",
+} as const;
 
 export interface MatrixConfig {
   shaping: Shaping;
@@ -87,31 +92,41 @@ export async function runMatrix(config: MatrixConfig, log: (line: string) => voi
     for (const link of config.links) {
       if (config.shaping === "netns-tc") shapeLoopback(link);
       for (let round = 1; round <= config.rounds; round++) {
-        for (const guest of config.guests) for (const variant of config.variants) {
-          const started = performance.now();
-          const cell = `${link.name} round ${round} ${guest.memoryMiB} MiB ${variant}`;
-          try {
-            const pair = await startPair(guest, variant, link, config.shaping, dir, secretFile, config.warmUpSeconds);
+        for (const guest of config.guests)
+          for (const variant of config.variants) {
+            const started = performance.now();
+            const cell = `${link.name} round ${round} ${guest.memoryMiB} MiB ${variant}`;
             try {
-              for (const workload of workloads) {
-                const before = variant === "none" ? undefined : await pair.primary.metrics(true);
-                const t0 = performance.now();
-                const { output } = await pair.primary.exec(fioCommand(workload), 600_000);
-                const wallMs = performance.now() - t0;
-                const after = variant === "none" ? undefined : await pair.primary.metrics();
-                const kibPerSecond = parseBandwidth(output, workload);
-                results.cells.push({ link: link.name, round, memoryMiB: guest.memoryMiB, variant, workload: workload.name, kibPerSecond, wallMs, ...(after && { metrics: metricsSince(before!, after) }) });
-                log(`${cell} ${workload.name}: ${(kibPerSecond / 1024).toFixed(2)} MiB/s`);
+              const pair = await startPair(guest, variant, link, config.shaping, dir, secretFile, config.warmUpSeconds);
+              try {
+                for (const workload of workloads) {
+                  const before = variant === "none" ? undefined : await pair.primary.metrics(true);
+                  const t0 = performance.now();
+                  const { output } = await pair.primary.exec(fioCommand(workload), 600_000);
+                  const wallMs = performance.now() - t0;
+                  const after = variant === "none" ? undefined : await pair.primary.metrics();
+                  const kibPerSecond = parseBandwidth(output, workload);
+                  results.cells.push({
+                    link: link.name,
+                    round,
+                    memoryMiB: guest.memoryMiB,
+                    variant,
+                    workload: workload.name,
+                    kibPerSecond,
+                    wallMs,
+                    ...(after && { metrics: metricsSince(before!, after) }),
+                  });
+                  log(`${cell} ${workload.name}: ${(kibPerSecond / 1024).toFixed(2)} MiB/s`);
+                }
+              } finally {
+                await pair.stop();
               }
-            } finally {
-              await pair.stop();
+            } catch (error) {
+              results.failures.push(`${cell}: ${(error as Error).message.split("\n")[0]}`);
+              log(`FAILED ${cell}: ${(error as Error).message}`);
             }
-          } catch (error) {
-            results.failures.push(`${cell}: ${(error as Error).message.split("\n")[0]}`);
-            log(`FAILED ${cell}: ${(error as Error).message}`);
+            log(`${cell}: ${((performance.now() - started) / 1000).toFixed(0)} s`);
           }
-          log(`${cell}: ${((performance.now() - started) / 1000).toFixed(0)} s`);
-        }
       }
     }
   } finally {
@@ -125,7 +140,15 @@ interface RunningPair {
   stop(): Promise<void>;
 }
 
-async function startPair(guest: GuestTemplate, variant: Variant, link: LinkSpec, shaping: Shaping, dir: string, secretFile: string, warmUpSeconds: number): Promise<RunningPair> {
+async function startPair(
+  guest: GuestTemplate,
+  variant: Variant,
+  link: LinkSpec,
+  shaping: Shaping,
+  dir: string,
+  secretFile: string,
+  warmUpSeconds: number,
+): Promise<RunningPair> {
   const disks = (who: string) =>
     (["vda", "vdb"] as const).map((disk) => {
       const path = join(dir, `${who}-${disk}.img`);
@@ -172,4 +195,3 @@ async function startPair(guest: GuestTemplate, variant: Variant, link: LinkSpec,
     throw error;
   }
 }
-

@@ -8,7 +8,10 @@ import { shapingDescription } from "./links.ts";
 const MiB = 1024;
 
 function values(cells: CellResult[], pick: (cell: CellResult) => number | undefined): number[] {
-  return cells.map(pick).filter((v): v is number => v !== undefined && Number.isFinite(v)).sort((a, b) => a - b);
+  return cells
+    .map(pick)
+    .filter((v): v is number => v !== undefined && Number.isFinite(v))
+    .sort((a, b) => a - b);
 }
 
 function median(sorted: number[]): number | undefined {
@@ -50,7 +53,8 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
     const rows = run.options.workloads.map((workload) => {
       const none = tput(link.name, "none", workload);
       const cellsFor = (variant: string) => select(link.name, variant, workload);
-      const column = (variant: string) => (run.options.variants.includes(variant as never) ? spread(values(cellsFor(variant), (c) => c.kibPerSecond / MiB)) : "–");
+      const column = (variant: string) =>
+        run.options.variants.includes(variant as never) ? spread(values(cellsFor(variant), (c) => c.kibPerSecond / MiB)) : "–";
       const lr = tput(link.name, "logging-replay", workload);
       const dbc = tput(link.name, "dirty-block-copy", workload);
       return `| ${workload} | ${column("none")} | ${column("logging-replay")} | ${fixed(ratio(lr, none))} | ${column("logging-replay+deflate")} | ${column("dirty-block-copy")} | ${fixed(ratio(dbc, none))} | **${fixed(ratio(lr, dbc))}** |`;
@@ -73,7 +77,8 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
       const pagesRaw = median(values(lr, (c) => perSync(c, (m) => m.memoryPagesRawBytes)));
       const pause = (which: "p50Ms" | "p99Ms") => median(values(lr, (c) => c.metrics?.pauseMs[which]));
       const rtt = median(values(lr, (c) => c.metrics?.roundTripMs.p50Ms));
-      const reduction = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b === 0 ? "–" : `${(100 * (1 - a / b)).toFixed(1)}%`);
+      const reduction = (a: number | undefined, b: number | undefined) =>
+        a === undefined || b === undefined || b === 0 ? "–" : `${(100 * (1 - a / b)).toFixed(1)}%`;
       return (
         `| ${workload} | ${fixed(diskLr === undefined ? undefined : diskLr / 1024, 1)} | ${fixed(diskDbc === undefined ? undefined : diskDbc / 1024, 1)} | ${reduction(diskLr, diskDbc)} | ` +
         `${fixed(perSyncLr === undefined ? undefined : perSyncLr / 1024, 1)} | ${fixed(perSyncDbc === undefined ? undefined : perSyncDbc / 1024, 1)} | ${reduction(perSyncLr, perSyncDbc)} | ` +
@@ -91,7 +96,13 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
   // The talk's three figures, and the issue's targets, as measured.
   const slowest = run.options.links.at(-1)!.name;
   const fastest = run.options.links.find((l) => l.name === "1 Gbit/s")?.name ?? run.options.links[0]!.name;
-  const allDisk = (variant: string, link: string) => median(values(cells.filter((c) => c.link === link && c.variant === variant), (c) => c.metrics?.diskSyncBytes));
+  const allDisk = (variant: string, link: string) =>
+    median(
+      values(
+        cells.filter((c) => c.link === link && c.variant === variant),
+        (c) => c.metrics?.diskSyncBytes,
+      ),
+    );
   const diskReduction = ratio(allDisk("logging-replay", fastest), allDisk("dirty-block-copy", fastest));
   const perSyncOf = (variant: string, link: string, workload: string) => median(values(select(link, variant, workload), (c) => perSync(c, syncBytes)));
   const perSyncRatio64 = ratio(perSyncOf("logging-replay", slowest, "seq-64k"), perSyncOf("dirty-block-copy", slowest, "seq-64k"));
@@ -100,9 +111,20 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
   const unshaped = run.options.links[0]!.name;
   const vsNone4k = ratio(tput(unshaped, "logging-replay", "seq-4k"), tput(unshaped, "none", "seq-4k"));
   const vsNoneRand = ratio(tput(unshaped, "logging-replay", "rand-4k"), tput(unshaped, "none", "rand-4k"));
-  const p99All = median(values(cells.filter((c) => c.variant === "logging-replay" && c.link === unshaped), (c) => c.metrics?.pauseMs.p99Ms));
+  const p99All = median(
+    values(
+      cells.filter((c) => c.variant === "logging-replay" && c.link === unshaped),
+      (c) => c.metrics?.pauseMs.p99Ms,
+    ),
+  );
   const memory = run.pauseByMemory?.cells ?? [];
-  const pauseAt = (mib: number, which: "p50Ms" | "p99Ms") => median(values(memory.filter((c) => c.memoryMiB === mib), (c) => c.metrics?.pauseMs[which]));
+  const pauseAt = (mib: number, which: "p50Ms" | "p99Ms") =>
+    median(
+      values(
+        memory.filter((c) => c.memoryMiB === mib),
+        (c) => c.metrics?.pauseMs[which],
+      ),
+    );
   const [small, large] = [run.options.pauseByMemoryMiB[0], run.options.pauseByMemoryMiB.at(-1)];
   const memoryRatio = small === undefined || large === undefined ? undefined : ratio(pauseAt(large, "p99Ms"), pauseAt(small, "p99Ms"));
   const pct = (r: number | undefined) => (r === undefined ? "–" : `${(100 * (1 - r)).toFixed(1)}% less`);
@@ -135,8 +157,21 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
     `the disk mode \`none\` runs the primary alone. ` +
     `${run.options.rounds} rounds per cell, modes interleaved within each round; medians with (min–max). Throughput is fio's write bandwidth in the guest; ` +
     `traffic and pauses are the primary's counters over each workload (bytes on the wire after encryption, by category; "raw" is changed pages × 4 KiB). ` +
-    "Workloads: " + WORKLOADS.filter((w) => run.options.workloads.includes(w.name)).map((w) => `\`${w.name}\` ${w.description}`).join("; ") + "." +
+    "Workloads: " +
+    WORKLOADS.filter((w) => run.options.workloads.includes(w.name))
+      .map((w) => `\`${w.name}\` ${w.description}`)
+      .join("; ") +
+    "." +
     (failures.length > 0 ? ` Failed cells (left out): ${failures.join("; ")}.` : "");
-  data["comparison"] = { diskReduction, perSyncRatio64, fileRatio: { [fastest]: fileRatio(fastest), [slowest]: fileRatio(slowest) }, ratio64, vsNone4k, vsNoneRand, p99All, memoryRatio };
+  data["comparison"] = {
+    diskReduction,
+    perSyncRatio64,
+    fileRatio: { [fastest]: fileRatio(fastest), [slowest]: fileRatio(slowest) },
+    ratio64,
+    vsNone4k,
+    vsNoneRand,
+    p99All,
+    memoryRatio,
+  };
   return { description, table: [comparison, ...sections].join("\n\n"), data };
 }

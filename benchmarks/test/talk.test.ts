@@ -35,6 +35,8 @@ describe("talk benchmark, reduced matrix", function () {
     // Page deltas: what travels for pages is a fraction of the changed pages.
     expect(replay.bytes.memoryPages).to.be.lessThan(replay.memoryPagesRawBytes / 4);
     const summary = summarizeTalk(run);
-    expect(summary.table).to.match(/Beside the talk/).and.match(/1 Gbit\/s/);
+    expect(summary.table)
+      .to.match(/Beside the talk/)
+      .and.match(/1 Gbit\/s/);
   });
 });

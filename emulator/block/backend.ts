@@ -21,7 +21,11 @@ export interface BlockBackend {
 export type BlockBackendErrorCode = "out-of-range" | "misaligned" | "read-only" | "closed" | "io";
 
 export class BlockBackendError extends TwinvmError {
-  constructor(readonly code: BlockBackendErrorCode, message: string, options?: ErrorOptions) {
+  constructor(
+    readonly code: BlockBackendErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
     super(message, options);
   }
 }

@@ -104,7 +104,8 @@ export class DirtyPageTracker {
   /** Pages changed since the last collection (or baseline), with their contents before and after. */
   collect(): PageChanges {
     this.#requireUsable("collect");
-    if (this.#liveCopyAt !== undefined) throw new Error(`DirtyPageTracker.collect: a live copy is at page ${this.#liveCopyAt} of ${this.pageCount}; finish it first`);
+    if (this.#liveCopyAt !== undefined)
+      throw new Error(`DirtyPageTracker.collect: a live copy is at page ${this.#liveCopyAt} of ${this.pageCount}; finish it first`);
     const marked = this.#writeMap?.take();
     let changed: Uint32Array;
     if (this.#fullScanDue || this.mode !== "write-map" || marked === undefined) {

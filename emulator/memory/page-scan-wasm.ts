@@ -20,39 +20,85 @@ export function pageScanModuleBytes(): Uint8Array<ArrayBuffer> {
   const body = [
     ...locals([[5, i32]]), // 4 page, 5 count, 6 a (RAM cursor), 7 b (shadow cursor), 8 end of page in RAM
     ...BLOCK, // $done
-    ...get(2), I32_EQZ, ...brIf(0),
+    ...get(2),
+    I32_EQZ,
+    ...brIf(0),
     ...LOOP, // $pages
-    ...get(0), ...set(6),
-    ...get(1), ...set(7),
-    ...get(0), ...i32Const(PAGE_SIZE), I32_ADD, ...set(8),
+    ...get(0),
+    ...set(6),
+    ...get(1),
+    ...set(7),
+    ...get(0),
+    ...i32Const(PAGE_SIZE),
+    I32_ADD,
+    ...set(8),
     ...BLOCK, // $next
     ...BLOCK, // $dirty
     ...LOOP, // $strides
     ...xorAt(0),
-    ...xorAt(16), ...V128_OR,
-    ...xorAt(32), ...V128_OR,
-    ...xorAt(48), ...V128_OR,
-    ...V128_ANY_TRUE, ...brIf(1), // -> $dirty
-    ...get(6), ...i32Const(64), I32_ADD, ...tee(6),
-    ...get(7), ...i32Const(64), I32_ADD, ...set(7),
-    ...get(8), I32_LT_U, ...brIf(0), // -> $strides
+    ...xorAt(16),
+    ...V128_OR,
+    ...xorAt(32),
+    ...V128_OR,
+    ...xorAt(48),
+    ...V128_OR,
+    ...V128_ANY_TRUE,
+    ...brIf(1), // -> $dirty
+    ...get(6),
+    ...i32Const(64),
+    I32_ADD,
+    ...tee(6),
+    ...get(7),
+    ...i32Const(64),
+    I32_ADD,
+    ...set(7),
+    ...get(8),
+    I32_LT_U,
+    ...brIf(0), // -> $strides
     END,
     ...br(1), // clean -> $next
     END, // $dirty: out[count++] = page
-    ...get(3), ...get(5), ...i32Const(2), I32_SHL, I32_ADD, ...get(4), ...I32_STORE,
-    ...get(5), ...i32Const(1), I32_ADD, ...set(5),
+    ...get(3),
+    ...get(5),
+    ...i32Const(2),
+    I32_SHL,
+    I32_ADD,
+    ...get(4),
+    ...I32_STORE,
+    ...get(5),
+    ...i32Const(1),
+    I32_ADD,
+    ...set(5),
     END, // $next
-    ...get(0), ...i32Const(PAGE_SIZE), I32_ADD, ...set(0),
-    ...get(1), ...i32Const(PAGE_SIZE), I32_ADD, ...set(1),
-    ...get(4), ...i32Const(1), I32_ADD, ...tee(4),
-    ...get(2), I32_LT_U, ...brIf(0), // -> $pages
+    ...get(0),
+    ...i32Const(PAGE_SIZE),
+    I32_ADD,
+    ...set(0),
+    ...get(1),
+    ...i32Const(PAGE_SIZE),
+    I32_ADD,
+    ...set(1),
+    ...get(4),
+    ...i32Const(1),
+    I32_ADD,
+    ...tee(4),
+    ...get(2),
+    I32_LT_U,
+    ...brIf(0), // -> $pages
     END,
     END, // $done
     ...get(5),
     END,
   ];
   return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00, // "\0asm", version 1
     ...section(1, vector([[0x60, ...vector([[i32], [i32], [i32], [i32]]), ...vector([[i32]])]])), // type 0: (i32 x4) -> i32
     ...section(2, vector([[...name("env"), ...name("memory"), 0x02, 0x00, 0x00]])), // import memory, min 0, no max
     ...section(3, vector([[0x00]])), // function 0 has type 0

@@ -8,7 +8,10 @@ import { MemoryBackend } from "../block/memory-backend.ts";
 import { FileBackend } from "../node/file-backend.ts";
 
 async function failure(promise: Promise<unknown>): Promise<BlockBackendError> {
-  const error = await promise.then(() => undefined, (e: unknown) => e);
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(error, "expected a BlockBackendError").to.be.instanceOf(BlockBackendError);
   return error as BlockBackendError;
 }
@@ -18,11 +21,14 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 const variants: [string, (size: number, readOnly?: boolean) => Promise<BlockBackend>][] = [
   ["MemoryBackend", async (size, readOnly) => new MemoryBackend(size, { readOnly })],
-  ["FileBackend", async (size, readOnly) => {
-    const path = join(dir, `disk-${Math.random().toString(36).slice(2)}.img`);
-    await (await FileBackend.open(path, { createSizeBytes: size })).close();
-    return FileBackend.open(path, { readOnly });
-  }],
+  [
+    "FileBackend",
+    async (size, readOnly) => {
+      const path = join(dir, `disk-${Math.random().toString(36).slice(2)}.img`);
+      await (await FileBackend.open(path, { createSizeBytes: size })).close();
+      return FileBackend.open(path, { readOnly });
+    },
+  ],
 ];
 
 for (const [name, create] of variants) {
@@ -78,7 +84,11 @@ describe("FileBackend files", () => {
     const stat = statSync(path);
     expect(stat.size).to.equal(64 << 20);
     expect(stat.blocks * 512).to.be.lessThan(1 << 20); // sparse: only what was written takes space
-    expect(readFileSync(path).subarray(2048 * 512, 2049 * 512).every((b) => b === 0xab)).to.equal(true);
+    expect(
+      readFileSync(path)
+        .subarray(2048 * 512, 2049 * 512)
+        .every((b) => b === 0xab),
+    ).to.equal(true);
   });
 
   it("names a missing file, an existing one it would overwrite, and a bad size", async () => {

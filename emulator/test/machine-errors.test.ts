@@ -31,7 +31,10 @@ describe("Machine errors", () => {
   });
 
   it("refuses bad config values at construction", () => {
-    expect(() => new Machine({ ...defaultGuest(), memoryMiB: 8 })).to.throw(ConfigError, /memoryMiB: expected a whole number of MiB from 32 to 2048, got number 8/);
+    expect(() => new Machine({ ...defaultGuest(), memoryMiB: 8 })).to.throw(
+      ConfigError,
+      /memoryMiB: expected a whole number of MiB from 32 to 2048, got number 8/,
+    );
     expect(() => new Machine({ ...defaultGuest(), memoryMiB: 100.5 })).to.throw(ConfigError, /memoryMiB/);
     expect(() => new Machine({ ...defaultGuest(), vgaMemoryKiB: 100 })).to.throw(ConfigError, /vgaMemoryKiB/);
     expect(() => new Machine({ ...defaultGuest(), bootTimeoutMs: -1 })).to.throw(ConfigError, /bootTimeoutMs/);

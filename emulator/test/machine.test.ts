@@ -43,7 +43,7 @@ describe("Machine on the default guest", function () {
     expect(syntax.output).to.match(/unterminated|syntax/i);
     expect((await machine.exec("exit 5")).exitCode).to.equal(5);
     await machine.exec("cd /proc");
-    expect((await machine.exec("pwd; echo \"it's $((6*7))\"")).output).to.equal("/\nit's 42\n");
+    expect((await machine.exec('pwd; echo "it\'s $((6*7))"')).output).to.equal("/\nit's 42\n");
   });
 
   it("returns multi-line output and stderr, free of terminal escapes", async () => {
@@ -154,11 +154,7 @@ describe("Machine on the default guest", function () {
     const damaged = bytes.slice(0, 100);
     await expectRejection(Machine.fromSnapshot(damaged, defaultGuest()), SnapshotError, /truncated|damaged/);
     await expectRejection(Machine.fromSnapshot(new Uint8Array(64), defaultGuest()), SnapshotError, /not a twinvm snapshot/);
-    await expectRejection(
-      Machine.fromSnapshot(bytes, { ...defaultGuest(), memoryMiB: 256 }),
-      SnapshotError,
-      /memoryMiB 128, config asks for 256/,
-    );
+    await expectRejection(Machine.fromSnapshot(bytes, { ...defaultGuest(), memoryMiB: 256 }), SnapshotError, /memoryMiB 128, config asks for 256/);
   });
 });
 

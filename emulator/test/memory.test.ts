@@ -73,7 +73,14 @@ describe("DirtyPageTracker", function () {
       const base = 40 << 20; // inside RAM the guest sees
       machine.ram.write(base, randomBytes(3 * PAGE_SIZE)); // pages n, n+1, n+2
       machine.ram.write(base + 10 * PAGE_SIZE + PAGE_SIZE - 1, Uint8Array.of(machine.ram.bytes[base + 11 * PAGE_SIZE - 1]! ^ 0xff)); // last byte of n+10
-      machine.ram.write(base + 20 * PAGE_SIZE - 2, Uint8Array.of(~machine.ram.bytes[base + 20 * PAGE_SIZE - 2]! & 0xff, ~machine.ram.bytes[base + 20 * PAGE_SIZE - 1]! & 0xff, ~machine.ram.bytes[base + 20 * PAGE_SIZE]! & 0xff)); // straddles n+19 / n+20
+      machine.ram.write(
+        base + 20 * PAGE_SIZE - 2,
+        Uint8Array.of(
+          ~machine.ram.bytes[base + 20 * PAGE_SIZE - 2]! & 0xff,
+          ~machine.ram.bytes[base + 20 * PAGE_SIZE - 1]! & 0xff,
+          ~machine.ram.bytes[base + 20 * PAGE_SIZE]! & 0xff,
+        ),
+      ); // straddles n+19 / n+20
       const n = base / PAGE_SIZE;
       expect(Array.from(tracker.collect().indices)).to.deep.equal([n, n + 1, n + 2, n + 10, n + 19, n + 20]);
     } finally {
@@ -133,7 +140,9 @@ describe("DirtyPageTracker", function () {
       await machine.exec("dd if=/dev/urandom of=/tmp/y bs=4k count=64 2>/dev/null; rm /tmp/y");
       await whilePaused(machine, () => {
         const dirty = fresh.collect();
-        expect(dirty.indices.length).to.be.greaterThan(0).and.lessThan(fresh.pageCount / 2);
+        expect(dirty.indices.length)
+          .to.be.greaterThan(0)
+          .and.lessThan(fresh.pageCount / 2);
         applyPages(copy, dirty);
         expect(ramHash(copy)).to.equal(ramHash(machine));
       });
@@ -209,7 +218,9 @@ describe("DirtyPageTracker", function () {
       const live = await machine.atNextBoundary(() => DirtyPageTracker.create(machine, { mode }));
       try {
         await machine.atNextBoundary(() => live.startLiveCopy());
-        const writing = machine.exec("for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/tmp/live bs=4k count=512 2>/dev/null; done; rm /tmp/live", { timeoutMs: 120_000 });
+        const writing = machine.exec("for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/tmp/live bs=4k count=512 2>/dev/null; done; rm /tmp/live", {
+          timeoutMs: 120_000,
+        });
         let ranges = 0;
         for (let done = false; !done; ranges++) {
           await new Promise((resolve) => setTimeout(resolve, 15)); // the guest runs between ranges

@@ -62,7 +62,9 @@ describe("state without memory, as parts", function () {
     copy.run();
 
     const carriedOn = await counter(copy);
-    expect(carriedOn).to.be.at.least(beforeCapture).and.lessThan(beforeCapture + 30);
+    expect(carriedOn)
+      .to.be.at.least(beforeCapture)
+      .and.lessThan(beforeCapture + 30);
     await sleep(1000);
     expect(await counter(copy)).to.be.greaterThan(carriedOn);
     expect((await copy.exec("echo twin")).output).to.equal("twin\n");
@@ -78,7 +80,9 @@ describe("state without memory, as parts", function () {
     const second = await machine.atNextBoundary(() => tracker.capture());
     const changedBytes = second.changed.reduce((n, part) => n + part.current.length, 0);
     expect(total).to.be.greaterThan(500_000); // VGA, IDE and sound buffers are in there
-    expect(second.changed.length).to.be.greaterThan(0).and.lessThan(first.changed.length / 4);
+    expect(second.changed.length)
+      .to.be.greaterThan(0)
+      .and.lessThan(first.changed.length / 4);
     expect(changedBytes).to.be.lessThan(total / 20);
     // Each change comes with the bytes of the previous capture, for a delta.
     for (const part of second.changed) expect(part.previous).to.not.equal(undefined);
@@ -130,7 +134,7 @@ describe("state without memory, as parts", function () {
   it("writes JSON that parses as JSON.stringify's does, numbers in fixed-width fields", () => {
     const samples: unknown[] = [
       [0, -0, 1, -1, 2147483647, -2147483648, 2147483648, 1.5, -1e-300, 1e21, Number.MAX_VALUE, -Number.MIN_VALUE, NaN, Infinity],
-      { a: 1, "b\"c": "x\ny", nested: [[], {}, [null, true, false]], skipped: undefined, f: () => 1 },
+      { a: 1, 'b"c': "x\ny", nested: [[], {}, [null, true, false]], skipped: undefined, f: () => 1 },
       [undefined, () => 1, "\u2028"],
       [1, , 3],
     ];

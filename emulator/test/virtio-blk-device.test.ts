@@ -35,12 +35,17 @@ function rig(options: { backend?: BlockBackend; hook?: BlockHook; ram?: ReturnTy
   const irq = { level: false, raised: 0 };
   let spec: PciFunctionSpec | undefined;
   const device = new VirtioBlkDevice({ id: "vdt", backend, serial: "serial-0123456789abcdefXYZ", hook: options.hook, log });
-  const transport = new VirtioPciTransport(device, ram, {
-    attachPciFunction(s) {
-      spec = s;
-      return { raise: () => ((irq.level = true), irq.raised++), lower: () => void (irq.level = false) };
+  const transport = new VirtioPciTransport(
+    device,
+    ram,
+    {
+      attachPciFunction(s) {
+        spec = s;
+        return { raise: () => ((irq.level = true), irq.raised++), lower: () => void (irq.level = false) };
+      },
     },
-  }, { name: "test", slot: 0x0d, log });
+    { name: "test", slot: 0x0d, log },
+  );
   const driver = new TestVirtioDriver(transport as IoRegion, ram, { base: 1 << 20, size: 1 << 20 });
   return { driver, device, transport, backend, ram, irq, spec: spec!, warnings };
 }
@@ -61,7 +66,12 @@ describe("virtio PCI transport", () => {
     for (let at = spec.configSpace[0x34]!; at !== 0; at = spec.configSpace[at + 1]!) {
       caps.push([spec.configSpace[at]!, spec.configSpace[at + 3]!, spec.configSpace[at + 4]!, view.getUint32(at + 8, true)]);
     }
-    expect(caps).to.deep.equal([[9, 1, 0, 0x00], [9, 2, 0, 0x60], [9, 3, 0, 0x40], [9, 4, 0, 0x80]]);
+    expect(caps).to.deep.equal([
+      [9, 1, 0, 0x00],
+      [9, 2, 0, 0x60],
+      [9, 3, 0, 0x40],
+      [9, 4, 0, 0x80],
+    ]);
     expect(spec.ioBars[0]!.size).to.equal(256);
   });
 
@@ -119,8 +129,14 @@ describe("virtio-blk device", () => {
     const r = rig();
     r.driver.setup();
     const data = r.driver.alloc(1024);
-    r.ram.write(data, new Uint8Array(1024).map((_, i) => i * 7));
-    const write = r.driver.blockRequest(RequestType.OUT, 10, [{ gpa: data, length: 512 }, { gpa: data + 512, length: 512 }]);
+    r.ram.write(
+      data,
+      new Uint8Array(1024).map((_, i) => i * 7),
+    );
+    const write = r.driver.blockRequest(RequestType.OUT, 10, [
+      { gpa: data, length: 512 },
+      { gpa: data + 512, length: 512 },
+    ]);
     await settle();
     expect(status(r, write.statusGpa)).to.equal(BlkStatus.OK);
     expect(r.backend.bytes.subarray(10 * 512, 12 * 512)).to.deep.equal(r.ram.bytes.subarray(data, data + 1024));
@@ -172,10 +188,11 @@ describe("virtio-blk device", () => {
   it("needs a reset for a chain without a writable status byte, and for a descriptor loop", () => {
     for (const build of [
       (d: TestVirtioDriver) => d.writeDescriptors(d.descAddr, [{ gpa: d.alloc(16), length: 16, flags: 0, next: 0 }]),
-      (d: TestVirtioDriver) => d.writeDescriptors(d.descAddr, [
-        { gpa: d.alloc(16), length: 16, flags: DescriptorFlag.NEXT, next: 1 },
-        { gpa: d.alloc(16), length: 16, flags: DescriptorFlag.NEXT, next: 0 },
-      ]),
+      (d: TestVirtioDriver) =>
+        d.writeDescriptors(d.descAddr, [
+          { gpa: d.alloc(16), length: 16, flags: DescriptorFlag.NEXT, next: 1 },
+          { gpa: d.alloc(16), length: 16, flags: DescriptorFlag.NEXT, next: 0 },
+        ]),
     ]) {
       const r = rig();
       r.driver.setup();
@@ -261,7 +278,12 @@ describe("virtio-blk device", () => {
   it("fails a request with IOERR when a gate rejects, a listener throws, or the backend fails", async () => {
     for (const [listener, backend] of [
       [() => Promise.reject(new Error("secondary lost")), undefined],
-      [() => { throw new Error("listener bug"); }, undefined],
+      [
+        () => {
+          throw new Error("listener bug");
+        },
+        undefined,
+      ],
       [() => undefined, new MemoryBackend(1 << 20, { readOnly: true })],
     ] as const) {
       const hook = new BlockHook();

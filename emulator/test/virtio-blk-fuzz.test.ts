@@ -70,28 +70,33 @@ describe("virtio-blk fuzzing on a running guest", function () {
       }
       switch (int(6)) {
         case 0:
-        case 1: { // well-formed framing, random content
+        case 1: {
+          // well-formed framing, random content
           counts.requests++;
           const type = pick([RequestType.IN, RequestType.OUT, RequestType.FLUSH, RequestType.GET_ID, 3, 0xffffffff]);
           const data = Array.from({ length: int(4) }, () => ({ gpa: driver.alloc(4096), length: pick([512, 1024, 4096, 100]) }));
           driver.blockRequest(type, pick([0, 1, 2047, 2048, 2 ** 40, int(2048)]), data);
           break;
         }
-        case 2: { // random descriptors in the main table
+        case 2: {
+          // random descriptors in the main table
           counts.garbage++;
           driver.writeDescriptors(driver.descAddr, randomDescriptors(driver.queueSize, driver.queueSize));
           driver.publish(...Array.from({ length: int(4) + 1 }, () => int(driver.queueSize + 2)));
           driver.notify();
           break;
         }
-        case 3: { // an indirect table of random descriptors
+        case 3: {
+          // an indirect table of random descriptors
           counts.indirect++;
           const entries = int(8) + 1;
           const table = driver.alloc(16 * entries);
           driver.writeDescriptors(table, randomDescriptors(entries, entries));
           const flags = pick([DescriptorFlag.INDIRECT, DescriptorFlag.INDIRECT | DescriptorFlag.NEXT, DescriptorFlag.INDIRECT | DescriptorFlag.WRITE]);
           const head = int(driver.queueSize);
-          driver.writeDescriptors(driver.descAddr + 16 * head, [{ gpa: pick([table, address()]), length: pick([16 * entries, 16 * entries + 3, 0]), flags, next: 0 }]);
+          driver.writeDescriptors(driver.descAddr + 16 * head, [
+            { gpa: pick([table, address()]), length: pick([16 * entries, 16 * entries + 3, 0]), flags, next: 0 },
+          ]);
           driver.publish(head);
           driver.notify();
           break;
@@ -101,7 +106,8 @@ describe("virtio-blk fuzzing on a running guest", function () {
           driver.setAvailIdx(int(0x10000));
           driver.notify(int(Bar0.NOTIFY_SIZE / Bar0.NOTIFY_OFF_MULTIPLIER));
           break;
-        default: { // register writes a confused driver might make (ring addresses excepted)
+        default: {
+          // register writes a confused driver might make (ring addresses excepted)
           counts.registers++;
           const offset = pick([0x00, 0x04, 0x08, 0x0c, 0x10, 0x12, 0x14, 0x15, 0x16, 0x18, 0x1a, 0x1c, 0x1e, 0x38, 0x3a, 0x3f, 0x40, 0x41, 0x80, 0x9f, 0xff]);
           const width = pick([1, 2, 4] as const);
@@ -127,7 +133,9 @@ describe("virtio-blk fuzzing on a running guest", function () {
     expect((await machine.exec("echo alive")).output).to.equal("alive\n");
     // Linux takes the device back and it serves real I/O again.
     expect((await machine.exec("echo virtio0 > /sys/bus/virtio/drivers/virtio_blk/bind")).exitCode).to.equal(0);
-    const io = await machine.exec("dd if=/dev/urandom of=/dev/vda bs=4k count=8 oflag=direct 2>/dev/null && dd if=/dev/vda bs=4k count=8 iflag=direct 2>/dev/null | wc -c");
+    const io = await machine.exec(
+      "dd if=/dev/urandom of=/dev/vda bs=4k count=8 oflag=direct 2>/dev/null && dd if=/dev/vda bs=4k count=8 iflag=direct 2>/dev/null | wc -c",
+    );
     expect(io.output.trim()).to.equal("32768");
   });
 });

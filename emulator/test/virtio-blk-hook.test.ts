@@ -82,9 +82,7 @@ describe("block hook on guest I/O", function () {
     let openedAt = 0;
     let finishedAt = 0;
     const stop = hook.subscribe((event) =>
-      event.type === "write"
-        ? new Promise<void>((resolve) => setTimeout(() => ((openedAt = performance.now()), resolve()), GATE_MS))
-        : undefined,
+      event.type === "write" ? new Promise<void>((resolve) => setTimeout(() => ((openedAt = performance.now()), resolve()), GATE_MS)) : undefined,
     );
     try {
       const started = performance.now();

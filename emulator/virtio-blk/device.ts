@@ -55,8 +55,11 @@ export class VirtioBlkDevice implements VirtioDevice {
   constructor(private readonly options: VirtioBlkDeviceOptions) {
     const { backend } = options;
     this.features =
-      featureBit(BlkFeature.SIZE_MAX) | featureBit(BlkFeature.SEG_MAX) | featureBit(BlkFeature.BLK_SIZE) |
-      featureBit(BlkFeature.FLUSH) | (backend.readOnly ? featureBit(BlkFeature.RO) : 0n);
+      featureBit(BlkFeature.SIZE_MAX) |
+      featureBit(BlkFeature.SEG_MAX) |
+      featureBit(BlkFeature.BLK_SIZE) |
+      featureBit(BlkFeature.FLUSH) |
+      (backend.readOnly ? featureBit(BlkFeature.RO) : 0n);
     this.#config = new Uint8Array(BlkConfig.SIZE);
     const view = new DataView(this.#config.buffer);
     view.setBigUint64(BlkConfig.CAPACITY, BigInt(backend.sectorCount), true);
@@ -173,9 +176,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     const event: BlockIoEvent = { disk: this.id, type: kind, sector: request.sector, sectors, segments: request.data, ...(writeData && { data: writeData }) };
     const gate = hook?.emit(event);
     const io = attempt<Uint8Array | void>(() =>
-      kind === "read" ? backend.read(request.sector, request.dataLength)
-      : kind === "write" ? backend.write(request.sector, writeData!)
-      : backend.flush(),
+      kind === "read" ? backend.read(request.sector, request.dataLength) : kind === "write" ? backend.write(request.sector, writeData!) : backend.flush(),
     );
     this.#backendOps.add(io);
     void io.then(

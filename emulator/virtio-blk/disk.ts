@@ -104,11 +104,16 @@ function isDiskState(value: unknown): value is DiskState {
   const state = value as Partial<DiskState> | null;
   const transport = state?.transport as Partial<TransportState> | undefined;
   return (
-    typeof state === "object" && state !== null &&
-    Array.isArray(state.inFlight) && state.inFlight.every(Number.isInteger) &&
-    typeof transport === "object" && transport !== null &&
-    Number.isInteger(transport.status) && typeof transport.driverFeatures === "string" &&
-    /^[0-9a-f]+$/.test(transport.driverFeatures) && Array.isArray(transport.queues) &&
+    typeof state === "object" &&
+    state !== null &&
+    Array.isArray(state.inFlight) &&
+    state.inFlight.every(Number.isInteger) &&
+    typeof transport === "object" &&
+    transport !== null &&
+    Number.isInteger(transport.status) &&
+    typeof transport.driverFeatures === "string" &&
+    /^[0-9a-f]+$/.test(transport.driverFeatures) &&
+    Array.isArray(transport.queues) &&
     transport.queues.every((q) => typeof q === "object" && q !== null && Number.isInteger(q.size) && Number.isInteger(q.lastAvailIdx))
   );
 }

@@ -61,9 +61,27 @@ const Common = {
 
 /** [offset, width] of every field, for accesses narrower than the field. */
 const COMMON_FIELDS: readonly (readonly [offset: number, width: number])[] = [
-  [0x00, 4], [0x04, 4], [0x08, 4], [0x0c, 4], [0x10, 2], [0x12, 2], [0x14, 1], [0x15, 1], [0x16, 2],
-  [0x18, 2], [0x1a, 2], [0x1c, 2], [0x1e, 2], [0x20, 4], [0x24, 4], [0x28, 4], [0x2c, 4], [0x30, 4],
-  [0x34, 4], [0x38, 2], [0x3a, 2],
+  [0x00, 4],
+  [0x04, 4],
+  [0x08, 4],
+  [0x0c, 4],
+  [0x10, 2],
+  [0x12, 2],
+  [0x14, 1],
+  [0x15, 1],
+  [0x16, 2],
+  [0x18, 2],
+  [0x1a, 2],
+  [0x1c, 2],
+  [0x1e, 2],
+  [0x20, 4],
+  [0x24, 4],
+  [0x28, 4],
+  [0x2c, 4],
+  [0x30, 4],
+  [0x34, 4],
+  [0x38, 2],
+  [0x3a, 2],
 ];
 
 const TWO_POW_32 = 0x1_0000_0000;
@@ -223,52 +241,96 @@ export class VirtioPciTransport implements IoRegion {
   #readCommon(field: number): number {
     const queue = this.#selectedQueue();
     switch (field) {
-      case Common.DeviceFeatureSelect: return this.#deviceFeatureSelect;
-      case Common.DeviceFeature: return featureWord(this.offeredFeatures, this.#deviceFeatureSelect);
-      case Common.DriverFeatureSelect: return this.#driverFeatureSelect;
-      case Common.DriverFeature: return featureWord(this.#driverFeatures, this.#driverFeatureSelect);
-      case Common.MsixConfig: return NO_VECTOR;
-      case Common.NumQueues: return this.queues.length;
-      case Common.DeviceStatus: return this.#status;
-      case Common.ConfigGeneration: return this.#configGeneration;
-      case Common.QueueSelect: return this.#queueSelect;
-      case Common.QueueMsixVector: return NO_VECTOR;
+      case Common.DeviceFeatureSelect:
+        return this.#deviceFeatureSelect;
+      case Common.DeviceFeature:
+        return featureWord(this.offeredFeatures, this.#deviceFeatureSelect);
+      case Common.DriverFeatureSelect:
+        return this.#driverFeatureSelect;
+      case Common.DriverFeature:
+        return featureWord(this.#driverFeatures, this.#driverFeatureSelect);
+      case Common.MsixConfig:
+        return NO_VECTOR;
+      case Common.NumQueues:
+        return this.queues.length;
+      case Common.DeviceStatus:
+        return this.#status;
+      case Common.ConfigGeneration:
+        return this.#configGeneration;
+      case Common.QueueSelect:
+        return this.#queueSelect;
+      case Common.QueueMsixVector:
+        return NO_VECTOR;
     }
     if (queue === undefined) return 0; // queue_size 0 tells the driver the queue does not exist
     switch (field) {
-      case Common.QueueSize: return queue.size;
-      case Common.QueueEnable: return queue.enabled ? 1 : 0;
-      case Common.QueueNotifyOff: return queue.index;
-      case Common.QueueDescLow: return queue.descAddr % TWO_POW_32;
-      case Common.QueueDescHigh: return Math.floor(queue.descAddr / TWO_POW_32);
-      case Common.QueueDriverLow: return queue.availAddr % TWO_POW_32;
-      case Common.QueueDriverHigh: return Math.floor(queue.availAddr / TWO_POW_32);
-      case Common.QueueDeviceLow: return queue.usedAddr % TWO_POW_32;
-      case Common.QueueDeviceHigh: return Math.floor(queue.usedAddr / TWO_POW_32);
-      default: return 0; // queue_notify_data, queue_reset: features not offered
+      case Common.QueueSize:
+        return queue.size;
+      case Common.QueueEnable:
+        return queue.enabled ? 1 : 0;
+      case Common.QueueNotifyOff:
+        return queue.index;
+      case Common.QueueDescLow:
+        return queue.descAddr % TWO_POW_32;
+      case Common.QueueDescHigh:
+        return Math.floor(queue.descAddr / TWO_POW_32);
+      case Common.QueueDriverLow:
+        return queue.availAddr % TWO_POW_32;
+      case Common.QueueDriverHigh:
+        return Math.floor(queue.availAddr / TWO_POW_32);
+      case Common.QueueDeviceLow:
+        return queue.usedAddr % TWO_POW_32;
+      case Common.QueueDeviceHigh:
+        return Math.floor(queue.usedAddr / TWO_POW_32);
+      default:
+        return 0; // queue_notify_data, queue_reset: features not offered
     }
   }
 
   #writeCommon(field: number, value: number): void {
     switch (field) {
-      case Common.DeviceFeatureSelect: this.#deviceFeatureSelect = value; return;
-      case Common.DriverFeatureSelect: this.#driverFeatureSelect = value; return;
-      case Common.DriverFeature: return this.#writeDriverFeatures(value);
-      case Common.DeviceStatus: return this.#writeStatus(value);
-      case Common.QueueSelect: this.#queueSelect = value; return;
+      case Common.DeviceFeatureSelect:
+        this.#deviceFeatureSelect = value;
+        return;
+      case Common.DriverFeatureSelect:
+        this.#driverFeatureSelect = value;
+        return;
+      case Common.DriverFeature:
+        return this.#writeDriverFeatures(value);
+      case Common.DeviceStatus:
+        return this.#writeStatus(value);
+      case Common.QueueSelect:
+        this.#queueSelect = value;
+        return;
     }
     const queue = this.#selectedQueue();
     // The driver programs a queue before enabling it; later writes are ignored.
     if (queue === undefined || queue.enabled) return;
     switch (field) {
-      case Common.QueueSize: queue.size = value; return;
-      case Common.QueueEnable: if (value === 1) this.#enableQueue(queue); return;
-      case Common.QueueDescLow: queue.descAddr = withLow(queue.descAddr, value); return;
-      case Common.QueueDescHigh: queue.descAddr = withHigh(queue.descAddr, value); return;
-      case Common.QueueDriverLow: queue.availAddr = withLow(queue.availAddr, value); return;
-      case Common.QueueDriverHigh: queue.availAddr = withHigh(queue.availAddr, value); return;
-      case Common.QueueDeviceLow: queue.usedAddr = withLow(queue.usedAddr, value); return;
-      case Common.QueueDeviceHigh: queue.usedAddr = withHigh(queue.usedAddr, value); return;
+      case Common.QueueSize:
+        queue.size = value;
+        return;
+      case Common.QueueEnable:
+        if (value === 1) this.#enableQueue(queue);
+        return;
+      case Common.QueueDescLow:
+        queue.descAddr = withLow(queue.descAddr, value);
+        return;
+      case Common.QueueDescHigh:
+        queue.descAddr = withHigh(queue.descAddr, value);
+        return;
+      case Common.QueueDriverLow:
+        queue.availAddr = withLow(queue.availAddr, value);
+        return;
+      case Common.QueueDriverHigh:
+        queue.availAddr = withHigh(queue.availAddr, value);
+        return;
+      case Common.QueueDeviceLow:
+        queue.usedAddr = withLow(queue.usedAddr, value);
+        return;
+      case Common.QueueDeviceHigh:
+        queue.usedAddr = withHigh(queue.usedAddr, value);
+        return;
     }
   }
 

@@ -36,10 +36,7 @@ export type ChainError =
 /** The available ring itself is broken: its index moved by more than the queue holds. */
 export type AvailRingError = "avail-index-jumped";
 
-export type PopResult =
-  | { readonly chain: DescriptorChain }
-  | { readonly error: ChainError; readonly head: number }
-  | { readonly error: AvailRingError };
+export type PopResult = { readonly chain: DescriptorChain } | { readonly error: ChainError; readonly head: number } | { readonly error: AvailRingError };
 
 export type QueueLayoutError = "size-not-power-of-two" | "size-too-large" | "ring-outside-ram" | "ring-misaligned";
 

@@ -18,17 +18,24 @@ import binaryen from "binaryen";
 import { CHUNK_EXPORT, DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, V86_CHUNK_INSTRUCTIONS, VERSION_EXPORT, YIELD_EXPORT } from "./dirty-map-abi.ts";
 
 /** binaryen.js has `Function.getBody/setBody` on the namespace; its typings misplace them on Module. */
-const FunctionBodies = (binaryen as unknown as {
-  Function: { getBody(func: binaryen.FunctionRef): binaryen.ExpressionRef; setBody(func: binaryen.FunctionRef, body: binaryen.ExpressionRef): void };
-}).Function;
+const FunctionBodies = (
+  binaryen as unknown as {
+    Function: { getBody(func: binaryen.FunctionRef): binaryen.ExpressionRef; setBody(func: binaryen.FunctionRef, body: binaryen.ExpressionRef): void };
+  }
+).Function;
 
 /** Likewise `Binary.setRight`. */
 const Binaries = (binaryen as unknown as { Binary: { setRight(expression: binaryen.ExpressionRef, right: binaryen.ExpressionRef): void } }).Binary;
 
 /** Likewise `Break.getCondition/setCondition`. */
-const Breaks = (binaryen as unknown as {
-  Break: { getCondition(expression: binaryen.ExpressionRef): binaryen.ExpressionRef; setCondition(expression: binaryen.ExpressionRef, condition: binaryen.ExpressionRef): void };
-}).Break;
+const Breaks = (
+  binaryen as unknown as {
+    Break: {
+      getCondition(expression: binaryen.ExpressionRef): binaryen.ExpressionRef;
+      setCondition(expression: binaryen.ExpressionRef, condition: binaryen.ExpressionRef): void;
+    };
+  }
+).Break;
 
 export class WasmPatchError extends Error {
   override name = "WasmPatchError";
@@ -118,11 +125,17 @@ function findFunction(module: binaryen.Module, shape: FunctionShape, matchName =
 /** `_twinvm_track(map, bias, pages)` sets the three globals; `_twinvm_patch_version()` names the patch. */
 function addControlExports(module: binaryen.Module): void {
   const i32 = binaryen.i32;
-  module.addFunction(TRACK_EXPORT, binaryen.createType([i32, i32, i32]), binaryen.none, [], module.block(null, [
-    module.global.set("twinvm$map", module.local.get(0, i32)),
-    module.global.set("twinvm$bias", module.local.get(1, i32)),
-    module.global.set("twinvm$pages", module.local.get(2, i32)),
-  ]));
+  module.addFunction(
+    TRACK_EXPORT,
+    binaryen.createType([i32, i32, i32]),
+    binaryen.none,
+    [],
+    module.block(null, [
+      module.global.set("twinvm$map", module.local.get(0, i32)),
+      module.global.set("twinvm$bias", module.local.get(1, i32)),
+      module.global.set("twinvm$pages", module.local.get(2, i32)),
+    ]),
+  );
   module.addFunctionExport(TRACK_EXPORT, TRACK_EXPORT);
   module.addFunction(YIELD_EXPORT, binaryen.createType([i32]), binaryen.none, [], module.global.set("twinvm$yield", module.local.get(0, i32)));
   module.addFunctionExport(YIELD_EXPORT, YIELD_EXPORT);
@@ -156,11 +169,18 @@ function wrapPageWalk(module: binaryen.Module, name: string): void {
   module.addFunction(inner, info.params, info.results, info.vars, FunctionBodies.getBody(fn));
   const param = (index: number) => module.local.get(index, i32);
   const page = () => module.i32.sub(module.i32.shr_u(module.i32.xor(param(2), param(0)), module.i32.const(12)), module.global.get("twinvm$bias", i32));
-  FunctionBodies.setBody(fn, module.block(null, [
-    module.local.set(2, module.call(inner, [0, 1, 2, 3, 4].map(param), i32)),
-    module.if(module.i32.and(module.i32.ne(param(2), module.i32.const(0)), module.i32.and(param(1), param(4))), markPage(module, page)),
-    module.return(param(2)),
-  ], i32));
+  FunctionBodies.setBody(
+    fn,
+    module.block(
+      null,
+      [
+        module.local.set(2, module.call(inner, [0, 1, 2, 3, 4].map(param), i32)),
+        module.if(module.i32.and(module.i32.ne(param(2), module.i32.const(0)), module.i32.and(param(1), param(4))), markPage(module, page)),
+        module.return(param(2)),
+      ],
+      i32,
+    ),
+  );
 }
 
 /** Marks `page` (parameter 1) before the original body runs, whatever path it then takes. */
@@ -188,8 +208,10 @@ function yieldOnRequest(module: binaryen.Module, name: string): void {
     if (isSliceLastsTest(condition)) sliceTests.push(expression);
     if (isChunkLastsTest(condition)) chunkTests.push(condition);
   });
-  if (sliceTests.length !== 1) throw new WasmPatchError(`v86 main_loop has ${sliceTests.length} time-slice tests (expected exactly one): not the pinned v86 build`);
-  if (chunkTests.length !== 1) throw new WasmPatchError(`v86 main_loop has ${chunkTests.length} chunk-length tests (expected exactly one): not the pinned v86 build`);
+  if (sliceTests.length !== 1)
+    throw new WasmPatchError(`v86 main_loop has ${sliceTests.length} time-slice tests (expected exactly one): not the pinned v86 build`);
+  if (chunkTests.length !== 1)
+    throw new WasmPatchError(`v86 main_loop has ${chunkTests.length} chunk-length tests (expected exactly one): not the pinned v86 build`);
   const branch = sliceTests[0]!;
   Breaks.setCondition(branch, module.i32.and(Breaks.getCondition(branch), module.i32.eqz(module.global.get("twinvm$yield", binaryen.i32))));
   Binaries.setRight(chunkTests[0]!, module.global.get("twinvm$chunk", binaryen.i32));
@@ -199,7 +221,8 @@ function yieldOnRequest(module: binaryen.Module, name: string): void {
 function isChunkLastsTest(expression: binaryen.ExpressionRef): boolean {
   if (binaryen.getExpressionId(expression) !== binaryen.BinaryId) return false;
   const lt = binaryen.getExpressionInfo(expression) as binaryen.BinaryInfo;
-  if (lt.op !== binaryen.LtUInt32 || binaryen.getExpressionId(lt.right) !== binaryen.ConstId || binaryen.getExpressionId(lt.left) !== binaryen.BinaryId) return false;
+  if (lt.op !== binaryen.LtUInt32 || binaryen.getExpressionId(lt.right) !== binaryen.ConstId || binaryen.getExpressionId(lt.left) !== binaryen.BinaryId)
+    return false;
   if ((binaryen.getExpressionInfo(lt.right) as binaryen.ConstInfo).value !== V86_CHUNK_INSTRUCTIONS) return false;
   return (binaryen.getExpressionInfo(lt.left) as binaryen.BinaryInfo).op === binaryen.SubInt32;
 }
@@ -231,26 +254,45 @@ function visitExpressions(root: binaryen.ExpressionRef, visit: (expression: bina
 function childrenOf(expression: binaryen.ExpressionRef): binaryen.ExpressionRef[] {
   const id = binaryen.getExpressionId(expression);
   if (LEAF_EXPRESSIONS.has(id)) return [];
-  if (!KNOWN_EXPRESSIONS.has(id)) throw new WasmPatchError(`v86 main_loop holds an expression of kind ${id} the patcher does not know: not the pinned v86 build`);
+  if (!KNOWN_EXPRESSIONS.has(id))
+    throw new WasmPatchError(`v86 main_loop holds an expression of kind ${id} the patcher does not know: not the pinned v86 build`);
   const info = binaryen.getExpressionInfo(expression) as binaryen.ExpressionInfo & Record<string, unknown>;
   const refs = (...keys: string[]) => keys.map((key) => info[key] as binaryen.ExpressionRef);
   switch (id) {
-    case binaryen.BlockId: return [...(info["children"] as binaryen.ExpressionRef[])];
-    case binaryen.IfId: return refs("condition", "ifTrue", "ifFalse");
-    case binaryen.LoopId: return refs("body");
-    case binaryen.BreakId: return refs("condition", "value");
-    case binaryen.SwitchId: return refs("condition", "value");
-    case binaryen.CallId: return [...(info["operands"] as binaryen.ExpressionRef[])];
-    case binaryen.CallIndirectId: return [...refs("target"), ...(info["operands"] as binaryen.ExpressionRef[])];
-    case binaryen.LocalSetId: case binaryen.GlobalSetId: case binaryen.UnaryId: case binaryen.DropId: case binaryen.ReturnId:
+    case binaryen.BlockId:
+      return [...(info["children"] as binaryen.ExpressionRef[])];
+    case binaryen.IfId:
+      return refs("condition", "ifTrue", "ifFalse");
+    case binaryen.LoopId:
+      return refs("body");
+    case binaryen.BreakId:
+      return refs("condition", "value");
+    case binaryen.SwitchId:
+      return refs("condition", "value");
+    case binaryen.CallId:
+      return [...(info["operands"] as binaryen.ExpressionRef[])];
+    case binaryen.CallIndirectId:
+      return [...refs("target"), ...(info["operands"] as binaryen.ExpressionRef[])];
+    case binaryen.LocalSetId:
+    case binaryen.GlobalSetId:
+    case binaryen.UnaryId:
+    case binaryen.DropId:
+    case binaryen.ReturnId:
       return refs("value");
-    case binaryen.LoadId: return refs("ptr");
-    case binaryen.StoreId: return refs("ptr", "value");
-    case binaryen.BinaryId: return refs("left", "right");
-    case binaryen.SelectId: return refs("ifTrue", "ifFalse", "condition");
-    case binaryen.MemoryGrowId: return refs("delta");
-    case binaryen.MemoryCopyId: return refs("dest", "source", "size");
-    case binaryen.MemoryFillId: return refs("dest", "value", "size");
+    case binaryen.LoadId:
+      return refs("ptr");
+    case binaryen.StoreId:
+      return refs("ptr", "value");
+    case binaryen.BinaryId:
+      return refs("left", "right");
+    case binaryen.SelectId:
+      return refs("ifTrue", "ifFalse", "condition");
+    case binaryen.MemoryGrowId:
+      return refs("delta");
+    case binaryen.MemoryCopyId:
+      return refs("dest", "source", "size");
+    case binaryen.MemoryFillId:
+      return refs("dest", "value", "size");
     default:
       return [];
   }
@@ -259,7 +301,23 @@ function childrenOf(expression: binaryen.ExpressionRef): binaryen.ExpressionRef[
 /** Expressions without children (binaryen has no info for some of them). */
 const LEAF_EXPRESSIONS = new Set([binaryen.NopId, binaryen.UnreachableId, binaryen.LocalGetId, binaryen.GlobalGetId, binaryen.ConstId, binaryen.MemorySizeId]);
 const KNOWN_EXPRESSIONS = new Set([
-  binaryen.BlockId, binaryen.IfId, binaryen.LoopId, binaryen.BreakId, binaryen.SwitchId, binaryen.CallId, binaryen.CallIndirectId,
-  binaryen.LocalSetId, binaryen.GlobalSetId, binaryen.UnaryId, binaryen.DropId, binaryen.ReturnId, binaryen.LoadId, binaryen.StoreId,
-  binaryen.BinaryId, binaryen.SelectId, binaryen.MemoryGrowId, binaryen.MemoryCopyId, binaryen.MemoryFillId,
+  binaryen.BlockId,
+  binaryen.IfId,
+  binaryen.LoopId,
+  binaryen.BreakId,
+  binaryen.SwitchId,
+  binaryen.CallId,
+  binaryen.CallIndirectId,
+  binaryen.LocalSetId,
+  binaryen.GlobalSetId,
+  binaryen.UnaryId,
+  binaryen.DropId,
+  binaryen.ReturnId,
+  binaryen.LoadId,
+  binaryen.StoreId,
+  binaryen.BinaryId,
+  binaryen.SelectId,
+  binaryen.MemoryGrowId,
+  binaryen.MemoryCopyId,
+  binaryen.MemoryFillId,
 ]);

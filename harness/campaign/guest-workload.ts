@@ -59,11 +59,7 @@ export async function startWorkload(shell: GuestShell): Promise<void> {
 
 /** Asks the script to stop after its current file and waits (bounded) until it has. */
 export async function stopWorkload(shell: GuestShell): Promise<void> {
-  await run(
-    shell,
-    `touch ${STOP_FILE}; i=0; while [ -e ${PID_FILE} ] && [ $i -lt 60 ]; do sleep 0.5; i=$((i+1)); done; [ ! -e ${PID_FILE} ]`,
-    60_000,
-  );
+  await run(shell, `touch ${STOP_FILE}; i=0; while [ -e ${PID_FILE} ] && [ $i -lt 60 ]; do sleep 0.5; i=$((i+1)); done; [ ! -e ${PID_FILE} ]`, 60_000);
 }
 
 /** Lines in the log, as this guest sees it. */
@@ -102,7 +98,8 @@ export async function verifyInGuest(shell: GuestShell): Promise<GuestVerdict> {
   if (!match) throw new Error(`unexpected verification output: ${counts}`);
   const logLines = Number(match[1]);
   const lost = logLines - Number(match[2]);
-  const failures = lost === 0 ? [] : (await shell.exec(`sha256sum -c ${SUMS_FILE} 2>&1 | grep -v ': OK$' | head -5`, { timeoutMs: 60_000 })).output.trim().split("\n");
+  const failures =
+    lost === 0 ? [] : (await shell.exec(`sha256sum -c ${SUMS_FILE} 2>&1 | grep -v ': OK$' | head -5`, { timeoutMs: 60_000 })).output.trim().split("\n");
   return { logLines, lost, failures };
 }
 

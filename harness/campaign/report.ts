@@ -92,7 +92,9 @@ export function failureDetail(r: RoundResult): string[] {
     ...(r.nextWriteAnswered === false ? ["    the old primary's guest did not complete its next write and command after the cut"] : []),
     ...r.verdicts.flatMap((v) => [...v.lostDetail, ...(v.fsckClean ? [] : v.fsckDetail.split("\n"))].map((line) => `    ${v.node}: ${line}`)),
     ...r.optionalChecks.filter((c) => c.outcome === "failed").map((c) => `    ${c.name}: ${c.detail}`),
-    ...(r.artifacts !== null ? [`    files kept in ${r.artifacts.dir}:`, ...[...r.artifacts.logs, ...r.artifacts.consoles, ...r.artifacts.disks].map((path) => `      ${path}`)] : []),
+    ...(r.artifacts !== null
+      ? [`    files kept in ${r.artifacts.dir}:`, ...[...r.artifacts.logs, ...r.artifacts.consoles, ...r.artifacts.disks].map((path) => `      ${path}`)]
+      : []),
   ];
 }
 
@@ -130,7 +132,8 @@ export function junitXml(results: RoundResult[], meta: { seed: number; policy: s
   ].join("\n");
 }
 
-const spreadText = (s: Spread | null) => (s === null ? "-" : `min ${Math.round(s.min)} / median ${Math.round(s.median)} / max ${Math.round(s.max)} ms (n=${s.count})`);
+const spreadText = (s: Spread | null) =>
+  s === null ? "-" : `min ${Math.round(s.min)} / median ${Math.round(s.median)} / max ${Math.round(s.max)} ms (n=${s.count})`;
 
 export function summaryText(s: CampaignSummary): string {
   const checks = Object.entries(s.optionalChecks).map(([name, c]) => `  ${name}: ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`);

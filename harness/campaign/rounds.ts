@@ -22,7 +22,16 @@ import {
   verifyInGuest,
 } from "./guest-workload.ts";
 import { fsckImage, verifyLogOnImage } from "./host-disk-check.ts";
-import { emptyResult, judge, type EngineFeatures, type NodeVerdict, type OptionalCheck, type RoundArtifacts, type RoundPlan, type RoundResult } from "./round-result.ts";
+import {
+  emptyResult,
+  judge,
+  type EngineFeatures,
+  type NodeVerdict,
+  type OptionalCheck,
+  type RoundArtifacts,
+  type RoundPlan,
+  type RoundResult,
+} from "./round-result.ts";
 
 const TAKEOVER_TIMEOUT_MS = 30_000;
 const ANSWER_ATTEMPTS = 3;
@@ -85,7 +94,12 @@ export async function runRound(plan: RoundPlan, context: RoundContext): Promise<
   return result;
 }
 
-async function keepArtifacts(dir: string, nodes: { log: string; console: string; disks: readonly string[] }[], plan: RoundPlan, artifactsDir: string): Promise<RoundArtifacts> {
+async function keepArtifacts(
+  dir: string,
+  nodes: { log: string; console: string; disks: readonly string[] }[],
+  plan: RoundPlan,
+  artifactsDir: string,
+): Promise<RoundArtifacts> {
   await mkdir(artifactsDir, { recursive: true });
   const target = join(artifactsDir, `round-${plan.index}-${plan.fault}-${plan.mode}`);
   await rename(dir, target);

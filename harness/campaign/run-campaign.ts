@@ -88,7 +88,13 @@ export async function runCampaign(
   try {
     const results: RoundResult[] = [];
     for (const plan of planRounds(options)) {
-      const result = await runRound(plan, { template: base.template, workDir: base.workDir, artifactsDir, features: options.features, echoStderr: options.echoStderr ?? false });
+      const result = await runRound(plan, {
+        template: base.template,
+        workDir: base.workDir,
+        artifactsDir,
+        features: options.features,
+        echoStderr: options.echoStderr ?? false,
+      });
       results.push(result);
       hooks.onRound?.(result);
     }

@@ -24,7 +24,9 @@ export interface Subcommand {
 type OptionsConfig = NonNullable<ParseArgsConfig["options"]>;
 
 /** What parseOptions returns: parseArgs' values for these options (named, so that declarations can be emitted). */
-export type OptionValues<O extends OptionsConfig> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>>["values"];
+export type OptionValues<O extends OptionsConfig> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>
+>["values"];
 
 /** Strict parseArgs without positionals; unknown or malformed options become UsageErrors. */
 export function parseOptions<const O extends OptionsConfig>(argv: string[], options: O): OptionValues<O> {

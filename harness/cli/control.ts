@@ -38,14 +38,19 @@ const CONTROL_OPTIONS = { node: { type: "string" }, "run-dir": { type: "string" 
 /** The names of nodes with a socket in the run directory (some may be stale). */
 function nodeNames(runDir: string): string[] {
   try {
-    return readdirSync(runDir).filter((f) => f.endsWith(".sock")).map((f) => f.slice(0, -".sock".length)).sort();
+    return readdirSync(runDir)
+      .filter((f) => f.endsWith(".sock"))
+      .map((f) => f.slice(0, -".sock".length))
+      .sort();
   } catch {
     return [];
   }
 }
 
 async function liveStatuses(runDir: string): Promise<NodeStatus[]> {
-  const answers = await Promise.all(nodeNames(runDir).map((name) => callControl<NodeStatus>(controlSocketPath(runDir, name), { type: "status" }, 3000).catch(() => undefined)));
+  const answers = await Promise.all(
+    nodeNames(runDir).map((name) => callControl<NodeStatus>(controlSocketPath(runDir, name), { type: "status" }, 3000).catch(() => undefined)),
+  );
   return answers.filter((s): s is NodeStatus => s !== undefined);
 }
 
@@ -57,7 +62,8 @@ export const statusCommand: Subcommand = {
     const values = parseOptions(argv, { ...CONTROL_OPTIONS, json: { type: "boolean" } });
     if (values.help) return printUsage(STATUS_USAGE);
     const runDir = values["run-dir"] ?? defaultRunDir();
-    const statuses = values.node !== undefined ? [await callControl<NodeStatus>(controlSocketPath(runDir, values.node), { type: "status" })] : await liveStatuses(runDir);
+    const statuses =
+      values.node !== undefined ? [await callControl<NodeStatus>(controlSocketPath(runDir, values.node), { type: "status" })] : await liveStatuses(runDir);
     if (values.json) {
       process.stdout.write(JSON.stringify(values.node !== undefined ? statuses[0] : statuses, null, 2) + "\n");
       return 0;
@@ -76,10 +82,15 @@ export const promoteCommand: Subcommand = {
     const values = parseOptions(argv, CONTROL_OPTIONS);
     if (values.help) return printUsage(PROMOTE_USAGE);
     const runDir = values["run-dir"] ?? defaultRunDir();
-    const name = await theNode(runDir, values.node, (s) => s.role === "secondary" && s.metrics?.state !== "active", ["no running secondary", "running secondaries"]);
+    const name = await theNode(runDir, values.node, (s) => s.role === "secondary" && s.metrics?.state !== "active", [
+      "no running secondary",
+      "running secondaries",
+    ]);
     await callControl(controlSocketPath(runDir, name), { type: "promote" }, 60_000);
     const after = await callControl<NodeStatus>(controlSocketPath(runDir, name), { type: "status" });
-    process.stdout.write(`${name}: ${after.metrics?.state ?? after.phase}${after.metrics?.failoverMs !== undefined ? `, took over in ${after.metrics.failoverMs.toFixed(0)} ms` : ""}\n`);
+    process.stdout.write(
+      `${name}: ${after.metrics?.state ?? after.phase}${after.metrics?.failoverMs !== undefined ? `, took over in ${after.metrics.failoverMs.toFixed(0)} ms` : ""}\n`,
+    );
     return 0;
   },
 };
@@ -110,15 +121,21 @@ export const execCommand: Subcommand = {
     if (values.help) return printUsage(EXEC_USAGE);
     const command = operands.join(" ");
     if (command.trim() === "") throw new UsageError("COMMAND is missing");
-    if (command.length > MAX_COMMAND_CHARS) throw new UsageError(`COMMAND is ${command.length} characters; at most ${MAX_COMMAND_CHARS} fit on the guest shell's line`);
+    if (command.length > MAX_COMMAND_CHARS)
+      throw new UsageError(`COMMAND is ${command.length} characters; at most ${MAX_COMMAND_CHARS} fit on the guest shell's line`);
     if (/[\r\n]/.test(command)) throw new UsageError("COMMAND must be a single line");
     const timeoutSeconds = values.timeout === undefined ? 60 : Number(values.timeout);
-    if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) throw new UsageError(`--timeout: expected a positive number of seconds, got ${JSON.stringify(values.timeout)}`);
+    if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0)
+      throw new UsageError(`--timeout: expected a positive number of seconds, got ${JSON.stringify(values.timeout)}`);
     const runDir = values["run-dir"] ?? defaultRunDir();
     const name = await theNode(runDir, values.node, (s) => s.runsGuest, ["no running node runs a guest", "nodes run a guest"]);
     const timeoutMs = timeoutSeconds * 1000;
     // The node gives up at timeoutMs; the socket waits a little longer for that answer.
-    const result = await callControl<{ output: string; exitCode: number }>(controlSocketPath(runDir, name), { type: "exec", command, timeoutMs }, timeoutMs + 5000);
+    const result = await callControl<{ output: string; exitCode: number }>(
+      controlSocketPath(runDir, name),
+      { type: "exec", command, timeoutMs },
+      timeoutMs + 5000,
+    );
     if (values.json) {
       process.stdout.write(JSON.stringify(result) + "\n");
       return 0;
@@ -178,7 +195,10 @@ export const verifyCommand: Subcommand = {
 
 function areaLine(area: AreaReport): string {
   const ranges = (list: readonly { offset: number; length: number }[]) =>
-    list.slice(0, 4).map((r) => `${r.offset}+${r.length}`).join(", ") + (list.length > 4 ? `, ... (${list.length} in all)` : "");
+    list
+      .slice(0, 4)
+      .map((r) => `${r.offset}+${r.length}`)
+      .join(", ") + (list.length > 4 ? `, ... (${list.length} in all)` : "");
   const parts = [`${area.name} (${formatBytes(area.bytes)}):`, area.differing.length === 0 ? "same" : `differs at ${ranges(area.differing)}`];
   if (area.repaired.length > 0) parts.push(`repaired ${ranges(area.repaired)}`);
   if (area.inconclusive.length > 0) parts.push(`not compared (the guest kept writing) ${ranges(area.inconclusive)}`);
@@ -215,7 +235,11 @@ export const migrateCommand: Subcommand = {
     const runDir = values["run-dir"] ?? defaultRunDir();
     const name = await protectedPrimary(runDir, values.node);
     const target = (await liveStatuses(runDir)).find((s) => s.listenUrl === to);
-    const result = await callControl<MigrateResult>(controlSocketPath(runDir, name), { type: "migrate", to, stopAndCopy: values["stop-and-copy"] === true }, VERIFY_TIMEOUT_MS);
+    const result = await callControl<MigrateResult>(
+      controlSocketPath(runDir, name),
+      { type: "migrate", to, stopAndCopy: values["stop-and-copy"] === true },
+      VERIFY_TIMEOUT_MS,
+    );
     let protectedBy: string | undefined;
     let protectError: string | undefined;
     if (result.releasedSecondary !== undefined && target !== undefined) {
@@ -230,10 +254,16 @@ export const migrateCommand: Subcommand = {
       process.stdout.write(JSON.stringify({ ...result, target: target?.name, protectedBy, protectError }, null, 2) + "\n");
     } else {
       const downtime = result.downtimeMs === undefined ? "unknown" : `${result.downtimeMs.toFixed(0)} ms`;
-      process.stdout.write(`${name}: the guest runs on ${target?.name ?? to} now: ${(result.totalMs / 1000).toFixed(1)} s in all (copy ${(result.copyMs / 1000).toFixed(1)} s), stopped for ${downtime}, ${formatBytes(result.bytes)} sent\n`);
+      process.stdout.write(
+        `${name}: the guest runs on ${target?.name ?? to} now: ${(result.totalMs / 1000).toFixed(1)} s in all (copy ${(result.copyMs / 1000).toFixed(1)} s), stopped for ${downtime}, ${formatBytes(result.bytes)} sent\n`,
+      );
       if (protectedBy !== undefined) process.stdout.write(`${target!.name} protects the guest with ${protectedBy}\n`);
-      else if (protectError !== undefined) process.stdout.write(`${target!.name} could not protect the guest with ${result.releasedSecondary}: ${protectError}\n`);
-      else if (result.releasedSecondary !== undefined) process.stdout.write(`the guest is unprotected on the target: the secondary at ${result.releasedSecondary} keeps its replica and can protect it again\n`);
+      else if (protectError !== undefined)
+        process.stdout.write(`${target!.name} could not protect the guest with ${result.releasedSecondary}: ${protectError}\n`);
+      else if (result.releasedSecondary !== undefined)
+        process.stdout.write(
+          `the guest is unprotected on the target: the secondary at ${result.releasedSecondary} keeps its replica and can protect it again\n`,
+        );
     }
     return protectError === undefined ? 0 : 1;
   },
@@ -250,7 +280,10 @@ function statusTable(status: NodeStatus): string {
     rows.push(["writes synced", `${m.writesSynced} (${m.inlineWrites} inline)`]);
     for (const category of BYTE_CATEGORIES) rows.push([`bytes ${category}`, formatBytes(m.bytes[category])]);
     rows.push(["guest pause", `last ${m.pauseMs.lastMs.toFixed(1)} ms, mean ${m.pauseMs.meanMs.toFixed(1)} ms, max ${m.pauseMs.maxMs.toFixed(1)} ms`]);
-    rows.push(["sync round trip", `last ${m.roundTripMs.lastMs.toFixed(1)} ms, mean ${m.roundTripMs.meanMs.toFixed(1)} ms, max ${m.roundTripMs.maxMs.toFixed(1)} ms`]);
+    rows.push([
+      "sync round trip",
+      `last ${m.roundTripMs.lastMs.toFixed(1)} ms, mean ${m.roundTripMs.meanMs.toFixed(1)} ms, max ${m.roundTripMs.maxMs.toFixed(1)} ms`,
+    ]);
     if (m.initialSync) rows.push(["initial sync", `${formatBytes(m.initialSync.bytes)} in ${(m.initialSync.ms / 1000).toFixed(1)} s`]);
     if (m.failoverMs !== undefined) rows.push(["takeover", `${m.failoverMs.toFixed(0)} ms`]);
   }

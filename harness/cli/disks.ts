@@ -21,7 +21,8 @@ export function totalSize(paths: string[]): number {
 
 /** The secondary's disks must be the primary's sizes, one for one. */
 export function checkMatchingDisks(primary: string[], secondary: string[]): void {
-  if (primary.length !== secondary.length) throw new CliError(`the primary has ${primary.length} disk(s) and the secondary ${secondary.length}: give one secondary disk per primary disk`);
+  if (primary.length !== secondary.length)
+    throw new CliError(`the primary has ${primary.length} disk(s) and the secondary ${secondary.length}: give one secondary disk per primary disk`);
   for (const [i, path] of primary.entries()) {
     const [a, b] = [statSync(path).size, statSync(secondary[i]!).size];
     if (a !== b) throw new CliError(`disk ${i + 1}: ${path} is ${a} bytes but ${secondary[i]} is ${b}; a replica's disk must be the same size`);

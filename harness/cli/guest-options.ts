@@ -45,7 +45,10 @@ export function guestOptions(values: GuestOptionValues): { overlay?: GuestOverla
 }
 
 /** For a single node: the overlay archive in a private temporary folder (removed by `dispose`), or nothing. */
-export async function guestArchive(values: GuestOptionValues, memoryMiB: number | undefined): Promise<{ overlayArchive?: string; kernelArgs?: string; dispose(): void }> {
+export async function guestArchive(
+  values: GuestOptionValues,
+  memoryMiB: number | undefined,
+): Promise<{ overlayArchive?: string; kernelArgs?: string; dispose(): void }> {
   const { overlay, kernelArgs } = guestOptions(values);
   if (overlay === undefined) return { ...(kernelArgs !== undefined && { kernelArgs }), dispose: () => undefined };
   const dir = mkdtempSync(join(tmpdir(), "twinvm-overlay-"));

@@ -45,7 +45,18 @@ const demoCommand: Subcommand = {
   },
 };
 
-const SUBCOMMANDS: Subcommand[] = [pairCommand, runCommand, primaryCommand, secondaryCommand, statusCommand, promoteCommand, execCommand, verifyCommand, migrateCommand, demoCommand];
+const SUBCOMMANDS: Subcommand[] = [
+  pairCommand,
+  runCommand,
+  primaryCommand,
+  secondaryCommand,
+  statusCommand,
+  promoteCommand,
+  execCommand,
+  verifyCommand,
+  migrateCommand,
+  demoCommand,
+];
 
 const USAGE = `Usage: twinvm <command> [options]
 
@@ -75,7 +86,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`twinvm ${name}: ${error.message}\n\n${command.usage}`);
       return 2;
     }
-    const known = [CliError, TwinvmError, SecretError, PairError, PairOptionError, OverlayError, StartupCommandError, UploadError].some((type) => error instanceof type);
+    const known = [CliError, TwinvmError, SecretError, PairError, PairOptionError, OverlayError, StartupCommandError, UploadError].some(
+      (type) => error instanceof type,
+    );
     process.stderr.write(`\ntwinvm ${name}: ${known ? (error as Error).message : ((error as Error).stack ?? String(error))}\n`);
     return 1;
   }

@@ -45,7 +45,8 @@ export interface NodeOptionValues {
 
 /** The parts of a NodeConfig that come from the shared options. */
 export function sharedNodeConfig(values: NodeOptionValues): Pick<NodeConfig, "memoryMiB" | "imagesDir" | "runDir" | "metricsIntervalMs"> {
-  if (values.images !== undefined) for (const file of ["bios.bin", "vmlinuz", "initramfs.cpio.gz"]) existingFile("--images: guest image", `${values.images.replace(/\/$/, "")}/${file}`);
+  if (values.images !== undefined)
+    for (const file of ["bios.bin", "vmlinuz", "initramfs.cpio.gz"]) existingFile("--images: guest image", `${values.images.replace(/\/$/, "")}/${file}`);
   return {
     memoryMiB: parseMemory(values.memory),
     imagesDir: values.images,

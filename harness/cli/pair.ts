@@ -85,7 +85,9 @@ export const pairCommand: Subcommand = {
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(name)) throw new UsageError(`--name: expected letters, digits, ".", "_" or "-", got ${JSON.stringify(name)}`);
 
     const disks: DiskSpec[] =
-      primaryDisks.length > 0 ? primaryDisks.map((image, i) => ({ image, inPlace: true, ...(secondaryDisks[i] !== undefined && { secondaryImage: secondaryDisks[i] }) })) : [{ sizeBytes: diskSize }];
+      primaryDisks.length > 0
+        ? primaryDisks.map((image, i) => ({ image, inPlace: true, ...(secondaryDisks[i] !== undefined && { secondaryImage: secondaryDisks[i] }) }))
+        : [{ sizeBytes: diskSize }];
     const options: PairOptions = {
       mode,
       onSecondaryLoss,
@@ -113,7 +115,9 @@ export const pairCommand: Subcommand = {
       if (event.role === "secondary") return say(`secondary (pid ${event.pid}) started`);
       say(`primary (pid ${event.pid}), ${mode}, ${disks.length} disk(s) of ${(diskBytes / disks.length / (1 << 20)).toFixed(0)} MiB`);
       // Progress lines only; a failure is reported by Pair.start.
-      followPrimaryStartup(node.process, { label: "primary", syncEstimateBytes: ramBytes(options.memoryMiB) + diskBytes, replicated: true }).catch(() => undefined);
+      followPrimaryStartup(node.process, { label: "primary", syncEstimateBytes: ramBytes(options.memoryMiB) + diskBytes, replicated: true }).catch(
+        () => undefined,
+      );
     });
     starting = false;
     say("console attached to the guest on the primary; Ctrl-] k kills the primary, Ctrl-] q quits, Ctrl-] ? lists the keys");

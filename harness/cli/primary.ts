@@ -61,7 +61,10 @@ export const primaryCommand: Subcommand = {
     const guest = await guestArchive(values, shared.memoryMiB);
     try {
       const { dispose: _, ...guestConfig } = guest;
-      const primary = startNode({ role: "primary", mode, disks, connect, secretFile, snapshotPath, name: values.name ?? "primary", onSecondaryLoss, ...shared, ...guestConfig }, values.verbose);
+      const primary = startNode(
+        { role: "primary", mode, disks, connect, secretFile, snapshotPath, name: values.name ?? "primary", onSecondaryLoss, ...shared, ...guestConfig },
+        values.verbose,
+      );
       await followPrimaryStartup(primary, { label: "primary", syncEstimateBytes: ramBytes(shared.memoryMiB) + totalSize(disks), replicated });
       if (!values.json) process.stderr.write("twinvm: console attached; Ctrl-] ? lists the keys\n");
       await primary.input(new TextEncoder().encode("\n")); // a fresh prompt

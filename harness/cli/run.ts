@@ -27,7 +27,12 @@ export const runCommand: Subcommand = {
   summary: "one machine, no replication",
   usage: USAGE,
   async run(argv) {
-    const values = parseOptions(argv, { ...MACHINE_OPTIONS, ...GUEST_OPTIONS, disk: { type: "string", multiple: true }, help: { type: "boolean", short: "h" } });
+    const values = parseOptions(argv, {
+      ...MACHINE_OPTIONS,
+      ...GUEST_OPTIONS,
+      disk: { type: "string", multiple: true },
+      help: { type: "boolean", short: "h" },
+    });
     if (values.help) return printUsage(USAGE);
     const { memoryMiB, imagesDir } = sharedNodeConfig(values);
     const guest = await guestArchive(values, memoryMiB);
@@ -39,7 +44,10 @@ export const runCommand: Subcommand = {
   },
 };
 
-async function runMachine(disks: string[], settings: { memoryMiB: number | undefined; imagesDir: string | undefined; overlayArchive: string | undefined; kernelArgs: string | undefined }): Promise<number> {
+async function runMachine(
+  disks: string[],
+  settings: { memoryMiB: number | undefined; imagesDir: string | undefined; overlayArchive: string | undefined; kernelArgs: string | undefined },
+): Promise<number> {
   // Loaded here, not at the top: `twinvm --help` must not pay for the emulator.
   const [{ Machine }, { guestImages }, { FileBackend }, { virtioBlkDisk }] = await Promise.all([
     import("../../emulator/machine.ts"),
@@ -58,7 +66,10 @@ async function runMachine(disks: string[], settings: { memoryMiB: number | undef
 
   const progress = new ProgressLine();
   const started = performance.now();
-  const tick = setInterval(() => progress.update(`twinvm: booting the guest (${machine.config.memoryMiB} MiB RAM)... ${seconds(performance.now() - started)}`), 500);
+  const tick = setInterval(
+    () => progress.update(`twinvm: booting the guest (${machine.config.memoryMiB} MiB RAM)... ${seconds(performance.now() - started)}`),
+    500,
+  );
   let bootMs: number;
   try {
     ({ bootMs } = await machine.boot());

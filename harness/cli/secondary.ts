@@ -81,7 +81,14 @@ export const secondaryCommand: Subcommand = {
       else process.stderr.write(`twinvm: secondary listening on ${url}; start the primary with --connect ${url}\n`);
       return await runNodeSession({
         source: singleNodeSource("secondary", secondary, () => secondary.states.includes("active")),
-        extraCommands: [{ key: "p", help: "promote: take over now", run: () => void secondary.request({ type: "promote" }).catch((e: unknown) => process.stderr.write(`\r\ntwinvm: promote: ${(e as Error).message}\r\n`)) }],
+        extraCommands: [
+          {
+            key: "p",
+            help: "promote: take over now",
+            run: () =>
+              void secondary.request({ type: "promote" }).catch((e: unknown) => process.stderr.write(`\r\ntwinvm: promote: ${(e as Error).message}\r\n`)),
+          },
+        ],
         statusLine: !values["no-status-line"],
         json: values.json === true,
       });

@@ -46,7 +46,8 @@ export function followPrimaryStartup(primary: NodeProcess, options: StartupOptio
 
     const unsubscribe = primary.onEvent((event: NodeEvent) => {
       if (event.type === "phase") {
-        if (phase === "booting" || phase === "restoring") progress.done(`twinvm: ${options.label}: guest ${phase === "booting" ? "booted" : "restored"} in ${seconds(performance.now() - phaseStarted)}`);
+        if (phase === "booting" || phase === "restoring")
+          progress.done(`twinvm: ${options.label}: guest ${phase === "booting" ? "booted" : "restored"} in ${seconds(performance.now() - phaseStarted)}`);
         phase = event.phase;
         phaseStarted = performance.now();
         if (event.phase === "ready" && !options.replicated) settle();

@@ -22,7 +22,10 @@ export interface Rates {
 
 export function ratesBetween(before: MetricsSnapshot, after: MetricsSnapshot): Rates {
   const seconds = Math.max((after.uptimeMs - before.uptimeMs) / 1000, 1e-3);
-  const bytesPerSecond = Object.fromEntries(BYTE_CATEGORIES.map((c) => [c, Math.max(0, after.bytes[c] - before.bytes[c]) / seconds])) as Record<ByteCategory, number>;
+  const bytesPerSecond = Object.fromEntries(BYTE_CATEGORIES.map((c) => [c, Math.max(0, after.bytes[c] - before.bytes[c]) / seconds])) as Record<
+    ByteCategory,
+    number
+  >;
   return { syncsPerSecond: Math.max(0, after.syncs - before.syncs) / seconds, bytesPerSecond };
 }
 

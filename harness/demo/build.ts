@@ -86,7 +86,10 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
   const started = performance.now();
   buildDemo({ outDir: process.argv[2], log: (line) => process.stderr.write(`build:web: ${line}\n`) }).then(
     (result) => {
-      for (const file of result.code) process.stderr.write(`build:web: ${basename(file.path).padEnd(16)} ${(file.bytes / 1024).toFixed(0).padStart(6)} KiB, ${(file.gzipBytes / 1024).toFixed(0).padStart(5)} KiB gzipped\n`);
+      for (const file of result.code)
+        process.stderr.write(
+          `build:web: ${basename(file.path).padEnd(16)} ${(file.bytes / 1024).toFixed(0).padStart(6)} KiB, ${(file.gzipBytes / 1024).toFixed(0).padStart(5)} KiB gzipped\n`,
+        );
       process.stderr.write(`build:web: ${result.outDir} in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
     },
     (error: unknown) => {

@@ -58,7 +58,9 @@ export const demoCommand: Subcommand = {
     });
     process.stdout.write(`twinvm demo: open ${server.url} in your browser (Ctrl-C stops the server)\n`);
     if (!LOOPBACK.has(host)) {
-      process.stderr.write(`twinvm demo: warning: over plain http, browsers give ${host} no WebCrypto: the page will say so. Use 127.0.0.1 or localhost (e.g. through an SSH tunnel).\n`);
+      process.stderr.write(
+        `twinvm demo: warning: over plain http, browsers give ${host} no WebCrypto: the page will say so. Use 127.0.0.1 or localhost (e.g. through an SSH tunnel).\n`,
+      );
     }
     return new Promise<number>((resolve) => {
       const stop = () => {

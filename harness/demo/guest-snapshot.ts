@@ -29,7 +29,12 @@ export async function ensureGuestSnapshot(dir: string, wasmPath: string, log: (l
   log("building the guest snapshot: booting the demo guest in Node once (15-40 s)...");
   const started = performance.now();
   const disk = new MemoryBackend(DEMO_DISK_BYTES);
-  const machine = new Machine({ ...defaultGuest(), wasm: fileImage(wasmPath), memoryMiB: DEMO_MEMORY_MIB, devices: [virtioBlkDisk({ backend: disk, id: "vda", keepBackendOpen: true })] });
+  const machine = new Machine({
+    ...defaultGuest(),
+    wasm: fileImage(wasmPath),
+    memoryMiB: DEMO_MEMORY_MIB,
+    devices: [virtioBlkDisk({ backend: disk, id: "vda", keepBackendOpen: true })],
+  });
   let snapshot: Uint8Array;
   try {
     await machine.boot();

@@ -25,11 +25,21 @@ async function measure(url: string, boot: string): Promise<void> {
   try {
     const page = await browser.newPage();
     await page.goto(`${url}?boot=${boot}`);
-    await page.waitForFunction(() => (window as unknown as Inspect).twinvmDemo.nodes().map((n) => n.status?.state).join() === "protected,replicating", undefined, { timeout: 300_000, polling: 250 });
+    await page.waitForFunction(
+      () =>
+        (window as unknown as Inspect).twinvmDemo
+          .nodes()
+          .map((n) => n.status?.state)
+          .join() === "protected,replicating",
+      undefined,
+      { timeout: 300_000, polling: 250 },
+    );
     const timings = await page.evaluate(() => (window as unknown as Inspect).twinvmDemo.timings());
     await page.waitForTimeout(3000); // let start-up garbage go
     const pss = await chromiumPssMb();
-    console.log(`boot=${boot}: guest ready in the primary's worker after ${(timings["guest-ready"]! / 1000).toFixed(1)} s; protected ${(timings["bootToProtected"]! / 1000).toFixed(1)} s after the page opened; Chromium PSS with the pair protected ${pss.toFixed(0)} MB`);
+    console.log(
+      `boot=${boot}: guest ready in the primary's worker after ${(timings["guest-ready"]! / 1000).toFixed(1)} s; protected ${(timings["bootToProtected"]! / 1000).toFixed(1)} s after the page opened; Chromium PSS with the pair protected ${pss.toFixed(0)} MB`,
+    );
   } finally {
     await browser.close();
   }

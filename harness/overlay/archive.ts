@@ -77,7 +77,10 @@ export async function buildOverlayArchive(overlay: GuestOverlay): Promise<Overla
   if (overlay.startup !== undefined) {
     if (overlay.startup.trim() === "") throw new OverlayError("guest overlay: the start-up command is empty");
     addParents(STARTUP_PATH);
-    add({ type: "file", path: STARTUP_PATH, mode: 0o755, data: encoder.encode(`#!/bin/sh\n# twinvm guest overlay start-up command\n${overlay.startup}\n`) }, "the start-up command");
+    add(
+      { type: "file", path: STARTUP_PATH, mode: 0o755, data: encoder.encode(`#!/bin/sh\n# twinvm guest overlay start-up command\n${overlay.startup}\n`) },
+      "the start-up command",
+    );
   }
 
   // Sorted, so a folder comes before what is inside it and the bytes do not depend on readdir order.

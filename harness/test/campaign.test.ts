@@ -59,14 +59,17 @@ describe("failover campaign (bounded)", function () {
         expect(verdict.fsckClean, context).to.equal(true);
       }
       if (plan.fault === "secondary-kill" && plan.policy === "continue") expect(result.writesContinued, context).to.equal(true);
-      if (plan.fault === "link-cut" || plan.fault === "link-cut-mid-sync") expect(result.splitBrain, `both guests run after a cut (documented limitation)\n${context}`).to.equal(true);
+      if (plan.fault === "link-cut" || plan.fault === "link-cut-mid-sync")
+        expect(result.splitBrain, `both guests run after a cut (documented limitation)\n${context}`).to.equal(true);
       if (plan.fault === "link-cut-mid-sync") {
         expect(result.cutAfterFrameBytes, context).to.be.a("number");
         expect(result.nextWriteAnswered, context).to.equal(true);
       }
       if (plan.fault === "second-failover") expect(result.failovers, context).to.equal(2);
       for (const check of result.optionalChecks) expect(check.outcome, `${check.name}: ${check.detail}\n${context}`).to.equal("passed");
-      const expected = { "primary-kill": 0, "second-failover": 1, "secondary-kill": plan.policy === "stall" ? 2 : 1, "link-cut": 1, "link-cut-mid-sync": 1 }[plan.fault];
+      const expected = { "primary-kill": 0, "second-failover": 1, "secondary-kill": plan.policy === "stall" ? 2 : 1, "link-cut": 1, "link-cut-mid-sync": 1 }[
+        plan.fault
+      ];
       expect(result.optionalChecks.filter((c) => c.outcome === "passed").length, context).to.equal(expected);
       expect(result.passed, context).to.equal(true);
       expect(result.artifacts, "a passed round keeps no files").to.equal(null);

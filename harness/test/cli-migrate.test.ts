@@ -48,7 +48,20 @@ describe("twinvm verify and twinvm migrate (node processes)", function () {
   };
   const status = async (node: string) => JSON.parse((await run(["status", "--json", "--run-dir", runDir, "--node", node])).stdout) as NodeStatus;
   const secondary = (name: string) => {
-    const node = new NodeCommand(["secondary", "--listen", "0", "--disk", disk(name), "--secret-file", join(dir, "secret"), "--run-dir", runDir, "--name", name, "--json"]);
+    const node = new NodeCommand([
+      "secondary",
+      "--listen",
+      "0",
+      "--disk",
+      disk(name),
+      "--secret-file",
+      join(dir, "secret"),
+      "--run-dir",
+      runDir,
+      "--name",
+      name,
+      "--json",
+    ]);
     nodes.push(node);
     return node;
   };
@@ -67,20 +80,43 @@ describe("twinvm verify and twinvm migrate (node processes)", function () {
   it("verify finds and repairs a corrupted sector; migrate moves the guest, which stays protected, and the source exits 0", async function () {
     const standby = secondary("standby");
     const standbyUrl = await standby.listeningUrl();
-    const source = new NodeCommand(["primary", "--connect", standbyUrl, "--disk", disk("source"), "--secret-file", join(dir, "secret"), "--run-dir", runDir, "--name", "source", "--json"]);
+    const source = new NodeCommand([
+      "primary",
+      "--connect",
+      standbyUrl,
+      "--disk",
+      disk("source"),
+      "--secret-file",
+      join(dir, "secret"),
+      "--run-dir",
+      runDir,
+      "--name",
+      "source",
+      "--json",
+    ]);
     nodes.push(source);
     // The console is attached once the first initial sync is done.
     await eventually(() => source.stdout, /"type":"console"/, 120_000, "the primary's console");
     expect((await status("source")).metrics?.state).to.equal("protected");
 
-    const write = await run(["exec", "--run-dir", runDir, "--node", "source", "--", "mke2fs -q -F /dev/vda >/dev/null 2>&1 && mount /dev/vda /mnt && dd if=/dev/urandom of=/mnt/f bs=4k count=256 2>/dev/null && sync && md5sum /mnt/f"]);
+    const write = await run([
+      "exec",
+      "--run-dir",
+      runDir,
+      "--node",
+      "source",
+      "--",
+      "mke2fs -q -F /dev/vda >/dev/null 2>&1 && mount /dev/vda /mnt && dd if=/dev/urandom of=/mnt/f bs=4k count=256 2>/dev/null && sync && md5sum /mnt/f",
+    ]);
     expect(write.code, write.stderr).to.equal(0);
     const md5 = write.stdout.split(" ")[0]!;
     expect(md5).to.match(/^[0-9a-f]{32}$/);
 
     const clean = await run(["verify", "--run-dir", runDir]);
     expect(clean.code, clean.stderr).to.equal(0);
-    expect(clean.stdout).to.match(/vda \(16\.0 MiB\): same/).and.match(/the replica matches/);
+    expect(clean.stdout)
+      .to.match(/vda \(16\.0 MiB\): same/)
+      .and.match(/the replica matches/);
 
     // Corrupt one sector of the replica's image file, where the guest is not writing.
     const fd = openSync(join(dir, "standby.img"), "r+");

@@ -23,7 +23,20 @@ describe("twinvm command line", function () {
   describe("--help and usage errors", function () {
     const expectedOptions: Record<string, string[]> = {
       run: ["--memory", "--images", "--disk"],
-      pair: ["--mode", "--disk", "--disk-size", "--secondary-disk", "--run-dir", "--memory", "--images", "--snapshot", "--no-reprotect", "--json", "--guest-overlay", "--guest-startup"],
+      pair: [
+        "--mode",
+        "--disk",
+        "--disk-size",
+        "--secondary-disk",
+        "--run-dir",
+        "--memory",
+        "--images",
+        "--snapshot",
+        "--no-reprotect",
+        "--json",
+        "--guest-overlay",
+        "--guest-startup",
+      ],
       primary: ["--connect", "--disk", "--mode", "--secret-file", "--snapshot", "--run-dir", "--memory"],
       secondary: ["--listen", "--allow-non-loopback", "--disk", "--secret-file", "--run-dir", "--no-takeover"],
       status: ["--json", "--node", "--run-dir"],

@@ -42,7 +42,9 @@ function exchange(path: string, data: string | Buffer, idleMs = 300, untilLines 
       closedByServer = true;
       done();
     });
-    socket.on("error", (error: NodeJS.ErrnoException) => (error.code === "EPIPE" || error.code === "ECONNRESET" ? ((closedByServer = true), done()) : reject(error)));
+    socket.on("error", (error: NodeJS.ErrnoException) =>
+      error.code === "EPIPE" || error.code === "ECONNRESET" ? ((closedByServer = true), done()) : reject(error),
+    );
   });
 }
 
@@ -135,9 +137,19 @@ describe("control socket (fuzz)", function () {
 
   it("parses the requests it accepts into their typed form", function () {
     expect(parseControlRequest('{"type":"status","id":3}')).to.deep.equal({ id: 3, type: "status" });
-    expect(parseControlRequest('{"type":"exec","command":"uname -r","timeoutMs":500,"extra":1}')).to.deep.equal({ id: 0, type: "exec", command: "uname -r", timeoutMs: 500 });
+    expect(parseControlRequest('{"type":"exec","command":"uname -r","timeoutMs":500,"extra":1}')).to.deep.equal({
+      id: 0,
+      type: "exec",
+      command: "uname -r",
+      timeoutMs: 500,
+    });
     expect(parseControlRequest('{"type":"verify","id":1}')).to.deep.equal({ id: 1, type: "verify", repair: false });
-    expect(parseControlRequest('{"type":"migrate","to":"ws://127.0.0.1:7000","stopAndCopy":true}')).to.deep.equal({ id: 0, type: "migrate", to: "ws://127.0.0.1:7000", stopAndCopy: true });
+    expect(parseControlRequest('{"type":"migrate","to":"ws://127.0.0.1:7000","stopAndCopy":true}')).to.deep.equal({
+      id: 0,
+      type: "migrate",
+      to: "ws://127.0.0.1:7000",
+      stopAndCopy: true,
+    });
     expect(parseControlRequest('{"type":"protect","connect":"wss://h:1/x"}')).to.deep.equal({ id: 0, type: "protect", connect: "wss://h:1/x" });
     expect(parseControlRequest('{"type":"migrate","to":"http://x"}')).to.deep.equal({ id: 0, error: "migrate: to must be a ws:// or wss:// URL" });
     expect(parseControlRequest('{"type":"verify","repair":"yes"}')).to.deep.equal({ id: 0, error: "verify: repair must be true or false" });

@@ -52,7 +52,8 @@ describe("browser demo (headless Chromium)", function () {
   });
 
   const nodes = (): Promise<NodeView[]> => page.evaluate(() => (window as unknown as { twinvmDemo: { nodes(): NodeView[] } }).twinvmDemo.nodes());
-  const transcript = (name: string): Promise<string> => page.evaluate((n) => (window as unknown as { twinvmDemo: { transcript(n: string): string } }).twinvmDemo.transcript(n), name);
+  const transcript = (name: string): Promise<string> =>
+    page.evaluate((n) => (window as unknown as { twinvmDemo: { transcript(n: string): string } }).twinvmDemo.transcript(n), name);
   const node = async (name: string): Promise<NodeView> => (await nodes()).find((n) => n.name === name)!;
 
   async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 90_000): Promise<T> {
@@ -75,10 +76,14 @@ describe("browser demo (headless Chromium)", function () {
     const before = (await transcript(name)).length;
     await page.click(`#term-${pane} .xterm`);
     await page.keyboard.type(line + "\n");
-    return until(`"${answer}" from node ${name}`, async () => {
-      const text = (await transcript(name)).slice(before);
-      return text.includes(answer) ? text : undefined;
-    }, timeoutMs);
+    return until(
+      `"${answer}" from node ${name}`,
+      async () => {
+        const text = (await transcript(name)).slice(before);
+        return text.includes(answer) ? text : undefined;
+      },
+      timeoutMs,
+    );
   }
 
   it("loads, restores the guest in the primary's worker and protects it with the secondary", async () => {
@@ -107,7 +112,10 @@ describe("browser demo (headless Chromium)", function () {
     expect(after.find((n) => n.name === "B")!.status!.state).to.equal("replicating");
     const stallsAfter = after.map((n) => n.link?.ownStalls ?? 0);
     console.log(`      own stalls discounted: before ${stallsBefore.join("/")}, after ${stallsAfter.join("/")}`);
-    expect(stallsAfter.every((count, i) => count > stallsBefore[i]!), "both links saw their own stall").to.equal(true);
+    expect(
+      stallsAfter.every((count, i) => count > stallsBefore[i]!),
+      "both links saw their own stall",
+    ).to.equal(true);
     await typeAndWait(0, "A", "echo after-stall-$((2*3))", "after-stall-6");
   });
 
@@ -125,7 +133,11 @@ describe("browser demo (headless Chromium)", function () {
       settled = next.syncs === after.syncs;
       after = next;
     }
-    return { diskBlocks: after.bytes["diskBlocks"]! - before.bytes["diskBlocks"]!, ioLog: after.bytes["ioLog"]! - before.bytes["ioLog"]!, writes: after.writesSynced - before.writesSynced };
+    return {
+      diskBlocks: after.bytes["diskBlocks"]! - before.bytes["diskBlocks"]!,
+      ioLog: after.bytes["ioLog"]! - before.bytes["ioLog"]!,
+      writes: after.writesSynced - before.writesSynced,
+    };
   }
 
   it("switching the disk mode to dirty-block-copy makes disk blocks travel instead of the I/O log", async () => {
@@ -139,7 +151,9 @@ describe("browser demo (headless Chromium)", function () {
     const blockCopy = await writeFilesWorkload();
     // ...and now as copied blocks.
     expect(await page.locator("#io-log li.io-block-copy").count()).to.be.greaterThan(0);
-    console.log(`      write-files: logging-replay ${replay.diskBlocks} B blocks + ${replay.ioLog} B log (${replay.writes} writes); dirty-block-copy ${blockCopy.diskBlocks} B blocks + ${blockCopy.ioLog} B log (${blockCopy.writes} writes)`);
+    console.log(
+      `      write-files: logging-replay ${replay.diskBlocks} B blocks + ${replay.ioLog} B log (${replay.writes} writes); dirty-block-copy ${blockCopy.diskBlocks} B blocks + ${blockCopy.ioLog} B log (${blockCopy.writes} writes)`,
+    );
     expect(replay.writes).to.be.greaterThan(0);
     expect(replay.ioLog).to.be.greaterThan(0);
     expect(blockCopy.ioLog).to.equal(0);

@@ -59,7 +59,11 @@ describe("twinvm demo", function () {
   });
 
   it("names a bad option or value (exit 2) and a folder without a build (exit 1)", async () => {
-    const [bogus, port, missing] = await Promise.all([demo(["--bogus"]), demo(["--port", "70000", "--no-build"]), demo(["--no-build", "--dir", join(dir, "nope")])]);
+    const [bogus, port, missing] = await Promise.all([
+      demo(["--bogus"]),
+      demo(["--port", "70000", "--no-build"]),
+      demo(["--no-build", "--dir", join(dir, "nope")]),
+    ]);
     expect(bogus.code).to.equal(2);
     expect(bogus.stderr).to.match(/Unknown option '--bogus'/);
     expect(port.code).to.equal(2);

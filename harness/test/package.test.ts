@@ -23,9 +23,14 @@ interface Ran {
 
 function run(command: string, args: string[], cwd: string, timeoutMs = 120_000): Promise<Ran> {
   return new Promise((resolvePromise) => {
-    execFile(command, args, { cwd, timeout: timeoutMs, maxBuffer: 64 << 20, env: { ...process.env, npm_config_update_notifier: "false" } }, (error, stdout, stderr) => {
-      resolvePromise({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, stdout, stderr: stderr || (error?.message ?? "") });
-    });
+    execFile(
+      command,
+      args,
+      { cwd, timeout: timeoutMs, maxBuffer: 64 << 20, env: { ...process.env, npm_config_update_notifier: "false" } },
+      (error, stdout, stderr) => {
+        resolvePromise({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, stdout, stderr: stderr || (error?.message ?? "") });
+      },
+    );
   });
 }
 
@@ -45,7 +50,14 @@ function consumerLockfile(tarball: string): object {
   const integrity = `sha512-${createHash("sha512").update(readFileSync(tarball)).digest("base64")}`;
   const packages: Record<string, LockPackage> = {
     "": { name: "consumer", dependencies: { twinvm: `file:${tarball}` } },
-    "node_modules/twinvm": { version: root.version!, resolved: `file:${tarball}`, integrity, dependencies: root.dependencies!, bin: root.bin, engines: root.engines },
+    "node_modules/twinvm": {
+      version: root.version!,
+      resolved: `file:${tarball}`,
+      integrity,
+      dependencies: root.dependencies!,
+      bin: root.bin,
+      engines: root.engines,
+    },
   };
   const todo = Object.keys(root.dependencies ?? {});
   while (todo.length > 0) {
@@ -105,14 +117,27 @@ describe("the npm package, installed into an empty project", function () {
     tarball = join(dir, info!.filename);
     const files = info!.files.map((file) => file.path);
     // Compiled code and declarations, the guest, the example; no TypeScript sources, tests or build scripts.
-    expect(files).to.include.members(["dist/index.js", "dist/index.d.ts", "dist/browser.js", "dist/harness/testing/index.js", "dist/harness/twinvm.js", "dist/images/initramfs.cpio.gz", "dist/images/vmlinuz", "dist/images/bios.bin", "examples/failover.test.mjs"]);
+    expect(files).to.include.members([
+      "dist/index.js",
+      "dist/index.d.ts",
+      "dist/browser.js",
+      "dist/harness/testing/index.js",
+      "dist/harness/twinvm.js",
+      "dist/images/initramfs.cpio.gz",
+      "dist/images/vmlinuz",
+      "dist/images/bios.bin",
+      "examples/failover.test.mjs",
+    ]);
     expect(files.filter((path) => /\.ts$/.test(path) && !path.endsWith(".d.ts"))).to.deep.equal([]);
     expect(files.filter((path) => /\/test\//.test(path))).to.deep.equal([]);
 
     project = join(dir, "project");
     rmSync(project, { recursive: true, force: true });
     await run("mkdir", ["-p", project], dir);
-    writeFileSync(join(project, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { twinvm: `file:${tarball}` } }, null, 2));
+    writeFileSync(
+      join(project, "package.json"),
+      JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { twinvm: `file:${tarball}` } }, null, 2),
+    );
     writeFileSync(join(project, "package-lock.json"), JSON.stringify(consumerLockfile(tarball), null, 2));
     const installed = await run("npm", ["ci", "--offline", "--no-audit", "--no-fund"], project, 300_000);
     expect(installed.code, installed.stderr).to.equal(0);
@@ -153,7 +178,12 @@ describe("the npm package, installed into an empty project", function () {
   });
 
   it("type-checks a test file written against the test API", async function () {
-    writeFileSync(join(project, "tsconfig.json"), JSON.stringify({ compilerOptions: { target: "ES2022", module: "NodeNext", moduleResolution: "NodeNext", strict: true, noEmit: true, skipLibCheck: true, types: [] } }));
+    writeFileSync(
+      join(project, "tsconfig.json"),
+      JSON.stringify({
+        compilerOptions: { target: "ES2022", module: "NodeNext", moduleResolution: "NodeNext", strict: true, noEmit: true, skipLibCheck: true, types: [] },
+      }),
+    );
     writeFileSync(
       join(project, "check.ts"),
       `import { startPair, type Pair, type PairOptions, type PairEvent } from "twinvm/testing";

@@ -35,7 +35,10 @@ describe("replicated pair in two processes (ws, SIGKILL)", function () {
       FileBackend.open(join(dir, "template-vda.img"), { createSizeBytes: FS_DISK_BYTES }),
       FileBackend.open(join(dir, "template-vdb.img"), { createSizeBytes: RAW_DISK_BYTES }),
     ]);
-    const machine = new Machine({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: fsDisk, id: "vda" }), virtioBlkDisk({ backend: rawDisk, id: "vdb" })] });
+    const machine = new Machine({
+      ...defaultGuest(),
+      devices: [virtioBlkDisk({ backend: fsDisk, id: "vda" }), virtioBlkDisk({ backend: rawDisk, id: "vdb" })],
+    });
     await machine.boot();
     const format = await machine.exec("mke2fs -q -F /dev/vda && mkdir -p /mnt && mount /dev/vda /mnt && sync", { timeoutMs: 60_000 });
     expect(format.exitCode, format.output).to.equal(0);

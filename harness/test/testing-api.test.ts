@@ -15,7 +15,8 @@ import { startPair, type Pair, type PairEvent } from "../testing/index.ts";
 
 // The heartbeat is replaced whole (mv): a takeover can resume the guest between a plain
 // redirect's truncation and `date`'s write, and the check below would read an empty file.
-const STARTUP = "echo started-$((6*7)) > /run/startup-ran; (while true; do date +%s > /tmp/heartbeat.new; mv /tmp/heartbeat.new /tmp/heartbeat; sleep 1; done) &";
+const STARTUP =
+  "echo started-$((6*7)) > /run/startup-ran; (while true; do date +%s > /tmp/heartbeat.new; mv /tmp/heartbeat.new /tmp/heartbeat; sleep 1; done) &";
 
 function sendRaw(socketPath: string, data: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -43,7 +44,9 @@ describe("test API: overlay, healing pair, faults, cleanup (real guest)", functi
     mkdirSync(join(overlayDir, "opt/app"), { recursive: true });
     writeFileSync(join(overlayDir, "opt/app/message.txt"), "from the overlay\n");
     writeFileSync(join(overlayDir, "opt/app/hello.sh"), "#!/bin/sh\necho hello-from-overlay $1\n", { mode: 0o755 });
-    pair = await startPair({ disks: [{ sizeBytes: 48 << 20 }], overlay: { dir: overlayDir, startup: STARTUP }, peerTimeoutMs: 3000 }, (event) => events.push(event));
+    pair = await startPair({ disks: [{ sizeBytes: 48 << 20 }], overlay: { dir: overlayDir, startup: STARTUP }, peerTimeoutMs: 3000 }, (event) =>
+      events.push(event),
+    );
   });
 
   after(async () => {
@@ -62,7 +65,7 @@ describe("test API: overlay, healing pair, faults, cleanup (real guest)", functi
     expect(await run("/opt/app/hello.sh there")).to.equal("hello-from-overlay there\n");
     expect(await run("cat /run/startup-ran")).to.equal("started-42\n");
     // The start-up command's daemon still runs: its heartbeat is fresh.
-    expect(await run('echo $(( $(date +%s) - $(cat /tmp/heartbeat) ))').then(Number)).to.be.at.most(5);
+    expect(await run("echo $(( $(date +%s) - $(cat /tmp/heartbeat) ))").then(Number)).to.be.at.most(5);
   }
 
   it("runs the overlay's files and start-up command on the primary", async function () {

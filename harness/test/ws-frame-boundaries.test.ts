@@ -49,7 +49,7 @@ describe("WebSocket frame boundaries", function () {
     for (let trial = 0; trial < 20; trial++) {
       const finder = new WsFrameBoundaries();
       const found: { opcode: number; payloadBytes: number }[] = [];
-      for (let offset = 0; offset < stream.length; ) {
+      for (let offset = 0; offset < stream.length;) {
         const length = trial === 0 ? 1 : prng.int(1, 100_000);
         found.push(...finder.push(stream.subarray(offset, offset + length)).map(({ opcode, payloadBytes }) => ({ opcode, payloadBytes })));
         offset += length;

@@ -17,7 +17,8 @@ const STEP_TIMEOUT_MS = 30_000;
 
 /** Guest paths are quoted for the shell; a path with a quote or a newline is refused. */
 function quoted(path: string): string {
-  if (!path.startsWith("/") || /['\n\r\0]/.test(path)) throw new GuestFileError(`guest path ${JSON.stringify(path)}: expected an absolute path without quotes or newlines`);
+  if (!path.startsWith("/") || /['\n\r\0]/.test(path))
+    throw new GuestFileError(`guest path ${JSON.stringify(path)}: expected an absolute path without quotes or newlines`);
   return `'${path}'`;
 }
 
@@ -38,7 +39,8 @@ export async function readGuestFile(shell: GuestShell, path: string): Promise<Ui
     const output = await run(shell, `dd if=${source} bs=${READ_BLOCK_BYTES} skip=${block} count=1 2>/dev/null | base64`, `cannot read ${path}`);
     const bytes = Buffer.from(output.replace(/\s+/g, ""), "base64");
     const offset = block * READ_BLOCK_BYTES;
-    if (bytes.length !== Math.min(READ_BLOCK_BYTES, size - offset)) throw new GuestFileError(`cannot read ${path}: block ${block} came back with ${bytes.length} bytes (did the file change while it was read?)`);
+    if (bytes.length !== Math.min(READ_BLOCK_BYTES, size - offset))
+      throw new GuestFileError(`cannot read ${path}: block ${block} came back with ${bytes.length} bytes (did the file change while it was read?)`);
     out.set(bytes, offset);
   }
   return out;

@@ -84,14 +84,19 @@ export function checkPairOptions(options: PairOptions): void {
     }
     if ("image" in disk && (typeof disk.image !== "string" || disk.image === "")) throw new PairOptionError(`disks[${i}].image: expected a file path`);
   }
-  if (options.template !== undefined && (options.disks !== undefined || options.overlay !== undefined || options.memoryMiB !== undefined || options.kernelArgs !== undefined)) {
+  if (
+    options.template !== undefined &&
+    (options.disks !== undefined || options.overlay !== undefined || options.memoryMiB !== undefined || options.kernelArgs !== undefined)
+  ) {
     throw new PairOptionError("template: memoryMiB, disks, overlay and kernelArgs come from the template; do not give them too");
   }
   if (options.template !== undefined && options.snapshotPath !== undefined) throw new PairOptionError("give template or snapshotPath, not both");
   for (const key of ["peerTimeoutMs", "startTimeoutMs", "reprotectDelayMs"] as const) {
     const value = options[key];
-    if (value !== undefined && (!Number.isFinite(value) || value < 0)) throw new PairOptionError(`${key}: expected a non-negative number of milliseconds, got ${String(value)}`);
+    if (value !== undefined && (!Number.isFinite(value) || value < 0))
+      throw new PairOptionError(`${key}: expected a non-negative number of milliseconds, got ${String(value)}`);
   }
   if (options.kernelArgs !== undefined && /[\r\n]/.test(options.kernelArgs)) throw new PairOptionError("kernelArgs: must be a single line");
-  if (options.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(options.name)) throw new PairOptionError(`name: expected letters, digits, ".", "_" or "-", got ${JSON.stringify(options.name)}`);
+  if (options.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(options.name))
+    throw new PairOptionError(`name: expected letters, digits, ".", "_" or "-", got ${JSON.stringify(options.name)}`);
 }

@@ -69,7 +69,8 @@ export async function prepareDisks(dir: string, specs: DiskSpec[] | undefined): 
     if ("secondaryImage" in spec && spec.secondaryImage !== undefined) {
       secondary = spec.secondaryImage;
       const secondarySize = await imageSize(secondary);
-      if (secondarySize !== size) throw new Error(`disks[${i}]: ${secondary} is ${secondarySize} bytes but ${primary} is ${size}; a replica's disk must be the same size`);
+      if (secondarySize !== size)
+        throw new Error(`disks[${i}]: ${secondary} is ${secondarySize} bytes but ${primary} is ${size}; a replica's disk must be the same size`);
     } else {
       secondary = await sparseImage(join(dir, `secondary-vd${letter}.img`), size);
     }
@@ -95,7 +96,9 @@ export async function prepareOverlay(dir: string, overlay: GuestOverlay | undefi
   const archive = await buildOverlayArchive(overlay);
   const limit = (memoryMiB << 20) / 4;
   if (archive.unpackedBytes > limit) {
-    throw new OverlayError(`guest overlay: ${(archive.unpackedBytes / (1 << 20)).toFixed(1)} MiB unpacked is more than a ${memoryMiB} MiB guest can hold in its root file system (at most ${limit >> 20} MiB); give the guest more memory or put the files on a disk`);
+    throw new OverlayError(
+      `guest overlay: ${(archive.unpackedBytes / (1 << 20)).toFixed(1)} MiB unpacked is more than a ${memoryMiB} MiB guest can hold in its root file system (at most ${limit >> 20} MiB); give the guest more memory or put the files on a disk`,
+    );
   }
   const path = join(dir, "overlay.cpio.gz");
   await writeFile(path, archive.bytes, { mode: 0o600 });

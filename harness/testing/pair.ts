@@ -212,7 +212,11 @@ export class Pair implements GuestShell {
       return await Promise.race([
         armed.done,
         new Promise<never>(
-          (_, reject) => (timer = setTimeout(() => reject(new PairTimeoutError(`no sync went over the link within ${timeoutMs} ms (is the guest writing?)\n${this.describe()}`)), timeoutMs)),
+          (_, reject) =>
+            (timer = setTimeout(
+              () => reject(new PairTimeoutError(`no sync went over the link within ${timeoutMs} ms (is the guest writing?)\n${this.describe()}`)),
+              timeoutMs,
+            )),
         ),
       ]);
     } finally {
@@ -241,23 +245,37 @@ export class Pair implements GuestShell {
   /** Resolves when a secondary took over since the last fault (at once if it already has) and runs the guest. */
   async waitForTakeover(options: { timeoutMs?: number } = {}): Promise<PairNode> {
     const after = this.#failoversAtFault;
-    await this.#until(() => this.#failovers > after && this.#primary!.runsGuest, options.timeoutMs ?? 60_000, "takeover", () => {
-      if (this.#failovers > after) return undefined;
-      const secondary = this.#secondary;
-      return secondary === undefined || !secondary.running ? "no secondary is left to take over" : undefined;
-    });
+    await this.#until(
+      () => this.#failovers > after && this.#primary!.runsGuest,
+      options.timeoutMs ?? 60_000,
+      "takeover",
+      () => {
+        if (this.#failovers > after) return undefined;
+        const secondary = this.#secondary;
+        return secondary === undefined || !secondary.running ? "no secondary is left to take over" : undefined;
+      },
+    );
     return this.#primary!;
   }
 
   /** Resolves when the guest is protected by a replicating secondary (after a takeover or a lost secondary: once re-protected). */
   async waitForProtected(options: { timeoutMs?: number } = {}): Promise<void> {
-    await this.#until(() => this.isProtected && this.#healing === undefined, options.timeoutMs ?? this.#startTimeoutMs, "protected guest", () => {
-      if (!this.#primary!.running) return `${this.#primary!.name} is not running`;
-      if (this.#secondary === undefined && this.#healing === undefined) {
-        return this.#lastHealError !== undefined ? `re-protection failed: ${this.#lastHealError}` : this.#options.reprotect === false ? "there is no secondary and reprotect is off" : undefined;
-      }
-      return undefined;
-    });
+    await this.#until(
+      () => this.isProtected && this.#healing === undefined,
+      options.timeoutMs ?? this.#startTimeoutMs,
+      "protected guest",
+      () => {
+        if (!this.#primary!.running) return `${this.#primary!.name} is not running`;
+        if (this.#secondary === undefined && this.#healing === undefined) {
+          return this.#lastHealError !== undefined
+            ? `re-protection failed: ${this.#lastHealError}`
+            : this.#options.reprotect === false
+              ? "there is no secondary and reprotect is off"
+              : undefined;
+        }
+        return undefined;
+      },
+    );
   }
 
   // ------------------------------------------------------------ status
@@ -280,7 +298,12 @@ export class Pair implements GuestShell {
   describe(): string {
     const lines = this.#nodes.map((node) => {
       const states = node.process.stateLog.map((entry) => `${entry.engine === node.startedAs ? "" : `${entry.engine}:`}${entry.state}`).join(" > ") || "none";
-      const tail = node.log.trimEnd().split("\n").slice(-LOG_LINES_IN_ERRORS).map((line) => `    | ${line}`).join("\n");
+      const tail = node.log
+        .trimEnd()
+        .split("\n")
+        .slice(-LOG_LINES_IN_ERRORS)
+        .map((line) => `    | ${line}`)
+        .join("\n");
       const role = node === this.#primary ? "primary now" : node === this.#secondary ? "secondary now" : "former";
       return `  ${node.name} (${role}, pid ${node.pid}, ${node.running ? "running" : "exited"}): states ${states}${tail ? `\n${tail}` : ""}`;
     });
@@ -346,10 +369,18 @@ export class Pair implements GuestShell {
     const url = await secondary.process.listeningUrl(60_000);
     const link = await this.#newProxy(url);
     const snapshotPath = template?.snapshotPath ?? options.snapshotPath;
-    const primary = this.#startNode("primary", `${this.#name}-primary`, disks.primary, { connect: link.url, ...(snapshotPath !== undefined && { snapshotPath }) });
+    const primary = this.#startNode("primary", `${this.#name}-primary`, disks.primary, {
+      connect: link.url,
+      ...(snapshotPath !== undefined && { snapshotPath }),
+    });
     primary.link = link;
     this.#primary = primary;
-    await this.#until(() => this.isProtected, this.#startTimeoutMs, "protected guest after start", () => this.#deadNode());
+    await this.#until(
+      () => this.isProtected,
+      this.#startTimeoutMs,
+      "protected guest after start",
+      () => this.#deadNode(),
+    );
     this.#emit({ type: "protected", primary: primary.name, secondary: secondary.name });
     // A booted guest has just run the overlay's start-up command; a restored one ran it when the template booted.
     if (template === undefined && snapshotPath === undefined && options.overlay?.startup !== undefined) await checkStartupCommand(this);
@@ -446,8 +477,11 @@ export class Pair implements GuestShell {
         primary.link = await this.#newProxy(url);
         await primary.process.request({ type: "protect", connect: primary.link.url });
       }
-      await this.#until(() => primary.isProtected && node.secondaryState === "replicating", this.#startTimeoutMs, `re-protection of ${primary.name} by ${name}`, () =>
-        !node.running ? `${name} exited` : !primary.running ? `${primary.name} exited` : undefined,
+      await this.#until(
+        () => primary.isProtected && node.secondaryState === "replicating",
+        this.#startTimeoutMs,
+        `re-protection of ${primary.name} by ${name}`,
+        () => (!node.running ? `${name} exited` : !primary.running ? `${primary.name} exited` : undefined),
       );
       this.#lastHealError = undefined;
       this.#emit({ type: "protected", primary: primary.name, secondary: name });

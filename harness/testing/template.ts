@@ -74,7 +74,10 @@ export async function createGuestTemplate(options: TemplateOptions = {}): Promis
   try {
     const overlayArchive = await prepareOverlay(dir, options.overlay, memoryMiB);
     // prepareDisks makes the first secondary's images too; a template needs only the primary's.
-    const disks = await prepareDisks(dir, options.disks?.map((disk) => ("image" in disk ? { image: disk.image } : disk)));
+    const disks = await prepareDisks(
+      dir,
+      options.disks?.map((disk) => ("image" in disk ? { image: disk.image } : disk)),
+    );
     const backends = await Promise.all(disks.primary.map((path) => FileBackend.open(path)));
     const machine = new Machine({
       ...guestImages(options.imagesDir, overlayArchive),

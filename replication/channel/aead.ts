@@ -15,8 +15,16 @@ export interface Aead {
 
 /** What this module needs of node:crypto (typed here: the module itself is never imported). */
 interface NodeGcm {
-  createCipheriv(algorithm: "aes-256-gcm", key: Uint8Array, iv: Uint8Array): { update(data: Uint8Array): Uint8Array; final(): Uint8Array; getAuthTag(): Uint8Array };
-  createDecipheriv(algorithm: "aes-256-gcm", key: Uint8Array, iv: Uint8Array): { setAuthTag(tag: Uint8Array): void; update(data: Uint8Array): Uint8Array; final(): Uint8Array };
+  createCipheriv(
+    algorithm: "aes-256-gcm",
+    key: Uint8Array,
+    iv: Uint8Array,
+  ): { update(data: Uint8Array): Uint8Array; final(): Uint8Array; getAuthTag(): Uint8Array };
+  createDecipheriv(
+    algorithm: "aes-256-gcm",
+    key: Uint8Array,
+    iv: Uint8Array,
+  ): { setAuthTag(tag: Uint8Array): void; update(data: Uint8Array): Uint8Array; final(): Uint8Array };
 }
 
 function nodeCrypto(): NodeGcm | undefined {
@@ -65,7 +73,9 @@ async function webCryptoAead(key: Uint8Array): Promise<Aead> {
   const cryptoKey = await subtle.importKey("raw", key as Uint8Array<ArrayBuffer>, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
   return {
     implementation: "webcrypto",
-    seal: async (iv, plaintext) => new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer> }, cryptoKey, plaintext as Uint8Array<ArrayBuffer>)),
-    open: async (iv, record) => new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer> }, cryptoKey, record as Uint8Array<ArrayBuffer>)),
+    seal: async (iv, plaintext) =>
+      new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer> }, cryptoKey, plaintext as Uint8Array<ArrayBuffer>)),
+    open: async (iv, record) =>
+      new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer> }, cryptoKey, record as Uint8Array<ArrayBuffer>)),
   };
 }

@@ -103,12 +103,14 @@ export class ReplicationChannel {
         this.readingPaused = true;
         this.transport.pauseReceiving();
       }
-      this.inbound = this.inbound.then(() => this.accept(raw, handler)).finally(() => {
-        if (--this.queuedInbound <= INBOUND_LOW_WATER && this.readingPaused) {
-          this.readingPaused = false;
-          this.transport.resumeReceiving();
-        }
-      });
+      this.inbound = this.inbound
+        .then(() => this.accept(raw, handler))
+        .finally(() => {
+          if (--this.queuedInbound <= INBOUND_LOW_WATER && this.readingPaused) {
+            this.readingPaused = false;
+            this.transport.resumeReceiving();
+          }
+        });
     });
   }
 
@@ -150,7 +152,7 @@ export class ReplicationChannel {
     const encoded = await Promise.all(frames.map((frame) => encodeFrame(frame, options)));
     return this.enqueueOutbound(async () => {
       const sizes: number[] = [];
-      for (let start = 0; start < frames.length; ) {
+      for (let start = 0; start < frames.length;) {
         let end = start + 1;
         let bytes = encoded[start]!.length;
         while (end < frames.length && bytes + encoded[end]!.length <= BATCH_RECORD_BYTES) bytes += encoded[end++]!.length;
@@ -201,9 +203,10 @@ export class ReplicationChannel {
     const { type, payload } = record;
     if (type !== RecordType.frames) return this.deliver(payload, type === RecordType.control ? "control" : "frame", handler);
     // Frames back to back, each as long as its header says; each is checked and handled in turn.
-    for (let at = 0; at < payload.length && this.protocolError === undefined; ) {
+    for (let at = 0; at < payload.length && this.protocolError === undefined;) {
       const length = announcedFrameLength(payload.subarray(at));
-      if (length === undefined) return this.reject(new ProtocolError("truncated", `a batched record ends inside a frame header (${payload.length - at} bytes left)`));
+      if (length === undefined)
+        return this.reject(new ProtocolError("truncated", `a batched record ends inside a frame header (${payload.length - at} bytes left)`));
       await this.deliver(payload.subarray(at, at + length), "frame", handler);
       at += length;
     }
@@ -214,9 +217,10 @@ export class ReplicationChannel {
     if (this.protocolError !== undefined) return;
     let event: ChannelEvent;
     try {
-      event = kind === "control"
-        ? { channel: "control", message: decodeControl(new TextDecoder("utf-8", { fatal: true }).decode(payload)) }
-        : { channel: "frame", frame: await decodeFrame(payload) };
+      event =
+        kind === "control"
+          ? { channel: "control", message: decodeControl(new TextDecoder("utf-8", { fatal: true }).decode(payload)) }
+          : { channel: "frame", frame: await decodeFrame(payload) };
       this.order.receive(event);
     } catch (error) {
       this.reject(error instanceof ProtocolError ? error : new ProtocolError("malformed", "undecodable input", { cause: error }));

@@ -35,7 +35,11 @@ export interface HandshakeOptions {
 
 /** The peer proved the secret and has seen a newer epoch than this primary: it took over. */
 export class StaleEpochError extends ProtocolError {
-  constructor(readonly ourEpoch: number, readonly peerEpoch: number, message: string) {
+  constructor(
+    readonly ourEpoch: number,
+    readonly peerEpoch: number,
+    message: string,
+  ) {
     super("stale-epoch", message);
   }
 }
@@ -110,7 +114,11 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
       const primary = role === "primary" ? ours : peer!;
       const secondary = role === "primary" ? peer! : ours;
       if (primary.epoch < secondary.epoch) {
-        throw new StaleEpochError(ours.epoch, peer!.epoch, `the primary is at epoch ${primary.epoch}, but the secondary (which proved the secret) has seen epoch ${secondary.epoch}: it took over`);
+        throw new StaleEpochError(
+          ours.epoch,
+          peer!.epoch,
+          `the primary is at epoch ${primary.epoch}, but the secondary (which proved the secret) has seen epoch ${secondary.epoch}: it took over`,
+        );
       }
       return new RecordLayer(keys);
     };

@@ -83,10 +83,13 @@ export class RecordLayer {
     try {
       plaintext = await this.keys.receive.open(iv, record);
     } catch (error) {
-      throw new ProtocolError("auth-failed", `record ${this.#received - 1} does not authenticate (tampered, replayed, reordered or not from the peer)`, { cause: error });
+      throw new ProtocolError("auth-failed", `record ${this.#received - 1} does not authenticate (tampered, replayed, reordered or not from the peer)`, {
+        cause: error,
+      });
     }
     const type = plaintext[0];
-    if (type !== RecordType.control && type !== RecordType.frame && type !== RecordType.frames) throw new ProtocolError("malformed", `record of unknown type ${type}`);
+    if (type !== RecordType.control && type !== RecordType.frame && type !== RecordType.frames)
+      throw new ProtocolError("malformed", `record of unknown type ${type}`);
     return { type, payload: plaintext.subarray(1) };
   }
 }

@@ -108,7 +108,9 @@ async function checkArea(host: CheckHost, area: Area, rangeBytes: number, chunkB
       outcome.watcher?.stop();
       report.differing.push(...outcome.differing);
     }
-    options.onProgress?.(`${area.name}: ${Math.min(offset + length, area.bytes) >> 20} of ${area.bytes >> 20} MiB checked, ${report.differing.length} chunks differ`);
+    options.onProgress?.(
+      `${area.name}: ${Math.min(offset + length, area.bytes) >> 20} of ${area.bytes >> 20} MiB checked, ${report.differing.length} chunks differ`,
+    );
   }
   return report;
 }
@@ -131,8 +133,21 @@ async function checkRange(host: CheckHost, area: Area, offset: number, length: n
     watcher: ReturnType<CheckHost["watchWrites"]> | undefined;
     held: SectorRange[];
   }
-  const { ours: oursNow, watcher, held } = await host.atCapture<Taken>((seq, ram) => {
-    const request: ControlMessage = { type: "verify-request", id, seq, target: area.kind, disk: area.kind === "disk" ? area.index : 0, offset, length, chunkBytes };
+  const {
+    ours: oursNow,
+    watcher,
+    held,
+  } = await host.atCapture<Taken>((seq, ram) => {
+    const request: ControlMessage = {
+      type: "verify-request",
+      id,
+      seq,
+      target: area.kind,
+      disk: area.kind === "disk" ? area.index : 0,
+      offset,
+      length,
+      chunkBytes,
+    };
     if (area.kind === "ram") return { value: { ours: ram.slice(offset, offset + length), watcher: undefined, held: [] as SectorRange[] }, after: [request] };
     return { value: { ours: undefined, watcher: host.watchWrites(area.index, sectors), held: host.heldWrites(area.index, sectors) }, after: [request] };
   });

@@ -69,7 +69,7 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
   };
   // RAM range by range, the guest running between ranges; then, at one boundary, the pages
   // it wrote meanwhile and the device state: together RAM and state as of that boundary.
-  for (let done = false; !done && !session.ended; ) {
+  for (let done = false; !done && !session.ended;) {
     const range = await guest.atNextBoundary(() => guest.copyPages(COPY_RANGE_PAGES));
     done = range.done;
     await sendPages(range.pages);
@@ -86,7 +86,11 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
     // The guest writes on while the disk is read: the digest covers what was sent, and
     // every write after the copy's start is replayed on top by the syncs that follow.
     const sent = await copyDisk(disk.backend, async (offset, data) => {
-      await session.sendFrame({ kind: "disk-chunk", seq: 0, epoch, disk: id, offset, length: data.length, data: isAllZero(data) ? "zeros" : data }, "diskCopy", { compress: true });
+      await session.sendFrame(
+        { kind: "disk-chunk", seq: 0, epoch, disk: id, offset, length: data.length, data: isAllZero(data) ? "zeros" : data },
+        "diskCopy",
+        { compress: true },
+      );
       await session.channel.whenDrained();
     });
     await session.sendControl({ type: "disk-digest", seq: 0, epoch, disk: id, sha256: sent });

@@ -120,7 +120,12 @@ export class PrimarySession {
    * Sends one sync's frames, then `after` (its consistency checks), after any sync sent before;
    * counts bytes into the sync and the metrics. Rejects when the link fails.
    */
-  sendFrames(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options?: EncodeOptions, after: readonly ControlMessage[] = []): Promise<void> {
+  sendFrames(
+    frames: readonly OutgoingFrame[],
+    into: Record<ByteCategory, number>,
+    options?: EncodeOptions,
+    after: readonly ControlMessage[] = [],
+  ): Promise<void> {
     const sent = this.#sending.then(() => this.#sendInOrder(frames, into, options, after));
     this.#sending = sent.catch(() => undefined);
     return sent;
@@ -134,13 +139,21 @@ export class PrimarySession {
     });
   }
 
-  async #sendInOrder(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options: EncodeOptions | undefined, after: readonly ControlMessage[]): Promise<void> {
+  async #sendInOrder(
+    frames: readonly OutgoingFrame[],
+    into: Record<ByteCategory, number>,
+    options: EncodeOptions | undefined,
+    after: readonly ControlMessage[],
+  ): Promise<void> {
     await this.#sendFramesOnly(frames, into, options);
     for (const message of after) await this.sendControl(message);
   }
 
   async #sendFramesOnly(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>, options?: EncodeOptions): Promise<void> {
-    const sizes = await this.channel.sendFrames(frames.map(({ frame }) => frame), options);
+    const sizes = await this.channel.sendFrames(
+      frames.map(({ frame }) => frame),
+      options,
+    );
     for (const [i, { frame, category }] of frames.entries()) {
       const bytes = sizes[i]!;
       if (frame.kind === "sync-commit") {

@@ -451,7 +451,9 @@ export class PrimaryEngine {
   #blockRequest(event: BlockIoEvent): void | Promise<void> {
     const order = this.#nextOrder++;
     this.#orderOf.set(event, order);
-    if (event.type === "write") for (const watcher of this.#writeWatchers) if (watcher.disk === event.disk && overlaps(watcher.range, event)) watcher.hits.push({ sector: event.sector, sectors: event.sectors });
+    if (event.type === "write")
+      for (const watcher of this.#writeWatchers)
+        if (watcher.disk === event.disk && overlaps(watcher.range, event)) watcher.hits.push({ sector: event.sector, sectors: event.sectors });
     if (event.type === "read") {
       if (this.#options.readReplay && this.#fsm.is("protected")) this.#readsInFlight.add(order);
       return;
@@ -479,8 +481,12 @@ export class PrimaryEngine {
    */
   #takeReplayableReads(): CompletedRead[] {
     const reads = this.#completedReads.splice(0);
-    const replayable = reads.filter((read) =>
-      !this.#writesLoggedDuringReads.some((w) => w.order > read.order && w.disk === read.event.disk && w.sector < read.event.sector + read.event.sectors && read.event.sector < w.sector + w.sectors),
+    const replayable = reads.filter(
+      (read) =>
+        !this.#writesLoggedDuringReads.some(
+          (w) =>
+            w.order > read.order && w.disk === read.event.disk && w.sector < read.event.sector + read.event.sectors && read.event.sector < w.sector + w.sectors,
+        ),
     );
     return replayable;
   }
@@ -491,7 +497,8 @@ export class PrimaryEngine {
     this.#writesLoggedDuringReads = this.#writesLoggedDuringReads.filter((w) => w.order > oldestRead);
     if (!Number.isFinite(oldestRead)) return;
     for (const { event, order } of requests) {
-      if (event.type === "write" && order > oldestRead) this.#writesLoggedDuringReads.push({ order, disk: event.disk, sector: event.sector, sectors: event.sectors });
+      if (event.type === "write" && order > oldestRead)
+        this.#writesLoggedDuringReads.push({ order, disk: event.disk, sector: event.sector, sectors: event.sectors });
     }
   }
 
@@ -522,17 +529,19 @@ export class PrimaryEngine {
     if (this.#held.length === 0 && !this.output.hasUncovered && !this.#forcedCapture) return;
     if (session.inFlightCount >= this.#options.syncWindow) return;
     this.#captureScheduled = true;
-    void this.#guest.atNextBoundary(() => this.#capture(session)).then(
-      (sync) => {
-        this.#captureScheduled = false;
-        if (sync !== undefined) void this.#send(session, sync);
-        this.#wake();
-      },
-      (error: unknown) => {
-        this.#captureScheduled = false;
-        this.#lose(session, `capture failed: ${(error as Error).message}`);
-      },
-    );
+    void this.#guest
+      .atNextBoundary(() => this.#capture(session))
+      .then(
+        (sync) => {
+          this.#captureScheduled = false;
+          if (sync !== undefined) void this.#send(session, sync);
+          this.#wake();
+        },
+        (error: unknown) => {
+          this.#captureScheduled = false;
+          this.#lose(session, `capture failed: ${(error as Error).message}`);
+        },
+      );
   }
 
   /** At an instruction boundary: everything of one sync. */
@@ -618,7 +627,15 @@ export class PrimaryEngine {
       return false;
     });
     if (sync.encoded !== undefined && this.#syncListeners.size > 0) {
-      const event: SyncEvent = { role: "primary", seq: sync.seq, pages: sync.encoded.pages, bytes: sync.bytes, io: sync.encoded.io, pauseMs: sync.pauseMs, roundTripMs };
+      const event: SyncEvent = {
+        role: "primary",
+        seq: sync.seq,
+        pages: sync.encoded.pages,
+        bytes: sync.bytes,
+        io: sync.encoded.io,
+        pauseMs: sync.pauseMs,
+        roundTripMs,
+      };
       for (const listener of this.#syncListeners) listener(event);
     }
     this.#wake();

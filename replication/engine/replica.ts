@@ -144,7 +144,12 @@ export class Replica {
     const run = async (): Promise<void> => {
       for (const entry of entries) {
         if (entry.type === "read") {
-          const data = await this.#queueRead(entry.disk, entry.sector, entry.sectors * SECTOR_SIZE, `replaying a read of sectors ${entry.sector}+${entry.sectors} of disk ${entry.disk}`);
+          const data = await this.#queueRead(
+            entry.disk,
+            entry.sector,
+            entry.sectors * SECTOR_SIZE,
+            `replaying a read of sectors ${entry.sector}+${entry.sectors} of disk ${entry.disk}`,
+          );
           if (data !== undefined) scatterInto(this.#guest.ram(), entry.segments, data);
           continue;
         }
@@ -161,7 +166,12 @@ export class Replica {
         } else {
           data = gatherSegments(this.#guest.ram(), entry.segments);
         }
-        this.#queue(entry.disk, data.length, (backend) => backend.write(entry.sector, data), `writing sectors ${entry.sector}+${entry.sectors} of disk ${entry.disk}`);
+        this.#queue(
+          entry.disk,
+          data.length,
+          (backend) => backend.write(entry.sector, data),
+          `writing sectors ${entry.sector}+${entry.sectors} of disk ${entry.disk}`,
+        );
       }
     };
     // Without reads the whole log is queued right here, synchronously.
@@ -227,24 +237,32 @@ export class Replica {
     const tail = this.#chains.get(diskNumber);
     if (disk === undefined || tail === undefined) throw new ProtocolError("inconsistent", `disk ${diskNumber} is not part of this session`);
     this.#backlogBytes += bytes;
-    this.#chains.set(diskNumber, tail.then(async () => {
-      try {
-        if (this.#failure === undefined) await operation(disk.backend);
-      } catch (error) {
-        this.#fail(`${what} failed: ${(error as Error).message}`);
-      } finally {
-        this.#backlogBytes -= bytes;
-        if (this.#backlogBytes <= MAX_DISK_BACKLOG_BYTES) for (const resolve of this.#backlogWaiters.splice(0)) resolve();
-      }
-    }));
+    this.#chains.set(
+      diskNumber,
+      tail.then(async () => {
+        try {
+          if (this.#failure === undefined) await operation(disk.backend);
+        } catch (error) {
+          this.#fail(`${what} failed: ${(error as Error).message}`);
+        } finally {
+          this.#backlogBytes -= bytes;
+          if (this.#backlogBytes <= MAX_DISK_BACKLOG_BYTES) for (const resolve of this.#backlogWaiters.splice(0)) resolve();
+        }
+      }),
+    );
   }
 
   /** Reads from a disk after everything queued on it; undefined when the disk failed. */
   #queueRead(diskNumber: number, sector: number, length: number, what: string): Promise<Uint8Array | undefined> {
     let data: Uint8Array | undefined;
-    this.#queue(diskNumber, 0, async (backend) => {
-      data = await backend.read(sector, length);
-    }, what);
+    this.#queue(
+      diskNumber,
+      0,
+      async (backend) => {
+        data = await backend.read(sector, length);
+      },
+      what,
+    );
     return this.#chains.get(diskNumber)!.then(() => data);
   }
 

@@ -134,8 +134,19 @@ export class SecondaryEngine {
     });
     // Our own heartbeats: the primary hears us even while we are busy writing a large copy.
     let heartbeatId = 0;
-    const heartbeat = setInterval(() => void this.#send(attachment, { type: "heartbeat", epoch: channel.epoch, id: ++heartbeatId }).catch(() => undefined), HEARTBEAT_MS);
-    const attachment: Attachment = { channel, liveness, heartbeat, assembler: new SyncAssembler(), ended: false, diskMode: "io-log", receiving: { bytes: emptyBytes(), initialPages: [] } };
+    const heartbeat = setInterval(
+      () => void this.#send(attachment, { type: "heartbeat", epoch: channel.epoch, id: ++heartbeatId }).catch(() => undefined),
+      HEARTBEAT_MS,
+    );
+    const attachment: Attachment = {
+      channel,
+      liveness,
+      heartbeat,
+      assembler: new SyncAssembler(),
+      ended: false,
+      diskMode: "io-log",
+      receiving: { bytes: emptyBytes(), initialPages: [] },
+    };
     this.#attached = attachment;
     channel.onActivity(() => liveness.heard());
     channel.onMessage((event) => this.#receive(attachment, event));
@@ -225,7 +236,10 @@ export class SecondaryEngine {
         return this.#letGo(attachment, `the primary left deliberately (${message.reason}); not taking over`);
       case "verify-request": {
         // Taken now, as of the last applied sync; digested and answered whenever ready.
-        const range = message.target === "ram" ? Promise.resolve(this.#replica.copyRam(message.offset, message.length)) : this.#replica.readDisk(message.disk, message.offset, message.length);
+        const range =
+          message.target === "ram"
+            ? Promise.resolve(this.#replica.copyRam(message.offset, message.length))
+            : this.#replica.readDisk(message.disk, message.offset, message.length);
         void range
           .then(async (bytes) => (bytes === undefined ? undefined : chunkDigests(bytes, message.chunkBytes)))
           .then((digests) => (digests === undefined ? undefined : this.#send(attachment, { type: "verify-digests", id: message.id, digests })))
@@ -234,7 +248,9 @@ export class SecondaryEngine {
       }
       case "handover":
         // The handler returns at once: the takeover itself ends this session.
-        void this.#promote(`the primary handed over: ${message.reason}`, true).catch((error: unknown) => this.#options.log?.(`secondary: handover refused: ${(error as Error).message}`));
+        void this.#promote(`the primary handed over: ${message.reason}`, true).catch((error: unknown) =>
+          this.#options.log?.(`secondary: handover refused: ${(error as Error).message}`),
+        );
         return;
       case "error":
         return this.#letGo(attachment, `the primary reported ${message.code}: ${message.message}; not taking over`);
@@ -265,7 +281,12 @@ export class SecondaryEngine {
         this.metrics.pagesSynced += sync.pages.length;
         this.metrics.writesSynced += io.filter((entry) => entry.type === "write").length;
         const copied = attachment.diskMode === "dirty-block-copy";
-        this.#emitSync(attachment, sync.seq, Uint32Array.from(sync.pages, (p) => p.page), copied ? io.map((entry) => (entry.delivery === "inline" ? { ...entry, delivery: "block-copy" as const } : entry)) : io);
+        this.#emitSync(
+          attachment,
+          sync.seq,
+          Uint32Array.from(sync.pages, (p) => p.page),
+          copied ? io.map((entry) => (entry.delivery === "inline" ? { ...entry, delivery: "block-copy" as const } : entry)) : io,
+        );
         // Acknowledged once staged and applied; a slow disk holds the ack, and so the primary.
         return ready.then(() => this.#send(attachment, { type: "sync-ack", seq: sync.seq, epoch: attachment.channel.epoch })).catch(() => undefined);
       }

@@ -110,7 +110,11 @@ export function ioLogBytes(log: readonly IoLogEntry[]): number {
   return log.reduce((sum, entry) => sum + 20 + (entry.type === "flush" ? 0 : entry.segments.length * 12), 0);
 }
 
-function pageUpdates(changes: PageChanges, elided: ReadonlySet<number>, forced: ReadonlyMap<number, Uint8Array>): { updates: PageUpdate[]; zero: number; delta: number; full: number } {
+function pageUpdates(
+  changes: PageChanges,
+  elided: ReadonlySet<number>,
+  forced: ReadonlyMap<number, Uint8Array>,
+): { updates: PageUpdate[]; zero: number; delta: number; full: number } {
   const updates: PageUpdate[] = [];
   let zero = 0;
   let delta = 0;
@@ -212,7 +216,14 @@ function ioLog(input: SyncInput): { log: IoLogEntry[]; blocks: BlockPiece[]; io:
     } else {
       log.push({ type: "write", disk, sector: event.sector, sectors: event.sectors, segments });
     }
-    io.push({ disk, type: "write", sector: event.sector, sectors: event.sectors, segments, delivery: inline ? (input.mode === "dirty-block-copy" ? "block-copy" : "inline") : "replayed" });
+    io.push({
+      disk,
+      type: "write",
+      sector: event.sector,
+      sectors: event.sectors,
+      segments,
+      delivery: inline ? (input.mode === "dirty-block-copy" ? "block-copy" : "inline") : "replayed",
+    });
   }
   return { log, blocks, io, inlineWrites, elided };
 }

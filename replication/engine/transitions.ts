@@ -12,7 +12,11 @@ export class StateMachine<S extends string> {
   #state: S;
   readonly #listeners = new Set<(state: S, reason: string, from: S) => void>();
 
-  constructor(private readonly what: string, private readonly table: TransitionTable<S>, initial: S) {
+  constructor(
+    private readonly what: string,
+    private readonly table: TransitionTable<S>,
+    initial: S,
+  ) {
     this.#state = initial;
   }
 

@@ -163,7 +163,12 @@ export async function connectReplication(url: string, options: ConnectOptions = 
   try {
     // A zero mask: masking keeps a client's chosen plaintext away from proxies' parsers, but every
     // record is AES-GCM ciphertext already, and ws then skips XOR-ing each byte on both ends.
-    socket = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs, generateMask: (mask) => void mask.fill(0) });
+    socket = new WebSocket(url, {
+      maxPayload: MAX_FRAME_BYTES,
+      perMessageDeflate: false,
+      handshakeTimeout: timeoutMs,
+      generateMask: (mask) => void mask.fill(0),
+    });
   } catch (error) {
     throw new TransportError("config", `cannot connect to ${url}: ${(error as Error).message}`, { cause: error });
   }

@@ -24,13 +24,7 @@ export async function computeProof(key: CryptoKey, prover: ChallengeMessage, ver
   return toBase64(new Uint8Array(mac));
 }
 
-export async function verifyProof(
-  key: CryptoKey,
-  proof: string,
-  prover: ChallengeMessage,
-  verifier: ChallengeMessage,
-  version: number,
-): Promise<boolean> {
+export async function verifyProof(key: CryptoKey, proof: string, prover: ChallengeMessage, verifier: ChallengeMessage, version: number): Promise<boolean> {
   const expected = fromBase64(await computeProof(key, prover, verifier, version));
   return constantTimeEqual(fromBase64(proof), expected);
 }

@@ -63,9 +63,7 @@ export const CONTROL_SCHEMAS: Record<ControlType, SchemaObject> = {
     pageSize: constant(PAGE_SIZE),
     diskMode: { enum: ["io-log", "dirty-block-copy"] },
     disks: list(
-      closedObject({ id: diskId, name: { type: "string", minLength: 1, maxLength: 64 }, sizeBytes: uint(MAX_DISK_BYTES), sha256: sha256Hex }, [
-        "sha256",
-      ]),
+      closedObject({ id: diskId, name: { type: "string", minLength: 1, maxLength: 64 }, sizeBytes: uint(MAX_DISK_BYTES), sha256: sha256Hex }, ["sha256"]),
       MAX_DISKS,
     ),
   }),
@@ -82,7 +80,10 @@ export const CONTROL_SCHEMAS: Record<ControlType, SchemaObject> = {
   "sync-ack": closedObject({ type: constant("sync-ack"), seq: { type: "integer", minimum: 1, maximum: MAX_SAFE }, epoch }),
 
   heartbeat: closedObject({ type: constant("heartbeat"), epoch, id: uint(MAX_SAFE) }),
-  promoted: closedObject({ type: constant("promoted"), epoch: { type: "integer", minimum: 1, maximum: MAX_EPOCH }, resumedAtMs: { type: "number", minimum: 0, maximum: 1e15 } }, ["resumedAtMs"]),
+  promoted: closedObject(
+    { type: constant("promoted"), epoch: { type: "integer", minimum: 1, maximum: MAX_EPOCH }, resumedAtMs: { type: "number", minimum: 0, maximum: 1e15 } },
+    ["resumedAtMs"],
+  ),
   handover: closedObject({ type: constant("handover"), epoch, reason: text(MAX_TEXT_FIELD) }),
   "verify-request": closedObject({
     type: constant("verify-request"),

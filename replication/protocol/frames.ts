@@ -152,14 +152,7 @@ export interface SyncCommitFrame extends FrameBase {
   log: IoLogEntry[];
 }
 
-export type BinaryFrame =
-  | MemoryPagesFrame
-  | StatePartsFrame
-  | DiskBlocksFrame
-  | DiskChunkFrame
-  | PageUpdatesFrame
-  | StateChangesFrame
-  | SyncCommitFrame;
+export type BinaryFrame = MemoryPagesFrame | StatePartsFrame | DiskBlocksFrame | DiskChunkFrame | PageUpdatesFrame | StateChangesFrame | SyncCommitFrame;
 export type BinaryFrameKind = BinaryFrame["kind"];
 
 export interface EncodeOptions {
@@ -207,7 +200,13 @@ export async function encodeFrame(frame: BinaryFrame, options: EncodeOptions = {
   const total = FRAME_HEADER_BYTES + kindHeader.length + prefix.length + data.length;
   if (total > MAX_FRAME_BYTES) throw new ProtocolError("oversized", `${frame.kind} frame would be ${total} bytes, limit ${MAX_FRAME_BYTES}`);
   const out = new Uint8Array(total);
-  writeFrameHeader(new DataView(out.buffer), { kind: KIND_CODE[frame.kind], flags, seq: frame.seq, epoch: frame.epoch, bodyLength: total - FRAME_HEADER_BYTES });
+  writeFrameHeader(new DataView(out.buffer), {
+    kind: KIND_CODE[frame.kind],
+    flags,
+    seq: frame.seq,
+    epoch: frame.epoch,
+    bodyLength: total - FRAME_HEADER_BYTES,
+  });
   out.set(kindHeader, FRAME_HEADER_BYTES);
   out.set(prefix, FRAME_HEADER_BYTES + kindHeader.length);
   out.set(data, total - data.length);
@@ -314,7 +313,10 @@ function checkEncodable(frame: BinaryFrame): void {
       checkPageIndices(frame.indices, frame.zeroIndices);
       break;
     case "state-parts":
-      checkParts(frame.parts.length, frame.parts.reduce((n, p) => n + p.length, 0));
+      checkParts(
+        frame.parts.length,
+        frame.parts.reduce((n, p) => n + p.length, 0),
+      );
       break;
     case "disk-blocks":
       checkBlockExtent(frame.disk, frame.sector, frame.data.length);
@@ -373,7 +375,8 @@ export async function decodeFrame(bytes: Uint8Array): Promise<BinaryFrame> {
       const count = u32(0);
       const dataBytes = u32(4);
       if (count > MAX_STATE_PARTS) throw new ProtocolError("oversized", `${count} state parts, limit ${MAX_STATE_PARTS}`);
-      if (dataBytes > MAX_DEVICE_STATE_BYTES + 4 * count) throw new ProtocolError("oversized", `device state of ${dataBytes} bytes, limit ${MAX_DEVICE_STATE_BYTES}`);
+      if (dataBytes > MAX_DEVICE_STATE_BYTES + 4 * count)
+        throw new ProtocolError("oversized", `device state of ${dataBytes} bytes, limit ${MAX_DEVICE_STATE_BYTES}`);
       const reader = new ByteReader(await dataOf(section, compressed, dataBytes, "state-parts frame"), "state-parts frame");
       const lengths = Array.from({ length: count }, () => reader.u32());
       const parts = lengths.map((length) => reader.bytes(length));
@@ -420,7 +423,8 @@ export async function decodeFrame(bytes: Uint8Array): Promise<BinaryFrame> {
       for (let i = 0; i < count; i++) {
         const index = reader.u32();
         const encoding = PART_ENCODINGS[reader.u8()];
-        if (encoding === undefined || reader.u8() !== 0 || reader.u16() !== 0) throw new ProtocolError("malformed", `state change ${i}: unknown encoding or reserved bytes set`);
+        if (encoding === undefined || reader.u8() !== 0 || reader.u16() !== 0)
+          throw new ProtocolError("malformed", `state change ${i}: unknown encoding or reserved bytes set`);
         const length = reader.u32();
         changes.push({ index, encoding, length, bytes: reader.bytes(reader.u32()) });
       }
@@ -451,10 +455,12 @@ function readIoEntry(reader: ByteReader, index: number): IoLogEntry {
   const sector = reader.u64();
   const segmentCount = reader.u32();
   if (type === undefined) throw new ProtocolError("malformed", `I/O log entry ${index}: unknown type`);
-  if (segmentCount > MAX_SEGMENTS_PER_ENTRY) throw new ProtocolError("oversized", `I/O log entry ${index}: ${segmentCount} segments, limit ${MAX_SEGMENTS_PER_ENTRY}`);
+  if (segmentCount > MAX_SEGMENTS_PER_ENTRY)
+    throw new ProtocolError("oversized", `I/O log entry ${index}: ${segmentCount} segments, limit ${MAX_SEGMENTS_PER_ENTRY}`);
   const segments = Array.from({ length: segmentCount }, () => ({ gpa: reader.u64(), length: reader.u32() }));
   if (type === "flush") {
-    if (flags !== 0 || sectors !== 0 || sector !== 0 || segmentCount !== 0) throw new ProtocolError("malformed", `I/O log entry ${index}: a flush with an extent or flags`);
+    if (flags !== 0 || sectors !== 0 || sector !== 0 || segmentCount !== 0)
+      throw new ProtocolError("malformed", `I/O log entry ${index}: a flush with an extent or flags`);
     return { type, disk };
   }
   if ((flags & ~1) !== 0 || (type === "read" && flags !== 0)) throw new ProtocolError("malformed", `I/O log entry ${index}: unknown flags ${flags}`);
@@ -473,7 +479,10 @@ async function dataOf(section: Uint8Array, compressed: boolean, expectedLength: 
   if (expectedLength > MAX_FRAME_BYTES) throw new ProtocolError("oversized", `${what}: declares ${expectedLength} data bytes, limit ${MAX_FRAME_BYTES}`);
   if (compressed) return inflateExact(section, expectedLength, what);
   if (section.length !== expectedLength) {
-    throw new ProtocolError(section.length < expectedLength ? "truncated" : "inconsistent", `${what}: ${section.length} data bytes, expected ${expectedLength}`);
+    throw new ProtocolError(
+      section.length < expectedLength ? "truncated" : "inconsistent",
+      `${what}: ${section.length} data bytes, expected ${expectedLength}`,
+    );
   }
   return section.slice(); // own copy: the receive buffer may be reused by the transport
 }
@@ -506,7 +515,8 @@ function checkPageIndices(indices: Uint32Array, zeroIndices: Uint32Array): void 
 }
 
 function checkPageUpdates(updates: readonly PageUpdate[]): void {
-  if (updates.length > MAX_PAGE_UPDATES_PER_FRAME) throw new ProtocolError("oversized", `${updates.length} page updates in a frame, limit ${MAX_PAGE_UPDATES_PER_FRAME}`);
+  if (updates.length > MAX_PAGE_UPDATES_PER_FRAME)
+    throw new ProtocolError("oversized", `${updates.length} page updates in a frame, limit ${MAX_PAGE_UPDATES_PER_FRAME}`);
   let last = -1;
   for (const { page, encoding, bytes } of updates) {
     if (page <= last) throw new ProtocolError("malformed", "page updates are not in strictly increasing page order");
@@ -526,7 +536,8 @@ function checkStateChanges(partCount: number, changes: readonly PartChange[]): v
     if (index <= last || index >= partCount) throw new ProtocolError("malformed", `state change for part ${index}: not increasing or not below ${partCount}`);
     last = index;
     total += length;
-    if (encoding === "full" && bytes.length !== length) throw new ProtocolError("malformed", `part ${index}: full change of ${bytes.length} bytes for length ${length}`);
+    if (encoding === "full" && bytes.length !== length)
+      throw new ProtocolError("malformed", `part ${index}: full change of ${bytes.length} bytes for length ${length}`);
   }
   if (total > MAX_DEVICE_STATE_BYTES) throw new ProtocolError("oversized", `state changes of ${total} bytes, limit ${MAX_DEVICE_STATE_BYTES}`);
 }
@@ -549,14 +560,18 @@ function checkIoLog(log: readonly IoLogEntry[]): void {
       if (entry.segments.length !== 0) throw new ProtocolError("malformed", `I/O log entry ${index}: an inline write with segments`);
       return;
     }
-    if (entry.segments.length < 1 || entry.segments.length > MAX_SEGMENTS_PER_ENTRY) throw new ProtocolError("malformed", `I/O log entry ${index}: ${entry.segments.length} segments`);
+    if (entry.segments.length < 1 || entry.segments.length > MAX_SEGMENTS_PER_ENTRY)
+      throw new ProtocolError("malformed", `I/O log entry ${index}: ${entry.segments.length} segments`);
     let bytes = 0;
     for (const { gpa, length } of entry.segments) {
       if (length < 1 || gpa + length > MAX_MEMORY_BYTES) throw new ProtocolError("malformed", `I/O log entry ${index}: segment ${gpa}+${length}`);
       bytes += length;
     }
     if (bytes !== entry.sectors * SECTOR_SIZE) {
-      throw new ProtocolError("inconsistent", `I/O log entry ${index}: segments hold ${bytes} bytes, ${entry.sectors} sectors need ${entry.sectors * SECTOR_SIZE}`);
+      throw new ProtocolError(
+        "inconsistent",
+        `I/O log entry ${index}: segments hold ${bytes} bytes, ${entry.sectors} sectors need ${entry.sectors * SECTOR_SIZE}`,
+      );
     }
   });
 }
@@ -627,7 +642,10 @@ class ByteReader {
   readonly #view: DataView;
   #at = 0;
 
-  constructor(private readonly data: Uint8Array, private readonly what: string) {
+  constructor(
+    private readonly data: Uint8Array,
+    private readonly what: string,
+  ) {
     this.#view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   }
 

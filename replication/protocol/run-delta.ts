@@ -145,7 +145,11 @@ export function checkRunDelta(delta: Uint8Array, baseLength: number, targetLengt
     const keep = varintValue;
     pos = readVarint(delta, pos, what);
     const copy = varintValue;
-    if (at + keep > Math.min(baseLength, targetLength)) throw new ProtocolError("malformed", `${what}: keeps bytes ${at}..${at + keep} the old version (${baseLength} bytes) or the target (${targetLength}) lacks`);
+    if (at + keep > Math.min(baseLength, targetLength))
+      throw new ProtocolError(
+        "malformed",
+        `${what}: keeps bytes ${at}..${at + keep} the old version (${baseLength} bytes) or the target (${targetLength}) lacks`,
+      );
     at += keep;
     if (at + copy > targetLength) throw new ProtocolError("malformed", `${what}: literal run ends at ${at + copy}, past the ${targetLength}-byte target`);
     if (pos + copy > delta.length) throw new ProtocolError("truncated", `${what}: literal run of ${copy} bytes, ${delta.length - pos} left`);

@@ -172,10 +172,13 @@ export class SessionOrder {
         // It names the sync the check is as of: the last one committed, with nothing of the next yet.
         const pending = this.pending;
         if (message.seq !== this.lastCommitted || pending.pageUpdates + pending.stateChanges + pending.blocks.length > 0) {
-          throw orderError(`verify-request as of sync ${message.seq}, but sync ${this.lastCommitted} is the last committed${pending.pageUpdates + pending.blocks.length > 0 ? " and the next has begun" : ""}`);
+          throw orderError(
+            `verify-request as of sync ${message.seq}, but sync ${this.lastCommitted} is the last committed${pending.pageUpdates + pending.blocks.length > 0 ? " and the next has begun" : ""}`,
+          );
         }
         const limit = message.target === "ram" ? this.requireLayout().memoryBytes : this.diskCopy(message.disk, message.type).descriptor.sizeBytes;
-        if (message.offset + message.length > limit) throw inconsistent(`verify-request ${message.id}: range ${message.offset}+${message.length} beyond ${limit} bytes`);
+        if (message.offset + message.length > limit)
+          throw inconsistent(`verify-request ${message.id}: range ${message.offset}+${message.length} beyond ${limit} bytes`);
         return;
       }
       default:
@@ -209,9 +212,12 @@ export class SessionOrder {
 
   private commit(frame: SyncCommitFrame): void {
     const pending = this.pending;
-    if (frame.pageUpdates !== pending.pageUpdates) throw inconsistent(`sync-commit ${frame.seq} counts ${frame.pageUpdates} page updates, ${pending.pageUpdates} arrived`);
-    if (frame.stateChanges !== pending.stateChanges) throw inconsistent(`sync-commit ${frame.seq} counts ${frame.stateChanges} state-changes frames, ${pending.stateChanges} arrived`);
-    if (frame.blockFrames !== pending.blocks.length) throw inconsistent(`sync-commit ${frame.seq} counts ${frame.blockFrames} disk-blocks frames, ${pending.blocks.length} arrived`);
+    if (frame.pageUpdates !== pending.pageUpdates)
+      throw inconsistent(`sync-commit ${frame.seq} counts ${frame.pageUpdates} page updates, ${pending.pageUpdates} arrived`);
+    if (frame.stateChanges !== pending.stateChanges)
+      throw inconsistent(`sync-commit ${frame.seq} counts ${frame.stateChanges} state-changes frames, ${pending.stateChanges} arrived`);
+    if (frame.blockFrames !== pending.blocks.length)
+      throw inconsistent(`sync-commit ${frame.seq} counts ${frame.blockFrames} disk-blocks frames, ${pending.blocks.length} arrived`);
     const layout = this.requireLayout();
     const blocks = pending.blocks[Symbol.iterator]();
     for (const [index, entry] of frame.log.entries()) {
@@ -223,14 +229,22 @@ export class SessionOrder {
         let sector = entry.sector;
         while (sector < entry.sector + entry.sectors) {
           const block = blocks.next();
-          if (block.done === true || block.value.disk !== entry.disk || block.value.sector !== sector || sector + block.value.sectors > entry.sector + entry.sectors) {
-            throw inconsistent(`sync-commit ${frame.seq} entry ${index}: inline write of sectors ${entry.sector}+${entry.sectors} on disk ${entry.disk} is not what the disk-blocks frames carried`);
+          if (
+            block.done === true ||
+            block.value.disk !== entry.disk ||
+            block.value.sector !== sector ||
+            sector + block.value.sectors > entry.sector + entry.sectors
+          ) {
+            throw inconsistent(
+              `sync-commit ${frame.seq} entry ${index}: inline write of sectors ${entry.sector}+${entry.sectors} on disk ${entry.disk} is not what the disk-blocks frames carried`,
+            );
           }
           sector += block.value.sectors;
         }
         continue;
       }
-      if (layout.diskMode === "dirty-block-copy" && entry.type === "write") throw inconsistent(`sync-commit ${frame.seq} entry ${index}: a write to replay from memory in dirty-block-copy mode`);
+      if (layout.diskMode === "dirty-block-copy" && entry.type === "write")
+        throw inconsistent(`sync-commit ${frame.seq} entry ${index}: a write to replay from memory in dirty-block-copy mode`);
       for (const segment of entry.segments) {
         if (segment.gpa + segment.length > layout.memoryBytes) {
           throw inconsistent(`sync-commit ${frame.seq} entry ${index}: segment at ${segment.gpa}+${segment.length} is outside guest memory`);

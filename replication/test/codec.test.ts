@@ -30,14 +30,26 @@ describe("control messages", () => {
     ["deep nesting", "[".repeat(100) + "]".repeat(100), "oversized"],
     ["huge text", JSON.stringify({ type: "goodbye", reason: "x".repeat(2 * 1024 * 1024) }), "oversized"],
     ["a sync-commit as JSON (v1; it is a binary frame now)", '{"type":"sync-commit","seq":1,"epoch":1}', "unknown-type"],
-    ["duplicate disk ids", JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], disks: [{ id: 0, name: "a", sizeBytes: 512 }, { id: 0, name: "b", sizeBytes: 512 }] }), "inconsistent"],
+    [
+      "duplicate disk ids",
+      JSON.stringify({
+        ...SAMPLE_MESSAGES["init-begin"],
+        disks: [
+          { id: 0, name: "a", sizeBytes: 512 },
+          { id: 0, name: "b", sizeBytes: 512 },
+        ],
+      }),
+      "inconsistent",
+    ],
     ["memory not a page multiple", JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], memoryBytes: 5000 }), "inconsistent"],
     ["a bad nonce", JSON.stringify({ ...SAMPLE_MESSAGES.challenge, nonce: "short" }), "schema"],
     ["a __proto__ key", '{"type":"welcome","version":1,"__proto__":{"polluted":1}}', "schema"],
   ];
   for (const [what, text, code] of rejects) {
     it(`rejects ${what} with ${code}`, () => {
-      expect(() => decodeControl(text)).to.throw(ProtocolError).with.property("code", code);
+      expect(() => decodeControl(text))
+        .to.throw(ProtocolError)
+        .with.property("code", code);
     });
   }
 
@@ -86,12 +98,36 @@ describe("binary frames", () => {
       { kind: "disk-blocks", seq: 1, epoch: 1, disk: 0, sector: 0, data: new Uint8Array(100) },
       { kind: "disk-chunk", seq: 0, epoch: 1, disk: 99, offset: 0, length: 512, data: "zeros" },
       { kind: "state-parts", seq: -1, epoch: 1, parts: [new Uint8Array(1)] },
-      { kind: "page-updates", seq: 1, epoch: 1, updates: [{ page: 2, encoding: "zero", bytes: new Uint8Array(0) }, { page: 2, encoding: "zero", bytes: new Uint8Array(0) }] },
+      {
+        kind: "page-updates",
+        seq: 1,
+        epoch: 1,
+        updates: [
+          { page: 2, encoding: "zero", bytes: new Uint8Array(0) },
+          { page: 2, encoding: "zero", bytes: new Uint8Array(0) },
+        ],
+      },
       { kind: "page-updates", seq: 1, epoch: 1, updates: [{ page: 2, encoding: "full", bytes: new Uint8Array(100) }] },
       { kind: "page-updates", seq: 1, epoch: 1, updates: [{ page: 2, encoding: "runs", bytes: Uint8Array.of(5, 1, 9) }] },
       { kind: "state-changes", seq: 1, epoch: 1, partCount: 2, changes: [{ index: 2, encoding: "full", length: 1, bytes: Uint8Array.of(1) }] },
-      { kind: "sync-commit", seq: 1, epoch: 1, pageUpdates: 0, stateChanges: 0, blockFrames: 0, log: [{ type: "write", disk: 0, sector: 0, sectors: 2, segments: [{ gpa: 0, length: 512 }] }] },
-      { kind: "sync-commit", seq: 1, epoch: 1, pageUpdates: 0, stateChanges: 0, blockFrames: 0, log: [{ type: "write", disk: 0, sector: 0, sectors: 1, segments: [{ gpa: 0, length: 512 }], inline: true }] },
+      {
+        kind: "sync-commit",
+        seq: 1,
+        epoch: 1,
+        pageUpdates: 0,
+        stateChanges: 0,
+        blockFrames: 0,
+        log: [{ type: "write", disk: 0, sector: 0, sectors: 2, segments: [{ gpa: 0, length: 512 }] }],
+      },
+      {
+        kind: "sync-commit",
+        seq: 1,
+        epoch: 1,
+        pageUpdates: 0,
+        stateChanges: 0,
+        blockFrames: 0,
+        log: [{ type: "write", disk: 0, sector: 0, sectors: 1, segments: [{ gpa: 0, length: 512 }], inline: true }],
+      },
     ];
     for (const frame of cases) {
       expect(await rejectionOf(encodeFrame(frame))).to.be.instanceOf(ProtocolError);

@@ -44,7 +44,12 @@ interface PairOptions {
 
 async function startPair(options: PairOptions = {}): Promise<Pair> {
   const primaryGuest = options.primaryGuest ?? new FakeGuest();
-  const primary = new PrimaryEngine(primaryGuest, { mode: options.mode ?? "logging-replay", onSecondaryLoss: options.policy ?? "continue", peerTimeoutMs: options.peerTimeoutMs ?? 400, heartbeatIntervalMs: 50 });
+  const primary = new PrimaryEngine(primaryGuest, {
+    mode: options.mode ?? "logging-replay",
+    onSecondaryLoss: options.policy ?? "continue",
+    peerTimeoutMs: options.peerTimeoutMs ?? 400,
+    heartbeatIntervalMs: 50,
+  });
   const pair = { primaryGuest, primary, log: [] as string[] } as Pair;
   await attachSecondary(pair, options);
   return pair;
@@ -133,7 +138,14 @@ describe("replication engines against a fake guest", function () {
   it("a capture that fails after taking the requests hands them back: released under continue, never dropped", async () => {
     const pair = await startPair({ policy: "continue" });
     // A request the encoder cannot log (no such disk) makes the capture throw mid-way.
-    const gate = pair.primaryGuest.hook.emit({ disk: "vdz", type: "write", sector: 0, sectors: 1, segments: [{ gpa: 0, length: 512 }], data: new Uint8Array(512) });
+    const gate = pair.primaryGuest.hook.emit({
+      disk: "vdz",
+      type: "write",
+      sector: 0,
+      sectors: 1,
+      segments: [{ gpa: 0, length: 512 }],
+      data: new Uint8Array(512),
+    });
     const outcome = await Promise.race([gate?.then(() => "released"), new Promise((resolve) => setTimeout(() => resolve("still held after 2 s"), 2000))]);
     expect(outcome).to.equal("released");
     expect(pair.primary.state).to.equal("unprotected");
@@ -177,11 +189,18 @@ describe("replication engines against a fake guest", function () {
             // A write the guest made before the copy: the copy covers it.
             armed = true;
             primaryGuest.touch(2, 7);
-            const pair = { primaryGuest, primary: new PrimaryEngine(primaryGuest, { mode: "logging-replay", onSecondaryLoss: policy, peerTimeoutMs: 400, heartbeatIntervalMs: 50 }), log: [] } as unknown as Pair;
-            await attachSecondary(pair, { ...options, beforeFrame: (frame, p) => {
-              if (frame.kind === "state-parts" && pending === undefined) pending = primaryGuest.write(8, sector(1, 1));
-              cut("before")(frame, p);
-            } });
+            const pair = {
+              primaryGuest,
+              primary: new PrimaryEngine(primaryGuest, { mode: "logging-replay", onSecondaryLoss: policy, peerTimeoutMs: 400, heartbeatIntervalMs: 50 }),
+              log: [],
+            } as unknown as Pair;
+            await attachSecondary(pair, {
+              ...options,
+              beforeFrame: (frame, p) => {
+                if (frame.kind === "state-parts" && pending === undefined) pending = primaryGuest.write(8, sector(1, 1));
+                cut("before")(frame, p);
+              },
+            });
             await checkOutcome(pair);
             return;
           }

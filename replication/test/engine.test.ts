@@ -51,7 +51,10 @@ describe("replication engines (in-memory link, real guest)", function () {
   async function startPair(mode: DiskMode, latencyMs = 0, onSecondaryLoss: SecondaryLossPolicy = "continue"): Promise<Pair> {
     const hook = new BlockHook();
     const primaryDisk = new MemoryBackend(formattedDisk.slice());
-    const primary = await Machine.fromSnapshot(booted, { ...defaultGuest(), devices: [virtioBlkDisk({ backend: primaryDisk, id: "vda", hook, keepBackendOpen: true })] });
+    const primary = await Machine.fromSnapshot(booted, {
+      ...defaultGuest(),
+      devices: [virtioBlkDisk({ backend: primaryDisk, id: "vda", hook, keepBackendOpen: true })],
+    });
     machines.push(primary);
     const log: string[] = [];
     const primaryEngine = new PrimaryEngine(primary, { mode, hook, onSecondaryLoss, log: (line) => log.push(line) });

@@ -57,7 +57,14 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
   /** The guest writes `data` at sector `sector` from its buffer at page `bufferPage` (a buffer larger than RAM stays outside it). */
   write(sector: number, data: Uint8Array, bufferPage = 10, disk = 0): Submitted {
     if (bufferPage * PAGE + data.length <= this.memoryBytes) this.#ram.set(data, bufferPage * PAGE);
-    return this.#submit({ disk: this.disks[disk]!.name, type: "write", sector, sectors: data.length / 512, segments: [{ gpa: bufferPage * PAGE, length: data.length }], data: data.slice() });
+    return this.#submit({
+      disk: this.disks[disk]!.name,
+      type: "write",
+      sector,
+      sectors: data.length / 512,
+      segments: [{ gpa: bufferPage * PAGE, length: data.length }],
+      data: data.slice(),
+    });
   }
 
   flush(disk = 0): Submitted {

@@ -53,7 +53,12 @@ export function sampleFrames(random: () => number): BinaryFrame[] {
   return [
     { kind: "memory-pages", seq: 1, epoch: 1, indices: pages.indices, data: pages.data, zeroIndices: new Uint32Array([1, 3, 500]) },
     { kind: "memory-pages", seq: 2, epoch: 1, indices: new Uint32Array(0), data: new Uint8Array(0), zeroIndices: new Uint32Array([7]) },
-    { kind: "state-parts", seq: 0, epoch: 1, parts: [new TextEncoder().encode('{"cpu":{"eip":1234}}'.repeat(20)), new Uint8Array(0), pages.data.subarray(0, 300)] },
+    {
+      kind: "state-parts",
+      seq: 0,
+      epoch: 1,
+      parts: [new TextEncoder().encode('{"cpu":{"eip":1234}}'.repeat(20)), new Uint8Array(0), pages.data.subarray(0, 300)],
+    },
     {
       kind: "page-updates",
       seq: 4,
@@ -64,7 +69,16 @@ export function sampleFrames(random: () => number): BinaryFrame[] {
         { page: 12, encoding: "runs", bytes: samplePageDelta(pages.data.subarray(2 * PAGE_SIZE, 3 * PAGE_SIZE)) },
       ],
     },
-    { kind: "state-changes", seq: 5, epoch: 3, partCount: 4, changes: [{ index: 0, encoding: "runs", length: 10, bytes: Uint8Array.of(3, 1, 7, 6, 0) }, { index: 3, encoding: "full", length: 3, bytes: Uint8Array.of(1, 2, 3) }] },
+    {
+      kind: "state-changes",
+      seq: 5,
+      epoch: 3,
+      partCount: 4,
+      changes: [
+        { index: 0, encoding: "runs", length: 10, bytes: Uint8Array.of(3, 1, 7, 6, 0) },
+        { index: 3, encoding: "full", length: 3, bytes: Uint8Array.of(1, 2, 3) },
+      ],
+    },
     {
       kind: "sync-commit",
       seq: 6,
@@ -73,7 +87,16 @@ export function sampleFrames(random: () => number): BinaryFrame[] {
       stateChanges: 1,
       blockFrames: 1,
       log: [
-        { type: "write", disk: 0, sector: 8, sectors: 2, segments: [{ gpa: 0x1000, length: 512 }, { gpa: 0x3000, length: 512 }] },
+        {
+          type: "write",
+          disk: 0,
+          sector: 8,
+          sectors: 2,
+          segments: [
+            { gpa: 0x1000, length: 512 },
+            { gpa: 0x3000, length: 512 },
+          ],
+        },
         { type: "write", disk: 1, sector: 0, sectors: 2, segments: [], inline: true },
         { type: "flush", disk: 0 },
       ],

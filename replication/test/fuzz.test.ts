@@ -223,7 +223,9 @@ describe("fuzzed control messages", () => {
     const started = Date.now();
     expect(outcomeOfControl("[".repeat(500_000))).to.equal("oversized");
     expect(outcomeOfControl('{"a":'.repeat(100_000) + "1" + "}".repeat(100_000))).to.equal("oversized");
-    expect(outcomeOfControl(JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], disks: Array(2000).fill({ id: 0, name: "vda", sizeBytes: 512 }) }))).to.equal("schema");
+    expect(outcomeOfControl(JSON.stringify({ ...SAMPLE_MESSAGES["init-begin"], disks: Array(2000).fill({ id: 0, name: "vda", sizeBytes: 512 }) }))).to.equal(
+      "schema",
+    );
     expect(Date.now() - started).to.be.lessThan(2000);
   });
 });

@@ -49,7 +49,10 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
     const hook = new BlockHook();
     const disk = new MemoryBackend(formatted.slice());
     const faulty = wrap?.(disk);
-    const machine = await Machine.fromSnapshot(booted, { ...defaultGuest(), devices: [virtioBlkDisk({ backend: faulty ?? disk, id: "vda", hook, keepBackendOpen: true })] });
+    const machine = await Machine.fromSnapshot(booted, {
+      ...defaultGuest(),
+      devices: [virtioBlkDisk({ backend: faulty ?? disk, id: "vda", hook, keepBackendOpen: true })],
+    });
     machines.push(machine);
     return { machine, disk, faulty, engine: new PrimaryEngine(machine, { mode: "logging-replay", hook }) };
   }
@@ -113,14 +116,23 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
       const primary = await primaryNode((disk) => new FaultyBackend(disk));
       const secondary = await secondaryNode(primary.engine);
       await primary.engine.protect(secondary.channel);
-      expect((await primary.machine.exec("for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/mnt/r$i bs=4k count=8 2>/dev/null; done; sync; sha256sum /mnt/r* > /mnt/log; sync")).exitCode).to.equal(0);
+      expect(
+        (
+          await primary.machine.exec(
+            "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/mnt/r$i bs=4k count=8 2>/dev/null; done; sync; sha256sum /mnt/r* > /mnt/log; sync",
+          )
+        ).exitCode,
+      ).to.equal(0);
       // Reads must reach the disk: drop the page cache first.
       await primary.machine.exec("echo 3 > /proc/sys/vm/drop_caches");
       primary.faulty!.failAfter(operation, 3);
-      void primary.machine.exec(operation === "write" ? WRITER : "cat /mnt/r* > /dev/null; echo done > /tmp/writer.done", { timeoutMs: 120_000 }).catch(() => undefined);
+      void primary.machine
+        .exec(operation === "write" ? WRITER : "cat /mnt/r* > /dev/null; echo done > /tmp/writer.done", { timeoutMs: 120_000 })
+        .catch(() => undefined);
       const deadline = Date.now() + 60_000;
       // The secondary resumes first and then tells the primary, which fences itself on receipt.
-      while ((secondary.engine.state !== "active" || primary.engine.state !== "fenced") && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      while ((secondary.engine.state !== "active" || primary.engine.state !== "fenced") && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 100));
       expect(primary.faulty!.failures).to.be.greaterThan(0);
       expect(secondary.engine.state).to.equal("active");
       expect(primary.engine.state).to.equal("fenced");
@@ -146,7 +158,9 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
     expect(repaired.disks[0]!.repaired).to.have.length(1);
     expect(repaired.disks[0]!.differing).to.deep.equal([]);
     expect(repaired.ram!.differing).to.deep.equal([]);
-    expect(Buffer.compare(secondary.disk.bytes.subarray(sector * 512, sector * 512 + 512), primary.disk.bytes.subarray(sector * 512, sector * 512 + 512))).to.equal(0);
+    expect(
+      Buffer.compare(secondary.disk.bytes.subarray(sector * 512, sector * 512 + 512), primary.disk.bytes.subarray(sector * 512, sector * 512 + 512)),
+    ).to.equal(0);
     await primary.engine.close();
   });
 });

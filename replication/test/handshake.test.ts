@@ -25,7 +25,12 @@ type Side = { role: NodeRole; secret: Uint8Array; options?: HandshakeOptions };
 const primary = (secret = SECRET, options?: HandshakeOptions): Side => ({ role: "primary", secret, options });
 const secondary = (secret = SECRET, options?: HandshakeOptions): Side => ({ role: "secondary", secret, options });
 
-function both(a: Transport, b: Transport, sideA: Side, sideB: Side): Promise<[PromiseSettledResult<ReplicationChannel>, PromiseSettledResult<ReplicationChannel>]> {
+function both(
+  a: Transport,
+  b: Transport,
+  sideA: Side,
+  sideB: Side,
+): Promise<[PromiseSettledResult<ReplicationChannel>, PromiseSettledResult<ReplicationChannel>]> {
   return Promise.all([
     Promise.allSettled([handshake(a, sideA.role, sideA.secret, sideA.options)]).then(([r]) => r!),
     Promise.allSettled([handshake(b, sideB.role, sideB.secret, sideB.options)]).then(([r]) => r!),
@@ -181,13 +186,27 @@ describe("the accepting side proves nothing before the caller did", () => {
     a.onMessage((message) => seen.push(message.kind === "text" ? message.text : "binary"));
     // The caller: a primary that does not know the secret, proving with garbage.
     const accepting = Promise.allSettled([handshake(b, "secondary", SECRET)]);
-    a.sendText(JSON.stringify({ type: "challenge", protocol: "twinvm-replication", minVersion: 3, maxVersion: 3, role: "primary", epoch: 1, nonce: "B".repeat(43) + "=", nodeId: "impostor" }));
+    a.sendText(
+      JSON.stringify({
+        type: "challenge",
+        protocol: "twinvm-replication",
+        minVersion: 3,
+        maxVersion: 3,
+        role: "primary",
+        epoch: 1,
+        nonce: "B".repeat(43) + "=",
+        nodeId: "impostor",
+      }),
+    );
     await new Promise((resolve) => setTimeout(resolve, 20));
     a.sendText(JSON.stringify({ type: "auth", version: 3, proof: "C".repeat(43) + "=" }));
     const [result] = await accepting;
     expect(failure(result!).code).to.equal("auth-failed");
     expect(seen.some((text) => text.includes('"type":"challenge"'))).to.equal(true);
-    expect(seen.some((text) => text.includes('"type":"auth"')), "the acceptor must not send its proof").to.equal(false);
+    expect(
+      seen.some((text) => text.includes('"type":"auth"')),
+      "the acceptor must not send its proof",
+    ).to.equal(false);
   });
 });
 
@@ -211,7 +230,9 @@ describe("the record layer after the handshake", () => {
       send(copy);
     };
     await p.send({ type: "heartbeat", epoch: 1, id: 0 });
-    expect((await closed).error).to.be.instanceOf(ProtocolError).with.property("code", "auth-failed");
+    expect((await closed).error)
+      .to.be.instanceOf(ProtocolError)
+      .with.property("code", "auth-failed");
   });
 
   it("refuses a replayed record", async () => {
@@ -242,13 +263,29 @@ describe("the record layer after the handshake", () => {
     const events: ChannelEvent[] = [];
     s.onMessage((event) => void events.push(event));
     await p.send({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 64 * 4096, pageSize: 4096, diskMode: "io-log", disks: [] });
-    const pages = (first: number, fill: number): BinaryFrame => ({ kind: "memory-pages", seq: 0, epoch: 1, indices: Uint32Array.of(first, first + 1), data: new Uint8Array(2 * 4096).fill(fill), zeroIndices: new Uint32Array(0) });
+    const pages = (first: number, fill: number): BinaryFrame => ({
+      kind: "memory-pages",
+      seq: 0,
+      epoch: 1,
+      indices: Uint32Array.of(first, first + 1),
+      data: new Uint8Array(2 * 4096).fill(fill),
+      zeroIndices: new Uint32Array(0),
+    });
     const recordsBefore = sent.length;
     const sizes = await p.sendFrames([pages(0, 1), pages(2, 2), pages(4, 3)]);
     expect(sent.length - recordsBefore, "one record for the burst").to.equal(1);
-    expect(sizes.reduce((n, size) => n + size, 0), "the frames' shares add up to the record").to.equal(sent.at(-1)!.length);
+    expect(
+      sizes.reduce((n, size) => n + size, 0),
+      "the frames' shares add up to the record",
+    ).to.equal(sent.at(-1)!.length);
     while (events.length < 4) await new Promise((resolve) => setImmediate(resolve));
-    expect(events.slice(1).map((e) => (e.channel === "frame" && e.frame.kind === "memory-pages" ? [e.frame.indices[0], e.frame.data[0]] : e.channel))).to.deep.equal([[0, 1], [2, 2], [4, 3]]);
+    expect(
+      events.slice(1).map((e) => (e.channel === "frame" && e.frame.kind === "memory-pages" ? [e.frame.indices[0], e.frame.data[0]] : e.channel)),
+    ).to.deep.equal([
+      [0, 1],
+      [2, 2],
+      [4, 3],
+    ]);
   });
 
   it("ends the session at the first frame of a batched record that breaks the order, delivering none after it", async () => {
@@ -256,11 +293,29 @@ describe("the record layer after the handshake", () => {
     const closed = closeOf(s);
     const events: ChannelEvent[] = [];
     s.onMessage((event) => void events.push(event));
-    await p.send({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 64 * 4096, pageSize: 4096, diskMode: "io-log", disks: [{ id: 0, name: "vda", sizeBytes: 1 << 20 }] });
-    const chunk = (offset: number): BinaryFrame => ({ kind: "disk-chunk", seq: 0, epoch: 1, disk: 0, offset, length: 4096, data: new Uint8Array(4096).fill(9) });
+    await p.send({
+      type: "init-begin",
+      seq: 0,
+      epoch: 1,
+      memoryBytes: 64 * 4096,
+      pageSize: 4096,
+      diskMode: "io-log",
+      disks: [{ id: 0, name: "vda", sizeBytes: 1 << 20 }],
+    });
+    const chunk = (offset: number): BinaryFrame => ({
+      kind: "disk-chunk",
+      seq: 0,
+      epoch: 1,
+      disk: 0,
+      offset,
+      length: 4096,
+      data: new Uint8Array(4096).fill(9),
+    });
     // The chunk at 8192 skips the one at 4096: the receiver refuses it and what follows.
     await p.sendFrames([chunk(0), chunk(8192), chunk(4096)]);
-    expect((await closed).error).to.be.instanceOf(ProtocolError).with.property("code", "order");
+    expect((await closed).error)
+      .to.be.instanceOf(ProtocolError)
+      .with.property("code", "order");
     expect(events.filter((e) => e.channel === "frame").map((e) => e.channel === "frame" && e.frame.kind === "disk-chunk" && e.frame.offset)).to.deep.equal([0]);
   });
 
@@ -300,10 +355,14 @@ describe("the record layer after the handshake", () => {
     }
     const altered = await node.seal(RecordType.frame, randomBytes(100));
     altered[3]! ^= 0x80;
-    expect(await rejectionOf(web.open(altered))).to.be.instanceOf(ProtocolError).with.property("code", "auth-failed");
+    expect(await rejectionOf(web.open(altered)))
+      .to.be.instanceOf(ProtocolError)
+      .with.property("code", "auth-failed");
     const forged = await web.seal(RecordType.frame, randomBytes(100));
     forged[forged.length - 1]! ^= 1;
-    expect(await rejectionOf(node.open(forged))).to.be.instanceOf(ProtocolError).with.property("code", "auth-failed");
+    expect(await rejectionOf(node.open(forged)))
+      .to.be.instanceOf(ProtocolError)
+      .with.property("code", "auth-failed");
   });
 });
 
@@ -321,8 +380,7 @@ describe("handshake over WebSocket on 127.0.0.1", () => {
   });
   after(() => server.close());
 
-  const nextAccepted = (): Promise<Transport> =>
-    accepted.length > 0 ? Promise.resolve(accepted.shift()!) : new Promise((resolve) => waiting.push(resolve));
+  const nextAccepted = (): Promise<Transport> => (accepted.length > 0 ? Promise.resolve(accepted.shift()!) : new Promise((resolve) => waiting.push(resolve)));
 
   it("listens on loopback and an ephemeral port by default", () => {
     expect(server.host).to.equal("127.0.0.1");
@@ -343,7 +401,10 @@ describe("handshake over WebSocket on 127.0.0.1", () => {
     s.onMessage((event) => void events.push(event));
     await p.send({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 4096 * 4096, pageSize: 4096, diskMode: "io-log", disks: [] });
     const data = new Uint8Array(3000 * 4096).map((_, i) => (i % 4096 < 100 ? i & 0xff : 0));
-    await p.sendFrame({ kind: "memory-pages", seq: 0, epoch: 1, indices: Uint32Array.from({ length: 3000 }, (_, i) => i), data, zeroIndices: new Uint32Array(0) }, { compress: true });
+    await p.sendFrame(
+      { kind: "memory-pages", seq: 0, epoch: 1, indices: Uint32Array.from({ length: 3000 }, (_, i) => i), data, zeroIndices: new Uint32Array(0) },
+      { compress: true },
+    );
     await p.whenDrained();
     const closed = new Promise<TransportCloseInfo>((resolve) => s.onClose(resolve));
     await p.close("primary shutting down");

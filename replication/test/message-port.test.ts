@@ -121,7 +121,11 @@ describe("MessagePort transport", () => {
 
   it("closes when the other end stops answering (a terminated worker), and rejects pending drains", async () => {
     const channel = new MessageChannel();
-    const a = new MessagePortTransport(channel.port1 as unknown as PortLike, { silenceTimeoutMs: 200, keepaliveMs: 50, shape: { bandwidthBitsPerSecond: 8000 } });
+    const a = new MessagePortTransport(channel.port1 as unknown as PortLike, {
+      silenceTimeoutMs: 200,
+      keepaliveMs: 50,
+      shape: { bandwidthBitsPerSecond: 8000 },
+    });
     open.push(a);
     a.sendBinary(new Uint8Array(10_000)); // 10 s at 8 kbit/s: still queued when the silence ends the link
     const drain = a.whenDrained();

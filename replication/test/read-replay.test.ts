@@ -62,7 +62,10 @@ describe("read-replay (real guest, in-memory link)", function () {
 
   async function startPair(mode: DiskMode): Promise<{ primary: Machine; engine: PrimaryEngine; replica: Machine }> {
     const hook = new BlockHook();
-    const primary = await Machine.fromSnapshot(booted, { ...defaultGuest(), devices: [virtioBlkDisk({ backend: new MemoryBackend(disk.slice()), id: "vda", hook })] });
+    const primary = await Machine.fromSnapshot(booted, {
+      ...defaultGuest(),
+      devices: [virtioBlkDisk({ backend: new MemoryBackend(disk.slice()), id: "vda", hook })],
+    });
     const replica = await Machine.createBlank({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: new MemoryBackend(disk.slice()), id: "vda" })] });
     machines.push(primary, replica);
     const link = createMemoryPair();

@@ -34,9 +34,22 @@ const updates = (seq: number, ...indices: number[]): BinaryFrame => ({
   updates: indices.map((page) => ({ page, encoding: "zero" as const, bytes: new Uint8Array(0) })),
 });
 const parts = (count: number): BinaryFrame => ({ kind: "state-parts", seq: 0, epoch: EPOCH, parts: Array.from({ length: count }, () => new Uint8Array(5)) });
-const changes = (seq: number, epoch = EPOCH): BinaryFrame => ({ kind: "state-changes", seq, epoch, partCount: 2, changes: [{ index: 0, encoding: "full", length: 1, bytes: Uint8Array.of(7) }] });
+const changes = (seq: number, epoch = EPOCH): BinaryFrame => ({
+  kind: "state-changes",
+  seq,
+  epoch,
+  partCount: 2,
+  changes: [{ index: 0, encoding: "full", length: 1, bytes: Uint8Array.of(7) }],
+});
 const chunk = (offset: number, length: number, disk = 0): BinaryFrame => ({ kind: "disk-chunk", seq: 0, epoch: EPOCH, disk, offset, length, data: "zeros" });
-const blocks = (seq: number, sector: number, sectors: number): BinaryFrame => ({ kind: "disk-blocks", seq, epoch: EPOCH, disk: 0, sector, data: new Uint8Array(sectors * 512) });
+const blocks = (seq: number, sector: number, sectors: number): BinaryFrame => ({
+  kind: "disk-blocks",
+  seq,
+  epoch: EPOCH,
+  disk: 0,
+  sector,
+  data: new Uint8Array(sectors * 512),
+});
 const commit = (seq: number, extra: Partial<SyncCommitFrame> = {}): SyncCommitFrame => ({
   kind: "sync-commit",
   seq,

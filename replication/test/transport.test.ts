@@ -92,10 +92,14 @@ describe("secret loader", () => {
     const dir = await mkdtemp(join(tmpdir(), "twinvm-secret-"));
     const file = join(dir, "secret");
     await writeFile(file, "  a-long-enough-shared-secret\n", { mode: 0o644 });
-    expect((await rejectionOf(loadSecret({ file, env: {} }))).message).to.equal(`replication secret file ${file}: readable or writable by others (mode 644); chmod 600 it`);
+    expect((await rejectionOf(loadSecret({ file, env: {} }))).message).to.equal(
+      `replication secret file ${file}: readable or writable by others (mode 644); chmod 600 it`,
+    );
     await chmod(file, 0o600);
     expect(new TextDecoder().decode(await loadSecret({ file, env: {} }))).to.equal("a-long-enough-shared-secret");
-    expect((await rejectionOf(loadSecret({ file: join(dir, "nope"), env: {} }))).message).to.equal(`replication secret file ${join(dir, "nope")}: no such file`);
+    expect((await rejectionOf(loadSecret({ file: join(dir, "nope"), env: {} }))).message).to.equal(
+      `replication secret file ${join(dir, "nope")}: no such file`,
+    );
     expect((await rejectionOf(loadSecret({ file: dir, env: {} }))).message).to.match(/is a directory/);
   });
 });

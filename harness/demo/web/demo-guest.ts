@@ -25,6 +25,6 @@ export type WorkloadName = "write-files" | "fio";
 
 /** Typed into the active terminal, so the student sees exactly what runs. */
 export const WORKLOADS: Record<WorkloadName, string> = {
-  "write-files": "for i in 1 2 3 4 5 6 7 8; do dd if=/dev/urandom of=/mnt/file$i bs=4k count=16 2>/dev/null; sync; done; echo \"wrote\" 8 files of 64 KiB",
+  "write-files": 'for i in 1 2 3 4 5 6 7 8; do dd if=/dev/urandom of=/mnt/file$i bs=4k count=16 2>/dev/null; sync; done; echo "wrote" 8 files of 64 KiB',
   fio: "fio --name=demo --filename=/mnt/fio.dat --size=2M --bs=16k --rw=randwrite --direct=1 --ioengine=psync --fsync=4 --runtime=20 --group_reporting | grep -E 'IOPS|lat \\('",
 };

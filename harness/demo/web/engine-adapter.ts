@@ -95,7 +95,13 @@ export class DemoNode {
 
   /** A node whose machine runs the guest (booted or restored); unprotected until `protect`. */
   static runningGuest(machine: Machine, hook: BlockHook, options: NodeOptions): DemoNode {
-    const node = new DemoNode(machine, hook, options, { role: "primary", state: "running", reason: "guest running, no secondary yet", runsGuest: true, epoch: 1 });
+    const node = new DemoNode(machine, hook, options, {
+      role: "primary",
+      state: "running",
+      reason: "guest running, no secondary yet",
+      runsGuest: true,
+      epoch: 1,
+    });
     node.#feedConsoleDirectly();
     return node;
   }
@@ -161,7 +167,8 @@ export class DemoNode {
     let engine = this.#primary;
     const reusable = engine !== undefined && engine.state === "unprotected" && this.#primaryMode === mode;
     if (!reusable) {
-      if (engine !== undefined) await this.#retirePrimaryEngine(engine, mode === this.#primaryMode ? "a new secondary replaces this one" : `switching the disk mode to ${mode}`);
+      if (engine !== undefined)
+        await this.#retirePrimaryEngine(engine, mode === this.#primaryMode ? "a new secondary replaces this one" : `switching the disk mode to ${mode}`);
       engine = this.#newPrimaryEngine(mode, epoch);
     }
     const channel = await handshake(transport, "primary", this.#options.secret, { epoch: engine!.epoch, nodeId: "demo-primary" });
@@ -185,7 +192,8 @@ export class DemoNode {
     this.#feedConsoleDirectly(); // nothing the guest prints while the engines change hands is lost
     await engine.close(reason);
     const deadline = performance.now() + 5000;
-    while ((engine.state === "protected" || engine.state === "initial-sync") && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    while ((engine.state === "protected" || engine.state === "initial-sync") && performance.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 20));
     if (this.#machine.state === "paused") this.#machine.run();
   }
 

@@ -23,7 +23,10 @@ const STARTUP_SILENCE_MS = 30_000;
 /** Once the pair replicates: a pulled plug is found this fast (the engines' watchdogs allow 5 s). */
 const REPLICATING_SILENCE_MS = 2_000;
 
-const scope = self as unknown as { postMessage(message: WorkerToPage, transfer?: Transferable[]): void; onmessage: ((event: MessageEvent<PageToWorker>) => void) | null };
+const scope = self as unknown as {
+  postMessage(message: WorkerToPage, transfer?: Transferable[]): void;
+  onmessage: ((event: MessageEvent<PageToWorker>) => void) | null;
+};
 let node: DemoNode | undefined;
 /** The link this node currently talks over (knobs apply to it). */
 let link: MessagePortTransport | undefined;
@@ -74,7 +77,10 @@ async function startPrimary(request: Extract<PageToWorker, { type: "start-primar
   let machine: Machine;
   if (request.boot === "snapshot") {
     post({ type: "phase", phase: "loading", detail: "downloading the booted guest's snapshot and disk" });
-    const [snapshot, diskBytes] = await Promise.all([fetchImage(setup.files.snapshot, { gunzip: true }).load(), fetchImage(setup.files.disk, { gunzip: true }).load()]);
+    const [snapshot, diskBytes] = await Promise.all([
+      fetchImage(setup.files.snapshot, { gunzip: true }).load(),
+      fetchImage(setup.files.disk, { gunzip: true }).load(),
+    ]);
     post({ type: "phase", phase: "restoring", detail: `restoring a ${(snapshot.length / 1048576).toFixed(0)} MB snapshot` });
     machine = await Machine.fromSnapshot(snapshot, guestConfig(setup, hook, new MemoryBackend(diskBytes)));
   } else {

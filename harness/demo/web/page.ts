@@ -48,7 +48,16 @@ function setup(): GuestSetup {
 
 function spawn(pane: TerminalPane): NodeHandle {
   const worker = new Worker(new URL("./node-worker.js", import.meta.url), { type: "module", name: `node ${String.fromCharCode(0x41 + nextName)}` });
-  const node: NodeHandle = { name: String.fromCharCode(0x41 + nextName++), worker, pane, alive: true, phase: "starting", status: undefined, metrics: undefined, link: undefined };
+  const node: NodeHandle = {
+    name: String.fromCharCode(0x41 + nextName++),
+    worker,
+    pane,
+    alive: true,
+    phase: "starting",
+    status: undefined,
+    metrics: undefined,
+    link: undefined,
+  };
   nodes.push(node);
   pane.onInput = undefined;
   pane.reset();
@@ -210,7 +219,8 @@ function render(): void {
       ? `protected ${(protectedMs / 1000).toFixed(1)} s after the page opened (${bootFrom === "snapshot" ? "from the prebuilt snapshot" : "booted from scratch"})`
       : `${elapsed} s: ${nodes.map((n) => `node ${n.name}: ${n.status?.state ?? n.phase}`).join(" · ")}`;
   const takeover = timings["takeover"];
-  $("takeover").textContent = takeover === undefined ? "" : `plug pulled → secondary running the guest in ${(takeover / 1000).toFixed(1)} s (2 s of link silence, then the takeover)`;
+  $("takeover").textContent =
+    takeover === undefined ? "" : `plug pulled → secondary running the guest in ${(takeover / 1000).toFixed(1)} s (2 s of link silence, then the takeover)`;
   renderCounters(
     $("counters"),
     nodes.filter((n) => n.alive && n.metrics?.snapshot !== undefined).map((n) => ({ name: n.name, snapshot: n.metrics!.snapshot!, link: n.link })),
@@ -235,7 +245,9 @@ function wireControls(): void {
       newSecondary();
     });
   }
-  $<HTMLSelectElement>("bandwidth").addEventListener("change", (event) => setLink({ bandwidthBitsPerSecond: Number((event.target as HTMLSelectElement).value) }));
+  $<HTMLSelectElement>("bandwidth").addEventListener("change", (event) =>
+    setLink({ bandwidthBitsPerSecond: Number((event.target as HTMLSelectElement).value) }),
+  );
   $<HTMLSelectElement>("latency").addEventListener("change", (event) => setLink({ latencyMs: Number((event.target as HTMLSelectElement).value) }));
   $("write-files").addEventListener("click", () => runWorkload("write-files"));
   $("fio").addEventListener("click", () => runWorkload("fio"));
@@ -255,7 +267,15 @@ function wireControls(): void {
 /** For the end-to-end test and the curious: read-only views of the page's state. */
 const inspect = {
   nodes: () =>
-    nodes.map((n) => ({ name: n.name, alive: n.alive, phase: n.phase, status: n.status, metrics: n.metrics?.snapshot, generation: n.metrics?.generation, link: n.link })),
+    nodes.map((n) => ({
+      name: n.name,
+      alive: n.alive,
+      phase: n.phase,
+      status: n.status,
+      metrics: n.metrics?.snapshot,
+      generation: n.metrics?.generation,
+      link: n.link,
+    })),
   transcript: (name: string) => nodes.find((n) => n.name === name)?.pane.transcript ?? "",
   timings: () => ({ ...timings }),
   mode: () => mode,

@@ -14,8 +14,21 @@ export function renderCounters(body: HTMLElement, rows: CounterRow[]): void {
     ...rows.map(({ name, snapshot: s, link }) => {
       const row = document.createElement("tr");
       row.dataset["node"] = name;
-      const timing = s.role === "primary" ? `${s.pauseMs.meanMs.toFixed(1)} / ${s.roundTripMs.meanMs.toFixed(1)}` : s.failoverMs !== undefined ? `takeover ${s.failoverMs.toFixed(0)} ms` : "";
-      const cells = [name, `${s.role} ${s.state}`, String(s.epoch), String(s.syncs), ...CHART_CATEGORIES.map((category) => formatBytes(s.bytes[category])), timing, String(link?.ownStalls ?? 0)];
+      const timing =
+        s.role === "primary"
+          ? `${s.pauseMs.meanMs.toFixed(1)} / ${s.roundTripMs.meanMs.toFixed(1)}`
+          : s.failoverMs !== undefined
+            ? `takeover ${s.failoverMs.toFixed(0)} ms`
+            : "";
+      const cells = [
+        name,
+        `${s.role} ${s.state}`,
+        String(s.epoch),
+        String(s.syncs),
+        ...CHART_CATEGORIES.map((category) => formatBytes(s.bytes[category])),
+        timing,
+        String(link?.ownStalls ?? 0),
+      ];
       row.append(
         ...cells.map((text) => {
           const cell = document.createElement("td");

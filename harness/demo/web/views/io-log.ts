@@ -26,7 +26,10 @@ export class IoLog {
         continue;
       }
       const pages = new Set(entry.segments.flatMap(({ gpa, length }) => range(Math.floor(gpa / 4096), Math.ceil((gpa + length) / 4096))));
-      const where = entry.segments.length === 0 ? "" : ` ← gpa ${hex(entry.segments[0]!.gpa)}${entry.segments.length > 1 ? ` +${entry.segments.length - 1} more` : ""} (${pages.size} page${pages.size === 1 ? "" : "s"})`;
+      const where =
+        entry.segments.length === 0
+          ? ""
+          : ` ← gpa ${hex(entry.segments[0]!.gpa)}${entry.segments.length > 1 ? ` +${entry.segments.length - 1} more` : ""} (${pages.size} page${pages.size === 1 ? "" : "s"})`;
       const verb = entry.how === "read-replayed" ? "read" : "write";
       this.#add(`#${report.seq} ${disk} ${verb} sector ${entry.sector} ×${entry.sectors}${where}: ${HOW_TEXT[entry.how]}`, entry.how);
     }

@@ -15,7 +15,15 @@ export class TerminalPane {
     readonly element: HTMLElement,
     readonly title: HTMLElement,
   ) {
-    this.terminal = new Terminal({ cols: 80, rows: 24, convertEol: false, cursorBlink: true, fontSize: 12, scrollback: 2000, theme: { background: "#101418" } });
+    this.terminal = new Terminal({
+      cols: 80,
+      rows: 24,
+      convertEol: false,
+      cursorBlink: true,
+      fontSize: 12,
+      scrollback: 2000,
+      theme: { background: "#101418" },
+    });
     this.terminal.open(element);
     const encoder = new TextEncoder();
     this.terminal.onData((data) => this.#onInput?.(encoder.encode(data)));

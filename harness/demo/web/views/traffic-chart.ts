@@ -32,17 +32,36 @@ export class TrafficChart {
     const series: uPlot.Series[] = [
       {},
       { label: "syncs/s", scale: "syncs", stroke: "#eeeeee", width: 1.5, dash: [4, 3], points: { show: false } },
-      ...CHART_CATEGORIES.map((category) => ({ label: category, scale: "bytes", stroke: COLORS[category], width: 2, points: { show: false }, value: (_: uPlot, v: number | null) => formatRate(v) })),
+      ...CHART_CATEGORIES.map((category) => ({
+        label: category,
+        scale: "bytes",
+        stroke: COLORS[category],
+        width: 2,
+        points: { show: false },
+        value: (_: uPlot, v: number | null) => formatRate(v),
+      })),
     ];
     this.#plot = new uPlot(
       {
         width: Math.max(320, target.clientWidth),
         height: 220,
         series,
-        scales: { x: { time: false }, bytes: { distr: 3, range: (_u, min, max) => [Math.max(1, min), Math.max(1024, max)] }, syncs: { range: (_u, _min, max) => [0, Math.max(10, max)] } },
+        scales: {
+          x: { time: false },
+          bytes: { distr: 3, range: (_u, min, max) => [Math.max(1, min), Math.max(1024, max)] },
+          syncs: { range: (_u, _min, max) => [0, Math.max(10, max)] },
+        },
         axes: [
           { stroke: "#aaa", grid: { stroke: "#2a2f36" }, label: "seconds", values: (_u, ticks) => ticks.map((t) => t.toFixed(0)) },
-          { scale: "bytes", stroke: "#aaa", grid: { stroke: "#2a2f36" }, values: (_u, ticks) => ticks.map(decadeLabel), size: 50, label: "bytes/s", labelSize: 18 },
+          {
+            scale: "bytes",
+            stroke: "#aaa",
+            grid: { stroke: "#2a2f36" },
+            values: (_u, ticks) => ticks.map(decadeLabel),
+            size: 50,
+            label: "bytes/s",
+            labelSize: 18,
+          },
           { scale: "syncs", side: 1, stroke: "#aaa", grid: { show: false }, label: "syncs/s" },
         ],
         legend: { live: false },
