@@ -10,7 +10,7 @@ export type Benchmark = (context: BenchContext) => Promise<BenchReport>;
 
 export interface BenchContext {
   /** Progress lines for the person watching. */
-  log(line: string): void;
+  log: (line: string) => void;
 }
 
 export interface BenchReport {

@@ -181,5 +181,6 @@ function describe(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value.length > 60 ? value.slice(0, 60) + "…" : value);
   if (value === null || value === undefined) return String(value);
   if (typeof value === "object") return value.constructor?.name ?? "object";
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- only primitives and functions get here
   return `${typeof value} ${String(value)}`;
 }

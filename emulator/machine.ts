@@ -255,7 +255,7 @@ export class Machine {
     const devices = this.#devices;
     this.#devices = [];
     await emulator?.destroy();
-    await Promise.all(devices.map((device) => device.close?.()));
+    await Promise.all(devices.map(async (device) => device.close?.()));
   }
 
   async #createEmulator(wasmBytes: Uint8Array<ArrayBuffer>, boot: Omit<EmulatorOptions, "wasmBytes">): Promise<void> {

@@ -39,6 +39,7 @@ export const SHELL_LINE_LIMIT = 1022;
 // Marker ids are a 6-character prefix and a decimal counter; budget for a 10-digit counter.
 const MARKER_ID_MAX_CHARS = 16;
 // CSI sequences (ESC [ ... final byte), other two-byte ESC sequences, and stray CRs.
+// eslint-disable-next-line no-control-regex -- matching terminal control sequences is the point
 const TERMINAL_ESCAPES = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]|\r/g;
 
 interface Waiter {

@@ -85,7 +85,7 @@ export class GuestRam {
   }
 
   get size(): number {
-    return this.cpu.memory_size[0] >>> 0;
+    return this.cpu.memory_size[0]! >>> 0;
   }
 
   /** A view of all guest RAM; valid until the wasm memory next grows. */
@@ -398,7 +398,7 @@ export class Emulator {
 
 /** v86's allocator exports (Rust `v86_malloc`/`v86_free`), which the CPU object reaches as `cpu.wm`. */
 interface V86WasmHeapExports {
-  wm: { exports: { v86_malloc(size: number): number; v86_free(addr: number): void } };
+  wm: { exports: { v86_malloc: (size: number) => number; v86_free: (addr: number) => void } };
 }
 
 /** What the dirty-map patch (emulator/wasm-patch/) adds to v86's module, and the TLB flush it relies on. */
@@ -544,7 +544,7 @@ export function captureStateTree(emulator: Emulator): V86StateTree {
     // some devices keep (ArrayBuffer.isView does not).
     const array = value as Partial<Float64Array>;
     if (array.BYTES_PER_ELEMENT !== undefined) {
-      const constructor = array.constructor!.name.replace("bound ", "");
+      const constructor = array.constructor.name.replace("bound ", "");
       if (!STATE_ARRAY_TYPES.has(constructor)) throw new Error(`v86 state: unexpected ${constructor} (not a type v86's restore knows)`);
       buffers.push(new Uint8Array(array.buffer!, array.byteOffset, array.length! * array.BYTES_PER_ELEMENT));
       return typed(constructor, "buffer_id", () => out.number(buffers.length - 1));

@@ -7,7 +7,7 @@
 // Exits 1 if any round lost a write, failed e2fsck, failed to take over or failed a check.
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import type { DiskMode, SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import type { SecondaryLossPolicy } from "../replication/engine/primary.ts";
 import { defaultArtifactsDir, runCampaign, type CampaignBase, type CampaignOptions } from "./campaign/run-campaign.ts";
 import { failureDetail, junitXml, roundLine, summarize, summaryText } from "./campaign/report.ts";
 import { FAULT_KINDS, NO_FEATURES, type EngineFeatures } from "./campaign/round-result.ts";
@@ -49,10 +49,10 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; j
     features[oneOf(name, ["reprotect", "stall", "fencing"] as const, "--expect")] = true;
   return {
     rounds,
-    modes: mode === "both" ? ["logging-replay", "dirty-block-copy"] : [mode as DiskMode],
+    modes: mode === "both" ? ["logging-replay", "dirty-block-copy"] : [mode],
     faults,
     seed,
-    policy: oneOf(values.policy, ["continue", "stall"] as const, "--policy") as SecondaryLossPolicy,
+    policy: oneOf<SecondaryLossPolicy>(values.policy, ["continue", "stall"], "--policy"),
     features,
     echoStderr: values.verbose,
     json: values.json,

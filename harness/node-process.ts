@@ -54,8 +54,8 @@ export class NodeProcess {
     });
     this.child.on("message", (raw) => this.#receive(raw as NodeEvent));
     this.#exited = new Promise((resolve) => this.child.on("exit", (code) => resolve(code)));
-    this.#exited.then(() => {
-      for (const { type, reject } of this.#replies.values()) reject(new Error(`node exited before answering ${type}; stderr:\n${this.stderr.slice(-2000)}`));
+    void this.#exited.then(() => {
+      for (const reply of this.#replies.values()) reply.reject(new Error(`node exited before answering ${reply.type}; stderr:\n${this.stderr.slice(-2000)}`));
       this.#replies.clear();
     });
   }
@@ -68,9 +68,9 @@ export class NodeProcess {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       if (!this.child.connected) return reject(new Error(`node has exited; cannot send ${body.type}`));
-      this.#replies.set(id, { type: body.type, resolve: resolve as (value: unknown) => void, reject });
+      this.#replies.set(id, { type: body.type, resolve: resolve, reject });
       // A callback turns a send on a channel that just closed into this rejection instead of an 'error' event.
-      this.child.send({ ...body, id } as NodeRequest, (error: Error | null) => {
+      this.child.send({ ...body, id }, (error: Error | null) => {
         if (error === null || !this.#replies.delete(id)) return;
         reject(error);
       });

@@ -46,7 +46,10 @@ export interface NodeConfig {
   listenPort?: number;
   /** Secondary: needed to listen on anything but loopback (replication carries guest memory). */
   allowNonLoopback?: boolean;
-  /** "none": a primary that runs the guest without replication (no secondary, no --connect). A secondary uses it if it re-protects its guest after a takeover. */
+  /**
+   * "none": a primary that runs the guest without replication (no secondary, no --connect).
+   * A secondary uses it if it re-protects its guest after a takeover.
+   */
   mode: DiskMode | "none";
   secretFile?: string;
   peerTimeoutMs?: number;
@@ -351,6 +354,8 @@ async function main(): Promise<void> {
       }
     });
   }
+  // Assigned once the node has started (the request handlers registered above read it before).
+  // eslint-disable-next-line prefer-const
   node = config.role === "primary" ? await startPrimary(config) : await startSecondary(config);
   emit({ type: "phase", phase: "ready" });
   const started = node;

@@ -62,7 +62,10 @@ function missingUrlTargets(): string[] {
 function build(): void {
   const started = performance.now();
   rmSync(DIST, { recursive: true, force: true });
-  execFileSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, "tsconfig.build.json")], { stdio: "inherit", cwd: ROOT });
+  execFileSync(process.execPath, [join(ROOT, "node_modules/typescript-native/bin/tsc"), "-p", join(ROOT, "tsconfig.build.json")], {
+    stdio: "inherit",
+    cwd: ROOT,
+  });
   rewriteDeclarationSpecifiers();
   for (const asset of RUNTIME_ASSETS) {
     const source = join(ROOT, asset);

@@ -78,7 +78,7 @@ describe("Machine on the default guest", function () {
 
   it("with eagerYield on, ends each slice of a busy guest after a short chunk, and the guest runs on", async () => {
     const cpu = machine.emulator.cpu;
-    const mainLoop = cpu.main_loop;
+    const mainLoop = cpu.main_loop.bind(cpu);
     let slices = 0;
     cpu.main_loop = () => {
       slices++;

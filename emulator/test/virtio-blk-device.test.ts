@@ -4,9 +4,9 @@ import { expect } from "chai";
 import { MemoryBackend } from "../block/memory-backend.ts";
 import { BlockHook, type BlockIoEvent } from "../block/hook.ts";
 import { RateLimitedLog } from "../rate-limited-log.ts";
-import type { IoRegion, PciFunctionSpec } from "../v86-internals.ts";
+import type { PciFunctionSpec } from "../v86-internals.ts";
 import { DescriptorFlag, DeviceStatus, IsrBit } from "../virtio/constants.ts";
-import { VirtioPciTransport } from "../virtio/pci-transport.ts";
+import { VirtioPciTransport, type TransportState } from "../virtio/pci-transport.ts";
 import { VirtioBlkDevice } from "../virtio-blk/device.ts";
 import { parseRequest, type RequestErrorKind } from "../virtio-blk/request.ts";
 import { BlkStatus, RequestType } from "../virtio-blk/spec.ts";
@@ -46,7 +46,7 @@ function rig(options: { backend?: BlockBackend; hook?: BlockHook; ram?: ReturnTy
     },
     { name: "test", slot: 0x0d, log },
   );
-  const driver = new TestVirtioDriver(transport as IoRegion, ram, { base: 1 << 20, size: 1 << 20 });
+  const driver = new TestVirtioDriver(transport, ram, { base: 1 << 20, size: 1 << 20 });
   return { driver, device, transport, backend, ram, irq, spec: spec!, warnings };
 }
 
@@ -319,7 +319,11 @@ describe("virtio-blk device", () => {
     const data = r.driver.alloc(512);
     r.ram.write(data, new Uint8Array(512).fill(9));
     const request = r.driver.blockRequest(RequestType.OUT, 4, [{ gpa: data, length: 512 }]);
-    const state = JSON.parse(JSON.stringify({ transport: r.transport.saveState(), inFlight: r.device.inFlightHeads }));
+    // Through JSON, as a state image carries it.
+    const state = JSON.parse(JSON.stringify({ transport: r.transport.saveState(), inFlight: r.device.inFlightHeads })) as {
+      transport: TransportState;
+      inFlight: number[];
+    };
     expect(state.inFlight).to.deep.equal([request.head]);
 
     const ram = plainRam(RAM_SIZE);

@@ -112,6 +112,8 @@ export class VirtioPciTransport implements IoRegion {
     this.queues = device.queueSizes.map((size, index) => new SplitVirtqueue(index, size));
     this.offeredFeatures = device.features | TRANSPORT_FEATURES;
     this.#log = options.log;
+    // The context's getters run with the context as `this`: they read the transport through this name.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const transport = this;
     this.#context = {
       ram,

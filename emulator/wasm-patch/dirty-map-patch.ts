@@ -14,6 +14,7 @@
 // The patch is
 // applied to the exact pinned build (see V86_VERSION): every function it touches is
 // checked by name and signature first, and anything unexpected refuses loudly.
+/* eslint-disable @typescript-eslint/no-unsafe-enum-comparison -- binaryen.js types its expression ids and operators as enums but returns plain numbers from getExpressionId and getExpressionInfo */
 import binaryen from "binaryen";
 import { CHUNK_EXPORT, DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, V86_CHUNK_INSTRUCTIONS, VERSION_EXPORT, YIELD_EXPORT } from "./dirty-map-abi.ts";
 

@@ -101,6 +101,7 @@ export function failureDetail(r: RoundResult): string[] {
 const xml = (text: string) =>
   text
     // Characters XML 1.0 cannot carry at all (console transcripts have terminal escapes).
+    // eslint-disable-next-line no-control-regex -- control characters are what this removes
     .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/g, "?")
     .replace(/&/g, "&amp;")
     .replace(/</g, "&lt;")

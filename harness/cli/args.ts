@@ -41,7 +41,7 @@ export function parseOptions<const O extends OptionsConfig>(argv: string[], opti
 export function parseOptionsAndOperands<const O extends OptionsConfig>(argv: string[], options: O): { values: OptionValues<O>; operands: string[] } {
   try {
     const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
-    return { values: values as OptionValues<O>, operands: positionals };
+    return { values: values, operands: positionals };
   } catch (error) {
     throw new UsageError((error as Error).message);
   }

@@ -28,7 +28,7 @@ export interface GuestOptionValues {
 export function guestOptions(values: GuestOptionValues): { overlay?: GuestOverlay; kernelArgs?: string } {
   const dir = values["guest-overlay"];
   if (dir !== undefined) {
-    let isDir = false;
+    let isDir: boolean;
     try {
       isDir = statSync(dir).isDirectory();
     } catch {
@@ -48,7 +48,7 @@ export function guestOptions(values: GuestOptionValues): { overlay?: GuestOverla
 export async function guestArchive(
   values: GuestOptionValues,
   memoryMiB: number | undefined,
-): Promise<{ overlayArchive?: string; kernelArgs?: string; dispose(): void }> {
+): Promise<{ overlayArchive?: string; kernelArgs?: string; dispose: () => void }> {
   const { overlay, kernelArgs } = guestOptions(values);
   if (overlay === undefined) return { ...(kernelArgs !== undefined && { kernelArgs }), dispose: () => undefined };
   const dir = mkdtempSync(join(tmpdir(), "twinvm-overlay-"));

@@ -79,7 +79,7 @@ export const pairCommand: Subcommand = {
     const secondaryDisks = (values["secondary-disk"] ?? []).map((path) => existingFile("--secondary-disk", path));
     if (secondaryDisks.length > 0) checkMatchingDisks(primaryDisks, secondaryDisks);
     const shared = sharedNodeConfig(values);
-    const guest = await guestOptions(values);
+    const guest = guestOptions(values);
     const json = values.json === true;
     const name = values.name ?? "pair";
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(name)) throw new UsageError(`--name: expected letters, digits, ".", "_" or "-", got ${JSON.stringify(name)}`);

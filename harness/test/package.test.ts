@@ -199,7 +199,7 @@ describe("the npm package, installed into an empty project", function () {
        // @ts-expect-error: not a disk mode
        export const bad: PairOptions = { mode: "fast" };\n`,
     );
-    const checked = await run(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", project], project);
+    const checked = await run(process.execPath, [join(ROOT, "node_modules/typescript-native/bin/tsc"), "-p", project], project);
     expect(checked.code, checked.stdout + checked.stderr).to.equal(0);
   });
 

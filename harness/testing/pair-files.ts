@@ -36,7 +36,7 @@ export async function imageSize(path: string): Promise<number> {
   try {
     return (await stat(path)).size;
   } catch (error) {
-    throw new Error(`disk image ${path}: ${(error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (error as Error).message}`);
+    throw new Error(`disk image ${path}: ${(error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (error as Error).message}`, { cause: error });
   }
 }
 

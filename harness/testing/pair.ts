@@ -192,7 +192,10 @@ export class Pair implements GuestShell {
     return node;
   }
 
-  /** Breaks the primary's replication link: `reset` closes it at once, `silent` stops the bytes (the peer timeouts notice). New connections are refused until healLink(). */
+  /**
+   * Breaks the primary's replication link: `reset` closes it at once, `silent` stops the bytes
+   * (the peer timeouts notice). New connections are refused until healLink().
+   */
   cutLink(kind: CutKind = "reset"): void {
     this.#markFault();
     this.#requireLink().cut(kind);

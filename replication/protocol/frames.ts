@@ -444,7 +444,7 @@ export async function decodeFrame(bytes: Uint8Array): Promise<BinaryFrame> {
       return { kind: "sync-commit", ...base, pageUpdates: u32(0), stateChanges: u32(4), blockFrames: u32(8), log };
     }
   }
-  throw new ProtocolError("unknown-kind", `frame kind ${header.kind}`);
+  throw new ProtocolError("unknown-kind", `frame kind ${String(header.kind)}`);
 }
 
 function readIoEntry(reader: ByteReader, index: number): IoLogEntry {

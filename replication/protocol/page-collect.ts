@@ -15,7 +15,10 @@ export function pageSetFrames(pages: PageSet, seq: number, epoch: number): Memor
     const kept: number[] = [];
     for (let k = start; k < end; k++) {
       if (isAllZero(pages.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE))) zeroIndices.push(pages.indices[k]!);
-      else (dataIndices.push(pages.indices[k]!), kept.push(k));
+      else {
+        dataIndices.push(pages.indices[k]!);
+        kept.push(k);
+      }
     }
     const data = new Uint8Array(kept.length * PAGE_SIZE);
     kept.forEach((k, i) => data.set(pages.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE), i * PAGE_SIZE));

@@ -209,7 +209,7 @@ describe("run deltas", () => {
     const backing = new Uint8Array(PAGE_SIZE + 3).map((_, i) => i & 0xff);
     const base = backing.subarray(1, PAGE_SIZE + 1);
     const target = base.slice();
-    target[77] ^= 1;
+    target[77] = target[77]! ^ 1;
     const unaligned = new Uint8Array(PAGE_SIZE + 3);
     unaligned.set(target, 2);
     const view = unaligned.subarray(2, PAGE_SIZE + 2);

@@ -355,7 +355,8 @@ describe("replication engines against a fake guest", function () {
     const replicaDisk = (pair.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes;
     await until(() => replicaDisk[100 * 512] === 0x33, "the write on the replica's disk");
     replicaDisk[300 * 512 + 7] = replicaDisk[300 * 512 + 7]! ^ 0xff; // sector 300: in the chunk at 128 KiB
-    pair.secondaryGuest.ram()[20 * 4096 + 5] ^= 0xff; // page 20: in the chunk at 64 KiB
+    const replicaRam = pair.secondaryGuest.ram();
+    replicaRam[20 * 4096 + 5] = replicaRam[20 * 4096 + 5]! ^ 0xff; // page 20: in the chunk at 64 KiB
     const found = await pair.primary.verify({ rangeBytes: 256 << 10, chunkBytes: 64 << 10 });
     expect(found.disks[0]!.differing).to.deep.equal([{ offset: 128 << 10, length: 64 << 10 }]);
     expect(found.ram!.differing).to.deep.equal([{ offset: 64 << 10, length: 64 << 10 }]);

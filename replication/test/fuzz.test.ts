@@ -11,7 +11,7 @@ import { SAMPLE_MESSAGES, sampleFrames, seededRandom } from "./fixtures.ts";
 const random = seededRandom(0x7717);
 const int = (below: number): number => Math.floor(random() * below);
 
-async function outcomeOfFrame(bytes: Uint8Array): Promise<"ok" | string> {
+async function outcomeOfFrame(bytes: Uint8Array): Promise<string> {
   try {
     await decodeFrame(bytes);
     return "ok";
@@ -21,7 +21,7 @@ async function outcomeOfFrame(bytes: Uint8Array): Promise<"ok" | string> {
   }
 }
 
-function outcomeOfControl(text: string): "ok" | string {
+function outcomeOfControl(text: string): string {
   try {
     decodeControl(text);
     return "ok";
@@ -168,7 +168,10 @@ describe("fuzzed binary frames", function () {
     const commit = (...entries: Uint8Array[]) => {
       const data = new Uint8Array(entries.reduce((n, e) => n + e.length, 0));
       let at = 0;
-      for (const e of entries) (data.set(e, at), (at += e.length));
+      for (const e of entries) {
+        data.set(e, at);
+        at += e.length;
+      }
       return frameWith(7, 0, new Uint8Array([...u32s(0, 0, 0, entries.length, data.length, 0), ...data]));
     };
     expect(await outcomeOfFrame(commit(entry(1, 0, 2, [[0, 512]])))).to.equal("inconsistent"); // segments hold 512 of 1024 bytes

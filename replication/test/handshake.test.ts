@@ -32,8 +32,8 @@ function both(
   sideB: Side,
 ): Promise<[PromiseSettledResult<ReplicationChannel>, PromiseSettledResult<ReplicationChannel>]> {
   return Promise.all([
-    Promise.allSettled([handshake(a, sideA.role, sideA.secret, sideA.options)]).then(([r]) => r!),
-    Promise.allSettled([handshake(b, sideB.role, sideB.secret, sideB.options)]).then(([r]) => r!),
+    Promise.allSettled([handshake(a, sideA.role, sideA.secret, sideA.options)]).then(([r]) => r),
+    Promise.allSettled([handshake(b, sideB.role, sideB.secret, sideB.options)]).then(([r]) => r),
   ]);
 }
 
@@ -201,7 +201,7 @@ describe("the accepting side proves nothing before the caller did", () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
     a.sendText(JSON.stringify({ type: "auth", version: 3, proof: "C".repeat(43) + "=" }));
     const [result] = await accepting;
-    expect(failure(result!).code).to.equal("auth-failed");
+    expect(failure(result).code).to.equal("auth-failed");
     expect(seen.some((text) => text.includes('"type":"challenge"'))).to.equal(true);
     expect(
       seen.some((text) => text.includes('"type":"auth"')),
@@ -368,8 +368,8 @@ describe("the record layer after the handshake", () => {
 
 describe("handshake over WebSocket on 127.0.0.1", () => {
   let server: ReplicationServer;
-  let accepted: Transport[] = [];
-  let waiting: Array<(transport: Transport) => void> = [];
+  const accepted: Transport[] = [];
+  const waiting: Array<(transport: Transport) => void> = [];
 
   before(async () => {
     server = await listenReplication({}, (transport) => {

@@ -6,7 +6,7 @@ import { MemoryBackend } from "../../../emulator/block/memory-backend.ts";
 import type { MachineConfig } from "../../../emulator/config.ts";
 import { Machine } from "../../../emulator/machine.ts";
 import { virtioBlkDisk } from "../../../emulator/virtio-blk/disk.ts";
-import { MessagePortTransport, type LinkShape, type PortLike } from "../../../replication/transport/message-port.ts";
+import { MessagePortTransport, type LinkShape } from "../../../replication/transport/message-port.ts";
 import { DemoNode, type NodeStatus } from "./engine-adapter.ts";
 import { FORMAT_COMMAND } from "./demo-guest.ts";
 import type { GuestSetup, PageToWorker, WorkerToPage } from "./worker-protocol.ts";
@@ -36,7 +36,7 @@ function post(message: WorkerToPage, transfer: Transferable[] = []): void {
 }
 
 function openLink(port: MessagePort, shape: LinkShape, label: string): MessagePortTransport {
-  link = new MessagePortTransport(port as unknown as PortLike, { label, shape, silenceTimeoutMs: STARTUP_SILENCE_MS });
+  link = new MessagePortTransport(port, { label, shape, silenceTimeoutMs: STARTUP_SILENCE_MS });
   return link;
 }
 

@@ -225,7 +225,7 @@ function render(): void {
     $("counters"),
     nodes.filter((n) => n.alive && n.metrics?.snapshot !== undefined).map((n) => ({ name: n.name, snapshot: n.metrics!.snapshot!, link: n.link })),
   );
-  ($("cut") as HTMLButtonElement).textContent = linkShape.cut ? "Reconnect the link" : "Cut the link";
+  $<HTMLButtonElement>("cut").textContent = linkShape.cut ? "Reconnect the link" : "Cut the link";
   for (const input of document.querySelectorAll<HTMLInputElement>("input[name=mode]")) input.checked = input.value === mode;
 }
 
