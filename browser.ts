@@ -17,10 +17,11 @@ export {
 export { TwinvmError, ConfigError, ImageError, ConsoleTimeoutError, BootTimeoutError, SnapshotError, MachineStateError } from "./emulator/errors.ts";
 export type { ExecResult, ConsoleMatch, WaitOptions, SerialConsole } from "./emulator/serial-console.ts";
 export { BlockHook, type BlockIoEvent, type BlockIoListener, type BlockIoType, type GuestSegment } from "./emulator/block/hook.ts";
-export { SECTOR_SIZE, BlockBackendError, type BlockBackend } from "./emulator/block/backend.ts";
+export { PAGE_SHIFT, PAGE_SIZE, SECTOR_SHIFT, SECTOR_SIZE } from "./emulator/units.ts";
+export { BlockBackendError, type BlockBackend } from "./emulator/block/backend.ts";
 export { MemoryBackend } from "./emulator/block/memory-backend.ts";
 export { virtioBlkDisk, VirtioBlkDisk, type VirtioBlkDiskOptions } from "./emulator/virtio-blk/disk.ts";
-export { DirtyPageTracker, PAGE_SIZE, applyPages, type PageSet } from "./emulator/memory/index.ts";
+export { DirtyPageTracker, applyPages, type PageSet } from "./emulator/memory/index.ts";
 export { captureStateParts, restoreStateParts } from "./emulator/state/index.ts";
 
 export {
@@ -30,10 +31,12 @@ export {
   type PrimaryOptions,
   type SecondaryLossPolicy,
   type SyncEvent,
-} from "./replication/engine/primary.ts";
-export { SecondaryEngine, type SecondaryState, type SecondaryOptions } from "./replication/engine/secondary.ts";
-export { keepProtected, type KeepProtectedOptions, type Protector } from "./replication/engine/keep-protected.ts";
-export { BYTE_CATEGORIES, type ByteCategory, type MetricsSnapshot } from "./replication/engine/metrics.ts";
+} from "./replication/engine/primary/engine.ts";
+export { SecondaryEngine, type SecondaryState, type SecondaryOptions } from "./replication/engine/secondary/engine.ts";
+export { keepProtected, type KeepProtectedOptions, type Protector } from "./replication/engine/primary/keep-protected.ts";
+export { BYTE_CATEGORIES, type ByteCategory } from "./replication/protocol/frames.ts";
+export type { MetricsSnapshot } from "./replication/engine/metrics.ts";
+export { systemClock, type Clock, type Timer } from "./replication/clock.ts";
 export { handshake, type HandshakeOptions } from "./replication/channel/handshake.ts";
 export type { ReplicationChannel } from "./replication/channel/channel.ts";
 export { ProtocolError, type ProtocolErrorCode } from "./replication/protocol/errors.ts";

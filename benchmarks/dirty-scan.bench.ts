@@ -1,9 +1,10 @@
 // Cost of one dirty-page collection beside the floor, one full copy of RAM.
 import { Machine } from "../emulator/machine.ts";
 import { defaultGuest } from "../emulator/node/images.ts";
-import { DirtyPageTracker, PAGE_SIZE, type ScanEngine } from "../emulator/memory/index.ts";
+import { DirtyPageTracker, type ScanEngine } from "../emulator/memory/index.ts";
 import type { BenchContext, BenchReport } from "./run.ts";
 import { median, timed } from "./stats.ts";
+import { PAGE_SIZE } from "../emulator/units.ts";
 
 const SIZES_MIB = [64, 128, 256];
 const ENGINES: ScanEngine[] = ["simd", "js"];

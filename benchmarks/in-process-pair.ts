@@ -8,8 +8,8 @@ import { defaultGuest } from "../emulator/node/images.ts";
 import { virtioBlkDisk } from "../emulator/virtio-blk/disk.ts";
 import type { ReplicationChannel } from "../replication/channel/channel.ts";
 import { handshake } from "../replication/channel/handshake.ts";
-import { PrimaryEngine, type PrimaryOptions } from "../replication/engine/primary.ts";
-import { SecondaryEngine } from "../replication/engine/secondary.ts";
+import { PrimaryEngine, type PrimaryOptions } from "../replication/engine/primary/engine.ts";
+import { SecondaryEngine } from "../replication/engine/secondary/engine.ts";
 import { createMemoryPair } from "../replication/transport/memory-pair.ts";
 
 const SECRET = new TextEncoder().encode("benchmark-secret-0123456789abcdef");

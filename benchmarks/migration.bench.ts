@@ -7,7 +7,7 @@
 import { benchPrimary, benchSecondary, prepareBenchGuest } from "./in-process-pair.ts";
 import type { BenchContext, BenchReport } from "./run.ts";
 import { median } from "./stats.ts";
-import type { MigrationReport } from "../replication/engine/primary.ts";
+import type { MigrationReport } from "../replication/engine/primary/engine.ts";
 
 const DISK_BYTES = 48 << 20;
 const ROUNDS = 3;

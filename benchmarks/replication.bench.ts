@@ -4,7 +4,7 @@
 // link, so the figures compare the methods, not a network.
 import type { Machine } from "../emulator/machine.ts";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
-import type { DiskMode } from "../replication/engine/primary.ts";
+import type { DiskMode } from "../replication/engine/primary/engine.ts";
 import { benchPrimary, benchSecondary, prepareBenchGuest } from "./in-process-pair.ts";
 import { metricsSince } from "./metrics-diff.ts";
 import type { BenchContext, BenchReport } from "./run.ts";

@@ -2,6 +2,7 @@
 // checks that turn a bad value or a wrong image into a clear error before v86 sees it.
 import { ConfigError, ImageError } from "./errors.ts";
 import type { Emulator } from "./v86-internals.ts";
+import { SECTOR_SIZE } from "./units.ts";
 
 /** Bytes of an image, from wherever the host keeps them (a file in Node, a fetch in a browser). */
 export interface ImageSource {
@@ -98,7 +99,10 @@ export function resolveConfig(config: MachineConfig): ResolvedMachineConfig {
   if (!Array.isArray(resolved.devices) || !resolved.devices.every((f) => typeof f === "function")) {
     throw new ConfigError("config.devices: expected an array of device factories");
   }
-  if (resolved.ideDisk !== null && (!(resolved.ideDisk instanceof Uint8Array) || resolved.ideDisk.length % 512 !== 0 || resolved.ideDisk.length === 0)) {
+  if (
+    resolved.ideDisk !== null &&
+    (!(resolved.ideDisk instanceof Uint8Array) || resolved.ideDisk.length % SECTOR_SIZE !== 0 || resolved.ideDisk.length === 0)
+  ) {
     throw new ConfigError("config.ideDisk: expected a Uint8Array of whole 512-byte sectors, or null");
   }
   if (typeof readyMarker !== "string" || readyMarker.length === 0 || readyMarker.includes("\n")) {

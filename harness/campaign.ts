@@ -7,7 +7,7 @@
 // Exits 1 if any round lost a write, failed e2fsck, failed to take over or failed a check.
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import type { SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import type { SecondaryLossPolicy } from "../replication/engine/primary/engine.ts";
 import { defaultArtifactsDir, runCampaign, type CampaignBase, type CampaignOptions } from "./campaign/run-campaign.ts";
 import { failureDetail, junitXml, roundLine, summarize, summaryText } from "./campaign/report.ts";
 import { FAULT_KINDS, NO_FEATURES, type EngineFeatures } from "./campaign/round-result.ts";

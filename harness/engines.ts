@@ -4,9 +4,9 @@
 import type { BlockHook } from "../emulator/block/hook.ts";
 import { withoutUndefined } from "../emulator/config.ts";
 import type { Machine } from "../emulator/machine.ts";
-import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../replication/engine/primary.ts";
-import { SecondaryEngine } from "../replication/engine/secondary.ts";
-import type { ByteCategory } from "../replication/engine/metrics.ts";
+import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../replication/engine/primary/engine.ts";
+import { SecondaryEngine } from "../replication/engine/secondary/engine.ts";
+import type { ByteCategory } from "../replication/protocol/frames.ts";
 
 export interface PrimarySettings {
   mode: DiskMode;

@@ -17,11 +17,11 @@ import { createPrimaryEngine, createSecondaryEngine, onSyncs, type SyncReport } 
 import { guestImages } from "./overlay/guest-images.ts";
 import { uploadToGuest } from "./guest-upload.ts";
 import { handshake } from "../replication/channel/handshake.ts";
-import type { DiskMode, MigrationReport, PrimaryEngine, SecondaryLossPolicy } from "../replication/engine/primary.ts";
+import type { DiskMode, MigrationReport, PrimaryEngine, SecondaryLossPolicy } from "../replication/engine/primary/engine.ts";
 import type { VerifyReport } from "../replication/engine/consistency-check.ts";
 import type { ReplicationChannel } from "../replication/channel/channel.ts";
-import { keepProtected, type Protector } from "../replication/engine/keep-protected.ts";
-import type { SecondaryEngine } from "../replication/engine/secondary.ts";
+import { keepProtected, type Protector } from "../replication/engine/primary/keep-protected.ts";
+import type { SecondaryEngine } from "../replication/engine/secondary/engine.ts";
 import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/metrics.ts";
 import { connectReplication, listenReplication } from "../replication/node/ws-transport.ts";
 import { loadSecret } from "../replication/node/secret.ts";
@@ -190,7 +190,7 @@ async function protectWith(
     log,
   });
   engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
-  const stopOutput = engine.output.onRelease(decoder());
+  const stopOutput = engine.outputs.onRelease("console", decoder());
   // From here on the engine holds and releases the guest's output: no other path may print it too.
   outputTakenOver(true);
   const stopSyncs = onSyncs(engine, (report) => emit({ type: "sync", report }));

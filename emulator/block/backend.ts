@@ -1,8 +1,7 @@
 // The block layer's driver interface: what a disk device talks to instead of a
 // file. Offsets count 512-byte sectors; lengths are bytes, whole sectors.
 import { TwinvmError } from "../errors.ts";
-
-export const SECTOR_SIZE = 512;
+import { SECTOR_SIZE } from "../units.ts";
 
 export interface BlockBackend {
   /** Size in bytes, a whole number of sectors. */

@@ -1,6 +1,7 @@
 // A disk held in memory (works in browsers): for tests, scratch disks, and
 // images fetched over the network.
-import { BlockBackendError, SECTOR_SIZE, checkDiskSize, checkRange, type BlockBackend } from "./backend.ts";
+import { BlockBackendError, checkDiskSize, checkRange, type BlockBackend } from "./backend.ts";
+import { SECTOR_SIZE } from "../units.ts";
 
 export class MemoryBackend implements BlockBackend {
   readonly readOnly: boolean;

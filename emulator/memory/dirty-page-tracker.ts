@@ -9,9 +9,10 @@
 import { allocateInV86Heap, type HeapBlock } from "../v86-internals.ts";
 import { requireBoundary } from "../paused.ts";
 import type { Machine } from "../machine.ts";
-import { PAGE_SIZE, checkPageSet, pageCountOf, type PageSet } from "./pages.ts";
+import { checkPageSet, pageCountOf, type PageSet } from "./pages.ts";
 import { createPageScanner, type PageScanner, type ScanEngine } from "./page-scanner.ts";
 import { WriteMap } from "./write-map.ts";
+import { PAGE_SIZE } from "../units.ts";
 
 export type TrackingMode = "write-map" | "scan" | "cross-check";
 

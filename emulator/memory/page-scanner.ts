@@ -1,7 +1,8 @@
 // Finds the pages of guest RAM that differ from a shadow copy. Two engines with one
 // contract: wasm SIMD (fast path, ~one memcpy of RAM per scan) and plain JS for engines
 // without wasm SIMD.
-import { PAGE_SIZE, pageScanModuleBytes } from "./page-scan-wasm.ts";
+import { pageScanModuleBytes } from "./page-scan-wasm.ts";
+import { PAGE_SIZE } from "../units.ts";
 
 export type ScanEngine = "simd" | "js";
 

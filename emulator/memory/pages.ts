@@ -1,10 +1,8 @@
 // A set of guest pages with their contents: what a collection yields and what a second
 // machine receives.
-import { PAGE_SIZE } from "./page-scan-wasm.ts";
 import { requireBoundary } from "../paused.ts";
 import type { Machine } from "../machine.ts";
-
-export { PAGE_SIZE };
+import { PAGE_SIZE } from "../units.ts";
 
 export interface PageSet {
   /** Page numbers (guest-physical address / PAGE_SIZE), ascending. */

@@ -5,7 +5,7 @@
 import { TRACK_EXPORT } from "../wasm-patch/dirty-map-abi.ts";
 import { allocateInV86Heap, writeMapControls, type HeapBlock, type WriteMapControls } from "../v86-internals.ts";
 import type { Machine } from "../machine.ts";
-import { PAGE_SIZE } from "./page-scan-wasm.ts";
+import { PAGE_SIZE } from "../units.ts";
 
 /** The patch keeps one map per v86 instance: a second one would silently take over the first's marks. */
 const attached = new WeakSet<object>();

@@ -1,7 +1,8 @@
 // A disk backed by a raw image file, written in place with positioned writes;
 // flush is fsync. Node only.
 import { open, type FileHandle } from "node:fs/promises";
-import { BlockBackendError, SECTOR_SIZE, checkDiskSize, checkRange, type BlockBackend } from "../block/backend.ts";
+import { BlockBackendError, checkDiskSize, checkRange, type BlockBackend } from "../block/backend.ts";
+import { SECTOR_SIZE } from "../units.ts";
 
 export interface FileBackendOptions {
   readOnly?: boolean;

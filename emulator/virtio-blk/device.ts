@@ -2,7 +2,7 @@
 // from the available ring to the used ring. Requests run concurrently; each one
 // completes (status byte, used ring, interrupt) when its backend I/O and every
 // hook gate have settled.
-import { SECTOR_SIZE, type BlockBackend } from "../block/backend.ts";
+import { type BlockBackend } from "../block/backend.ts";
 import type { BlockHook, BlockIoEvent, BlockIoType } from "../block/hook.ts";
 import { gatherSegments } from "../block/segments.ts";
 import type { RateLimitedLog } from "../rate-limited-log.ts";
@@ -13,6 +13,7 @@ import type { DescriptorChain, SplitVirtqueue } from "../virtio/virtqueue.ts";
 import { BlockMetrics } from "./metrics.ts";
 import { isRequestError, parseRequest, statusFor, type Request } from "./request.ts";
 import { BlkConfig, BlkFeature, BlkStatus, ID_BYTES, VIRTIO_ID_BLOCK } from "./spec.ts";
+import { SECTOR_SIZE } from "../units.ts";
 
 export const QUEUE_SIZE = 256;
 /** Largest data segment the driver may use (Linux's max_segment_size). */

@@ -1,11 +1,11 @@
 // Turning a descriptor chain into a block request: every check of what the
 // guest handed over happens here, in one pure function, with an enumerated error
 // for each way a chain can be wrong.
-import { SECTOR_SIZE } from "../block/backend.ts";
 import { isInRam, readU32, readU64, type GuestMemory } from "../virtio/guest-memory.ts";
 import type { DescriptorChain } from "../virtio/virtqueue.ts";
 import { BlkStatus, REQUEST_HEADER_BYTES, RequestType } from "./spec.ts";
 import type { GuestSegment } from "../block/hook.ts";
+import { SECTOR_SIZE } from "../units.ts";
 
 export type RequestKind = "read" | "write" | "flush" | "get-id";
 

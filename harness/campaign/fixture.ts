@@ -2,7 +2,7 @@
 // and mounted, the workload script in /tmp) as a test-API template, and the pair each
 // round starts from it (the primary restores the snapshot on a copy of the formatted
 // disk; the secondary starts empty and is filled by the initial sync).
-import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
+import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
 import { startPair, type Pair } from "../testing/pair.ts";
 import { createGuestTemplate, type GuestTemplate } from "../testing/template.ts";
 import { installWorkload, MOUNT_POINT } from "./guest-workload.ts";

@@ -1,5 +1,5 @@
 // What one campaign round records, and when it counts as passed.
-import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
+import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
 import type { CutKind } from "../fault-proxy.ts";
 
 /**

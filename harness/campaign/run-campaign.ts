@@ -4,7 +4,7 @@
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
+import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
 import { privateDir } from "../testing/pair-files.ts";
 import type { GuestTemplate } from "../testing/template.ts";
 import { createCampaignTemplate } from "./fixture.ts";

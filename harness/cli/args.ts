@@ -5,6 +5,7 @@
 import { statSync } from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { MEMORY_MIB_RANGE } from "../../emulator/config.ts";
+import { SECTOR_SIZE } from "../../emulator/units.ts";
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -62,8 +63,8 @@ const SIZE_UNITS: Record<string, number> = { "": 1, k: 1 << 10, m: 1 << 20, g: 1
 export function parseSize(option: string, value: string): number {
   const match = /^(\d+)([kmg]?)(i?b)?$/i.exec(value.trim());
   const bytes = match ? Number(match[1]) * SIZE_UNITS[match[2]!.toLowerCase()]! : NaN;
-  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % 512 !== 0) {
-    throw new UsageError(`${option}: expected a size such as 64M or 1G (a positive multiple of 512 bytes), got ${JSON.stringify(value)}`);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % SECTOR_SIZE !== 0) {
+    throw new UsageError(`${option}: expected a size such as 64M or 1G (a positive multiple of ${SECTOR_SIZE} bytes), got ${JSON.stringify(value)}`);
   }
   return bytes;
 }

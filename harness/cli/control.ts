@@ -7,7 +7,7 @@ import { CliError, parseOptions, parseOptionsAndOperands, UsageError, type Subco
 import { MAX_COMMAND_CHARS } from "../control-request.ts";
 import { printUsage } from "./primary.ts";
 import { formatBytes } from "./progress.ts";
-import { BYTE_CATEGORIES } from "../../replication/engine/metrics.ts";
+import { BYTE_CATEGORIES } from "../../replication/protocol/frames.ts";
 import type { AreaReport, VerifyReport } from "../../replication/engine/consistency-check.ts";
 import type { MigrateResult } from "../replica-node.ts";
 

@@ -3,7 +3,8 @@
 // terminal it is drawn on the bottom row, which a scroll region keeps out of the
 // guest console's way (the guest scrolls in the rows above); elsewhere it is
 // printed on demand as an ordinary stderr line.
-import { BYTE_CATEGORIES, type ByteCategory, type MetricsSnapshot } from "../../replication/engine/metrics.ts";
+import { BYTE_CATEGORIES, type ByteCategory } from "../../replication/protocol/frames.ts";
+import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
 import { formatBytes } from "./progress.ts";
 
 const CATEGORY_LABELS: Record<ByteCategory, string> = {

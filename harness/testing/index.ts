@@ -14,4 +14,4 @@ export type { NodeStatus } from "../control-request.ts";
 export type { SyncReport } from "../engines.ts";
 export type { CutKind } from "../fault-proxy.ts";
 export type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
-export type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
+export type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";

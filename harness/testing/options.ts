@@ -1,9 +1,10 @@
 // What a test can ask of a pair, with the defaults and the checks that turn a bad
 // value into an error naming the option before anything starts.
 import { DEFAULTS, MEMORY_MIB_RANGE } from "../../emulator/config.ts";
-import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary.ts";
+import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
 import type { GuestOverlay } from "../overlay/archive.ts";
 import type { GuestTemplate } from "./template.ts";
+import { SECTOR_SIZE } from "../../emulator/units.ts";
 
 /** A disk of the guest (vda, vdb, ... in order). */
 export type DiskSpec =
@@ -79,8 +80,8 @@ export function checkPairOptions(options: PairOptions): void {
     throw new PairOptionError(`onSecondaryLoss: expected "continue" or "stall", got ${JSON.stringify(options.onSecondaryLoss)}`);
   }
   for (const [i, disk] of (options.disks ?? []).entries()) {
-    if ("sizeBytes" in disk && (!Number.isSafeInteger(disk.sizeBytes) || disk.sizeBytes <= 0 || disk.sizeBytes % 512 !== 0)) {
-      throw new PairOptionError(`disks[${i}].sizeBytes: expected a positive multiple of 512, got ${String(disk.sizeBytes)}`);
+    if ("sizeBytes" in disk && (!Number.isSafeInteger(disk.sizeBytes) || disk.sizeBytes <= 0 || disk.sizeBytes % SECTOR_SIZE !== 0)) {
+      throw new PairOptionError(`disks[${i}].sizeBytes: expected a positive multiple of ${SECTOR_SIZE}, got ${String(disk.sizeBytes)}`);
     }
     if ("image" in disk && (typeof disk.image !== "string" || disk.image === "")) throw new PairOptionError(`disks[${i}].image: expected a file path`);
   }

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { DEFAULTS } from "../../emulator/config.ts";
 import { buildOverlayArchive, OverlayError, type GuestOverlay } from "../overlay/archive.ts";
 import { DEFAULT_DISK_BYTES, type DiskSpec } from "./options.ts";
+import { SECTOR_SIZE } from "../../emulator/units.ts";
 
 /** A new private (0700) folder named `twinvm-<prefix>-XXXXXX` under `parent`. */
 export async function privateDir(parent: string | undefined, prefix: string): Promise<string> {
@@ -64,7 +65,7 @@ export async function prepareDisks(dir: string, specs: DiskSpec[] | undefined): 
       });
     }
     const size = await imageSize(primary);
-    if (size === 0 || size % 512 !== 0) throw new Error(`disk image ${primary}: ${size} bytes, expected a positive multiple of 512`);
+    if (size === 0 || size % SECTOR_SIZE !== 0) throw new Error(`disk image ${primary}: ${size} bytes, expected a positive multiple of ${SECTOR_SIZE}`);
     let secondary: string;
     if ("secondaryImage" in spec && spec.secondaryImage !== undefined) {
       secondary = spec.secondaryImage;

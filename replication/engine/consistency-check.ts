@@ -5,11 +5,10 @@
 // which makes those chunks inconclusive and checked again), and asks the secondary for its
 // digests of the same range as of the same sync. Differing chunks are reported and, when
 // asked, repaired: disk chunks travel as writes in the next sync, RAM pages whole.
-import { SECTOR_SIZE } from "../../emulator/block/backend.ts";
-import { PAGE_SIZE } from "../protocol/limits.ts";
 import type { ControlMessage } from "../protocol/messages.ts";
 import { chunkDigests } from "./disk-image.ts";
 import type { GuestDisk } from "./guest.ts";
+import { PAGE_SIZE, SECTOR_SIZE } from "../../emulator/units.ts";
 
 export interface SectorRange {
   sector: number;

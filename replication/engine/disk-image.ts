@@ -1,6 +1,7 @@
 // Whole-disk operations of the initial sync: a digest that both sides compute the
 // same way without holding a disk in memory, and the chunking of a disk copy.
-import { SECTOR_SIZE, type BlockBackend } from "../../emulator/block/backend.ts";
+import { type BlockBackend } from "../../emulator/block/backend.ts";
+import { SECTOR_SIZE } from "../../emulator/units.ts";
 
 /** Disk copies and digests walk the disk in pieces of this size. */
 export const DISK_CHUNK_BYTES = 4 << 20;

@@ -2,6 +2,7 @@
 // when this process's timers ran late (a blocked event loop, a throttled background tab,
 // a suspended machine), the peer's messages could not be read either, so the silence
 // clock is moved forward by the lateness instead of declaring the peer dead.
+import { systemClock, type Clock, type Timer } from "../clock.ts";
 
 export interface LivenessOptions {
   timeoutMs: number;
@@ -10,37 +11,48 @@ export interface LivenessOptions {
   /** How often to check; default timeoutMs / 8 (at least 25 ms). */
   checkEveryMs?: number;
   onSilent: (silentMs: number) => void;
+  clock?: Clock;
 }
 
 export class Liveness {
-  #lastHeard = performance.now();
-  #lastCheck = performance.now();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  readonly #clock: Clock;
+  #lastHeard: number;
+  #lastCheck: number;
+  #timer: Timer | undefined;
   #active = false;
   /** Total time discounted as our own stalls (for metrics and tests). */
   stalledMs = 0;
 
-  constructor(private readonly options: LivenessOptions) {}
+  constructor(private readonly options: LivenessOptions) {
+    this.#clock = options.clock ?? systemClock;
+    this.#lastHeard = this.#lastCheck = this.#clock.now();
+  }
+
+  /** How often `check` runs. */
+  get checkEveryMs(): number {
+    return this.options.checkEveryMs ?? Math.max(25, this.options.timeoutMs / 8);
+  }
 
   heard(): void {
-    this.#lastHeard = performance.now();
+    this.#lastHeard = this.#clock.now();
   }
 
   start(): void {
-    const every = this.options.checkEveryMs ?? Math.max(25, this.options.timeoutMs / 8);
-    this.#lastHeard = this.#lastCheck = performance.now();
+    const every = this.checkEveryMs;
+    this.#lastHeard = this.#lastCheck = this.#clock.now();
     this.#active = true;
-    this.#timer = setInterval(() => this.check(every), every);
+    this.#timer?.cancel();
+    this.#timer = this.#clock.setInterval(() => this.check(every), every);
   }
 
   stop(): void {
     this.#active = false;
-    clearInterval(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
   }
 
   /** One check; `every` is the interval it was scheduled at. Exposed for tests. */
-  check(every: number, now = performance.now()): void {
+  check(every: number, now = this.#clock.now()): void {
     const late = now - this.#lastCheck - every;
     this.#lastCheck = now;
     // Lateness beyond a few intervals is our stall, not the peer's silence.

@@ -1,10 +1,7 @@
 // What a replication node counts: bytes on the wire by category, syncs, pages per sync
 // (as found changed and as sent), how long the guest stood still per sync, how long a sync
 // waited for its instruction boundary, and how long its round trip took.
-
-export type ByteCategory = "memoryPages" | "deviceState" | "ioLog" | "diskBlocks" | "diskCopy" | "control";
-
-export const BYTE_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy", "control"];
+import { BYTE_CATEGORIES, type ByteCategory } from "../protocol/frames.ts";
 
 const SAMPLES = 4096;
 
@@ -68,7 +65,7 @@ export interface MetricsSnapshot {
   bytes: Record<ByteCategory, number>;
   /** Bytes that carried disk writes: the I/O log and the blocks (inline or copied). */
   diskSyncBytes: number;
-  /** Changed pages × 4096: what the pages would cost sent whole. */
+  /** Changed pages × PAGE_SIZE: what the pages would cost sent whole. */
   memoryPagesRawBytes: number;
   syncs: number;
   pagesSynced: number;

@@ -4,8 +4,9 @@
 import { Ajv, type ValidateFunction } from "ajv";
 import { CONTROL_SCHEMAS } from "./control-schemas.ts";
 import { ProtocolError } from "./errors.ts";
-import { MAX_CONTROL_BYTES, MAX_JSON_DEPTH, MAX_VERIFY_CHUNKS, SECTOR_SIZE } from "./limits.ts";
+import { MAX_CONTROL_BYTES, MAX_JSON_DEPTH, MAX_VERIFY_CHUNKS } from "./limits.ts";
 import type { ControlMessage, InitBeginMessage, VerifyRequestMessage } from "./messages.ts";
+import { SECTOR_SIZE } from "../../emulator/units.ts";
 
 // Compiled once per process: ajv generates code per schema, which is the slow part.
 const validators: ReadonlyMap<string, ValidateFunction> = (() => {

@@ -13,9 +13,9 @@ import {
   MAX_VERIFY_CHUNKS,
   MAX_VERIFY_RANGE_BYTES,
   MAX_TEXT_FIELD,
-  PAGE_SIZE,
   PROTOCOL_NAME,
 } from "./limits.ts";
+import { PAGE_SIZE } from "../../emulator/units.ts";
 
 function closedObject(properties: Record<string, SchemaObject>, optional: string[] = []): SchemaObject {
   return {

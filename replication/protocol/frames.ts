@@ -5,7 +5,7 @@
 // and the secondary's sync assembler.
 import { deflate, inflateExact } from "./compression.ts";
 import { ProtocolError } from "./errors.ts";
-import { FRAME_HEADER_BYTES, FrameFlag, FrameKind, readFrameHeader, writeFrameHeader } from "./frame-header.ts";
+import { FRAME_HEADER_BYTES, FrameFlag, FrameKind, readFrameHeader, writeFrameHeader, type FrameKindCode } from "./frame-header.ts";
 import {
   MAX_DEVICE_STATE_BYTES,
   MAX_DISK_BYTES,
@@ -20,10 +20,9 @@ import {
   MAX_SECTORS_PER_REQUEST,
   MAX_SEGMENTS_PER_ENTRY,
   MAX_STATE_PARTS,
-  PAGE_SIZE,
-  SECTOR_SIZE,
 } from "./limits.ts";
 import { checkRunDelta } from "./run-delta.ts";
+import { PAGE_SIZE, SECTOR_SIZE } from "../../emulator/units.ts";
 
 interface FrameBase {
   seq: number;
@@ -160,30 +159,62 @@ export interface EncodeOptions {
   compress?: boolean;
 }
 
-const KIND_CODE = {
-  "memory-pages": FrameKind.memoryPages,
-  "state-parts": FrameKind.stateParts,
-  "disk-blocks": FrameKind.diskBlocks,
-  "disk-chunk": FrameKind.diskChunk,
-  "page-updates": FrameKind.pageUpdates,
-  "state-changes": FrameKind.stateChanges,
-  "sync-commit": FrameKind.syncCommit,
-} as const;
-const KIND_HEADER_BYTES: Record<BinaryFrameKind, number> = {
-  "memory-pages": 8,
-  "state-parts": 8,
-  "disk-blocks": 16,
-  "disk-chunk": 16,
-  "page-updates": 8,
-  "state-changes": 12,
-  "sync-commit": 24,
+/**
+ * What a byte on the wire carried, for metrics: guest pages, device state, the I/O log, disk
+ * data of syncs (inline or dirty-block-copy), the initial disk copy, and control messages.
+ */
+export type ByteCategory = "memoryPages" | "deviceState" | "ioLog" | "diskBlocks" | "diskCopy" | "control";
+export const BYTE_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy", "control"];
+
+/** Each kind once: its code in the header, the size of its kind header, and what its bytes count as. */
+const KINDS: { readonly [K in BinaryFrameKind]: { code: FrameKindCode; headerBytes: number; category: ByteCategory } } = {
+  "memory-pages": { code: FrameKind.memoryPages, headerBytes: 8, category: "memoryPages" },
+  "state-parts": { code: FrameKind.stateParts, headerBytes: 8, category: "deviceState" },
+  "disk-blocks": { code: FrameKind.diskBlocks, headerBytes: 16, category: "diskBlocks" },
+  "disk-chunk": { code: FrameKind.diskChunk, headerBytes: 16, category: "diskCopy" },
+  "page-updates": { code: FrameKind.pageUpdates, headerBytes: 8, category: "memoryPages" },
+  "state-changes": { code: FrameKind.stateChanges, headerBytes: 12, category: "deviceState" },
+  "sync-commit": { code: FrameKind.syncCommit, headerBytes: 24, category: "ioLog" },
 };
-const PAGE_ENCODINGS: readonly PageEncoding[] = ["zero", "full", "runs"];
-const PART_ENCODINGS = [undefined, "full", "runs"] as const;
-const IO_TYPES = [undefined, "write", "flush", "read"] as const;
+
+/**
+ * The category a frame's bytes count in. In dirty-block-copy mode a sync-commit's log only
+ * announces the blocks that travelled: it is part of their cost.
+ */
+export function byteCategoryOf(frame: BinaryFrame, diskMode: "io-log" | "dirty-block-copy"): ByteCategory {
+  return frame.kind === "sync-commit" && diskMode === "dirty-block-copy" ? "diskBlocks" : KINDS[frame.kind].category;
+}
+
+/** What a decoded frame carries, in bytes, without headers (both sides count the same). */
+export function payloadBytes(frame: BinaryFrame): number {
+  switch (frame.kind) {
+    case "memory-pages":
+    case "disk-blocks":
+      return frame.data.length;
+    case "disk-chunk":
+      return frame.data === "zeros" ? 0 : frame.data.length;
+    case "state-parts":
+      return frame.parts.reduce((n, part) => n + part.length, 0);
+    case "page-updates":
+      return frame.updates.reduce((n, update) => n + update.bytes.length, 0);
+    case "state-changes":
+      return frame.changes.reduce((n, change) => n + change.bytes.length, 0);
+    case "sync-commit":
+      return ioLogBytes(frame.log);
+  }
+}
+
 const SEGMENT_BYTES = 12;
 const IO_ENTRY_BYTES = 20;
 
+/** Bytes of an I/O log as encoded in a sync-commit frame: a fixed entry, and the segments of reads and writes. */
+export function ioLogBytes(log: readonly IoLogEntry[]): number {
+  return log.reduce((n, entry) => n + IO_ENTRY_BYTES + (entry.type === "flush" ? 0 : entry.segments.length * SEGMENT_BYTES), 0);
+}
+
+const PAGE_ENCODINGS: readonly PageEncoding[] = ["zero", "full", "runs"];
+const PART_ENCODINGS = [undefined, "full", "runs"] as const;
+const IO_TYPES = [undefined, "write", "flush", "read"] as const;
 // ---------------------------------------------------------------- encoding
 
 export async function encodeFrame(frame: BinaryFrame, options: EncodeOptions = {}): Promise<Uint8Array> {
@@ -201,7 +232,7 @@ export async function encodeFrame(frame: BinaryFrame, options: EncodeOptions = {
   if (total > MAX_FRAME_BYTES) throw new ProtocolError("oversized", `${frame.kind} frame would be ${total} bytes, limit ${MAX_FRAME_BYTES}`);
   const out = new Uint8Array(total);
   writeFrameHeader(new DataView(out.buffer), {
-    kind: KIND_CODE[frame.kind],
+    kind: KINDS[frame.kind].code,
     flags,
     seq: frame.seq,
     epoch: frame.epoch,
@@ -216,7 +247,7 @@ export async function encodeFrame(frame: BinaryFrame, options: EncodeOptions = {
 /** A frame as its kind header, an uncompressed prefix and the (compressible) data section. */
 function layout(frame: BinaryFrame): { kindHeader: Uint8Array; prefix: Uint8Array; data: Uint8Array } {
   checkEncodable(frame);
-  const kindHeader = new Uint8Array(KIND_HEADER_BYTES[frame.kind]);
+  const kindHeader = new Uint8Array(KINDS[frame.kind].headerBytes);
   const head = new DataView(kindHeader.buffer);
   const empty = new Uint8Array(0);
   switch (frame.kind) {
@@ -276,7 +307,7 @@ function layout(frame: BinaryFrame): { kindHeader: Uint8Array; prefix: Uint8Arra
       return { kindHeader, prefix: empty, data: writer.finish() };
     }
     case "sync-commit": {
-      const writer = new ByteWriter(frame.log.reduce((n, e) => n + IO_ENTRY_BYTES + (e.type === "flush" ? 0 : e.segments.length * SEGMENT_BYTES), 0));
+      const writer = new ByteWriter(ioLogBytes(frame.log));
       for (const entry of frame.log) {
         writer.u8(IO_TYPES.indexOf(entry.type));
         writer.u8(entry.type === "write" && entry.inline === true ? 1 : 0);
@@ -345,15 +376,15 @@ export async function decodeFrame(bytes: Uint8Array): Promise<BinaryFrame> {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const base = { seq: header.seq, epoch: header.epoch };
   const k = FRAME_HEADER_BYTES;
-  const kindName = (Object.keys(KIND_CODE) as BinaryFrameKind[]).find((name) => KIND_CODE[name] === header.kind)!;
-  if (header.bodyLength < KIND_HEADER_BYTES[kindName]) {
-    throw new ProtocolError("truncated", `${kindName} frame body too short for its ${KIND_HEADER_BYTES[kindName]}-byte kind header`);
+  const kindName = (Object.keys(KINDS) as BinaryFrameKind[]).find((name) => KINDS[name].code === header.kind)!;
+  if (header.bodyLength < KINDS[kindName].headerBytes) {
+    throw new ProtocolError("truncated", `${kindName} frame body too short for its ${KINDS[kindName].headerBytes}-byte kind header`);
   }
   const compressed = (header.flags & FrameFlag.compressed) !== 0;
   if ((header.flags & FrameFlag.zeroChunk) !== 0 && header.kind !== FrameKind.diskChunk) {
     throw new ProtocolError("malformed", "zero-chunk flag on a frame that is not a disk chunk");
   }
-  const section = bytes.subarray(k + KIND_HEADER_BYTES[kindName]);
+  const section = bytes.subarray(k + KINDS[kindName].headerBytes);
   const u32 = (at: number) => view.getUint32(k + at, true);
 
   switch (header.kind) {

@@ -16,9 +16,6 @@ export const MAX_CONTROL_BYTES = 1 * MiB;
 /** Deepest JSON nesting a control message may have (the deepest legal one is 5). */
 export const MAX_JSON_DEPTH = 8;
 
-/** Guest page size (x86) and disk sector size: one definition each, the emulator's. */
-export { PAGE_SIZE } from "../../emulator/memory/page-scan-wasm.ts";
-export { SECTOR_SIZE } from "../../emulator/block/backend.ts";
 /** Pages per memory frame: 4000 × 4 KiB plus indices stays under MAX_FRAME_BYTES. */
 export const MAX_PAGES_PER_FRAME = 4000;
 /** Guest memory up to 64 GiB; page indices must be below memory / PAGE_SIZE anyway. */

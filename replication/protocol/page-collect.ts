@@ -3,7 +3,8 @@
 // their application on the receiving side.
 import type { PageSet } from "../../emulator/memory/index.ts";
 import type { MemoryPagesFrame } from "./frames.ts";
-import { MAX_PAGES_PER_FRAME, PAGE_SIZE } from "./limits.ts";
+import { MAX_PAGES_PER_FRAME } from "./limits.ts";
+import { PAGE_SIZE } from "../../emulator/units.ts";
 
 /** Splits a page set (indices ascending) into frames of at most MAX_PAGES_PER_FRAME pages each. */
 export function pageSetFrames(pages: PageSet, seq: number, epoch: number): MemoryPagesFrame[] {

@@ -5,8 +5,9 @@
 // by init-begin. What a delta applies to (the secondary's own replica) is checked there.
 import { ProtocolError } from "./errors.ts";
 import type { BinaryFrame, SyncCommitFrame } from "./frames.ts";
-import { MAX_SECTORS_PER_BLOCK_FRAME, MAX_SYNC_DISK_BYTES, PAGE_SIZE, SECTOR_SIZE } from "./limits.ts";
+import { MAX_SECTORS_PER_BLOCK_FRAME, MAX_SYNC_DISK_BYTES } from "./limits.ts";
 import type { ControlMessage, DiskDescriptor, InitBeginMessage, InitEndMessage, NodeRole, WireDiskMode } from "./messages.ts";
+import { PAGE_SIZE, SECTOR_SIZE } from "../../emulator/units.ts";
 
 export type Inbound = { channel: "control"; message: ControlMessage } | { channel: "frame"; frame: BinaryFrame };
 

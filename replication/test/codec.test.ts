@@ -4,9 +4,10 @@ import { expect } from "chai";
 import { decodeControl, encodeControl, jsonNestingDepth } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { decodeFrame, encodeFrame, type BinaryFrame } from "../protocol/frames.ts";
-import { MAX_PAGES_PER_FRAME, PAGE_SIZE } from "../protocol/limits.ts";
+import { MAX_PAGES_PER_FRAME } from "../protocol/limits.ts";
 import { applyRunDelta, encodeRunDelta } from "../protocol/run-delta.ts";
 import { SAMPLE_MESSAGES, rejectionOf, sampleFrames, seededRandom } from "./fixtures.ts";
+import { PAGE_SIZE } from "../../emulator/units.ts";
 
 describe("control messages", () => {
   for (const [type, message] of Object.entries(SAMPLE_MESSAGES)) {

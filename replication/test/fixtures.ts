@@ -2,8 +2,8 @@
 // shared by the round-trip, fuzz and order tests.
 import type { ControlMessage, ControlType } from "../protocol/messages.ts";
 import type { BinaryFrame } from "../protocol/frames.ts";
-import { PAGE_SIZE } from "../protocol/limits.ts";
 import { encodeRunDelta } from "../protocol/run-delta.ts";
+import { PAGE_SIZE } from "../../emulator/units.ts";
 
 const NONCE = "A".repeat(43) + "=";
 

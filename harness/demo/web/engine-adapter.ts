@@ -10,9 +10,10 @@
 import type { BlockHook } from "../../../emulator/block/hook.ts";
 import type { Machine } from "../../../emulator/machine.ts";
 import { handshake } from "../../../replication/channel/handshake.ts";
-import type { ByteCategory, MetricsSnapshot } from "../../../replication/engine/metrics.ts";
-import { PrimaryEngine, type DiskMode, type SyncEvent } from "../../../replication/engine/primary.ts";
-import { SecondaryEngine } from "../../../replication/engine/secondary.ts";
+import type { ByteCategory } from "../../../replication/protocol/frames.ts";
+import type { MetricsSnapshot } from "../../../replication/engine/metrics.ts";
+import { PrimaryEngine, type DiskMode, type SyncEvent } from "../../../replication/engine/primary/engine.ts";
+import { SecondaryEngine } from "../../../replication/engine/secondary/engine.ts";
 import type { Transport } from "../../../replication/transport/transport.ts";
 
 export type { ByteCategory, DiskMode, MetricsSnapshot };
@@ -211,7 +212,7 @@ export class DemoNode {
     this.#primary = engine;
     this.#primaryMode = mode;
     this.#generation++;
-    engine.output.onRelease((bytes) => this.#emitOutput(bytes));
+    engine.outputs.onRelease("console", (bytes) => this.#emitOutput(bytes));
     engine.onStateChange((state, reason) => {
       if (engine !== this.#primary) return;
       this.#setStatus({ role: "primary", state, reason, runsGuest: state !== "fenced", epoch: engine.epoch });

@@ -1,6 +1,7 @@
 // A scrolling list of the disk requests each sync carried: which disk and sectors,
 // the guest-physical pages the data sits in, and how the secondary got it.
 import type { IoReport, SyncReport } from "../engine-adapter.ts";
+import { PAGE_SIZE } from "../../../../emulator/units.ts";
 
 const MAX_ROWS = 300;
 const HOW_TEXT: Record<IoReport["how"], string> = {
@@ -25,7 +26,7 @@ export class IoLog {
         this.#add(`#${report.seq} ${disk} flush`, "flush");
         continue;
       }
-      const pages = new Set(entry.segments.flatMap(({ gpa, length }) => range(Math.floor(gpa / 4096), Math.ceil((gpa + length) / 4096))));
+      const pages = new Set(entry.segments.flatMap(({ gpa, length }) => range(Math.floor(gpa / PAGE_SIZE), Math.ceil((gpa + length) / PAGE_SIZE))));
       const where =
         entry.segments.length === 0
           ? ""

@@ -2,8 +2,8 @@
 // and pages an I/O log entry points at (the data the secondary replays) light in
 // another colour. The glow fades so that the rhythm of syncs stays visible.
 import type { SyncReport } from "../engine-adapter.ts";
+import { PAGE_SIZE } from "../../../../emulator/units.ts";
 
-const PAGE_SIZE = 4096;
 const FADE_PER_FRAME = 0.98;
 
 export class PageMap {

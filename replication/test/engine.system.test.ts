@@ -13,8 +13,8 @@ import { Machine } from "../../emulator/machine.ts";
 import { defaultGuest } from "../../emulator/node/images.ts";
 import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
 import { handshake } from "../channel/handshake.ts";
-import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../engine/primary.ts";
-import { SecondaryEngine } from "../engine/secondary.ts";
+import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../engine/primary/engine.ts";
+import { SecondaryEngine } from "../engine/secondary/engine.ts";
 import { createMemoryPair } from "../transport/memory-pair.ts";
 import { MOUNT_FRESH_EXT2, prepareGuest } from "./guest-fixture.ts";
 

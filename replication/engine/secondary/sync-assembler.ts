@@ -1,7 +1,7 @@
 // Gathers the frames of sync N as they arrive and hands over one CommittedSync at its
 // sync-commit. SessionOrder has already checked order, counts and extents, so this only
 // collects; what depends on the replica (state deltas) is checked when it is applied.
-import type { BinaryFrame, PartChange } from "../protocol/frames.ts";
+import type { BinaryFrame, PartChange } from "../../protocol/frames.ts";
 import type { CommittedSync } from "./replica.ts";
 
 export class SyncAssembler {

@@ -15,8 +15,8 @@ import { defaultGuest } from "../../emulator/node/images.ts";
 import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
 import type { ReplicationChannel } from "../channel/channel.ts";
 import { handshake } from "../channel/handshake.ts";
-import { PrimaryEngine } from "../engine/primary.ts";
-import { SecondaryEngine } from "../engine/secondary.ts";
+import { PrimaryEngine } from "../engine/primary/engine.ts";
+import { SecondaryEngine } from "../engine/secondary/engine.ts";
 import { createMemoryPair } from "../transport/memory-pair.ts";
 import { MOUNT_FRESH_EXT2, prepareGuest } from "./guest-fixture.ts";
 

@@ -2,9 +2,9 @@
 // again and runs a full resync with whoever answers there. A peer that proves the secret and
 // has seen a higher epoch (it took over) fences this primary; anything a peer merely claims
 // before proving the secret (an impostor on the port, a refusal) is only a failed attempt.
-import { StaleEpochError, handshake } from "../channel/handshake.ts";
-import type { Transport } from "../transport/transport.ts";
-import type { PrimaryEngine } from "./primary.ts";
+import { StaleEpochError, handshake } from "../../channel/handshake.ts";
+import type { Transport } from "../../transport/transport.ts";
+import type { PrimaryEngine } from "./engine.ts";
 
 export interface KeepProtectedOptions {
   /** Opens a transport to the secondary (e.g. a WebSocket to its URL). */

@@ -5,54 +5,23 @@
 // before the capture), and the sync-commit with the I/O log. With read-replay, pages that
 // a disk read filled and nothing changed since do not travel: the log says which sectors
 // the secondary reads from its own disk into them.
-import type { BlockIoEvent } from "../../emulator/block/hook.ts";
-import { segmentsHold } from "../../emulator/block/segments.ts";
-import type { PageChanges } from "../../emulator/memory/index.ts";
-import type { StateChanges } from "../../emulator/state/state-parts.ts";
-import type { BinaryFrame, IoLogEntry, PageUpdate, PartChange } from "../protocol/frames.ts";
-import { MAX_FRAME_BYTES, MAX_PAGE_UPDATES_PER_FRAME, MAX_SECTORS_PER_BLOCK_FRAME, PAGE_SIZE, SECTOR_SIZE } from "../protocol/limits.ts";
-import { encodeRunDelta } from "../protocol/run-delta.ts";
-import { bytesEqual } from "../../emulator/state/bytes-equal.ts";
-import { isAllZero } from "../protocol/page-collect.ts";
-import type { ByteCategory } from "./metrics.ts";
+import { segmentsHold } from "../../../emulator/block/segments.ts";
+import type { PageChanges } from "../../../emulator/memory/index.ts";
+import type { StateChanges } from "../../../emulator/state/state-parts.ts";
+import { byteCategoryOf, type BinaryFrame, type ByteCategory, type IoLogEntry, type PageUpdate, type PartChange } from "../../protocol/frames.ts";
+import { MAX_FRAME_BYTES, MAX_PAGE_UPDATES_PER_FRAME, MAX_SECTORS_PER_BLOCK_FRAME } from "../../protocol/limits.ts";
+import { encodeRunDelta } from "../../protocol/run-delta.ts";
+import { bytesEqual } from "../../../emulator/state/bytes-equal.ts";
+import { isAllZero } from "../../protocol/page-collect.ts";
+import type { CompletedRead, PendingRequest } from "./pending-io.ts";
+import type { LoggedIo } from "../sync-event.ts";
+import { PAGE_SIZE, SECTOR_SIZE } from "../../../emulator/units.ts";
 
 export type DiskMode = "logging-replay" | "dirty-block-copy";
-
-/** A guest request the primary holds until the sync that logs it is acknowledged. */
-export interface HeldRequest {
-  readonly event: BlockIoEvent;
-  /** Completes the request for the guest. */
-  readonly release: () => void;
-  /** When the guest submitted it (performance.now()). */
-  readonly submittedAt: number;
-  /** Submission order among all of the guest's requests (reads included). */
-  readonly order: number;
-  /** Its data travels whatever memory holds (a repair of the secondary's disk, not the guest's own write). */
-  readonly forceInline?: boolean;
-}
-
-/** A read that completed since the last capture, with what landed in guest memory. */
-export interface CompletedRead {
-  readonly event: BlockIoEvent;
-  readonly data: Uint8Array;
-  readonly order: number;
-}
 
 export interface OutgoingFrame {
   frame: BinaryFrame;
   category: ByteCategory;
-}
-
-/** How a logged request reaches the secondary's disk; for metrics and live views. */
-export type IoDelivery = "replayed" | "inline" | "block-copy" | "flush" | "read-replayed";
-
-export interface LoggedIo {
-  disk: number;
-  type: "write" | "flush" | "read";
-  sector: number;
-  sectors: number;
-  segments: readonly { gpa: number; length: number }[];
-  delivery: IoDelivery;
 }
 
 export interface EncodedSync {
@@ -75,7 +44,7 @@ export interface SyncInput {
   pages: PageChanges;
   state: StateChanges;
   /** Requests to log, in submission order. */
-  requests: readonly HeldRequest[];
+  requests: readonly PendingRequest[];
   /** Reads completed since the last capture that may replace pages (read-replay); [] to send every page. */
   reads: readonly CompletedRead[];
   /** Pages to send whole whether they changed or not (a repair of the replica's RAM), with their bytes now. */
@@ -96,18 +65,23 @@ export function encodeSync(input: SyncInput): EncodedSync {
     frames.push({ frame: { kind: "state-changes", seq, epoch, partCount: input.state.partCount, changes }, category: "deviceState" });
   }
   for (const block of blocks) frames.push({ frame: { kind: "disk-blocks", seq, epoch, ...block }, category: "diskBlocks" });
-  frames.push({
-    frame: { kind: "sync-commit", seq, epoch, pageUpdates: pages.updates.length, stateChanges: changes.length > 0 ? 1 : 0, blockFrames: blocks.length, log },
-    // In dirty-block-copy mode the log only announces the blocks: it is part of their cost.
-    category: input.mode === "dirty-block-copy" ? "diskBlocks" : "ioLog",
-  });
+  const commit: BinaryFrame = {
+    kind: "sync-commit",
+    seq,
+    epoch,
+    pageUpdates: pages.updates.length,
+    stateChanges: changes.length > 0 ? 1 : 0,
+    blockFrames: blocks.length,
+    log,
+  };
+  frames.push({ frame: commit, category: byteCategoryOf(commit, wireDiskMode(input.mode)) });
   const sent = elided.size === 0 ? input.pages.indices : input.pages.indices.filter((page) => !elided.has(page));
   return { frames, pages: sent, zeroPages: pages.zero, deltaPages: pages.delta, fullPages: pages.full, readReplayedPages: elided.size, io, inlineWrites };
 }
 
-/** Bytes of the I/O log inside a sync-commit frame (the rest of the frame counts as control). */
-export function ioLogBytes(log: readonly IoLogEntry[]): number {
-  return log.reduce((sum, entry) => sum + 20 + (entry.type === "flush" ? 0 : entry.segments.length * 12), 0);
+/** The disk mode as the wire names it (init-begin). */
+export function wireDiskMode(mode: DiskMode): "io-log" | "dirty-block-copy" {
+  return mode === "logging-replay" ? "io-log" : "dirty-block-copy";
 }
 
 function pageUpdates(
@@ -144,13 +118,16 @@ function pageUpdates(
   return { updates, zero, delta, full };
 }
 
+/** Room a page-updates frame keeps for its headers below MAX_FRAME_BYTES. */
+const FRAME_HEADROOM_BYTES = 4096;
+
 /** Splits updates so each frame stays under the entry and byte limits. */
 function* batches(updates: PageUpdate[]): Generator<PageUpdate[]> {
   let batch: PageUpdate[] = [];
   let bytes = 0;
   for (const update of updates) {
     const size = 8 + update.bytes.length;
-    if (batch.length === MAX_PAGE_UPDATES_PER_FRAME || bytes + size > MAX_FRAME_BYTES - 4096) {
+    if (batch.length === MAX_PAGE_UPDATES_PER_FRAME || bytes + size > MAX_FRAME_BYTES - FRAME_HEADROOM_BYTES) {
       yield batch;
       batch = [];
       bytes = 0;
@@ -183,7 +160,7 @@ function ioLog(input: SyncInput): { log: IoLogEntry[]; blocks: BlockPiece[]; io:
   let inlineWrites = 0;
   const { replays, elided } = readReplays(input);
   // One log in submission order: reads at their place among writes and flushes.
-  const entries: ({ kind: "request"; request: HeldRequest } | { kind: "read"; replay: ReadReplay })[] = [
+  const entries: ({ kind: "request"; request: PendingRequest } | { kind: "read"; replay: ReadReplay })[] = [
     ...input.requests.map((request) => ({ kind: "request" as const, request, order: request.order })),
     ...replays.map((replay) => ({ kind: "read" as const, replay, order: replay.order })),
   ].sort((a, b) => a.order - b.order);

@@ -5,17 +5,16 @@
 // operations (replayed from the replica's own memory, or the inline data) are applied. Disk
 // operations run in order per disk; the first one that fails makes the replica inconsistent
 // for good, and a replica that is not consistent cannot be promoted.
-import { SECTOR_SIZE } from "../../emulator/block/backend.ts";
-import { gatherSegments } from "../../emulator/block/segments.ts";
-import { ProtocolError } from "../protocol/errors.ts";
-import type { DiskBlocksFrame, IoLogEntry, MemoryPagesFrame, PageUpdate, PartChange } from "../protocol/frames.ts";
-import { PAGE_SIZE } from "../protocol/limits.ts";
-import { applyPages } from "../protocol/page-collect.ts";
-import { applyRunDelta } from "../protocol/run-delta.ts";
-import type { DiskDescriptor } from "../protocol/messages.ts";
-import { diskDigest } from "./disk-image.ts";
-import type { GuestDisk, ReplicaGuest } from "./guest.ts";
-import type { LoggedIo } from "./sync-encoder.ts";
+import { gatherSegments } from "../../../emulator/block/segments.ts";
+import { ProtocolError } from "../../protocol/errors.ts";
+import type { DiskBlocksFrame, IoLogEntry, MemoryPagesFrame, PageUpdate, PartChange } from "../../protocol/frames.ts";
+import { applyPages } from "../../protocol/page-collect.ts";
+import { applyRunDelta } from "../../protocol/run-delta.ts";
+import type { DiskDescriptor } from "../../protocol/messages.ts";
+import { diskDigest } from "../disk-image.ts";
+import type { GuestDisk, ReplicaGuest } from "../guest.ts";
+import type { LoggedIo } from "../sync-event.ts";
+import { PAGE_SIZE, SECTOR_SIZE } from "../../../emulator/units.ts";
 
 /** One sync as the assembler hands it over: every frame of seq N, checked for order and counts. */
 export interface CommittedSync {

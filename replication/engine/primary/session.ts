@@ -1,19 +1,21 @@
 // One secondary's session, from the handshake's channel to its end: heartbeats, the peer's
-// liveness, the syncs sent and not yet acknowledged, and the acks that complete them. It is
-// thrown away whole on loss: `end()` hands back every sync still in flight, in order, so
-// nothing the guest is waiting for can be dropped with it.
-import type { ChannelCloseInfo, ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
-import type { BinaryFrame, EncodeOptions } from "../protocol/frames.ts";
-import type { ControlMessage } from "../protocol/messages.ts";
-import { Liveness } from "./liveness.ts";
-import type { ByteCategory, ReplicationMetrics } from "./metrics.ts";
-import type { EncodedSync, HeldRequest, OutgoingFrame } from "./sync-encoder.ts";
-import { ioLogBytes } from "./sync-encoder.ts";
+// liveness, the syncs sent and not yet acknowledged, the acks that complete them, and the
+// waits of the engine's staged operations (the initial copy's ack, a handover's promotion).
+// It is thrown away whole on loss: `end()` hands back every sync still in flight, in order,
+// and settles every wait, so nothing the guest or an operation waits for hangs with it.
+import type { ChannelCloseInfo, ChannelEvent, ReplicationChannel } from "../../channel/channel.ts";
+import { systemClock, type Clock, type Timer } from "../../clock.ts";
+import { ioLogBytes, type BinaryFrame, type ByteCategory, type EncodeOptions } from "../../protocol/frames.ts";
+import type { ControlMessage } from "../../protocol/messages.ts";
+import { Liveness } from "../liveness.ts";
+import type { ReplicationMetrics } from "../metrics.ts";
+import type { PendingRequest } from "./pending-io.ts";
+import type { EncodedSync, OutgoingFrame } from "./sync-encoder.ts";
 
 export interface InFlightSync {
   seq: number;
-  /** Guest requests the sync logs; completed when it is acknowledged. */
-  requests: HeldRequest[];
+  /** Guest requests the sync logs. */
+  requests: PendingRequest[];
   /** When the capture was taken (performance.now()). */
   capturedAt: number;
   encoded: EncodedSync | undefined;
@@ -26,12 +28,10 @@ export interface InFlightSync {
 export interface SessionEvents {
   /** Sync acknowledged (in seq order), after `track()`. */
   acknowledged(sync: InFlightSync): void;
-  /** The initial copy (seq 0) is acknowledged: the requests it covered. */
-  initAcknowledged(covered: HeldRequest[]): void;
-  /** The session is gone; called once. `protocolError`: we refused the peer's input. */
+  /** The session is gone; called once. */
   lost(reason: string): void;
-  /** The secondary proved the secret and took over at `epoch` (its guest resumed at `resumedAtMs`, when it says). */
-  promoted(epoch: number, resumedAtMs: number | undefined): void;
+  /** The secondary proved the secret and took over at `epoch` without being asked to (the engine fences itself). */
+  tookOver(epoch: number): void;
 }
 
 export interface SessionOptions {
@@ -40,31 +40,44 @@ export interface SessionOptions {
   peerTimeoutMs: number;
   metrics: ReplicationMetrics;
   events: SessionEvents;
+  clock?: Clock;
+}
+
+/** A wait the session settles: by the awaited message, or with `undefined` when the session ends first. */
+interface Waiter<T> {
+  resolve: (value: T | undefined) => void;
 }
 
 export class PrimarySession {
   readonly channel: ReplicationChannel;
   readonly #options: SessionOptions;
-  readonly #inFlight: InFlightSync[] = [];
+  readonly #clock: Clock;
+  /** Syncs sent and not acknowledged, oldest first, with when they were tracked (on the session's clock). */
+  readonly #inFlight: { sync: InFlightSync; since: number }[] = [];
   readonly #peerDigests = new Map<number, string>();
   /** Consistency checks waiting for the secondary's verify-digests, by id. */
   readonly #digestRequests = new Map<number, { resolve: (digests: string[]) => void; reject: (error: Error) => void }>();
   #digestWaiter: (() => void) | undefined;
+  #initAck: Waiter<true> | undefined;
+  #initAcked = false;
+  #promotion: Waiter<{ epoch: number; resumedAtMs: number | undefined }> | undefined;
   #nextSeq = 1;
   #ended = false;
   #heartbeatId = 0;
   /** Syncs go on the wire one after another: sync N+1's frames never overtake sync N's. */
   #sending: Promise<void> = Promise.resolve();
-  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #heartbeat: Timer | undefined;
   readonly #liveness: Liveness;
 
   constructor(channel: ReplicationChannel, options: SessionOptions) {
     this.channel = channel;
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
     this.#liveness = new Liveness({
       timeoutMs: options.peerTimeoutMs,
       receivingPaused: () => channel.receivingPaused,
       onSilent: (ms) => this.#lose(`no word from the secondary for ${Math.round(ms)} ms`),
+      clock: this.#clock,
     });
     channel.onActivity(() => this.#liveness.heard());
     channel.onMessage((event) => this.#receive(event));
@@ -81,7 +94,7 @@ export class PrimarySession {
 
   /** Whether an event-driven sync (not the initial copy) waits for its acknowledgement. */
   get awaitingSyncAck(): boolean {
-    return this.#inFlight.some((sync) => sync.seq > 0);
+    return this.#inFlight.some(({ sync }) => sync.seq > 0);
   }
 
   /** The number the next captured sync gets. */
@@ -89,23 +102,59 @@ export class PrimarySession {
     return this.#nextSeq++;
   }
 
+  /** The last sync the secondary acknowledged (0: only the initial copy, or nothing yet). */
+  get lastAcknowledged(): number {
+    return (this.#inFlight[0]?.sync.seq ?? this.#nextSeq) - 1;
+  }
+
   /** The secondary's digests of its own disks (sent right after the handshake), waiting up to `timeoutMs` for `count`. */
   async peerDigests(count: number, timeoutMs: number): Promise<ReadonlyMap<number, string>> {
-    const deadline = performance.now() + timeoutMs;
-    while (this.#peerDigests.size < count && !this.#ended && performance.now() < deadline) {
+    const deadline = this.#clock.now() + timeoutMs;
+    while (this.#peerDigests.size < count && !this.#ended && this.#clock.now() < deadline) {
       await new Promise<void>((resolve) => {
-        this.#digestWaiter = resolve;
-        setTimeout(resolve, Math.max(0, Math.min(100, deadline - performance.now())));
+        const timer = this.#clock.setTimeout(resolve, Math.max(0, deadline - this.#clock.now()));
+        this.#digestWaiter = () => {
+          timer.cancel();
+          resolve();
+        };
       });
     }
     return this.#peerDigests;
+  }
+
+  /** Resolves true when the secondary acknowledges the initial copy; false if the session ends first or `timeoutMs` passes (a loss). */
+  async initAcknowledged(timeoutMs: number): Promise<boolean> {
+    if (this.#initAcked) return true;
+    if (this.#ended) return false;
+    const timer = this.#clock.setTimeout(() => this.#lose(`no init-ack within ${timeoutMs} ms`), timeoutMs);
+    const acked = await new Promise<true | undefined>((resolve) => (this.#initAck = { resolve }));
+    timer.cancel();
+    return acked === true;
+  }
+
+  /**
+   * After a handover request: resolves when the secondary says it runs the guest (with when its
+   * guest resumed); rejects if the session ends first or nothing comes within `timeoutMs`.
+   */
+  async promotion(timeoutMs: number): Promise<{ epoch: number; resumedAtMs: number | undefined }> {
+    if (this.#ended) throw new Error("the session with the secondary ended");
+    let timedOut = false;
+    const timer = this.#clock.setTimeout(() => {
+      timedOut = true;
+      this.#promotion?.resolve(undefined);
+    }, timeoutMs);
+    const promoted = await new Promise<{ epoch: number; resumedAtMs: number | undefined } | undefined>((resolve) => (this.#promotion = { resolve }));
+    timer.cancel();
+    this.#promotion = undefined;
+    if (promoted !== undefined) return promoted;
+    throw new Error(timedOut ? `the secondary did not take over within ${timeoutMs} ms` : "the session with the secondary ended");
   }
 
   /** Heartbeats out, and the peer's silence watched. */
   startHeartbeat(): void {
     if (this.#ended || this.#heartbeat !== undefined) return;
     this.#liveness.start();
-    this.#heartbeat = setInterval(() => {
+    this.#heartbeat = this.#clock.setInterval(() => {
       this.checkAckTimeout();
       void this.sendControl({ type: "heartbeat", epoch: this.#options.epoch, id: ++this.#heartbeatId }).catch(() => undefined);
     }, this.#options.heartbeatIntervalMs);
@@ -113,7 +162,7 @@ export class PrimarySession {
 
   /** Registers a sync as in flight before any of it is sent, so a loss mid-send returns it. */
   track(sync: InFlightSync): void {
-    this.#inFlight.push(sync);
+    this.#inFlight.push({ sync, since: this.#clock.now() });
   }
 
   /**
@@ -180,13 +229,15 @@ export class PrimarySession {
     if (!this.#ended) {
       this.#ended = true;
       this.#liveness.stop();
-      clearInterval(this.#heartbeat);
+      this.#heartbeat?.cancel();
       this.#digestWaiter?.();
       for (const request of this.#digestRequests.values()) request.reject(new Error(`the session ended: ${reason}`));
       this.#digestRequests.clear();
+      this.#initAck?.resolve(undefined);
+      this.#promotion?.resolve(undefined);
       void this.channel.close(reason.slice(0, 200)).catch(() => undefined);
     }
-    return this.#inFlight.splice(0);
+    return this.#inFlight.splice(0).map(({ sync }) => sync);
   }
 
   #count(into: Record<ByteCategory, number>, category: ByteCategory, bytes: number): void {
@@ -204,17 +255,20 @@ export class PrimarySession {
         this.#digestWaiter?.();
         return;
       case "init-ack": {
-        const initial = this.#inFlight[0]?.seq === 0 ? this.#inFlight.shift() : undefined;
-        return this.#options.events.initAcknowledged(initial?.requests ?? []);
+        // The initial copy (seq 0) was tracked at its start; SessionOrder let one init-ack through.
+        if (this.#inFlight[0]?.sync.seq === 0) this.#inFlight.shift();
+        this.#initAcked = true;
+        return this.#initAck?.resolve(true);
       }
       case "sync-ack": {
         // SessionOrder let only the next unacknowledged seq through.
-        const sync = this.#inFlight.shift();
+        const sync = this.#inFlight.shift()?.sync;
         if (sync === undefined || sync.seq !== message.seq) return this.#lose(`sync-ack ${message.seq} for a sync not in flight`);
         return this.#options.events.acknowledged(sync);
       }
       case "promoted":
-        return this.#options.events.promoted(message.epoch, message.resumedAtMs);
+        if (this.#promotion !== undefined) return this.#promotion.resolve({ epoch: message.epoch, resumedAtMs: message.resumedAtMs });
+        return this.#options.events.tookOver(message.epoch);
       case "verify-digests": {
         const request = this.#digestRequests.get(message.id);
         this.#digestRequests.delete(message.id);
@@ -236,16 +290,16 @@ export class PrimarySession {
 
   #lose(reason: string): void {
     if (this.#ended) return;
-    // The engine calls end(), which takes the in-flight syncs back.
+    // The engine calls end(), which takes the in-flight syncs back and settles the waits.
     this.#options.events.lost(reason);
   }
 
   /** A sync unanswered this long means the secondary is stuck even if it answers heartbeats. */
-  checkAckTimeout(now = performance.now()): void {
+  checkAckTimeout(now = this.#clock.now()): void {
     // The initial copy (seq 0) has a timeout of its own: it is as slow as the disks are large.
-    const oldest = this.#inFlight.find((sync) => sync.seq > 0);
-    if (oldest !== undefined && now - oldest.capturedAt > this.#options.peerTimeoutMs) {
-      this.#lose(`sync ${oldest.seq} not acknowledged within ${this.#options.peerTimeoutMs} ms`);
+    const oldest = this.#inFlight.find(({ sync }) => sync.seq > 0);
+    if (oldest !== undefined && now - oldest.since > this.#options.peerTimeoutMs) {
+      this.#lose(`sync ${oldest.sync.seq} not acknowledged within ${this.#options.peerTimeoutMs} ms`);
     }
   }
 }

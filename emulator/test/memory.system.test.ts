@@ -6,7 +6,7 @@ import { defaultGuest } from "../node/images.ts";
 import { MachineStateError } from "../errors.ts";
 import { whilePaused } from "../paused.ts";
 import { allocateInV86Heap } from "../v86-internals.ts";
-import { DirtyPageTracker, PAGE_SIZE, applyPages, simdAvailable } from "../memory/index.ts";
+import { DirtyPageTracker, applyPages, simdAvailable } from "../memory/index.ts";
 import { MemoryBackend } from "../block/memory-backend.ts";
 import { virtioBlkDisk } from "../virtio-blk/disk.ts";
 import { readFileSync } from "node:fs";
@@ -14,6 +14,7 @@ import { patchDirtyMap, WasmPatchError } from "../wasm-patch/dirty-map-patch.ts"
 import { CHUNK_EXPORT, TRACK_EXPORT, VERSION_EXPORT, YIELD_EXPORT } from "../wasm-patch/dirty-map-abi.ts";
 import { trackedWasmBytes, v86WasmPath } from "../node/tracked-wasm.ts";
 import { pageScanModuleBytes } from "../memory/page-scan-wasm.ts";
+import { PAGE_SIZE } from "../units.ts";
 
 const ramHash = (machine: Machine) => createHash("sha256").update(machine.ram.bytes).digest("hex");
 

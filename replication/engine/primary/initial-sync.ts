@@ -5,14 +5,14 @@
 // are held and travel as the syncs that follow. Requests taken before the start are covered
 // by the copy (the disks are read after their backend I/O), so they complete with the
 // init-ack.
-import { PAGE_SIZE } from "../protocol/limits.ts";
-import type { PageSet } from "../../emulator/memory/index.ts";
-import { isAllZero, pageSetFrames } from "../protocol/page-collect.ts";
-import { copyDisk, diskDigest } from "./disk-image.ts";
-import type { PrimaryGuest } from "./guest.ts";
-import type { PrimarySession } from "./primary-session.ts";
-import { nextTurn } from "./next-turn.ts";
-import type { DiskMode, HeldRequest } from "./sync-encoder.ts";
+import type { PageSet } from "../../../emulator/memory/index.ts";
+import { isAllZero, pageSetFrames } from "../../protocol/page-collect.ts";
+import { copyDisk, diskDigest } from "../disk-image.ts";
+import type { PrimaryGuest } from "../guest.ts";
+import type { PrimarySession } from "./session.ts";
+import { nextTurn } from "../next-turn.ts";
+import { wireDiskMode, type DiskMode } from "./sync-encoder.ts";
+import { PAGE_SIZE } from "../../../emulator/units.ts";
 
 export interface InitialSyncInput {
   guest: PrimaryGuest;
@@ -21,10 +21,8 @@ export interface InitialSyncInput {
   mode: DiskMode;
   /** How long to wait for the secondary's digests of its own disks. */
   digestWaitMs: number;
-  /** At the capture's boundary: takes the requests the copy covers. */
-  takeCovered(): HeldRequest[];
-  /** Registers the capture (seq 0) as in flight with the requests it covers. */
-  onCaptured(requests: HeldRequest[], capturedAt: number): void;
+  /** At the copy's start, an instruction boundary: everything the guest did so far is covered by the copy (sync 0). */
+  atCopyStart(): void;
 }
 
 /** Pages per range of the live copy: ~8 MiB scanned and copied between two slices of the guest. */
@@ -39,7 +37,7 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
   // travel in the syncs that follow (the guest runs on while RAM is copied).
   await guest.atNextBoundary(() => {
     guest.beginFullCopy();
-    input.onCaptured(input.takeCovered(), performance.now());
+    input.atCopyStart();
   });
   // The copy must hold what the covered requests wrote: wait until the disks did it.
   await Promise.all(guest.disks.map((disk) => disk.idle()));
@@ -56,7 +54,7 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
     epoch,
     memoryBytes: guest.memoryBytes,
     pageSize: PAGE_SIZE,
-    diskMode: input.mode === "logging-replay" ? "io-log" : "dirty-block-copy",
+    diskMode: wireDiskMode(input.mode),
     disks,
   });
   let pageCount = 0;

@@ -1,0 +1,424 @@
+// The primary's sync engine (Kemari, event-driven): the guest runs; when it submits disk
+// writes or prints, the engine captures, at the guest's next instruction boundary and without
+// stopping it, the pages changed since the last capture and the device-state parts that
+// changed, takes the requests to log, and sends them as sync N: page deltas, state changes
+// and an I/O log (logging-replay) or the written blocks (dirty-block-copy). What the guest and
+// the outside world would see (a write's completion, console bytes) is held in the
+// output-commit queue and released when the secondary acknowledges sync N; up to `syncWindow`
+// syncs may be in flight. A flush completes at once (it covers only completed writes, which
+// the secondary already holds) and rides in the next sync's log so the secondary makes its
+// copy durable too.
+//
+// This file is the engine's state machine and its wiring: guest events go through the I/O
+// policy table (io-policy.ts) into the pending I/O (pending-io.ts) and the output-commit
+// queue (output-commit.ts); the capture scheduler (capture-scheduler.ts) runs captures
+// (capture.ts); the staged operations are protect.ts, handover.ts and migrate.ts.
+import type { BlockHook, BlockIoEvent } from "../../../emulator/block/hook.ts";
+import { withoutUndefined } from "../../../emulator/config.ts";
+import { Machine } from "../../../emulator/machine.ts";
+import type { ReplicationChannel } from "../../channel/channel.ts";
+import { systemClock, type Clock } from "../../clock.ts";
+import { verify as verifyReplica, type VerifyOptions, type VerifyReport } from "../consistency-check.ts";
+import type { PrimaryGuest } from "../guest.ts";
+import { primaryGuestOf } from "../machine-guest.ts";
+import { ReplicationMetrics } from "../metrics.ts";
+import type { SyncEvent } from "../sync-event.ts";
+import { StateMachine } from "../transitions.ts";
+import { captureSync } from "./capture.ts";
+import { CaptureScheduler } from "./capture-scheduler.ts";
+import { CheckSupport } from "./check-support.ts";
+import type { PrimaryCore, ResolvedPrimaryOptions } from "./core.ts";
+import { handOver } from "./handover.ts";
+import { ioPolicy, type IoPolicy } from "./io-policy.ts";
+import { migrate, type MigrationReport } from "./migrate.ts";
+import { OutputCommitQueue, type HeldOutput } from "./output-commit.ts";
+import { PendingIo } from "./pending-io.ts";
+import { protect } from "./protect.ts";
+import { PrimarySession, type InFlightSync } from "./session.ts";
+import { PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy } from "./states.ts";
+import type { DiskMode } from "./sync-encoder.ts";
+import { SyncWaiters } from "./sync-waiters.ts";
+
+export type { DiskMode } from "./sync-encoder.ts";
+export type { PrimaryState, SecondaryLossPolicy } from "./states.ts";
+export type { MigrationReport } from "./migrate.ts";
+export type { SyncEvent } from "../sync-event.ts";
+
+export interface PrimaryOptions {
+  mode: DiskMode;
+  /** The hook the machine's disks were built with (needed when a Machine is given). */
+  hook?: BlockHook;
+  epoch?: number;
+  heartbeatIntervalMs?: number;
+  /** A sync or heartbeat unanswered this long means the secondary is gone. */
+  peerTimeoutMs?: number;
+  onSecondaryLoss?: SecondaryLossPolicy;
+  /** The secondary writes and hashes whole disks before its init-ack: allow for that. */
+  initialSyncTimeoutMs?: number;
+  /** Syncs in flight at once (a guest with several requests outstanding overlaps their round trips). */
+  syncWindow?: number;
+  /** Deflate sync frames (pays only on slow links; see benchmarks/results/talk.md). */
+  compressSyncs?: boolean;
+  /** Read-replay: pages a disk read filled travel as a log entry the secondary replays from its own disk (default on). */
+  readReplay?: boolean;
+  /** Timers and timeouts (tests pass a manual clock). */
+  clock?: Clock;
+  log?: (line: string) => void;
+}
+
+const DEFAULTS = {
+  epoch: 1,
+  heartbeatIntervalMs: 250,
+  peerTimeoutMs: 5000,
+  onSecondaryLoss: "continue" as SecondaryLossPolicy,
+  initialSyncTimeoutMs: 300_000,
+  syncWindow: 4,
+  compressSyncs: false,
+  readReplay: true,
+};
+
+export class PrimaryEngine {
+  readonly metrics = new ReplicationMetrics("primary");
+  /** What waits for the secondary's acknowledgement; listen to released console bytes with `outputs.onRelease("console", ...)`. */
+  readonly outputs = new OutputCommitQueue();
+  readonly #guest: PrimaryGuest;
+  readonly #options: ResolvedPrimaryOptions;
+  readonly #fsm = new StateMachine<PrimaryState>("primary", PRIMARY_TRANSITIONS, "idle");
+  readonly #pending = new PendingIo();
+  readonly #waiters = new SyncWaiters();
+  readonly #checks: CheckSupport;
+  readonly #scheduler: CaptureScheduler;
+  readonly #core: PrimaryCore;
+  #session: PrimarySession | undefined;
+  /** A handover started by a failed disk: later failures wait for the same outcome. */
+  #diskFailover: Promise<boolean> | undefined;
+  readonly #unsubscribe: (() => void)[] = [];
+  readonly #syncListeners = new Set<(event: SyncEvent) => void>();
+
+  /** `target`: a booted Machine (give `options.hook`) or any PrimaryGuest. */
+  constructor(target: Machine | PrimaryGuest, options: PrimaryOptions) {
+    const { hook: _, ...rest } = withoutUndefined(options);
+    this.#options = { ...DEFAULTS, clock: systemClock, log: undefined, ...rest, mode: options.mode };
+    if (target instanceof Machine) {
+      if (options.hook === undefined) throw new Error("PrimaryEngine: give the BlockHook the machine's disks were built with");
+      this.#guest = primaryGuestOf(target, options.hook);
+    } else {
+      this.#guest = target;
+    }
+    this.#core = this.#makeCore();
+    this.#checks = new CheckSupport({
+      guest: this.#guest,
+      pending: this.#pending,
+      unprotectedReason: () => (this.#fsm.is("protected") ? undefined : this.state),
+      session: () => this.#session,
+      wake: () => this.#scheduler.wake(),
+    });
+    this.#scheduler = new CaptureScheduler({
+      wanted: () => this.#pending.count > 0 || this.outputs.hasUncoveredOutput || this.#waiters.wantCapture || this.#checks.wantsCapture,
+      allowed: () => this.#session !== undefined && this.#policy().capture && this.#session.inFlightCount < this.#options.syncWindow,
+      capture: () => this.#capture(),
+      failed: (error) => this.#options.log?.(`primary: capture scheduling failed: ${error.message}`),
+    });
+    this.metrics.epoch = this.#options.epoch;
+    this.metrics.state = this.#fsm.state;
+    this.#fsm.onChange((state, reason) => {
+      this.metrics.state = state;
+      this.#options.log?.(`primary: ${reason}`);
+    });
+    this.#unsubscribe.push(
+      this.#guest.onOutput((bytes) => this.#guestOutput({ kind: "console", bytes })),
+      this.#guest.onBlockRequest((event) => this.#blockRequest(event)),
+      this.#guest.onBlockCompleted((event, outcome) => this.#blockCompleted(event, outcome.ok ? outcome.readData : undefined)),
+      this.#guest.onBackendFailure((_event, error) => this.#diskFailed(error)),
+    );
+  }
+
+  get state(): PrimaryState {
+    return this.#fsm.state;
+  }
+
+  get epoch(): number {
+    return this.#options.epoch;
+  }
+
+  get mode(): DiskMode {
+    return this.#options.mode;
+  }
+
+  /** Requests whose completion the guest waits for (held until a sync covering them is acknowledged). */
+  get heldRequests(): number {
+    return this.outputs.heldCompletions;
+  }
+
+  onStateChange(listener: (state: PrimaryState, reason: string) => void): () => void {
+    return this.#fsm.onChange((state, reason) => listener(state, reason));
+  }
+
+  /** Called after each acknowledged sync. */
+  onSync(listener: (event: SyncEvent) => void): () => void {
+    this.#syncListeners.add(listener);
+    return () => this.#syncListeners.delete(listener);
+  }
+
+  /**
+   * Initial sync with a (new) secondary, from `idle` or after a loss; then event-driven
+   * syncs. Resolves when protected, or when the attempt failed (see `state`): a link that
+   * fails is a loss, handled by the loss policy, never a rejection.
+   */
+  async protect(channel: ReplicationChannel): Promise<void> {
+    if (!this.#fsm.is("idle", "unprotected")) throw new Error(`protect: engine is ${this.state}`);
+    await protect(this.#core, channel);
+  }
+
+  /**
+   * Captures now, even with nothing pending, and resolves once that sync is acknowledged: the
+   * secondary then holds the guest as it is at this moment. Rejects when the guest is not protected.
+   */
+  syncNow(): Promise<void> {
+    if (!this.#fsm.is("protected")) return Promise.reject(new Error(`syncNow: the guest is not protected (${this.state})`));
+    return this.#syncNow();
+  }
+
+  /**
+   * Hands the guest over to the secondary (handover.ts): on success this primary is fenced; on
+   * failure the guest runs on here, unprotected, and this rejects.
+   */
+  handOver(reason: string): Promise<{ pausedAtMs: number; resumedAtMs: number | undefined }> {
+    return handOver(this.#core, reason);
+  }
+
+  /** Compares the replica with this primary by ranges, without stopping the guest; with `repair`, sends what differs again. */
+  verify(options: VerifyOptions = {}): Promise<VerifyReport> {
+    if (!this.#fsm.is("protected")) return Promise.reject(new Error(`verify: the guest is not protected (${this.state})`));
+    return verifyReplica(this.#checks.host(), options);
+  }
+
+  /** Live migration to `target` (migrate.ts). */
+  migrate(target: ReplicationChannel, options: { stopAndCopy?: boolean } = {}): Promise<MigrationReport> {
+    return migrate(this.#core, target, options);
+  }
+
+  /** The peer took over (it said so, authenticated, or a handshake proved it): never acknowledge another guest write. */
+  fence(reason: string): void {
+    if (this.#fsm.is("fenced", "closed")) return;
+    this.#fsm.go("fenced", `${reason}; this primary stops its guest for good`);
+    this.#endSession(reason);
+    this.#waiters.rejectAll(new Error(`fenced: ${reason}`));
+    // The guest is stopped for good: what it waits for is never completed, and what it said goes nowhere.
+    this.#guest.halt();
+    this.outputs.discardOutput();
+  }
+
+  /** Stops replicating (the guest keeps running unprotected) and closes the channel. */
+  async close(reason = "primary shutting down"): Promise<void> {
+    if (this.#fsm.is("closed")) return;
+    const fenced = this.#fsm.is("fenced");
+    this.#fsm.go("closed", reason);
+    for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
+    this.#endSession(reason);
+    this.#waiters.rejectAll(new Error(`closed: ${reason}`));
+    if (!fenced) this.outputs.releaseAll();
+    this.#pending.clear();
+    this.#guest.dispose();
+  }
+
+  // ------------------------------------------------------------ guest events
+
+  #policy(): IoPolicy {
+    return ioPolicy(this.#fsm.state, this.#options.onSecondaryLoss);
+  }
+
+  #blockRequest(event: BlockIoEvent): void | Promise<void> {
+    const order = this.#pending.submitted(event);
+    const policy = this.#policy();
+    switch (event.type) {
+      case "read":
+        if (policy.read === "track" && this.#options.readReplay) this.#pending.readStarted(event);
+        return;
+      case "flush":
+        if (policy.flush === "pass") return;
+        this.#pending.add({ event, submittedAt: performance.now(), order });
+        return this.#scheduler.wake();
+      case "write": {
+        this.#checks.noteWrite(event);
+        if (policy.write === "pass") return;
+        return new Promise<void>((release) => {
+          const submittedAt = performance.now();
+          const completion: HeldOutput = { kind: "completion", release };
+          this.outputs.hold(completion, submittedAt);
+          this.#pending.add({ event, submittedAt, order, completion });
+          this.#scheduler.wake();
+        });
+      }
+    }
+  }
+
+  /** A read's data landed in guest memory: a candidate for read-replay at the next capture. */
+  #blockCompleted(event: BlockIoEvent, readData: Uint8Array | undefined): void {
+    if (event.type === "read") this.#pending.readCompleted(event, this.#policy().read === "track" ? readData : undefined);
+  }
+
+  #guestOutput(output: HeldOutput & { kind: "console" | "frame" }): void {
+    switch (this.#policy().output) {
+      case "drop":
+        return;
+      case "pass":
+        return this.outputs.pass(output);
+      case "hold":
+        this.outputs.hold(output, performance.now());
+        return this.#scheduler.wake();
+    }
+  }
+
+  /** Takes over a request the guest's disk failed when a secondary can run it instead. */
+  #diskFailed(error: Error): Promise<boolean> | undefined {
+    if (this.#diskFailover !== undefined) return this.#diskFailover;
+    if (!this.#fsm.is("protected")) return undefined; // nobody to hand over to: the guest gets the error
+    this.#options.log?.(`primary: the guest's disk failed (${error.message}); handing the guest over to the secondary`);
+    this.#diskFailover = this.handOver(`the primary's disk failed: ${error.message}`).then(
+      () => true,
+      () => {
+        this.#diskFailover = undefined;
+        return false;
+      },
+    );
+    return this.#diskFailover;
+  }
+
+  // ------------------------------------------------------------ syncs
+
+  #syncNow(): Promise<void> {
+    const acknowledged = this.#waiters.add(performance.now());
+    this.#scheduler.wake();
+    return acknowledged;
+  }
+
+  /** Since when the oldest work waits for a capture (for the capture-delay metric). */
+  #workSince(): number | undefined {
+    const times = [this.#pending.oldestSubmittedAt, this.outputs.oldestUncoveredAt, this.#waiters.waitingSince, this.#checks.waitingSince].filter(
+      (time): time is number => time !== undefined,
+    );
+    return times.length === 0 ? undefined : Math.min(...times);
+  }
+
+  async #capture(): Promise<void> {
+    const session = this.#session!;
+    const workSince = this.#workSince();
+    let sync: InFlightSync | undefined;
+    try {
+      sync = await this.#guest.atNextBoundary(() => captureSync(this.#core, session, this.#checks, this.#waiters, workSince));
+    } catch (error) {
+      return this.#lose(session, `capture failed: ${(error as Error).message}`);
+    }
+    if (sync !== undefined) void this.#send(session, sync);
+  }
+
+  async #send(session: PrimarySession, sync: InFlightSync): Promise<void> {
+    try {
+      await session.sendFrames(sync.encoded!.frames, sync.bytes, { compress: this.#options.compressSyncs }, sync.after);
+    } catch (error) {
+      this.#lose(session, `sending sync ${sync.seq} failed: ${(error as Error).message}`);
+    }
+  }
+
+  #acknowledged(session: PrimarySession, sync: InFlightSync): void {
+    if (session.ended) return;
+    const roundTripMs = performance.now() - sync.capturedAt;
+    this.metrics.roundTrip.add(roundTripMs);
+    this.metrics.syncs++;
+    this.metrics.pagesSynced += sync.encoded?.pages.length ?? 0;
+    this.metrics.writesSynced += sync.requests.filter((r) => r.event.type === "write").length;
+    if (!session.awaitingSyncAck) this.#guest.eagerYield(false);
+    this.outputs.acknowledged(sync.seq);
+    this.#waiters.acknowledged(sync.seq);
+    if (sync.encoded !== undefined && this.#syncListeners.size > 0) {
+      const event: SyncEvent = {
+        role: "primary",
+        seq: sync.seq,
+        pages: sync.encoded.pages,
+        bytes: sync.bytes,
+        io: sync.encoded.io,
+        pauseMs: sync.pauseMs,
+        roundTripMs,
+      };
+      for (const listener of this.#syncListeners) listener(event);
+    }
+    this.#scheduler.wake();
+  }
+
+  // ------------------------------------------------------------ sessions and loss
+
+  #openSession(channel: ReplicationChannel): PrimarySession {
+    const session: PrimarySession = new PrimarySession(channel, {
+      epoch: this.epoch,
+      heartbeatIntervalMs: this.#options.heartbeatIntervalMs,
+      peerTimeoutMs: this.#options.peerTimeoutMs,
+      metrics: this.metrics,
+      clock: this.#options.clock,
+      events: {
+        acknowledged: (sync) => this.#acknowledged(session, sync),
+        lost: (reason) => this.#lose(session, reason),
+        tookOver: (epoch) => {
+          if (!session.ended) this.fence(`the secondary took over at epoch ${epoch}`);
+        },
+      },
+    });
+    this.#session = session;
+    // From the start: a secondary that hangs during a long initial copy is noticed too.
+    session.startHeartbeat();
+    return session;
+  }
+
+  /** Ends the current session (it says goodbye where the link still works); its waits settle. */
+  #endSession(reason: string): void {
+    const session = this.#session;
+    this.#session = undefined;
+    session?.end(reason);
+    this.#guest.eagerYield(false);
+  }
+
+  /**
+   * The secondary is gone, or let go: per policy the guest runs on unprotected, or its writes
+   * and output wait. The session's end says goodbye where the link still works, so a secondary
+   * that is only slow holds its replica instead of taking over.
+   */
+  #lose(session: PrimarySession, reason: string): void {
+    if (this.#session !== session) return;
+    const lastAcknowledged = session.lastAcknowledged;
+    this.#endSession(reason);
+    // Nothing the guest waits for is dropped: what unacknowledged syncs covered waits again, for
+    // the next initial copy (which also covers what the pending requests would have logged).
+    this.outputs.uncoverAfter(lastAcknowledged);
+    this.#pending.clear();
+    this.#waiters.rejectAll(new Error(`the secondary was lost before the sync was acknowledged: ${reason}`));
+    if (this.#fsm.is("fenced", "closed")) return;
+    const stall = this.#options.onSecondaryLoss === "stall";
+    this.#fsm.go(
+      "unprotected",
+      `${reason}; ${stall ? "guest writes and output are HELD until a secondary protects the guest again" : "the guest now runs UNPROTECTED"}`,
+    );
+    if (!stall) this.outputs.releaseAll();
+  }
+
+  #makeCore(): PrimaryCore {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the core's getters read the engine's current fields
+    const engine = this;
+    return {
+      guest: this.#guest,
+      options: this.#options,
+      fsm: this.#fsm,
+      metrics: this.metrics,
+      outputs: this.outputs,
+      pending: this.#pending,
+      get session() {
+        return engine.#session;
+      },
+      policy: () => this.#policy(),
+      openSession: (channel) => this.#openSession(channel),
+      lose: (session, reason) => this.#lose(session, reason),
+      wake: () => this.#scheduler.wake(),
+      syncNow: () => this.#syncNow(),
+      fence: (reason) => this.fence(reason),
+    };
+  }
+}

@@ -1,0 +1,43 @@
+// What happens to each kind of guest I/O, decided in one table by the engine's state and its
+// loss policy (as QEMU's replication_get_io_status decides by stage and mode), instead of
+// checks scattered over the event handlers.
+import type { PrimaryState, SecondaryLossPolicy } from "./states.ts";
+
+export interface IoPolicy {
+  /**
+   * A disk write's completion. `hold`: the write is logged by the next sync (or covered by the
+   * next initial copy) and the guest sees it complete once that is acknowledged. `pass`: the
+   * disk completes it alone (nothing protects the guest).
+   */
+  write: "hold" | "pass";
+  /** A flush: `log` it in the next sync so the secondary makes its copy durable too (the guest does not wait: it covers completed writes only); `pass`: not logged. */
+  flush: "log" | "pass";
+  /** A read: `track` it as a read-replay candidate, or `pass`. */
+  read: "track" | "pass";
+  /** Console bytes and network frames: `hold` until a sync covers them and is acknowledged; `pass` at once; `drop` (a fenced primary's guest is not the real one). */
+  output: "hold" | "pass" | "drop";
+  /** Whether syncs are captured and sent. */
+  capture: boolean;
+}
+
+const PASS: IoPolicy = { write: "pass", flush: "pass", read: "pass", output: "pass", capture: false };
+const PROTECTING: IoPolicy = { write: "hold", flush: "log", read: "track", output: "hold", capture: true };
+/** A secondary is being set up, or lost under `stall`: nothing escapes, nothing is logged (the next initial copy covers it). */
+const WAITING: IoPolicy = { write: "hold", flush: "pass", read: "pass", output: "hold", capture: false };
+
+const TABLE: Record<PrimaryState, Record<SecondaryLossPolicy, IoPolicy>> = {
+  idle: { continue: PASS, stall: PASS },
+  "initial-sync": { continue: WAITING, stall: WAITING },
+  protected: { continue: PROTECTING, stall: PROTECTING },
+  // The guest is stopped for the last sync; anything it submitted before waits for that sync.
+  "handing-over": { continue: { ...PROTECTING, flush: "pass", read: "pass" }, stall: { ...PROTECTING, flush: "pass", read: "pass" } },
+  unprotected: { continue: PASS, stall: WAITING },
+  // Stopped for good: what the guest waits for never completes, and what it says goes nowhere.
+  fenced: { continue: { ...WAITING, output: "drop" }, stall: { ...WAITING, output: "drop" } },
+  // The engine let the guest go: it runs on unprotected.
+  closed: { continue: PASS, stall: PASS },
+};
+
+export function ioPolicy(state: PrimaryState, onLoss: SecondaryLossPolicy): IoPolicy {
+  return TABLE[state][onLoss];
+}

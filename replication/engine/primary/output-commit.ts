@@ -1,0 +1,172 @@
+// Output commit: what the outside world (and, in the synchronous mode, the guest) would see
+// waits until the secondary holds a state at least as new as the moment it happened, so that
+// after a failover nothing anyone saw is unknown to the surviving replica. One queue, one
+// rule, for every kind of held output:
+//
+//   - held uncovered: it happened after the last capture;
+//   - covered by sync N: the capture of sync N saw it (for a disk write's completion: sync N
+//     logs the write);
+//   - released, in the order it was held, once sync N is acknowledged and everything held
+//     before it is released too.
+//
+// Pure: the engine calls it; the queue calls a completion's `release` and the listeners of
+// the kind that is released.
+
+export type HeldOutput =
+  /** A guest request's completion (a disk write the guest waits for). */
+  | { kind: "completion"; release: () => void }
+  /** Bytes the guest printed on its console. */
+  | { kind: "console"; bytes: Uint8Array }
+  /** An Ethernet frame the guest transmitted. */
+  | { kind: "frame"; bytes: Uint8Array };
+
+export type HeldKind = HeldOutput["kind"];
+
+/** Held console bytes and frames beyond this (a stalled primary whose guest keeps talking) are dropped and counted. */
+export const MAX_HELD_OUTPUT_BYTES = 4 << 20;
+
+interface Entry {
+  output: HeldOutput;
+  /** The sync whose capture covers it; undefined until one does. */
+  coveredBy: number | undefined;
+  /** When it was held (the clock of the caller), for how long captures keep work waiting. */
+  heldAt: number;
+}
+
+export interface OutputCounters {
+  held: number;
+  released: number;
+  dropped: number;
+  heldBytes: number;
+  releasedBytes: number;
+  droppedBytes: number;
+}
+
+const emptyCounters = (): OutputCounters => ({ held: 0, released: 0, dropped: 0, heldBytes: 0, releasedBytes: 0, droppedBytes: 0 });
+
+export class OutputCommitQueue {
+  /** Held entries, oldest first. */
+  #entries: Entry[] = [];
+  /** Console and frame bytes held now (completions carry none). */
+  #heldBytes = 0;
+  readonly #listeners = { console: new Set<(bytes: Uint8Array) => void>(), frame: new Set<(bytes: Uint8Array) => void>() };
+  readonly #counters: Record<HeldKind, OutputCounters> = { completion: emptyCounters(), console: emptyCounters(), frame: emptyCounters() };
+
+  /** Listeners for console bytes or frames as they are released, in order. */
+  onRelease(kind: "console" | "frame", listener: (bytes: Uint8Array) => void): () => void {
+    this.#listeners[kind].add(listener);
+    return () => this.#listeners[kind].delete(listener);
+  }
+
+  /** Counts by kind: held, released and dropped, in items and bytes. */
+  counters(kind: HeldKind): Readonly<OutputCounters> {
+    return { ...this.#counters[kind] };
+  }
+
+  /** Console and frame bytes held now. */
+  get heldBytes(): number {
+    return this.#heldBytes;
+  }
+
+  /** Completions the guest waits for now. */
+  get heldCompletions(): number {
+    return this.#entries.reduce((n, entry) => n + (entry.output.kind === "completion" ? 1 : 0), 0);
+  }
+
+  /** Whether console bytes or frames wait for a capture (completions wait for the sync that logs their request). */
+  get hasUncoveredOutput(): boolean {
+    return this.#entries.some((entry) => entry.coveredBy === undefined && entry.output.kind !== "completion");
+  }
+
+  /** When the oldest uncovered console bytes or frame were held. */
+  get oldestUncoveredAt(): number | undefined {
+    return this.#entries.find((entry) => entry.coveredBy === undefined && entry.output.kind !== "completion")?.heldAt;
+  }
+
+  /** Holds an output until a sync covers it and is acknowledged. Console bytes and frames over the bound are dropped and counted (false). */
+  hold(output: HeldOutput, at: number): boolean {
+    const counters = this.#counters[output.kind];
+    const bytes = output.kind === "completion" ? 0 : output.bytes.length;
+    if (bytes > 0 && this.#heldBytes + bytes > MAX_HELD_OUTPUT_BYTES) {
+      counters.dropped++;
+      counters.droppedBytes += bytes;
+      return false;
+    }
+    this.#entries.push({ output, coveredBy: undefined, heldAt: at });
+    this.#heldBytes += bytes;
+    counters.held++;
+    counters.heldBytes += bytes;
+    return true;
+  }
+
+  /** Passes an output straight through (nothing protects the guest now), counted as released. */
+  pass(output: HeldOutput): void {
+    this.#emit(output);
+  }
+
+  /**
+   * The capture of sync `seq` was taken: every console byte and frame held so far is covered by
+   * it, and of the completions those of the requests the sync logs (`logged`).
+   */
+  cover(seq: number, logged: ReadonlySet<HeldOutput>): void {
+    for (const entry of this.#entries) {
+      if (entry.coveredBy !== undefined) continue;
+      if (entry.output.kind !== "completion" || logged.has(entry.output)) entry.coveredBy = seq;
+    }
+  }
+
+  /** A new secondary's initial copy (sync 0) holds everything so far, whatever covered it before. */
+  coverAll(seq: number): void {
+    for (const entry of this.#entries) entry.coveredBy = seq;
+  }
+
+  /** The secondary lost syncs after `lastAcknowledged` with the session: what they covered waits for a new cover. */
+  uncoverAfter(lastAcknowledged: number): void {
+    for (const entry of this.#entries) if (entry.coveredBy !== undefined && entry.coveredBy > lastAcknowledged) entry.coveredBy = undefined;
+  }
+
+  /** Sync `seq` is acknowledged: entries it (or an earlier sync) covers go out, from the oldest, up to the first that is not covered yet. */
+  acknowledged(seq: number): void {
+    let count = 0;
+    while (count < this.#entries.length && this.#entries[count]!.coveredBy !== undefined && this.#entries[count]!.coveredBy! <= seq) count++;
+    this.#releaseFirst(count);
+  }
+
+  /** Nothing protects the guest any more: everything held goes out now, in order. */
+  releaseAll(): void {
+    this.#releaseFirst(this.#entries.length);
+  }
+
+  /** A fenced primary's guest is not the real one: its held console bytes and frames are dropped; completions stay held (its guest never runs again). */
+  discardOutput(): void {
+    const kept: Entry[] = [];
+    for (const entry of this.#entries) {
+      if (entry.output.kind === "completion") {
+        kept.push(entry);
+        continue;
+      }
+      const counters = this.#counters[entry.output.kind];
+      counters.dropped++;
+      counters.droppedBytes += entry.output.bytes.length;
+      this.#heldBytes -= entry.output.bytes.length;
+    }
+    this.#entries = kept;
+  }
+
+  #releaseFirst(count: number): void {
+    if (count === 0) return;
+    const released = this.#entries.splice(0, count);
+    for (const { output } of released) {
+      if (output.kind !== "completion") this.#heldBytes -= output.bytes.length;
+      this.#emit(output);
+    }
+  }
+
+  #emit(output: HeldOutput): void {
+    const counters = this.#counters[output.kind];
+    counters.released++;
+    if (output.kind === "completion") return output.release();
+    counters.releasedBytes += output.bytes.length;
+    for (const listener of this.#listeners[output.kind]) listener(output.bytes);
+  }
+}

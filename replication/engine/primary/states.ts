@@ -1,0 +1,26 @@
+// The primary's states and the only transitions between them (StateMachine refuses others).
+//
+//   idle --protect--> initial-sync --init-ack--> protected --handOver--> handing-over --promoted--> fenced
+//                         |                          |                        |
+//                         +--------- loss ----------> unprotected <---- failed+
+//   any state but closed --the peer took over--> fenced;  any --close--> closed
+
+export type PrimaryState = "idle" | "initial-sync" | "protected" | "handing-over" | "unprotected" | "fenced" | "closed";
+
+export const PRIMARY_TRANSITIONS = {
+  idle: ["initial-sync", "fenced", "closed"],
+  "initial-sync": ["protected", "unprotected", "fenced", "closed"],
+  protected: ["handing-over", "unprotected", "fenced", "closed"],
+  "handing-over": ["fenced", "unprotected", "closed"],
+  unprotected: ["initial-sync", "fenced", "closed"],
+  fenced: ["closed"],
+  closed: [],
+} as const satisfies Record<PrimaryState, readonly PrimaryState[]>;
+
+/**
+ * What the primary does when it loses its secondary (it cannot tell a dead secondary from a
+ * cut link). `continue`: the guest runs on unprotected, writes complete and output flows, and
+ * the engine says so. `stall`: guest writes and output are held until a secondary protects
+ * the guest again (the guest waits on its disk).
+ */
+export type SecondaryLossPolicy = "continue" | "stall";
