@@ -15,7 +15,7 @@ import { decodeControl, encodeControl } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { MAX_TEXT_FIELD, MIN_SECRET_BYTES, PROTOCOL_NAME, SUPPORTED_VERSIONS } from "../protocol/limits.ts";
 import type { ChallengeMessage, ControlMessage, NodeRole } from "../protocol/messages.ts";
-import { SessionOrder } from "../protocol/session-order.ts";
+import { sessionOrderFor } from "../protocol/session-order-for.ts";
 import type { InboundMessage, Transport } from "../transport/transport.ts";
 import { ReplicationChannel } from "./channel.ts";
 import { RecordLayer, RecordType, deriveRecordKeys } from "./record-layer.ts";
@@ -60,7 +60,7 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
     nodeId: (options.nodeId ?? role).slice(0, 64),
   };
   const timeoutMs = options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-  const order = new SessionOrder(role);
+  const order = sessionOrderFor(role);
 
   return new Promise<ReplicationChannel>((resolve, reject) => {
     let settled = false;

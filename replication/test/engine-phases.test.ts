@@ -6,16 +6,18 @@
 // never dropped.
 import { expect } from "chai";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
-import { handshake } from "../channel/handshake.ts";
 import type { ReplicationChannel } from "../channel/channel.ts";
 import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../engine/primary/engine.ts";
 import { SecondaryEngine } from "../engine/secondary/engine.ts";
 import type { BinaryFrame } from "../protocol/frames.ts";
 import { MAX_FRAME_BYTES, MAX_SYNC_DISK_BYTES } from "../protocol/limits.ts";
-import { createMemoryPair, type MemoryPair } from "../transport/memory-pair.ts";
+import type { MemoryPair } from "../transport/memory-pair.ts";
+import { SECTOR_SIZE } from "../../emulator/units.ts";
+import type { Clock } from "../clock.ts";
+import { linkSecondary, linkedChannels } from "../../test/support/engine-link.ts";
+import { ManualClock } from "../../test/support/manual-clock.ts";
+import { settle, waitFor } from "../../test/support/wait.ts";
 import { FailingBackend, FakeGuest, type Submitted } from "./fake-guest.ts";
-
-const SECRET = new TextEncoder().encode("engine-phase-secret-0123456789");
 
 interface Pair {
   primaryGuest: FakeGuest;
@@ -40,26 +42,32 @@ interface PairOptions {
   peerTimeoutMs?: number;
   /** Adjusts the secondary's channel before it is attached. */
   secondaryChannel?: (channel: ReplicationChannel) => void;
+  clock?: Clock;
 }
 
-async function startPair(options: PairOptions = {}): Promise<Pair> {
-  const primaryGuest = options.primaryGuest ?? new FakeGuest();
-  const primary = new PrimaryEngine(primaryGuest, {
+function newPrimary(options: PairOptions, primaryGuest = options.primaryGuest ?? new FakeGuest()): PrimaryEngine {
+  return new PrimaryEngine(primaryGuest, {
     mode: options.mode ?? "logging-replay",
     onSecondaryLoss: options.policy ?? "continue",
     peerTimeoutMs: options.peerTimeoutMs ?? 400,
     heartbeatIntervalMs: 50,
+    ...(options.clock && { clock: options.clock }),
   });
-  const pair = { primaryGuest, primary, log: [] as string[] } as Pair;
+}
+
+async function startPair(options: PairOptions = {}): Promise<Pair> {
+  const primaryGuest = options.primaryGuest ?? new FakeGuest();
+  const pair = { primaryGuest, primary: newPrimary(options, primaryGuest), log: [] as string[] } as Pair;
   await attachSecondary(pair, options);
   return pair;
 }
 
 async function attachSecondary(pair: Pair, options: PairOptions = {}): Promise<void> {
   const secondaryGuest = options.secondaryGuest ?? new FakeGuest();
-  const link = createMemoryPair();
-  const [channel, secondaryChannel] = await Promise.all([handshake(link.a, "primary", SECRET), handshake(link.b, "secondary", SECRET)]);
-  const secondary = new SecondaryEngine(secondaryGuest, { peerTimeoutMs: 400, log: (line) => pair.log.push(line) });
+  const { secondary, link, channel } = await linkSecondary(pair.primary, secondaryGuest, {
+    secondary: { peerTimeoutMs: 400, log: (line) => pair.log.push(line), ...(options.clock && { clock: options.clock }) },
+    ...(options.secondaryChannel && { beforeAttach: options.secondaryChannel }),
+  });
   Object.assign(pair, { secondaryGuest, secondary, link, channel });
   const send = channel.sendFrame.bind(channel);
   channel.sendFrame = async (frame, encode) => {
@@ -75,27 +83,13 @@ async function attachSecondary(pair: Pair, options: PairOptions = {}): Promise<v
     for (const frame of frames) sizes.push(await channel.sendFrame(frame, encode));
     return sizes;
   };
-  options.secondaryChannel?.(secondaryChannel);
-  void secondary.attach(secondaryChannel);
   await pair.primary.protect(channel);
 }
 
-/** Polls a condition on the event loop; fails with `what` after `ms`. */
-async function until(condition: () => boolean, what: string, ms = 3000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
+const until = (condition: () => boolean, what: string, ms = 3000) => waitFor(condition, what, ms);
 
 function sector(n: number, fill: number): Uint8Array {
-  return new Uint8Array(512 * n).fill(fill);
-}
-
-/** Lets every queued message and microtask run, so "still held" is not just "not yet processed". */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+  return new Uint8Array(SECTOR_SIZE * n).fill(fill);
 }
 
 describe("replication engines against a fake guest", function () {
@@ -189,11 +183,7 @@ describe("replication engines against a fake guest", function () {
             // A write the guest made before the copy: the copy covers it.
             armed = true;
             primaryGuest.touch(2, 7);
-            const pair = {
-              primaryGuest,
-              primary: new PrimaryEngine(primaryGuest, { mode: "logging-replay", onSecondaryLoss: policy, peerTimeoutMs: 400, heartbeatIntervalMs: 50 }),
-              log: [],
-            } as unknown as Pair;
+            const pair = { primaryGuest, primary: newPrimary(options, primaryGuest), log: [] } as unknown as Pair;
             await attachSecondary(pair, {
               ...options,
               beforeFrame: (frame, p) => {
@@ -234,9 +224,11 @@ describe("replication engines against a fake guest", function () {
     }
   });
 
-  it("a secondary that answers heartbeats but never acknowledges a sync is a loss (ack timeout)", async () => {
+  it("a secondary that answers heartbeats but never acknowledges a sync is a loss (ack timeout), exactly when the timeout passes", async () => {
     const reasons: string[] = [];
+    const clock = new ManualClock();
     const pair = await startPair({
+      clock,
       secondaryChannel: (channel) => {
         const send = channel.send.bind(channel);
         channel.send = (message) => (message.type === "sync-ack" ? Promise.resolve(0) : send(message));
@@ -244,9 +236,42 @@ describe("replication engines against a fake guest", function () {
     });
     pair.primary.onStateChange((state, reason) => reasons.push(`${state}: ${reason}`));
     const write = pair.primaryGuest.write(24, sector(2, 9));
+    await settle();
+    // Heartbeats keep both sides alive; the sync stays unacknowledged up to the timeout...
+    await clock.advance(350);
+    expect(pair.primary.state).to.equal("protected");
+    expect(write.completed()).to.equal(false);
+    // ...and is a loss at the first check after it.
+    await clock.advance(100);
     expect(await write.completion).to.equal("ok"); // continue: released by the loss, not by an ack
     expect(pair.primary.state).to.equal("unprotected");
     expect(reasons.join("\n")).to.match(/sync 1 not acknowledged within 400 ms/);
+    expect(pair.secondary.state, "the secondary heard heartbeats all along").to.equal("standby");
+  });
+
+  it("a primary that falls silent is lost after the peer timeout, not before; the secondary takes over (manual clock)", async () => {
+    const clock = new ManualClock();
+    const pair = await startPair({ clock });
+    // Silence: the primary's heartbeats stop reaching the secondary (the link stays open).
+    const send = pair.channel.send.bind(pair.channel);
+    pair.channel.send = (message) => (message.type === "heartbeat" ? Promise.resolve(0) : send(message));
+    await clock.advance(390);
+    expect(pair.secondary.state).to.equal("replicating");
+    await clock.advance(60);
+    await waitFor(() => pair.secondary.state === "active", "the secondary to take over");
+    expect(pair.secondary.metrics.snapshot().failoverMs).to.be.a("number");
+  });
+
+  it("does not blame the peer for its own stalls: a timer that fires late moves the silence clock on (manual clock)", async () => {
+    const clock = new ManualClock();
+    const pair = await startPair({ clock });
+    const send = pair.channel.send.bind(pair.channel);
+    pair.channel.send = (message) => (message.type === "heartbeat" ? Promise.resolve(0) : send(message));
+    // One jump of 5 s is this process stalling (every interval late at once), not 5 s of the peer's silence.
+    await clock.jump(5000);
+    expect(pair.secondary.state).to.equal("replicating");
+    await clock.advance(450);
+    await waitFor(() => pair.secondary.state === "active", "the secondary to take over once the silence is the peer's");
   });
 
   it("a failing replica disk makes the secondary refuse promotion and say why; the primary runs on", async () => {
@@ -377,8 +402,7 @@ describe("replication engines against a fake guest", function () {
       const oldSecondary = pair.secondary;
       expect(await pair.primaryGuest.write(40, sector(2, 0x66)).completion).to.equal("ok");
       const targetGuest = new FakeGuest();
-      const link = createMemoryPair();
-      const [toTarget, atTarget] = await Promise.all([handshake(link.a, "primary", SECRET), handshake(link.b, "secondary", SECRET)]);
+      const { channel: toTarget, accepted: atTarget } = await linkedChannels();
       const target = new SecondaryEngine(targetGuest, { peerTimeoutMs: 400 });
       void target.attach(atTarget);
       const report = await pair.primary.migrate(toTarget, { stopAndCopy });
@@ -394,20 +418,18 @@ describe("replication engines against a fake guest", function () {
   }
 
   it("a primary that leaves while the secondary hashes its disks does not break the secondary", async () => {
-    const secondaryGuest = new FakeGuest([new MemoryBackend(256 << 20)]);
+    const secondaryGuest = new FakeGuest([new MemoryBackend(64 << 20)]);
     const secondary = new SecondaryEngine(secondaryGuest, { peerTimeoutMs: 400 });
-    const link = createMemoryPair();
-    const [primaryChannel, secondaryChannel] = await Promise.all([handshake(link.a, "primary", SECRET), handshake(link.b, "secondary", SECRET)]);
+    const { link, channel: primaryChannel, accepted: secondaryChannel } = await linkedChannels();
     const attached = secondary.attach(secondaryChannel);
     link.cut("the primary died right after the handshake");
     await attached; // resolves, never rejects
     void primaryChannel;
     expect(secondary.state).to.equal("waiting");
     // The next primary is served.
-    const primaryGuest = new FakeGuest([new MemoryBackend(256 << 20)]);
+    const primaryGuest = new FakeGuest([new MemoryBackend(64 << 20)]);
     const primary = new PrimaryEngine(primaryGuest, { mode: "logging-replay", peerTimeoutMs: 2000 });
-    const next = createMemoryPair();
-    const [a, b] = await Promise.all([handshake(next.a, "primary", SECRET), handshake(next.b, "secondary", SECRET)]);
+    const { channel: a, accepted: b } = await linkedChannels();
     void secondary.attach(b);
     await primary.protect(a);
     expect(primary.state).to.equal("protected");

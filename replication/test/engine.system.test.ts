@@ -2,23 +2,17 @@
 // initial sync with a full disk copy, event-driven syncs in both disk modes, a
 // write whose pages change after submission, and a takeover that keeps every
 // acknowledged write. (The same over WebSocket between processes: pair.test.ts.)
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { expect } from "chai";
-import { BlockHook } from "../../emulator/block/hook.ts";
-import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
-import { Machine } from "../../emulator/machine.ts";
-import { defaultGuest } from "../../emulator/node/images.ts";
-import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
-import { handshake } from "../channel/handshake.ts";
+import type { BlockHook } from "../../emulator/block/hook.ts";
+import type { MemoryBackend } from "../../emulator/block/memory-backend.ts";
+import type { Machine } from "../../emulator/machine.ts";
 import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../engine/primary/engine.ts";
-import { SecondaryEngine } from "../engine/secondary/engine.ts";
-import { createMemoryPair } from "../transport/memory-pair.ts";
-import { MOUNT_FRESH_EXT2, prepareGuest } from "./guest-fixture.ts";
+import type { SecondaryEngine } from "../engine/secondary/engine.ts";
+import { expectCleanFileSystem } from "../../test/support/disk-check.ts";
+import { linkSecondary } from "../../test/support/engine-link.ts";
+import { blankReplica, MOUNT_FRESH_EXT2, prepareGuest, restoreGuest, type PreparedGuest } from "../../test/support/guest-snapshot.ts";
+import { waitFor, waitForValue } from "../../test/support/wait.ts";
 
-const SECRET = new TextEncoder().encode("engine-test-secret-0123456789");
 const DISK_BYTES = 32 << 20;
 
 interface Pair {
@@ -35,13 +29,12 @@ interface Pair {
 }
 
 describe("replication engines (in-memory link, real guest)", function () {
-  let booted: Uint8Array;
-  let formattedDisk: Uint8Array;
+  let guest: PreparedGuest;
   const machines: Machine[] = [];
 
   before(async function () {
     // One boot for the file: format a disk with the guest's own mke2fs, then snapshot.
-    ({ snapshot: booted, disk: formattedDisk } = await prepareGuest(DISK_BYTES, MOUNT_FRESH_EXT2, machines, 60_000));
+    guest = await prepareGuest(DISK_BYTES, MOUNT_FRESH_EXT2, 60_000);
   });
 
   after(async () => {
@@ -49,12 +42,7 @@ describe("replication engines (in-memory link, real guest)", function () {
   });
 
   async function startPair(mode: DiskMode, latencyMs = 0, onSecondaryLoss: SecondaryLossPolicy = "continue"): Promise<Pair> {
-    const hook = new BlockHook();
-    const primaryDisk = new MemoryBackend(formattedDisk.slice());
-    const primary = await Machine.fromSnapshot(booted, {
-      ...defaultGuest(),
-      devices: [virtioBlkDisk({ backend: primaryDisk, id: "vda", hook, keepBackendOpen: true })],
-    });
+    const { machine: primary, disk: primaryDisk, hook } = await restoreGuest(guest);
     machines.push(primary);
     const log: string[] = [];
     const primaryEngine = new PrimaryEngine(primary, { mode, hook, onSecondaryLoss, log: (line) => log.push(line) });
@@ -65,17 +53,10 @@ describe("replication engines (in-memory link, real guest)", function () {
 
   /** A fresh secondary (empty disk) for `pair`'s primary: initial sync over a new link. */
   async function attachSecondary(pair: Pair, latencyMs = 0): Promise<void> {
-    const secondaryDisk = new MemoryBackend(DISK_BYTES); // empty: the initial sync must copy it
-    const secondary = await Machine.createBlank({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: secondaryDisk, id: "vda", keepBackendOpen: true })] });
+    const { machine: secondary, disk: secondaryDisk } = await blankReplica(DISK_BYTES); // empty: the initial sync must copy it
     machines.push(secondary);
-    const link = createMemoryPair({ latencyMs });
-    const [primaryChannel, secondaryChannel] = await Promise.all([
-      handshake(link.a, "primary", SECRET, { epoch: pair.primaryEngine.epoch }),
-      handshake(link.b, "secondary", SECRET),
-    ]);
-    const secondaryEngine = new SecondaryEngine(secondary, { peerTimeoutMs: 1500 });
-    await secondaryEngine.attach(secondaryChannel);
-    await pair.primaryEngine.protect(primaryChannel);
+    const { secondary: secondaryEngine, link, channel } = await linkSecondary(pair.primaryEngine, secondary, { latencyMs, secondary: { peerTimeoutMs: 1500 } });
+    await pair.primaryEngine.protect(channel);
     expect(pair.primaryEngine.state, pair.log.join("\n")).to.equal("protected");
     expect(secondaryEngine.state).to.equal("replicating");
     Object.assign(pair, { secondary, secondaryDisk, secondaryEngine, cut: () => link.cut("link cut") });
@@ -85,7 +66,7 @@ describe("replication engines (in-memory link, real guest)", function () {
   async function killPrimary(pair: Pair): Promise<void> {
     pair.cut();
     await pair.primary.destroy();
-    await waitUntil(() => pair.secondaryEngine.state === "active", 10_000);
+    await waitFor(() => pair.secondaryEngine.state === "active", "the secondary to take over", 10_000);
   }
 
   for (const mode of ["logging-replay", "dirty-block-copy"] as const) {
@@ -120,7 +101,7 @@ describe("replication engines (in-memory link, real guest)", function () {
       // The survivor's disk keeps working and stays a clean file system.
       expect((await survivor.exec("echo after > /mnt/after && sync && cat /mnt/after")).output).to.equal("after\n");
       expect((await survivor.exec("umount /mnt")).exitCode).to.equal(0);
-      expectCleanExt2(pair.secondaryDisk.bytes);
+      await expectCleanFileSystem(pair.secondaryDisk.bytes);
     });
   }
 
@@ -131,27 +112,28 @@ describe("replication engines (in-memory link, real guest)", function () {
       "(dd if=/dev/urandom of=/mnt/big bs=4k count=64 oflag=direct 2>/dev/null; sha256sum /mnt/big > /mnt/big.sum; sync; echo finished > /mnt/done) > /dev/null 2>&1 &",
     );
     expect(started.exitCode).to.equal(0);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // The writer's direct writes are in flight (held for the sync that logs them) when the primary dies.
+    await waitFor(() => pair.primaryEngine.heldRequests > 0, "a guest write in flight", 30_000);
     expect((await pair.primary.exec("cat /mnt/done 2>/dev/null")).output).to.equal("", "the writer must still be busy at the kill");
     await killPrimary(pair);
     const survivor = pair.secondaryEngine.machine;
-    let done = "";
-    for (let i = 0; i < 120 && done !== "finished\n"; i++) {
-      done = (await survivor.exec("cat /mnt/done 2>/dev/null")).output;
-      if (done !== "finished\n") await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-    expect(done).to.equal("finished\n");
+    await waitForValue(
+      async () => (await survivor.exec("cat /mnt/done 2>/dev/null")).output === "finished\n",
+      "the writer to finish on the survivor",
+      60_000,
+      250,
+    );
     const [recorded, actual] = await Promise.all([survivor.exec("cut -d' ' -f1 /mnt/big.sum"), survivor.exec("sha256sum /mnt/big | cut -d' ' -f1")]);
     expect(recorded.output).to.equal(actual.output);
     expect((await survivor.exec("umount /mnt")).exitCode).to.equal(0);
-    expectCleanExt2(pair.secondaryDisk.bytes);
+    await expectCleanFileSystem(pair.secondaryDisk.bytes);
   });
 
   it("continue: after losing its secondary the guest runs on, and a new secondary re-protects it live", async function () {
     const pair = await startPair("logging-replay");
     const first = pair.secondaryEngine;
     await first.close(); // the secondary goes away (its link closes)
-    await waitUntil(() => pair.primaryEngine.state === "unprotected", 5000);
+    await waitFor(() => pair.primaryEngine.state === "unprotected", "the primary to notice", 5000);
     const unprotected = await writeFiles(pair.primary, 1, "u");
     expect(unprotected.size).to.equal(1, "writes complete while unprotected");
 
@@ -159,7 +141,7 @@ describe("replication engines (in-memory link, real guest)", function () {
     await pair.primary.exec("(for i in $(seq 1 40); do echo line $i >> /mnt/during; sync; done; echo ok > /mnt/during.done) > /dev/null 2>&1 &");
     await attachSecondary(pair);
     const protectedAgain = await writeFiles(pair.primary, 2, "p");
-    for (let i = 0; i < 100 && (await pair.primary.exec("cat /mnt/during.done 2>/dev/null")).output !== "ok\n"; i++) await sleep(100);
+    await waitForValue(async () => (await pair.primary.exec("cat /mnt/during.done 2>/dev/null")).output === "ok\n", "the writer to finish", 30_000);
     await pair.primary.exec("sync");
     await killPrimary(pair);
     const survivor = pair.secondaryEngine.machine;
@@ -168,20 +150,19 @@ describe("replication engines (in-memory link, real guest)", function () {
     }
     expect((await survivor.exec("wc -l < /mnt/during")).output.trim()).to.equal("40");
     expect((await survivor.exec("umount /mnt")).exitCode).to.equal(0);
-    expectCleanExt2(pair.secondaryDisk.bytes);
+    await expectCleanFileSystem(pair.secondaryDisk.bytes);
   });
 
   it("stall: guest writes wait while no secondary protects the guest, and complete once one does", async function () {
     const pair = await startPair("logging-replay", 0, "stall");
     await pair.secondaryEngine.close();
-    await waitUntil(() => pair.primaryEngine.state === "unprotected", 5000);
+    await waitFor(() => pair.primaryEngine.state === "unprotected", "the primary to notice", 5000);
     // The marker lives in tmpfs: a look-up on the stalled file system could wait too.
     await pair.primary.exec("(echo held > /mnt/held; sync; echo synced > /tmp/held.done) > /dev/null 2>&1 &");
-    await sleep(1500);
+    await waitFor(() => pair.primaryEngine.heldRequests > 0, "the engine to hold the guest's write", 30_000);
     expect((await pair.primary.exec("cat /tmp/held.done 2>/dev/null")).output).to.equal("", "the sync must still be waiting");
     await attachSecondary(pair);
-    for (let i = 0; i < 100 && (await pair.primary.exec("cat /tmp/held.done 2>/dev/null")).output !== "synced\n"; i++) await sleep(100);
-    expect((await pair.primary.exec("cat /tmp/held.done")).output).to.equal("synced\n");
+    await waitForValue(async () => (await pair.primary.exec("cat /tmp/held.done 2>/dev/null")).output === "synced\n", "the held sync to complete", 30_000);
     await killPrimary(pair);
     expect((await pair.secondaryEngine.machine.exec("cat /mnt/held")).output).to.equal("held\n");
   });
@@ -189,7 +170,7 @@ describe("replication engines (in-memory link, real guest)", function () {
   it("a primary that hears its secondary promoted stops acknowledging guest writes", async function () {
     const pair = await startPair("logging-replay");
     await pair.secondaryEngine.promote("operator request");
-    await waitUntil(() => pair.primaryEngine.state === "fenced", 5000);
+    await waitFor(() => pair.primaryEngine.state === "fenced", "the primary to fence itself", 5000);
     expect(pair.primary.state).to.equal("paused");
     const survivor = pair.secondaryEngine.machine;
     expect((await survivor.exec("echo promoted")).output).to.equal("promoted\n");
@@ -228,27 +209,4 @@ async function writeFiles(machine: Machine, count: number, prefix = "file"): Pro
     sums.set(name, write.output.split(" ")[0]!);
   }
   return sums;
-}
-
-function expectCleanExt2(image: Uint8Array): void {
-  const dir = mkdtempSync(join(tmpdir(), "twinvm-fsck-"));
-  try {
-    const path = join(dir, "disk.img");
-    writeFileSync(path, image);
-    execFileSync("e2fsck", ["-fn", path], { stdio: "pipe" }); // throws on a non-zero exit
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }

@@ -2,25 +2,18 @@
 // disk-writing workload, a primary disk that fails (on writes, then on reads) without the
 // guest ever seeing an error, and a consistency check that finds and repairs a sector
 // corrupted in the secondary's image.
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { expect } from "chai";
-import { BlockHook } from "../../emulator/block/hook.ts";
 import { FaultyBackend } from "../../emulator/block/faulty-backend.ts";
-import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
-import { Machine } from "../../emulator/machine.ts";
-import { defaultGuest } from "../../emulator/node/images.ts";
-import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
+import type { MemoryBackend } from "../../emulator/block/memory-backend.ts";
+import type { Machine } from "../../emulator/machine.ts";
 import type { ReplicationChannel } from "../channel/channel.ts";
-import { handshake } from "../channel/handshake.ts";
 import { PrimaryEngine } from "../engine/primary/engine.ts";
-import { SecondaryEngine } from "../engine/secondary/engine.ts";
-import { createMemoryPair } from "../transport/memory-pair.ts";
-import { MOUNT_FRESH_EXT2, prepareGuest } from "./guest-fixture.ts";
+import type { SecondaryEngine } from "../engine/secondary/engine.ts";
+import { expectCleanFileSystem } from "../../test/support/disk-check.ts";
+import { linkSecondary } from "../../test/support/engine-link.ts";
+import { blankReplica, MOUNT_FRESH_EXT2, prepareGuest, restoreGuest, type PreparedGuest } from "../../test/support/guest-snapshot.ts";
+import { waitForValue } from "../../test/support/wait.ts";
 
-const SECRET = new TextEncoder().encode("handover-test-secret-0123456789");
 const DISK_BYTES = 32 << 20;
 /** Writes files, logging each one's digest only once it is durable; a marker in tmpfs says it finished. */
 const WRITER =
@@ -28,12 +21,11 @@ const WRITER =
   "sha256sum /mnt/w$i >> /mnt/log && sync; done; echo done > /tmp/writer.done) > /dev/null 2>&1 &";
 
 describe("handover, migration and verification (real guest, in-memory link)", function () {
-  let booted: Uint8Array;
-  let formatted: Uint8Array;
+  let guest: PreparedGuest;
   const machines: Machine[] = [];
 
   before(async function () {
-    ({ snapshot: booted, disk: formatted } = await prepareGuest(DISK_BYTES, MOUNT_FRESH_EXT2, machines, 60_000));
+    guest = await prepareGuest(DISK_BYTES, MOUNT_FRESH_EXT2, 60_000);
   });
 
   after(async () => {
@@ -46,35 +38,22 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
   }
 
   async function primaryNode(wrap?: (backend: MemoryBackend) => FaultyBackend): Promise<Node & { engine: PrimaryEngine; faulty: FaultyBackend | undefined }> {
-    const hook = new BlockHook();
-    const disk = new MemoryBackend(formatted.slice());
-    const faulty = wrap?.(disk);
-    const machine = await Machine.fromSnapshot(booted, {
-      ...defaultGuest(),
-      devices: [virtioBlkDisk({ backend: faulty ?? disk, id: "vda", hook, keepBackendOpen: true })],
-    });
+    let faulty: FaultyBackend | undefined;
+    const { machine, disk, hook } = await restoreGuest(guest, wrap && ((backend) => (faulty = wrap(backend))));
     machines.push(machine);
     return { machine, disk, faulty, engine: new PrimaryEngine(machine, { mode: "logging-replay", hook }) };
   }
 
   /** A node with its own disk (a stale copy: the initial sync must bring it up to date). */
   async function secondaryNode(engine: PrimaryEngine): Promise<Node & { engine: SecondaryEngine; channel: ReplicationChannel }> {
-    const disk = new MemoryBackend(formatted.slice());
-    const machine = await Machine.createBlank({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: disk, id: "vda", keepBackendOpen: true })] });
+    const { machine, disk } = await blankReplica(guest.disk);
     machines.push(machine);
-    const secondary = new SecondaryEngine(machine, { peerTimeoutMs: 3000 });
-    const link = createMemoryPair();
-    const [a, b] = await Promise.all([handshake(link.a, "primary", SECRET, { epoch: engine.epoch }), handshake(link.b, "secondary", SECRET)]);
-    void secondary.attach(b);
-    return { machine, disk, engine: secondary, channel: a };
+    const { secondary, channel } = await linkSecondary(engine, machine, { secondary: { peerTimeoutMs: 3000 } });
+    return { machine, disk, engine: secondary, channel };
   }
 
   async function waitFor(machine: Machine, file: string, timeoutMs = 120_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while ((await machine.exec(`cat ${file} 2>/dev/null`)).output.trim() === "") {
-      if (Date.now() > deadline) throw new Error(`${file} did not appear within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
+    await waitForValue(async () => (await machine.exec(`cat ${file} 2>/dev/null`)).output.trim() !== "", `${file} to appear`, timeoutMs, 250);
   }
 
   async function expectFilesVerify(machine: Machine, disk: MemoryBackend): Promise<void> {
@@ -83,13 +62,7 @@ describe("handover, migration and verification (real guest, in-memory link)", fu
     expect(bad, check.output).to.equal(0);
     expect(count).to.be.greaterThan(5);
     expect((await machine.exec("umount /mnt")).exitCode).to.equal(0);
-    const dir = mkdtempSync(join(tmpdir(), "twinvm-fsck-"));
-    try {
-      writeFileSync(join(dir, "disk.img"), disk.bytes);
-      execFileSync("e2fsck", ["-fn", join(dir, "disk.img")], { stdio: "pipe" });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await expectCleanFileSystem(disk.bytes);
   }
 
   it("migrates a guest that is writing files: the writer goes on on the target, every file verifies, e2fsck is clean", async function () {

@@ -2,18 +2,12 @@
 // tar, fio random reads), the secondary's replica RAM equals the primary's page for page,
 // in both disk modes, although the pages the reads filled did not travel as pages.
 import { expect } from "chai";
-import { BlockHook } from "../../emulator/block/hook.ts";
-import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
-import { Machine } from "../../emulator/machine.ts";
-import { defaultGuest } from "../../emulator/node/images.ts";
-import { virtioBlkDisk } from "../../emulator/virtio-blk/disk.ts";
-import { handshake } from "../channel/handshake.ts";
+import type { Machine } from "../../emulator/machine.ts";
+import { PAGE_SIZE } from "../../emulator/units.ts";
 import { PrimaryEngine, type DiskMode } from "../engine/primary/engine.ts";
-import { SecondaryEngine } from "../engine/secondary/engine.ts";
-import { createMemoryPair } from "../transport/memory-pair.ts";
-import { MOUNT_FRESH_EXT2, prepareGuest } from "./guest-fixture.ts";
+import { linkSecondary } from "../../test/support/engine-link.ts";
+import { blankReplica, MOUNT_FRESH_EXT2, prepareGuest, restoreGuest, type PreparedGuest } from "../../test/support/guest-snapshot.ts";
 
-const SECRET = new TextEncoder().encode("read-replay-test-secret-0123456789");
 const DISK_BYTES = 48 << 20;
 const READS =
   "echo 3 > /proc/sys/vm/drop_caches && md5sum /mnt/f* > /dev/null && " +
@@ -21,18 +15,16 @@ const READS =
   "fio --name=r --filename=/mnt/big --rw=randread --bs=4k --size=4m --ioengine=psync --direct=1 --randrepeat=1 > /dev/null";
 
 describe("read-replay (real guest, in-memory link)", function () {
-  let booted: Uint8Array;
-  let disk: Uint8Array;
+  let guest: PreparedGuest;
   const machines: Machine[] = [];
 
   before(async function () {
-    ({ snapshot: booted, disk } = await prepareGuest(
+    guest = await prepareGuest(
       DISK_BYTES,
       MOUNT_FRESH_EXT2 +
         " && for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/mnt/f$i bs=64k count=8 2>/dev/null; done && " +
         "dd if=/dev/urandom of=/mnt/big bs=1M count=4 2>/dev/null && sync",
-      machines,
-    ));
+    );
   });
 
   after(async () => {
@@ -49,8 +41,9 @@ describe("read-replay (real guest, in-memory link)", function () {
       const ours = primary.ram.bytes;
       const theirs = replica.ram.bytes;
       const differing: number[] = [];
-      for (let page = 0; page < ours.length / 4096; page++) {
-        if (Buffer.compare(ours.subarray(page * 4096, (page + 1) * 4096), theirs.subarray(page * 4096, (page + 1) * 4096)) !== 0) differing.push(page);
+      for (let page = 0; page < ours.length / PAGE_SIZE; page++) {
+        const at = page * PAGE_SIZE;
+        if (Buffer.compare(ours.subarray(at, at + PAGE_SIZE), theirs.subarray(at, at + PAGE_SIZE)) !== 0) differing.push(page);
       }
       expect(differing, `pages that differ: ${differing.slice(0, 20).join(", ")}`).to.deep.equal([]);
       const metrics = engine.metrics.snapshot();
@@ -61,19 +54,12 @@ describe("read-replay (real guest, in-memory link)", function () {
   }
 
   async function startPair(mode: DiskMode): Promise<{ primary: Machine; engine: PrimaryEngine; replica: Machine }> {
-    const hook = new BlockHook();
-    const primary = await Machine.fromSnapshot(booted, {
-      ...defaultGuest(),
-      devices: [virtioBlkDisk({ backend: new MemoryBackend(disk.slice()), id: "vda", hook })],
-    });
-    const replica = await Machine.createBlank({ ...defaultGuest(), devices: [virtioBlkDisk({ backend: new MemoryBackend(disk.slice()), id: "vda" })] });
+    const { machine: primary, hook } = await restoreGuest(guest);
+    const { machine: replica } = await blankReplica(guest.disk);
     machines.push(primary, replica);
-    const link = createMemoryPair();
-    const [a, b] = await Promise.all([handshake(link.a, "primary", SECRET), handshake(link.b, "secondary", SECRET)]);
-    const secondary = new SecondaryEngine(replica, { peerTimeoutMs: 5000 });
-    void secondary.attach(b);
     const engine = new PrimaryEngine(primary, { mode, hook });
-    await engine.protect(a);
+    const { channel } = await linkSecondary(engine, replica, { secondary: { peerTimeoutMs: 5000 } });
+    await engine.protect(channel);
     expect(engine.state).to.equal("protected");
     return { primary, engine, replica };
   }

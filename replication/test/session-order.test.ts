@@ -4,7 +4,8 @@ import { expect } from "chai";
 import { ProtocolError } from "../protocol/errors.ts";
 import type { BinaryFrame, IoLogEntry, SyncCommitFrame } from "../protocol/frames.ts";
 import type { ControlMessage, InitBeginMessage, NodeRole } from "../protocol/messages.ts";
-import { SessionOrder } from "../protocol/session-order.ts";
+import type { SessionOrder } from "../protocol/session-order.ts";
+import { sessionOrderFor } from "../protocol/session-order-for.ts";
 import { SAMPLE_MESSAGES } from "./fixtures.ts";
 
 const EPOCH = 1;
@@ -70,7 +71,7 @@ function feed(order: SessionOrder, step: Step): void {
 }
 
 function authenticatedOrder(role: NodeRole): SessionOrder {
-  const order = new SessionOrder(role);
+  const order = sessionOrderFor(role);
   for (const type of ["challenge", "auth"] as const) feed(order, SAMPLE_MESSAGES[type]);
   order.authenticated(EPOCH);
   return order;
@@ -122,14 +123,14 @@ describe("session order", () => {
 
   describe("before authentication", () => {
     it("rejects data frames and session messages", () => {
-      const order = new SessionOrder("secondary");
+      const order = sessionOrderFor("secondary");
       expectRejected(order, pages(0, 1), "unauthenticated");
       expectRejected(order, initBegin(), "unauthenticated");
       expectRejected(order, commit(1), "unauthenticated");
     });
 
     it("rejects handshake messages out of turn", () => {
-      const order = new SessionOrder("secondary");
+      const order = sessionOrderFor("secondary");
       expectRejected(order, SAMPLE_MESSAGES.auth, "order", /expected challenge/);
       feed(order, SAMPLE_MESSAGES.challenge);
       expectRejected(order, SAMPLE_MESSAGES.challenge, "order", /expected auth/);

@@ -59,6 +59,24 @@ export class ManualClock implements Clock {
     await settle();
   }
 
+  /**
+   * Moves time forward by `ms` at once, as a process that stalled (a blocked event loop, a
+   * suspended machine) sees it: every timer that came due runs once, late, and intervals go on
+   * from now (they do not catch up).
+   */
+  async jump(ms: number): Promise<void> {
+    this.#now += ms;
+    const due = [...this.#timers.values()].filter((timer) => timer.at <= this.#now).sort((a, b) => a.at - b.at || a.id - b.id);
+    for (const timer of due) {
+      if (!this.#timers.has(timer.id)) continue;
+      if (timer.every === undefined) this.#timers.delete(timer.id);
+      else timer.at = this.#now + timer.every;
+      timer.callback();
+      await settle();
+    }
+    await settle();
+  }
+
   #schedule(callback: () => void, ms: number, every: number | undefined): Timer {
     const id = this.#nextId++;
     this.#timers.set(id, { id, at: this.#now + Math.max(0, ms), every, callback });

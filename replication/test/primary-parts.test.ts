@@ -1,0 +1,200 @@
+// The primary engine's small parts on their own: the I/O policy table, the capture
+// scheduler, the pending I/O's batches and read-replay rule, syncNow's waiters, and
+// liveness against a manual clock.
+import { expect } from "chai";
+import type { BlockIoEvent } from "../../emulator/block/hook.ts";
+import { SECTOR_SIZE } from "../../emulator/units.ts";
+import { Liveness } from "../engine/liveness.ts";
+import { CaptureScheduler } from "../engine/primary/capture-scheduler.ts";
+import { ioPolicy } from "../engine/primary/io-policy.ts";
+import { PendingIo } from "../engine/primary/pending-io.ts";
+import { PRIMARY_TRANSITIONS, type PrimaryState } from "../engine/primary/states.ts";
+import { SyncWaiters } from "../engine/primary/sync-waiters.ts";
+import { MAX_IO_LOG_ENTRIES, MAX_SYNC_DISK_BYTES } from "../protocol/limits.ts";
+import { ManualClock, settle } from "../../test/support/manual-clock.ts";
+
+const STATES = Object.keys(PRIMARY_TRANSITIONS) as PrimaryState[];
+
+function write(sector: number, sectors = 8): BlockIoEvent {
+  return {
+    disk: "vda",
+    type: "write",
+    sector,
+    sectors,
+    segments: [{ gpa: 0x1000, length: sectors * SECTOR_SIZE }],
+    data: new Uint8Array(sectors * SECTOR_SIZE),
+  };
+}
+
+function read(sector: number, sectors = 8): BlockIoEvent {
+  return { disk: "vda", type: "read", sector, sectors, segments: [{ gpa: 0x8000, length: sectors * SECTOR_SIZE }] };
+}
+
+describe("the primary's I/O policy table", () => {
+  it("holds and logs while a secondary protects the guest, and captures only then (and for a handover's last sync)", () => {
+    expect(ioPolicy("protected", "continue")).to.deep.equal({ write: "hold", flush: "log", read: "track", output: "hold", capture: true });
+    expect(STATES.filter((state) => ioPolicy(state, "continue").capture)).to.deep.equal(["protected", "handing-over"]);
+  });
+
+  it("differs by loss policy only while unprotected: continue lets everything through, stall holds writes and output", () => {
+    for (const state of STATES.filter((s) => s !== "unprotected")) expect(ioPolicy(state, "stall"), state).to.deep.equal(ioPolicy(state, "continue"));
+    expect(ioPolicy("unprotected", "continue")).to.include({ write: "pass", output: "pass" });
+    expect(ioPolicy("unprotected", "stall")).to.include({ write: "hold", output: "hold", capture: false });
+  });
+
+  it("never lets a fenced primary's output out, nor completes its writes", () => {
+    for (const policy of ["continue", "stall"] as const) expect(ioPolicy("fenced", policy)).to.include({ write: "hold", output: "drop", capture: false });
+  });
+
+  it("holds writes during an initial copy without logging flushes (the copy covers them)", () => {
+    expect(ioPolicy("initial-sync", "continue")).to.deep.equal({ write: "hold", flush: "pass", read: "pass", output: "hold", capture: false });
+  });
+});
+
+describe("the capture scheduler", () => {
+  it("asks for one capture at a time, only with work and room, and looks again when it is taken", async () => {
+    let work = 0;
+    let room = true;
+    const captures: (() => void)[] = [];
+    const scheduler = new CaptureScheduler({
+      wanted: () => work > 0,
+      allowed: () => room,
+      capture: () =>
+        new Promise<void>((resolve) =>
+          captures.push(() => {
+            work = Math.max(0, work - 1);
+            resolve();
+          }),
+        ),
+      failed: () => undefined,
+    });
+    scheduler.wake();
+    expect(captures.length, "no work").to.equal(0);
+    work = 2;
+    room = false;
+    scheduler.wake();
+    expect(captures.length, "no room").to.equal(0);
+    room = true;
+    scheduler.wake();
+    scheduler.wake();
+    expect(captures.length, "one at a time").to.equal(1);
+    expect(scheduler.state).to.equal("at-boundary");
+    captures[0]!();
+    await settle();
+    expect(captures.length, "the remaining work asks for the next").to.equal(2);
+    captures[1]!();
+    await settle();
+    expect(scheduler.state).to.equal("idle");
+    expect(captures.length).to.equal(2);
+  });
+
+  it("reports a capture that fails and is ready for the next", async () => {
+    const failures: string[] = [];
+    let calls = 0;
+    const scheduler = new CaptureScheduler({
+      wanted: () => true,
+      allowed: () => calls === 0,
+      capture: () => {
+        calls++;
+        return Promise.reject(new Error("boom"));
+      },
+      failed: (error) => failures.push(error.message),
+    });
+    scheduler.wake();
+    await settle();
+    expect(failures).to.deep.equal(["boom"]);
+    expect(scheduler.state).to.equal("idle");
+  });
+});
+
+describe("pending I/O", () => {
+  it("takes every request in one batch unless the log or the disk data would be too large", () => {
+    const pending = new PendingIo();
+    for (let i = 0; i < MAX_IO_LOG_ENTRIES + 3; i++) {
+      const event = write(i * 8);
+      pending.add({ event, submittedAt: i, order: pending.submitted(event) });
+    }
+    expect(pending.takeBatch(false).length).to.equal(MAX_IO_LOG_ENTRIES);
+    expect(pending.takeBatch(false).length).to.equal(3);
+    const sectors = MAX_SYNC_DISK_BYTES / SECTOR_SIZE / 2;
+    for (let i = 0; i < 3; i++) {
+      const event = write(i * sectors, sectors);
+      pending.add({ event, submittedAt: i, order: pending.submitted(event) });
+    }
+    expect(pending.takeBatch(true).length, "carrying data, two fill a sync").to.equal(2);
+    expect(pending.oldestSubmittedAt).to.equal(2);
+  });
+
+  it("replays a read only if no write submitted after it and already logged touches its sectors", () => {
+    const pending = new PendingIo();
+    const early = read(0);
+    const late = read(100);
+    pending.submitted(early);
+    pending.readStarted(early);
+    pending.submitted(late);
+    pending.readStarted(late);
+    // A write after both reads, to the first read's sectors, is logged before they complete.
+    const overwrite = write(0);
+    pending.noteLogged([{ event: overwrite, submittedAt: 0, order: pending.submitted(overwrite) }]);
+    pending.readCompleted(early, new Uint8Array(8 * SECTOR_SIZE));
+    pending.readCompleted(late, new Uint8Array(8 * SECTOR_SIZE));
+    expect(pending.takeReplayableReads().map((r) => r.event.sector)).to.deep.equal([100]);
+  });
+
+  it("forgets a read that was not tracked from its start, and everything on clear()", () => {
+    const pending = new PendingIo();
+    const untracked = read(0);
+    pending.submitted(untracked);
+    pending.readCompleted(untracked, new Uint8Array(8 * SECTOR_SIZE));
+    expect(pending.takeReplayableReads()).to.deep.equal([]);
+    const event = write(8);
+    pending.add({ event, submittedAt: 0, order: pending.submitted(event) });
+    pending.clear();
+    expect(pending.count).to.equal(0);
+  });
+});
+
+describe("syncNow's waiters", () => {
+  it("are answered by the ack of the first capture after they asked, or told why not", async () => {
+    const waiters = new SyncWaiters();
+    const answered: string[] = [];
+    void waiters.add(0).then(() => answered.push("first"));
+    waiters.captured(4);
+    const second = waiters.add(1).then(
+      () => answered.push("second"),
+      (error: Error) => answered.push(`second: ${error.message}`),
+    );
+    expect(waiters.wantCapture).to.equal(true);
+    waiters.acknowledged(4);
+    await settle();
+    expect(answered).to.deep.equal(["first"]);
+    const failures: string[] = [];
+    const third = waiters.add(2).catch((error: Error) => failures.push(error.message));
+    waiters.rejectAll(new Error("lost"));
+    await Promise.all([second, third]);
+    expect(failures).to.deep.equal(["lost"]);
+    expect(answered).to.deep.equal(["first", "second: lost"]);
+    expect(waiters.wantCapture).to.equal(false);
+  });
+});
+
+describe("liveness", () => {
+  it("calls a peer silent only after the timeout, and discounts time this process stood still", async () => {
+    const clock = new ManualClock();
+    const silences: number[] = [];
+    const liveness = new Liveness({ timeoutMs: 1000, clock, onSilent: (ms) => silences.push(ms) });
+    liveness.start();
+    await clock.advance(900);
+    liveness.heard();
+    await clock.advance(900);
+    expect(silences).to.deep.equal([]);
+    await clock.jump(10_000); // a stall: every timer late at once
+    expect(silences, "our own stall is not the peer's silence").to.deep.equal([]);
+    expect(liveness.stalledMs).to.be.greaterThan(9000);
+    await clock.advance(1200);
+    expect(silences.length).to.equal(1);
+    expect(silences[0]).to.be.greaterThan(1000);
+    liveness.stop();
+    expect(clock.pending).to.equal(0);
+  });
+});
