@@ -148,6 +148,24 @@ describe("network gateway (real passt, fake nodes)", function () {
     await eventually(() => c.text === "hello world!", "the connection still served by epoch 2");
   });
 
+  it("keeps its log bounded under a flood of connections while no node is attached, counting what it drops", async function () {
+    const small = await startGateway({ forwards: [{ port: 0, guestPort: GUEST_PORT }], secret: SECRET, log: { maxFrames: 8, maxBytes: 1 << 20 } });
+    const clients: Socket[] = [];
+    try {
+      for (let i = 0; i < 30; i++) clients.push(connect(small.hostPort(GUEST_PORT), "127.0.0.1").on("error", () => undefined));
+      const counters = await eventually(() => {
+        const now = small.counters();
+        return now.ingress.frames + now.ingress.dropped.noNode >= 30 ? now : undefined;
+      }, "30 SYNs seen");
+      expect(counters.log.frames).to.equal(8);
+      expect(counters.ingress.dropped.noNode).to.be.at.least(22);
+      expect(counters.ingress.heldWhileDetached).to.equal(8);
+    } finally {
+      for (const socket of clients) socket.destroy();
+      await small.close();
+    }
+  });
+
   it("reports passt dying, and close() leaves no process", async function () {
     const exited = new Promise<GatewayEvent>((resolve) => gateway.onEvent((e) => e.type === "stack-exited" && resolve(e)));
     process.kill(gateway.passtPid, "SIGKILL");
