@@ -7,6 +7,7 @@ import { ForwardError, parseForward } from "../network/forwards.ts";
 import type { Gateway, GatewayEvent, GatewayStatus } from "../network/gateway.ts";
 import { loadSecret, SECRET_ENV } from "../../replication/node/secret.ts";
 import { isLoopbackHost } from "../../replication/node/ws-transport.ts";
+import { TransportError } from "../../replication/transport/transport.ts";
 import { CliError, existingFile, parseHostPort, parseOptions, requireOption, UsageError, type Subcommand } from "./args.ts";
 import { formatBytes } from "./progress.ts";
 
@@ -84,6 +85,10 @@ export const gatewayCommand: Subcommand = {
       // A forward that cannot be had (a port in use, above all) is the command line's fault: exit 2.
       if (error instanceof ForwardError) {
         process.stderr.write(`twinvm gateway: ${error.message}\n`);
+        return 2;
+      }
+      if (error instanceof TransportError && error.code === "listen-failed") {
+        process.stderr.write(`twinvm gateway: --listen: ${error.message}\n`);
         return 2;
       }
       if (error instanceof PasstError) throw new CliError(error.message);

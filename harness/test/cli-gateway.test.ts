@@ -58,9 +58,14 @@ describe("twinvm gateway", function () {
     });
     try {
       const port = (taken.address() as { port: number }).port;
-      const run = await twinvm(["gateway", "--listen", "0", "--secret-file", secretFile, "--forward", `${port}:80`]);
-      expect(run.code).to.equal(2);
-      expect(run.stderr).to.include(`host port 127.0.0.1:${port} (forwarded to guest port 80) is in use by another program`);
+      const [forward, listen] = await Promise.all([
+        twinvm(["gateway", "--listen", "0", "--secret-file", secretFile, "--forward", `${port}:80`]),
+        twinvm(["gateway", "--listen", String(port), "--secret-file", secretFile]),
+      ]);
+      expect(forward.code).to.equal(2);
+      expect(forward.stderr).to.include(`host port 127.0.0.1:${port} (forwarded to guest port 80) is in use by another program`);
+      expect(listen.code).to.equal(2);
+      expect(listen.stderr).to.match(new RegExp(`--listen: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
     } finally {
       taken.close();
     }

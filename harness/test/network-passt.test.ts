@@ -11,7 +11,7 @@ import { DEFAULT_GUEST_NETWORK as NET } from "../../replication/network/guest-ne
 import { PortInUseError, resolveForwards, type Forward } from "../network/forwards.ts";
 import { PasstError, PasstStack } from "../network/passt.ts";
 import { StreamFrameDecoder, encodeStreamFrame } from "../network/stream-frames.ts";
-import { TCP_FLAGS, parseTcp } from "./fake-tcp-guest.ts";
+import { TCP_FLAGS, buildTcp, parseTcp } from "./fake-tcp-guest.ts";
 
 /** Frames from a stack, and a way to wait for one that matches. */
 class FrameLog {
@@ -107,6 +107,41 @@ describe("network: passt as the gateway's stack", function () {
     );
     expect(syn).to.deep.include({ dstMac: NET.guestMac, srcMac: NET.gatewayMac, dstIp: NET.guestIp, srcIp: NET.gatewayIp, dstPort: 8080 });
     expect(syn.flags & TCP_FLAGS.ACK).to.equal(0);
+  });
+
+  it("keeps the guest off the host's loopback through the gateway address, unless asked", async function () {
+    const service = await listenOn(0);
+    const port = (service.address() as { port: number }).port;
+    let connections = 0;
+    service.on("connection", (socket: Socket) => {
+      connections++;
+      socket.destroy();
+    });
+    const syn = buildTcp({
+      srcMac: NET.guestMac,
+      dstMac: NET.gatewayMac,
+      srcIp: NET.guestIp,
+      dstIp: NET.gatewayIp,
+      srcPort: 40000,
+      dstPort: port,
+      seq: 1,
+      ack: 0,
+      flags: TCP_FLAGS.SYN,
+      payload: new Uint8Array(0),
+    });
+    try {
+      const closed = await PasstStack.start({ forwards: [], onFrame: () => undefined });
+      stacks.push(closed);
+      closed.send(syn);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect(connections, "default: no way to the host's loopback").to.equal(0);
+      const open = await PasstStack.start({ forwards: [], onFrame: () => undefined, mapGatewayToHost: true });
+      stacks.push(open);
+      open.send(syn);
+      await waitUntil(() => connections === 1, 3000, "mapGatewayToHost: the guest's SYN to 10.0.2.2 did not reach the host's loopback service");
+    } finally {
+      service.close();
+    }
   });
 
   it("names a host port in use before passt starts, and when passt finds it taken", async function () {
