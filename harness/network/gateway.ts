@@ -7,9 +7,10 @@
 //   passt --frames--> GatewayCore --sealed records--> node (NetworkUplink)
 //   node  --released egress frames--> GatewayCore --> passt
 //
-// Used in-process (the test API's test process, `twinvm pair`'s parent) and by
+// In-process (meant for the test API's test process and `twinvm pair`'s parent) or as
 // `twinvm gateway` (harness/cli/gateway.ts) on a third host.
 import { maxFrameBytes } from "../../replication/network/ethernet.ts";
+import { MIN_SECRET_BYTES } from "../../replication/protocol/limits.ts";
 import { GatewayCore, type GatewayCounters, type GatewayEvent as CoreEvent } from "../../replication/network/gateway-core.ts";
 import { DEFAULT_GUEST_NETWORK, type GuestNetwork } from "../../replication/network/guest-network.ts";
 import { resolveForwards, type Forward, type ForwardSpec } from "./forwards.ts";
@@ -17,6 +18,7 @@ import { startLinkServer, type LinkServer, type LinkServerCounters, type LinkSer
 import { PasstStack, type PasstCounters, type PasstExit, type PasstOptions } from "./passt.ts";
 
 export const DEFAULT_LOG_LIMITS = { maxFrames: 4096, maxBytes: 4 << 20 } as const;
+
 export interface GatewayOptions {
   forwards: readonly ForwardSpec[];
   /** The pair's shared secret (16+ bytes). */
@@ -62,6 +64,11 @@ export interface Gateway {
 }
 
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  // Checked before anything starts: a bad value would otherwise fail every node's handshake, one by one.
+  if (options.secret.length < MIN_SECRET_BYTES) throw new RangeError(`the secret is ${options.secret.length} bytes, at least ${MIN_SECRET_BYTES} are required`);
+  for (const [name, value] of Object.entries(options.log ?? {})) {
+    if (value !== undefined && !(Number.isSafeInteger(value) && value > 0)) throw new RangeError(`log.${name} must be a positive integer, got ${value}`);
+  }
   const network = options.network ?? DEFAULT_GUEST_NETWORK;
   const forwards = await resolveForwards(options.forwards);
   const listeners = new Set<(event: GatewayEvent) => void>();

@@ -166,6 +166,15 @@ describe("network gateway (real passt, fake nodes)", function () {
     }
   });
 
+  it("refuses a short secret or a bad log bound before starting anything", async function () {
+    const short = await startGateway({ forwards: [], secret: new Uint8Array(8) }).catch((e: unknown) => e);
+    expect(short).to.be.instanceOf(RangeError);
+    expect((short as Error).message).to.equal("the secret is 8 bytes, at least 16 are required");
+    const bound = await startGateway({ forwards: [], secret: SECRET, log: { maxFrames: 0 } }).catch((e: unknown) => e);
+    expect((bound as Error).message).to.equal("log.maxFrames must be a positive integer, got 0");
+    expect(() => createNodeUplink({ url: gateway.url, secret: new Uint8Array(15) })).to.throw(RangeError, /15 bytes, at least 16/);
+  });
+
   it("reports passt dying, and close() leaves no process", async function () {
     const exited = new Promise<GatewayEvent>((resolve) => gateway.onEvent((e) => e.type === "stack-exited" && resolve(e)));
     process.kill(gateway.passtPid, "SIGKILL");

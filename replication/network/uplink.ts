@@ -5,6 +5,7 @@
 // wait: while it is not connected, released frames are dropped and counted (the guest's
 // TCP resends them), and the frames that reached the gateway meanwhile come on reconnect.
 // Browser-safe: the caller supplies how to dial (Node: harness/network/uplink-node.ts).
+import { MIN_SECRET_BYTES } from "../protocol/limits.ts";
 import type { Transport } from "../transport/transport.ts";
 import { checkFrame, maxFrameBytes, DEFAULT_MTU } from "./ethernet.ts";
 import { NetworkLinkError } from "./link-errors.ts";
@@ -82,6 +83,8 @@ export class NetworkUplink {
   };
 
   constructor(options: NetworkUplinkOptions) {
+    if (options.secret.length < MIN_SECRET_BYTES)
+      throw new RangeError(`the secret is ${options.secret.length} bytes, at least ${MIN_SECRET_BYTES} are required`);
     this.#options = options;
     this.#maxFrame = maxFrameBytes(options.mtu ?? DEFAULT_MTU);
     this.#retryMs = options.minRetryMs ?? 100;
