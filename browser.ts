@@ -43,3 +43,7 @@ export { ProtocolError, type ProtocolErrorCode } from "./replication/protocol/er
 export { TransportError, type Transport, type TransportCloseInfo, type InboundMessage } from "./replication/transport/transport.ts";
 export { createMemoryPair, type MemoryPair } from "./replication/transport/memory-pair.ts";
 export { BrowserWsTransport, connectBrowserWebSocket, type BrowserConnectOptions } from "./replication/transport/browser-ws.ts";
+export { NetworkUplink, type NetworkUplinkOptions, type UplinkState, type UplinkCounters, type FrameListener } from "./replication/network/uplink.ts";
+export { GatewayCore, type GatewayCoreOptions, type GatewayCounters, type NodeSink, type FrameStack } from "./replication/network/gateway-core.ts";
+export { NetworkLinkError, type LinkErrorCode } from "./replication/network/link-errors.ts";
+export { DEFAULT_GUEST_NETWORK, type GuestNetwork } from "./replication/network/guest-network.ts";

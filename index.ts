@@ -14,3 +14,7 @@ export {
   type ConnectOptions,
 } from "./replication/node/ws-transport.ts";
 export { loadSecret, SecretError, SECRET_ENV, type SecretSource } from "./replication/node/secret.ts";
+export { startGateway, type Gateway, type GatewayOptions, type GatewayEvent, type GatewayStatus } from "./harness/network/gateway.ts";
+export { createNodeUplink } from "./harness/network/node-uplink.ts";
+export { PasstError } from "./harness/network/passt.ts";
+export { ForwardError, PortInUseError, parseForward, type ForwardSpec, type Forward } from "./harness/network/forwards.ts";

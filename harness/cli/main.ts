@@ -12,6 +12,7 @@ import { PairOptionError } from "../testing/options.ts";
 import { StartupCommandError } from "../testing/startup-check.ts";
 import { UploadError } from "../guest-upload.ts";
 import { execCommand, migrateCommand, promoteCommand, statusCommand, verifyCommand } from "./control.ts";
+import { gatewayCommand } from "./gateway.ts";
 import { pairCommand } from "./pair.ts";
 import { primaryCommand } from "./primary.ts";
 import { runCommand } from "./run.ts";
@@ -55,6 +56,7 @@ const SUBCOMMANDS: Subcommand[] = [
   execCommand,
   verifyCommand,
   migrateCommand,
+  gatewayCommand,
   demoCommand,
 ];
 

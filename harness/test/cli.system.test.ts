@@ -44,6 +44,7 @@ describe("twinvm command line", function () {
       exec: ["--node", "--timeout", "--json", "--run-dir"],
       verify: ["--node", "--repair", "--json", "--run-dir"],
       migrate: ["--to", "--node", "--stop-and-copy", "--json", "--run-dir"],
+      gateway: ["--listen", "--secret-file", "--forward", "--allow-non-loopback", "--dns", "--json"],
     };
 
     it("every subcommand's --help exits 0 and lists its options", async function () {

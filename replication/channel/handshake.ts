@@ -176,7 +176,7 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
         if (!initiator && sentAuth) return onWelcome(raw);
         // Binary frames are refused undecoded: nothing from an unauthenticated peer reaches a decoder but JSON.
         if (raw.kind === "binary") throw new ProtocolError("unauthenticated", "binary message before authentication");
-        const message = decodeControl(raw.text);
+        const message = decodeHandshakeMessage(raw.text);
         order.receive({ channel: "control", message });
         onPeerMessage(message);
       } catch (error) {
@@ -212,6 +212,29 @@ function checkChallenge(ours: ChallengeMessage, peer: ChallengeMessage): number 
     throw new ProtocolError("version", `no common version: we speak ${ours.minVersion}-${ours.maxVersion}, the peer ${peer.minVersion}-${peer.maxVersion}`);
   }
   return version;
+}
+
+/** Like decodeControl, but a challenge of another protocol (the network gateway's) is named as such. */
+function decodeHandshakeMessage(text: string): ControlMessage {
+  try {
+    return decodeControl(text);
+  } catch (error) {
+    let claim: { protocol?: unknown; role?: unknown } | null;
+    try {
+      claim = JSON.parse(text) as { protocol?: unknown; role?: unknown } | null;
+    } catch {
+      throw error;
+    }
+    const protocol = claim?.protocol;
+    if (typeof protocol !== "string" || protocol === PROTOCOL_NAME) throw error;
+    const what =
+      protocol !== "twinvm-network"
+        ? `a peer speaking ${JSON.stringify(protocol.slice(0, 40))}`
+        : claim?.role === "gateway"
+          ? "a twinvm network gateway"
+          : "a node's twinvm network uplink";
+    throw new ProtocolError("role-conflict", `the peer is ${what}, not a replication node (${PROTOCOL_NAME}); check the address`);
+  }
 }
 
 function asProtocolError(error: unknown): ProtocolError {

@@ -37,13 +37,15 @@ export async function deriveRecordKeys(
   initiator: boolean,
   /** "webcrypto": never Node's binding (for comparing the two). */
   aead: "auto" | "webcrypto" = "auto",
+  /** Names the protocol the keys are for (HKDF info), so that two protocols sharing a secret never share keys. */
+  protocol: string = PROTOCOL_NAME,
 ): Promise<RecordKeys> {
   const subtle = globalThis.crypto.subtle;
   const base = await subtle.importKey("raw", secret as Uint8Array<ArrayBuffer>, "HKDF", false, ["deriveBits"]);
   const salt = new Uint8Array(initiatorNonce.length + acceptorNonce.length);
   salt.set(initiatorNonce);
   salt.set(acceptorNonce, initiatorNonce.length);
-  const info = new TextEncoder().encode(`${PROTOCOL_NAME}/record-keys/v${version}`);
+  const info = new TextEncoder().encode(`${protocol}/record-keys/v${version}`);
   const bits = new Uint8Array(await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt, info }, base, 512));
   const [toAcceptor, toInitiator] = await Promise.all([createAead(bits.subarray(0, 32), aead), createAead(bits.subarray(32, 64), aead)]);
   bits.fill(0);

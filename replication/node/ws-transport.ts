@@ -83,6 +83,8 @@ export interface ListenOptions {
   maxPendingHandshakes?: number;
   /** Bytes a peer may send before its handshake settles (default 64 KiB); more cuts it off. */
   maxUnauthenticatedBytes?: number;
+  /** Largest message accepted (default MAX_FRAME_BYTES); a larger one closes the connection (1009). */
+  maxMessageBytes?: number;
 }
 
 export interface ReplicationServer {
@@ -106,7 +108,7 @@ export async function listenReplication(options: ListenOptions, onConnection: (t
   if (!isLoopbackHost(host) && options.allowNonLoopback !== true) {
     throw new TransportError("config", `refusing to listen on ${host}: not a loopback address; pass allowNonLoopback to expose replication on a network`);
   }
-  const server = new WebSocketServer({ host, port: options.port ?? 0, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+  const server = new WebSocketServer({ host, port: options.port ?? 0, maxPayload: options.maxMessageBytes ?? MAX_FRAME_BYTES, perMessageDeflate: false });
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);
     server.once("error", (error: Error) =>
@@ -154,6 +156,8 @@ export async function listenReplication(options: ListenOptions, onConnection: (t
 
 export interface ConnectOptions {
   timeoutMs?: number;
+  /** Largest message accepted (default MAX_FRAME_BYTES); a larger one closes the connection (1009). */
+  maxMessageBytes?: number;
 }
 
 /** Opens a connection to a replication server, failing with a TransportError that names the URL. */
@@ -164,7 +168,7 @@ export async function connectReplication(url: string, options: ConnectOptions = 
     // A zero mask: masking keeps a client's chosen plaintext away from proxies' parsers, but every
     // record is AES-GCM ciphertext already, and ws then skips XOR-ing each byte on both ends.
     socket = new WebSocket(url, {
-      maxPayload: MAX_FRAME_BYTES,
+      maxPayload: options.maxMessageBytes ?? MAX_FRAME_BYTES,
       perMessageDeflate: false,
       handshakeTimeout: timeoutMs,
       generateMask: (mask) => void mask.fill(0),

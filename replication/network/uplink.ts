@@ -1,0 +1,312 @@
+// The node's end of the network link: NetworkUplink connects to the gateway, attaches with
+// the guest's epoch and the last ingress frame its state has seen, hands ingress frames to
+// the guest in id order, sends the egress frames the engine released, and reports what the
+// secondary holds. It reconnects by itself (bounded backoff) and never makes its caller
+// wait: while it is not connected, released frames are dropped and counted (the guest's
+// TCP resends them), and the frames that reached the gateway meanwhile come on reconnect.
+// Browser-safe: the caller supplies how to dial (Node: harness/network/uplink-node.ts).
+import { MIN_SECRET_BYTES } from "../protocol/limits.ts";
+import type { Transport } from "../transport/transport.ts";
+import { checkFrame, maxFrameBytes, DEFAULT_MTU } from "./ethernet.ts";
+import { NetworkLinkError } from "./link-errors.ts";
+import { linkHandshake } from "./link-handshake.ts";
+import { MAX_INGRESS_ID, MAX_LINK_EPOCH } from "./link-limits.ts";
+import type { IngressFrame, LinkControl } from "./link-messages.ts";
+import { LinkSession, type LinkCloseInfo, type LinkInbound } from "./link-session.ts";
+
+export type UplinkState =
+  | { kind: "connecting"; attempt: number }
+  | { kind: "connected"; epoch: number; resumeFrom: number; replay: number }
+  /** `retryInMs` undefined: not retrying (not attached yet, closed, or taken over by a higher epoch). */
+  | { kind: "down"; reason: string; retryInMs: number | undefined };
+
+export interface NetworkUplinkOptions {
+  /** The gateway, e.g. ws://127.0.0.1:7500. */
+  url: string;
+  secret: Uint8Array;
+  /** Opens a transport to `url` (Node: connectReplication; a browser: connectBrowserWebSocket). */
+  dial: (url: string) => Promise<Transport>;
+  nodeId?: string;
+  /** First retry after a failure; doubles up to maxRetryMs (defaults 100 and 2000). */
+  minRetryMs?: number;
+  maxRetryMs?: number;
+  handshakeTimeoutMs?: number;
+  heartbeatMs?: number;
+  silenceTimeoutMs?: number;
+  /** The guest NIC's MTU (default 1500): larger frames are dropped and counted either way. */
+  mtu?: number;
+}
+
+export interface UplinkCounters {
+  ingress: { frames: number; bytes: number; dropped: { oversized: number; malformed: number; duplicate: number; listenerError: number } };
+  egress: { frames: number; bytes: number; dropped: { notConnected: number; backlog: number; oversized: number; malformed: number } };
+  connects: number;
+  /** Id of the last ingress frame given to the guest (or attached with). */
+  lastIngressId: number;
+  /** Highest id reported committed. */
+  committed: number;
+}
+
+export type FrameListener = (frame: Uint8Array, id: number) => void;
+
+export class NetworkUplink {
+  readonly #options: NetworkUplinkOptions;
+  readonly #maxFrame: number;
+  #state: UplinkState = { kind: "down", reason: "not attached yet", retryInMs: undefined };
+  readonly #stateListeners = new Set<(state: UplinkState) => void>();
+  #frameListener: FrameListener | undefined;
+  #epoch: number | undefined;
+  #lastIngressId = 0;
+  #committed = 0;
+  #committedSent = 0;
+  #session: LinkSession | undefined;
+  #attempt = 0;
+  #retryMs: number;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set when a higher epoch holds the gateway: no more attempts at this epoch. */
+  #fencedBy: number | undefined;
+  #closed = false;
+  readonly #counts = {
+    inFrames: 0,
+    inBytes: 0,
+    inOversized: 0,
+    inMalformed: 0,
+    duplicate: 0,
+    listenerError: 0,
+    outFrames: 0,
+    outBytes: 0,
+    notConnected: 0,
+    backlog: 0,
+    outOversized: 0,
+    outMalformed: 0,
+    connects: 0,
+  };
+
+  constructor(options: NetworkUplinkOptions) {
+    if (options.secret.length < MIN_SECRET_BYTES)
+      throw new RangeError(`the secret is ${options.secret.length} bytes, at least ${MIN_SECRET_BYTES} are required`);
+    this.#options = options;
+    this.#maxFrame = maxFrameBytes(options.mtu ?? DEFAULT_MTU);
+    this.#retryMs = options.minRetryMs ?? 100;
+  }
+
+  get state(): UplinkState {
+    return this.#state;
+  }
+
+  onState(listener: (state: UplinkState) => void): () => void {
+    this.#stateListeners.add(listener);
+    return () => this.#stateListeners.delete(listener);
+  }
+
+  /** Ingress frames in id order. The listener takes the frame into the guest (or drops it) before it returns. */
+  onFrame(listener: FrameListener): void {
+    this.#frameListener = listener;
+  }
+
+  /**
+   * The guest runs here at `epoch`, its state having seen ingress frames up to
+   * `lastIngressId` (0: none). Connects (or reconnects, when the epoch changed).
+   */
+  attach(epoch: number, lastIngressId: number): void {
+    if (this.#closed) throw new NetworkLinkError("closed", "the uplink is closed");
+    if (!Number.isInteger(epoch) || epoch < 0 || epoch > MAX_LINK_EPOCH)
+      throw new RangeError(`epoch must be an integer from 0 to ${MAX_LINK_EPOCH}, got ${epoch}`);
+    if (!Number.isSafeInteger(lastIngressId) || lastIngressId < 0 || lastIngressId > MAX_INGRESS_ID)
+      throw new RangeError(`lastIngressId must be a non-negative safe integer, got ${lastIngressId}`);
+    if (this.#epoch !== undefined && epoch < this.#epoch) throw new RangeError(`epoch ${epoch} is below the epoch ${this.#epoch} this uplink attached with`);
+    this.#epoch = epoch;
+    this.#lastIngressId = lastIngressId;
+    this.#committed = this.#committedSent = 0;
+    this.#fencedBy = undefined;
+    clearTimeout(this.#retryTimer);
+    this.#retryMs = this.#options.minRetryMs ?? 100;
+    const previous = this.#session;
+    this.#session = undefined;
+    previous?.close(`re-attaching at epoch ${epoch}`);
+    void this.#connect();
+  }
+
+  /** Egress frames the engine released, in order. Never waits: frames the link cannot take now are dropped and counted. */
+  send(frames: readonly Uint8Array[]): void {
+    const valid: Uint8Array[] = [];
+    for (const frame of frames) {
+      const verdict = checkFrame(frame, this.#maxFrame);
+      if (verdict === "oversized") this.#counts.outOversized++;
+      else if (verdict === "malformed") this.#counts.outMalformed++;
+      else valid.push(frame);
+    }
+    if (valid.length === 0) return;
+    const session = this.#state.kind === "connected" ? this.#session : undefined;
+    if (session === undefined) {
+      this.#counts.notConnected += valid.length;
+      return;
+    }
+    if (!session.writable) {
+      this.#counts.backlog += valid.length;
+      return;
+    }
+    session.sendEgress(valid);
+    this.#counts.outFrames += valid.length;
+    for (const frame of valid) this.#counts.outBytes += frame.length;
+  }
+
+  /** Everything up to `lastIngressId` is in the secondary's copy (call after each acknowledged sync). */
+  committed(lastIngressId: number): void {
+    if (!Number.isSafeInteger(lastIngressId) || lastIngressId < 0)
+      throw new RangeError(`lastIngressId must be a non-negative safe integer, got ${lastIngressId}`);
+    // Never more than the guest was given: the gateway would refuse it.
+    this.#committed = Math.max(this.#committed, Math.min(lastIngressId, this.#lastIngressId));
+    this.#sendCommitted();
+  }
+
+  counters(): UplinkCounters {
+    const c = this.#counts;
+    return {
+      ingress: {
+        frames: c.inFrames,
+        bytes: c.inBytes,
+        dropped: { oversized: c.inOversized, malformed: c.inMalformed, duplicate: c.duplicate, listenerError: c.listenerError },
+      },
+      egress: {
+        frames: c.outFrames,
+        bytes: c.outBytes,
+        dropped: { notConnected: c.notConnected, backlog: c.backlog, oversized: c.outOversized, malformed: c.outMalformed },
+      },
+      connects: c.connects,
+      lastIngressId: this.#lastIngressId,
+      committed: this.#committed,
+    };
+  }
+
+  /** Says goodbye to the gateway and stops reconnecting. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    this.#session?.close("the node is closing its uplink");
+    this.#session = undefined;
+    this.#setState({ kind: "down", reason: "closed", retryInMs: undefined });
+  }
+
+  async #connect(): Promise<void> {
+    const attempt = ++this.#attempt;
+    const epoch = this.#epoch!;
+    this.#setState({ kind: "connecting", attempt });
+    let session: LinkSession;
+    try {
+      const transport = await this.#options.dial(this.#options.url);
+      if (attempt !== this.#attempt || this.#closed) return transport.close("superseded attempt");
+      const link = await linkHandshake(transport, "node", this.#options.secret, {
+        nodeId: this.#options.nodeId ?? "node",
+        ...(this.#options.handshakeTimeoutMs !== undefined ? { timeoutMs: this.#options.handshakeTimeoutMs } : {}),
+      });
+      if (attempt !== this.#attempt || this.#closed) return link.transport.close("superseded attempt");
+      session = new LinkSession(link, {
+        ...(this.#options.heartbeatMs !== undefined ? { heartbeatMs: this.#options.heartbeatMs } : {}),
+        ...(this.#options.silenceTimeoutMs !== undefined ? { silenceTimeoutMs: this.#options.silenceTimeoutMs } : {}),
+      });
+    } catch (error) {
+      if (attempt === this.#attempt && !this.#closed) this.#retry(`cannot reach the gateway at ${this.#options.url}: ${(error as Error).message}`);
+      return;
+    }
+    this.#session = session;
+    session.onMessage((message) => this.#onMessage(session, epoch, message));
+    session.onClose((info) => this.#onClosed(session, info));
+    session.sendControl({ type: "attach", epoch, lastIngressId: this.#lastIngressId });
+  }
+
+  #onMessage(session: LinkSession, epoch: number, inbound: LinkInbound): void {
+    if (session !== this.#session) return;
+    if (inbound.kind === "ingress") return this.#deliver(inbound.frames);
+    if (inbound.kind === "egress") throw new NetworkLinkError("order", "the gateway sent egress frames");
+    const message: LinkControl = inbound.message;
+    switch (message.type) {
+      case "attached":
+        if (this.#state.kind === "connected") throw new NetworkLinkError("order", "attached twice");
+        if (message.epoch !== epoch) throw new NetworkLinkError("order", `attached at epoch ${message.epoch}, we asked for ${epoch}`);
+        // The gateway says where the stream continues (below ours only when our ids came from another gateway).
+        this.#lastIngressId = message.resumeFrom - 1;
+        this.#committedSent = Math.min(this.#committedSent, this.#lastIngressId);
+        this.#counts.connects++;
+        this.#retryMs = this.#options.minRetryMs ?? 100;
+        this.#setState({ kind: "connected", epoch, resumeFrom: message.resumeFrom, replay: message.replay });
+        this.#sendCommitted();
+        return;
+      case "stale-epoch":
+        this.#fence(message.epoch, `taken over: ${message.message}`);
+        return;
+      case "superseded":
+        // The same epoch: our own newer connection, or a double; a higher one: we were taken over.
+        if (message.epoch > epoch) this.#fence(message.epoch, `taken over: a node at epoch ${message.epoch} attached to the gateway`);
+        return;
+      default:
+        throw new NetworkLinkError("order", `${message.type} from the gateway`);
+    }
+  }
+
+  #deliver(frames: readonly IngressFrame[]): void {
+    if (this.#state.kind !== "connected") throw new NetworkLinkError("order", "ingress frames before attached");
+    for (const { id, frame } of frames) {
+      if (id <= this.#lastIngressId) {
+        this.#counts.duplicate++;
+        continue;
+      }
+      // Its id is spent either way: a frame dropped here is a frame the guest lost.
+      this.#lastIngressId = id;
+      const verdict = checkFrame(frame, this.#maxFrame);
+      if (verdict !== "ok") {
+        if (verdict === "oversized") this.#counts.inOversized++;
+        else this.#counts.inMalformed++;
+        continue;
+      }
+      this.#counts.inFrames++;
+      this.#counts.inBytes += frame.length;
+      try {
+        this.#frameListener?.(frame, id);
+      } catch {
+        // The guest side refused this frame; the link and the frames after it are not at fault.
+        this.#counts.listenerError++;
+      }
+    }
+  }
+
+  #sendCommitted(): void {
+    if (this.#state.kind !== "connected" || this.#committed <= this.#committedSent) return;
+    this.#session?.sendControl({ type: "committed", lastIngressId: this.#committed });
+    this.#committedSent = this.#committed;
+  }
+
+  #fence(epoch: number, reason: string): void {
+    this.#fencedBy = epoch;
+    this.#setState({ kind: "down", reason, retryInMs: undefined });
+  }
+
+  #onClosed(session: LinkSession, info: LinkCloseInfo): void {
+    if (session !== this.#session) return;
+    this.#session = undefined;
+    if (this.#closed) return;
+    if (this.#fencedBy !== undefined) {
+      if (this.#state.kind !== "down") this.#fence(this.#fencedBy, `taken over by epoch ${this.#fencedBy}`);
+      return;
+    }
+    this.#retry(`link to the gateway lost: ${info.reason}`);
+  }
+
+  #retry(reason: string): void {
+    const delay = this.#retryMs;
+    this.#retryMs = Math.min(this.#retryMs * 2, this.#options.maxRetryMs ?? 2000);
+    this.#setState({ kind: "down", reason, retryInMs: delay });
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => {
+      if (!this.#closed && this.#fencedBy === undefined) void this.#connect();
+    }, delay);
+    // Retrying must not keep a Node process alive by itself.
+    (this.#retryTimer as { unref?: () => void }).unref?.();
+  }
+
+  #setState(state: UplinkState): void {
+    this.#state = state;
+    for (const listener of this.#stateListeners) listener(state);
+  }
+}
