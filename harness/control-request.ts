@@ -1,6 +1,7 @@
 // The requests a node's control socket accepts, and the one function that turns a
-// line from the socket into a typed request or a reason to refuse it. Anyone who
-// can open the socket may send anything: nothing here may throw.
+// line from the socket into a typed request (checked against its schema with ajv) or a
+// reason to refuse it. Anyone who can open the socket may send anything: nothing here may throw.
+import { Ajv, type SchemaObject, type ValidateFunction } from "ajv";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
 
 /** Longest request line accepted (an exec command is the only big field). */
@@ -45,6 +46,58 @@ export interface NodeStatus {
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
 
+/** Each request's fields as a schema; extra fields are ignored (older and newer clients alike). */
+const REQUEST_SCHEMAS: Record<ControlRequest["type"], SchemaObject> = {
+  status: { type: "object" },
+  promote: { type: "object" },
+  exec: {
+    type: "object",
+    required: ["command"],
+    properties: {
+      command: { type: "string", minLength: 1, maxLength: MAX_COMMAND_CHARS, pattern: "^[^\\r\\n]*$" },
+      timeoutMs: { type: "number", exclusiveMinimum: 0, maximum: MAX_EXEC_TIMEOUT_MS },
+    },
+  },
+  verify: { type: "object", properties: { repair: { type: "boolean" } } },
+  migrate: { type: "object", required: ["to"], properties: { to: wsUrl(), stopAndCopy: { type: "boolean" } } },
+  protect: { type: "object", required: ["connect"], properties: { connect: wsUrl() } },
+};
+
+function wsUrl(): SchemaObject {
+  return { type: "string", maxLength: MAX_URL_CHARS, pattern: "^wss?://[^\\s]+$" };
+}
+
+/** What to tell the client when a field is wrong (by field, and by field and failing keyword). */
+const FIELD_ERRORS: Record<string, string> = {
+  "exec.command": `exec: command must be a string of 1 to ${MAX_COMMAND_CHARS} characters`,
+  "exec.command.pattern": "exec: command must be a single line",
+  "exec.timeoutMs": `exec: timeoutMs must be a positive number of milliseconds up to ${MAX_EXEC_TIMEOUT_MS}`,
+  "verify.repair": "verify: repair must be true or false",
+  "migrate.to": "migrate: to must be a ws:// or wss:// URL",
+  "migrate.stopAndCopy": "migrate: stopAndCopy must be true or false",
+  "protect.connect": "protect: connect must be a ws:// or wss:// URL",
+};
+
+const validators = (() => {
+  const ajv = new Ajv({ allErrors: false, strict: true });
+  return new Map(Object.entries(REQUEST_SCHEMAS).map(([type, schema]) => [type, ajv.compile(schema)]));
+})();
+
+function fieldError(type: string, validate: ValidateFunction): string {
+  const error = validate.errors?.[0];
+  const field =
+    error === undefined
+      ? ""
+      : error.keyword === "required"
+        ? String((error.params as { missingProperty: string }).missingProperty)
+        : error.instancePath.slice(1);
+  return (
+    FIELD_ERRORS[`${type}.${field}.${error?.keyword ?? ""}`] ??
+    FIELD_ERRORS[`${type}.${field}`] ??
+    `${type}: ${field || "request"} ${error?.message ?? "is invalid"}`
+  );
+}
+
 /** A request, or `{error}` naming what is wrong with the line (with the request's id if it had a usable one). */
 export function parseControlRequest(line: string): ControlRequest | { id: number; error: string } {
   let value: unknown;
@@ -57,36 +110,25 @@ export function parseControlRequest(line: string): ControlRequest | { id: number
   const rawId = value.id ?? 0;
   if (typeof rawId !== "number" || !Number.isSafeInteger(rawId) || rawId < 0) return { id: 0, error: "id: expected a non-negative integer" };
   const id = rawId;
-  switch (value.type) {
+  const type = value.type;
+  const validate = typeof type === "string" && Object.hasOwn(REQUEST_SCHEMAS, type) ? validators.get(type) : undefined;
+  if (validate === undefined) return { id, error: `unknown request type ${JSON.stringify(type)?.slice(0, 40) ?? "undefined"}` };
+  if (!validate(value)) return { id, error: fieldError(String(type), validate) };
+  // Valid: build the typed request from the fields it knows (extra fields are dropped).
+  switch (type as ControlRequest["type"]) {
     case "status":
     case "promote":
-      return { id, type: value.type };
-    case "exec": {
-      const { command, timeoutMs } = value;
-      if (typeof command !== "string" || command.length === 0 || command.length > MAX_COMMAND_CHARS) {
-        return { id, error: `exec: command must be a string of 1 to ${MAX_COMMAND_CHARS} characters` };
-      }
-      if (command.includes("\n") || command.includes("\r")) return { id, error: "exec: command must be a single line" };
-      if (timeoutMs !== undefined && (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_EXEC_TIMEOUT_MS)) {
-        return { id, error: `exec: timeoutMs must be a positive number of milliseconds up to ${MAX_EXEC_TIMEOUT_MS}` };
-      }
-      return timeoutMs === undefined ? { id, type: "exec", command } : { id, type: "exec", command, timeoutMs };
-    }
+      return { id, type: type as "status" | "promote" };
+    case "exec":
+      return value.timeoutMs === undefined
+        ? { id, type: "exec", command: value.command as string }
+        : { id, type: "exec", command: value.command as string, timeoutMs: value.timeoutMs as number };
     case "verify":
-      if (value.repair !== undefined && typeof value.repair !== "boolean") return { id, error: "verify: repair must be true or false" };
       return { id, type: "verify", repair: value.repair === true };
     case "migrate":
-    case "protect": {
-      const url = value.type === "migrate" ? value.to : value.connect;
-      const field = value.type === "migrate" ? "to" : "connect";
-      if (typeof url !== "string" || url.length > MAX_URL_CHARS || !/^wss?:\/\/[^\s]+$/.test(url))
-        return { id, error: `${value.type}: ${field} must be a ws:// or wss:// URL` };
-      if (value.type === "protect") return { id, type: "protect", connect: url };
-      if (value.stopAndCopy !== undefined && typeof value.stopAndCopy !== "boolean") return { id, error: "migrate: stopAndCopy must be true or false" };
-      return { id, type: "migrate", to: url, stopAndCopy: value.stopAndCopy === true };
-    }
-    default:
-      return { id, error: `unknown request type ${JSON.stringify(value.type)?.slice(0, 40) ?? "undefined"}` };
+      return { id, type: "migrate", to: value.to as string, stopAndCopy: value.stopAndCopy === true };
+    case "protect":
+      return { id, type: "protect", connect: value.connect as string };
   }
 }
 

@@ -6,7 +6,8 @@ import { BlockHook, type BlockIoEvent } from "../block/hook.ts";
 import { RateLimitedLog } from "../rate-limited-log.ts";
 import type { PciFunctionSpec } from "../v86-internals.ts";
 import { DescriptorFlag, DeviceStatus, IsrBit } from "../virtio/constants.ts";
-import { VirtioPciTransport, type TransportState } from "../virtio/pci-transport.ts";
+import { VirtioPciTransport } from "../virtio/pci-transport.ts";
+import { checkDiskState } from "../virtio-blk/disk-state.ts";
 import { VirtioBlkDevice } from "../virtio-blk/device.ts";
 import { parseRequest, type RequestErrorKind } from "../virtio-blk/request.ts";
 import { BlkStatus, RequestType } from "../virtio-blk/spec.ts";
@@ -320,11 +321,20 @@ describe("virtio-blk device", () => {
     r.ram.write(data, new Uint8Array(512).fill(9));
     const request = r.driver.blockRequest(RequestType.OUT, 4, [{ gpa: data, length: 512 }]);
     // Through JSON, as a state image carries it.
-    const state = JSON.parse(JSON.stringify({ transport: r.transport.saveState(), inFlight: r.device.inFlightHeads })) as {
-      transport: TransportState;
-      inFlight: number[];
-    };
+    const checked = checkDiskState(JSON.parse(JSON.stringify({ transport: r.transport.saveState(), inFlight: r.device.inFlightHeads })));
+    if (typeof checked === "string") throw new Error(checked);
+    const state = checked;
     expect(state.inFlight).to.deep.equal([request.head]);
+    // A damaged image is refused whole, naming what is wrong.
+    const damaged = (change: (copy: { transport: Record<string, unknown>; inFlight: unknown }) => void) => {
+      const copy = JSON.parse(JSON.stringify(state)) as { transport: Record<string, unknown>; inFlight: unknown };
+      change(copy);
+      return checkDiskState(copy);
+    };
+    expect(damaged((c) => (c.transport.driverFeatures = "zz"))).to.match(/driverFeatures/);
+    expect(damaged((c) => (c.inFlight = [1, "x"]))).to.match(/inFlight\/1/);
+    expect(damaged((c) => delete c.transport.queues)).to.match(/queues/);
+    expect(damaged((c) => ((c.transport.queues as { size: number }[])[0]!.size = -1))).to.match(/queues\/0\/size/);
 
     const ram = plainRam(RAM_SIZE);
     ram.bytes.set(r.ram.bytes);

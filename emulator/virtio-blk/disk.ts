@@ -8,7 +8,8 @@ import type { DeviceFactory, JsonValue, MachineDevice } from "../config.ts";
 import { SnapshotError } from "../errors.ts";
 import { RateLimitedLog, type LogSink } from "../rate-limited-log.ts";
 import { GuestRam, type Emulator } from "../v86-internals.ts";
-import { VirtioPciTransport, type TransportState } from "../virtio/pci-transport.ts";
+import { VirtioPciTransport } from "../virtio/pci-transport.ts";
+import { checkDiskState, type DiskState } from "./disk-state.ts";
 import { VirtioBlkDevice } from "./device.ts";
 import type { BlockMetrics } from "./metrics.ts";
 
@@ -33,11 +34,6 @@ export interface VirtioBlkDiskOptions {
  * 5 and 8+ (ne2k), 7 (ACPI), 0x0a-0x0c (its virtio devices), 0x12 (VGA), 0x1e (IDE).
  */
 export const DISK_SLOTS: readonly number[] = [0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d];
-
-interface DiskState {
-  transport: TransportState;
-  inFlight: number[];
-}
 
 export function virtioBlkDisk(options: VirtioBlkDiskOptions): DeviceFactory {
   return (emulator) => new VirtioBlkDisk(emulator, options);
@@ -88,32 +84,15 @@ export class VirtioBlkDisk implements MachineDevice {
   }
 
   restoreState(state: JsonValue): void {
-    if (!isDiskState(state)) throw new SnapshotError(`snapshot: state of ${this.stateKey} is damaged`);
-    this.transport.restoreState(state.transport);
+    const checked = checkDiskState(state);
+    if (typeof checked === "string") throw new SnapshotError(`snapshot: state of ${this.stateKey} is damaged: ${checked}`);
+    this.transport.restoreState(checked.transport);
     // Chains in flight are still in guest RAM untouched (the driver waits for them): run them again.
-    this.device.resubmit(state.inFlight);
+    this.device.resubmit(checked.inFlight);
   }
 
   async close(): Promise<void> {
     this.transport.reset();
     if (!this.#options.keepBackendOpen) await this.#options.backend.close();
   }
-}
-
-function isDiskState(value: unknown): value is DiskState {
-  const state = value as Partial<DiskState> | null;
-  const transport = state?.transport as Partial<TransportState> | undefined;
-  return (
-    typeof state === "object" &&
-    state !== null &&
-    Array.isArray(state.inFlight) &&
-    state.inFlight.every(Number.isInteger) &&
-    typeof transport === "object" &&
-    transport !== null &&
-    Number.isInteger(transport.status) &&
-    typeof transport.driverFeatures === "string" &&
-    /^[0-9a-f]+$/.test(transport.driverFeatures) &&
-    Array.isArray(transport.queues) &&
-    transport.queues.every((q) => typeof q === "object" && q !== null && Number.isInteger(q.size) && Number.isInteger(q.lastAvailIdx))
-  );
 }

@@ -16,6 +16,7 @@ import { ProtocolError } from "../protocol/errors.ts";
 import { MAX_TEXT_FIELD, MIN_SECRET_BYTES, PROTOCOL_NAME, SUPPORTED_VERSIONS } from "../protocol/limits.ts";
 import type { ChallengeMessage, ControlMessage, NodeRole } from "../protocol/messages.ts";
 import { sessionOrderFor } from "../protocol/session-order-for.ts";
+import { systemClock, type Clock } from "../clock.ts";
 import type { InboundMessage, Transport } from "../transport/transport.ts";
 import { ReplicationChannel } from "./channel.ts";
 import { RecordLayer, RecordType, deriveRecordKeys } from "./record-layer.ts";
@@ -31,6 +32,8 @@ export interface HandshakeOptions {
   versions?: { min: number; max: number };
   /** Whether this side dialled (proves first). Default: the primary dials. */
   initiator?: boolean;
+  /** The clock of the timeout (tests pass a manual one). */
+  clock?: Clock;
 }
 
 /** The peer proved the secret and has seen a newer epoch than this primary: it took over. */
@@ -74,7 +77,7 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
     const fail = (error: ProtocolError, tellPeer: boolean): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      timer.cancel();
       transport.onMessage(undefined);
       if (tellPeer && transport.isOpen) {
         try {
@@ -90,7 +93,7 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
     const finish = (layer: RecordLayer): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      timer.cancel();
       order.authenticated(role === "primary" ? ours.epoch : peer!.epoch);
       resolve(new ReplicationChannel(transport, layer, { version, localRole: role, peerRole: peer!.role, peerNodeId: peer!.nodeId, order }));
     };
@@ -184,7 +187,7 @@ export async function handshake(transport: Transport, role: NodeRole, secret: Ui
       }
     };
 
-    const timer = setTimeout(
+    const timer = (options.clock ?? systemClock).setTimeout(
       () => fail(new ProtocolError("timeout", `handshake with ${transport.label} did not finish within ${timeoutMs} ms`), true),
       timeoutMs,
     );

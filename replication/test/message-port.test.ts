@@ -7,6 +7,7 @@ import { MessageChannel } from "node:worker_threads";
 import { MessagePortTransport, type MessagePortTransportOptions, type PortLike } from "../transport/message-port.ts";
 import type { InboundMessage, Transport, TransportCloseInfo } from "../transport/transport.ts";
 import { rejectionOf } from "./fixtures.ts";
+import { ManualClock } from "../../test/support/manual-clock.ts";
 
 const text = (message: InboundMessage): string => (message.kind === "text" ? message.text : `<${message.bytes.length} bytes>`);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -88,6 +89,17 @@ describe("MessagePort transport", () => {
     expect(infoA.byPeer).to.equal(true);
     expect(infoB.reason).to.match(/^link silent/);
     expect(a.stats.dropped).to.be.greaterThan(0);
+  });
+
+  it("on a manual clock, a cut link closes exactly when its silence window has passed, not before", async () => {
+    const clock = new ManualClock();
+    const { a, b } = link({ silenceTimeoutMs: 2000, keepaliveMs: 250, clock });
+    a.setShape({ cut: true });
+    b.setShape({ cut: true });
+    await clock.advance(1950);
+    expect(a.isOpen && b.isOpen, "inside the window").to.equal(true);
+    await clock.advance(200);
+    expect(a.isOpen || b.isOpen, "past the window").to.equal(false);
   });
 
   it("a cut healed within the silence window leaves the link up", async () => {

@@ -4,12 +4,15 @@
 import { MAX_FRAME_BYTES } from "../protocol/limits.ts";
 import { type InboundMessage, TransportBase, type Transport } from "./transport.ts";
 import { scheduleTurn } from "../engine/next-turn.ts";
+import { systemClock, type Clock, type Timer } from "../clock.ts";
 
 export interface MemoryPairOptions {
   /** One-way delay of every message, in ms; 0 still delivers asynchronously. */
   latencyMs?: number;
   /** Messages over this are refused like ws does (close code 1009). */
   maxMessageBytes?: number;
+  /** The clock latency is measured on (tests pass a manual one). */
+  clock?: Clock;
 }
 
 export interface MemoryPair {
@@ -25,7 +28,7 @@ class MemoryEnd extends TransportBase {
   peer!: MemoryEnd;
   private readonly outgoing: InFlight[] = [];
   private queuedBytes = 0;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timer: Timer | undefined;
   private immediatePending = false;
   private severed = false;
 
@@ -49,7 +52,7 @@ class MemoryEnd extends TransportBase {
   }
 
   protected closeUnderlying(reason: string): void {
-    this.outgoing.push({ at: Date.now() + this.options.latencyMs, closeReason: reason });
+    this.outgoing.push({ at: this.options.clock.now() + this.options.latencyMs, closeReason: reason });
     this.schedule();
   }
 
@@ -58,7 +61,7 @@ class MemoryEnd extends TransportBase {
     this.severed = true;
     this.outgoing.length = 0;
     this.queuedBytes = 0;
-    clearTimeout(this.timer);
+    this.timer?.cancel();
     this.closed({ reason, byPeer: true });
   }
 
@@ -71,13 +74,13 @@ class MemoryEnd extends TransportBase {
       return;
     }
     this.queuedBytes += size;
-    this.outgoing.push({ at: Date.now() + this.options.latencyMs, message });
+    this.outgoing.push({ at: this.options.clock.now() + this.options.latencyMs, message });
     this.schedule();
   }
 
   private schedule(): void {
     if (this.timer !== undefined || this.immediatePending || this.outgoing.length === 0) return;
-    const delay = Math.max(0, this.outgoing[0]!.at - Date.now());
+    const delay = Math.max(0, this.outgoing[0]!.at - this.options.clock.now());
     // setTimeout(0) waits at least 1 ms in Node and 4 ms nested in browsers: a sync's
     // round trip would be mostly timer floors.
     if (delay === 0 && scheduleTurn !== undefined) {
@@ -88,12 +91,12 @@ class MemoryEnd extends TransportBase {
       });
       return;
     }
-    this.timer = setTimeout(() => this.pump(), delay);
+    this.timer = this.options.clock.setTimeout(() => this.pump(), delay);
   }
 
   private pump(): void {
     this.timer = undefined;
-    const now = Date.now();
+    const now = this.options.clock.now();
     while (this.outgoing.length > 0 && this.outgoing[0]!.at <= now) {
       const item = this.outgoing.shift()!;
       if ("closeReason" in item) {
@@ -117,7 +120,7 @@ class MemoryEnd extends TransportBase {
 }
 
 export function createMemoryPair(options: MemoryPairOptions = {}): MemoryPair {
-  const resolved = { latencyMs: options.latencyMs ?? 0, maxMessageBytes: options.maxMessageBytes ?? MAX_FRAME_BYTES };
+  const resolved = { latencyMs: options.latencyMs ?? 0, maxMessageBytes: options.maxMessageBytes ?? MAX_FRAME_BYTES, clock: options.clock ?? systemClock };
   const a = new MemoryEnd("memory:a", resolved);
   const b = new MemoryEnd("memory:b", resolved);
   a.peer = b;

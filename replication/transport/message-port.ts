@@ -12,6 +12,7 @@
 // silence was ours, not the peer's, and the peer gets a fresh window. The peer's
 // own stalls it cannot see: an owner whose peer may block its thread for seconds
 // (restoring a snapshot) starts with a wide window and narrows it later.
+import { systemClock, type Clock, type Timer } from "../clock.ts";
 import { MAX_FRAME_BYTES } from "../protocol/limits.ts";
 import { TransportBase } from "./transport.ts";
 
@@ -42,6 +43,8 @@ export interface MessagePortTransportOptions {
   stallThresholdMs?: number;
   /** Messages over this close the link, like ws does (default MAX_FRAME_BYTES). */
   maxMessageBytes?: number;
+  /** Timers and the link's delays (tests pass a manual clock). */
+  clock?: Clock;
 }
 
 /** What crosses the port: the payload messages plus the link's own keepalive and close. */
@@ -69,21 +72,24 @@ export class MessagePortTransport extends TransportBase {
   readonly stats: LinkStats = { ownStalls: 0, longestOwnStallMs: 0, dropped: 0 };
   #shape: LinkShape;
   readonly #port: PortLike;
-  readonly #options: Required<Omit<MessagePortTransportOptions, "label" | "shape" | "silenceTimeoutMs">>;
+  readonly #options: Required<Omit<MessagePortTransportOptions, "label" | "shape" | "silenceTimeoutMs" | "clock">>;
+  readonly #clock: Clock;
   #silenceTimeoutMs: number;
   readonly #queue: Queued[] = [];
   #queuedBytes = 0;
   /** When the sender's side of the link is free again (bandwidth serialization). */
   #linkFreeAt = 0;
-  #pumpTimer: ReturnType<typeof setTimeout> | undefined;
-  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #pumpTimer: Timer | undefined;
+  #watchdog: Timer | undefined;
   #nextTickAt = 0;
-  #lastHeard = performance.now();
-  #lastSent = performance.now();
+  #lastHeard: number;
+  #lastSent: number;
 
   constructor(port: PortLike, options: MessagePortTransportOptions = {}) {
     super(options.label ?? "message-port");
     this.#port = port;
+    this.#clock = options.clock ?? systemClock;
+    this.#lastHeard = this.#lastSent = this.#clock.now();
     this.#shape = { latencyMs: 0, bandwidthBitsPerSecond: 0, cut: false };
     this.#silenceTimeoutMs = checkedSilence(options.silenceTimeoutMs ?? DEFAULTS.silenceTimeoutMs);
     this.#options = {
@@ -113,7 +119,7 @@ export class MessagePortTransport extends TransportBase {
       this.bufferDrained(); // the bytes are gone, into the void
     }
     // A link restored after a cut owes the peer no old silence.
-    else if (shape.cut === false) this.#lastHeard = performance.now();
+    else if (shape.cut === false) this.#lastHeard = this.#clock.now();
   }
 
   get silenceTimeoutMs(): number {
@@ -156,13 +162,13 @@ export class MessagePortTransport extends TransportBase {
       this.#end(reason, false);
       return;
     }
-    this.#lastSent = performance.now();
+    this.#lastSent = this.#clock.now();
     if (this.#shape.cut) {
       this.stats.dropped++;
       if (envelope.t === "close") this.#closePort();
       return;
     }
-    const now = performance.now();
+    const now = this.#clock.now();
     const { bandwidthBitsPerSecond, latencyMs } = this.#shape;
     const start = Math.max(now, this.#linkFreeAt);
     this.#linkFreeAt = bandwidthBitsPerSecond > 0 ? start + (size * 8 * 1000) / bandwidthBitsPerSecond : start;
@@ -173,13 +179,13 @@ export class MessagePortTransport extends TransportBase {
 
   #schedulePump(): void {
     if (this.#pumpTimer !== undefined || this.#queue.length === 0) return;
-    const delay = Math.max(0, this.#queue[0]!.deliverAt - performance.now());
-    this.#pumpTimer = setTimeout(() => this.#pump(), delay);
+    const delay = Math.max(0, this.#queue[0]!.deliverAt - this.#clock.now());
+    this.#pumpTimer = this.#clock.setTimeout(() => this.#pump(), delay);
   }
 
   #pump(): void {
     this.#pumpTimer = undefined;
-    const now = performance.now();
+    const now = this.#clock.now();
     while (this.#queue.length > 0 && this.#queue[0]!.deliverAt <= now) {
       const item = this.#queue.shift()!;
       this.#queuedBytes -= item.size;
@@ -201,7 +207,7 @@ export class MessagePortTransport extends TransportBase {
 
   #receive(data: unknown): void {
     if (this.#shape.cut || !this.isOpen) return;
-    this.#lastHeard = performance.now();
+    this.#lastHeard = this.#clock.now();
     const envelope = asEnvelope(data);
     if (envelope === undefined) {
       this.#post({ t: "close", reason: "malformed link message" });
@@ -225,9 +231,9 @@ export class MessagePortTransport extends TransportBase {
 
   #startWatchdog(): void {
     const tickMs = Math.max(10, Math.min(100, this.#options.keepaliveMs, this.#silenceTimeoutMs > 0 ? this.#silenceTimeoutMs / 8 : 100));
-    this.#nextTickAt = performance.now() + tickMs;
-    this.#watchdog = setInterval(() => {
-      const now = performance.now();
+    this.#nextTickAt = this.#clock.now() + tickMs;
+    this.#watchdog = this.#clock.setInterval(() => {
+      const now = this.#clock.now();
       const late = now - this.#nextTickAt;
       this.#nextTickAt = now + tickMs;
       if (late > this.#options.stallThresholdMs) {
@@ -255,7 +261,7 @@ export class MessagePortTransport extends TransportBase {
   }
 
   #stopWatchdog(): void {
-    clearInterval(this.#watchdog);
+    this.#watchdog?.cancel();
     this.#watchdog = undefined;
   }
 
@@ -263,7 +269,7 @@ export class MessagePortTransport extends TransportBase {
     this.stats.dropped += this.#queue.length;
     this.#queue.length = 0;
     this.#queuedBytes = 0;
-    clearTimeout(this.#pumpTimer);
+    this.#pumpTimer?.cancel();
     this.#pumpTimer = undefined;
     this.#linkFreeAt = 0;
   }

@@ -4,6 +4,7 @@
 // before proving the secret (an impostor on the port, a refusal) is only a failed attempt.
 import { StaleEpochError, handshake } from "../../channel/handshake.ts";
 import type { Transport } from "../../transport/transport.ts";
+import { systemClock, type Clock, type Timer } from "../../clock.ts";
 import type { PrimaryEngine } from "./engine.ts";
 
 export interface KeepProtectedOptions {
@@ -12,6 +13,8 @@ export interface KeepProtectedOptions {
   secret: Uint8Array;
   /** Wait between attempts while unprotected. */
   retryMs?: number;
+  /** The clock of the retries (tests pass a manual one). */
+  clock?: Clock;
   log?: (line: string) => void;
 }
 
@@ -24,7 +27,8 @@ export interface Protector {
 export function keepProtected(engine: PrimaryEngine, options: KeepProtectedOptions): Protector {
   const retryMs = options.retryMs ?? 1000;
   let stopped = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timer: Timer | undefined;
+  const clock = options.clock ?? systemClock;
   let attempting = false;
 
   const attempt = async (): Promise<void> => {
@@ -48,7 +52,7 @@ export function keepProtected(engine: PrimaryEngine, options: KeepProtectedOptio
 
   const schedule = () => {
     if (stopped || engine.state === "fenced" || engine.state === "closed") return;
-    timer = setTimeout(() => void attempt().finally(schedule), retryMs);
+    timer = clock.setTimeout(() => void attempt().finally(schedule), retryMs);
   };
   const firstAttempt = attempt();
   void firstAttempt.finally(schedule);
@@ -56,7 +60,7 @@ export function keepProtected(engine: PrimaryEngine, options: KeepProtectedOptio
     firstAttempt,
     stop() {
       stopped = true;
-      clearTimeout(timer);
+      timer?.cancel();
     },
   };
 }
