@@ -23,11 +23,6 @@ export interface FullCopyEnd {
   state: Uint8Array[];
 }
 
-export interface ChangeCapture {
-  pages: PageChanges;
-  state: StateChanges;
-}
-
 export interface PrimaryGuest {
   readonly memoryBytes: number;
   readonly disks: readonly GuestDisk[];
@@ -45,8 +40,10 @@ export interface PrimaryGuest {
   /** Outside the guest's instructions: the next range's non-zero pages, at most `maxPages`; `done` once RAM is covered. */
   copyPages(maxPages: number): { pages: PageSet; done: boolean };
   finishFullCopy(): FullCopyEnd;
-  /** At a boundary: what changed since the previous capture. */
-  captureChanges(): ChangeCapture;
+  /** At a boundary: the pages changed since the previous capture. */
+  collectPages(): PageChanges;
+  /** At the same boundary: the device-state parts changed since the previous capture. */
+  captureState(): StateChanges;
   /** Guest RAM as it is now; read it at a boundary. */
   ram(): Uint8Array;
   /** Every block request at submission; a returned promise holds its completion. */

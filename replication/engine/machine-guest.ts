@@ -44,9 +44,13 @@ export function primaryGuestOf(machine: Machine, hook: BlockHook, options: Machi
       state = new StatePartTracker(machine);
       return { pages: pages.collect(), state: state.capture().changed.map((part) => part.current) };
     },
-    captureChanges() {
-      if (pages === undefined || state === undefined) throw new Error("captureChanges before finishFullCopy");
-      return { pages: pages.collect(), state: state.capture() };
+    collectPages() {
+      if (pages === undefined) throw new Error("collectPages before beginFullCopy");
+      return pages.collect();
+    },
+    captureState() {
+      if (state === undefined) throw new Error("captureState before finishFullCopy");
+      return state.capture();
     },
     ram: () => machine.ram.bytes,
     onBlockRequest: (listener) => hook.subscribe(listener),

@@ -49,6 +49,18 @@ export class DurationStats {
   }
 }
 
+/**
+ * Where a sync's time goes, stage by stage (the per-sync timeline). Primary: `boundary` (work
+ * waiting for the guest's instruction boundary), `pages`, `state` and `encode` (the capture,
+ * the guest stopped), `send` (sealed and handed to the socket), `wire` (from the socket to the
+ * ack: both directions and the secondary's share), `release` (what the ack frees), and
+ * `next-request` (from the ack to the guest's next disk request). Secondary: `apply` (the
+ * sync checked and applied to the replica's RAM, its disk operations queued) and `ack` (the ack
+ * sealed and handed to the socket).
+ */
+export const SYNC_STAGES = ["boundary", "pages", "state", "encode", "send", "wire", "release", "next-request", "apply", "ack"] as const;
+export type SyncStage = (typeof SYNC_STAGES)[number];
+
 export interface DurationSummary {
   count: number;
   meanMs: number;
@@ -82,6 +94,8 @@ export interface MetricsSnapshot {
   /** From the guest's request (a write, a flush, output) to its capture; the guest runs meanwhile. */
   captureDelayMs: DurationSummary;
   roundTripMs: DurationSummary;
+  /** The per-sync timeline: each stage that ran on this node. */
+  stagesMs: Partial<Record<SyncStage, DurationSummary>>;
   initialSync?: { ms: number; bytes: number };
   failoverMs?: number;
   uptimeMs: number;
@@ -99,6 +113,7 @@ export class ReplicationMetrics {
   readonly pause = new DurationStats();
   readonly captureDelay = new DurationStats();
   readonly roundTrip = new DurationStats();
+  readonly #stages = new Map<SyncStage, DurationStats>();
   initialSync: { ms: number; bytes: number } | undefined;
   failoverMs: number | undefined;
   epoch = 0;
@@ -109,7 +124,14 @@ export class ReplicationMetrics {
 
   /** Durations count from now on (byte counters keep running). */
   restartDurations(): void {
-    for (const stats of [this.pause, this.captureDelay, this.roundTrip]) stats.clear();
+    for (const stats of [this.pause, this.captureDelay, this.roundTrip, ...this.#stages.values()]) stats.clear();
+  }
+
+  /** Adds one sync's time in `stage`. */
+  stage(stage: SyncStage, ms: number): void {
+    let stats = this.#stages.get(stage);
+    if (stats === undefined) this.#stages.set(stage, (stats = new DurationStats()));
+    stats.add(ms);
   }
 
   count(category: ByteCategory, bytes: number): void {
@@ -138,6 +160,7 @@ export class ReplicationMetrics {
       pauseMs: this.pause.toJSON(),
       captureDelayMs: this.captureDelay.toJSON(),
       roundTripMs: this.roundTrip.toJSON(),
+      stagesMs: Object.fromEntries(SYNC_STAGES.flatMap((stage) => (this.#stages.has(stage) ? [[stage, this.#stages.get(stage)!.toJSON()]] : []))),
       ...(this.initialSync === undefined ? {} : { initialSync: this.initialSync }),
       ...(this.failoverMs === undefined ? {} : { failoverMs: this.failoverMs }),
       uptimeMs: performance.now() - this.#started,

@@ -7,7 +7,7 @@
 import { expect } from "chai";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { ReplicationChannel } from "../channel/channel.ts";
-import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../engine/primary/engine.ts";
+import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy, type SyncMode } from "../engine/primary/engine.ts";
 import { SecondaryEngine } from "../engine/secondary/engine.ts";
 import type { BinaryFrame } from "../protocol/frames.ts";
 import { MAX_FRAME_BYTES, MAX_SYNC_DISK_BYTES } from "../protocol/limits.ts";
@@ -40,6 +40,7 @@ interface PairOptions {
   /** Runs on each frame the primary sent, after it went out. */
   afterFrame?: (frame: BinaryFrame, pair: Pair) => void;
   peerTimeoutMs?: number;
+  syncMode?: SyncMode;
   /** Adjusts the secondary's channel before it is attached. */
   secondaryChannel?: (channel: ReplicationChannel) => void;
   clock?: Clock;
@@ -52,6 +53,7 @@ function newPrimary(options: PairOptions, primaryGuest = options.primaryGuest ??
     peerTimeoutMs: options.peerTimeoutMs ?? 400,
     heartbeatIntervalMs: 50,
     ...(options.clock && { clock: options.clock }),
+    ...(options.syncMode && { syncMode: options.syncMode }),
   });
 }
 
@@ -247,6 +249,70 @@ describe("replication engines against a fake guest", function () {
     expect(pair.primary.state).to.equal("unprotected");
     expect(reasons.join("\n")).to.match(/sync 1 not acknowledged within 400 ms/);
     expect(pair.secondary.state, "the secondary heard heartbeats all along").to.equal("standby");
+  });
+
+  describe("the speculative mode", () => {
+    it("completes a write when its sync is captured, and holds console output until that sync is acknowledged", async () => {
+      // The secondary applies syncs, but its acks are held back until the test lets them go.
+      const heldAcks: (() => Promise<number>)[] = [];
+      let holding = true;
+      const pair = await startPair({
+        syncMode: "speculative",
+        peerTimeoutMs: 10_000,
+        secondaryChannel: (channel) => {
+          const send = channel.send.bind(channel);
+          channel.send = (message) => {
+            if (message.type !== "sync-ack" || !holding) return send(message);
+            heldAcks.push(() => send(message));
+            return Promise.resolve(0);
+          };
+        },
+      });
+      const released: string[] = [];
+      pair.primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
+      const write = pair.primaryGuest.write(40, sector(8, 0x5a));
+      expect(await write.completion, "complete without an ack").to.equal("ok");
+      pair.primaryGuest.print("written\n");
+      await until(() => pair.secondary.metrics.syncs >= 2, "both syncs applied on the secondary");
+      await settle();
+      expect(pair.primary.metrics.syncs, "no ack arrived").to.equal(0);
+      expect(released, "nothing leaves before the ack").to.deep.equal([]);
+      holding = false;
+      for (const send of heldAcks.splice(0)) void send();
+      await until(() => released.join("") === "written\n", "the console output after the acks");
+      await pair.primary.close();
+    });
+
+    it("a takeover resumes from what the secondary received: a write that completed speculatively and never left is not there, and nothing printed after it was seen", async () => {
+      let cutAtSync = 0;
+      // `stall`: the old primary, cut off, holds what its guest printed (as a dead one would never send it).
+      const pair = await startPair({
+        syncMode: "speculative",
+        policy: "stall",
+        beforeFrame: (frame, p) => {
+          if (frame.seq === cutAtSync && frame.kind === "page-updates") p.link.cut("the primary died");
+        },
+      });
+      const released: string[] = [];
+      pair.primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
+      expect(await pair.primaryGuest.write(8, sector(1, 0x11)).completion).to.equal("ok");
+      pair.primaryGuest.print("A is written\n");
+      await until(() => released.join("") === "A is written\n", "the output after write A");
+      // The next sync dies with the link before its first frame; its write completed at the capture.
+      cutAtSync = pair.primary.metrics.syncs + 1;
+      pair.primaryGuest.touch(6, 0x66);
+      expect(await pair.primaryGuest.write(16, sector(1, 0x22)).completion).to.equal("ok");
+      pair.primaryGuest.print("B is written\n");
+      await until(() => pair.secondary.state === "active", "the secondary to take over");
+      const disk = (pair.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes;
+      expect(disk[8 * 512], "acknowledged before the loss").to.equal(0x11);
+      expect(disk[16 * 512], "never reached the secondary").to.equal(0);
+      expect(pair.secondaryGuest.ram()[6 * 4096], "the replica runs from before write B").to.not.equal(0x66);
+      await until(() => pair.primary.state === "unprotected", "the primary to notice");
+      await settle();
+      expect(released.join(""), "what was seen outside: up to the last acknowledged sync").to.equal("A is written\n");
+      pair.primary.fence("test over");
+    });
   });
 
   it("a primary that falls silent is lost after the peer timeout, not before; the secondary takes over (manual clock)", async () => {

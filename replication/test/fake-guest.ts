@@ -8,7 +8,7 @@ import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { BlockBackend } from "../../emulator/block/backend.ts";
 import type { PageChanges, PageSet } from "../../emulator/memory/index.ts";
 import type { StateChanges } from "../../emulator/state/state-parts.ts";
-import type { ChangeCapture, FullCopyEnd, GuestDisk, PrimaryGuest, ReplicaGuest } from "../engine/guest.ts";
+import type { FullCopyEnd, GuestDisk, PrimaryGuest, ReplicaGuest } from "../engine/guest.ts";
 
 export const FAKE_PAGES = 64;
 const PAGE = 4096;
@@ -137,10 +137,10 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
 
   finishFullCopy(): FullCopyEnd {
     this.#lastState = this.#state.map((part) => part.slice());
-    return { pages: this.captureChanges().pages, state: this.#lastState.map((part) => part.slice()) };
+    return { pages: this.collectPages(), state: this.#lastState.map((part) => part.slice()) };
   }
 
-  captureChanges(): ChangeCapture {
+  collectPages(): PageChanges {
     const shadow = this.#shadow!;
     const indices: number[] = [];
     for (let p = 0; p < FAKE_PAGES; p++) {
@@ -154,7 +154,10 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
       data.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE);
       shadow.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), p * PAGE);
     });
-    const pages: PageChanges = { indices: Uint32Array.from(indices), data, previous };
+    return { indices: Uint32Array.from(indices), data, previous };
+  }
+
+  captureState(): StateChanges {
     const state: StateChanges = { partCount: this.#state.length, changed: [] };
     this.#state.forEach((part, index) => {
       const before = this.#lastState[index];
@@ -162,7 +165,7 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
       state.changed.push({ index, previous: before, current: part.slice() });
       this.#lastState[index] = part.slice();
     });
-    return { pages, state };
+    return state;
   }
 
   ram(): Uint8Array {

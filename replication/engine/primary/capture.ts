@@ -22,14 +22,20 @@ export function captureSync(
   if (session.ended || core.session !== session || !core.policy().capture) return undefined;
   const { guest, pending, metrics, options } = core;
   const started = performance.now();
-  if (workSince !== undefined) metrics.captureDelay.add(started - workSince);
+  if (workSince !== undefined) {
+    metrics.captureDelay.add(started - workSince);
+    metrics.stage("boundary", started - workSince);
+  }
   const seq = session.takeSeq();
   waiters.captured(seq);
-  const changes = guest.captureChanges();
+  const pages = guest.collectPages();
+  const pagesAt = performance.now();
+  const state = guest.captureState();
+  const stateAt = performance.now();
   const requests = pending.takeBatch(options.mode === "dirty-block-copy");
   // In flight from here: should anything below throw, the loss that follows accounts for the
   // requests (released or held per policy) instead of dropping them with the sync.
-  const sync: InFlightSync = { seq, requests, capturedAt: started, encoded: undefined, bytes: emptyByteCounts(), pauseMs: 0, after: [] };
+  const sync: InFlightSync = { seq, requests, capturedAt: started, sentAt: undefined, encoded: undefined, bytes: emptyByteCounts(), pauseMs: 0, after: [] };
   session.track(sync);
   const reads = options.readReplay ? pending.takeReplayableReads() : [];
   pending.noteLogged(requests);
@@ -38,8 +44,8 @@ export function captureSync(
     seq,
     epoch: options.epoch,
     mode: options.mode,
-    pages: changes.pages,
-    state: changes.state,
+    pages,
+    state,
     requests,
     reads,
     forcedPages: checks.takeForcedPages(guest.ram()),
@@ -47,18 +53,24 @@ export function captureSync(
     diskNumber: (name) => diskNumber(core, name),
   });
   const capturedAt = performance.now();
+  metrics.stage("pages", pagesAt - started);
+  metrics.stage("state", stateAt - pagesAt);
+  metrics.stage("encode", capturedAt - stateAt);
   // Work that must see this boundary (consistency checks): it may add messages to follow the sync.
   const after = checks.runTasks(seq);
   Object.assign(sync, { capturedAt, encoded, pauseMs: capturedAt - started, after });
   metrics.pause.add(sync.pauseMs);
-  metrics.memoryPagesRawBytes += changes.pages.indices.length * PAGE_SIZE;
+  metrics.memoryPagesRawBytes += pages.indices.length * PAGE_SIZE;
   metrics.inlineWrites += encoded.inlineWrites;
   metrics.pageEncodings.zero += encoded.zeroPages;
   metrics.pageEncodings.runs += encoded.deltaPages;
   metrics.pageEncodings.full += encoded.fullPages;
   metrics.readReplayedPages += encoded.readReplayedPages;
-  // The guest waits for the ack: take it as soon as it arrives, not at the end of a slice.
-  guest.eagerYield(true);
+  // Speculative writes complete now: the capture that logs them is in flight.
+  core.outputs.captured(seq);
+  // Held output (or a full window) waits for an ack: take it as soon as it arrives, not at the
+  // end of a slice. A speculative guest with nothing held runs its slices out.
+  if (core.outputs.size > 0 || session.inFlightCount >= options.syncWindow) guest.eagerYield(true);
   return sync;
 }
 

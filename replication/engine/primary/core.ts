@@ -9,7 +9,7 @@ import type { IoPolicy } from "./io-policy.ts";
 import type { OutputCommitQueue } from "./output-commit.ts";
 import type { PendingIo } from "./pending-io.ts";
 import type { PrimarySession } from "./session.ts";
-import type { PrimaryState, SecondaryLossPolicy } from "./states.ts";
+import type { PrimaryState, SecondaryLossPolicy, SyncMode } from "./states.ts";
 import type { DiskMode } from "./sync-encoder.ts";
 
 export interface ResolvedPrimaryOptions {
@@ -18,6 +18,7 @@ export interface ResolvedPrimaryOptions {
   heartbeatIntervalMs: number;
   peerTimeoutMs: number;
   onSecondaryLoss: SecondaryLossPolicy;
+  syncMode: SyncMode;
   initialSyncTimeoutMs: number;
   syncWindow: number;
   compressSyncs: boolean;

@@ -35,12 +35,12 @@ import { OutputCommitQueue, type HeldOutput } from "./output-commit.ts";
 import { PendingIo } from "./pending-io.ts";
 import { protect } from "./protect.ts";
 import { PrimarySession, type InFlightSync } from "./session.ts";
-import { PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy } from "./states.ts";
+import { PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
 import type { DiskMode } from "./sync-encoder.ts";
 import { SyncWaiters } from "./sync-waiters.ts";
 
 export type { DiskMode } from "./sync-encoder.ts";
-export type { PrimaryState, SecondaryLossPolicy } from "./states.ts";
+export type { PrimaryState, SecondaryLossPolicy, SyncMode } from "./states.ts";
 export type { MigrationReport } from "./migrate.ts";
 export type { SyncEvent } from "../sync-event.ts";
 
@@ -53,6 +53,8 @@ export interface PrimaryOptions {
   /** A sync or heartbeat unanswered this long means the secondary is gone. */
   peerTimeoutMs?: number;
   onSecondaryLoss?: SecondaryLossPolicy;
+  /** When the guest sees a write complete: at its sync's capture (speculative) or its acknowledgement (synchronous). */
+  syncMode?: SyncMode;
   /** The secondary writes and hashes whole disks before its init-ack: allow for that. */
   initialSyncTimeoutMs?: number;
   /** Syncs in flight at once (a guest with several requests outstanding overlaps their round trips). */
@@ -71,6 +73,7 @@ const DEFAULTS = {
   heartbeatIntervalMs: 250,
   peerTimeoutMs: 5000,
   onSecondaryLoss: "continue" as SecondaryLossPolicy,
+  syncMode: "synchronous" as SyncMode,
   initialSyncTimeoutMs: 300_000,
   syncWindow: 4,
   compressSyncs: false,
@@ -90,6 +93,8 @@ export class PrimaryEngine {
   readonly #scheduler: CaptureScheduler;
   readonly #core: PrimaryCore;
   #session: PrimarySession | undefined;
+  /** When the last ack released what it covered, until the guest's next disk request (the timeline's last stage). */
+  #ackedAt: number | undefined;
   /** A handover started by a failed disk: later failures wait for the same outcome. */
   #diskFailover: Promise<boolean> | undefined;
   readonly #unsubscribe: (() => void)[] = [];
@@ -143,6 +148,10 @@ export class PrimaryEngine {
 
   get mode(): DiskMode {
     return this.#options.mode;
+  }
+
+  get syncMode(): SyncMode {
+    return this.#options.syncMode;
   }
 
   /** Requests whose completion the guest waits for (held until a sync covering them is acknowledged). */
@@ -225,10 +234,14 @@ export class PrimaryEngine {
   // ------------------------------------------------------------ guest events
 
   #policy(): IoPolicy {
-    return ioPolicy(this.#fsm.state, this.#options.onSecondaryLoss);
+    return ioPolicy(this.#fsm.state, this.#options.onSecondaryLoss, this.#options.syncMode);
   }
 
   #blockRequest(event: BlockIoEvent): void | Promise<void> {
+    if (this.#ackedAt !== undefined) {
+      this.metrics.stage("next-request", performance.now() - this.#ackedAt);
+      this.#ackedAt = undefined;
+    }
     const order = this.#pending.submitted(event);
     const policy = this.#policy();
     switch (event.type) {
@@ -244,7 +257,7 @@ export class PrimaryEngine {
         if (policy.write === "pass") return;
         return new Promise<void>((release) => {
           const submittedAt = performance.now();
-          const completion: HeldOutput = { kind: "completion", release };
+          const completion: HeldOutput = { kind: "completion", release, atCapture: policy.write === "speculate" };
           this.outputs.hold(completion, submittedAt);
           this.#pending.add({ event, submittedAt, order, completion });
           this.#scheduler.wake();
@@ -316,6 +329,8 @@ export class PrimaryEngine {
   async #send(session: PrimarySession, sync: InFlightSync): Promise<void> {
     try {
       await session.sendFrames(sync.encoded!.frames, sync.bytes, { compress: this.#options.compressSyncs }, sync.after);
+      sync.sentAt = performance.now();
+      this.metrics.stage("send", sync.sentAt - sync.capturedAt);
     } catch (error) {
       this.#lose(session, `sending sync ${sync.seq} failed: ${(error as Error).message}`);
     }
@@ -323,13 +338,17 @@ export class PrimaryEngine {
 
   #acknowledged(session: PrimarySession, sync: InFlightSync): void {
     if (session.ended) return;
-    const roundTripMs = performance.now() - sync.capturedAt;
+    const ackedAt = performance.now();
+    const roundTripMs = ackedAt - sync.capturedAt;
     this.metrics.roundTrip.add(roundTripMs);
+    if (sync.sentAt !== undefined) this.metrics.stage("wire", ackedAt - sync.sentAt);
     this.metrics.syncs++;
     this.metrics.pagesSynced += sync.encoded?.pages.length ?? 0;
     this.metrics.writesSynced += sync.requests.filter((r) => r.event.type === "write").length;
-    if (!session.awaitingSyncAck) this.#guest.eagerYield(false);
     this.outputs.acknowledged(sync.seq);
+    this.#ackedAt = performance.now();
+    this.metrics.stage("release", this.#ackedAt - ackedAt);
+    if (!session.awaitingSyncAck || this.outputs.size === 0) this.#guest.eagerYield(false);
     this.#waiters.acknowledged(sync.seq);
     if (sync.encoded !== undefined && this.#syncListeners.size > 0) {
       const event: SyncEvent = {

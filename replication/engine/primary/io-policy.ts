@@ -1,15 +1,16 @@
 // What happens to each kind of guest I/O, decided in one table by the engine's state and its
 // loss policy (as QEMU's replication_get_io_status decides by stage and mode), instead of
 // checks scattered over the event handlers.
-import type { PrimaryState, SecondaryLossPolicy } from "./states.ts";
+import type { PrimaryState, SecondaryLossPolicy, SyncMode } from "./states.ts";
 
 export interface IoPolicy {
   /**
    * A disk write's completion. `hold`: the write is logged by the next sync (or covered by the
-   * next initial copy) and the guest sees it complete once that is acknowledged. `pass`: the
-   * disk completes it alone (nothing protects the guest).
+   * next initial copy) and the guest sees it complete once that is acknowledged. `speculate`:
+   * logged by the next sync, and complete once that capture is taken (the speculative mode).
+   * `pass`: the disk completes it alone (nothing protects the guest).
    */
-  write: "hold" | "pass";
+  write: "hold" | "speculate" | "pass";
   /** A flush: `log` it in the next sync so the secondary makes its copy durable too (the guest does not wait: it covers completed writes only); `pass`: not logged. */
   flush: "log" | "pass";
   /** A read: `track` it as a read-replay candidate, or `pass`. */
@@ -38,6 +39,9 @@ const TABLE: Record<PrimaryState, Record<SecondaryLossPolicy, IoPolicy>> = {
   closed: { continue: PASS, stall: PASS },
 };
 
-export function ioPolicy(state: PrimaryState, onLoss: SecondaryLossPolicy): IoPolicy {
-  return TABLE[state][onLoss];
+/** The speculative mode differs in one cell: a protected guest's writes complete at their capture. */
+const SPECULATIVE_PROTECTING: IoPolicy = { ...PROTECTING, write: "speculate" };
+
+export function ioPolicy(state: PrimaryState, onLoss: SecondaryLossPolicy, mode: SyncMode = "synchronous"): IoPolicy {
+  return mode === "speculative" && state === "protected" ? SPECULATIVE_PROTECTING : TABLE[state][onLoss];
 }

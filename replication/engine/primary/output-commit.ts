@@ -9,12 +9,17 @@
 //   - released, in the order it was held, once sync N is acknowledged and everything held
 //     before it is released too.
 //
+// One exception, the speculative mode's: a disk write's completion marked `atCapture` is
+// released as soon as the capture that logs the write is taken. The guest learns nothing the
+// outside world could see from it, and it runs ahead of the secondary by at most the syncs in
+// flight; a failover resumes from the last acknowledged sync, before any of it happened.
+//
 // Pure: the engine calls it; the queue calls a completion's `release` and the listeners of
 // the kind that is released.
 
 export type HeldOutput =
-  /** A guest request's completion (a disk write the guest waits for). */
-  | { kind: "completion"; release: () => void }
+  /** A guest request's completion (a disk write the guest waits for); `atCapture`: released when the capture that logs it is taken. */
+  | { kind: "completion"; release: () => void; atCapture?: boolean }
   /** Bytes the guest printed on its console. */
   | { kind: "console"; bytes: Uint8Array }
   /** An Ethernet frame the guest transmitted. */
@@ -68,6 +73,11 @@ export class OutputCommitQueue {
     return this.#heldBytes;
   }
 
+  /** Everything held now (each waits for an acknowledgement, or a capture). */
+  get size(): number {
+    return this.#entries.length;
+  }
+
   /** Completions the guest waits for now. */
   get heldCompletions(): number {
     return this.#entries.reduce((n, entry) => n + (entry.output.kind === "completion" ? 1 : 0), 0);
@@ -113,6 +123,18 @@ export class OutputCommitQueue {
       if (entry.coveredBy !== undefined) continue;
       if (entry.output.kind !== "completion" || logged.has(entry.output)) entry.coveredBy = seq;
     }
+  }
+
+  /** Capture `seq` was taken and is in flight: completions it covers that wait only for a capture go out now. */
+  captured(seq: number): void {
+    if (!this.#entries.some((entry) => entry.coveredBy === seq && entry.output.kind === "completion" && entry.output.atCapture === true)) return;
+    const released: Entry[] = [];
+    this.#entries = this.#entries.filter((entry) => {
+      const now = entry.coveredBy === seq && entry.output.kind === "completion" && entry.output.atCapture === true;
+      if (now) released.push(entry);
+      return !now;
+    });
+    for (const { output } of released) this.#emit(output);
   }
 
   /** A new secondary's initial copy (sync 0) holds everything so far, whatever covered it before. */

@@ -26,7 +26,16 @@ export async function protect(core: PrimaryCore, channel: ReplicationChannel): P
       atCopyStart: () => {
         pending.clear();
         outputs.coverAll(0);
-        session.track({ seq: 0, requests: [], capturedAt: performance.now(), encoded: undefined, bytes: emptyByteCounts(), pauseMs: 0, after: [] });
+        session.track({
+          seq: 0,
+          requests: [],
+          capturedAt: performance.now(),
+          sentAt: undefined,
+          encoded: undefined,
+          bytes: emptyByteCounts(),
+          pauseMs: 0,
+          after: [],
+        });
       },
     });
   } catch (error) {

@@ -18,6 +18,8 @@ export interface InFlightSync {
   requests: PendingRequest[];
   /** When the capture was taken (performance.now()). */
   capturedAt: number;
+  /** When its frames were handed to the socket (performance.now()). */
+  sentAt: number | undefined;
   encoded: EncodedSync | undefined;
   bytes: Record<ByteCategory, number>;
   pauseMs: number;

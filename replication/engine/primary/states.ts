@@ -24,3 +24,12 @@ export const PRIMARY_TRANSITIONS = {
  * the guest again (the guest waits on its disk).
  */
 export type SecondaryLossPolicy = "continue" | "stall";
+
+/**
+ * When the guest sees a disk write complete. `synchronous` (Kemari): once the secondary
+ * acknowledged the sync that logs it. `speculative` (Remus's idea on Kemari's sync points):
+ * once that sync is captured; only what the outside world sees (console bytes, network
+ * frames) waits for the acknowledgement. Either way nothing anyone outside saw is lost in a
+ * failover: the secondary resumes from the last acknowledged sync.
+ */
+export type SyncMode = "synchronous" | "speculative";

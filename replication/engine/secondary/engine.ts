@@ -199,7 +199,10 @@ export class SecondaryEngine {
       default: {
         const sync = attachment.assembler.add(frame);
         if (sync === undefined) return;
-        const { io, ready } = this.#replica.apply(sync);
+        const applying = performance.now();
+        const { io, replayed } = this.#replica.apply(sync);
+        const applied = performance.now();
+        this.metrics.stage("apply", applied - applying);
         this.metrics.syncs++;
         this.metrics.pagesSynced += sync.pages.length;
         this.metrics.writesSynced += io.filter((entry) => entry.type === "write").length;
@@ -210,8 +213,18 @@ export class SecondaryEngine {
           Uint32Array.from(sync.pages, (p) => p.page),
           copied ? io.map((entry) => (entry.delivery === "inline" ? { ...entry, delivery: "block-copy" as const } : entry)) : io,
         );
-        // Acknowledged once staged and applied; a slow disk holds the ack, and so the primary.
-        return ready.then(() => attachment.send({ type: "sync-ack", seq: sync.seq, epoch: attachment.channel.epoch })).catch(() => undefined);
+        // Acknowledged once checked and held (its pages in the replica's RAM, its disk operations
+        // queued, replayed before any takeover runs the guest): the reads of the log and the disk
+        // writes need not have finished. A disk backlog over its bound holds the ack, and so the
+        // primary. The next sync waits for this one's reads (its pages must not land before them).
+        const acked = this.#replica
+          .belowBacklog()
+          .then(() => attachment.send({ type: "sync-ack", seq: sync.seq, epoch: attachment.channel.epoch }))
+          .then(() => this.metrics.stage("ack", performance.now() - applied));
+        return Promise.all([acked, replayed]).then(
+          () => undefined,
+          () => undefined,
+        );
       }
     }
   }

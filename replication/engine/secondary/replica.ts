@@ -118,10 +118,11 @@ export class Replica {
    * Applies one sync. Throws ProtocolError, before changing anything, when a state delta does
    * not fit the part it names. Disk writes and flushes are queued (see `settled`); read-replay
    * entries are read from our disk into the replica's memory in log order, so a later write
-   * of the same sync gathers what they filled. The returned promise resolves once the reads
-   * are in memory and the disk backlog allows the acknowledgement.
+   * of the same sync gathers what they filled. `replayed` resolves once the log's reads are in
+   * memory (the next sync's pages must not land before them); the disk writes may still be
+   * queued then: `settled()` waits for those, and a takeover waits for it.
    */
-  apply(sync: CommittedSync): { io: LoggedIo[]; ready: Promise<void> } {
+  apply(sync: CommittedSync): { io: LoggedIo[]; replayed: Promise<void> } {
     const parts = sync.state === undefined ? undefined : this.#nextParts(sync.seq, sync.state.partCount, sync.state.changes);
     // Nothing below can fail: pages were checked by the frame decoder, extents by SessionOrder.
     const ram = this.#guest.ram();
@@ -175,7 +176,7 @@ export class Replica {
     };
     // Without reads the whole log is queued right here, synchronously.
     const logged = sync.log.some((entry) => entry.type === "read") ? run() : (void run(), Promise.resolve());
-    return { io, ready: logged.then(() => this.belowBacklog()) };
+    return { io, replayed: logged };
   }
 
   #nextParts(seq: number, partCount: number, changes: readonly PartChange[]): Uint8Array[] {
