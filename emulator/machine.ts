@@ -22,13 +22,14 @@ export class Machine {
   #console: SerialConsole | undefined;
   #ram: GuestRam | undefined;
   #devices: MachineDevice[] = [];
-  #network: NetworkPort | undefined;
+  readonly #network: NetworkPort;
   /** The stop in progress: a second pause() waits for it, and run() lets it finish first. */
   #stopping: Promise<void> | undefined;
 
   /** Validates the config at once (ConfigError); images are read by `boot()`. */
   constructor(config: MachineConfig) {
     this.config = resolveConfig(config);
+    this.#network = new NetworkPort({ mac: parseMac(this.config.network.mac) as Uint8Array });
   }
 
   get state(): MachineState {
@@ -49,10 +50,12 @@ export class Machine {
     return this.#require().emulator;
   }
 
-  /** The guest's NIC (virtio-net): frames in and out, its MAC and counters. */
+  /**
+   * The guest's NIC (virtio-net): frames in and out, its MAC and counters. There from the
+   * machine's construction on, so that a listener can be in place before the guest runs.
+   */
   get network(): NetworkPort {
-    this.#require();
-    return this.#network!;
+    return this.#network;
   }
 
   /** Our devices, in the order of `config.devices`. */
@@ -203,7 +206,7 @@ export class Machine {
 
   /** The NIC, then `config.devices`. */
   #allDevices(): MachineDevice[] {
-    return this.#network === undefined ? this.#devices : [this.#network, ...this.#devices];
+    return [this.#network, ...this.#devices];
   }
 
   run(): void {
@@ -276,7 +279,6 @@ export class Machine {
     this.#ram = undefined;
     const devices = this.#allDevices();
     this.#devices = [];
-    this.#network = undefined;
     await emulator?.destroy();
     await Promise.all(devices.map(async (device) => device.close?.()));
   }
@@ -298,7 +300,7 @@ export class Machine {
     this.#emulator = emulator;
     this.#ram = new GuestRam(emulator.cpu);
     // Before the CPU first runs: the guest's driver reads the MAC once, when it binds.
-    this.#network = new NetworkPort(emulator, { mac: parseMac(this.config.network.mac) as Uint8Array });
+    this.#network.attach(emulator);
     this.#devices = this.config.devices.map((create) => create(emulator));
     const keys = new Set(this.#allDevices().map((device) => device.stateKey));
     if (keys.size !== this.#allDevices().length) throw new ConfigError(`config.devices: two devices share a stateKey (${this.#network.stateKey} is the NIC's)`);

@@ -1,8 +1,9 @@
 // The guest's NIC as the host sees it: raw Ethernet frames out (`onTransmit`) and in
 // (`receive`), counted, with frames of impossible sizes dropped either way. Every Machine has
-// one (`machine.network`). It also keeps, in the machine's state, the id of the last ingress
-// frame handed to the guest: a machine restored from a capture tells a gateway which of its
-// numbered frames that state has already seen.
+// one (`machine.network`) from its construction on, so that listeners can be in place before
+// the guest first runs; it is attached to v86's NIC once the emulator exists. It also keeps,
+// in the machine's state, the id of the last ingress frame handed to the guest: a machine
+// restored from a capture tells a gateway which of its numbered frames that state has seen.
 import type { JsonValue, MachineDevice } from "../config.ts";
 import { MachineStateError, SnapshotError } from "../errors.ts";
 import { RateLimitedLog, type LogSink } from "../rate-limited-log.ts";
@@ -23,7 +24,7 @@ export interface NicHost {
 }
 
 export interface NetworkPortOptions {
-  /** The MAC the NIC gets now; a restore replaces it with the one in the state. */
+  /** The MAC the NIC gets when attached; a restore replaces it with the one in the state. */
   mac: Uint8Array;
   /** Where warnings about throwing listeners go (default console.warn, rate-limited). */
   log?: LogSink;
@@ -36,24 +37,30 @@ interface PortState {
 export class NetworkPort implements MachineDevice {
   readonly stateKey = "virtio-net";
   readonly metrics = new NetworkMetrics();
-  readonly #host: NicHost;
-  readonly #nic: V86Nic;
   readonly #listeners = new Set<TransmitListener>();
   readonly #log: RateLimitedLog;
-  readonly #detach: () => void;
+  /** The NIC's MAC while detached: the configured one, or the last one the NIC had. */
+  #mac: Uint8Array;
+  #attached: { host: NicHost; unsubscribe: () => void } | undefined;
+  #closed = false;
   #lastIngressId: number | null = null;
 
-  constructor(host: NicHost, options: NetworkPortOptions) {
-    this.#host = host;
-    this.#nic = host.nic;
+  constructor(options: NetworkPortOptions) {
+    this.#mac = options.mac.slice();
     this.#log = new RateLimitedLog("virtio-net", options.log);
-    this.#nic.setMac(options.mac);
-    this.#detach = this.#nic.onTransmit((frame) => this.#transmitted(frame));
   }
 
-  /** The NIC's MAC as the guest sees it now, e.g. "52:54:00:12:34:56". */
+  /** Connects the port to the emulator's NIC and gives it the MAC; before the CPU first runs. */
+  attach(host: NicHost): void {
+    if (this.#closed) throw new MachineStateError("NetworkPort.attach: the port is closed");
+    if (this.#attached !== undefined) throw new Error("NetworkPort.attach: already attached to a NIC");
+    host.nic.setMac(this.#mac);
+    this.#attached = { host, unsubscribe: host.nic.onTransmit((frame) => this.#transmitted(frame)) };
+  }
+
+  /** The NIC's MAC as the guest sees it now (the configured one before boot), e.g. "52:54:00:12:34:56". */
   get mac(): string {
-    return formatMac(this.#nic.mac);
+    return formatMac(this.#attached?.host.nic.mac ?? this.#mac);
   }
 
   /**
@@ -78,8 +85,9 @@ export class NetworkPort implements MachineDevice {
   /**
    * Gives one Ethernet frame (no FCS) to the guest. `id` numbers the gateway's ingress frames:
    * a safe integer above the previous one. Returns "taken" when the frame is in a receive buffer
-   * of the guest's driver, else why it was dropped. Throws on a non-Uint8Array frame, an id that
-   * does not increase, or a call from inside a guest instruction (a transmit listener).
+   * of the guest's driver, else why it was dropped ("not-ready" also before the machine has an
+   * emulator). Throws on a non-Uint8Array frame, an id that does not increase, a call from
+   * inside a guest instruction (a transmit listener), or a destroyed machine.
    */
   receive(frame: Uint8Array, id: number): ReceiveOutcome {
     if (!(frame instanceof Uint8Array)) throw new TypeError("receive: the frame must be a Uint8Array");
@@ -87,17 +95,19 @@ export class NetworkPort implements MachineDevice {
     if (this.#lastIngressId !== null && id <= this.#lastIngressId) {
       throw new RangeError(`receive: ingress id ${id} does not follow the last one, ${this.#lastIngressId}`);
     }
-    if (!this.#host.atInstructionBoundary) {
+    if (this.#closed) throw new MachineStateError("receive: the machine is destroyed");
+    const host = this.#attached?.host;
+    if (host !== undefined && !host.atInstructionBoundary) {
       throw new MachineStateError("receive: called inside a guest instruction (from a transmit listener?); queue the frame and receive it afterwards");
     }
     this.#lastIngressId = id;
     const size = sizeProblem(frame);
-    const outcome: ReceiveOutcome = size ?? readiness(this.#nic.receiveState());
+    const outcome: ReceiveOutcome = size ?? (host === undefined ? "not-ready" : readiness(host.nic.receiveState()));
     if (outcome !== "taken") {
       this.metrics.receiveDropped[outcome]++;
       return outcome;
     }
-    this.#nic.deliver(frame); // v86 copies it into guest RAM at once
+    host!.nic.deliver(frame); // v86 copies it into guest RAM at once
     this.metrics.receivedFrames++;
     this.metrics.receivedBytes += frame.length;
     return outcome;
@@ -116,8 +126,18 @@ export class NetworkPort implements MachineDevice {
     this.#lastIngressId = id;
   }
 
+  /** Lets go of the NIC and the listeners (the machine is destroyed); metrics and `mac` stay readable. */
   async close(): Promise<void> {
-    this.#detach();
+    if (this.#attached !== undefined) {
+      try {
+        this.#mac = this.#attached.host.nic.mac;
+      } catch {
+        // a torn-down emulator may not answer any more: keep the MAC known before
+      }
+      this.#attached.unsubscribe();
+      this.#attached = undefined;
+    }
+    this.#closed = true;
     this.#listeners.clear();
   }
 

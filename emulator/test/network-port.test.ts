@@ -11,7 +11,7 @@ import { NetworkPort, type NicHost } from "../net/port.ts";
 import type { NicReceiveState, V86Nic } from "../v86-internals.ts";
 
 class FakeNic implements V86Nic {
-  mac = new Uint8Array(6);
+  mac: Uint8Array = new Uint8Array(6);
   state: NicReceiveState = "ready";
   delivered: Uint8Array[] = [];
   #transmit: ((frame: Uint8Array) => void) | undefined;
@@ -42,17 +42,35 @@ function setup(): { nic: FakeNic; host: NicHost & { atInstructionBoundary: boole
   const nic = new FakeNic();
   const host = { nic, atInstructionBoundary: true };
   const log: string[] = [];
-  const port = new NetworkPort(host, { mac: parseMac("52:54:00:aa:bb:cc") as Uint8Array, log: (line) => log.push(line) });
+  const port = new NetworkPort({ mac: parseMac("52:54:00:aa:bb:cc") as Uint8Array, log: (line) => log.push(line) });
+  port.attach(host);
   return { nic, host, port, log };
 }
 
 const frameOf = (length: number, fill = 0x5a) => new Uint8Array(length).fill(fill);
 
 describe("network port (fake NIC)", () => {
-  it("sets the configured MAC on the NIC before anything runs", () => {
+  it("sets the configured MAC on the NIC when attached, and shows the NIC's MAC from then on", () => {
     const { nic, port } = setup();
     expect(formatMac(nic.mac)).to.equal("52:54:00:aa:bb:cc");
     expect(port.mac).to.equal("52:54:00:aa:bb:cc");
+    nic.mac = parseMac("52:54:00:aa:bb:dd") as Uint8Array; // a restore, or the driver, changed it
+    expect(port.mac).to.equal("52:54:00:aa:bb:dd");
+    expect(() => port.attach({ nic: new FakeNic(), atInstructionBoundary: true })).to.throw(/already attached/);
+  });
+
+  it("is usable before the emulator exists: the configured MAC, listeners kept for later, frames not-ready", () => {
+    const port = new NetworkPort({ mac: parseMac("52:54:00:aa:bb:cc") as Uint8Array });
+    expect(port.mac).to.equal("52:54:00:aa:bb:cc");
+    const seen: Uint8Array[] = [];
+    port.onTransmit((frame) => seen.push(frame));
+    expect(port.receive(frameOf(60), 0)).to.equal("not-ready");
+    expect(port.metrics.receiveDropped["not-ready"]).to.equal(1);
+    const nic = new FakeNic();
+    port.attach({ nic, atInstructionBoundary: true });
+    nic.guestSends(frameOf(60));
+    expect(seen).to.have.length(1);
+    expect(port.receive(frameOf(60), 1)).to.equal("taken");
   });
 
   it("passes each frame the guest sends to every listener as its own copy, and counts it", () => {
@@ -160,12 +178,18 @@ describe("network port (fake NIC)", () => {
     }
   });
 
-  it("lets go of the NIC and its listeners when closed", async () => {
+  it("lets go of the NIC and its listeners when closed, keeps the last MAC and metrics, and refuses frames", async () => {
     const { nic, port } = setup();
     port.onTransmit(() => {});
+    port.receive(frameOf(60), 1);
+    nic.mac = parseMac("52:54:00:aa:bb:dd") as Uint8Array;
     expect(nic.attached).to.equal(true);
     await port.close();
     expect(nic.attached).to.equal(false);
+    expect(port.mac).to.equal("52:54:00:aa:bb:dd");
+    expect(port.metrics.receivedFrames).to.equal(1);
+    expect(() => port.receive(frameOf(60), 2)).to.throw(MachineStateError, /destroyed/);
+    expect(() => port.attach({ nic, atInstructionBoundary: true })).to.throw(MachineStateError, /closed/);
   });
 });
 
@@ -201,7 +225,8 @@ describe("network config", () => {
     expect((error as Error).message).to.match(/share a stateKey \(virtio-net is the NIC's\)/);
   });
 
-  it("gives a blank machine the configured MAC and a NIC that drops frames until a driver is up", async () => {
+  it("has the port before boot, and gives a blank machine the configured MAC and a NIC that drops frames until a driver is up", async () => {
+    expect(new Machine({ ...defaultGuest(), network: { mac: "52:54:00:00:00:08" } }).network.mac).to.equal("52:54:00:00:00:08");
     const blank = await Machine.createBlank({ ...defaultGuest(), network: { mac: "52:54:00:00:00:07" } });
     try {
       expect(blank.network.mac).to.equal("52:54:00:00:00:07");
@@ -211,6 +236,7 @@ describe("network config", () => {
     } finally {
       await blank.destroy();
     }
-    expect(() => blank.network).to.throw(MachineStateError, /destroyed/);
+    expect(blank.network.mac).to.equal("52:54:00:00:00:07");
+    expect(() => blank.network.receive(frameOf(60), 1)).to.throw(MachineStateError, /destroyed/);
   });
 });
