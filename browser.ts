@@ -1,4 +1,4 @@
-// twinvm's browser-safe surface (`import ... from "twinvm/browser"`): the machine,
+// twinvm's browser-safe surface (`import ... from "twinvm/browser"`): the machine and its NIC,
 // our virtio-blk disk with in-memory backends, the memory model, the replication
 // engines and the browser WebSocket transport. Nothing here imports a Node module;
 // `twinvm` (index.ts) adds the Node parts on top of this.
@@ -13,6 +13,7 @@ export {
   type MachineDevice,
   type DeviceFactory,
   type JsonValue,
+  type NetworkConfig,
 } from "./emulator/config.ts";
 export { TwinvmError, ConfigError, ImageError, ConsoleTimeoutError, BootTimeoutError, SnapshotError, MachineStateError } from "./emulator/errors.ts";
 export type { ExecResult, ConsoleMatch, WaitOptions, SerialConsole } from "./emulator/serial-console.ts";
@@ -21,6 +22,18 @@ export { PAGE_SHIFT, PAGE_SIZE, SECTOR_SHIFT, SECTOR_SIZE } from "./emulator/uni
 export { BlockBackendError, type BlockBackend } from "./emulator/block/backend.ts";
 export { MemoryBackend } from "./emulator/block/memory-backend.ts";
 export { virtioBlkDisk, VirtioBlkDisk, type VirtioBlkDiskOptions } from "./emulator/virtio-blk/disk.ts";
+export {
+  NetworkPort,
+  NetworkMetrics,
+  DEFAULT_MAC,
+  MAX_FRAME_BYTES,
+  NETWORK_MTU,
+  type ReceiveOutcome,
+  type TransmitListener,
+  type NetworkMetricsSnapshot,
+  type ReceiveDropReason,
+  type TransmitDropReason,
+} from "./emulator/net/index.ts";
 export { DirtyPageTracker, applyPages, type PageSet } from "./emulator/memory/index.ts";
 export { captureStateParts, restoreStateParts } from "./emulator/state/index.ts";
 

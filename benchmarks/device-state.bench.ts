@@ -50,7 +50,7 @@ export default async function deviceState(context: BenchContext): Promise<BenchR
   const m = (values: number[]) => median(values);
   return {
     description:
-      `Default guest (128 MiB, vgaMemoryKiB 256, v86's default ne2k NIC, IDE and SB16), booted, running a shell loop that ` +
+      `Default guest (128 MiB, vgaMemoryKiB 256, the virtio-net NIC, v86's IDE and SB16), booted, running a shell loop that ` +
       `writes to tmpfs every 100 ms. Each round captures the state's parts at an instruction boundary ` +
       `(\`StatePartTracker.capture()\`: v86's state tree as JSON plus views of its ~60 buffers, each compared with its copy ` +
       `from the capture before, changed ones copied), then run-delta-encodes the changed parts against their previous bytes ` +

@@ -1,6 +1,7 @@
 // Machine configuration: what the caller may set, its defaults, and the
 // checks that turn a bad value or a wrong image into a clear error before v86 sees it.
 import { ConfigError, ImageError } from "./errors.ts";
+import { DEFAULT_MAC, parseMac } from "./net/frame.ts";
 import type { Emulator } from "./v86-internals.ts";
 import { SECTOR_SIZE } from "./units.ts";
 
@@ -51,9 +52,19 @@ export interface MachineConfig {
   devices?: readonly DeviceFactory[];
   /** Initial contents of v86's own IDE disk (hda, copied), e.g. to compare it with virtio-blk; null for none. */
   ideDisk?: Uint8Array<ArrayBuffer> | null;
+  /** The guest's NIC (virtio-net, MTU 1500), which every machine has. */
+  network?: NetworkConfig;
 }
 
-export type ResolvedMachineConfig = Required<MachineConfig>;
+export interface NetworkConfig {
+  /**
+   * The NIC's MAC when the machine boots or is created blank, e.g. "52:54:00:12:34:56";
+   * both nodes of a pair need the same. A restored machine keeps the MAC in its state.
+   */
+  mac?: string;
+}
+
+export type ResolvedMachineConfig = Required<Omit<MachineConfig, "network">> & { network: Required<NetworkConfig> };
 
 /** Measured on the default guest: each option here trims boot time (see shared/notes/v86-facts.md). */
 export const DEFAULT_CMDLINE =
@@ -69,6 +80,7 @@ export const DEFAULTS = {
   bootTimeoutMs: 90_000,
   devices: [] as readonly DeviceFactory[],
   ideDisk: null,
+  network: { mac: DEFAULT_MAC },
 };
 
 export const MEMORY_MIB_RANGE = { min: 32, max: 2048 } as const;
@@ -80,7 +92,18 @@ export function resolveConfig(config: MachineConfig): ResolvedMachineConfig {
       throw new ConfigError(`config.${role}: expected an image source ({location, load()}), got ${describe(source)}`);
     }
   }
-  const resolved: ResolvedMachineConfig = { ...DEFAULTS, ...withoutUndefined(config) } as ResolvedMachineConfig;
+  const network: unknown = config.network ?? {};
+  if (typeof network !== "object" || network === null || Array.isArray(network)) {
+    throw new ConfigError(`config.network: expected an object like {mac: "52:54:00:12:34:56"}, got ${describe(network)}`);
+  }
+  const resolved: ResolvedMachineConfig = {
+    ...DEFAULTS,
+    ...withoutUndefined(config),
+    network: { ...DEFAULTS.network, ...withoutUndefined(network as NetworkConfig) },
+  } as ResolvedMachineConfig;
+  const { mac } = resolved.network;
+  const macProblem = typeof mac === "string" ? parseMac(mac) : "expected a string";
+  if (!(macProblem instanceof Uint8Array)) throw new ConfigError(`config.network.mac: ${macProblem}, got ${describe(mac)}`);
   const { memoryMiB, vgaMemoryKiB, bootTimeoutMs, cmdline, readyMarker } = resolved;
   if (!Number.isInteger(memoryMiB) || memoryMiB < MEMORY_MIB_RANGE.min || memoryMiB > MEMORY_MIB_RANGE.max) {
     throw new ConfigError(

@@ -1,6 +1,8 @@
 // A guest PC: v86 plus its configuration, lifecycle, serial console and snapshots.
 import { loadImages, resolveConfig, type JsonValue, type MachineConfig, type MachineDevice, type ResolvedMachineConfig } from "./config.ts";
 import { BootTimeoutError, ConfigError, ConsoleTimeoutError, MachineStateError, SnapshotError } from "./errors.ts";
+import { NETWORK_MTU, parseMac } from "./net/frame.ts";
+import { NetworkPort } from "./net/port.ts";
 import { SerialConsole, escapeRegExp, type ConsoleMatch, type ExecResult, type WaitOptions } from "./serial-console.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot-format.ts";
 import { Emulator, GuestRam, V86_VERSION, restoreStateKeepingMemory, type EmulatorOptions, type V86StateParts } from "./v86-internals.ts";
@@ -20,12 +22,14 @@ export class Machine {
   #console: SerialConsole | undefined;
   #ram: GuestRam | undefined;
   #devices: MachineDevice[] = [];
+  readonly #network: NetworkPort;
   /** The stop in progress: a second pause() waits for it, and run() lets it finish first. */
   #stopping: Promise<void> | undefined;
 
   /** Validates the config at once (ConfigError); images are read by `boot()`. */
   constructor(config: MachineConfig) {
     this.config = resolveConfig(config);
+    this.#network = new NetworkPort({ mac: parseMac(this.config.network.mac) as Uint8Array });
   }
 
   get state(): MachineState {
@@ -44,6 +48,14 @@ export class Machine {
   /** The wrapped emulator, for modules that attach devices or read CPU state. */
   get emulator(): Emulator {
     return this.#require().emulator;
+  }
+
+  /**
+   * The guest's NIC (virtio-net): frames in and out, its MAC and counters. There from the
+   * machine's construction on, so that a listener can be in place before the guest runs.
+   */
+  get network(): NetworkPort {
+    return this.#network;
   }
 
   /** Our devices, in the order of `config.devices`. */
@@ -100,6 +112,7 @@ export class Machine {
     try {
       const wasm = await config.wasm.load();
       await machine.#createEmulator(wasm, {});
+      machine.#checkDeviceStates(meta.devices);
       try {
         machine.#emulator!.restoreState(v86State);
       } catch (error) {
@@ -141,6 +154,7 @@ export class Machine {
   restoreWithoutMemory(v86State: V86StateParts, devices: Record<string, JsonValue>): void {
     const { emulator } = this.#require();
     if (this.#state !== "blank") throw new MachineStateError(`restoreWithoutMemory: machine is ${this.#state}, expected blank`);
+    this.#checkDeviceStates(devices);
     try {
       restoreStateKeepingMemory(emulator, v86State);
     } catch (error) {
@@ -173,15 +187,26 @@ export class Machine {
 
   /** Our devices' states by `stateKey`; call while paused for a consistent picture. */
   saveDeviceStates(): Record<string, JsonValue> {
-    return Object.fromEntries(this.#devices.map((device) => [device.stateKey, device.saveState()]));
+    return Object.fromEntries(this.#allDevices().map((device) => [device.stateKey, device.saveState()]));
   }
 
-  #restoreDeviceStates(states: Record<string, JsonValue>): void {
-    for (const device of this.#devices) {
-      const state = states[device.stateKey];
-      if (state === undefined) throw new SnapshotError(`snapshot: has no state for device ${device.stateKey}`);
-      device.restoreState(state);
+  /** Before v86 sees the state: a state from before the NIC existed would fail there with a less useful message. */
+  #checkDeviceStates(states: Record<string, JsonValue>): void {
+    for (const device of this.#allDevices()) {
+      if (states[device.stateKey] === undefined) {
+        throw new SnapshotError(`snapshot: has no state for device ${device.stateKey} (taken by a build without it?)`);
+      }
     }
+  }
+
+  /** After `#checkDeviceStates` and v86's restore. */
+  #restoreDeviceStates(states: Record<string, JsonValue>): void {
+    for (const device of this.#allDevices()) device.restoreState(states[device.stateKey]!);
+  }
+
+  /** The NIC, then `config.devices`. */
+  #allDevices(): MachineDevice[] {
+    return [this.#network, ...this.#devices];
   }
 
   run(): void {
@@ -252,7 +277,7 @@ export class Machine {
     this.#emulator = undefined;
     this.#console = undefined;
     this.#ram = undefined;
-    const devices = this.#devices;
+    const devices = this.#allDevices();
     this.#devices = [];
     await emulator?.destroy();
     await Promise.all(devices.map(async (device) => device.close?.()));
@@ -268,12 +293,17 @@ export class Machine {
       disable_mouse: true,
       disable_speaker: true,
       acpi: false,
+      // virtio-net instead of v86's default ne2k: one NIC, MTU 1500, whose MAC a restore takes from the state.
+      net_device: { type: "virtio", mtu: NETWORK_MTU },
+      preserve_mac_from_state_image: true,
     });
     this.#emulator = emulator;
     this.#ram = new GuestRam(emulator.cpu);
+    // Before the CPU first runs: the guest's driver reads the MAC once, when it binds.
+    this.#network.attach(emulator);
     this.#devices = this.config.devices.map((create) => create(emulator));
-    const keys = new Set(this.#devices.map((device) => device.stateKey));
-    if (keys.size !== this.#devices.length) throw new ConfigError("config.devices: two devices share a stateKey");
+    const keys = new Set(this.#allDevices().map((device) => device.stateKey));
+    if (keys.size !== this.#allDevices().length) throw new ConfigError(`config.devices: two devices share a stateKey (${this.#network.stateKey} is the NIC's)`);
     this.#console = new SerialConsole({
       onByte: (listener) => emulator.onSerialByte(listener),
       send: (bytes) => emulator.sendSerial(bytes),

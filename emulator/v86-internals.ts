@@ -139,6 +139,55 @@ export interface PciInterrupt {
   lower(): void;
 }
 
+/** v86's virtio-net (`cpu.devices.virtio_net`, src/virtio_net.js): the fields this project reads or sets. */
+interface V86VirtioNet {
+  /** Bus events are named after it: `net${id}-send`, `net${id}-receive`. */
+  id: number;
+  /** What the guest reads from config space; the driver may replace it (VIRTIO_NET_CTRL_MAC_ADDR_SET). */
+  mac: Uint8Array;
+  virtio: { device_status: number; queues: V86VirtQueue[] };
+}
+
+/** One of v86's split virtqueues (src/virtio.js). */
+interface V86VirtQueue {
+  enabled: boolean;
+  desc_addr: number;
+  avail_addr: number;
+  used_addr: number;
+  /** Reads the available ring in guest RAM: only once the driver has set the queue up. */
+  has_request(): boolean;
+}
+
+/** v86's bus as the emulator's public object holds it: `send` reaches the devices' side. */
+interface V86Bus {
+  send(name: string, value: unknown): void;
+}
+
+/** Device status bits (virtio 1.0 section 2.1). */
+const VIRTIO_STATUS_DRIVER_OK = 4;
+const VIRTIO_STATUS_NEEDS_RESET = 64;
+
+/** Whether a received frame would land now, and if not, why. */
+export type NicReceiveState = "ready" | "no-buffer" | "not-ready";
+
+/** The guest's NIC, v86's virtio-net: its MAC and frames each way. */
+export interface V86Nic {
+  /** The MAC the guest reads now (a copy). */
+  readonly mac: Uint8Array;
+  /** Call before the CPU first runs: the driver reads the MAC once, when it binds. */
+  setMac(mac: Uint8Array): void;
+  /**
+   * "ready" when the driver is up and has a receive buffer posted; "no-buffer" when it is up and
+   * has none (v86 would drop the frame); "not-ready" before the driver set the receive queue up
+   * (reading the queue's rings then would read whatever RAM holds at address 0).
+   */
+  receiveState(): NicReceiveState;
+  /** Hands a frame to the device, which writes it into the guest's next receive buffer. Only when `receiveState()` is "ready". */
+  deliver(frame: Uint8Array): void;
+  /** Each frame the guest sends, as a view v86 may reuse; called inside the guest's instruction (do not re-enter the emulator). */
+  onTransmit(listener: (frame: Uint8Array) => void): () => void;
+}
+
 /**
  * Where our BARs start before the BIOS assigns them. v86's `set_io_bars` only moves
  * ports at 0x1000 and above, and legacy ISA devices sit far below this.
@@ -384,6 +433,35 @@ export class Emulator {
 
   sendSerial(bytes: Uint8Array): void {
     this.v86.serial_send_bytes(0, bytes);
+  }
+
+  /** The virtio-net NIC (the emulator must have been created with `net_device: {type: "virtio"}`). */
+  get nic(): V86Nic {
+    const device = (this.cpu.devices as { virtio_net?: V86VirtioNet }).virtio_net;
+    if (device === undefined) throw new Error("this emulator has no virtio-net NIC (net_device type virtio)");
+    const bus = (this.v86 as unknown as { bus: V86Bus }).bus;
+    // v86's typings know only "net0-send"; the id is 0 without an ne2k, which Machine never adds.
+    const sendEvent = `net${device.id}-send` as "net0-send";
+    return {
+      get mac() {
+        return device.mac.slice();
+      },
+      setMac(mac) {
+        device.mac = mac.slice();
+      },
+      receiveState() {
+        const { device_status: status, queues } = device.virtio;
+        const rx = queues[0];
+        const up = (status & VIRTIO_STATUS_DRIVER_OK) !== 0 && (status & VIRTIO_STATUS_NEEDS_RESET) === 0;
+        if (!up || rx === undefined || !rx.enabled || rx.desc_addr === 0 || rx.avail_addr === 0 || rx.used_addr === 0) return "not-ready";
+        return rx.has_request() ? "ready" : "no-buffer";
+      },
+      deliver: (frame) => bus.send(`net${device.id}-receive`, frame),
+      onTransmit: (listener) => {
+        this.v86.add_listener(sendEvent, listener);
+        return () => this.v86.remove_listener(sendEvent, listener);
+      },
+    };
   }
 
   get #inner(): V86Inner {

@@ -2,9 +2,10 @@
 // virtio-net and passt exchange them. One place decides what a frame may be; the stack
 // side and the node side drop and count what fails, they never throw on it.
 
-export const ETHERNET_HEADER_BYTES = 14;
-/** The guest's MTU; the largest frame is the MTU plus the Ethernet header (no VLAN tags). */
-export const DEFAULT_MTU = 1500;
+import { ETHERNET_HEADER_BYTES, parseMac as parseMacOrReason } from "../../emulator/net/frame.ts";
+
+// The guest NIC's numbers and MAC text are defined once, by the NIC (emulator/net/frame.ts).
+export { ETHERNET_HEADER_BYTES, NETWORK_MTU as DEFAULT_MTU, formatMac } from "../../emulator/net/frame.ts";
 export const ETHERTYPE_IPV4 = 0x0800;
 export const ETHERTYPE_ARP = 0x0806;
 
@@ -28,15 +29,9 @@ export function checkFrame(frame: Uint8Array, maxBytes: number): FrameVerdict {
 
 /** A MAC address as six bytes from "aa:bb:cc:dd:ee:ff"; throws RangeError naming the text otherwise. */
 export function parseMac(text: string): Uint8Array {
-  const match = /^([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})$/i.exec(text);
-  if (!match) throw new RangeError(`not a MAC address: ${JSON.stringify(text)} (expected six hex bytes separated by colons)`);
-  const bytes = Uint8Array.from(match.slice(1, 7), (hex) => parseInt(hex, 16));
-  if ((bytes[0]! & 1) !== 0) throw new RangeError(`${text} is a multicast address; a NIC needs a unicast one`);
-  return bytes;
-}
-
-export function formatMac(bytes: Uint8Array): string {
-  return Array.from(bytes.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
+  const parsed = parseMacOrReason(text);
+  if (typeof parsed === "string") throw new RangeError(`not a NIC's MAC address: ${JSON.stringify(text)}: ${parsed}`);
+  return parsed;
 }
 
 /** An IPv4 address as four bytes from dotted-decimal text; throws RangeError otherwise. */

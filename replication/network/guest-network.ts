@@ -2,6 +2,7 @@
 // same numbers as QEMU's user networking (guest 10.0.2.15/24, gateway 10.0.2.2). The
 // MACs are fixed too: the guest's survives a failover in the state image, and the
 // gateway uses it to teach passt where frames go before the guest has sent any.
+import { DEFAULT_MAC } from "../../emulator/net/frame.ts";
 import { DEFAULT_MTU } from "./ethernet.ts";
 
 export interface GuestNetwork {
@@ -19,7 +20,7 @@ export const DEFAULT_GUEST_NETWORK: Readonly<GuestNetwork> = Object.freeze({
   guestIp: "10.0.2.15",
   prefixLength: 24,
   gatewayIp: "10.0.2.2",
-  guestMac: "52:54:00:12:34:56",
+  guestMac: DEFAULT_MAC,
   // QEMU's slirp convention: 52:55 and then the gateway's IPv4 address.
   gatewayMac: "52:55:0a:00:02:02",
   mtu: DEFAULT_MTU,
