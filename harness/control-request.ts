@@ -3,6 +3,7 @@
 // reason to refuse it. Anyone who can open the socket may send anything: nothing here may throw.
 import { Ajv, type SchemaObject, type ValidateFunction } from "ajv";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
+import type { GuestNetworkStatus } from "./network/guest-link.ts";
 
 /** Longest request line accepted (an exec command is the only big field). */
 export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
@@ -42,6 +43,8 @@ export interface NodeStatus {
   /** A secondary: the ws:// URL it listens on. */
   listenUrl?: string;
   metrics?: MetricsSnapshot;
+  /** The guest's link to the network gateway, where the guest runs here and a gateway was given. */
+  network?: GuestNetworkStatus;
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);

@@ -4,7 +4,7 @@
 import type { BlockHook } from "../emulator/block/hook.ts";
 import { withoutUndefined } from "../emulator/config.ts";
 import type { Machine } from "../emulator/machine.ts";
-import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy } from "../replication/engine/primary/engine.ts";
+import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy, type SyncMode } from "../replication/engine/primary/engine.ts";
 import { SecondaryEngine } from "../replication/engine/secondary/engine.ts";
 import type { ByteCategory } from "../replication/protocol/frames.ts";
 
@@ -15,6 +15,7 @@ export interface PrimarySettings {
   epoch?: number;
   peerTimeoutMs?: number;
   onSecondaryLoss?: SecondaryLossPolicy;
+  syncMode?: SyncMode;
   compressSyncs?: boolean;
   log: (line: string) => void;
 }
@@ -27,6 +28,7 @@ export function createPrimaryEngine(machine: Machine, settings: PrimarySettings)
       epoch: settings.epoch,
       peerTimeoutMs: settings.peerTimeoutMs,
       onSecondaryLoss: settings.onSecondaryLoss,
+      syncMode: settings.syncMode,
       compressSyncs: settings.compressSyncs,
     }),
     log: settings.log,

@@ -17,7 +17,7 @@ import { createPrimaryEngine, createSecondaryEngine, onSyncs, type SyncReport } 
 import { guestImages } from "./overlay/guest-images.ts";
 import { uploadToGuest } from "./guest-upload.ts";
 import { handshake } from "../replication/channel/handshake.ts";
-import type { DiskMode, MigrationReport, PrimaryEngine, SecondaryLossPolicy } from "../replication/engine/primary/engine.ts";
+import type { DiskMode, MigrationReport, PrimaryEngine, SecondaryLossPolicy, SyncMode } from "../replication/engine/primary/engine.ts";
 import type { VerifyReport } from "../replication/engine/consistency-check.ts";
 import type { ReplicationChannel } from "../replication/channel/channel.ts";
 import { keepProtected, type Protector } from "../replication/engine/primary/keep-protected.ts";
@@ -25,6 +25,7 @@ import type { SecondaryEngine } from "../replication/engine/secondary/engine.ts"
 import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/metrics.ts";
 import { connectReplication, listenReplication } from "../replication/node/ws-transport.ts";
 import { loadSecret } from "../replication/node/secret.ts";
+import { GuestNetworkLink } from "./network/guest-link.ts";
 
 export interface NodeConfig {
   role: "primary" | "secondary";
@@ -55,6 +56,8 @@ export interface NodeConfig {
   peerTimeoutMs?: number;
   /** Primary: deflate sync frames (default off; pays only on slow links). */
   compressSyncs?: boolean;
+  /** When the guest sees a write complete: at its sync's capture (speculative) or its acknowledgement (synchronous). */
+  syncMode?: SyncMode;
   /** What a primary (or a secondary that took over and re-protects) does when its secondary is lost (default continue). */
   onSecondaryLoss?: SecondaryLossPolicy;
   /** Primary: how often to dial the secondary again while unprotected (default 1000 ms). */
@@ -67,6 +70,8 @@ export interface NodeConfig {
   runDir?: string;
   /** Default: the role. */
   name?: string;
+  /** The network gateway's ws:// URL: the guest's NIC talks to it while the guest runs here (authenticated with the secret). */
+  gateway?: string;
 }
 
 /** Parent -> node. */
@@ -151,6 +156,8 @@ interface StartedNode {
   protection(): Protection | undefined;
   /** A secondary: where it listens. */
   listenUrl?: string;
+  /** The guest's link to the network gateway, while the guest runs here. */
+  network(): GuestNetworkLink | undefined;
   close(): Promise<void>;
 }
 
@@ -176,8 +183,8 @@ async function protectWith(
   secret: Uint8Array,
   url: string,
   epoch: number | undefined,
-  /** Called as soon as the engine releases the console output, and again (with false) if protecting failed and it no longer does. */
-  outputTakenOver: (taken: boolean) => void = () => undefined,
+  /** Called with the engine as soon as it holds the guest's output (console, frames), and again with undefined if protecting failed and it no longer does. */
+  outputTakenOver: (engine: PrimaryEngine | undefined) => void = () => undefined,
 ): Promise<Protection> {
   if (config.mode === "none") throw new Error("this node runs without replication (mode none)");
   const engine = createPrimaryEngine(machine, {
@@ -186,13 +193,14 @@ async function protectWith(
     epoch,
     peerTimeoutMs: config.peerTimeoutMs,
     onSecondaryLoss: config.onSecondaryLoss,
+    syncMode: config.syncMode,
     compressSyncs: config.compressSyncs,
     log,
   });
   engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
   const stopOutput = engine.outputs.onRelease("console", decoder());
   // From here on the engine holds and releases the guest's output: no other path may print it too.
-  outputTakenOver(true);
+  outputTakenOver(engine);
   const stopSyncs = onSyncs(engine, (report) => emit({ type: "sync", report }));
   const dial = async (to: string) => handshake(await connectReplication(to), "primary", secret, { epoch: engine.epoch });
   try {
@@ -202,7 +210,7 @@ async function protectWith(
     await engine.close(`could not protect the guest: ${(error as Error).message}`).catch(() => undefined);
     stopOutput();
     stopSyncs();
-    outputTakenOver(false);
+    outputTakenOver(undefined);
     throw error;
   }
   const keep = (): Protector => keepProtected(engine, { connect: () => connectReplication(url), secret, retryMs: config.reconnectMs ?? 1000, log });
@@ -223,16 +231,22 @@ async function startPrimary(config: NodeConfig): Promise<StartedNode> {
   const hook = new BlockHook();
   const machineSettings = await machineConfig(config, hook);
   // Read the secret before booting so that a bad secret file fails in a second, not after the boot.
-  const secret = config.mode === "none" ? undefined : await loadSecret({ file: config.secretFile });
+  const secret = config.mode === "none" && config.gateway === undefined ? undefined : await loadSecret({ file: config.secretFile });
   emit({ type: "phase", phase: config.snapshotPath !== undefined ? "restoring" : "booting" });
   const machine =
     config.snapshotPath !== undefined
       ? await Machine.fromSnapshot(new Uint8Array(await readFile(config.snapshotPath)), machineSettings)
       : await bootFresh(machineSettings);
-  if (config.mode === "none" || secret === undefined) return startUnreplicated(machine);
+  const network = secret === undefined ? undefined : networkLink(machine, config, secret);
+  if (config.mode === "none" || secret === undefined) return startUnreplicated(machine, network);
   emit({ type: "phase", phase: "connecting" });
-  const protection = await protectWith(machine, hook, config, secret, config.connect!, undefined);
+  const protection = await protectWith(machine, hook, config, secret, config.connect!, undefined, (engine) => network?.useEngine(engine));
   const { engine } = protection;
+  network?.attach(engine.epoch);
+  engine.onStateChange((state) => {
+    // A fenced primary's guest is not the real one: the gateway hears the new primary only.
+    if (state === "fenced") network?.close();
+  });
   return {
     machine,
     engine: () => engine,
@@ -240,17 +254,20 @@ async function startPrimary(config: NodeConfig): Promise<StartedNode> {
     metrics: () => engine.metrics,
     runsGuest: () => engine.state !== "fenced",
     protection: () => protection,
+    network: () => network,
     async close() {
       protection.stopRedialing();
       await engine.close();
+      network?.close();
     },
   };
 }
 
-function startUnreplicated(machine: Machine): StartedNode {
+function startUnreplicated(machine: Machine, network: GuestNetworkLink | undefined): StartedNode {
   const metrics = new ReplicationMetrics("primary");
   metrics.state = "unreplicated";
   machine.console.onOutput(decoder());
+  network?.attach(1);
   return {
     machine,
     engine: () => undefined,
@@ -258,8 +275,15 @@ function startUnreplicated(machine: Machine): StartedNode {
     metrics: () => metrics,
     runsGuest: () => true,
     protection: () => undefined,
-    close: async () => undefined,
+    network: () => network,
+    close: async () => network?.close(),
   };
+}
+
+/** The guest's link to the gateway, if the node was given one (frames go straight out until an engine holds them). */
+function networkLink(machine: Machine, config: NodeConfig, secret: Uint8Array): GuestNetworkLink | undefined {
+  if (config.gateway === undefined) return undefined;
+  return new GuestNetworkLink(machine, { url: config.gateway, secret, nodeId: config.name ?? config.role, log });
 }
 
 async function bootFresh(config: MachineConfig): Promise<Machine> {
@@ -277,10 +301,16 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
   const secondary = createSecondaryEngine(machine, { peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover, log });
   let primary: Protection | undefined;
   let stopDirectOutput: (() => void) | undefined;
+  let network: GuestNetworkLink | undefined;
   secondary.onStateChange((state, reason) => {
     emit({ type: "state", engine: "secondary", state, reason });
-    // Until a primary engine holds it for output commit, the guest's console goes straight out.
-    if (state === "active") stopDirectOutput = machine.console.onOutput(decoder());
+    if (state !== "active") return;
+    // Until a primary engine holds it for output commit, the guest's console and frames go straight out.
+    stopDirectOutput = machine.console.onOutput(decoder());
+    // The guest runs here now, at the new epoch: the gateway drops the old primary and gives this
+    // node the ingress frames its replica had not seen.
+    network = networkLink(machine, config, secret);
+    network?.attach(secondary.epoch);
   });
   const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) =>
     // The epoch it carries tells a primary that this node took over (the primary then fences itself).
@@ -302,14 +332,19 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     metrics: () => primary?.engine.metrics ?? secondary.metrics,
     runsGuest: () => secondary.state === "active" && primary?.engine.state !== "fenced",
     protection: () => primary,
+    network: () => network,
     listenUrl: server.url,
     async protect(url: string): Promise<string> {
       if (secondary.state !== "active") throw new Error(`protect: only a secondary that took over can protect its guest (state ${secondary.state})`);
       if (primary !== undefined) throw new Error("protect: this node already protects its guest");
       // Once the primary engine holds the console output (for output commit), the direct path stops.
-      primary = await protectWith(machine, hook, config, secret, url, secondary.epoch, (taken) => {
+      primary = await protectWith(machine, hook, config, secret, url, secondary.epoch, (engine) => {
         stopDirectOutput?.();
-        stopDirectOutput = taken ? undefined : machine.console.onOutput(decoder());
+        stopDirectOutput = engine !== undefined ? undefined : machine.console.onOutput(decoder());
+        network?.useEngine(engine);
+      });
+      primary.engine.onStateChange((state) => {
+        if (state === "fenced") network?.close();
       });
       return primary.engine.state;
     },
@@ -318,6 +353,7 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
       await primary?.engine.close();
       await secondary.close();
       await server.close();
+      network?.close();
     },
   };
 }
@@ -371,6 +407,7 @@ async function main(): Promise<void> {
       phase,
       runsGuest: node?.runsGuest() ?? false,
       ...(node?.listenUrl !== undefined && { listenUrl: node.listenUrl }),
+      ...(node?.network() !== undefined && { network: node.network()!.status() }),
       ...(node && { metrics: node.metrics().snapshot() }),
     };
   }

@@ -1,7 +1,8 @@
 // What a test can ask of a pair, with the defaults and the checks that turn a bad
 // value into an error naming the option before anything starts.
 import { DEFAULTS, MEMORY_MIB_RANGE } from "../../emulator/config.ts";
-import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
+import type { DiskMode, SecondaryLossPolicy, SyncMode } from "../../replication/engine/primary/engine.ts";
+import { checkForwards, parseForward, type ForwardSpec } from "../network/forwards.ts";
 import type { GuestOverlay } from "../overlay/archive.ts";
 import type { GuestTemplate } from "./template.ts";
 import { SECTOR_SIZE } from "../../emulator/units.ts";
@@ -26,6 +27,14 @@ export interface PairOptions {
   mode?: DiskMode;
   /** What the primary does while it has no secondary: run on unprotected (continue, the default) or hold the guest's writes and output (stall). */
   onSecondaryLoss?: SecondaryLossPolicy;
+  /** When the guest sees a disk write complete: at its sync's capture (speculative) or its acknowledgement (synchronous, Kemari). Default: see DEFAULT_SYNC_MODE. */
+  syncMode?: SyncMode;
+  /**
+   * Host ports forwarded to guest ports through a network gateway in this process (passt, the
+   * Debian package, must be installed): "[HOST:]PORT:GUESTPORT" or {host?, port, guestPort};
+   * port 0 picks a free port (`pair.hostPort(guestPort)` tells which). Loopback unless a host is given.
+   */
+  forwards?: (string | ForwardSpec)[];
   /** Your files (and a start-up command) in the guest, on both nodes. */
   overlay?: GuestOverlay;
   /** Appended to the guest kernel's command line (e.g. "twinvm.root=/dev/vda"). */
@@ -98,6 +107,19 @@ export function checkPairOptions(options: PairOptions): void {
       throw new PairOptionError(`${key}: expected a non-negative number of milliseconds, got ${String(value)}`);
   }
   if (options.kernelArgs !== undefined && /[\r\n]/.test(options.kernelArgs)) throw new PairOptionError("kernelArgs: must be a single line");
+  if (options.syncMode !== undefined && options.syncMode !== "synchronous" && options.syncMode !== "speculative") {
+    throw new PairOptionError(`syncMode: expected "synchronous" or "speculative", got ${JSON.stringify(options.syncMode)}`);
+  }
+  try {
+    checkForwards(forwardSpecs(options));
+  } catch (error) {
+    throw new PairOptionError(`forwards: ${(error as Error).message}`, { cause: error });
+  }
   if (options.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(options.name))
     throw new PairOptionError(`name: expected letters, digits, ".", "_" or "-", got ${JSON.stringify(options.name)}`);
+}
+
+/** The forwards asked for, as specs. */
+export function forwardSpecs(options: PairOptions): ForwardSpec[] {
+  return (options.forwards ?? []).map((forward) => (typeof forward === "string" ? parseForward(forward) : forward));
 }

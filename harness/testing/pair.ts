@@ -22,7 +22,9 @@ import type { NodeConfig } from "../replica-node.ts";
 import { removeDirNow, track } from "./cleanup.ts";
 import { NoGuestError, PairError, PairTimeoutError } from "./errors.ts";
 import { readGuestFile, type GuestShell } from "./guest-files.ts";
-import { checkPairOptions, DEFAULT_PEER_TIMEOUT_MS, DEFAULT_START_TIMEOUT_MS, type PairOptions } from "./options.ts";
+import { checkPairOptions, DEFAULT_PEER_TIMEOUT_MS, DEFAULT_START_TIMEOUT_MS, forwardSpecs, type PairOptions } from "./options.ts";
+import { startGateway, type Gateway, type GatewayStatus } from "../network/gateway.ts";
+import { loadSecret } from "../../replication/node/secret.ts";
 import { freshImages, prepareDisks, prepareOverlay, privateDir, writeSecret, type PreparedDisks } from "./pair-files.ts";
 import { PairNode, type NodeRole } from "./pair-node.ts";
 import { checkStartupCommand } from "./startup-check.ts";
@@ -83,6 +85,8 @@ export class Pair implements GuestShell {
   #lastHealError: string | undefined;
   #stopping = false;
   #stopped: Promise<PairArtifacts | undefined> | undefined;
+  /** The network gateway (passt) in this process, when forwards were asked for: it outlives either node. */
+  #gateway: Gateway | undefined;
   readonly #untrack: () => void;
 
   private constructor(dir: string, options: PairOptions) {
@@ -92,6 +96,8 @@ export class Pair implements GuestShell {
     this.#untrack = track({
       disposeNow: () => {
         for (const node of this.#nodes) if (node.running) node.process.child.kill("SIGKILL");
+        // passt also exits when its frame socket closes with this process; this is quicker.
+        if (this.#gateway !== undefined) killQuietly(this.#gateway.passtPid);
         removeDirNow(this.dir);
       },
     });
@@ -171,6 +177,19 @@ export class Pair implements GuestShell {
 
   async readTextFile(path: string): Promise<string> {
     return new TextDecoder().decode(await this.readFile(path));
+  }
+
+  // ------------------------------------------------------------ the network
+
+  /** The host port forwarded to `guestPort` (the free one picked for a forward asked with port 0). Needs `forwards`. */
+  hostPort(guestPort: number): number {
+    if (this.#gateway === undefined) throw new PairError('this pair has no network: give startPair forwards, e.g. { forwards: ["0:80"] }');
+    return this.#gateway.hostPort(guestPort);
+  }
+
+  /** The network gateway's counters (frames each way, held for replay, dropped by reason, the attached node), if the pair has one. */
+  network(): GatewayStatus | undefined {
+    return this.#gateway?.counters();
   }
 
   // ------------------------------------------------------------ faults
@@ -327,6 +346,7 @@ export class Pair implements GuestShell {
     this.#stopped ??= (async () => {
       await Promise.all(this.#nodes.map((node) => node.process.stop(3000)));
       await Promise.all([...this.#proxies].map((proxy) => proxy.close()));
+      await this.#gateway?.close();
       try {
         if (!options.keepFiles) {
           removeDirNow(this.dir);
@@ -355,6 +375,8 @@ export class Pair implements GuestShell {
     const disks: PreparedDisks = template ? await copyTemplateDisks(template, this.dir) : await prepareDisks(this.dir, options.disks);
     this.#diskSizes = disks.sizes;
     const kernelArgs = template ? template.kernelArgs : options.kernelArgs;
+    const forwards = forwardSpecs(options);
+    if (forwards.length > 0) this.#gateway = await startGateway({ forwards, secret: await loadSecret({ file: secretFile }) });
     this.#nodeConfig = {
       mode: options.mode ?? "logging-replay",
       secretFile,
@@ -363,6 +385,8 @@ export class Pair implements GuestShell {
       metricsIntervalMs: 0,
       runDir: options.runDir ?? join(this.dir, "run"),
       ...(options.onSecondaryLoss !== undefined && { onSecondaryLoss: options.onSecondaryLoss }),
+      ...(options.syncMode !== undefined && { syncMode: options.syncMode }),
+      ...(this.#gateway !== undefined && { gateway: this.#gateway.url }),
       ...(overlayArchive !== undefined && { overlayArchive }),
       ...(kernelArgs !== undefined && { kernelArgs }),
       ...((template?.imagesDir ?? options.imagesDir) !== undefined && { imagesDir: template?.imagesDir ?? options.imagesDir }),
@@ -579,5 +603,13 @@ export async function withPair<T>(options: PairOptions & { keepFilesOnFailure?: 
   } finally {
     const kept = await pair.stop({ keepFiles: failed && options.keepFilesOnFailure === true });
     if (kept) process.stderr.write(`twinvm: the failed pair's files are in ${kept.dir}\n`);
+  }
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // already gone
   }
 }

@@ -56,6 +56,10 @@ export interface PrimaryGuest {
   pause(): Promise<void>;
   resume(): void;
   onOutput(listener: (bytes: Uint8Array) => void): () => void;
+  /** Every Ethernet frame the guest's NIC transmits (a copy). */
+  onFrame(listener: (frame: Uint8Array) => void): () => void;
+  /** The id of the last ingress frame handed to the guest's NIC (null: none yet); it rides in the device state. */
+  ingressWatermark(): number | null;
   /** Stops the guest for good (a fenced primary). */
   halt(): void;
   readonly trackerStats: TrackerStats | undefined;

@@ -59,6 +59,8 @@ export function primaryGuestOf(machine: Machine, hook: BlockHook, options: Machi
     pause: () => machine.pause(),
     resume: () => machine.run(),
     onOutput: (listener) => machine.console.onOutput(listener),
+    onFrame: (listener) => machine.network.onTransmit(listener),
+    ingressWatermark: () => machine.network.lastIngressId,
     halt: () => void machine.pause(),
     get trackerStats() {
       return pages?.stats;

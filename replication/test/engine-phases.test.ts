@@ -251,6 +251,52 @@ describe("replication engines against a fake guest", function () {
     expect(pair.secondary.state, "the secondary heard heartbeats all along").to.equal("standby");
   });
 
+  describe("the network", () => {
+    it("holds a transmitted frame until the sync that covers it is acknowledged; a frame asks for a sync by itself", async () => {
+      const heldAcks: (() => Promise<number>)[] = [];
+      let holding = true;
+      const pair = await startPair({
+        secondaryChannel: (channel) => {
+          const send = channel.send.bind(channel);
+          channel.send = (message) => {
+            if (message.type !== "sync-ack" || !holding) return send(message);
+            heldAcks.push(() => send(message));
+            return Promise.resolve(0);
+          };
+        },
+        peerTimeoutMs: 10_000,
+      });
+      const released: string[] = [];
+      pair.primary.outputs.onRelease("frame", (frame) => released.push(new TextDecoder().decode(frame)));
+      pair.primaryGuest.transmit(new TextEncoder().encode("frame one"));
+      await until(() => pair.secondary.metrics.syncs >= 1, "a sync for the frame alone");
+      await settle();
+      expect(released).to.deep.equal([]);
+      holding = false;
+      for (const send of heldAcks.splice(0)) void send();
+      await until(() => released.length === 1, "the frame after the ack");
+      expect(released).to.deep.equal(["frame one"]);
+      await pair.primary.close();
+    });
+
+    it("reports ingress frames committed with the acknowledged sync whose capture saw them, and at once when unprotected", async () => {
+      const pair = await startPair();
+      const committed: number[] = [];
+      pair.primary.onIngressCommitted((id) => committed.push(id));
+      pair.primaryGuest.receive(1001);
+      pair.primary.ingressDelivered(1001);
+      expect(committed, "held until a sync covers it").to.deep.equal([]);
+      pair.primaryGuest.print("x");
+      await until(() => committed.includes(1001), "the ack of the sync covering ingress 1001");
+      pair.link.cut("cable pulled");
+      await until(() => pair.primary.state === "unprotected", "the loss");
+      pair.primaryGuest.receive(1002);
+      pair.primary.ingressDelivered(1002);
+      expect(committed.at(-1)).to.equal(1002);
+      await pair.primary.close();
+    });
+  });
+
   describe("the speculative mode", () => {
     it("completes a write when its sync is captured, and holds console output until that sync is acknowledged", async () => {
       // The secondary applies syncs, but its acks are held back until the test lets them go.

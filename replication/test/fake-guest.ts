@@ -40,6 +40,8 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
   #state: Uint8Array[] = [new TextEncoder().encode('{"eip":0}'), new Uint8Array(64)];
   #lastState: Uint8Array[] = [];
   #outputListeners = new Set<(bytes: Uint8Array) => void>();
+  #frameListeners = new Set<(frame: Uint8Array) => void>();
+  #ingressWatermark: number | null = null;
   #busy = new Set<Promise<unknown>>();
   halted = false;
   startedWith: readonly Uint8Array[] | undefined;
@@ -192,6 +194,26 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
 
   resume(): void {
     this.paused = false;
+  }
+
+  /** The guest transmits an Ethernet frame. */
+  transmit(frame: Uint8Array): void {
+    for (const listener of this.#frameListeners) listener(frame.slice());
+  }
+
+  /** The guest's NIC takes an ingress frame (the watermark rides in its state). */
+  receive(id: number): void {
+    this.#ingressWatermark = id;
+    this.#state[1] = new TextEncoder().encode(`{"ingress":${id}}`);
+  }
+
+  onFrame(listener: (frame: Uint8Array) => void): () => void {
+    this.#frameListeners.add(listener);
+    return () => this.#frameListeners.delete(listener);
+  }
+
+  ingressWatermark(): number | null {
+    return this.#ingressWatermark;
   }
 
   onOutput(listener: (bytes: Uint8Array) => void): () => void {

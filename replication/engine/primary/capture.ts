@@ -35,7 +35,17 @@ export function captureSync(
   const requests = pending.takeBatch(options.mode === "dirty-block-copy");
   // In flight from here: should anything below throw, the loss that follows accounts for the
   // requests (released or held per policy) instead of dropping them with the sync.
-  const sync: InFlightSync = { seq, requests, capturedAt: started, sentAt: undefined, encoded: undefined, bytes: emptyByteCounts(), pauseMs: 0, after: [] };
+  const sync: InFlightSync = {
+    seq,
+    requests,
+    capturedAt: started,
+    sentAt: undefined,
+    ingressWatermark: guest.ingressWatermark(),
+    encoded: undefined,
+    bytes: emptyByteCounts(),
+    pauseMs: 0,
+    after: [],
+  };
   session.track(sync);
   const reads = options.readReplay ? pending.takeReplayableReads() : [];
   pending.noteLogged(requests);

@@ -46,6 +46,8 @@ export interface PrimaryCore {
   wake(): void;
   /** Captures now and resolves once that sync is acknowledged. */
   syncNow(): Promise<void>;
+  /** Every ingress frame up to `id` is in the secondary's copy, or nothing protects the guest: the gateway may forget them. */
+  ingressCommitted(id: number | null): void;
   /** The peer took over: never acknowledge another guest write. */
   fence(reason: string): void;
 }

@@ -99,6 +99,7 @@ export class PrimaryEngine {
   #diskFailover: Promise<boolean> | undefined;
   readonly #unsubscribe: (() => void)[] = [];
   readonly #syncListeners = new Set<(event: SyncEvent) => void>();
+  readonly #ingressListeners = new Set<(id: number) => void>();
 
   /** `target`: a booted Machine (give `options.hook`) or any PrimaryGuest. */
   constructor(target: Machine | PrimaryGuest, options: PrimaryOptions) {
@@ -132,6 +133,7 @@ export class PrimaryEngine {
     });
     this.#unsubscribe.push(
       this.#guest.onOutput((bytes) => this.#guestOutput({ kind: "console", bytes })),
+      this.#guest.onFrame((bytes) => this.#guestOutput({ kind: "frame", bytes })),
       this.#guest.onBlockRequest((event) => this.#blockRequest(event)),
       this.#guest.onBlockCompleted((event, outcome) => this.#blockCompleted(event, outcome.ok ? outcome.readData : undefined)),
       this.#guest.onBackendFailure((_event, error) => this.#diskFailed(error)),
@@ -161,6 +163,21 @@ export class PrimaryEngine {
 
   onStateChange(listener: (state: PrimaryState, reason: string) => void): () => void {
     return this.#fsm.onChange((state, reason) => listener(state, reason));
+  }
+
+  /**
+   * Called with an ingress id when every frame up to it is in the secondary's copy (an
+   * acknowledged sync covers it), or no secondary protects the guest: a network gateway may
+   * forget those frames (it gives a new primary only what its replica has not seen).
+   */
+  onIngressCommitted(listener: (id: number) => void): () => void {
+    this.#ingressListeners.add(listener);
+    return () => this.#ingressListeners.delete(listener);
+  }
+
+  /** The node handed the guest's NIC ingress frame `id`: committed at once unless output is held (then with the sync that covers it). */
+  ingressDelivered(id: number): void {
+    if (this.#policy().output !== "hold") this.#ingressCommitted(id);
   }
 
   /** Called after each acknowledged sync. */
@@ -226,7 +243,10 @@ export class PrimaryEngine {
     for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
     this.#endSession(reason);
     this.#waiters.rejectAll(new Error(`closed: ${reason}`));
-    if (!fenced) this.outputs.releaseAll();
+    if (!fenced) {
+      this.outputs.releaseAll();
+      this.#ingressCommitted(this.#guest.ingressWatermark());
+    }
     this.#pending.clear();
     this.#guest.dispose();
   }
@@ -346,6 +366,7 @@ export class PrimaryEngine {
     this.metrics.pagesSynced += sync.encoded?.pages.length ?? 0;
     this.metrics.writesSynced += sync.requests.filter((r) => r.event.type === "write").length;
     this.outputs.acknowledged(sync.seq);
+    this.#ingressCommitted(sync.ingressWatermark);
     this.#ackedAt = performance.now();
     this.metrics.stage("release", this.#ackedAt - ackedAt);
     if (!session.awaitingSyncAck || this.outputs.size === 0) this.#guest.eagerYield(false);
@@ -416,7 +437,16 @@ export class PrimaryEngine {
       "unprotected",
       `${reason}; ${stall ? "guest writes and output are HELD until a secondary protects the guest again" : "the guest now runs UNPROTECTED"}`,
     );
-    if (!stall) this.outputs.releaseAll();
+    if (!stall) {
+      this.outputs.releaseAll();
+      // Unprotected: nobody will replay what the guest has seen.
+      this.#ingressCommitted(this.#guest.ingressWatermark());
+    }
+  }
+
+  #ingressCommitted(id: number | null): void {
+    if (id === null) return;
+    for (const listener of this.#ingressListeners) listener(id);
   }
 
   #makeCore(): PrimaryCore {
@@ -438,6 +468,7 @@ export class PrimaryEngine {
       wake: () => this.#scheduler.wake(),
       syncNow: () => this.#syncNow(),
       fence: (reason) => this.fence(reason),
+      ingressCommitted: (id) => this.#ingressCommitted(id),
     };
   }
 }

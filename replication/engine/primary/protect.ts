@@ -16,6 +16,7 @@ export async function protect(core: PrimaryCore, channel: ReplicationChannel): P
   const started = performance.now();
   const bytesBefore = metrics.totalBytes;
   const session = core.openSession(channel);
+  let copiedIngress: number | null = null;
   try {
     await sendInitialSync({
       guest,
@@ -26,11 +27,13 @@ export async function protect(core: PrimaryCore, channel: ReplicationChannel): P
       atCopyStart: () => {
         pending.clear();
         outputs.coverAll(0);
+        copiedIngress = guest.ingressWatermark();
         session.track({
           seq: 0,
           requests: [],
           capturedAt: performance.now(),
           sentAt: undefined,
+          ingressWatermark: copiedIngress,
           encoded: undefined,
           bytes: emptyByteCounts(),
           pauseMs: 0,
@@ -48,5 +51,6 @@ export async function protect(core: PrimaryCore, channel: ReplicationChannel): P
   metrics.initialSync = { ms: performance.now() - started, bytes: metrics.totalBytes - bytesBefore };
   fsm.go("protected", `initial sync done in ${(metrics.initialSync.ms / 1000).toFixed(1)} s`);
   outputs.acknowledged(0);
+  core.ingressCommitted(copiedIngress);
   core.wake();
 }

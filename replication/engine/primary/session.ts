@@ -20,6 +20,8 @@ export interface InFlightSync {
   capturedAt: number;
   /** When its frames were handed to the socket (performance.now()). */
   sentAt: number | undefined;
+  /** The last ingress frame the guest's NIC had taken at the capture: the secondary's copy holds everything up to it. */
+  ingressWatermark: number | null;
   encoded: EncodedSync | undefined;
   bytes: Record<ByteCategory, number>;
   pauseMs: number;
