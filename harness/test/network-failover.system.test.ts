@@ -85,7 +85,9 @@ describe("network across a failover (real guests, passt gateway, SIGKILL)", func
       pair = await startPair({ mode, forwards: ["0:7"], overlay: { startup: SERVICES }, reprotect: false });
       const current = pair;
       let killed: Promise<unknown> | undefined;
-      const result = await streamThroughEcho(current.hostPort(7), STREAM_BYTES, () => (killed = current.killPrimary()));
+      const result = await streamThroughEcho(current.hostPort(7), STREAM_BYTES, () => {
+        killed = current.killPrimary();
+      });
       await killed;
       expect(result.error, "the client saw no error (no reset)").to.equal(undefined);
       expect(result.received).to.equal(STREAM_BYTES);
