@@ -60,6 +60,9 @@ export interface SyncReport {
   pauseMs: number;
   /** From the capture to the secondary's acknowledgement. */
   roundTripMs: number;
+  /** Network frames the acknowledgement released to the gateway. */
+  framesReleased: number;
+  frameBytesReleased: number;
 }
 
 /** Calls `listener` for each sync the primary engine gets acknowledged; returns the function that stops it. */
@@ -72,6 +75,8 @@ export function onSyncs(engine: PrimaryEngine, listener: (report: SyncReport) =>
       bytes: { ...sync.bytes },
       pauseMs: sync.pauseMs,
       roundTripMs: sync.roundTripMs,
+      framesReleased: sync.released.frames,
+      frameBytesReleased: sync.released.frameBytes,
     }),
   );
 }

@@ -286,6 +286,26 @@ function statusTable(status: NodeStatus): string {
     ]);
     if (m.initialSync) rows.push(["initial sync", `${formatBytes(m.initialSync.bytes)} in ${(m.initialSync.ms / 1000).toFixed(1)} s`]);
     if (m.failoverMs !== undefined) rows.push(["takeover", `${m.failoverMs.toFixed(0)} ms`]);
+    for (const kind of ["console", "frame"] as const) {
+      const c = m.output?.[kind];
+      if (c === undefined || c.held + c.released === 0) continue;
+      rows.push([
+        kind === "console" ? "console output" : "network frames",
+        `${c.held} held (${formatBytes(c.heldBytes)}), ${c.released} released (${formatBytes(c.releasedBytes)}), ${c.dropped} dropped`,
+      ]);
+    }
+  }
+  const network = status.network;
+  if (network !== undefined) {
+    const link = network.link;
+    const state = link.kind === "connected" ? `connected (epoch ${link.epoch})` : link.kind === "down" ? `DOWN: ${link.reason}` : "connecting";
+    const c = network.counters;
+    const dropped = Object.values(c.egress.dropped).reduce((a, b) => a + b, 0) + Object.values(c.ingress.dropped).reduce((a, b) => a + b, 0);
+    rows.push(["network gateway", `${network.gateway}, ${state}`]);
+    rows.push([
+      "network traffic",
+      `in ${c.ingress.frames} frames (${formatBytes(c.ingress.bytes)}), out ${c.egress.frames} frames (${formatBytes(c.egress.bytes)}), ${dropped} dropped`,
+    ]);
   }
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}\n`).join("");

@@ -4,7 +4,10 @@ import { DEFAULTS } from "../../emulator/config.ts";
 import { defaultRunDir } from "../run-dir.ts";
 import { NodeProcess } from "../node-process.ts";
 import type { NodeConfig } from "../replica-node.ts";
-import { existingFile, parseMemory } from "./args.ts";
+import { existingFile, parseMemory, UsageError } from "./args.ts";
+import type { ForwardSpec } from "../network/forwards.ts";
+import type { Gateway } from "../network/gateway.ts";
+import { DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
 
 /** What a primary does when it loses its secondary; see PrimaryEngine. */
 export const LOSS_POLICIES = ["continue", "stall"] as const;
@@ -62,4 +65,50 @@ export function startNode(config: NodeConfig, verbose: boolean | undefined): Nod
 
 export function ramBytes(memoryMiB: number | undefined): number {
   return (memoryMiB ?? DEFAULTS.memoryMiB) * (1 << 20);
+}
+
+/** When the guest sees a disk write complete; see SyncMode. */
+export const SYNC_MODES = ["speculative", "synchronous"] as const;
+
+export const SYNC_MODE_HELP = `  --sync-mode speculative|synchronous
+                      when the guest sees a disk write complete: speculative = once its sync is
+                      captured (console and network output still wait for the secondary),
+                      synchronous = once the secondary acknowledged it (Kemari) (default ${DEFAULT_SYNC_MODE})`;
+
+export const FORWARD_HELP = `  --forward [HOST:]PORT:GUESTPORT
+                      forward a host TCP port to the guest (repeatable; HOST defaults to 127.0.0.1,
+                      PORT 0 picks a free one): a network gateway (passt, Debian package \`passt\`)
+                      in this process owns the connections, so they survive a takeover`;
+
+/** `--forward` values as gateway forwards; a malformed one is a usage error (exit 2). */
+export async function parseForwardOptions(values: readonly string[] | undefined): Promise<ForwardSpec[]> {
+  const { parseForward, checkForwards, ForwardError } = await import("../network/forwards.ts");
+  try {
+    const specs = (values ?? []).map((value) => parseForward(value));
+    checkForwards(specs);
+    return specs;
+  } catch (error) {
+    if (error instanceof ForwardError) throw new UsageError(`--forward: ${error.message}`);
+    throw error;
+  }
+}
+
+export const GATEWAY_HELP = `  --gateway URL       the network gateway's ws://HOST:PORT (\`twinvm gateway\`, or a primary started with
+                      --forward): the guest's NIC talks to it while the guest runs on this node`;
+
+/**
+ * A network gateway in this process (passt), for a command that runs the guest's node as a
+ * child: it outlives the node. A forward's port in use is a usage error (exit 2) naming it.
+ */
+export async function startLocalGateway(forwards: ForwardSpec[], secret: Uint8Array, say: (line: string) => void): Promise<Gateway> {
+  const [{ startGateway }, { PortInUseError }] = await Promise.all([import("../network/gateway.ts"), import("../network/forwards.ts")]);
+  try {
+    const gateway = await startGateway({ forwards, secret });
+    say(`network gateway at ${gateway.url} (passt pid ${gateway.passtPid})`);
+    for (const forward of gateway.forwards) say(`guest port ${forward.guestPort} is reachable at ${forward.host}:${forward.port}`);
+    return gateway;
+  } catch (error) {
+    if (error instanceof PortInUseError) throw new UsageError(`--forward: ${error.message}`);
+    throw error;
+  }
 }

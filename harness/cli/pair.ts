@@ -8,7 +8,19 @@ import type { DiskSpec, PairOptions } from "../testing/options.ts";
 import { existingFile, parseChoice, parseOptions, parseSize, UsageError, type Subcommand } from "./args.ts";
 import { checkMatchingDisks, totalSize } from "./disks.ts";
 import { GUEST_HELP, GUEST_OPTIONS, guestOptions } from "./guest-options.ts";
-import { LOSS_POLICIES, LOSS_POLICY_HELP, NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig } from "./node-options.ts";
+import {
+  FORWARD_HELP,
+  LOSS_POLICIES,
+  LOSS_POLICY_HELP,
+  NODE_HELP,
+  NODE_OPTIONS,
+  parseForwardOptions,
+  ramBytes,
+  sharedNodeConfig,
+  SYNC_MODE_HELP,
+  SYNC_MODES,
+} from "./node-options.ts";
+import { DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
 import { runNodeSession, type ConsoleSource } from "./node-session.ts";
 import { printUsage } from "./primary.ts";
 import { followPrimaryStartup } from "./startup-progress.ts";
@@ -37,7 +49,9 @@ Options:
   --no-reprotect          after a takeover (or a lost secondary) do not start a fresh secondary
   --json                  JSON lines on stdout instead of the console: every event (states,
                           takeovers, syncs, re-protection) and the console output as events
+${SYNC_MODE_HELP}
 ${LOSS_POLICY_HELP}
+${FORWARD_HELP}
 ${GUEST_HELP}
 ${NODE_HELP}
 
@@ -62,6 +76,8 @@ export const pairCommand: Subcommand = {
       ...GUEST_OPTIONS,
       mode: { type: "string" },
       "on-secondary-loss": { type: "string" },
+      "sync-mode": { type: "string" },
+      forward: { type: "string", multiple: true },
       disk: { type: "string", multiple: true },
       "secondary-disk": { type: "string", multiple: true },
       "disk-size": { type: "string" },
@@ -73,6 +89,8 @@ export const pairCommand: Subcommand = {
     if (values.help) return printUsage(USAGE);
     const onSecondaryLoss = parseChoice("--on-secondary-loss", values["on-secondary-loss"], LOSS_POLICIES, "continue");
     const mode = parseChoice("--mode", values.mode, PAIR_MODES, "logging-replay");
+    const syncMode = parseChoice("--sync-mode", values["sync-mode"], SYNC_MODES, DEFAULT_SYNC_MODE);
+    const forwards = await parseForwardOptions(values.forward);
     const diskSize = parseSize("--disk-size", values["disk-size"] ?? DEFAULT_DISK_SIZE);
     const snapshotPath = values.snapshot === undefined ? undefined : existingFile("--snapshot", values.snapshot);
     const primaryDisks = (values.disk ?? []).map((path) => existingFile("--disk", path));
@@ -90,7 +108,9 @@ export const pairCommand: Subcommand = {
         : [{ sizeBytes: diskSize }];
     const options: PairOptions = {
       mode,
+      syncMode,
       onSecondaryLoss,
+      forwards,
       disks,
       name,
       runDir: shared.runDir,
@@ -107,7 +127,7 @@ export const pairCommand: Subcommand = {
     const { Pair } = await import("../testing/pair.ts");
     // Until the session below takes over the events: JSON lines, or the start-up progress.
     let starting = true;
-    const pair = await Pair.start(options, (event, started) => {
+    const pair = await startPairForCli(Pair, options, (event, started) => {
       if (!starting) return;
       if (json) return process.stdout.write(JSON.stringify(event) + "\n");
       if (event.type !== "node-started") return;
@@ -120,6 +140,10 @@ export const pairCommand: Subcommand = {
       );
     });
     starting = false;
+    for (const forward of pair.network() === undefined ? [] : forwards)
+      say(
+        `guest port ${forward.guestPort} is reachable at ${forward.host ?? "127.0.0.1"}:${pair.hostPort(forward.guestPort)} (connections survive a takeover)`,
+      );
     say("console attached to the guest on the primary; Ctrl-] k kills the primary, Ctrl-] q quits, Ctrl-] ? lists the keys");
     const say2 = (text: string) => !json && process.stderr.write(`\r\ntwinvm: ${text}\r\n`);
     void pair.primary.process.input(new TextEncoder().encode("\n")); // a fresh prompt
@@ -205,4 +229,20 @@ function pairSource(pair: Pair): ConsoleSource {
       await pair.stop();
     },
   };
+}
+
+/** Pair.start, with a forward's host port in use as a usage error (exit 2) naming it. */
+async function startPairForCli(
+  pairClass: typeof import("../testing/pair.ts").Pair,
+  options: PairOptions,
+  onEvent: (event: PairEvent, pair: Pair) => void,
+): Promise<Pair> {
+  const { PortInUseError } = await import("../network/forwards.ts");
+  try {
+    return await pairClass.start(options, onEvent);
+  } catch (error) {
+    const cause = (error as Error).cause;
+    if (cause instanceof PortInUseError) throw new UsageError(`--forward: ${cause.message}`);
+    throw error;
+  }
 }

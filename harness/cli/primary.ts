@@ -1,9 +1,24 @@
 // `twinvm primary`: boots the guest (or restores a snapshot), connects to a
 // running secondary, protects the guest, and attaches its console.
-import { SECRET_ENV } from "../../replication/node/secret.ts";
-import { existingFile, parseChoice, parseOptions, parseWsUrl, requireOption, type Subcommand } from "./args.ts";
+import { loadSecret, SECRET_ENV } from "../../replication/node/secret.ts";
+import { existingFile, parseChoice, parseOptions, parseWsUrl, requireOption, UsageError, type Subcommand } from "./args.ts";
 import { totalSize } from "./disks.ts";
-import { LOSS_POLICIES, LOSS_POLICY_HELP, NODE_HELP, NODE_OPTIONS, ramBytes, sharedNodeConfig, startNode } from "./node-options.ts";
+import {
+  FORWARD_HELP,
+  GATEWAY_HELP,
+  LOSS_POLICIES,
+  LOSS_POLICY_HELP,
+  NODE_HELP,
+  NODE_OPTIONS,
+  parseForwardOptions,
+  ramBytes,
+  sharedNodeConfig,
+  startLocalGateway,
+  startNode,
+  SYNC_MODE_HELP,
+  SYNC_MODES,
+} from "./node-options.ts";
+import { DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
 import { runNodeSession, singleNodeSource } from "./node-session.ts";
 import { GUEST_HELP, GUEST_OPTIONS, guestArchive } from "./guest-options.ts";
 import { followPrimaryStartup } from "./startup-progress.ts";
@@ -24,7 +39,11 @@ Options:
   --snapshot FILE     restore this machine snapshot instead of booting
   --name NAME         control socket name (default primary)
   --json              JSON lines on stdout (state changes, syncs, console output) instead of the console
+${SYNC_MODE_HELP}
 ${LOSS_POLICY_HELP}
+${FORWARD_HELP}
+                      (this process then is the gateway; give the secondary --gateway with the URL printed)
+${GATEWAY_HELP}
 ${GUEST_HELP}
 ${NODE_HELP}
 
@@ -42,6 +61,9 @@ export const primaryCommand: Subcommand = {
       disk: { type: "string", multiple: true },
       mode: { type: "string" },
       "on-secondary-loss": { type: "string" },
+      "sync-mode": { type: "string" },
+      forward: { type: "string", multiple: true },
+      gateway: { type: "string" },
       "secret-file": { type: "string" },
       snapshot: { type: "string" },
       name: { type: "string" },
@@ -49,20 +71,43 @@ export const primaryCommand: Subcommand = {
       ...GUEST_OPTIONS,
     });
     if (values.help) return printUsage(USAGE);
+    const syncMode = parseChoice("--sync-mode", values["sync-mode"], SYNC_MODES, DEFAULT_SYNC_MODE);
+    const forwards = await parseForwardOptions(values.forward);
+    if (forwards.length > 0 && values.gateway !== undefined)
+      throw new UsageError("give --forward (a gateway in this process) or --gateway (one elsewhere), not both");
     const onSecondaryLoss = parseChoice("--on-secondary-loss", values["on-secondary-loss"], LOSS_POLICIES, "continue");
     const mode = parseChoice("--mode", values.mode, PRIMARY_MODES, "logging-replay");
     const replicated = mode !== "none";
     const connect = replicated ? parseWsUrl("--connect", requireOption("--connect", values.connect, `is required (or --mode none)`)) : undefined;
     const disks = (values.disk ?? []).map((path) => existingFile("--disk", path));
     const secretFile = values["secret-file"] === undefined ? undefined : existingFile("--secret-file", values["secret-file"]);
-    if (replicated && secretFile === undefined && !process.env[SECRET_ENV]) requireOption("--secret-file", undefined, `is required (or set ${SECRET_ENV})`);
+    const networked = forwards.length > 0 || values.gateway !== undefined;
+    if ((replicated || networked) && secretFile === undefined && !process.env[SECRET_ENV])
+      requireOption("--secret-file", undefined, `is required (or set ${SECRET_ENV})`);
+    const gatewayUrl = values.gateway === undefined ? undefined : parseWsUrl("--gateway", values.gateway);
     const snapshotPath = values.snapshot === undefined ? undefined : existingFile("--snapshot", values.snapshot);
     const shared = sharedNodeConfig(values);
     const guest = await guestArchive(values, shared.memoryMiB);
+    const say = (line: string) => !values.json && process.stderr.write(`twinvm: ${line}\n`);
+    const gateway = forwards.length > 0 ? await startLocalGateway(forwards, await loadSecret({ file: secretFile }), say) : undefined;
     try {
       const { dispose: _, ...guestConfig } = guest;
+      const gatewayConfig = gateway?.url ?? gatewayUrl;
       const primary = startNode(
-        { role: "primary", mode, disks, connect, secretFile, snapshotPath, name: values.name ?? "primary", onSecondaryLoss, ...shared, ...guestConfig },
+        {
+          role: "primary",
+          mode,
+          syncMode,
+          disks,
+          connect,
+          secretFile,
+          snapshotPath,
+          name: values.name ?? "primary",
+          onSecondaryLoss,
+          ...(gatewayConfig !== undefined && { gateway: gatewayConfig }),
+          ...shared,
+          ...guestConfig,
+        },
         values.verbose,
       );
       await followPrimaryStartup(primary, { label: "primary", syncEstimateBytes: ramBytes(shared.memoryMiB) + totalSize(disks), replicated });
@@ -76,6 +121,7 @@ export const primaryCommand: Subcommand = {
       });
     } finally {
       guest.dispose();
+      await gateway?.close();
     }
   },
 };

@@ -1,6 +1,8 @@
 // `twinvm run`: one machine in this process, no replication, console attached.
 import { existingFile, parseOptions, type Subcommand } from "./args.ts";
-import { MACHINE_HELP, MACHINE_OPTIONS, sharedNodeConfig } from "./node-options.ts";
+import { FORWARD_HELP, MACHINE_HELP, MACHINE_OPTIONS, parseForwardOptions, sharedNodeConfig } from "./node-options.ts";
+import type { ForwardSpec } from "../network/forwards.ts";
+import type { Machine } from "../../emulator/machine.ts";
 import { printUsage } from "./primary.ts";
 import { DEFAULT_CMDLINE } from "../../emulator/config.ts";
 import { GUEST_HELP, GUEST_OPTIONS, guestArchive } from "./guest-options.ts";
@@ -14,6 +16,7 @@ console to this terminal. Ctrl-] q stops it.
 
 Options:
   --disk FILE         a disk image (repeat for more: vda, vdb, ...)
+${FORWARD_HELP}
 ${GUEST_HELP}
 ${MACHINE_HELP}
   -h, --help          show this help
@@ -31,13 +34,15 @@ export const runCommand: Subcommand = {
       ...MACHINE_OPTIONS,
       ...GUEST_OPTIONS,
       disk: { type: "string", multiple: true },
+      forward: { type: "string", multiple: true },
       help: { type: "boolean", short: "h" },
     });
     if (values.help) return printUsage(USAGE);
+    const forwards = await parseForwardOptions(values.forward);
     const { memoryMiB, imagesDir } = sharedNodeConfig(values);
     const guest = await guestArchive(values, memoryMiB);
     try {
-      return await runMachine(values.disk ?? [], { memoryMiB, imagesDir, overlayArchive: guest.overlayArchive, kernelArgs: guest.kernelArgs });
+      return await runMachine(values.disk ?? [], { memoryMiB, imagesDir, overlayArchive: guest.overlayArchive, kernelArgs: guest.kernelArgs, forwards });
     } finally {
       guest.dispose();
     }
@@ -46,7 +51,13 @@ export const runCommand: Subcommand = {
 
 async function runMachine(
   disks: string[],
-  settings: { memoryMiB: number | undefined; imagesDir: string | undefined; overlayArchive: string | undefined; kernelArgs: string | undefined },
+  settings: {
+    memoryMiB: number | undefined;
+    imagesDir: string | undefined;
+    overlayArchive: string | undefined;
+    kernelArgs: string | undefined;
+    forwards: ForwardSpec[];
+  },
 ): Promise<number> {
   // Loaded here, not at the top: `twinvm --help` must not pay for the emulator.
   const [{ Machine }, { guestImages }, { FileBackend }, { virtioBlkDisk }] = await Promise.all([
@@ -79,11 +90,13 @@ async function runMachine(
   }
   process.stderr.write(`twinvm: guest ready, boot took ${seconds(bootMs)}. Ctrl-] q stops it, Ctrl-] ? lists the keys.\n`);
   machine.console.onOutput((bytes) => process.stdout.write(bytes));
+  const network = settings.forwards.length > 0 ? await connectNetwork(machine, settings.forwards) : undefined;
   machine.send("\n"); // a fresh prompt for the user
 
   return new Promise<number>((resolve) => {
     const stop = async (why: string) => {
       terminal.detach();
+      await network?.close();
       await machine.destroy();
       process.stderr.write(`\ntwinvm: ${why}, machine stopped\n`);
       resolve(0);
@@ -94,4 +107,22 @@ async function runMachine(
       onEnd: () => setTimeout(() => void stop("input ended"), PIPE_DRAIN_MS),
     });
   });
+}
+
+/**
+ * The guest's NIC on a gateway in this process (no replication: frames go straight out). The
+ * link stays on loopback inside this process, so its secret is a random one made here.
+ */
+async function connectNetwork(machine: Machine, forwards: ForwardSpec[]): Promise<{ close(): Promise<void> }> {
+  const [{ startLocalGateway }, { GuestNetworkLink }] = await Promise.all([import("./node-options.ts"), import("../network/guest-link.ts")]);
+  const secret = crypto.getRandomValues(new Uint8Array(32));
+  const gateway = await startLocalGateway(forwards, secret, (line) => process.stderr.write(`twinvm: ${line}\n`));
+  const link = new GuestNetworkLink(machine, { url: gateway.url, secret, nodeId: "run" });
+  link.attach(1);
+  return {
+    async close() {
+      link.close();
+      await gateway.close();
+    },
+  };
 }

@@ -3,8 +3,8 @@
 // console is on this terminal.
 import { SECRET_ENV } from "../../replication/node/secret.ts";
 import { isLoopbackHost } from "../../replication/node/ws-transport.ts";
-import { existingFile, parseHostPort, parseOptions, requireOption, UsageError, type Subcommand } from "./args.ts";
-import { NODE_HELP, NODE_OPTIONS, sharedNodeConfig, startNode } from "./node-options.ts";
+import { existingFile, parseHostPort, parseOptions, parseWsUrl, requireOption, UsageError, type Subcommand } from "./args.ts";
+import { GATEWAY_HELP, NODE_HELP, NODE_OPTIONS, sharedNodeConfig, startNode } from "./node-options.ts";
 import { runNodeSession, singleNodeSource } from "./node-session.ts";
 import { GUEST_HELP, GUEST_OPTIONS, guestArchive } from "./guest-options.ts";
 import { printUsage } from "./primary.ts";
@@ -24,6 +24,7 @@ Options:
   --no-takeover         do not take over by itself; wait for \`twinvm promote\`
   --name NAME           control socket name (default secondary)
   --json                JSON lines on stdout (state changes, console output after a takeover)
+${GATEWAY_HELP}
 ${GUEST_HELP}
                         (the same as the primary's: the secondary runs the guest after a takeover)
 ${NODE_HELP}
@@ -43,6 +44,7 @@ export const secondaryCommand: Subcommand = {
       disk: { type: "string", multiple: true },
       "secret-file": { type: "string" },
       "no-takeover": { type: "boolean" },
+      gateway: { type: "string" },
       name: { type: "string" },
       json: { type: "boolean" },
       ...GUEST_OPTIONS,
@@ -68,6 +70,7 @@ export const secondaryCommand: Subcommand = {
           secretFile,
           listenHost: listen.host,
           listenPort: listen.port,
+          ...(values.gateway !== undefined && { gateway: parseWsUrl("--gateway", values.gateway) }),
           allowNonLoopback: values["allow-non-loopback"] === true,
           autoFailover: !values["no-takeover"],
           name: values.name ?? "secondary",

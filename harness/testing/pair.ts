@@ -469,8 +469,9 @@ export class Pair implements GuestShell {
 
   /** Starts re-protection (after the configured delay) unless it is off, running, or not possible. */
   #heal(): void {
-    if (this.#options.reprotect === false || this.#healing !== undefined || this.#stopping) return;
-    const primary = this.#primary!;
+    const primary = this.#primary;
+    // No primary yet: a secondary that died during start-up fails the start, there is nothing to heal.
+    if (primary === undefined || this.#options.reprotect === false || this.#healing !== undefined || this.#stopping) return;
     this.#healing = (async () => {
       const delay = this.#options.reprotectDelayMs ?? 0;
       if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));

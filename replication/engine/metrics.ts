@@ -96,12 +96,25 @@ export interface MetricsSnapshot {
   roundTripMs: DurationSummary;
   /** The per-sync timeline: each stage that ran on this node. */
   stagesMs: Partial<Record<SyncStage, DurationSummary>>;
+  /** Output commit (a primary): console bytes and network frames held, released and dropped so far. */
+  output?: Record<"console" | "frame", OutputCounts>;
   initialSync?: { ms: number; bytes: number };
   failoverMs?: number;
   uptimeMs: number;
 }
 
+export interface OutputCounts {
+  held: number;
+  released: number;
+  dropped: number;
+  heldBytes: number;
+  releasedBytes: number;
+  droppedBytes: number;
+}
+
 export class ReplicationMetrics {
+  /** Where output-commit counts come from (the primary engine's queue). */
+  outputCounts: (() => Record<"console" | "frame", OutputCounts>) | undefined;
   readonly bytes: Record<ByteCategory, number> = { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, control: 0 };
   memoryPagesRawBytes = 0;
   syncs = 0;
@@ -160,6 +173,7 @@ export class ReplicationMetrics {
       pauseMs: this.pause.toJSON(),
       captureDelayMs: this.captureDelay.toJSON(),
       roundTripMs: this.roundTrip.toJSON(),
+      ...(this.outputCounts !== undefined && { output: this.outputCounts() }),
       stagesMs: Object.fromEntries(SYNC_STAGES.flatMap((stage) => (this.#stages.has(stage) ? [[stage, this.#stages.get(stage)!.toJSON()]] : []))),
       ...(this.initialSync === undefined ? {} : { initialSync: this.initialSync }),
       ...(this.failoverMs === undefined ? {} : { failoverMs: this.failoverMs }),

@@ -24,6 +24,8 @@ export interface SyncEvent {
   io: readonly LoggedIo[];
   pauseMs: number;
   roundTripMs: number;
+  /** What the acknowledgement let out (primary): network frames and console bytes. */
+  released: { frames: number; frameBytes: number; consoleBytes: number };
 }
 
 /** Zero bytes in every category. */

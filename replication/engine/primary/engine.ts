@@ -35,12 +35,12 @@ import { OutputCommitQueue, type HeldOutput } from "./output-commit.ts";
 import { PendingIo } from "./pending-io.ts";
 import { protect } from "./protect.ts";
 import { PrimarySession, type InFlightSync } from "./session.ts";
-import { PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
+import { DEFAULT_SYNC_MODE, PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
 import type { DiskMode } from "./sync-encoder.ts";
 import { SyncWaiters } from "./sync-waiters.ts";
 
 export type { DiskMode } from "./sync-encoder.ts";
-export type { PrimaryState, SecondaryLossPolicy, SyncMode } from "./states.ts";
+export { DEFAULT_SYNC_MODE, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
 export type { MigrationReport } from "./migrate.ts";
 export type { SyncEvent } from "../sync-event.ts";
 
@@ -73,7 +73,7 @@ const DEFAULTS = {
   heartbeatIntervalMs: 250,
   peerTimeoutMs: 5000,
   onSecondaryLoss: "continue" as SecondaryLossPolicy,
-  syncMode: "synchronous" as SyncMode,
+  syncMode: DEFAULT_SYNC_MODE,
   initialSyncTimeoutMs: 300_000,
   syncWindow: 4,
   compressSyncs: false,
@@ -127,6 +127,7 @@ export class PrimaryEngine {
     });
     this.metrics.epoch = this.#options.epoch;
     this.metrics.state = this.#fsm.state;
+    this.metrics.outputCounts = () => ({ console: this.outputs.counters("console"), frame: this.outputs.counters("frame") });
     this.#fsm.onChange((state, reason) => {
       this.metrics.state = state;
       this.#options.log?.(`primary: ${reason}`);
@@ -365,6 +366,8 @@ export class PrimaryEngine {
     this.metrics.syncs++;
     this.metrics.pagesSynced += sync.encoded?.pages.length ?? 0;
     this.metrics.writesSynced += sync.requests.filter((r) => r.event.type === "write").length;
+    const framesBefore = this.outputs.counters("frame");
+    const consoleBefore = this.outputs.counters("console");
     this.outputs.acknowledged(sync.seq);
     this.#ingressCommitted(sync.ingressWatermark);
     this.#ackedAt = performance.now();
@@ -380,6 +383,11 @@ export class PrimaryEngine {
         io: sync.encoded.io,
         pauseMs: sync.pauseMs,
         roundTripMs,
+        released: {
+          frames: this.outputs.counters("frame").released - framesBefore.released,
+          frameBytes: this.outputs.counters("frame").releasedBytes - framesBefore.releasedBytes,
+          consoleBytes: this.outputs.counters("console").releasedBytes - consoleBefore.releasedBytes,
+        },
       };
       for (const listener of this.#syncListeners) listener(event);
     }

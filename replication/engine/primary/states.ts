@@ -33,3 +33,6 @@ export type SecondaryLossPolicy = "continue" | "stall";
  * failover: the secondary resumes from the last acknowledged sync.
  */
 export type SyncMode = "synchronous" | "speculative";
+
+/** The mode an engine, a node and the test API use unless told otherwise. */
+export const DEFAULT_SYNC_MODE: SyncMode = "synchronous";

@@ -252,7 +252,8 @@ export class SecondaryEngine {
   #emitSync(attachment: PrimaryAttachment, seq: number, pages: Uint32Array, io: readonly LoggedIo[]): void {
     const { bytes } = attachment.takeReceived();
     if (this.#syncListeners.size === 0) return;
-    const event: SyncEvent = { role: "secondary", seq, pages, bytes, io, pauseMs: 0, roundTripMs: 0 };
+    const released = { frames: 0, frameBytes: 0, consoleBytes: 0 };
+    const event: SyncEvent = { role: "secondary", seq, pages, bytes, io, pauseMs: 0, roundTripMs: 0, released };
     for (const listener of this.#syncListeners) listener(event);
   }
 
