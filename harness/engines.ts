@@ -7,6 +7,7 @@ import type { Machine } from "../emulator/machine.ts";
 import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy, type SyncMode } from "../replication/engine/primary/engine.ts";
 import { SecondaryEngine } from "../replication/engine/secondary/engine.ts";
 import type { ByteCategory } from "../replication/protocol/frames.ts";
+import type { Witness } from "../replication/arbiter/witness.ts";
 
 export interface PrimarySettings {
   mode: DiskMode;
@@ -17,6 +18,9 @@ export interface PrimarySettings {
   onSecondaryLoss?: SecondaryLossPolicy;
   syncMode?: SyncMode;
   compressSyncs?: boolean;
+  /** The arbiter's witness and this node's name there, if there is one. */
+  witness?: Witness;
+  nodeName?: string;
   log: (line: string) => void;
 }
 
@@ -30,6 +34,8 @@ export function createPrimaryEngine(machine: Machine, settings: PrimarySettings)
       onSecondaryLoss: settings.onSecondaryLoss,
       syncMode: settings.syncMode,
       compressSyncs: settings.compressSyncs,
+      witness: settings.witness,
+      nodeName: settings.nodeName,
     }),
     log: settings.log,
   });
@@ -38,12 +44,14 @@ export function createPrimaryEngine(machine: Machine, settings: PrimarySettings)
 export interface SecondarySettings {
   peerTimeoutMs?: number;
   autoFailover?: boolean;
+  witness?: Witness;
+  nodeName?: string;
   log: (line: string) => void;
 }
 
 export function createSecondaryEngine(machine: Machine, settings: SecondarySettings): SecondaryEngine {
   return new SecondaryEngine(machine, {
-    ...withoutUndefined({ peerTimeoutMs: settings.peerTimeoutMs, autoFailover: settings.autoFailover }),
+    ...withoutUndefined({ peerTimeoutMs: settings.peerTimeoutMs, autoFailover: settings.autoFailover, witness: settings.witness, nodeName: settings.nodeName }),
     log: settings.log,
   });
 }

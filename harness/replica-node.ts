@@ -26,6 +26,10 @@ import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/
 import { connectReplication, listenReplication } from "../replication/node/ws-transport.ts";
 import { loadSecret } from "../replication/node/secret.ts";
 import { GuestNetworkLink } from "./network/guest-link.ts";
+import { IpcWitness, type WitnessQuestion, type WitnessReply } from "./witness/ipc-witness.ts";
+
+/** This node's arbiter, when its parent is the witness. */
+let witness: IpcWitness | undefined;
 
 export interface NodeConfig {
   role: "primary" | "secondary";
@@ -72,6 +76,8 @@ export interface NodeConfig {
   name?: string;
   /** The network gateway's ws:// URL: the guest's NIC talks to it while the guest runs here (authenticated with the secret). */
   gateway?: string;
+  /** An arbiter: "parent" (the process that started this node, over IPC: a pair's parent). Without it, no arbiter. */
+  witness?: "parent";
 }
 
 /** Parent -> node. */
@@ -87,6 +93,8 @@ export type NodeRequest =
   | { type: "upload"; id: number; path: string; base64: string; mode?: number; timeoutMs?: number }
   /** Console input for the guest, base64 (IPC is JSON); refused unless this node runs the guest. */
   | { type: "input"; id: number; base64: string }
+  /** The parent's answer to this node's question to the witness (no reply). */
+  | WitnessReply
   | { type: "shutdown"; id: number };
 
 /** Node -> parent. */
@@ -101,7 +109,9 @@ export type NodeEvent =
   | { type: "phase"; phase: string }
   | { type: "reply"; id: number; ok: true; result: unknown }
   | { type: "reply"; id: number; ok: false; error: string }
-  | { type: "fatal"; error: string };
+  | { type: "fatal"; error: string }
+  /** A question to the witness (the parent answers with a witness-answer). */
+  | WitnessQuestion;
 
 /** The last `phase` event, for `status` before the engine exists. */
 let phase = "starting";
@@ -195,6 +205,8 @@ async function protectWith(
     onSecondaryLoss: config.onSecondaryLoss,
     syncMode: config.syncMode,
     compressSyncs: config.compressSyncs,
+    witness,
+    nodeName: config.name ?? config.role,
     log,
   });
   engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
@@ -298,7 +310,13 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
   const hook = new BlockHook();
   const machine = await Machine.createBlank(await machineConfig(config, hook));
   const secret = await loadSecret({ file: config.secretFile });
-  const secondary = createSecondaryEngine(machine, { peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover, log });
+  const secondary = createSecondaryEngine(machine, {
+    peerTimeoutMs: config.peerTimeoutMs,
+    autoFailover: config.autoFailover,
+    witness,
+    nodeName: config.name ?? config.role,
+    log,
+  });
   let primary: Protection | undefined;
   let stopDirectOutput: (() => void) | undefined;
   let network: GuestNetworkLink | undefined;
@@ -363,8 +381,10 @@ async function main(): Promise<void> {
   // Without its parent nobody can see this node's console or stop it: go too.
   process.on("disconnect", () => process.exit(0));
   let node: StartedNode | undefined;
+  if (config.witness === "parent") witness = new IpcWitness((question) => process.send?.(question) ?? false);
   process.on("message", (raw) => {
     const request = raw as NodeRequest;
+    if (request.type === "witness-answer") return witness?.answered(request);
     void handle(request).then(
       (result) => emit({ type: "reply", id: request.id, ok: true, result }),
       (error: unknown) => emit({ type: "reply", id: request.id, ok: false, error: (error as Error).message }),

@@ -35,6 +35,12 @@ export interface PairOptions {
    * port 0 picks a free port (`pair.hostPort(guestPort)` tells which). Loopback unless a host is given.
    */
   forwards?: (string | ForwardSpec)[];
+  /**
+   * An arbiter: this process is the witness both nodes ask before running the guest, so a cut
+   * replication link with both nodes alive leaves exactly one guest running (the other stalls and
+   * is fenced). Default false: a cut link then gives two running guests under `continue` (split brain).
+   */
+  arbiter?: boolean;
   /** Your files (and a start-up command) in the guest, on both nodes. */
   overlay?: GuestOverlay;
   /** Appended to the guest kernel's command line (e.g. "twinvm.root=/dev/vda"). */

@@ -25,6 +25,8 @@ import { readGuestFile, type GuestShell } from "./guest-files.ts";
 import { checkPairOptions, DEFAULT_PEER_TIMEOUT_MS, DEFAULT_START_TIMEOUT_MS, forwardSpecs, type PairOptions } from "./options.ts";
 import { startGateway, type Gateway, type GatewayStatus } from "../network/gateway.ts";
 import { loadSecret } from "../../replication/node/secret.ts";
+import { WitnessCore } from "../../replication/arbiter/witness.ts";
+import type { WitnessQuestion, WitnessReply } from "../witness/ipc-witness.ts";
 import { freshImages, prepareDisks, prepareOverlay, privateDir, writeSecret, type PreparedDisks } from "./pair-files.ts";
 import { PairNode, type NodeRole } from "./pair-node.ts";
 import { checkStartupCommand } from "./startup-check.ts";
@@ -45,7 +47,9 @@ export type PairEvent =
   | { type: "reprotect-failed"; primary: string; error: string }
   | { type: "node-exited"; node: string; code: number | null }
   | { type: "sync"; node: string; report: SyncReport }
-  | { type: "console"; node: string; text: string };
+  | { type: "console"; node: string; text: string }
+  /** The arbiter's witness answered a node: a takeover's claim, or a lease renewal it refused. */
+  | { type: "witness"; node: string; op: "claim" | "renew"; epoch: number; granted: boolean; reason?: string };
 
 export interface PairStatus {
   /** The primary's guest is acknowledged by a replicating secondary. */
@@ -85,6 +89,8 @@ export class Pair implements GuestShell {
   #lastHealError: string | undefined;
   #stopping = false;
   #stopped: Promise<PairArtifacts | undefined> | undefined;
+  /** The arbiter's witness, when asked for: this process outlives either node. */
+  readonly #witness: WitnessCore | undefined;
   /** The network gateway (passt) in this process, when forwards were asked for: it outlives either node. */
   #gateway: Gateway | undefined;
   readonly #untrack: () => void;
@@ -93,6 +99,7 @@ export class Pair implements GuestShell {
     this.dir = dir;
     this.#options = options;
     this.#name = options.name ?? "pair";
+    this.#witness = options.arbiter === true ? new WitnessCore() : undefined;
     this.#untrack = track({
       disposeNow: () => {
         for (const node of this.#nodes) if (node.running) node.process.child.kill("SIGKILL");
@@ -387,6 +394,7 @@ export class Pair implements GuestShell {
       ...(options.onSecondaryLoss !== undefined && { onSecondaryLoss: options.onSecondaryLoss }),
       ...(options.syncMode !== undefined && { syncMode: options.syncMode }),
       ...(this.#gateway !== undefined && { gateway: this.#gateway.url }),
+      ...(this.#witness !== undefined && { witness: "parent" as const }),
       ...(overlayArchive !== undefined && { overlayArchive }),
       ...(kernelArgs !== undefined && { kernelArgs }),
       ...((template?.imagesDir ?? options.imagesDir) !== undefined && { imagesDir: template?.imagesDir ?? options.imagesDir }),
@@ -440,11 +448,30 @@ export class Pair implements GuestShell {
         this.#emit({ type: "sync", node: name, report: event.report });
       } else if (event.type === "phase") {
         this.#emit({ type: "phase", node: name, phase: event.phase });
+      } else if (event.type === "witness-ask") {
+        return this.#answerWitness(node, event);
       }
       this.#changed();
     });
     void process.exited.then((code) => this.#exited(node, code));
     return node;
+  }
+
+  /** The witness's answer to a node, and an event saying what it decided. */
+  #answerWitness(node: PairNode, question: WitnessQuestion): void {
+    const witness = this.#witness;
+    if (witness === undefined) return; // not an arbitrated pair: the node times out and says so
+    const answer = question.op === "claim" ? witness.claimNow(question.node, question.epoch) : witness.renewNow(question.node, question.epoch);
+    if (question.op === "claim" || !answer.granted)
+      this.#emit({
+        type: "witness",
+        node: node.name,
+        op: question.op,
+        epoch: question.epoch,
+        granted: answer.granted,
+        ...(!answer.granted && { reason: answer.reason }),
+      });
+    if (node.process.child.connected) node.process.child.send({ type: "witness-answer", id: question.id, answer } satisfies WitnessReply);
   }
 
   #tookOver(node: PairNode): void {

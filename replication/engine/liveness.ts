@@ -4,6 +4,14 @@
 // clock is moved forward by the lateness instead of declaring the peer dead.
 import { systemClock, type Clock, type Timer } from "../clock.ts";
 
+/** The silence allowed during a new secondary's initial copy, however short the peer timeout. */
+export const SETUP_PEER_TIMEOUT_MS = 5000;
+
+/** Heartbeats often enough that a few can be lost inside one peer timeout. */
+export function heartbeatFor(peerTimeoutMs: number): number {
+  return Math.min(250, Math.max(20, Math.floor(peerTimeoutMs / 6)));
+}
+
 export interface LivenessOptions {
   timeoutMs: number;
   /** True while we stopped reading from the peer ourselves (backpressure): its silence is ours. */
@@ -23,14 +31,28 @@ export class Liveness {
   /** Total time discounted as our own stalls (for metrics and tests). */
   stalledMs = 0;
 
-  constructor(private readonly options: LivenessOptions) {
+  private readonly options: LivenessOptions;
+
+  constructor(options: LivenessOptions) {
+    this.options = { ...options };
     this.#clock = options.clock ?? systemClock;
     this.#lastHeard = this.#lastCheck = this.#clock.now();
   }
 
   /** How often `check` runs. */
   get checkEveryMs(): number {
-    return this.options.checkEveryMs ?? Math.max(25, this.options.timeoutMs / 8);
+    return this.options.checkEveryMs ?? Math.max(10, this.options.timeoutMs / 8);
+  }
+
+  /** A new silence window from now on (e.g. a short one once an initial copy is done); checks follow its pace. */
+  setTimeoutMs(timeoutMs: number): void {
+    if (timeoutMs === this.options.timeoutMs) return;
+    this.options.timeoutMs = timeoutMs;
+    if (this.#active) {
+      const lastHeard = this.#lastHeard;
+      this.start();
+      this.#lastHeard = lastHeard;
+    }
   }
 
   heard(): void {

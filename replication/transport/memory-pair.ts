@@ -20,6 +20,8 @@ export interface MemoryPair {
   b: Transport;
   /** Drops everything in flight and closes both ends, as a pulled cable would. */
   cut(reason?: string): void;
+  /** From now on nothing crosses either way and neither end closes: a black-holed network (the peers' timeouts notice). */
+  silence(): void;
 }
 
 type InFlight = { at: number; message: InboundMessage } | { at: number; closeReason: string };
@@ -31,6 +33,8 @@ class MemoryEnd extends TransportBase {
   private timer: Timer | undefined;
   private immediatePending = false;
   private severed = false;
+  /** Messages vanish on the way (silence()). */
+  blackholed = false;
 
   constructor(
     label: string,
@@ -111,7 +115,7 @@ class MemoryEnd extends TransportBase {
   }
 
   receiveFromPeer(message: InboundMessage): void {
-    this.deliver(message);
+    if (!this.peer.blackholed) this.deliver(message);
   }
 
   closedByPeer(reason: string): void {
@@ -131,6 +135,9 @@ export function createMemoryPair(options: MemoryPairOptions = {}): MemoryPair {
     cut(reason = "network cut") {
       a.sever(reason);
       b.sever(reason);
+    },
+    silence() {
+      a.blackholed = b.blackholed = true;
     },
   };
 }

@@ -11,14 +11,19 @@ import type { PendingIo } from "./pending-io.ts";
 import type { PrimarySession } from "./session.ts";
 import type { PrimaryState, SecondaryLossPolicy, SyncMode } from "./states.ts";
 import type { DiskMode } from "./sync-encoder.ts";
+import type { Witness } from "../../arbiter/witness.ts";
 
 export interface ResolvedPrimaryOptions {
   mode: DiskMode;
   epoch: number;
   heartbeatIntervalMs: number;
   peerTimeoutMs: number;
+  ackTimeoutMs: number;
   onSecondaryLoss: SecondaryLossPolicy;
   syncMode: SyncMode;
+  /** The arbiter's witness, if one is configured, and this node's name there. */
+  witness: Witness | undefined;
+  nodeName: string;
   initialSyncTimeoutMs: number;
   syncWindow: number;
   compressSyncs: boolean;
@@ -48,6 +53,8 @@ export interface PrimaryCore {
   syncNow(): Promise<void>;
   /** Every ingress frame up to `id` is in the secondary's copy, or nothing protects the guest: the gateway may forget them. */
   ingressCommitted(id: number | null): void;
+  /** A secondary protects the guest (again): no witness lease is needed. */
+  protectedAgain(): void;
   /** The peer took over: never acknowledge another guest write. */
   fence(reason: string): void;
 }

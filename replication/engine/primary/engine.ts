@@ -24,6 +24,7 @@ import { primaryGuestOf } from "../machine-guest.ts";
 import { ReplicationMetrics } from "../metrics.ts";
 import type { SyncEvent } from "../sync-event.ts";
 import { StateMachine } from "../transitions.ts";
+import { heartbeatFor, SETUP_PEER_TIMEOUT_MS } from "../liveness.ts";
 import { captureSync } from "./capture.ts";
 import { CaptureScheduler } from "./capture-scheduler.ts";
 import { CheckSupport } from "./check-support.ts";
@@ -38,6 +39,8 @@ import { PrimarySession, type InFlightSync } from "./session.ts";
 import { DEFAULT_SYNC_MODE, PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
 import type { DiskMode } from "./sync-encoder.ts";
 import { SyncWaiters } from "./sync-waiters.ts";
+import { Lease } from "./lease.ts";
+import type { Witness } from "../../arbiter/witness.ts";
 
 export type { DiskMode } from "./sync-encoder.ts";
 export { DEFAULT_SYNC_MODE, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
@@ -49,9 +52,12 @@ export interface PrimaryOptions {
   /** The hook the machine's disks were built with (needed when a Machine is given). */
   hook?: BlockHook;
   epoch?: number;
+  /** Default: a sixth of peerTimeoutMs, at most 250 ms. */
   heartbeatIntervalMs?: number;
-  /** A sync or heartbeat unanswered this long means the secondary is gone. */
+  /** Silence from the secondary this long, once it protects the guest, means it is gone (during the initial copy: at least SETUP_PEER_TIMEOUT_MS). */
   peerTimeoutMs?: number;
+  /** A sync unacknowledged this long means the secondary is stuck even if it answers heartbeats (default peerTimeoutMs). */
+  ackTimeoutMs?: number;
   onSecondaryLoss?: SecondaryLossPolicy;
   /** When the guest sees a write complete: at its sync's capture (speculative) or its acknowledgement (synchronous). */
   syncMode?: SyncMode;
@@ -65,12 +71,18 @@ export interface PrimaryOptions {
   readReplay?: boolean;
   /** Timers and timeouts (tests pass a manual clock). */
   clock?: Clock;
+  /**
+   * An arbiter's witness: without a secondary, this primary lets its guest's writes complete
+   * and output out only while the witness confirms it still holds its epoch (see arbiter/witness.ts).
+   */
+  witness?: Witness;
+  /** This node's name at the witness (default "primary"). */
+  nodeName?: string;
   log?: (line: string) => void;
 }
 
 const DEFAULTS = {
   epoch: 1,
-  heartbeatIntervalMs: 250,
   peerTimeoutMs: 5000,
   onSecondaryLoss: "continue" as SecondaryLossPolicy,
   syncMode: DEFAULT_SYNC_MODE,
@@ -95,6 +107,8 @@ export class PrimaryEngine {
   #session: PrimarySession | undefined;
   /** When the last ack released what it covered, until the guest's next disk request (the timeline's last stage). */
   #ackedAt: number | undefined;
+  /** The witness's lease, when an arbiter is configured: held while no secondary protects the guest. */
+  readonly #lease: Lease | undefined;
   /** A handover started by a failed disk: later failures wait for the same outcome. */
   #diskFailover: Promise<boolean> | undefined;
   readonly #unsubscribe: (() => void)[] = [];
@@ -104,7 +118,29 @@ export class PrimaryEngine {
   /** `target`: a booted Machine (give `options.hook`) or any PrimaryGuest. */
   constructor(target: Machine | PrimaryGuest, options: PrimaryOptions) {
     const { hook: _, ...rest } = withoutUndefined(options);
-    this.#options = { ...DEFAULTS, clock: systemClock, log: undefined, ...rest, mode: options.mode };
+    const peerTimeoutMs = options.peerTimeoutMs ?? DEFAULTS.peerTimeoutMs;
+    this.#options = {
+      ...DEFAULTS,
+      heartbeatIntervalMs: heartbeatFor(peerTimeoutMs),
+      ackTimeoutMs: peerTimeoutMs,
+      clock: systemClock,
+      log: undefined,
+      witness: undefined,
+      nodeName: "primary",
+      ...rest,
+      mode: options.mode,
+    };
+    this.#lease =
+      this.#options.witness === undefined
+        ? undefined
+        : new Lease({
+            witness: this.#options.witness,
+            node: this.#options.nodeName,
+            clock: this.#options.clock,
+            onChange: (valid) => this.#leaseChanged(valid),
+            onSuperseded: (reason) => this.fence(`the witness says another node runs the guest: ${reason}`),
+            ...(this.#options.log && { log: this.#options.log }),
+          });
     if (target instanceof Machine) {
       if (options.hook === undefined) throw new Error("PrimaryEngine: give the BlockHook the machine's disks were built with");
       this.#guest = primaryGuestOf(target, options.hook);
@@ -228,6 +264,7 @@ export class PrimaryEngine {
   /** The peer took over (it said so, authenticated, or a handshake proved it): never acknowledge another guest write. */
   fence(reason: string): void {
     if (this.#fsm.is("fenced", "closed")) return;
+    this.#lease?.stop();
     this.#fsm.go("fenced", `${reason}; this primary stops its guest for good`);
     this.#endSession(reason);
     this.#waiters.rejectAll(new Error(`fenced: ${reason}`));
@@ -241,6 +278,7 @@ export class PrimaryEngine {
     if (this.#fsm.is("closed")) return;
     const fenced = this.#fsm.is("fenced");
     this.#fsm.go("closed", reason);
+    this.#lease?.stop();
     for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
     this.#endSession(reason);
     this.#waiters.rejectAll(new Error(`closed: ${reason}`));
@@ -255,7 +293,7 @@ export class PrimaryEngine {
   // ------------------------------------------------------------ guest events
 
   #policy(): IoPolicy {
-    return ioPolicy(this.#fsm.state, this.#options.onSecondaryLoss, this.#options.syncMode);
+    return ioPolicy(this.#fsm.state, this.#options.onSecondaryLoss, this.#options.syncMode, this.#lease?.valid);
   }
 
   #blockRequest(event: BlockIoEvent): void | Promise<void> {
@@ -400,7 +438,9 @@ export class PrimaryEngine {
     const session: PrimarySession = new PrimarySession(channel, {
       epoch: this.epoch,
       heartbeatIntervalMs: this.#options.heartbeatIntervalMs,
-      peerTimeoutMs: this.#options.peerTimeoutMs,
+      // The initial copy keeps both sides busy (disks hashed and written): a longer window until it is done.
+      peerTimeoutMs: Math.max(this.#options.peerTimeoutMs, SETUP_PEER_TIMEOUT_MS),
+      ackTimeoutMs: this.#options.ackTimeoutMs,
       metrics: this.metrics,
       clock: this.#options.clock,
       events: {
@@ -445,11 +485,23 @@ export class PrimaryEngine {
       "unprotected",
       `${reason}; ${stall ? "guest writes and output are HELD until a secondary protects the guest again" : "the guest now runs UNPROTECTED"}`,
     );
-    if (!stall) {
-      this.outputs.releaseAll();
-      // Unprotected: nobody will replay what the guest has seen.
-      this.#ingressCommitted(this.#guest.ingressWatermark());
-    }
+    // Under an arbiter the guest's I/O waits until the witness confirms this node still holds its epoch.
+    if (this.#lease !== undefined) return this.#lease.start(this.epoch);
+    if (!stall) this.#runUnprotected();
+  }
+
+  /** Nothing protects the guest now: what waited goes out, and nobody will replay what the guest has seen. */
+  #runUnprotected(): void {
+    this.#pending.clear();
+    this.outputs.releaseAll();
+    this.#ingressCommitted(this.#guest.ingressWatermark());
+  }
+
+  #leaseChanged(valid: boolean): void {
+    this.#options.log?.(
+      `primary: ${valid ? "the witness confirms this node holds the guest" : "the witness lease ran out: the guest's writes and output wait"}`,
+    );
+    if (valid && this.#fsm.is("unprotected") && this.#options.onSecondaryLoss === "continue") this.#runUnprotected();
   }
 
   #ingressCommitted(id: number | null): void {
@@ -477,6 +529,7 @@ export class PrimaryEngine {
       syncNow: () => this.#syncNow(),
       fence: (reason) => this.fence(reason),
       ingressCommitted: (id) => this.#ingressCommitted(id),
+      protectedAgain: () => this.#lease?.stop(),
     };
   }
 }

@@ -42,6 +42,13 @@ const TABLE: Record<PrimaryState, Record<SecondaryLossPolicy, IoPolicy>> = {
 /** The speculative mode differs in one cell: a protected guest's writes complete at their capture. */
 const SPECULATIVE_PROTECTING: IoPolicy = { ...PROTECTING, write: "speculate" };
 
-export function ioPolicy(state: PrimaryState, onLoss: SecondaryLossPolicy, mode: SyncMode = "synchronous"): IoPolicy {
-  return mode === "speculative" && state === "protected" ? SPECULATIVE_PROTECTING : TABLE[state][onLoss];
+/**
+ * `lease`: whether an arbiter's witness lets this primary run its guest unprotected now
+ * (undefined without a witness). Under an arbiter, `continue` lets I/O through only while the
+ * lease holds; without it the guest's writes and output wait, as under `stall`.
+ */
+export function ioPolicy(state: PrimaryState, onLoss: SecondaryLossPolicy, mode: SyncMode = "synchronous", lease?: boolean): IoPolicy {
+  if (mode === "speculative" && state === "protected") return SPECULATIVE_PROTECTING;
+  if (state === "unprotected" && onLoss === "continue" && lease === false) return WAITING;
+  return TABLE[state][onLoss];
 }

@@ -50,6 +50,8 @@ export async function protect(core: PrimaryCore, channel: ReplicationChannel): P
   if (session.ended) return;
   metrics.initialSync = { ms: performance.now() - started, bytes: metrics.totalBytes - bytesBefore };
   fsm.go("protected", `initial sync done in ${(metrics.initialSync.ms / 1000).toFixed(1)} s`);
+  core.protectedAgain();
+  session.setPeerTimeout(options.peerTimeoutMs);
   outputs.acknowledged(0);
   core.ingressCommitted(copiedIngress);
   core.wake();

@@ -42,6 +42,8 @@ export interface SessionOptions {
   epoch: number;
   heartbeatIntervalMs: number;
   peerTimeoutMs: number;
+  /** A sync unacknowledged this long is a loss. */
+  ackTimeoutMs: number;
   metrics: ReplicationMetrics;
   events: SessionEvents;
   clock?: Clock;
@@ -152,6 +154,11 @@ export class PrimarySession {
     this.#promotion = undefined;
     if (promoted !== undefined) return promoted;
     throw new Error(timedOut ? `the secondary did not take over within ${timeoutMs} ms` : "the session with the secondary ended");
+  }
+
+  /** The silence that counts as a lost secondary from now on (the initial copy has a longer one). */
+  setPeerTimeout(timeoutMs: number): void {
+    this.#liveness.setTimeoutMs(timeoutMs);
   }
 
   /** Heartbeats out, and the peer's silence watched. */
@@ -302,8 +309,8 @@ export class PrimarySession {
   checkAckTimeout(now = this.#clock.now()): void {
     // The initial copy (seq 0) has a timeout of its own: it is as slow as the disks are large.
     const oldest = this.#inFlight.find(({ sync }) => sync.seq > 0);
-    if (oldest !== undefined && now - oldest.since > this.#options.peerTimeoutMs) {
-      this.#lose(`sync ${oldest.sync.seq} not acknowledged within ${this.#options.peerTimeoutMs} ms`);
+    if (oldest !== undefined && now - oldest.since > this.#options.ackTimeoutMs) {
+      this.#lose(`sync ${oldest.sync.seq} not acknowledged within ${this.#options.ackTimeoutMs} ms`);
     }
   }
 }

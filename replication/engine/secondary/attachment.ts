@@ -50,6 +50,11 @@ export class PrimaryAttachment {
     this.#liveness.start();
   }
 
+  /** The silence that counts as a lost primary from now on (the initial copy has a longer one). */
+  setPeerTimeout(timeoutMs: number): void {
+    this.#liveness.setTimeoutMs(timeoutMs);
+  }
+
   get ended(): boolean {
     return this.#ended;
   }

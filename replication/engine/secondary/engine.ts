@@ -12,7 +12,7 @@
 import { withoutUndefined } from "../../../emulator/config.ts";
 import { Machine } from "../../../emulator/machine.ts";
 import type { ChannelCloseInfo, ChannelEvent, ReplicationChannel } from "../../channel/channel.ts";
-import { systemClock, type Clock } from "../../clock.ts";
+import { systemClock, type Clock, type Timer } from "../../clock.ts";
 import type { BinaryFrame } from "../../protocol/frames.ts";
 import type { InitBeginMessage } from "../../protocol/messages.ts";
 import { chunkDigests, diskDigest } from "../disk-image.ts";
@@ -25,6 +25,8 @@ import { PrimaryAttachment } from "./attachment.ts";
 import { Replica } from "./replica.ts";
 import { SECONDARY_TRANSITIONS, type SecondaryState } from "./states.ts";
 import { takeOver, type TakeoverCore } from "./takeover.ts";
+import type { Witness, WitnessAnswer } from "../../arbiter/witness.ts";
+import { heartbeatFor, SETUP_PEER_TIMEOUT_MS } from "../liveness.ts";
 
 export type { SecondaryState } from "./states.ts";
 
@@ -35,18 +37,30 @@ export interface SecondaryOptions {
   autoFailover?: boolean;
   /** Timers and timeouts (tests pass a manual clock). */
   clock?: Clock;
+  /** An arbiter's witness: this node takes over only once it grants the next epoch (see arbiter/witness.ts). */
+  witness?: Witness;
+  /** This node's name at the witness (default "secondary"). */
+  nodeName?: string;
   log?: (line: string) => void;
 }
 
 const DEFAULT_PEER_TIMEOUT_MS = 2000;
-const HEARTBEAT_MS = 250;
 
 export class SecondaryEngine {
   readonly metrics = new ReplicationMetrics("secondary");
   readonly #target: Machine | undefined;
   readonly #guest: ReplicaGuest;
   readonly #replica: Replica;
-  readonly #options: { peerTimeoutMs: number; autoFailover: boolean; clock: Clock; log: ((line: string) => void) | undefined };
+  readonly #options: {
+    peerTimeoutMs: number;
+    autoFailover: boolean;
+    clock: Clock;
+    witness: Witness | undefined;
+    nodeName: string;
+    log: ((line: string) => void) | undefined;
+  };
+  /** Claims retried while the witness cannot be reached and no primary is attached. */
+  #claimRetry: Timer | undefined;
   readonly #fsm = new StateMachine<SecondaryState>("secondary", SECONDARY_TRANSITIONS, "waiting");
   #attached: PrimaryAttachment | undefined;
   /** When the loss that triggered a takeover was noticed, for the failover time. */
@@ -57,7 +71,15 @@ export class SecondaryEngine {
   constructor(target: Machine | ReplicaGuest, options: SecondaryOptions = {}) {
     this.#target = target instanceof Machine ? target : undefined;
     this.#guest = target instanceof Machine ? replicaGuestOf(target) : target;
-    this.#options = { peerTimeoutMs: DEFAULT_PEER_TIMEOUT_MS, autoFailover: true, clock: systemClock, log: undefined, ...withoutUndefined(options) };
+    this.#options = {
+      peerTimeoutMs: DEFAULT_PEER_TIMEOUT_MS,
+      autoFailover: true,
+      clock: systemClock,
+      witness: undefined,
+      nodeName: "secondary",
+      log: undefined,
+      ...withoutUndefined(options),
+    };
     this.#replica = new Replica(this.#guest, (reason) => this.#replicaFailed(reason));
     this.metrics.state = this.#fsm.state;
     this.#fsm.onChange((state, reason) => {
@@ -106,8 +128,9 @@ export class SecondaryEngine {
       return;
     }
     const attachment: PrimaryAttachment = new PrimaryAttachment(channel, {
-      peerTimeoutMs: this.#options.peerTimeoutMs,
-      heartbeatMs: HEARTBEAT_MS,
+      // Until the initial copy is done both sides are busy (disks hashed and written): a longer window.
+      peerTimeoutMs: Math.max(this.#options.peerTimeoutMs, SETUP_PEER_TIMEOUT_MS),
+      heartbeatMs: heartbeatFor(this.#options.peerTimeoutMs),
       clock: this.#options.clock,
       metrics: this.metrics,
       onSilent: (reason) => this.#lost(attachment, reason),
@@ -133,11 +156,27 @@ export class SecondaryEngine {
    * replica is consistent.
    */
   async promote(reason: string): Promise<void> {
+    const refusal = await this.#claim();
+    if (refusal !== undefined) throw new Error(`promote: the witness does not grant this node the guest: ${refusal}`);
     return takeOver(this.#takeoverCore(), reason, { handover: false, detectedAt: this.#lossDetectedAt });
+  }
+
+  /** Asks the witness (if any) for the epoch a takeover runs at; undefined when granted. */
+  async #claim(): Promise<string | undefined> {
+    const witness = this.#options.witness;
+    if (witness === undefined) return undefined;
+    const epoch = (this.#attached?.channel.epoch ?? this.metrics.epoch) + 1;
+    try {
+      const answer = await witness.claim(this.#options.nodeName, epoch);
+      return answer.granted ? undefined : answer.reason;
+    } catch (error) {
+      return `the witness cannot be reached: ${(error as Error).message}`;
+    }
   }
 
   /** Leaves the session on purpose (no takeover follows). */
   async close(): Promise<void> {
+    this.#claimRetry?.cancel();
     const attachment = this.#attached;
     if (attachment !== undefined) this.#detach(attachment);
     if (!this.#fsm.is("closed")) this.#fsm.go("closed", "secondary shutting down");
@@ -245,6 +284,7 @@ export class SecondaryEngine {
       return this.#refuse(attachment, "disk-mismatch", problem);
     }
     this.#fsm.go("replicating", `initial sync complete (${pageCount} pages, ${stateParts} state parts)`);
+    attachment.setPeerTimeout(this.#options.peerTimeoutMs);
     this.#emitSync(attachment, 0, Uint32Array.from(attachment.receiving.initialPages), []);
     await attachment.send({ type: "init-ack", seq: 0, epoch });
   }
@@ -272,10 +312,52 @@ export class SecondaryEngine {
     if (attachment.ended) return;
     if (this.#fsm.is("replicating") && this.#options.autoFailover) {
       this.#lossDetectedAt = performance.now();
+      if (this.#options.witness !== undefined) return void this.#claimThenTakeOver(attachment, reason);
       void this.promote(`primary lost: ${reason}`).catch((error: unknown) => this.#options.log?.(`secondary: takeover failed: ${(error as Error).message}`));
       return;
     }
     this.#letGo(attachment, reason);
+  }
+
+  /**
+   * Under an arbiter: take over only if the witness grants the next epoch. Refused (the primary
+   * holds a valid lease: it is alive and keeps the guest), this node holds its replica and waits
+   * for the primary to come back; the witness unreachable, it keeps asking while no primary attaches.
+   */
+  async #claimThenTakeOver(attachment: PrimaryAttachment, reason: string): Promise<void> {
+    const epoch = attachment.channel.epoch + 1;
+    let answer: WitnessAnswer | Error;
+    try {
+      answer = await this.#options.witness!.claim(this.#options.nodeName, epoch);
+    } catch (error) {
+      answer = error as Error;
+    }
+    if (answer instanceof Error || !answer.granted) {
+      const why = answer instanceof Error ? `the witness cannot be reached (${answer.message})` : `the witness refused: ${answer.reason}`;
+      this.#letGo(attachment, `${reason}; NOT taking over: ${why}`);
+      if (answer instanceof Error) this.#retryClaim(reason);
+      return;
+    }
+    await takeOver(this.#takeoverCore(), `primary lost: ${reason} (the witness granted epoch ${epoch})`, {
+      handover: false,
+      detectedAt: this.#lossDetectedAt,
+    }).catch((error: unknown) => this.#options.log?.(`secondary: takeover failed: ${(error as Error).message}`));
+  }
+
+  #retryClaim(reason: string): void {
+    this.#claimRetry?.cancel();
+    this.#claimRetry = this.#options.clock.setTimeout(() => {
+      if (!this.#fsm.is("standby") || this.#attached !== undefined) return;
+      void this.#claim().then((refusal) => {
+        if (refusal === undefined) {
+          void takeOver(this.#takeoverCore(), `primary lost: ${reason} (the witness granted the guest)`, {
+            handover: false,
+            detectedAt: this.#lossDetectedAt,
+          }).catch((error: unknown) => this.#options.log?.(`secondary: takeover failed: ${(error as Error).message}`));
+        } else if (/cannot be reached/.test(refusal)) this.#retryClaim(reason);
+        else this.#options.log?.(`secondary: ${refusal}; holding the replica`);
+      });
+    }, 200);
   }
 
   /** Ends the session without taking over: a consistent replica waits (standby), a partial copy is dropped. */

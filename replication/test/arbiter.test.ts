@@ -1,0 +1,130 @@
+// The arbiter: the witness's rules on their own, and the engines under one when the link
+// between them is cut while both live (fake guests, the in-memory link): exactly one node runs
+// the guest afterwards, whichever asks the witness first; a node that cannot reach the witness
+// holds its guest's I/O instead of guessing.
+import { expect } from "chai";
+import { WitnessCore, type Witness, type WitnessAnswer } from "../arbiter/witness.ts";
+import { PrimaryEngine } from "../engine/primary/engine.ts";
+import type { SecondaryEngine } from "../engine/secondary/engine.ts";
+import type { MemoryPair } from "../transport/memory-pair.ts";
+import { linkSecondary } from "../../test/support/engine-link.ts";
+import { ManualClock } from "../../test/support/manual-clock.ts";
+import { settle, waitFor } from "../../test/support/wait.ts";
+import { FakeGuest } from "./fake-guest.ts";
+
+const sector = (fill: number) => new Uint8Array(512).fill(fill);
+
+describe("the witness's rules", () => {
+  it("grants the first claim and each higher epoch, refuses a stale one", () => {
+    const witness = new WitnessCore({ leaseMs: 500, clock: new ManualClock() });
+    expect(witness.claimNow("a", 1)).to.deep.include({ granted: true, epoch: 1 });
+    expect(witness.claimNow("b", 1)).to.deep.include({ granted: false, epoch: 1 });
+    expect(witness.renewNow("b", 1)).to.deep.include({ granted: false });
+  });
+
+  it("refuses a takeover while the holder's lease is valid, grants it once the lease ran out", async () => {
+    const clock = new ManualClock();
+    const witness = new WitnessCore({ leaseMs: 500, clock });
+    expect(witness.renewNow("primary", 1).granted).to.equal(true);
+    const refused = witness.claimNow("secondary", 2);
+    expect(refused.granted).to.equal(false);
+    expect(refused)
+      .to.have.property("reason")
+      .that.matches(/primary holds a lease on epoch 1/);
+    await clock.advance(501);
+    expect(witness.claimNow("secondary", 2)).to.deep.include({ granted: true, epoch: 2 });
+    expect(witness.renewNow("primary", 1)).to.deep.include({ granted: false, epoch: 2, holder: "secondary" });
+  });
+});
+
+/** A witness whose answers the test can delay or cut off. */
+class ControlledWitness implements Witness {
+  reachable = true;
+  readonly asked: string[] = [];
+  constructor(readonly core: WitnessCore) {}
+  claim(node: string, epoch: number): Promise<WitnessAnswer> {
+    this.asked.push(`claim ${node} ${epoch}`);
+    return this.reachable ? this.core.claim(node, epoch) : Promise.reject(new Error("no route to the witness"));
+  }
+  renew(node: string, epoch: number): Promise<WitnessAnswer> {
+    this.asked.push(`renew ${node} ${epoch}`);
+    return this.reachable ? this.core.renew(node, epoch) : Promise.reject(new Error("no route to the witness"));
+  }
+}
+
+interface ArbitratedPair {
+  primaryGuest: FakeGuest;
+  primary: PrimaryEngine;
+  secondary: SecondaryEngine;
+  link: MemoryPair;
+}
+
+async function arbitratedPair(witness: Witness, peerTimeoutMs = { primary: 300, secondary: 300 }): Promise<ArbitratedPair> {
+  const primaryGuest = new FakeGuest();
+  const primary = new PrimaryEngine(primaryGuest, {
+    mode: "logging-replay",
+    witness,
+    nodeName: "primary",
+    peerTimeoutMs: peerTimeoutMs.primary,
+    heartbeatIntervalMs: 50,
+  });
+  const { secondary, link, channel } = await linkSecondary(primary, new FakeGuest(), {
+    secondary: { witness, nodeName: "secondary", peerTimeoutMs: peerTimeoutMs.secondary },
+  });
+  await primary.protect(channel);
+  expect(primary.state).to.equal("protected");
+  return { primaryGuest, primary, secondary, link };
+}
+
+describe("the engines under an arbiter", function () {
+  this.timeout(20_000);
+
+  it("a link cut, the primary asking first: it keeps the guest (its writes complete), the secondary holds its replica", async () => {
+    const witness = new ControlledWitness(new WitnessCore({ leaseMs: 2000 }));
+    // The secondary notices the silence later than the primary notices the closed link.
+    const pair = await arbitratedPair(witness, { primary: 300, secondary: 1500 });
+    const released: string[] = [];
+    pair.primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
+    pair.link.silence();
+    await waitFor(() => pair.primary.state === "unprotected", "the primary to notice");
+    expect(await pair.primaryGuest.write(8, sector(1)).completion).to.equal("ok");
+    pair.primaryGuest.print("still here");
+    await waitFor(() => released.join("") === "still here", "output under the lease");
+    await waitFor(() => pair.secondary.state === "standby", "the secondary to stand by", 5000);
+    expect(pair.secondary.state).to.equal("standby");
+    expect(witness.core.holder).to.equal("primary");
+    await pair.primary.close();
+  });
+
+  it("a link cut, the secondary asking first: it takes over; the primary learns it lost and fences itself, its write never completing", async () => {
+    const witness = new ControlledWitness(new WitnessCore({ leaseMs: 2000 }));
+    const pair = await arbitratedPair(witness, { primary: 1500, secondary: 300 });
+    // Nothing crosses any more, and neither end hears a close: the secondary's shorter timeout notices first.
+    pair.link.silence();
+    await waitFor(() => pair.secondary.state === "active", "the secondary to take over", 5000);
+    expect(witness.core).to.include({ epoch: 2, holder: "secondary" });
+    await waitFor(() => pair.primary.state === "fenced", "the primary to fence itself", 5000);
+    const write = pair.primaryGuest.write(16, sector(2));
+    await settle();
+    expect(write.completed(), "a fenced primary's guest waits for ever").to.equal(false);
+  });
+
+  it("an unprotected primary that cannot reach the witness holds its guest's writes and output until it can", async () => {
+    const witness = new ControlledWitness(new WitnessCore({ leaseMs: 400 }));
+    const pair = await arbitratedPair(witness, { primary: 300, secondary: 5000 });
+    const released: string[] = [];
+    pair.primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
+    witness.reachable = false;
+    await pair.secondary.close();
+    await waitFor(() => pair.primary.state === "unprotected", "the primary to notice");
+    const write = pair.primaryGuest.write(8, sector(3));
+    pair.primaryGuest.print("held");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(write.completed()).to.equal(false);
+    expect(released).to.deep.equal([]);
+    witness.reachable = true;
+    expect(await write.completion).to.equal("ok");
+    await waitFor(() => released.join("") === "held", "the output once the witness answers");
+    await pair.primary.close();
+  });
+});
