@@ -15,6 +15,7 @@ export interface PrimarySettings {
   /** The failover generation: 1 for a first primary, the survivor's epoch for one that took over. */
   epoch?: number;
   peerTimeoutMs?: number;
+  ackTimeoutMs?: number;
   onSecondaryLoss?: SecondaryLossPolicy;
   syncMode?: SyncMode;
   compressSyncs?: boolean;
@@ -31,6 +32,7 @@ export function createPrimaryEngine(machine: Machine, settings: PrimarySettings)
     ...withoutUndefined({
       epoch: settings.epoch,
       peerTimeoutMs: settings.peerTimeoutMs,
+      ackTimeoutMs: settings.ackTimeoutMs,
       onSecondaryLoss: settings.onSecondaryLoss,
       syncMode: settings.syncMode,
       compressSyncs: settings.compressSyncs,

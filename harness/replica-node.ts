@@ -28,6 +28,9 @@ import { loadSecret } from "../replication/node/secret.ts";
 import { GuestNetworkLink } from "./network/guest-link.ts";
 import { IpcWitness, type WitnessQuestion, type WitnessReply } from "./witness/ipc-witness.ts";
 
+/** A node's sync-ack timeout is never below this. */
+const ACK_TIMEOUT_FLOOR_MS = 5000;
+
 /** This node's arbiter, when its parent is the witness. */
 let witness: IpcWitness | undefined;
 
@@ -202,6 +205,9 @@ async function protectWith(
     hook,
     epoch,
     peerTimeoutMs: config.peerTimeoutMs,
+    // A short peer timeout finds a silent peer fast; a sync may take longer than that to be acknowledged
+    // on a slow link or a loaded host without anything being wrong.
+    ackTimeoutMs: Math.max(config.peerTimeoutMs ?? ACK_TIMEOUT_FLOOR_MS, ACK_TIMEOUT_FLOOR_MS),
     onSecondaryLoss: config.onSecondaryLoss,
     syncMode: config.syncMode,
     compressSyncs: config.compressSyncs,

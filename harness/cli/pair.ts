@@ -47,6 +47,9 @@ Options:
   --name NAME             control sockets are NAME-primary, NAME-secondary, NAME-secondary-2, ...
                           (default pair)
   --no-reprotect          after a takeover (or a lost secondary) do not start a fresh secondary
+  --no-arbiter            without this process as the witness both nodes ask before running the
+                          guest: a cut link with both nodes alive then leaves two guests running
+                          (split brain), and silence counts as a lost peer only after 3 s, not 0.4 s
   --json                  JSON lines on stdout instead of the console: every event (states,
                           takeovers, syncs, re-protection) and the console output as events
 ${SYNC_MODE_HELP}
@@ -84,6 +87,7 @@ export const pairCommand: Subcommand = {
       snapshot: { type: "string" },
       name: { type: "string" },
       "no-reprotect": { type: "boolean" },
+      "no-arbiter": { type: "boolean" },
       json: { type: "boolean" },
     });
     if (values.help) return printUsage(USAGE);
@@ -115,6 +119,7 @@ export const pairCommand: Subcommand = {
       name,
       runDir: shared.runDir,
       reprotect: values["no-reprotect"] !== true,
+      arbiter: values["no-arbiter"] !== true,
       echoLogs: values.verbose === true,
       ...(shared.memoryMiB !== undefined && { memoryMiB: shared.memoryMiB }),
       ...(shared.imagesDir !== undefined && { imagesDir: shared.imagesDir }),

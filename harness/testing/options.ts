@@ -76,6 +76,11 @@ export interface PairOptions {
 
 export const DEFAULT_DISK_BYTES = 64 << 20;
 export const DEFAULT_PEER_TIMEOUT_MS = 3000;
+/**
+ * With an arbiter a false failover is safe (the old primary cannot keep its lease and is
+ * fenced), so a silent peer may be called lost much sooner.
+ */
+export const ARBITRATED_PEER_TIMEOUT_MS = 400;
 export const DEFAULT_START_TIMEOUT_MS = 240_000;
 
 export class PairOptionError extends Error {

@@ -22,7 +22,7 @@ import type { NodeConfig } from "../replica-node.ts";
 import { removeDirNow, track } from "./cleanup.ts";
 import { NoGuestError, PairError, PairTimeoutError } from "./errors.ts";
 import { readGuestFile, type GuestShell } from "./guest-files.ts";
-import { checkPairOptions, DEFAULT_PEER_TIMEOUT_MS, DEFAULT_START_TIMEOUT_MS, forwardSpecs, type PairOptions } from "./options.ts";
+import { ARBITRATED_PEER_TIMEOUT_MS, checkPairOptions, DEFAULT_PEER_TIMEOUT_MS, DEFAULT_START_TIMEOUT_MS, forwardSpecs, type PairOptions } from "./options.ts";
 import { startGateway, type Gateway, type GatewayStatus } from "../network/gateway.ts";
 import { loadSecret } from "../../replication/node/secret.ts";
 import { WitnessCore } from "../../replication/arbiter/witness.ts";
@@ -388,7 +388,7 @@ export class Pair implements GuestShell {
       mode: options.mode ?? "logging-replay",
       secretFile,
       memoryMiB,
-      peerTimeoutMs: options.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS,
+      peerTimeoutMs: options.peerTimeoutMs ?? (options.arbiter === true ? ARBITRATED_PEER_TIMEOUT_MS : DEFAULT_PEER_TIMEOUT_MS),
       metricsIntervalMs: 0,
       runDir: options.runDir ?? join(this.dir, "run"),
       ...(options.onSecondaryLoss !== undefined && { onSecondaryLoss: options.onSecondaryLoss }),

@@ -1,0 +1,84 @@
+// The arbiter with real node processes: the test process is the witness (startPair's
+// `arbiter`), the replication link runs through the fault proxy. A silent cut with both
+// nodes alive leaves exactly one guest answering; a SIGKILLed or silent primary is found and
+// replaced within the short peer timeout an arbiter makes safe.
+import { expect } from "chai";
+import { createGuestTemplate, startPair, type GuestTemplate, type Pair } from "../testing/index.ts";
+
+const PEER_TIMEOUT_MS = 400;
+
+/** The node started in `role` (the pair's nodes are listed in start order: the secondary first). */
+function started(pair: Pair, role: "primary" | "secondary") {
+  return pair.nodes.find((node) => node.startedAs === role)!;
+}
+
+/** Whether the guest answers on the node started in `role` right now (a fenced or standby node refuses exec). */
+async function answers(pair: Pair, role: "primary" | "secondary"): Promise<boolean> {
+  const node = started(pair, role);
+  if (!node.running) return false;
+  return node.process.exec("echo alive", 30_000).then(
+    (result) => result.output === "alive\n",
+    () => false,
+  );
+}
+
+describe("the arbiter (real processes, the test process as the witness)", function () {
+  this.timeout(600_000);
+  let template: GuestTemplate;
+  let pair: Pair | undefined;
+
+  before(async () => {
+    template = await createGuestTemplate({ disks: [{ sizeBytes: 16 << 20 }] });
+  });
+
+  afterEach(async () => {
+    await pair?.stop();
+    pair = undefined;
+  });
+
+  after(async () => {
+    await template.dispose();
+  });
+
+  it("a silent link cut with both nodes alive: exactly one guest answers, and the other node refuses to run it", async () => {
+    pair = await startPair({ template, arbiter: true, peerTimeoutMs: PEER_TIMEOUT_MS, reprotect: false });
+    pair.cutLink("silent");
+    // Either side may win the witness; wait until the loser has stopped (fenced, or standing by).
+    const deadline = performance.now() + 30_000;
+    let outcome = "";
+    for (;;) {
+      const [primary, secondary] = [started(pair, "primary").process.states, started(pair, "secondary").process.states];
+      if (primary.includes("fenced")) outcome = "the secondary took over, the primary is fenced";
+      else if (secondary.includes("standby") && primary.includes("unprotected")) outcome = "the primary kept the guest, the secondary stands by";
+      if (outcome !== "" || performance.now() > deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(outcome, pair.describe()).to.not.equal("");
+    const running = [await answers(pair, "primary"), await answers(pair, "secondary")];
+    expect(running.filter(Boolean), `${outcome}; answering: ${running.join(", ")}`).to.have.length(1);
+    console.log(`      ${outcome}`);
+  });
+
+  it("a SIGKILLed primary is replaced within the short timeout: fault to an answering guest, measured", async () => {
+    pair = await startPair({ template, arbiter: true, peerTimeoutMs: PEER_TIMEOUT_MS, reprotect: false });
+    const killed = performance.now();
+    await pair.killPrimary();
+    await pair.waitForTakeover({ timeoutMs: 30_000 });
+    expect((await pair.exec("echo alive")).output).to.equal("alive\n");
+    console.log(`      fault to answer: ${(performance.now() - killed).toFixed(0)} ms`);
+  });
+
+  it("a primary that falls silent (its link stalls) is replaced after the peer timeout, and the old primary, unable to keep its lease, is fenced", async () => {
+    pair = await startPair({ template, arbiter: true, peerTimeoutMs: PEER_TIMEOUT_MS, reprotect: false });
+    const stalled = performance.now();
+    pair.stallLink();
+    await pair.waitForTakeover({ timeoutMs: 30_000 });
+    expect((await pair.exec("echo alive")).output).to.equal("alive\n");
+    const faultToAnswer = performance.now() - stalled;
+    console.log(`      silent fault to answer: ${faultToAnswer.toFixed(0)} ms`);
+    const oldPrimary = started(pair, "primary");
+    const deadline = performance.now() + 10_000;
+    while (!oldPrimary.process.states.includes("fenced") && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(oldPrimary.process.states).to.include("fenced");
+  });
+});
