@@ -6,7 +6,8 @@
 import { encodeControl, decodeControl } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { announcedFrameLength } from "../protocol/frame-header.ts";
-import { decodeFrame, encodeFrame, type BinaryFrame, type EncodeOptions } from "../protocol/frames.ts";
+import type { BinaryFrame, EncodeOptions } from "../protocol/frames.ts";
+import { decodeFrame, encodeFrame } from "../protocol/frame-codec.ts";
 import { MAX_TEXT_FIELD } from "../protocol/limits.ts";
 import type { ControlMessage, NodeRole } from "../protocol/messages.ts";
 import type { Inbound, SessionOrder } from "../protocol/session-order.ts";

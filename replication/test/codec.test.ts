@@ -3,7 +3,8 @@
 import { expect } from "chai";
 import { decodeControl, encodeControl, jsonNestingDepth } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
-import { decodeFrame, encodeFrame, type BinaryFrame } from "../protocol/frames.ts";
+import { type BinaryFrame } from "../protocol/frames.ts";
+import { decodeFrame, encodeFrame } from "../protocol/frame-codec.ts";
 import { MAX_PAGES_PER_FRAME } from "../protocol/limits.ts";
 import { applyRunDelta, encodeRunDelta } from "../protocol/run-delta.ts";
 import { SAMPLE_MESSAGES, rejectionOf, sampleFrames, seededRandom } from "./fixtures.ts";

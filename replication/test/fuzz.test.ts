@@ -4,7 +4,7 @@ import { expect } from "chai";
 import { decodeControl, encodeControl } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { FRAME_HEADER_BYTES, writeFrameHeader, FrameFlag } from "../protocol/frame-header.ts";
-import { decodeFrame, encodeFrame } from "../protocol/frames.ts";
+import { decodeFrame, encodeFrame } from "../protocol/frame-codec.ts";
 import { MAX_FRAME_BYTES } from "../protocol/limits.ts";
 import { SAMPLE_MESSAGES, sampleFrames, seededRandom } from "./fixtures.ts";
 
