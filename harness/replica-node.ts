@@ -25,14 +25,29 @@ import type { SecondaryEngine } from "../replication/engine/secondary/engine.ts"
 import { ReplicationMetrics, type MetricsSnapshot } from "../replication/engine/metrics.ts";
 import { connectReplication, listenReplication } from "../replication/node/ws-transport.ts";
 import { loadSecret } from "../replication/node/secret.ts";
+import { MAX_LINK_MESSAGE_BYTES } from "../replication/network/link-limits.ts";
 import { GuestNetworkLink } from "./network/guest-link.ts";
 import { IpcWitness, type WitnessQuestion, type WitnessReply } from "./witness/ipc-witness.ts";
+import { LinkWitness } from "../replication/arbiter/link-witness.ts";
+import type { Witness } from "../replication/arbiter/witness.ts";
+
+/** A witness on another host, asked over the network link with this node's secret. */
+async function remoteWitness(config: NodeConfig, url: string): Promise<Witness> {
+  const secret = await loadSecret({ file: config.secretFile });
+  return new LinkWitness({
+    url,
+    secret,
+    nodeId: config.name ?? config.role,
+    dial: (to) => connectReplication(to, { maxMessageBytes: MAX_LINK_MESSAGE_BYTES }),
+  });
+}
 
 /** A node's sync-ack timeout is never below this. */
 const ACK_TIMEOUT_FLOOR_MS = 5000;
 
-/** This node's arbiter, when its parent is the witness. */
-let witness: IpcWitness | undefined;
+/** This node's arbiter, when it has one; its parent's IPC answers reach `parentWitness`. */
+let witness: Witness | undefined;
+let parentWitness: IpcWitness | undefined;
 
 export interface NodeConfig {
   role: "primary" | "secondary";
@@ -79,8 +94,11 @@ export interface NodeConfig {
   name?: string;
   /** The network gateway's ws:// URL: the guest's NIC talks to it while the guest runs here (authenticated with the secret). */
   gateway?: string;
-  /** An arbiter: "parent" (the process that started this node, over IPC: a pair's parent). Without it, no arbiter. */
-  witness?: "parent";
+  /**
+   * An arbiter: "parent" (the process that started this node, over IPC: a pair's parent), or
+   * the ws:// URL of `twinvm witness` (or of a gateway that serves one). Without it, no arbiter.
+   */
+  witness?: string;
 }
 
 /** Parent -> node. */
@@ -387,10 +405,11 @@ async function main(): Promise<void> {
   // Without its parent nobody can see this node's console or stop it: go too.
   process.on("disconnect", () => process.exit(0));
   let node: StartedNode | undefined;
-  if (config.witness === "parent") witness = new IpcWitness((question) => process.send?.(question) ?? false);
+  if (config.witness === "parent") witness = parentWitness = new IpcWitness((question) => process.send?.(question) ?? false);
+  else if (config.witness !== undefined) witness = await remoteWitness(config, config.witness);
   process.on("message", (raw) => {
     const request = raw as NodeRequest;
-    if (request.type === "witness-answer") return witness?.answered(request);
+    if (request.type === "witness-answer") return parentWitness?.answered(request);
     void handle(request).then(
       (result) => emit({ type: "reply", id: request.id, ok: true, result }),
       (error: unknown) => emit({ type: "reply", id: request.id, ok: false, error: (error as Error).message }),

@@ -29,6 +29,8 @@ Options:
                         127.0.0.1, an IPv4 address; PORT 0 picks a free one, printed at start)
   --dns                 give the guest a DNS server (10.0.2.3) that forwards to this host's
                         resolver (default: none)
+  --witness             also be the pair's arbiter: nodes started with --witness and this URL
+                        ask here before running the guest (see \`twinvm witness\`)
   --json                JSON lines on stdout: "listening", then every event, then "stopped"
   --no-status-line      do not draw the live status row (drawn only on a terminal)
   -h, --help            show this help
@@ -47,6 +49,7 @@ export const gatewayCommand: Subcommand = {
       "secret-file": { type: "string" },
       forward: { type: "string", multiple: true },
       dns: { type: "boolean" },
+      witness: { type: "boolean" },
       json: { type: "boolean" },
       "no-status-line": { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -80,6 +83,7 @@ export const gatewayCommand: Subcommand = {
         secret,
         listen: { host: listen.host, port: listen.port, allowNonLoopback: values["allow-non-loopback"] === true },
         passt: { dnsForward: values.dns === true },
+        witness: values.witness === true,
       });
     } catch (error) {
       // A forward that cannot be had (a port in use, above all) is the command line's fault: exit 2.
@@ -156,6 +160,8 @@ export function describe(event: GatewayEvent): string {
       return `ended the link of ${event.peer}: ${event.reason}`;
     case "stack-exited":
       return `${event.reason}`;
+    case "witness":
+      return `witness: ${event.granted ? "granted" : "refused"} ${event.node}'s ${event.op} of epoch ${event.epoch}`;
   }
 }
 

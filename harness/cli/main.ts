@@ -13,6 +13,7 @@ import { StartupCommandError } from "../testing/startup-check.ts";
 import { UploadError } from "../guest-upload.ts";
 import { execCommand, migrateCommand, promoteCommand, statusCommand, verifyCommand } from "./control.ts";
 import { gatewayCommand } from "./gateway.ts";
+import { witnessCommand } from "./witness.ts";
 import { pairCommand } from "./pair.ts";
 import { primaryCommand } from "./primary.ts";
 import { runCommand } from "./run.ts";
@@ -57,6 +58,7 @@ const SUBCOMMANDS: Subcommand[] = [
   verifyCommand,
   migrateCommand,
   gatewayCommand,
+  witnessCommand,
   demoCommand,
 ];
 

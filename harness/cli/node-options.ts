@@ -93,6 +93,9 @@ export async function parseForwardOptions(values: readonly string[] | undefined)
   }
 }
 
+export const WITNESS_HELP = `  --witness URL       the arbiter's ws://HOST:PORT (\`twinvm witness\`, or \`twinvm gateway --witness\`):
+                      this node runs the guest only while the witness grants it (no split brain)`;
+
 export const GATEWAY_HELP = `  --gateway URL       the network gateway's ws://HOST:PORT (\`twinvm gateway\`, or a primary started with
                       --forward): the guest's NIC talks to it while the guest runs on this node`;
 

@@ -6,6 +6,7 @@ import { totalSize } from "./disks.ts";
 import {
   FORWARD_HELP,
   GATEWAY_HELP,
+  WITNESS_HELP,
   LOSS_POLICIES,
   LOSS_POLICY_HELP,
   NODE_HELP,
@@ -44,6 +45,7 @@ ${LOSS_POLICY_HELP}
 ${FORWARD_HELP}
                       (this process then is the gateway; give the secondary --gateway with the URL printed)
 ${GATEWAY_HELP}
+${WITNESS_HELP}
 ${GUEST_HELP}
 ${NODE_HELP}
 
@@ -64,6 +66,7 @@ export const primaryCommand: Subcommand = {
       "sync-mode": { type: "string" },
       forward: { type: "string", multiple: true },
       gateway: { type: "string" },
+      witness: { type: "string" },
       "secret-file": { type: "string" },
       snapshot: { type: "string" },
       name: { type: "string" },
@@ -105,6 +108,7 @@ export const primaryCommand: Subcommand = {
           name: values.name ?? "primary",
           onSecondaryLoss,
           ...(gatewayConfig !== undefined && { gateway: gatewayConfig }),
+          ...(values.witness !== undefined && { witness: parseWsUrl("--witness", values.witness) }),
           ...shared,
           ...guestConfig,
         },

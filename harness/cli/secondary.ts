@@ -4,7 +4,7 @@
 import { SECRET_ENV } from "../../replication/node/secret.ts";
 import { isLoopbackHost } from "../../replication/node/ws-transport.ts";
 import { existingFile, parseHostPort, parseOptions, parseWsUrl, requireOption, UsageError, type Subcommand } from "./args.ts";
-import { GATEWAY_HELP, NODE_HELP, NODE_OPTIONS, sharedNodeConfig, startNode } from "./node-options.ts";
+import { GATEWAY_HELP, WITNESS_HELP, NODE_HELP, NODE_OPTIONS, sharedNodeConfig, startNode } from "./node-options.ts";
 import { runNodeSession, singleNodeSource } from "./node-session.ts";
 import { GUEST_HELP, GUEST_OPTIONS, guestArchive } from "./guest-options.ts";
 import { printUsage } from "./primary.ts";
@@ -25,6 +25,7 @@ Options:
   --name NAME           control socket name (default secondary)
   --json                JSON lines on stdout (state changes, console output after a takeover)
 ${GATEWAY_HELP}
+${WITNESS_HELP}
 ${GUEST_HELP}
                         (the same as the primary's: the secondary runs the guest after a takeover)
 ${NODE_HELP}
@@ -45,6 +46,7 @@ export const secondaryCommand: Subcommand = {
       "secret-file": { type: "string" },
       "no-takeover": { type: "boolean" },
       gateway: { type: "string" },
+      witness: { type: "string" },
       name: { type: "string" },
       json: { type: "boolean" },
       ...GUEST_OPTIONS,
@@ -71,6 +73,7 @@ export const secondaryCommand: Subcommand = {
           listenHost: listen.host,
           listenPort: listen.port,
           ...(values.gateway !== undefined && { gateway: parseWsUrl("--gateway", values.gateway) }),
+          ...(values.witness !== undefined && { witness: parseWsUrl("--witness", values.witness) }),
           allowNonLoopback: values["allow-non-loopback"] === true,
           autoFailover: !values["no-takeover"],
           name: values.name ?? "secondary",

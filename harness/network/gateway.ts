@@ -14,6 +14,7 @@ import { MIN_SECRET_BYTES } from "../../replication/protocol/limits.ts";
 import { GatewayCore, type GatewayCounters, type GatewayEvent as CoreEvent } from "../../replication/network/gateway-core.ts";
 import { DEFAULT_GUEST_NETWORK, type GuestNetwork } from "../../replication/network/guest-network.ts";
 import { resolveForwards, type Forward, type ForwardSpec } from "./forwards.ts";
+import { WitnessCore } from "../../replication/arbiter/witness.ts";
 import { startLinkServer, type LinkServer, type LinkServerCounters, type LinkServerEvent, type LinkServerOptions } from "./link-server.ts";
 import { PasstStack, type PasstCounters, type PasstExit, type PasstOptions } from "./passt.ts";
 
@@ -27,6 +28,8 @@ export interface GatewayOptions {
   listen?: LinkServerOptions["listen"];
   network?: GuestNetwork;
   passt?: Pick<PasstOptions, "binary" | "env" | "dnsForward" | "mapGatewayToHost" | "pcapFile" | "startTimeoutMs">;
+  /** Serve an arbiter's witness on the same link too (the gateway already decides which node talks to clients). */
+  witness?: boolean;
   /** Bounds of the ingress log (default 4096 frames, 4 MiB). */
   log?: { maxFrames?: number; maxBytes?: number };
   link?: LinkServerOptions["link"];
@@ -97,7 +100,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   let server: LinkServer;
   try {
-    const serverOptions: LinkServerOptions = { secret: options.secret };
+    const serverOptions: LinkServerOptions = { secret: options.secret, ...(options.witness === true && { witness: new WitnessCore() }) };
     if (options.listen) serverOptions.listen = options.listen;
     if (options.link) serverOptions.link = options.link;
     server = await startLinkServer(core, serverOptions, emit);

@@ -7,7 +7,8 @@ import type { GatewayCore, NodeSink } from "../../replication/network/gateway-co
 import { NetworkLinkError } from "../../replication/network/link-errors.ts";
 import { linkHandshake } from "../../replication/network/link-handshake.ts";
 import { BATCH_RECORD_BYTES, MAX_LINK_MESSAGE_BYTES } from "../../replication/network/link-limits.ts";
-import type { IngressFrame } from "../../replication/network/link-messages.ts";
+import type { IngressFrame, LinkControl } from "../../replication/network/link-messages.ts";
+import type { WitnessCore } from "../../replication/arbiter/witness.ts";
 import { LinkSession, type LinkInbound } from "../../replication/network/link-session.ts";
 import { listenReplication } from "../../replication/node/ws-transport.ts";
 import type { Transport } from "../../replication/transport/transport.ts";
@@ -17,6 +18,8 @@ const ATTACH_TIMEOUT_MS = 5000;
 
 export interface LinkServerOptions {
   secret: Uint8Array;
+  /** An arbiter's witness served on this link too (nodes ask it without attaching). */
+  witness?: WitnessCore;
   /** Default 127.0.0.1 and a free port; a non-loopback host needs allowNonLoopback. */
   listen?: { host?: string; port?: number; allowNonLoopback?: boolean };
   link?: { heartbeatMs?: number; silenceTimeoutMs?: number; handshakeTimeoutMs?: number };
@@ -26,7 +29,9 @@ export type LinkServerEvent =
   /** A connection that did not become a node's link (wrong secret, wrong protocol, timeout). */
   | { type: "link-refused"; peer: string; reason: string }
   /** A node's link ended over a protocol error. */
-  | { type: "link-error"; peer: string; reason: string };
+  | { type: "link-error"; peer: string; reason: string }
+  /** The witness answered a node. */
+  | { type: "witness"; node: string; op: "claim" | "renew"; epoch: number; granted: boolean };
 
 export interface LinkServerCounters {
   open: number;
@@ -44,7 +49,8 @@ export interface LinkServer {
   close(): Promise<void>;
 }
 
-export async function startLinkServer(core: GatewayCore, options: LinkServerOptions, emit: (event: LinkServerEvent) => void): Promise<LinkServer> {
+/** `core` undefined: a witness only (`twinvm witness`): nodes ask, nothing attaches. */
+export async function startLinkServer(core: GatewayCore | undefined, options: LinkServerOptions, emit: (event: LinkServerEvent) => void): Promise<LinkServer> {
   const sessions = new Map<LinkSession, NodeSink>();
   const nodeIds = new Map<NodeSink, string>();
   const counts = { handshakesFailed: 0, protocolErrors: 0 };
@@ -72,14 +78,20 @@ export async function startLinkServer(core: GatewayCore, options: LinkServerOpti
     const sink = new SessionSink(session);
     sessions.set(session, sink);
     nodeIds.set(sink, session.peerNodeId);
-    session.onWritable(() => core.resume(sink));
+    session.onWritable(() => core?.resume(sink));
     let attached = false;
+    let askedWitness = false;
     const attachTimer = setTimeout(() => {
-      if (!attached) session.fail(new NetworkLinkError("timeout", `no attach within ${ATTACH_TIMEOUT_MS} ms`));
+      if (!attached && !askedWitness) session.fail(new NetworkLinkError("timeout", `no attach within ${ATTACH_TIMEOUT_MS} ms`));
     }, ATTACH_TIMEOUT_MS);
     attachTimer.unref();
 
     session.onMessage((inbound: LinkInbound) => {
+      if (inbound.kind === "control" && inbound.message.type === "witness-ask") {
+        askedWitness = true;
+        return answerWitness(session, inbound.message);
+      }
+      if (core === undefined) throw new NetworkLinkError("order", "this is an arbiter's witness, not a network gateway: nothing attaches here");
       if (!attached) {
         if (inbound.kind !== "control" || inbound.message.type !== "attach") throw new NetworkLinkError("order", "the first message must be attach");
         const { epoch, lastIngressId } = inbound.message;
@@ -114,8 +126,25 @@ export async function startLinkServer(core: GatewayCore, options: LinkServerOpti
         counts.protocolErrors++;
         emit({ type: "link-error", peer, reason: info.error.message });
       }
-      core.detach(sink, info.reason);
+      core?.detach(sink, info.reason);
     });
+  }
+
+  function answerWitness(session: LinkSession, ask: Extract<LinkControl, { type: "witness-ask" }>): void {
+    const witness = options.witness;
+    if (witness === undefined) throw new NetworkLinkError("order", "no arbiter's witness is served here");
+    // The node's name is the one it proved the secret under in the handshake.
+    const answer = ask.op === "claim" ? witness.claimNow(session.peerNodeId, ask.epoch) : witness.renewNow(session.peerNodeId, ask.epoch);
+    session.sendControl({
+      type: "witness-answer",
+      id: ask.id,
+      granted: answer.granted,
+      epoch: answer.epoch,
+      leaseMs: answer.granted ? answer.leaseMs : 0,
+      holder: answer.granted ? session.peerNodeId : (answer.holder ?? ""),
+      reason: answer.granted ? "" : answer.reason.slice(0, 200),
+    });
+    emit({ type: "witness", node: session.peerNodeId, op: ask.op, epoch: ask.epoch, granted: answer.granted });
   }
 
   let closing: Promise<void> | undefined;
@@ -123,7 +152,7 @@ export async function startLinkServer(core: GatewayCore, options: LinkServerOpti
     url: server.url,
     port: server.port,
     counters: () => ({ open: sessions.size, ...counts }),
-    currentNodeId: () => [...nodeIds.entries()].find(([sink]) => core.isCurrent(sink))?.[1],
+    currentNodeId: () => [...nodeIds.entries()].find(([sink]) => core?.isCurrent(sink) === true)?.[1],
     close() {
       closing ??= (async () => {
         for (const session of sessions.keys()) session.close("the gateway is shutting down");

@@ -22,7 +22,7 @@ describe("twinvm command line", function () {
 
   describe("--help and usage errors", function () {
     const expectedOptions: Record<string, string[]> = {
-      run: ["--memory", "--images", "--disk"],
+      run: ["--memory", "--images", "--disk", "--forward"],
       pair: [
         "--mode",
         "--disk",
@@ -33,18 +33,22 @@ describe("twinvm command line", function () {
         "--images",
         "--snapshot",
         "--no-reprotect",
+        "--no-arbiter",
+        "--sync-mode",
+        "--forward",
         "--json",
         "--guest-overlay",
         "--guest-startup",
       ],
-      primary: ["--connect", "--disk", "--mode", "--secret-file", "--snapshot", "--run-dir", "--memory"],
-      secondary: ["--listen", "--allow-non-loopback", "--disk", "--secret-file", "--run-dir", "--no-takeover"],
+      primary: ["--connect", "--disk", "--mode", "--secret-file", "--snapshot", "--run-dir", "--memory", "--sync-mode", "--forward", "--gateway", "--witness"],
+      secondary: ["--listen", "--allow-non-loopback", "--disk", "--secret-file", "--run-dir", "--no-takeover", "--gateway", "--witness"],
       status: ["--json", "--node", "--run-dir"],
       promote: ["--node", "--run-dir"],
       exec: ["--node", "--timeout", "--json", "--run-dir"],
       verify: ["--node", "--repair", "--json", "--run-dir"],
       migrate: ["--to", "--node", "--stop-and-copy", "--json", "--run-dir"],
-      gateway: ["--listen", "--secret-file", "--forward", "--allow-non-loopback", "--dns", "--json"],
+      gateway: ["--listen", "--secret-file", "--forward", "--allow-non-loopback", "--dns", "--witness", "--json"],
+      witness: ["--listen", "--secret-file", "--allow-non-loopback", "--lease-ms", "--json"],
     };
 
     it("every subcommand's --help exits 0 and lists its options", async function () {

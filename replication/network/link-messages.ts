@@ -41,6 +41,10 @@ export type LinkControl =
   | { type: "superseded"; epoch: number }
   /** node: everything up to `lastIngressId` is in the secondary's copy. */
   | { type: "committed"; lastIngressId: number }
+  /** node: a question to the arbiter's witness (a gateway or `twinvm witness` that hosts one); no attach needed. */
+  | { type: "witness-ask"; id: number; op: "claim" | "renew"; epoch: number }
+  /** witness: the answer; `leaseMs` is 0 and `reason` says why when not granted; `holder` "" when none. */
+  | { type: "witness-answer"; id: number; granted: boolean; epoch: number; leaseMs: number; holder: string; reason: string }
   | { type: "ping" }
   | { type: "error"; code: string; message: string }
   | { type: "goodbye"; reason: string };
@@ -90,6 +94,16 @@ const CONTROL_SCHEMAS: Record<LinkControl["type"], SchemaObject> = {
   "stale-epoch": closedObject({ type: constant("stale-epoch"), epoch, message: text(MAX_LINK_TEXT) }),
   superseded: closedObject({ type: constant("superseded"), epoch }),
   committed: closedObject({ type: constant("committed"), lastIngressId: id }),
+  "witness-ask": closedObject({ type: constant("witness-ask"), id: uint(2 ** 32 - 1), op: { enum: ["claim", "renew"] }, epoch }),
+  "witness-answer": closedObject({
+    type: constant("witness-answer"),
+    id: uint(2 ** 32 - 1),
+    granted: { type: "boolean" },
+    epoch,
+    leaseMs: uint(3_600_000),
+    holder: text(64),
+    reason: text(MAX_LINK_TEXT),
+  }),
   ping: closedObject({ type: constant("ping") }),
   error: closedObject({ type: constant("error"), code, message: text(MAX_LINK_TEXT) }),
   goodbye: closedObject({ type: constant("goodbye"), reason: text(MAX_LINK_TEXT) }),
