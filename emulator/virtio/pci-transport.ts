@@ -2,13 +2,13 @@
 // configuration registers, feature negotiation, the device status state machine,
 // queue setup, notifications, the ISR and INTx. Device types plug in through
 // VirtioDevice; nothing here knows about blocks.
-import type { IoRegion, PciFunctionSpec, PciInterrupt } from "../v86-internals.ts";
+import type { IntxInspection, IoRegion, PciFunctionSpec, PciInterrupt } from "../v86-internals.ts";
 import type { RateLimitedLog } from "../rate-limited-log.ts";
 import { DeviceStatus, IsrBit, TransportFeature, featureBit } from "./constants.ts";
 import type { VirtioDevice, VirtioDeviceContext } from "./device.ts";
 import type { GuestMemory } from "./guest-memory.ts";
 import { Bar0, MAX_QUEUES, buildConfigSpace } from "./pci-layout.ts";
-import { SplitVirtqueue, type QueueState } from "./virtqueue.ts";
+import { SplitVirtqueue, type QueueInspection, type QueueState } from "./virtqueue.ts";
 
 /** Where a transport gets attached: `Emulator` in v86-internals.ts, or a fake in tests. */
 export interface PciHost {
@@ -25,6 +25,15 @@ export interface TransportState {
   isr: number;
   configGeneration: number;
   queues: QueueState[];
+}
+
+export interface TransportInspection {
+  /** Device status register (DRIVER_OK 0x04, DEVICE_NEEDS_RESET 0x40, ...). */
+  status: number;
+  /** ISR bits not yet read by the driver (0x01 queue, 0x02 config): while set, the pin should be asserted. */
+  isr: number;
+  intx?: IntxInspection;
+  queues: QueueInspection[];
 }
 
 /** Features the transport offers on top of the device's own. */
@@ -215,6 +224,16 @@ export class VirtioPciTransport implements IoRegion {
     state.queues.forEach((queueState, i) => this.queues[i]!.restoreState(queueState));
     if (this.#status & DeviceStatus.FEATURES_OK) this.#applyRingFeatures();
     if (this.#status & DeviceStatus.DRIVER_OK) this.device.activate(this.#context);
+  }
+
+  /** Registers, queues and the interrupt pin as they are now, for diagnosing a guest that waits on this device. */
+  inspect(): TransportInspection {
+    return {
+      status: this.#status,
+      isr: this.#isr,
+      ...(this.#interrupt.inspect !== undefined && { intx: this.#interrupt.inspect() }),
+      queues: this.queues.map((queue) => queue.inspect(this.ram)),
+    };
   }
 
   // --- common configuration ----------------------------------------------------------
