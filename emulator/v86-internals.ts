@@ -38,7 +38,7 @@ export interface V86Pci {
   register_device(device: V86PciDevice): Int32Array;
   /** Drives the IRQ its pin is routed to high; one bit per IRQ, whoever else holds it. */
   raise_irq(pciId: number): void;
-  /** Drives that IRQ low. */
+  /** Drives that IRQ low, even if another function on it still asserts its pin. */
   lower_irq(pciId: number): void;
   /** The PIIX3 ISA bridge's config space; 0x60-0x63 route PIRQA-D to IRQs (the BIOS writes them). */
   isa_bridge_space8: Uint8Array;
@@ -143,7 +143,11 @@ export interface PciFunctionSpec {
   ioBars: readonly IoRegion[];
 }
 
-/** The INTx pin of an attached PCI function (pin A). */
+/**
+ * The INTx pin of an attached PCI function. Pins routed to one IRQ are wired-OR (PCI
+ * interrupts are level-triggered, active while any function asserts): the IRQ stays high
+ * until every function of ours on it has lowered its pin.
+ */
 export interface PciInterrupt {
   raise(): void;
   lower(): void;
@@ -197,8 +201,8 @@ export class Emulator {
   /** The patched module's chunk length, in guest instructions (absent unpatched). */
   readonly #setChunk: ((instructions: number) => void) | undefined;
   #eagerYield = false;
-  /** Our PCI functions whose INTx pin is asserted, by pci_id. */
-  readonly #assertedIntx = new Set<number>();
+  /** Our PCI functions whose INTx pin is asserted, by pci_id, with their live config space (see attachPciFunction). */
+  readonly #assertedIntx = new Map<number, Int32Array>();
 
   private constructor(private readonly v86: V86) {
     const exports = (this.cpu as V86Cpu & { wm: { exports: Record<string, unknown> } }).wm.exports;
@@ -393,11 +397,15 @@ export class Emulator {
     });
     return {
       raise: () => {
-        this.#assertedIntx.add(pciId);
+        this.#assertedIntx.set(pciId, liveSpace);
         cpu.devices.pci.raise_irq(pciId);
       },
       lower: () => {
         this.#assertedIntx.delete(pciId);
+        // v86 keeps one level per IRQ: lowering it while another function on the same IRQ still
+        // asserts would lose that function's interrupt for good (level-triggered, nothing re-raises it).
+        const irq = this.#routedIrq(pciId, liveSpace);
+        for (const [otherId, otherSpace] of this.#assertedIntx) if (this.#routedIrq(otherId, otherSpace) === irq) return;
         cpu.devices.pci.lower_irq(pciId);
       },
       inspect: () => {

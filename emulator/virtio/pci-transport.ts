@@ -211,7 +211,7 @@ export class VirtioPciTransport implements IoRegion {
     };
   }
 
-  /** Takes up a saved state; v86 restored the PCI config space and the IRQ line itself. */
+  /** Takes up a saved state; v86 restored the PCI config space itself. */
   restoreState(state: TransportState): void {
     if (state.queues.length !== this.queues.length) throw new Error(`state has ${state.queues.length} queues, device has ${this.queues.length}`);
     this.#status = state.status;
@@ -222,6 +222,9 @@ export class VirtioPciTransport implements IoRegion {
     this.#isr = state.isr;
     this.#configGeneration = state.configGeneration;
     state.queues.forEach((queueState, i) => this.queues[i]!.restoreState(queueState));
+    // v86 restored the IRQ's level; the host's record of which functions hold it (wired-OR) is ours to restore.
+    if (this.#isr !== 0) this.#interrupt.raise();
+    else this.#interrupt.lower();
     if (this.#status & DeviceStatus.FEATURES_OK) this.#applyRingFeatures();
     if (this.#status & DeviceStatus.DRIVER_OK) this.device.activate(this.#context);
   }
