@@ -1,6 +1,7 @@
 // The requests a node's control socket accepts, and the one function that turns a
 // line from the socket into a typed request or a reason to refuse it. Anyone who
 // can open the socket may send anything: nothing here may throw.
+import type { MachineInspection } from "../emulator/machine.ts";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
 
 /** Longest request line accepted (an exec command is the only big field). */
@@ -13,6 +14,8 @@ const MAX_URL_CHARS = 2048;
 export type ControlRequest =
   | { id: number; type: "status" }
   | { id: number; type: "promote" }
+  /** What the guest is doing now (CPU, interrupts, each disk's requests in flight, console tail); answers a NodeInspection. */
+  | { id: number; type: "inspect" }
   /** Runs a shell command in the guest (only where the guest runs); answers {output, exitCode}. */
   | { id: number; type: "exec"; command: string; timeoutMs?: number }
   /** Compares the replica with the guest (RAM and disks) and, with repair, fixes what differs; answers a VerifyReport. */
@@ -43,6 +46,21 @@ export interface NodeStatus {
   metrics?: MetricsSnapshot;
 }
 
+/**
+ * What `inspect` answers: enough to tell a guest that stopped (instructions do not advance,
+ * or it halted with interrupts off) from one waiting on a disk request (in flight, its age,
+ * held by a gate or by the backend; an ISR set while the IRQ is low is a lost interrupt) from
+ * output that did not get out (the console tail has what the released output lacks).
+ */
+export interface NodeInspection {
+  name: string;
+  /** The engine in charge now: its state, the guest requests it holds for a sync, the output it holds back. */
+  engine: { state: string; heldRequests?: number; heldOutputBytes?: number };
+  runsGuest: boolean;
+  /** Absent while the node has no machine yet. */
+  machine?: MachineInspection;
+}
+
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
 
 /** A request, or `{error}` naming what is wrong with the line (with the request's id if it had a usable one). */
@@ -60,6 +78,7 @@ export function parseControlRequest(line: string): ControlRequest | { id: number
   switch (value.type) {
     case "status":
     case "promote":
+    case "inspect":
       return { id, type: value.type };
     case "exec": {
       const { command, timeoutMs } = value;

@@ -12,7 +12,7 @@ import { virtioBlkDisk } from "../emulator/virtio-blk/disk.ts";
 import { readFile } from "node:fs/promises";
 import { controlSocketPath, ensureRunDir } from "./run-dir.ts";
 import { serveControl } from "./control-socket.ts";
-import type { ControlRequest, NodeStatus } from "./control-request.ts";
+import type { ControlRequest, NodeInspection, NodeStatus } from "./control-request.ts";
 import { createPrimaryEngine, createSecondaryEngine, onSyncs, type SyncReport } from "./engines.ts";
 import { guestImages } from "./overlay/guest-images.ts";
 import { uploadToGuest } from "./guest-upload.ts";
@@ -75,6 +75,7 @@ export type NodeRequest =
   /** `restart`: after the snapshot, duration percentiles count from now (per-workload figures). */
   | { type: "metrics"; id: number; restart?: boolean }
   | { type: "status"; id: number }
+  | { type: "inspect"; id: number }
   | { type: "promote"; id: number }
   /** A secondary that took over: protect the guest with the secondary at `connect` (and keep re-dialling it). */
   | { type: "protect"; id: number; connect: string }
@@ -178,6 +179,8 @@ async function protectWith(
   epoch: number | undefined,
   /** Called as soon as the engine releases the console output, and again (with false) if protecting failed and it no longer does. */
   outputTakenOver: (taken: boolean) => void = () => undefined,
+  /** Called with the engine as soon as it exists, before its initial sync. */
+  onEngine: (engine: PrimaryEngine) => void = () => undefined,
 ): Promise<Protection> {
   if (config.mode === "none") throw new Error("this node runs without replication (mode none)");
   const engine = createPrimaryEngine(machine, {
@@ -190,6 +193,7 @@ async function protectWith(
     log,
   });
   engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
+  onEngine(engine);
   const stopOutput = engine.output.onRelease(decoder());
   // From here on the engine holds and releases the guest's output: no other path may print it too.
   outputTakenOver(true);
@@ -276,6 +280,8 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
   const secret = await loadSecret({ file: config.secretFile });
   const secondary = createSecondaryEngine(machine, { peerTimeoutMs: config.peerTimeoutMs, autoFailover: config.autoFailover, log });
   let primary: Protection | undefined;
+  /** The primary engine of a protection still being set up (its initial sync): it already holds the guest's writes. */
+  let protecting: PrimaryEngine | undefined;
   let stopDirectOutput: (() => void) | undefined;
   secondary.onStateChange((state, reason) => {
     emit({ type: "state", engine: "secondary", state, reason });
@@ -297,7 +303,7 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
 
   return {
     machine,
-    engine: () => primary?.engine ?? secondary,
+    engine: () => primary?.engine ?? protecting ?? secondary,
     role: () => (secondary.state === "active" || secondary.state === "promoting" ? "primary" : "secondary"),
     metrics: () => primary?.engine.metrics ?? secondary.metrics,
     runsGuest: () => secondary.state === "active" && primary?.engine.state !== "fenced",
@@ -307,10 +313,23 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
       if (secondary.state !== "active") throw new Error(`protect: only a secondary that took over can protect its guest (state ${secondary.state})`);
       if (primary !== undefined) throw new Error("protect: this node already protects its guest");
       // Once the primary engine holds the console output (for output commit), the direct path stops.
-      primary = await protectWith(machine, hook, config, secret, url, secondary.epoch, (taken) => {
-        stopDirectOutput?.();
-        stopDirectOutput = taken ? undefined : machine.console.onOutput(decoder());
-      });
+      try {
+        primary = await protectWith(
+          machine,
+          hook,
+          config,
+          secret,
+          url,
+          secondary.epoch,
+          (taken) => {
+            stopDirectOutput?.();
+            stopDirectOutput = taken ? undefined : machine.console.onOutput(decoder());
+          },
+          (engine) => (protecting = engine),
+        );
+      } finally {
+        protecting = undefined;
+      }
       return primary.engine.state;
     },
     async close() {
@@ -341,6 +360,8 @@ async function main(): Promise<void> {
       switch (request.type) {
         case "status":
           return Promise.resolve(status());
+        case "inspect":
+          return inspect();
         case "promote":
           return promote();
         case "exec":
@@ -372,6 +393,21 @@ async function main(): Promise<void> {
       runsGuest: node?.runsGuest() ?? false,
       ...(node?.listenUrl !== undefined && { listenUrl: node.listenUrl }),
       ...(node && { metrics: node.metrics().snapshot() }),
+    };
+  }
+
+  async function inspect(): Promise<NodeInspection> {
+    const engine = node?.engine();
+    return {
+      name: config.name ?? config.role,
+      engine:
+        engine === undefined
+          ? { state: node?.metrics().state ?? phase }
+          : "heldRequests" in engine
+            ? { state: engine.state, heldRequests: engine.heldRequests, heldOutputBytes: engine.output.heldBytes }
+            : { state: engine.state },
+      runsGuest: node?.runsGuest() ?? false,
+      ...(node && { machine: await node.machine.inspect() }),
     };
   }
 
@@ -438,6 +474,8 @@ async function main(): Promise<void> {
       }
       case "status":
         return status();
+      case "inspect":
+        return inspect();
       case "promote":
         return promote();
       case "protect":

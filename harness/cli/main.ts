@@ -11,7 +11,7 @@ import { PairError } from "../testing/errors.ts";
 import { PairOptionError } from "../testing/options.ts";
 import { StartupCommandError } from "../testing/startup-check.ts";
 import { UploadError } from "../guest-upload.ts";
-import { execCommand, migrateCommand, promoteCommand, statusCommand, verifyCommand } from "./control.ts";
+import { execCommand, inspectCommand, migrateCommand, promoteCommand, statusCommand, verifyCommand } from "./control.ts";
 import { pairCommand } from "./pair.ts";
 import { primaryCommand } from "./primary.ts";
 import { runCommand } from "./run.ts";
@@ -54,6 +54,7 @@ const SUBCOMMANDS: Subcommand[] = [
   promoteCommand,
   execCommand,
   verifyCommand,
+  inspectCommand,
   migrateCommand,
   demoCommand,
 ];

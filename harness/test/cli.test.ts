@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import type { NodeStatus } from "../control-socket.ts";
+import type { NodeInspection } from "../control-request.ts";
 import { LAUNCHER, eventually, twinvm } from "./cli-helpers.ts";
 
 describe("twinvm command line", function () {
@@ -44,6 +45,7 @@ describe("twinvm command line", function () {
       exec: ["--node", "--timeout", "--json", "--run-dir"],
       verify: ["--node", "--repair", "--json", "--run-dir"],
       migrate: ["--to", "--node", "--stop-and-copy", "--json", "--run-dir"],
+      inspect: ["--node", "--run-dir"],
     };
 
     it("every subcommand's --help exits 0 and lists its options", async function () {
@@ -135,6 +137,13 @@ describe("twinvm command line", function () {
       expect(exec.code).to.equal(1);
       const json = await twinvm(["exec", "--json", "--node", "pair-secondary", "--run-dir", runDir, "--", "uname", "-m"]);
       expect(JSON.parse(json.stdout)).to.deep.equal({ output: "i686\n", exitCode: 0 });
+      // What the survivor's guest is doing, for a guest that would not answer.
+      const inspect = await twinvm(["inspect", "--run-dir", runDir]);
+      expect(inspect.code, inspect.stderr).to.equal(0);
+      const inspection = JSON.parse(inspect.stdout) as NodeInspection;
+      expect(inspection.name).to.equal("pair-secondary");
+      expect(inspection.machine?.state).to.equal("running");
+      expect(inspection.machine?.devices["virtio-blk:vda"]).to.include.keys("isr", "queues", "inFlight", "intx");
       // The pair heals: a fresh secondary protects the survivor's guest.
       await eventually(() => stderr, /pair-secondary is protected by pair-secondary-2/, 120_000, "re-protection");
 
