@@ -1,0 +1,72 @@
+// The guest side of a stress round (busybox sh). Each disk has a writer that makes files
+// durable three ways in turn (dd conv=fsync; dd oflag=direct then fsync; a buffered write
+// then sync), names each file after its md5 once it is durable, and only then appends the
+// name to the disk's log (fsync'd). The finish script is the line a user types after a
+// takeover: stop the writers (kill, as `kill %1` would), check every logged file, unmount
+// both disks, print the marker. A watchdog it starts prints the guest's own view (blocked
+// tasks through sysrq, interrupts, processes) shortly before the host's deadline.
+
+export const DISKS = ["a", "b"] as const;
+export const MOUNT = (disk: (typeof DISKS)[number]) => `/mnt/${disk}`;
+export const SCRIPT_DIR = "/opt/stress";
+export const WRITER = `${SCRIPT_DIR}/writer.sh`;
+export const FINISH = `${SCRIPT_DIR}/finish.sh`;
+/** Printed by the finish script as its last line: `STRESS-DONE <problems>`. */
+export const DONE_MARKER = "STRESS-DONE";
+export const WATCHDOG_MARKER = "STRESS-WATCHDOG";
+
+/** writer.sh DIR NAME: writes files into DIR until /tmp/stress-stop exists or a write fails. */
+export const WRITER_SCRIPT = `echo $$ > /tmp/stress-$2.pid
+i=0
+while [ ! -e /tmp/stress-stop ]; do
+  i=$((i+1)); t=$1/.tmp-$i
+  n=$(( $(od -An -N1 -tu1 /dev/urandom) % 16 + 1 ))
+  case $((i % 3)) in
+    0) dd if=/dev/urandom of=$t bs=4k count=$n conv=fsync 2>/dev/null ;;
+    1) dd if=/dev/urandom of=$t bs=4k count=$n oflag=direct 2>/dev/null && fsync $t ;;
+    *) head -c $((n * 4096)) /dev/urandom > $t && sync ;;
+  esac || break
+  s=$(md5sum < $t); s=\${s%% *}
+  mv $t $1/f$i-$s && fsync $1 && echo f$i-$s >> $1/log && fsync $1/log || break
+done
+rm -f /tmp/stress-$2.pid
+`;
+
+/** finish.sh WATCHDOG_SECONDS: the line after the takeover. */
+export const FINISH_SCRIPT = `(sleep $1; echo ${WATCHDOG_MARKER}; cat /proc/interrupts; ps; echo w > /proc/sysrq-trigger; dmesg | tail -50) &
+wd=$!
+touch /tmp/stress-stop
+for d in ${DISKS.join(" ")}; do [ -e /tmp/stress-$d.pid ] && kill $(cat /tmp/stress-$d.pid) 2>/dev/null; done
+n=0; while [ -e /tmp/stress-a.pid -o -e /tmp/stress-b.pid ] && [ $n -lt 40 ]; do sleep 0.25; n=$((n+1)); done
+bad=0
+for d in ${DISKS.join(" ")}; do
+  ok=0; wrong=0
+  for f in $(cat /mnt/$d/log 2>/dev/null); do
+    s=$(md5sum < /mnt/$d/$f 2>/dev/null); s=\${s%% *}
+    if [ "$s" = "\${f#*-}" ]; then ok=$((ok+1)); else wrong=$((wrong+1)); echo "BAD /mnt/$d/$f"; fi
+  done
+  echo "FILES $d ok $ok wrong $wrong"; bad=$((bad+wrong))
+done
+umount ${DISKS.map(MOUNT).join(" ")} || { echo UMOUNT-FAILED; bad=$((bad+1)); }
+kill $wd 2>/dev/null
+echo ${DONE_MARKER} $bad
+`;
+
+/** The command that starts both writers, detached from the shell (their output must not mix with exec's markers). */
+export const START_WRITERS = DISKS.map((disk) => `(sh ${WRITER} ${MOUNT(disk)} ${disk} </dev/null >/dev/null 2>&1 &)`).join("; ");
+
+export interface FinishReport {
+  /** Logged files whose content matches their name, per disk. */
+  files: Record<(typeof DISKS)[number], { ok: number; wrong: number }>;
+  unmounted: boolean;
+  problems: number;
+}
+
+/** Reads the finish script's output; undefined if its marker is missing. */
+export function parseFinish(output: string): FinishReport | undefined {
+  const done = new RegExp(`${DONE_MARKER} (\\d+)`).exec(output);
+  if (done === null) return undefined;
+  const files = { a: { ok: 0, wrong: 0 }, b: { ok: 0, wrong: 0 } };
+  for (const match of output.matchAll(/FILES ([ab]) ok (\d+) wrong (\d+)/g)) files[match[1] as "a" | "b"] = { ok: Number(match[2]), wrong: Number(match[3]) };
+  return { files, unmounted: !output.includes("UMOUNT-FAILED"), problems: Number(done[1]) };
+}
