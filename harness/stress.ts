@@ -83,6 +83,18 @@ function parseStressArgs(argv: string[]): StressOptions {
   };
 }
 
+/** A loaded machine can take longer than the guest's 90 s boot bound: try a few times before giving up. */
+async function bootTemplate(options: StressOptions, workDir: string, log: (line: string) => void): Promise<GuestTemplate> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await createStressTemplate({ memoryMiB: options.memoryMiB, workDir });
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      log(`stress: booting the template failed (attempt ${attempt} of 3): ${(error as Error).message.split("\n")[0]}`);
+    }
+  }
+}
+
 async function main(): Promise<number> {
   let options: StressOptions;
   try {
@@ -111,7 +123,7 @@ async function main(): Promise<number> {
     log(
       `stress: seed ${options.seed}, ${options.rounds} round(s), modes ${options.modes.join("+")}, policies ${options.policies.join("+")}, takeovers ${options.takeovers}, load ${options.load}, ${options.memoryMiB} MiB, deadline ${options.deadlineMs / 1000} s; ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)}`,
     );
-    template = await createStressTemplate({ memoryMiB: options.memoryMiB, workDir });
+    template = await bootTemplate(options, workDir, log);
     log(`stress: guest booted in ${(template.bootMs / 1000).toFixed(1)} s with two ext4 disks; failed or slow rounds go to ${options.artifactsDir}`);
     if (options.load > 0) {
       load = startLoad(options.load);
