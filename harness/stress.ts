@@ -2,7 +2,7 @@
 // node running the guest, then a shell line (stop the writers, check the files, unmount) under
 // a deadline". Usage:
 //   npm run stress -- [--rounds N] [--seed S] [--mode logging-replay|dirty-block-copy|both]
-//        [--policy continue|stall|both] [--takeovers 1|2|mixed] [--load N] [--memory MIB]
+//        [--policy continue|stall|both] [--takeovers 1|2|mixed] [--reprotect on|off|mixed] [--load N] [--memory MIB]
 //        [--deadline SECONDS] [--artifacts DIR] [--json FILE]
 // Every failed or slow round keeps its pair's folder in the artifacts folder; exits 1 if any
 // round failed (a late answer alone is "slow", reported, not a failure).
@@ -20,7 +20,7 @@ import { roundLine, summarize, summaryText } from "./stress/report.ts";
 import { runStressRound, type StressRoundResult } from "./stress/round.ts";
 
 const USAGE = `usage: stress [--rounds N] [--seed S] [--mode logging-replay|dirty-block-copy|both] [--policy continue|stall|both]
-              [--takeovers 1|2|mixed] [--load N] [--memory MIB] [--deadline SECONDS] [--artifacts DIR] [--json FILE]`;
+              [--takeovers 1|2|mixed] [--reprotect on|off|mixed] [--load N] [--memory MIB] [--deadline SECONDS] [--artifacts DIR] [--json FILE]`;
 
 class UsageError extends Error {}
 
@@ -30,6 +30,7 @@ interface StressOptions {
   modes: DiskMode[];
   policies: SecondaryLossPolicy[];
   takeovers: TakeoverCount | "mixed";
+  reprotect: boolean | "mixed";
   load: number;
   memoryMiB: number;
   deadlineMs: number;
@@ -57,6 +58,7 @@ function parseStressArgs(argv: string[]): StressOptions {
       mode: { type: "string", default: "both" },
       policy: { type: "string", default: "both" },
       takeovers: { type: "string", default: "mixed" },
+      reprotect: { type: "string", default: "mixed" },
       load: { type: "string", default: "0" },
       memory: { type: "string", default: "128" },
       deadline: { type: "string", default: "60" },
@@ -69,12 +71,14 @@ function parseStressArgs(argv: string[]): StressOptions {
   const mode = choice("mode", values.mode, ["logging-replay", "dirty-block-copy", "both"] as const);
   const policy = choice("policy", values.policy, ["continue", "stall", "both"] as const);
   const takeovers = choice("takeovers", values.takeovers, ["1", "2", "mixed"] as const);
+  const reprotect = choice("reprotect", values.reprotect, ["on", "off", "mixed"] as const);
   return {
     rounds: integer("rounds", values.rounds, 1, 5000),
     seed,
     modes: mode === "both" ? ["logging-replay", "dirty-block-copy"] : [mode],
     policies: policy === "both" ? ["continue", "stall"] : [policy],
     takeovers: takeovers === "mixed" ? "mixed" : (Number(takeovers) as TakeoverCount),
+    reprotect: reprotect === "mixed" ? "mixed" : reprotect === "on",
     load: integer("load", values.load, 0, 16),
     memoryMiB: integer("memory", values.memory, 128, 2048),
     deadlineMs: 1000 * integer("deadline", values.deadline, 20, 3600),
@@ -121,7 +125,7 @@ async function main(): Promise<number> {
   const results: StressRoundResult[] = [];
   try {
     log(
-      `stress: seed ${options.seed}, ${options.rounds} round(s), modes ${options.modes.join("+")}, policies ${options.policies.join("+")}, takeovers ${options.takeovers}, load ${options.load}, ${options.memoryMiB} MiB, deadline ${options.deadlineMs / 1000} s; ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)}`,
+      `stress: seed ${options.seed}, ${options.rounds} round(s), modes ${options.modes.join("+")}, policies ${options.policies.join("+")}, takeovers ${options.takeovers}, re-protection ${options.reprotect === "mixed" ? "mixed" : options.reprotect ? "on" : "off"}, load ${options.load}, ${options.memoryMiB} MiB, deadline ${options.deadlineMs / 1000} s; ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)}`,
     );
     template = await bootTemplate(options, workDir, log);
     log(`stress: guest booted in ${(template.bootMs / 1000).toFixed(1)} s with two ext4 disks; failed or slow rounds go to ${options.artifactsDir}`);
@@ -129,7 +133,14 @@ async function main(): Promise<number> {
       load = startLoad(options.load);
       log(`stress: ${options.load} busy-loop process(es) running (pid ${load.pids.join(", ")})`);
     }
-    const plans = planRounds({ rounds: options.rounds, seed: options.seed, modes: options.modes, policies: options.policies, takeovers: options.takeovers });
+    const plans = planRounds({
+      rounds: options.rounds,
+      seed: options.seed,
+      modes: options.modes,
+      policies: options.policies,
+      takeovers: options.takeovers,
+      reprotect: options.reprotect,
+    });
     for (const plan of plans) {
       const result = await runStressRound(plan, { template, workDir, artifactsDir: options.artifactsDir, deadlineMs: options.deadlineMs });
       results.push(result);

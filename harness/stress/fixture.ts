@@ -28,11 +28,15 @@ export async function createStressTemplate(options: { memoryMiB: number; workDir
   });
 }
 
-export function startStressPair(template: GuestTemplate, options: { mode: DiskMode; policy: SecondaryLossPolicy; workDir: string }): Promise<Pair> {
+export function startStressPair(
+  template: GuestTemplate,
+  options: { mode: DiskMode; policy: SecondaryLossPolicy; reprotect: boolean; workDir: string },
+): Promise<Pair> {
   return startPair({
     template,
     mode: options.mode,
     onSecondaryLoss: options.policy,
+    reprotect: options.reprotect,
     peerTimeoutMs: PEER_TIMEOUT_MS,
     startTimeoutMs: STARTUP_TIMEOUT_MS,
     workDir: options.workDir,

@@ -66,7 +66,7 @@ export function roundLine(result: StressRoundResult): string {
   const { plan } = result;
   const seconds = (value: number | null) => (value === null ? "-" : `${(value / 1000).toFixed(1)} s`);
   const files = result.finish === null ? "" : ` files ${result.finish.files.a.ok}+${result.finish.files.b.ok}`;
-  const head = `round ${plan.index} ${plan.mode} ${plan.policy} ${plan.killDelaysMs.length} takeover(s) at ${plan.killDelaysMs.join("/")} ms: ${result.outcome.toUpperCase()}`;
+  const head = `round ${plan.index} ${plan.mode} ${plan.policy}${plan.reprotect ? "" : " no-reprotect"} ${plan.killDelaysMs.length} takeover(s) at ${plan.killDelaysMs.join("/")} ms: ${result.outcome.toUpperCase()}`;
   const times = `takeover ${result.takeovers.map((t) => `${t.failoverMs?.toFixed(0) ?? "?"} ms`).join("/")}, re-protected ${seconds(result.faultToReprotectedMs)}, answer ${seconds(result.faultToAnswerMs)}, released ${seconds(result.faultToReleasedMs)}${files} (${seconds(result.wallMs)})`;
   const details = [
     ...result.problems,

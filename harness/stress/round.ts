@@ -90,7 +90,7 @@ export async function runStressRound(plan: StressPlan, context: RoundContext): P
   try {
     await Promise.race([
       (async () => {
-        pair = await startStressPair(context.template, { mode: plan.mode, policy: plan.policy, workDir: context.workDir });
+        pair = await startStressPair(context.template, { mode: plan.mode, policy: plan.policy, reprotect: plan.reprotect, workDir: context.workDir });
         await runPlan(pair, plan, context, result, evidence);
       })(),
       new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`round timeout (${ROUND_TIMEOUT_MS / 60_000} min)`)), ROUND_TIMEOUT_MS))),
@@ -107,7 +107,10 @@ export async function runStressRound(plan: StressPlan, context: RoundContext): P
     const kept = await pair.stop({ keepFiles: keep });
     if (kept !== undefined) {
       await mkdir(context.artifactsDir, { recursive: true });
-      const target = join(context.artifactsDir, `round-${plan.index}-${plan.mode}-${plan.policy}-${plan.killDelaysMs.length}x`);
+      const target = join(
+        context.artifactsDir,
+        `round-${plan.index}-${plan.mode}-${plan.policy}-${plan.killDelaysMs.length}x${plan.reprotect ? "" : "-noreprotect"}`,
+      );
       await rename(kept.dir, target);
       result.artifacts = target;
     }
