@@ -179,7 +179,7 @@ async function protectWith(
   epoch: number | undefined,
   /** Called as soon as the engine releases the console output, and again (with false) if protecting failed and it no longer does. */
   outputTakenOver: (taken: boolean) => void = () => undefined,
-  /** Called with the engine as soon as it exists, before its initial sync. */
+  /** Called with the engine as soon as it exists, before the initial sync (whose progress its metrics show). */
   onEngine: (engine: PrimaryEngine) => void = () => undefined,
 ): Promise<Protection> {
   if (config.mode === "none") throw new Error("this node runs without replication (mode none)");
@@ -223,7 +223,8 @@ async function protectWith(
   };
 }
 
-async function startPrimary(config: NodeConfig): Promise<StartedNode> {
+/** `onEngine`: the primary engine as soon as it exists, so that its metrics answer while the node still starts (the initial sync). */
+async function startPrimary(config: NodeConfig, onEngine: (engine: PrimaryEngine) => void): Promise<StartedNode> {
   const hook = new BlockHook();
   const machineSettings = await machineConfig(config, hook);
   // Read the secret before booting so that a bad secret file fails in a second, not after the boot.
@@ -235,7 +236,7 @@ async function startPrimary(config: NodeConfig): Promise<StartedNode> {
       : await bootFresh(machineSettings);
   if (config.mode === "none" || secret === undefined) return startUnreplicated(machine);
   emit({ type: "phase", phase: "connecting" });
-  const protection = await protectWith(machine, hook, config, secret, config.connect!, undefined);
+  const protection = await protectWith(machine, hook, config, secret, config.connect!, undefined, undefined, onEngine);
   const { engine } = protection;
   return {
     machine,
@@ -346,6 +347,8 @@ async function main(): Promise<void> {
   // Without its parent nobody can see this node's console or stop it: go too.
   process.on("disconnect", () => process.exit(0));
   let node: StartedNode | undefined;
+  /** A primary's engine during its initial sync, before `node` exists: its metrics show the sync's progress. */
+  let startingEngine: PrimaryEngine | undefined;
   process.on("message", (raw) => {
     const request = raw as NodeRequest;
     void handle(request).then(
@@ -377,13 +380,15 @@ async function main(): Promise<void> {
   }
   // Assigned once the node has started (the request handlers registered above read it before).
   // eslint-disable-next-line prefer-const
-  node = config.role === "primary" ? await startPrimary(config) : await startSecondary(config);
+  node = config.role === "primary" ? await startPrimary(config, (engine) => (startingEngine = engine)) : await startSecondary(config);
+  startingEngine = undefined;
   emit({ type: "phase", phase: "ready" });
   const started = node;
   const interval = config.metricsIntervalMs ?? 10_000;
   if (interval > 0) setInterval(() => log(`metrics: ${started.metrics().summaryLine()}`), interval).unref();
 
   function status(): NodeStatus {
+    const metrics = node?.metrics() ?? startingEngine?.metrics;
     return {
       name: config.name ?? config.role,
       role: node?.role() ?? config.role,
@@ -392,7 +397,7 @@ async function main(): Promise<void> {
       phase,
       runsGuest: node?.runsGuest() ?? false,
       ...(node?.listenUrl !== undefined && { listenUrl: node.listenUrl }),
-      ...(node && { metrics: node.metrics().snapshot() }),
+      ...(metrics && { metrics: metrics.snapshot() }),
     };
   }
 
@@ -467,7 +472,8 @@ async function main(): Promise<void> {
       case "exec":
         return exec(request.command, request.timeoutMs);
       case "metrics": {
-        const metrics = running().metrics();
+        // During the initial sync the node has not started yet, but its engine counts what it sent.
+        const metrics = startingEngine?.metrics ?? running().metrics();
         const snapshot = metrics.snapshot() satisfies MetricsSnapshot;
         if (request.restart === true) metrics.restartDurations();
         return snapshot;

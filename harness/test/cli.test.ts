@@ -108,6 +108,8 @@ describe("twinvm command line", function () {
       expect(stderr).to.contain("console attached");
       expect(stderr).to.match(/guest booted in [\d.]+ s/);
       expect(stderr).to.match(/initial sync done/);
+      // The progress line between the two: the primary answers its metrics while it syncs.
+      expect(stderr).to.match(/twinvm: initial sync: [\d.]+ (B|KiB|MiB) sent \(~\d+% of [\d.]+ MiB RAM\+disks\)/);
       pair.stdin.write("uname -r\n");
       await eventually(() => stdout, /6\.1\.0-\d+-686/, 20_000, "uname -r answer from the primary");
 
