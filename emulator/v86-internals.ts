@@ -201,6 +201,7 @@ export class Emulator {
   /** The patched module's chunk length, in guest instructions (absent unpatched). */
   readonly #setChunk: ((instructions: number) => void) | undefined;
   #eagerYield = false;
+  #eagerChunk = EAGER_CHUNK_INSTRUCTIONS;
   /** Our PCI functions whose INTx pin is asserted, by pci_id, with their live config space (see attachPciFunction). */
   readonly #assertedIntx = new Map<number, Int32Array>();
 
@@ -253,7 +254,7 @@ export class Emulator {
     // over, so end it right after the chunk whose boundary runs the work, and shorten that chunk.
     if (this.#executing) {
       this.#setYield?.(1);
-      this.#setChunk?.(EAGER_CHUNK_INSTRUCTIONS);
+      this.#setChunk?.(this.#eagerChunk);
     }
     return new Promise<T>((resolve, reject) => {
       this.#boundaryWork.push(() => {
@@ -278,7 +279,19 @@ export class Emulator {
     if (on === this.#eagerYield) return;
     this.#eagerYield = on;
     this.#setYield?.(on ? 1 : 0);
-    this.#setChunk?.(on ? EAGER_CHUNK_INSTRUCTIONS : V86_CHUNK_INSTRUCTIONS);
+    this.#setChunk?.(on ? this.#eagerChunk : V86_CHUNK_INSTRUCTIONS);
+  }
+
+  /**
+   * Guest instructions per chunk while `eagerYield` is on (default 25k). Shorter chunks let the
+   * host's events (disk completions, a peer's answers) land at more points of the guest's code,
+   * at the cost of an event-loop turn each: for reproducing races with the guest (see
+   * harness/stress/intx-race.ts), not for running guests.
+   */
+  set eagerChunkInstructions(instructions: number) {
+    if (!Number.isInteger(instructions) || instructions < 1) throw new RangeError(`eagerChunkInstructions: expected a positive integer, got ${instructions}`);
+    this.#eagerChunk = instructions;
+    if (this.#eagerYield) this.#setChunk?.(instructions);
   }
 
   /** v86 looks both methods up on the CPU object at each call, so own properties wrap them. */
