@@ -4,7 +4,8 @@
 // name to the disk's log (fsync'd). The finish script is the line a user types after a
 // takeover: stop the writers (kill, as `kill %1` would), check every logged file, unmount
 // both disks, print the marker. A watchdog it starts prints the guest's own view (blocked
-// tasks through sysrq, interrupts, processes) shortly before the host's deadline.
+// tasks through sysrq, interrupts, processes) shortly before the host's deadline; each step
+// prints the guest's uptime, so a slow answer shows which step took the time.
 
 export const DISKS = ["a", "b"] as const;
 export const MOUNT = (disk: (typeof DISKS)[number]) => `/mnt/${disk}`;
@@ -35,9 +36,12 @@ rm -f /tmp/stress-$2.pid
 /** finish.sh WATCHDOG_SECONDS: the line after the takeover. */
 export const FINISH_SCRIPT = `(sleep $1; echo ${WATCHDOG_MARKER}; cat /proc/interrupts; ps; echo w > /proc/sysrq-trigger; dmesg | tail -50) &
 wd=$!
+t() { echo "STEP $1 $(cut -d' ' -f1 /proc/uptime)"; }
+t start
 touch /tmp/stress-stop
 for d in ${DISKS.join(" ")}; do [ -e /tmp/stress-$d.pid ] && kill $(cat /tmp/stress-$d.pid) 2>/dev/null; done
 n=0; while [ -e /tmp/stress-a.pid -o -e /tmp/stress-b.pid ] && [ $n -lt 40 ]; do sleep 0.25; n=$((n+1)); done
+t stopped
 bad=0
 for d in ${DISKS.join(" ")}; do
   ok=0; wrong=0
@@ -47,7 +51,9 @@ for d in ${DISKS.join(" ")}; do
   done
   echo "FILES $d ok $ok wrong $wrong"; bad=$((bad+wrong))
 done
+t checked
 umount ${DISKS.map(MOUNT).join(" ")} || { echo UMOUNT-FAILED; bad=$((bad+1)); }
+t unmounted
 kill $wd 2>/dev/null
 echo ${DONE_MARKER} $bad
 `;
@@ -60,6 +66,8 @@ export interface FinishReport {
   files: Record<(typeof DISKS)[number], { ok: number; wrong: number }>;
   unmounted: boolean;
   problems: number;
+  /** Guest seconds each step took: stopping the writers, checking the files, unmounting. */
+  stepSeconds: { stop: number; check: number; unmount: number } | null;
 }
 
 /** Reads the finish script's output; undefined if its marker is missing. */
@@ -68,5 +76,10 @@ export function parseFinish(output: string): FinishReport | undefined {
   if (done === null) return undefined;
   const files = { a: { ok: 0, wrong: 0 }, b: { ok: 0, wrong: 0 } };
   for (const match of output.matchAll(/FILES ([ab]) ok (\d+) wrong (\d+)/g)) files[match[1] as "a" | "b"] = { ok: Number(match[2]), wrong: Number(match[3]) };
-  return { files, unmounted: !output.includes("UMOUNT-FAILED"), problems: Number(done[1]) };
+  const at = Object.fromEntries([...output.matchAll(/STEP (\w+) ([\d.]+)/g)].map((match) => [match[1]!, Number(match[2])]));
+  const stepSeconds =
+    at.start !== undefined && at.stopped !== undefined && at.checked !== undefined && at.unmounted !== undefined
+      ? { stop: at.stopped - at.start, check: at.checked - at.stopped, unmount: at.unmounted - at.checked }
+      : null;
+  return { files, unmounted: !output.includes("UMOUNT-FAILED"), problems: Number(done[1]), stepSeconds };
 }

@@ -12,12 +12,15 @@ export interface Distribution {
 
 export interface StressSummary {
   rounds: number;
+  /** Rounds whose pair had to be started twice (the first start failed before any fault). */
+  restarted: number;
   passed: number;
   slow: number;
   failed: number;
   takeovers: number;
   faultToTakeoverMs: Distribution | null;
   failoverMs: Distribution | null;
+  faultToAliveMs: Distribution | null;
   faultToReprotectedMs: Distribution | null;
   faultToAnswerMs: Distribution | null;
   faultToReleasedMs: Distribution | null;
@@ -36,12 +39,14 @@ export function summarize(results: readonly StressRoundResult[]): StressSummary 
   const numbers = (values: (number | null)[]) => values.filter((v): v is number => v !== null);
   return {
     rounds: results.length,
+    restarted: results.filter((r) => r.startAttempts > 1).length,
     passed: results.filter((r) => r.outcome === "passed").length,
     slow: results.filter((r) => r.outcome === "slow").length,
     failed: results.filter((r) => r.outcome === "failed").length,
     takeovers: takeovers.length,
     faultToTakeoverMs: distribution(takeovers.map((t) => t.faultToTakeoverMs)),
     failoverMs: distribution(numbers(takeovers.map((t) => t.failoverMs))),
+    faultToAliveMs: distribution(numbers(results.map((r) => r.faultToAliveMs))),
     faultToReprotectedMs: distribution(numbers(results.map((r) => r.faultToReprotectedMs))),
     faultToAnswerMs: distribution(numbers(results.map((r) => r.faultToAnswerMs))),
     faultToReleasedMs: distribution(numbers(results.map((r) => r.faultToReleasedMs))),
@@ -53,9 +58,10 @@ const ms = (d: Distribution | null) =>
 
 export function summaryText(summary: StressSummary): string {
   return [
-    `rounds ${summary.rounds}: passed ${summary.passed}, slow ${summary.slow}, failed ${summary.failed}; takeovers ${summary.takeovers}`,
+    `rounds ${summary.rounds}: passed ${summary.passed}, slow ${summary.slow}, failed ${summary.failed}; takeovers ${summary.takeovers}; pairs started twice ${summary.restarted}`,
     `fault to takeover (wall):            ${ms(summary.faultToTakeoverMs)}`,
     `takeover (survivor's failoverMs):    ${ms(summary.failoverMs)}`,
+    `fault to first answer (echo):        ${ms(summary.faultToAliveMs)}`,
     `fault to re-protected:               ${ms(summary.faultToReprotectedMs)}`,
     `fault to answer (survivor console):  ${ms(summary.faultToAnswerMs)}`,
     `fault to answer released (output):   ${ms(summary.faultToReleasedMs)}`,
@@ -65,9 +71,13 @@ export function summaryText(summary: StressSummary): string {
 export function roundLine(result: StressRoundResult): string {
   const { plan } = result;
   const seconds = (value: number | null) => (value === null ? "-" : `${(value / 1000).toFixed(1)} s`);
-  const files = result.finish === null ? "" : ` files ${result.finish.files.a.ok}+${result.finish.files.b.ok}`;
+  const steps = result.finish?.stepSeconds;
+  const files =
+    result.finish === null
+      ? ""
+      : ` files ${result.finish.files.a.ok}+${result.finish.files.b.ok}${steps ? ` (guest: stop ${steps.stop.toFixed(1)} s, check ${steps.check.toFixed(1)} s, umount ${steps.unmount.toFixed(1)} s)` : ""}`;
   const head = `round ${plan.index} ${plan.mode} ${plan.policy}${plan.reprotect ? "" : " no-reprotect"} ${plan.killDelaysMs.length} takeover(s) at ${plan.killDelaysMs.join("/")} ms: ${result.outcome.toUpperCase()}`;
-  const times = `takeover ${result.takeovers.map((t) => `${t.failoverMs?.toFixed(0) ?? "?"} ms`).join("/")}, re-protected ${seconds(result.faultToReprotectedMs)}, answer ${seconds(result.faultToAnswerMs)}, released ${seconds(result.faultToReleasedMs)}${files} (${seconds(result.wallMs)})`;
+  const times = `takeover ${result.takeovers.map((t) => `${t.failoverMs?.toFixed(0) ?? "?"} ms`).join("/")}, alive ${seconds(result.faultToAliveMs)}, re-protected ${seconds(result.faultToReprotectedMs)}, answer ${seconds(result.faultToAnswerMs)}, released ${seconds(result.faultToReleasedMs)}${files} (${seconds(result.wallMs)})`;
   const details = [
     ...result.problems,
     ...result.diagnosis.map((line) => `diagnosis: ${line}`),

@@ -41,7 +41,11 @@ export type RoundOutcome = "passed" | "slow" | "failed";
 
 export interface StressRoundResult {
   plan: StressPlan;
+  /** Pairs started for the round: a start that failed (before any fault) is tried once more. */
+  startAttempts: number;
   takeovers: TakeoverRecord[];
+  /** Last SIGKILL to the survivor's first answer to `echo` (its console and shell work, whatever its disks do). */
+  faultToAliveMs: number | null;
   /** Last SIGKILL to a fresh secondary protecting the survivor again (output commit and guest writes wait for it). */
   faultToReprotectedMs: number | null;
   /** Last SIGKILL to the finish line's answer on the survivor's console (exec), late answers included. */
@@ -51,6 +55,8 @@ export interface StressRoundResult {
   finish: FinishReport | null;
   fsckClean: boolean | null;
   outcome: RoundOutcome;
+  /** Why the first start of the pair failed, if it did (see startAttempts). */
+  startFailure?: string;
   /** Why the round failed or was slow. */
   problems: string[];
   /** From the survivor's inspections when the finish line hung. */
@@ -73,6 +79,8 @@ export async function runStressRound(plan: StressPlan, context: RoundContext): P
   const result: StressRoundResult = {
     plan,
     takeovers: [],
+    startAttempts: 0,
+    faultToAliveMs: null,
     faultToReprotectedMs: null,
     faultToAnswerMs: null,
     faultToReleasedMs: null,
@@ -90,7 +98,7 @@ export async function runStressRound(plan: StressPlan, context: RoundContext): P
   try {
     await Promise.race([
       (async () => {
-        pair = await startStressPair(context.template, { mode: plan.mode, policy: plan.policy, reprotect: plan.reprotect, workDir: context.workDir });
+        pair = await startPairForRound(plan, context, result);
         await runPlan(pair, plan, context, result, evidence);
       })(),
       new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`round timeout (${ROUND_TIMEOUT_MS / 60_000} min)`)), ROUND_TIMEOUT_MS))),
@@ -119,6 +127,23 @@ export async function runStressRound(plan: StressPlan, context: RoundContext): P
   return result;
 }
 
+/**
+ * Starts the round's pair; a start that fails is tried once more (on this loaded machine an
+ * initial sync was abandoned when the secondary heard nothing for its 3 s peer timeout). The
+ * first failure stays in the round's problems' record only if the second attempt fails too.
+ */
+async function startPairForRound(plan: StressPlan, context: RoundContext, result: StressRoundResult): Promise<Pair> {
+  const options = { mode: plan.mode, policy: plan.policy, reprotect: plan.reprotect, workDir: context.workDir };
+  result.startAttempts = 1;
+  try {
+    return await startStressPair(context.template, options);
+  } catch (error) {
+    result.startFailure = (error as Error).message.split("\n").slice(0, 12).join("\n");
+    result.startAttempts = 2;
+    return await startStressPair(context.template, options);
+  }
+}
+
 /** Slow rounds answered after the deadline and had nothing else wrong. */
 function isOnlyLate(result: StressRoundResult): boolean {
   return result.problems.every((problem) => problem.startsWith("late:"));
@@ -141,6 +166,8 @@ async function runPlan(pair: Pair, plan: StressPlan, context: RoundContext, resu
   const survivor = pair.primary;
   const released = releasedAt(pair, survivor);
   const reprotected = protectedAt(pair, survivor);
+  const alive = await pair.exec("echo alive-$((6*7))", { timeoutMs: context.deadlineMs }).catch(() => undefined);
+  if (alive?.output.includes("alive-42") === true) result.faultToAliveMs = performance.now() - faultAt;
   // The watchdog speaks before the host gives up, so a hang's console shows the guest's own view.
   const watchdogSeconds = Math.max(5, Math.round((context.deadlineMs - 15_000) / 1000));
   const finish = await finishLine(pair, survivor, watchdogSeconds, context.deadlineMs, faultAt, result, evidence).finally(() => {
