@@ -8,7 +8,7 @@ import type { TransportInspection } from "../../emulator/virtio/pci-transport.ts
 import type { InFlightRequest } from "../../emulator/virtio-blk/device.ts";
 
 /** What VirtioBlkDisk.inspect() answers. */
-type DiskInspection = TransportInspection & { inFlight: (Omit<InFlightRequest, "since"> & { ageMs: number })[] };
+export type DiskInspection = TransportInspection & { inFlight: (Omit<InFlightRequest, "since"> & { ageMs: number })[] };
 
 /** Requests in flight longer than this are reported as stuck. */
 const STUCK_MS = 5000;

@@ -12,7 +12,7 @@ import { fsckImage } from "../campaign/host-disk-check.ts";
 import type { Pair } from "../testing/pair.ts";
 import type { PairNode } from "../testing/pair-node.ts";
 import type { GuestTemplate } from "../testing/template.ts";
-import { diagnose } from "./diagnose.ts";
+import { diagnose, type DiskInspection } from "./diagnose.ts";
 import { startStressPair } from "./fixture.ts";
 import { DONE_MARKER, FINISH, parseFinish, START_WRITERS, WATCHDOG_MARKER, type FinishReport } from "./guest-scripts.ts";
 import type { StressPlan } from "./plan.ts";
@@ -184,6 +184,15 @@ async function runPlan(pair: Pair, plan: StressPlan, context: RoundContext, resu
   if (releasedMs === undefined) {
     result.problems.push(`the answer was not released within ${RELEASE_TIMEOUT_MS / 1000} s of the fault (output commit held it)`);
     await inspectTwice(pair, survivor, result, evidence);
+  }
+  // With both disks unmounted, every request the guest submitted must have completed (or failed).
+  const idle = await pair.inspect(survivor).catch(() => undefined);
+  for (const [key, raw] of Object.entries(idle?.machine?.devices ?? {})) {
+    const disk = raw as unknown as DiskInspection;
+    if (disk.inFlight.length > 0)
+      result.problems.push(`${key}: ${disk.inFlight.length} request(s) still in flight after the unmount: ${JSON.stringify(disk.inFlight)}`);
+    if (disk.isr !== 0 && disk.intx?.lineHigh === false)
+      result.problems.push(`${key}: ISR ${disk.isr} set while IRQ ${disk.intx.irq} is low (a lost interrupt)`);
   }
   if (finish.unmounted) {
     const checks = await Promise.all(survivor.disks.map((image) => fsckImage(image)));
