@@ -2,7 +2,7 @@
 // durable three ways in turn (dd conv=fsync; dd oflag=direct then fsync; a buffered write
 // then sync), names each file after its md5 once it is durable, and only then appends the
 // name to the disk's log (fsync'd). The finish script is the line a user types after a
-// takeover: stop the writers (kill, as `kill %1` would), check every logged file, unmount
+// takeover: stop the writers (kill each and its running command, as `kill %1` would), check every logged file, unmount
 // both disks, print the marker. A watchdog it starts prints the guest's own view (blocked
 // tasks through sysrq, interrupts, processes) shortly before the host's deadline; each step
 // prints the guest's uptime, so a slow answer shows which step took the time.
@@ -16,21 +16,26 @@ export const FINISH = `${SCRIPT_DIR}/finish.sh`;
 export const DONE_MARKER = "STRESS-DONE";
 export const WATCHDOG_MARKER = "STRESS-WATCHDOG";
 
-/** writer.sh DIR NAME: writes files into DIR until /tmp/stress-stop exists or a write fails. */
+/**
+ * writer.sh DIR NAME: writes files into DIR until /tmp/stress-stop exists or a write fails.
+ * Each command that may block on the disk runs as a child whose pid is kept, so that the
+ * finish line can kill it too (killing only the shell would leave it writing).
+ */
 export const WRITER_SCRIPT = `echo $$ > /tmp/stress-$2.pid
+run() { "$@" & echo $! > /tmp/stress-$2.child; wait $!; }
 i=0
 while [ ! -e /tmp/stress-stop ]; do
   i=$((i+1)); t=$1/.tmp-$i
   n=$(( $(od -An -N1 -tu1 /dev/urandom) % 16 + 1 ))
   case $((i % 3)) in
-    0) dd if=/dev/urandom of=$t bs=4k count=$n conv=fsync 2>/dev/null ;;
-    1) dd if=/dev/urandom of=$t bs=4k count=$n oflag=direct 2>/dev/null && fsync $t ;;
-    *) head -c $((n * 4096)) /dev/urandom > $t && sync ;;
+    0) run dd if=/dev/urandom of=$t bs=4k count=$n conv=fsync 2>/dev/null ;;
+    1) run dd if=/dev/urandom of=$t bs=4k count=$n oflag=direct 2>/dev/null && run fsync $t ;;
+    *) run head -c $((n * 4096)) /dev/urandom > $t && run sync ;;
   esac || break
   s=$(md5sum < $t); s=\${s%% *}
-  mv $t $1/f$i-$s && fsync $1 && echo f$i-$s >> $1/log && fsync $1/log || break
+  mv $t $1/f$i-$s && run fsync $1 && echo f$i-$s >> $1/log && run fsync $1/log || break
 done
-rm -f /tmp/stress-$2.pid
+rm -f /tmp/stress-$2.pid /tmp/stress-$2.child
 `;
 
 /** finish.sh WATCHDOG_SECONDS: the line after the takeover. */
@@ -39,8 +44,10 @@ wd=$!
 t() { echo "STEP $1 $(cut -d' ' -f1 /proc/uptime)"; }
 t start
 touch /tmp/stress-stop
-for d in ${DISKS.join(" ")}; do [ -e /tmp/stress-$d.pid ] && kill $(cat /tmp/stress-$d.pid) 2>/dev/null; done
-n=0; while [ -e /tmp/stress-a.pid -o -e /tmp/stress-b.pid ] && [ $n -lt 40 ]; do sleep 0.25; n=$((n+1)); done
+pids=$(cat /tmp/stress-*.pid /tmp/stress-*.child 2>/dev/null)
+kill $pids 2>/dev/null
+# A writer blocked in fsync dies only once its write completes (the host's deadline bounds this).
+while :; do alive=0; for p in $pids; do kill -0 $p 2>/dev/null && alive=1; done; [ $alive = 0 ] && break; sleep 0.1; done
 t stopped
 bad=0
 for d in ${DISKS.join(" ")}; do
