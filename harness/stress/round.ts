@@ -130,7 +130,7 @@ export async function runStressRound(plan: StressPlan, context: RoundContext): P
 /**
  * Starts the round's pair; a start that fails is tried once more (on this loaded machine an
  * initial sync was abandoned when the secondary heard nothing for its 3 s peer timeout). The
- * first failure stays in the round's problems' record only if the second attempt fails too.
+ * first failure is kept in `startFailure`; a second one fails the round.
  */
 async function startPairForRound(plan: StressPlan, context: RoundContext, result: StressRoundResult): Promise<Pair> {
   const options = { mode: plan.mode, policy: plan.policy, reprotect: plan.reprotect, workDir: context.workDir };
