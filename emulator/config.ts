@@ -31,6 +31,8 @@ export interface MachineDevice {
   restoreState(state: JsonValue): void;
   /** Releases host resources (files, timers) when the machine is destroyed. */
   close?(): Promise<void>;
+  /** What the device is doing now, for diagnosing a guest that waits on it (Machine.inspect). */
+  inspect?(): JsonValue;
 }
 
 /** Builds a device on a created, not yet running, emulator. */

@@ -5,10 +5,22 @@ import { NETWORK_MTU, parseMac } from "./net/frame.ts";
 import { NetworkPort } from "./net/port.ts";
 import { SerialConsole, escapeRegExp, type ConsoleMatch, type ExecResult, type WaitOptions } from "./serial-console.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot-format.ts";
-import { Emulator, GuestRam, V86_VERSION, restoreStateKeepingMemory, type EmulatorOptions, type V86StateParts } from "./v86-internals.ts";
+import { Emulator, GuestRam, V86_VERSION, restoreStateKeepingMemory, type CpuInspection, type EmulatorOptions, type V86StateParts } from "./v86-internals.ts";
 
 /** "blank": emulator created by `createBlank`, RAM zero, waiting for `restoreWithoutMemory`. */
 export type MachineState = "created" | "blank" | "booting" | "running" | "paused" | "destroyed";
+
+/** What the machine is doing now (see Machine.inspect); JSON-able. */
+export interface MachineInspection {
+  state: MachineState;
+  /** Guest instructions since the emulator was created: two inspections apart tell whether the guest runs. */
+  instructions: number;
+  cpu: CpuInspection;
+  /** Each of our devices' `inspect()`, by state key. */
+  devices: Record<string, JsonValue>;
+  /** The last lines the guest printed on its console (all of them, whatever output commit released). */
+  consoleTail: string;
+}
 
 export interface BootResult {
   /** Wall time from starting the CPU to the guest's ready marker. */
@@ -183,6 +195,23 @@ export class Machine {
     } finally {
       if (wasRunning) this.run();
     }
+  }
+
+  /**
+   * The CPU (halted? interrupts on? IRQs pending?), each device's own view (requests in flight
+   * and their age, queue indices, interrupt pin) and the console's last lines, taken between two
+   * instructions without stopping the guest: tells a guest that stopped from one that waits on a
+   * device from one whose output did not get out.
+   */
+  inspect(consoleLines = 30): Promise<MachineInspection> {
+    const { emulator, console } = this.#require();
+    return emulator.atNextBoundary(() => ({
+      state: this.#state,
+      instructions: emulator.instructionCounter,
+      cpu: emulator.cpuInspection(),
+      devices: Object.fromEntries(this.#devices.flatMap((device) => (device.inspect === undefined ? [] : [[device.stateKey, device.inspect()]]))),
+      consoleTail: console.tail(consoleLines),
+    }));
   }
 
   /** Our devices' states by `stateKey`; call while paused for a consistent picture. */

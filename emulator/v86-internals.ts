@@ -36,8 +36,12 @@ export interface V86Pci {
   devices: (V86PciDevice | undefined)[];
   /** Returns the live config space as 64 dwords. */
   register_device(device: V86PciDevice): Int32Array;
+  /** Drives the IRQ its pin is routed to high; one bit per IRQ, whoever else holds it. */
   raise_irq(pciId: number): void;
+  /** Drives that IRQ low, even if another function on it still asserts its pin. */
   lower_irq(pciId: number): void;
+  /** The PIIX3 ISA bridge's config space; 0x60-0x63 route PIRQA-D to IRQs (the BIOS writes them). */
+  isa_bridge_space8: Uint8Array;
 }
 
 /** The part of v86's CPU object this project uses. */
@@ -59,6 +63,12 @@ export interface V86Cpu {
   unpack_memory(packed: unknown): void;
   /** Resets the CPU and reloads the BIOS (guest reboot, `restart()`); v86's own devices reset here. */
   reboot_internal(): void;
+  /** Non-zero while the CPU waits in HLT for an interrupt. */
+  in_hlt: Uint8Array;
+  /** EFLAGS (bit 9: interrupts enabled). */
+  flags: Int32Array;
+  /** The two 8259 PICs (v86 runs with ACPI, and so the I/O APIC, off): see `interruptControllers`. */
+  get_state_pic(): unknown[];
 }
 
 /** v86's inner machine (`emulator.v86`), which the public typings omit. */
@@ -133,10 +143,43 @@ export interface PciFunctionSpec {
   ioBars: readonly IoRegion[];
 }
 
-/** The INTx line of an attached PCI function (pin A). */
+/**
+ * The INTx pin of an attached PCI function. Pins routed to one IRQ are wired-OR (PCI
+ * interrupts are level-triggered, active while any function asserts): the IRQ stays high
+ * until every function of ours on it has lowered its pin.
+ */
 export interface PciInterrupt {
   raise(): void;
   lower(): void;
+  /** Where the pin is routed now and what the line and the pin are doing (for inspection). */
+  inspect?(): IntxInspection;
+}
+
+export interface IntxInspection {
+  /** The IRQ the BIOS routed the pin to. */
+  irq: number;
+  /** This function asserts its pin. */
+  asserted: boolean;
+  /** The interrupt controller sees the IRQ high (v86 keeps one level per IRQ). */
+  lineHigh: boolean;
+}
+
+/** The CPU and the 8259 pair at an instruction boundary; IRQ masks are 16 bits, bit n = IRQ n. */
+export interface CpuInspection {
+  /** Waiting in HLT for an interrupt. */
+  halted: boolean;
+  /** EFLAGS.IF. */
+  interruptsEnabled: boolean;
+  /** IRQs requested and not yet taken (IRR). */
+  requested: number;
+  /** IRQs the guest is handling and has not yet acknowledged with an EOI (ISR). */
+  inService: number;
+  /** IRQs the guest has unmasked. */
+  enabled: number;
+  /** IRQ lines high now. */
+  high: number;
+  /** IRQs in level-triggered mode (ELCR), as the BIOS sets for PCI. */
+  levelTriggered: number;
 }
 
 /** v86's virtio-net (`cpu.devices.virtio_net`, src/virtio_net.js): the fields this project reads or sets. */
@@ -207,6 +250,9 @@ export class Emulator {
   /** The patched module's chunk length, in guest instructions (absent unpatched). */
   readonly #setChunk: ((instructions: number) => void) | undefined;
   #eagerYield = false;
+  #eagerChunk = EAGER_CHUNK_INSTRUCTIONS;
+  /** Our PCI functions whose INTx pin is asserted, by pci_id, with their live config space (see attachPciFunction). */
+  readonly #assertedIntx = new Map<number, Int32Array>();
 
   private constructor(private readonly v86: V86) {
     const exports = (this.cpu as V86Cpu & { wm: { exports: Record<string, unknown> } }).wm.exports;
@@ -257,7 +303,7 @@ export class Emulator {
     // over, so end it right after the chunk whose boundary runs the work, and shorten that chunk.
     if (this.#executing) {
       this.#setYield?.(1);
-      this.#setChunk?.(EAGER_CHUNK_INSTRUCTIONS);
+      this.#setChunk?.(this.#eagerChunk);
     }
     return new Promise<T>((resolve, reject) => {
       this.#boundaryWork.push(() => {
@@ -282,7 +328,19 @@ export class Emulator {
     if (on === this.#eagerYield) return;
     this.#eagerYield = on;
     this.#setYield?.(on ? 1 : 0);
-    this.#setChunk?.(on ? EAGER_CHUNK_INSTRUCTIONS : V86_CHUNK_INSTRUCTIONS);
+    this.#setChunk?.(on ? this.#eagerChunk : V86_CHUNK_INSTRUCTIONS);
+  }
+
+  /**
+   * Guest instructions per chunk while `eagerYield` is on (default 25k). Shorter chunks let the
+   * host's events (disk completions, a peer's answers) land at more points of the guest's code,
+   * at the cost of an event-loop turn each: for reproducing races with the guest (see
+   * harness/stress/intx-race.ts), not for running guests.
+   */
+  set eagerChunkInstructions(instructions: number) {
+    if (!Number.isInteger(instructions) || instructions < 1) throw new RangeError(`eagerChunkInstructions: expected a positive integer, got ${instructions}`);
+    this.#eagerChunk = instructions;
+    if (this.#eagerYield) this.#setChunk?.(instructions);
   }
 
   /** v86 looks both methods up on the CPU object at each call, so own properties wrap them. */
@@ -393,16 +451,52 @@ export class Emulator {
       new DataView(space.buffer).setUint32(0x10 + 4 * bar, base | 1, true);
     });
     const pciId = spec.slot << 3;
-    cpu.devices.pci.register_device({
+    const liveSpace = cpu.devices.pci.register_device({
       name: spec.name,
       pci_id: pciId,
       pci_space: space,
       pci_bars: spec.ioBars.map((region) => ({ size: region.size })),
     });
     return {
-      raise: () => cpu.devices.pci.raise_irq(pciId),
-      lower: () => cpu.devices.pci.lower_irq(pciId),
+      raise: () => {
+        this.#assertedIntx.set(pciId, liveSpace);
+        cpu.devices.pci.raise_irq(pciId);
+      },
+      lower: () => {
+        this.#assertedIntx.delete(pciId);
+        // v86 keeps one level per IRQ: lowering it while another function on the same IRQ still
+        // asserts would lose that function's interrupt for good (level-triggered, nothing re-raises it).
+        const irq = this.#routedIrq(pciId, liveSpace);
+        for (const [otherId, otherSpace] of this.#assertedIntx) if (this.#routedIrq(otherId, otherSpace) === irq) return;
+        cpu.devices.pci.lower_irq(pciId);
+      },
+      inspect: () => {
+        const irq = this.#routedIrq(pciId, liveSpace);
+        return { irq, asserted: this.#assertedIntx.has(pciId), lineHigh: (this.interruptControllers().high & (1 << irq)) !== 0 };
+      },
     };
+  }
+
+  /**
+   * The IRQ a function's INTx pin is routed to, the way v86's PCI bus routes it: the PIIX3's
+   * PIRQ (device + pin - 2) mod 4, whose IRQ the BIOS wrote at 0x60 + n of the ISA bridge.
+   */
+  #routedIrq(pciId: number, space: Int32Array): number {
+    const pin = (space[15]! >> 8) & 0xff; // config space 0x3d: 1 = INTA#
+    return this.cpu.devices.pci.isa_bridge_space8[0x60 + (((pciId >> 3) + pin - 2) & 3)]!;
+  }
+
+  /** The CPU's halt and interrupt flag and the PICs' registers, at an instruction boundary. */
+  cpuInspection(): CpuInspection {
+    return { halted: this.cpu.in_hlt[0] !== 0, interruptsEnabled: (this.cpu.flags[0]! & 0x200) !== 0, ...this.interruptControllers() };
+  }
+
+  interruptControllers(): Omit<CpuInspection, "halted" | "interruptsEnabled"> {
+    // get_state_pic: [irq_mask, irq_map, isr, irr, ..., [slave], ..., elcr (10), irq_value (11), ...] per PIC.
+    const master = this.cpu.get_state_pic() as number[];
+    const slave = master[5] as unknown as number[];
+    const both = (index: number) => (master[index]! & 0xff) | ((slave[index]! & 0xff) << 8);
+    return { requested: both(3), inService: both(2), enabled: both(0), high: both(11), levelTriggered: both(10) };
   }
 
   /** Calls `listener` when the guest reboots (or `restart()`), before the BIOS runs again. */

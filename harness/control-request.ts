@@ -2,6 +2,7 @@
 // line from the socket into a typed request (checked against its schema with ajv) or a
 // reason to refuse it. Anyone who can open the socket may send anything: nothing here may throw.
 import { Ajv, type SchemaObject, type ValidateFunction } from "ajv";
+import type { MachineInspection } from "../emulator/machine.ts";
 import type { MetricsSnapshot } from "../replication/engine/metrics.ts";
 import type { GuestNetworkStatus } from "./network/guest-link.ts";
 
@@ -15,6 +16,8 @@ const MAX_URL_CHARS = 2048;
 export type ControlRequest =
   | { id: number; type: "status" }
   | { id: number; type: "promote" }
+  /** What the guest is doing now (CPU, interrupts, each disk's requests in flight, console tail); answers a NodeInspection. */
+  | { id: number; type: "inspect" }
   /** Runs a shell command in the guest (only where the guest runs); answers {output, exitCode}. */
   | { id: number; type: "exec"; command: string; timeoutMs?: number }
   /** Compares the replica with the guest (RAM and disks) and, with repair, fixes what differs; answers a VerifyReport. */
@@ -47,12 +50,28 @@ export interface NodeStatus {
   network?: GuestNetworkStatus;
 }
 
+/**
+ * What `inspect` answers: enough to tell a guest that stopped (instructions do not advance,
+ * or it halted with interrupts off) from one waiting on a disk request (in flight, its age,
+ * held by a gate or by the backend; an ISR set while the IRQ is low is a lost interrupt) from
+ * output that did not get out (the console tail has what the released output lacks).
+ */
+export interface NodeInspection {
+  name: string;
+  /** The engine in charge now: its state, the guest requests it holds for a sync, the output it holds back. */
+  engine: { state: string; heldRequests?: number; heldOutputBytes?: number };
+  runsGuest: boolean;
+  /** Absent while the node has no machine yet. */
+  machine?: MachineInspection;
+}
+
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
 
 /** Each request's fields as a schema; extra fields are ignored (older and newer clients alike). */
 const REQUEST_SCHEMAS: Record<ControlRequest["type"], SchemaObject> = {
   status: { type: "object" },
   promote: { type: "object" },
+  inspect: { type: "object" },
   exec: {
     type: "object",
     required: ["command"],
@@ -122,6 +141,8 @@ export function parseControlRequest(line: string): ControlRequest | { id: number
     case "status":
     case "promote":
       return { id, type: type as "status" | "promote" };
+    case "inspect":
+      return { id, type: "inspect" };
     case "exec":
       return value.timeoutMs === undefined
         ? { id, type: "exec", command: value.command as string }

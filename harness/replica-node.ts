@@ -12,7 +12,7 @@ import { virtioBlkDisk } from "../emulator/virtio-blk/disk.ts";
 import { readFile } from "node:fs/promises";
 import { controlSocketPath, ensureRunDir } from "./run-dir.ts";
 import { serveControl } from "./control-socket.ts";
-import type { ControlRequest, NodeStatus } from "./control-request.ts";
+import type { ControlRequest, NodeInspection, NodeStatus } from "./control-request.ts";
 import { createPrimaryEngine, createSecondaryEngine, onSyncs, type SyncReport } from "./engines.ts";
 import { guestImages } from "./overlay/guest-images.ts";
 import { uploadToGuest } from "./guest-upload.ts";
@@ -107,6 +107,7 @@ export type NodeRequest =
   /** `restart`: after the snapshot, duration percentiles count from now (per-workload figures). */
   | { type: "metrics"; id: number; restart?: boolean }
   | { type: "status"; id: number }
+  | { type: "inspect"; id: number }
   | { type: "promote"; id: number }
   /** A secondary that took over: protect the guest with the secondary at `connect` (and keep re-dialling it). */
   | { type: "protect"; id: number; connect: string }
@@ -216,6 +217,8 @@ async function protectWith(
   epoch: number | undefined,
   /** Called with the engine as soon as it holds the guest's output (console, frames), and again with undefined if protecting failed and it no longer does. */
   outputTakenOver: (engine: PrimaryEngine | undefined) => void = () => undefined,
+  /** Called with the engine as soon as it exists, before the initial sync (whose progress its metrics show). */
+  onEngine: (engine: PrimaryEngine) => void = () => undefined,
 ): Promise<Protection> {
   if (config.mode === "none") throw new Error("this node runs without replication (mode none)");
   const engine = createPrimaryEngine(machine, {
@@ -234,6 +237,7 @@ async function protectWith(
     log,
   });
   engine.onStateChange((state, reason) => emit({ type: "state", engine: "primary", state, reason }));
+  onEngine(engine);
   const stopOutput = engine.outputs.onRelease("console", decoder());
   // From here on the engine holds and releases the guest's output: no other path may print it too.
   outputTakenOver(engine);
@@ -263,7 +267,8 @@ async function protectWith(
   };
 }
 
-async function startPrimary(config: NodeConfig): Promise<StartedNode> {
+/** `onEngine`: the primary engine as soon as it exists, so that its metrics answer while the node still starts (the initial sync). */
+async function startPrimary(config: NodeConfig, onEngine: (engine: PrimaryEngine) => void): Promise<StartedNode> {
   const hook = new BlockHook();
   const machineSettings = await machineConfig(config, hook);
   // Read the secret before booting so that a bad secret file fails in a second, not after the boot.
@@ -276,7 +281,7 @@ async function startPrimary(config: NodeConfig): Promise<StartedNode> {
   const network = secret === undefined ? undefined : networkLink(machine, config, secret);
   if (config.mode === "none" || secret === undefined) return startUnreplicated(machine, network);
   emit({ type: "phase", phase: "connecting" });
-  const protection = await protectWith(machine, hook, config, secret, config.connect!, undefined, (engine) => network?.useEngine(engine));
+  const protection = await protectWith(machine, hook, config, secret, config.connect!, undefined, (engine) => network?.useEngine(engine), onEngine);
   const { engine } = protection;
   network?.attach(engine.epoch);
   engine.onStateChange((state) => {
@@ -342,6 +347,8 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     log,
   });
   let primary: Protection | undefined;
+  /** The primary engine of a protection still being set up (its initial sync): it already holds the guest's writes. */
+  let protecting: PrimaryEngine | undefined;
   let stopDirectOutput: (() => void) | undefined;
   let network: GuestNetworkLink | undefined;
   secondary.onStateChange((state, reason) => {
@@ -369,7 +376,7 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
 
   return {
     machine,
-    engine: () => primary?.engine ?? secondary,
+    engine: () => primary?.engine ?? protecting ?? secondary,
     role: () => (secondary.state === "active" || secondary.state === "promoting" ? "primary" : "secondary"),
     metrics: () => primary?.engine.metrics ?? secondary.metrics,
     runsGuest: () => secondary.state === "active" && primary?.engine.state !== "fenced",
@@ -380,11 +387,24 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
       if (secondary.state !== "active") throw new Error(`protect: only a secondary that took over can protect its guest (state ${secondary.state})`);
       if (primary !== undefined) throw new Error("protect: this node already protects its guest");
       // Once the primary engine holds the console output (for output commit), the direct path stops.
-      primary = await protectWith(machine, hook, config, secret, url, secondary.epoch, (engine) => {
-        stopDirectOutput?.();
-        stopDirectOutput = engine !== undefined ? undefined : machine.console.onOutput(decoder());
-        network?.useEngine(engine);
-      });
+      try {
+        primary = await protectWith(
+          machine,
+          hook,
+          config,
+          secret,
+          url,
+          secondary.epoch,
+          (engine) => {
+            stopDirectOutput?.();
+            stopDirectOutput = engine !== undefined ? undefined : machine.console.onOutput(decoder());
+            network?.useEngine(engine);
+          },
+          (engine) => (protecting = engine),
+        );
+      } finally {
+        protecting = undefined;
+      }
       primary.engine.onStateChange((state) => {
         if (state === "fenced") network?.close();
       });
@@ -407,6 +427,8 @@ async function main(): Promise<void> {
   let node: StartedNode | undefined;
   if (config.witness === "parent") witness = parentWitness = new IpcWitness((question) => process.send?.(question) ?? false);
   else if (config.witness !== undefined) witness = await remoteWitness(config, config.witness);
+  /** A primary's engine during its initial sync, before `node` exists: its metrics show the sync's progress. */
+  let startingEngine: PrimaryEngine | undefined;
   process.on("message", (raw) => {
     const request = raw as NodeRequest;
     if (request.type === "witness-answer") return parentWitness?.answered(request);
@@ -422,6 +444,8 @@ async function main(): Promise<void> {
       switch (request.type) {
         case "status":
           return Promise.resolve(status());
+        case "inspect":
+          return inspect();
         case "promote":
           return promote();
         case "exec":
@@ -437,13 +461,15 @@ async function main(): Promise<void> {
   }
   // Assigned once the node has started (the request handlers registered above read it before).
   // eslint-disable-next-line prefer-const
-  node = config.role === "primary" ? await startPrimary(config) : await startSecondary(config);
+  node = config.role === "primary" ? await startPrimary(config, (engine) => (startingEngine = engine)) : await startSecondary(config);
+  startingEngine = undefined;
   emit({ type: "phase", phase: "ready" });
   const started = node;
   const interval = config.metricsIntervalMs ?? 10_000;
   if (interval > 0) setInterval(() => log(`metrics: ${started.metrics().summaryLine()}`), interval).unref();
 
   function status(): NodeStatus {
+    const metrics = node?.metrics() ?? startingEngine?.metrics;
     return {
       name: config.name ?? config.role,
       role: node?.role() ?? config.role,
@@ -453,7 +479,22 @@ async function main(): Promise<void> {
       runsGuest: node?.runsGuest() ?? false,
       ...(node?.listenUrl !== undefined && { listenUrl: node.listenUrl }),
       ...(node?.network() !== undefined && { network: node.network()!.status() }),
-      ...(node && { metrics: node.metrics().snapshot() }),
+      ...(metrics && { metrics: metrics.snapshot() }),
+    };
+  }
+
+  async function inspect(): Promise<NodeInspection> {
+    const engine = node?.engine();
+    return {
+      name: config.name ?? config.role,
+      engine:
+        engine === undefined
+          ? { state: node?.metrics().state ?? phase }
+          : "heldRequests" in engine
+            ? { state: engine.state, heldRequests: engine.heldRequests, heldOutputBytes: engine.outputs.heldBytes }
+            : { state: engine.state },
+      runsGuest: node?.runsGuest() ?? false,
+      ...(node && { machine: await node.machine.inspect() }),
     };
   }
 
@@ -513,13 +554,16 @@ async function main(): Promise<void> {
       case "exec":
         return exec(request.command, request.timeoutMs);
       case "metrics": {
-        const metrics = running().metrics();
+        // During the initial sync the node has not started yet, but its engine counts what it sent.
+        const metrics = startingEngine?.metrics ?? running().metrics();
         const snapshot = metrics.snapshot() satisfies MetricsSnapshot;
         if (request.restart === true) metrics.restartDurations();
         return snapshot;
       }
       case "status":
         return status();
+      case "inspect":
+        return inspect();
       case "promote":
         return promote();
       case "protect":

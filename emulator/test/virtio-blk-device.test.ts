@@ -6,7 +6,7 @@ import { BlockHook, type BlockIoEvent } from "../block/hook.ts";
 import { RateLimitedLog } from "../rate-limited-log.ts";
 import type { PciFunctionSpec } from "../v86-internals.ts";
 import { DescriptorFlag, DeviceStatus, IsrBit } from "../virtio/constants.ts";
-import { VirtioPciTransport } from "../virtio/pci-transport.ts";
+import { VirtioPciTransport, type TransportState } from "../virtio/pci-transport.ts";
 import { checkDiskState } from "../virtio-blk/disk-state.ts";
 import { VirtioBlkDevice } from "../virtio-blk/device.ts";
 import { parseRequest, type RequestErrorKind } from "../virtio-blk/request.ts";
@@ -347,6 +347,70 @@ describe("virtio-blk device", () => {
     expect(copy.transport.read(0x14, 1) & DeviceStatus.DRIVER_OK).to.not.equal(0);
     expect(copy.transport.negotiatedFeatures).to.equal(r.transport.negotiatedFeatures);
   });
+});
+
+describe("virtio-blk restore with a write in flight at each point of its life", () => {
+  /** Where the original machine is when it is captured; the copy then continues the way the guest would. */
+  const points = [
+    "made available, not yet notified",
+    "taken, disk write pending",
+    "disk done, gate pending",
+    "completed, ISR unread",
+    "ISR read, used entry unread",
+  ] as const;
+  type Point = (typeof points)[number];
+
+  /** Stops the original at `point` and returns its state and RAM (through JSON, as a state image carries them). */
+  async function capture(
+    point: Point,
+  ): Promise<{ state: { transport: TransportState; inFlight: number[] }; ram: Uint8Array; head: number; statusGpa: number; data: number }> {
+    const never = new Promise<void>(() => {});
+    const hook = new BlockHook();
+    if (point === "disk done, gate pending") hook.subscribe(() => never);
+    const stalled: BlockBackend = Object.assign(new MemoryBackend(1 << 20), { write: () => never });
+    const r = rig({ hook, ...(point === "taken, disk write pending" && { backend: stalled }) });
+    r.driver.setup();
+    const data = r.driver.alloc(1024);
+    r.ram.write(data, new Uint8Array(1024).fill(0x77));
+    const request = r.driver.blockRequest(RequestType.OUT, 8, [{ gpa: data, length: 1024 }], { notify: point !== "made available, not yet notified" });
+    await settle();
+    if (point === "ISR read, used entry unread") expect(r.driver.readIsr()).to.equal(IsrBit.QUEUE);
+    const state = JSON.parse(JSON.stringify({ transport: r.transport.saveState(), inFlight: r.device.inFlightHeads })) as {
+      transport: TransportState;
+      inFlight: number[];
+    };
+    return { state, ram: r.ram.bytes.slice(), ...request, data };
+  }
+
+  for (const point of points) {
+    it(`${point}: completes exactly once after the restore, with its data on the disk`, async () => {
+      const original = await capture(point);
+      const ram = plainRam(RAM_SIZE);
+      ram.bytes.set(original.ram);
+      const copy = rig({ ram });
+      copy.transport.restoreState(original.state.transport);
+      copy.device.resubmit(original.state.inFlight);
+      // The driver's next steps, as the restored guest takes them.
+      copy.driver.resume();
+      if (point === "made available, not yet notified") copy.driver.notify();
+      await settle();
+      if (point !== "ISR read, used entry unread") {
+        expect(copy.irq.level, "the interrupt is pending").to.equal(true);
+        expect(copy.driver.readIsr()).to.equal(IsrBit.QUEUE);
+      }
+      expect(copy.driver.takeUsed()).to.deep.equal([{ head: original.head, length: 1 }]);
+      expect(ram.bytes[original.statusGpa]).to.equal(BlkStatus.OK);
+      expect(copy.device.inFlightHeads).to.deep.equal([]);
+      if (point !== "completed, ISR unread" && point !== "ISR read, used entry unread") {
+        expect(
+          copy.backend.bytes.subarray(8 * 512, 10 * 512).every((b) => b === 0x77),
+          "the write reached the copy's disk",
+        ).to.equal(true);
+      }
+      await settle();
+      expect(copy.driver.takeUsed(), "no second completion").to.deep.equal([]);
+    });
+  }
 });
 
 describe("parseRequest", () => {

@@ -33,6 +33,20 @@ export interface VirtioBlkDeviceOptions {
   log: RateLimitedLog;
 }
 
+/** A request taken from the ring and not yet returned, and what it waits for (for inspection). */
+export interface InFlightRequest {
+  head: number;
+  type: BlockIoType;
+  sector: number;
+  sectors: number;
+  /** performance.now() when it was taken (or taken up again after a restore). */
+  since: number;
+  /** The backend has finished (or failed) its part. */
+  backendDone: boolean;
+  /** Every hook gate (replication: the secondary's acknowledgement) has settled. */
+  gatesDone: boolean;
+}
+
 /** withheld: the disk failed and someone else (a secondary) completes the request; it never completes here. */
 type Outcome = { status: BlkStatus; readData?: Uint8Array } | "withheld";
 
@@ -48,8 +62,8 @@ export class VirtioBlkDevice implements VirtioDevice {
   #context: VirtioDeviceContext | undefined;
   /** Bumped by reset: completions of requests taken before it are dropped. */
   #epoch = 0;
-  /** Heads of chains taken from the ring and not yet returned, oldest first (kept in snapshots). */
-  readonly #inFlight = new Set<number>();
+  /** Chains taken from the ring and not yet returned, by head, oldest first (the heads are kept in snapshots). */
+  readonly #inFlight = new Map<number, InFlightRequest>();
   /** Backend operations not yet settled (a request may still wait on its gates after this). */
   readonly #backendOps = new Set<Promise<unknown>>();
 
@@ -88,7 +102,12 @@ export class VirtioBlkDevice implements VirtioDevice {
 
   /** Heads of requests in flight, for a snapshot. */
   get inFlightHeads(): number[] {
-    return [...this.#inFlight];
+    return [...this.#inFlight.keys()];
+  }
+
+  /** Requests in flight, oldest first (copies). */
+  get inFlight(): InFlightRequest[] {
+    return [...this.#inFlight.values()].map((request) => ({ ...request }));
   }
 
   readConfig(offset: number, width: 1 | 2 | 4): number {
@@ -154,8 +173,18 @@ export class VirtioBlkDevice implements VirtioDevice {
       return;
     }
     const epoch = this.#epoch;
-    this.#inFlight.add(chain.head);
-    void this.#run(ram, parsed).then(({ event, outcome }) => {
+    const kind: BlockIoType = parsed.kind;
+    const record: InFlightRequest = {
+      head: chain.head,
+      type: kind,
+      sector: parsed.sector,
+      sectors: kind === "flush" ? 0 : parsed.dataLength / SECTOR_SIZE,
+      since: performance.now(),
+      backendDone: false,
+      gatesDone: false,
+    };
+    this.#inFlight.set(chain.head, record);
+    void this.#run(ram, parsed, record).then(({ event, outcome }) => {
       if (epoch !== this.#epoch) return; // the driver reset the device and forgot this request
       if (outcome === "withheld") return; // stays in flight here: a snapshot still shows it pending
       this.#inFlight.delete(chain.head);
@@ -169,7 +198,7 @@ export class VirtioBlkDevice implements VirtioDevice {
    * Starts a request now, while the guest is stopped in its notify: the hook event
    * goes out and write data is copied as of this instant. Never rejects.
    */
-  #run(ram: GuestMemory, request: Request): Promise<{ event: BlockIoEvent; outcome: Outcome }> {
+  #run(ram: GuestMemory, request: Request, record: InFlightRequest): Promise<{ event: BlockIoEvent; outcome: Outcome }> {
     const { backend, hook } = this.options;
     const kind = request.kind as BlockIoType;
     const sectors = kind === "flush" ? 0 : request.dataLength / SECTOR_SIZE;
@@ -180,10 +209,17 @@ export class VirtioBlkDevice implements VirtioDevice {
       kind === "read" ? backend.read(request.sector, request.dataLength) : kind === "write" ? backend.write(request.sector, writeData!) : backend.flush(),
     );
     this.#backendOps.add(io);
-    void io.then(
-      () => this.#backendOps.delete(io),
-      () => this.#backendOps.delete(io),
-    );
+    const backendSettled = () => {
+      this.#backendOps.delete(io);
+      record.backendDone = true;
+    };
+    void io.then(backendSettled, backendSettled);
+    if (gate === undefined) record.gatesDone = true;
+    else
+      void gate.then(
+        () => (record.gatesDone = true),
+        () => (record.gatesDone = true),
+      );
     const failed = (what: "backend" | "gate") => (error: unknown) => {
       this.metrics[what === "backend" ? "backendErrors" : "gateErrors"]++;
       this.options.log.warn(`${kind} at sector ${request.sector}: ${what} failed: ${(error as Error)?.message ?? String(error)}`);

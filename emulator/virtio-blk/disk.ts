@@ -91,6 +91,16 @@ export class VirtioBlkDisk implements MachineDevice {
     this.device.resubmit(checked.inFlight);
   }
 
+  /** The transport's registers and queues, and each request in flight with its age and what it waits for. */
+  inspect(): JsonValue {
+    const now = performance.now();
+    const inspection = {
+      ...this.transport.inspect(),
+      inFlight: this.device.inFlight.map(({ since, ...request }) => ({ ...request, ageMs: Math.round(now - since) })),
+    };
+    return inspection as unknown as JsonValue;
+  }
+
   async close(): Promise<void> {
     this.transport.reset();
     if (!this.#options.keepBackendOpen) await this.#options.backend.close();

@@ -2,13 +2,13 @@
 // configuration registers, feature negotiation, the device status state machine,
 // queue setup, notifications, the ISR and INTx. Device types plug in through
 // VirtioDevice; nothing here knows about blocks.
-import type { IoRegion, PciFunctionSpec, PciInterrupt } from "../v86-internals.ts";
+import type { IntxInspection, IoRegion, PciFunctionSpec, PciInterrupt } from "../v86-internals.ts";
 import type { RateLimitedLog } from "../rate-limited-log.ts";
 import { DeviceStatus, IsrBit, TransportFeature, featureBit } from "./constants.ts";
 import type { VirtioDevice, VirtioDeviceContext } from "./device.ts";
 import type { GuestMemory } from "./guest-memory.ts";
 import { Bar0, MAX_QUEUES, buildConfigSpace } from "./pci-layout.ts";
-import { SplitVirtqueue, type QueueState } from "./virtqueue.ts";
+import { SplitVirtqueue, type QueueInspection, type QueueState } from "./virtqueue.ts";
 
 /** Where a transport gets attached: `Emulator` in v86-internals.ts, or a fake in tests. */
 export interface PciHost {
@@ -25,6 +25,15 @@ export interface TransportState {
   isr: number;
   configGeneration: number;
   queues: QueueState[];
+}
+
+export interface TransportInspection {
+  /** Device status register (DRIVER_OK 0x04, DEVICE_NEEDS_RESET 0x40, ...). */
+  status: number;
+  /** ISR bits not yet read by the driver (0x01 queue, 0x02 config): while set, the pin should be asserted. */
+  isr: number;
+  intx?: IntxInspection;
+  queues: QueueInspection[];
 }
 
 /** Features the transport offers on top of the device's own. */
@@ -202,7 +211,7 @@ export class VirtioPciTransport implements IoRegion {
     };
   }
 
-  /** Takes up a saved state; v86 restored the PCI config space and the IRQ line itself. */
+  /** Takes up a saved state; v86 restored the PCI config space itself. */
   restoreState(state: TransportState): void {
     if (state.queues.length !== this.queues.length) throw new Error(`state has ${state.queues.length} queues, device has ${this.queues.length}`);
     this.#status = state.status;
@@ -213,8 +222,21 @@ export class VirtioPciTransport implements IoRegion {
     this.#isr = state.isr;
     this.#configGeneration = state.configGeneration;
     state.queues.forEach((queueState, i) => this.queues[i]!.restoreState(queueState));
+    // v86 restored the IRQ's level; the host's record of which functions hold it (wired-OR) is ours to restore.
+    if (this.#isr !== 0) this.#interrupt.raise();
+    else this.#interrupt.lower();
     if (this.#status & DeviceStatus.FEATURES_OK) this.#applyRingFeatures();
     if (this.#status & DeviceStatus.DRIVER_OK) this.device.activate(this.#context);
+  }
+
+  /** Registers, queues and the interrupt pin as they are now, for diagnosing a guest that waits on this device. */
+  inspect(): TransportInspection {
+    return {
+      status: this.#status,
+      isr: this.#isr,
+      ...(this.#interrupt.inspect !== undefined && { intx: this.#interrupt.inspect() }),
+      queues: this.queues.map((queue) => queue.inspect(this.ram)),
+    };
   }
 
   // --- common configuration ----------------------------------------------------------

@@ -58,6 +58,26 @@ export interface QueueState {
   signalledUsedIdx: number;
 }
 
+/**
+ * A queue's indices as the device and the driver see them: `availIdx - lastAvailIdx` chains
+ * wait to be taken, `nextUsedIdx - signalledUsedIdx` were returned without an interrupt decision.
+ */
+export interface QueueInspection {
+  enabled: boolean;
+  size: number;
+  lastAvailIdx: number;
+  nextUsedIdx: number;
+  signalledUsedIdx: number;
+  /** The driver's avail.idx in guest RAM. */
+  availIdx: number;
+  /** used.idx in guest RAM (what the driver reads). */
+  usedIdx: number;
+  /** With EVENT_IDX: the driver wants an interrupt once used.idx passes this. */
+  usedEvent?: number;
+  /** Without EVENT_IDX: the driver asked for no interrupts (avail.flags). */
+  noInterrupt?: boolean;
+}
+
 const DESCRIPTOR_BYTES = 16;
 
 export class SplitVirtqueue {
@@ -187,6 +207,22 @@ export class SplitVirtqueue {
       return ((current - usedEvent - 1) & 0xffff) < ((current - previous) & 0xffff);
     }
     return (readU16(bytes, this.availAddr) & AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  inspect(ram: GuestMemory): QueueInspection {
+    const base = {
+      enabled: this.enabled,
+      size: this.size,
+      lastAvailIdx: this.#lastAvailIdx,
+      nextUsedIdx: this.#nextUsedIdx,
+      signalledUsedIdx: this.#signalledUsedIdx,
+    };
+    if (!this.enabled || this.checkLayout(ram) !== undefined) return { ...base, availIdx: 0, usedIdx: 0 };
+    const bytes = ram.bytes;
+    const rings = { availIdx: readU16(bytes, this.availAddr + 2), usedIdx: readU16(bytes, this.usedAddr + 2) };
+    return this.features.eventIdx
+      ? { ...base, ...rings, usedEvent: readU16(bytes, this.availAddr + 4 + 2 * this.size) }
+      : { ...base, ...rings, noInterrupt: (readU16(bytes, this.availAddr) & AVAIL_F_NO_INTERRUPT) !== 0 };
   }
 
   saveState(): QueueState {

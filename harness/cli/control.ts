@@ -4,7 +4,7 @@ import { readdirSync } from "node:fs";
 import { callControl, type NodeStatus } from "../control-socket.ts";
 import { controlSocketPath, defaultRunDir } from "../run-dir.ts";
 import { CliError, parseOptions, parseOptionsAndOperands, UsageError, type Subcommand } from "./args.ts";
-import { MAX_COMMAND_CHARS } from "../control-request.ts";
+import { MAX_COMMAND_CHARS, type NodeInspection } from "../control-request.ts";
 import { printUsage } from "./primary.ts";
 import { formatBytes } from "./progress.ts";
 import { BYTE_CATEGORIES } from "../../replication/protocol/frames.ts";
@@ -142,6 +142,36 @@ export const execCommand: Subcommand = {
     }
     process.stdout.write(result.output);
     return result.exitCode;
+  },
+};
+
+const INSPECT_USAGE = `Usage: twinvm inspect [--node NAME] [--run-dir DIR]
+
+Prints, as JSON, what the guest of a running node is doing now, for a guest that stopped
+answering: the engine's state and what it holds back (guest requests waiting for a sync,
+console bytes waiting for output commit); the CPU (halted, interrupts enabled, the
+interrupt controllers' requested/in-service/enabled/high IRQ masks) and the guest's
+instruction count (inspect twice: does it advance?); for each disk its status, ISR, INTx
+pin and IRQ level, queue indices (the driver's avail.idx and used.idx against the
+device's), and every request in flight with its age and whether its disk I/O and its
+replication gate are done; and the last lines of the guest's console, whatever output
+commit has released. Without --node: the one running node whose guest runs there.
+
+Options:
+${COMMON_HELP}
+`;
+
+export const inspectCommand: Subcommand = {
+  name: "inspect",
+  summary: "what a node's guest is doing now (CPU, interrupts, disk requests in flight), as JSON",
+  usage: INSPECT_USAGE,
+  async run(argv) {
+    const values = parseOptions(argv, CONTROL_OPTIONS);
+    if (values.help) return printUsage(INSPECT_USAGE);
+    const runDir = values["run-dir"] ?? defaultRunDir();
+    const name = await theNode(runDir, values.node, (s) => s.runsGuest, ["no running node runs a guest", "nodes run a guest"]);
+    process.stdout.write(JSON.stringify(await callControl<NodeInspection>(controlSocketPath(runDir, name), { type: "inspect" }), null, 2) + "\n");
+    return 0;
   },
 };
 

@@ -11,7 +11,7 @@ import { PairError } from "../testing/errors.ts";
 import { PairOptionError } from "../testing/options.ts";
 import { StartupCommandError } from "../testing/startup-check.ts";
 import { UploadError } from "../guest-upload.ts";
-import { execCommand, migrateCommand, promoteCommand, statusCommand, verifyCommand } from "./control.ts";
+import { execCommand, inspectCommand, migrateCommand, promoteCommand, statusCommand, verifyCommand } from "./control.ts";
 import { gatewayCommand } from "./gateway.ts";
 import { witnessCommand } from "./witness.ts";
 import { pairCommand } from "./pair.ts";
@@ -56,6 +56,7 @@ const SUBCOMMANDS: Subcommand[] = [
   promoteCommand,
   execCommand,
   verifyCommand,
+  inspectCommand,
   migrateCommand,
   gatewayCommand,
   witnessCommand,

@@ -188,7 +188,9 @@ function noticeOf(event: PairEvent, pair: Pair): string | undefined {
     case "state": {
       // A secondary that took over runs a primary engine too: say which engine changed.
       const other = pair.nodes.find((node) => node.name === event.node)?.startedAs !== event.engine;
-      return `${event.node}: ${other ? `${event.engine} ` : ""}${event.state} (${event.reason})`;
+      // Output commit: a silent console during a re-protection is the copy, not a lost guest.
+      const held = event.engine === "primary" && event.state === "initial-sync" ? "; the guest's disk writes and console output wait until it is done" : "";
+      return `${event.node}: ${other ? `${event.engine} ` : ""}${event.state} (${event.reason})${held}`;
     }
     case "takeover":
       return `${event.to} took over from ${event.from}: the guest runs there now (failover ${event.failovers})`;

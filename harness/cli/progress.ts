@@ -1,14 +1,20 @@
 // Progress for long work (boot, initial sync) on stderr. On a terminal one line
-// is rewritten in place; into a pipe or file a line is written every few
-// seconds, so logs stay readable.
+// is rewritten in place; into a pipe or file a line is written when the work
+// changes (a new topic) and then every few seconds, so logs stay readable.
 const PIPE_INTERVAL_MS = 5000;
 
 export class ProgressLine {
   #lastPrint = 0;
+  #topic: string | undefined;
   #drawn = false;
   readonly #tty = process.stderr.isTTY === true;
 
-  update(text: string): void {
+  /** `topic` names the work the line is about ("booting", "initial sync"): a new one is printed at once. */
+  update(text: string, topic?: string): void {
+    if (topic !== this.#topic) {
+      this.#topic = topic;
+      this.#lastPrint = Number.NEGATIVE_INFINITY;
+    }
     if (this.#tty) {
       process.stderr.write(`\r\x1b[2K${text}`);
       this.#drawn = true;

@@ -25,23 +25,26 @@ export function followPrimaryStartup(primary: NodeProcess, options: StartupOptio
   let phase = "starting";
   let phaseStarted = started;
   let syncing = false;
-  let syncText = "";
+  let settled = false;
 
   return new Promise<void>((resolve, reject) => {
+    /** Asks the primary for the bytes sent so far and shows them (the node answers while it syncs). */
+    const showSync = () =>
+      void primary.metrics().then(
+        (m) => {
+          if (settled || !syncing) return;
+          const sent = Object.values(m.bytes).reduce((a, b) => a + b, 0);
+          const percent = Math.min(99, (100 * sent) / Math.max(1, options.syncEstimateBytes));
+          progress.update(
+            `twinvm: initial sync: ${formatBytes(sent)} sent (~${percent.toFixed(0)}% of ${formatBytes(options.syncEstimateBytes)} RAM+disks), ${seconds(performance.now() - phaseStarted)}`,
+            "initial sync",
+          );
+        },
+        () => undefined,
+      );
     const tick = setInterval(() => {
-      if (syncing) {
-        void primary.metrics().then(
-          (m) => {
-            const sent = Object.values(m.bytes).reduce((a, b) => a + b, 0);
-            const percent = Math.min(99, (100 * sent) / Math.max(1, options.syncEstimateBytes));
-            syncText = `twinvm: initial sync: ${formatBytes(sent)} sent (~${percent.toFixed(0)}% of ${formatBytes(options.syncEstimateBytes)} RAM+disks), ${seconds(performance.now() - phaseStarted)}`;
-          },
-          () => undefined,
-        );
-        if (syncText !== "") progress.update(syncText);
-      } else {
-        progress.update(`twinvm: ${options.label}: ${phase}... ${seconds(performance.now() - phaseStarted)}`);
-      }
+      if (syncing) showSync();
+      else progress.update(`twinvm: ${options.label}: ${phase}... ${seconds(performance.now() - phaseStarted)}`, phase);
     }, TICK_MS);
 
     const unsubscribe = primary.onEvent((event: NodeEvent) => {
@@ -63,7 +66,6 @@ export function followPrimaryStartup(primary: NodeProcess, options: StartupOptio
     });
     void primary.exited.then((code) => settle(new CliError(`${options.label} exited (${code}) before its guest was ready:\n${primary.stderr.slice(-2000)}`)));
 
-    let settled = false;
     function settle(error?: Error): void {
       if (settled) return;
       settled = true;

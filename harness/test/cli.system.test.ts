@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import type { NodeStatus } from "../control-socket.ts";
+import type { NodeInspection } from "../control-request.ts";
 import { LAUNCHER, eventually, twinvm } from "./cli-helpers.ts";
 
 describe("twinvm command line", function () {
@@ -49,6 +50,7 @@ describe("twinvm command line", function () {
       migrate: ["--to", "--node", "--stop-and-copy", "--json", "--run-dir"],
       gateway: ["--listen", "--secret-file", "--forward", "--allow-non-loopback", "--dns", "--witness", "--json"],
       witness: ["--listen", "--secret-file", "--allow-non-loopback", "--lease-ms", "--json"],
+      inspect: ["--node", "--run-dir"],
     };
 
     it("every subcommand's --help exits 0 and lists its options", async function () {
@@ -111,6 +113,8 @@ describe("twinvm command line", function () {
       expect(stderr).to.contain("console attached");
       expect(stderr).to.match(/guest booted in [\d.]+ s/);
       expect(stderr).to.match(/initial sync done/);
+      // The progress line between the two: the primary answers its metrics while it syncs.
+      expect(stderr).to.match(/twinvm: initial sync: [\d.]+ (B|KiB|MiB) sent \(~\d+% of [\d.]+ MiB RAM\+disks\)/);
       pair.stdin.write("uname -r\n");
       await eventually(() => stdout, /6\.1\.0-\d+-686/, 20_000, "uname -r answer from the primary");
 
@@ -140,6 +144,13 @@ describe("twinvm command line", function () {
       expect(exec.code).to.equal(1);
       const json = await twinvm(["exec", "--json", "--node", "pair-secondary", "--run-dir", runDir, "--", "uname", "-m"]);
       expect(JSON.parse(json.stdout)).to.deep.equal({ output: "i686\n", exitCode: 0 });
+      // What the survivor's guest is doing, for a guest that would not answer.
+      const inspect = await twinvm(["inspect", "--run-dir", runDir]);
+      expect(inspect.code, inspect.stderr).to.equal(0);
+      const inspection = JSON.parse(inspect.stdout) as NodeInspection;
+      expect(inspection.name).to.equal("pair-secondary");
+      expect(inspection.machine?.state).to.equal("running");
+      expect(inspection.machine?.devices["virtio-blk:vda"]).to.include.keys("isr", "queues", "inFlight", "intx");
       // The pair heals: a fresh secondary protects the survivor's guest.
       await eventually(() => stderr, /pair-secondary is protected by pair-secondary-2/, 120_000, "re-protection");
 

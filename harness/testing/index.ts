@@ -10,7 +10,8 @@ export { readGuestFile, GuestFileError, type GuestShell } from "./guest-files.ts
 export { UploadError, MAX_UPLOAD_BYTES } from "../guest-upload.ts";
 export { StartupCommandError } from "./startup-check.ts";
 export { buildOverlayArchive, OverlayError, type GuestOverlay, type OverlayArchive } from "../overlay/archive.ts";
-export type { NodeStatus } from "../control-request.ts";
+export type { NodeInspection, NodeStatus } from "../control-request.ts";
+export type { MachineInspection } from "../../emulator/machine.ts";
 export type { SyncReport } from "../engines.ts";
 export type { CutKind } from "../fault-proxy.ts";
 export type { MetricsSnapshot } from "../../replication/engine/metrics.ts";

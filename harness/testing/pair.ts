@@ -14,7 +14,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DEFAULTS } from "../../emulator/config.ts";
 import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
-import type { NodeStatus } from "../control-request.ts";
+import type { NodeInspection, NodeStatus } from "../control-request.ts";
 import type { SyncReport } from "../engines.ts";
 import { FaultProxy, type CutKind } from "../fault-proxy.ts";
 import { NodeProcess } from "../node-process.ts";
@@ -316,6 +316,15 @@ export class Pair implements GuestShell {
       this.#secondary?.running ? this.#secondary.process.request<NodeStatus>({ type: "status" }).catch(() => undefined) : Promise.resolve(undefined),
     ]);
     return { protected: this.isProtected, failovers: this.#failovers, primary: primaryStatus, ...(secondaryStatus && { secondary: secondaryStatus }) };
+  }
+
+  /**
+   * What a node's guest is doing now (default: the node running it, or the last one that did):
+   * CPU and interrupts, each disk's requests in flight with their age, the console's last lines.
+   * For a test whose guest stopped answering; see NodeInspection.
+   */
+  inspect(node: PairNode = this.#requirePrimary()): Promise<NodeInspection> {
+    return node.process.request<NodeInspection>({ type: "inspect" });
   }
 
   /** The replication metrics of the node running the guest. */

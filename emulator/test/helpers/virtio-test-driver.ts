@@ -68,11 +68,7 @@ export class TestVirtioDriver {
     }
     write(0x14, 1, DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK);
     if (!(this.status & DeviceStatus.FEATURES_OK)) return false;
-    this.queueSize = queueSize;
-    this.descAddr = this.area.base;
-    this.availAddr = this.descAddr + 16 * queueSize;
-    this.usedAddr = align(this.availAddr + 6 + 2 * queueSize, 4);
-    this.#heap = align(this.usedAddr + 6 + 8 * queueSize, 16);
+    this.#layOut(queueSize);
     this.ram.write(this.area.base, new Uint8Array(this.#heap - this.area.base)); // clean rings
     write(0x16, 2, 0);
     write(0x18, 2, queueSize);
@@ -85,6 +81,19 @@ export class TestVirtioDriver {
     write(0x1c, 2, 1);
     write(0x14, 1, DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK | DeviceStatus.DRIVER_OK);
     return true;
+  }
+
+  /** Takes up the rings `setup` laid out, as a restored guest does: RAM and device already hold them. */
+  resume(queueSize = 256): void {
+    this.#layOut(queueSize);
+  }
+
+  #layOut(queueSize: number): void {
+    this.queueSize = queueSize;
+    this.descAddr = this.area.base;
+    this.availAddr = this.descAddr + 16 * queueSize;
+    this.usedAddr = align(this.availAddr + 6 + 2 * queueSize, 4);
+    this.#heap = align(this.usedAddr + 6 + 8 * queueSize, 16);
   }
 
   /** Scratch buffer space after the rings (wraps around when full). */
@@ -148,9 +157,9 @@ export class TestVirtioDriver {
 
   /**
    * Builds a well-formed block request (header, data, status) with direct
-   * descriptors, publishes and notifies it. Returns where its status byte is.
+   * descriptors, publishes and (unless told not to) notifies it. Returns where its status byte is.
    */
-  blockRequest(type: number, sector: number, data: { gpa: number; length: number }[]): { head: number; statusGpa: number } {
+  blockRequest(type: number, sector: number, data: { gpa: number; length: number }[], options: { notify?: boolean } = {}): { head: number; statusGpa: number } {
     const header = this.alloc(16);
     const headerBytes = new Uint8Array(16);
     const view = new DataView(headerBytes.buffer);
@@ -175,7 +184,7 @@ export class TestVirtioDriver {
       ]);
     });
     this.publish(head);
-    this.notify();
+    if (options.notify !== false) this.notify();
     return { head, statusGpa };
   }
 }
