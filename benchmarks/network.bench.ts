@@ -1,207 +1,158 @@
-// What the network gateway costs, without a guest: real passt, the link over loopback
-// WebSockets (authenticated, encrypted), and a node whose "guest" is the tests' miniature
-// TCP (harness/test/fake-tcp-guest.ts) with egress released at once (no sync: the gateway's
-// own share of the latency, not output commit's). Measured: starting a gateway; a host
-// client's connect() to the SYN at the node; a small echo's round trip from a host client;
-// frames per second through the link each way (core to node, node to stack, 1514-byte
-// frames, no passt); and a takeover: from the new node's attach() to the client reading
-// the echo of data that only the log still held.
-import { connect, type Socket } from "node:net";
-import { GatewayCore } from "../replication/network/gateway-core.ts";
-import { DEFAULT_GUEST_NETWORK as NET } from "../replication/network/guest-network.ts";
-import type { NetworkUplink } from "../replication/network/uplink.ts";
-import { startGateway, type Gateway } from "../harness/network/gateway.ts";
-import { resolveForwards } from "../harness/network/forwards.ts";
-import { startLinkServer } from "../harness/network/link-server.ts";
-import { PasstStack } from "../harness/network/passt.ts";
-import { createNodeUplink } from "../harness/network/node-uplink.ts";
-import { FakeTcpGuest, TCP_FLAGS, parseTcp, type FakeGuestState } from "../harness/test/fake-tcp-guest.ts";
+// `npm run bench -- network`: the network under replication. A real guest (its busybox nc
+// services: echo, sink, source) behind the real gateway (passt), reached by a host client on
+// a forwarded loopback port: a 1-byte TCP ping-pong and a stream each way, for the
+// unreplicated node and for both disk modes in both sync modes, with the replication link
+// unshaped and shaped like the talk's 1 Gbit/s and 100 Mbit/s Ethernet (the client's path
+// stays on plain loopback). Per-sync figures from the primary's metrics and sync events.
+// The guest runs in a private network namespace (root, `unshare --net`) so that tc can shape
+// its loopback; without one only the unshaped rows are measured, and the results say so.
+// First, the gateway alone (benchmarks/network/gateway-alone.ts); last, the takeover stalls
+// (network-takeover.bench.ts records them on their own too).
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { BenchContext, BenchReport } from "./run.ts";
-import { median } from "./stats.ts";
+import { canUseNamespaces, LINKS } from "./talk/links.ts";
+import { groupedBars, stackSvgs } from "./talk/charts.ts";
+import { gatewayAlone } from "./network/gateway-alone.ts";
+import { shapingDescription } from "./network/link-shaping.ts";
+import type { NetworkMatrixConfig, NetworkMatrixResults } from "./network/matrix.ts";
+import { median } from "./network/matrix.ts";
+import { configName, TARGET_CONFIGS } from "./network/targets.ts";
+import { inMiBps, outMiBps, rttMedian, summarizeNetwork } from "./network/summary.ts";
+import { runTakeovers, takeoverTable, TAKEOVER_DESCRIPTION } from "./network-takeover.bench.ts";
+import { networkTemplate } from "./network/guest.ts";
 
-const SECRET = new TextEncoder().encode("network benchmark secret value");
-const PORT = 7000;
+const here = fileURLToPath(new URL(".", import.meta.url));
 
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setImmediate(resolve));
+export const MATRIX: Omit<NetworkMatrixConfig, "shaping" | "links"> = {
+  configs: [...TARGET_CONFIGS],
+  rounds: 3,
+  pings: 300,
+  pingBudgetMs: 8000,
+  streamBytes: 4 << 20,
+};
+
+/** Runs the matrix in a child process: inside `unshare --net` when the links can be shaped. */
+async function runMatrixProcess(config: NetworkMatrixConfig, log: (line: string) => void): Promise<NetworkMatrixResults> {
+  const dir = mkdtempSync(join(tmpdir(), "twinvm-netbench-"));
+  try {
+    const configPath = join(dir, "config.json");
+    const resultsPath = join(dir, "results.json");
+    writeFileSync(configPath, JSON.stringify(config));
+    const node = [process.execPath, "--import", "tsx", join(here, "network", "run-matrix.ts"), configPath, resultsPath];
+    const [command, ...args] = config.shaping === "netns-tc" ? ["unshare", "--net", "--", ...node] : node;
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(command!, args, { stdio: ["ignore", "inherit", "pipe"] });
+      child.stderr.on("data", (chunk: Buffer) => {
+        for (const line of chunk.toString().split("\n")) if (line.trim() !== "") log(line.trim());
+      });
+      child.on("error", reject);
+      child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`the network matrix exited with ${code}`))));
+    });
+    return JSON.parse(readFileSync(resultsPath, "utf8")) as NetworkMatrixResults;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function node(
-  gateway: Gateway,
-  epoch: number,
-  replica?: FakeGuestState,
-): { uplink: NetworkUplink; guest: FakeTcpGuest; synAt: number[]; held: Uint8Array[]; release: { now: boolean } } {
-  const uplink = createNodeUplink({ url: gateway.url, secret: SECRET, minRetryMs: 20 });
-  const held: Uint8Array[] = [];
-  const release = { now: true };
-  const guest = new FakeTcpGuest(
-    { mac: NET.guestMac, ip: NET.guestIp, port: PORT },
-    (frames) => (release.now ? uplink.send(frames) : held.push(...frames)),
-    replica,
+function chart(results: NetworkMatrixResults, links: typeof LINKS): string {
+  const series = TARGET_CONFIGS.map(configName);
+  const value = (link: string, name: string, pick: (c: NetworkMatrixResults["cells"][number]) => number) => {
+    const cells = results.cells.filter((c) => c.link === link && c.name === name);
+    return cells.length === 0 ? undefined : median(cells.map(pick));
+  };
+  const rtt = groupedBars(
+    "1-byte TCP round trip through the guest (median)",
+    series,
+    links.map((link) => ({ label: link.name, values: series.map((name) => value(link.name, name, rttMedian)) })),
+    "ms",
   );
-  const synAt: number[] = [];
-  uplink.onFrame((frame, id) => {
-    if ((parseTcp(frame)?.flags ?? 0) & TCP_FLAGS.SYN) synAt.push(performance.now());
-    guest.receive(frame, id);
-  });
-  uplink.attach(epoch, guest.state.lastIngressId);
-  return { uplink, guest, synAt, held, release };
+  const streams = groupedBars(
+    "TCP stream through the guest, 4 MiB each way (median)",
+    series,
+    links.flatMap((link) => [
+      { label: `in, ${link.name}`, values: series.map((name) => value(link.name, name, inMiBps)) },
+      { label: `out, ${link.name}`, values: series.map((name) => value(link.name, name, outMiBps)) },
+    ]),
+    "MiB/s",
+  );
+  return stackSvgs([rtt, streams]);
 }
 
-function client(port: number): { socket: Socket; text: () => string } {
-  let text = "";
-  const socket = connect(port, "127.0.0.1");
-  socket.setEncoding("utf8");
-  socket.on("data", (chunk: string) => (text += chunk));
-  socket.on("error", () => undefined);
-  return { socket, text: () => text };
-}
+const LITERATURE = [
+  "**Beside Remus and COLO.** Remus checkpoints the whole VM at up to 40 times a second (every 25 ms) and holds every transmitted packet until the checkpoint " +
+    "that produced it is on the backup ([Cully et al., NSDI 2008](https://www.usenix.org/legacy/event/nsdi08/tech/full_papers/cully/cully_html/index.html)): " +
+    "a request-response pays the wait for the epoch to end plus the checkpoint's round trip, on average over half an epoch (12.5 ms at 25 ms epochs) on top of the network. " +
+    "RemusDB measured up to 32% overhead for database workloads under Remus and 3 s of downtime at failover ([Minhas et al., VLDB Journal 2013](https://pdfslide.net/documents/remusdb-transparent-high-availability-for-database-systems-kmsalempubsremusdbvldbjpdf.html)). " +
+    "COLO runs both VMs and releases a response as soon as the secondary's matches it, checkpointing only on a mismatch, so that identical responses leave " +
+    "with almost no added latency ([Dong et al., SoCC 2013](https://documents.pub/document/colo-coarse-grained-lock-stepping-virtual-machines-for-sm2283paperssocc13pdf.html)). " +
+    "twinvm syncs on demand, Kemari's way: the guest's frame asks for a sync at once, so a round trip pays one sync (the capture and its acknowledgement), " +
+    "not an epoch: the table above gives what that costs here.",
+].join("\n\n");
 
 export default async function network(context: BenchContext): Promise<BenchReport> {
-  // Starting a gateway (forward resolution, passt up and answering ARP, listener).
-  const startMs: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const started = performance.now();
-    const gateway = await startGateway({ forwards: [{ port: 0, guestPort: PORT }], secret: SECRET });
-    startMs.push(performance.now() - started);
-    await gateway.close();
+  const loadAtStart = loadavg()[0]!;
+  context.log("the gateway alone (no guest)");
+  const alone = await gatewayAlone(context);
+
+  const namespaces = canUseNamespaces();
+  const links = namespaces.ok ? [...LINKS] : LINKS.filter((link) => link.bitsPerSecond === undefined);
+  if (!namespaces.ok) context.log(`no private network namespace (${namespaces.why}): unshaped links only`);
+  const config: NetworkMatrixConfig = { ...MATRIX, shaping: namespaces.ok ? "netns-tc" : "unshaped-only", links };
+  const results = await runMatrixProcess(config, context.log);
+  const summary = summarizeNetwork(results, links, config.configs);
+  writeFileSync(join(here, "results", "network.svg"), chart(results, links));
+  const loadAfterMatrix = loadavg()[0]!;
+
+  context.log("takeover stalls (also: npm run bench -- network-takeover)");
+  const template = await networkTemplate();
+  let takeovers;
+  try {
+    takeovers = await runTakeovers(template, Number(process.env.TWINVM_BENCH_TAKEOVERS ?? 20), context.log);
+  } finally {
+    await template.dispose();
   }
-  context.log(`start: median ${median(startMs).toFixed(0)} ms`);
+  const loadAtEnd = loadavg()[0]!;
 
-  // The same at passt's own socket, without the gateway: what passt itself takes.
-  const [forward] = await resolveForwards([{ port: 0, guestPort: PORT }]);
-  let passtSynAt = 0;
-  const bare = await PasstStack.start({
-    forwards: [forward!],
-    onFrame: (f) => void ((parseTcp(f)?.flags ?? 0) & TCP_FLAGS.SYN && (passtSynAt = performance.now())),
-  });
-  const passtSynMs: number[] = [];
-  for (let i = 0; i < 20; i++) {
-    passtSynAt = 0;
-    const started = performance.now();
-    const c = client(forward!.port);
-    await until(() => passtSynAt !== 0, "SYN out of passt");
-    passtSynMs.push(passtSynAt - started);
-    c.socket.destroy();
-  }
-  await bare.stop();
-  context.log(`connect to SYN out of passt: median ${median(passtSynMs).toFixed(2)} ms`);
+  const description = [
+    "The network under replication, end to end: the default guest (128 MiB, virtio-net, Linux's TCP) with busybox `nc` services started at boot " +
+      "(echo: `nc -ll -p 7 -e cat`; sink: `nc -ll -p 9 -e wc -c`; source: `head -c N /dev/zero` on port 19), restored from one template snapshot; the real gateway " +
+      "(passt) in the benchmark's process forwards free loopback ports to them; a host client measures a 1-byte ping-pong (each byte waits for its echo, " +
+      `up to ${MATRIX.pings} or ${MATRIX.pingBudgetMs / 1000} s), a ${MATRIX.streamBytes / (1 << 20)} MiB stream into the guest (until the sink's count comes back) ` +
+      `and ${MATRIX.streamBytes / (1 << 20)} MiB out of it. Targets: the guest unreplicated (one node process with \`mode: none\`, frames straight out, as \`twinvm run --forward\`), ` +
+      "and replicated pairs of the test API (`startPair`: two node processes, the link through the fault proxy) in both disk modes and both sync modes; " +
+      "output commit holds every frame the guest sends until the secondary acknowledged the sync covering it. Each target warms up first (v86 compiles the guest's network path as it meets it). " +
+      `Links: ${config.shaping === "netns-tc" ? shapingDescription() : `unshaped only (${namespaces.ok ? "" : namespaces.why})`}; the shaped bytes counted by the token bucket are in the JSON. ` +
+      `${config.rounds} rounds; the order of targets and of links rotates from round to round.`,
+    `Load average (1 min, 2 cores shared with other work): ${loadAtStart.toFixed(1)} at the start, ${loadAfterMatrix.toFixed(1)} after the matrix, ${loadAtEnd.toFixed(1)} at the end; each cell's is in the JSON.`,
+  ].join("\n\n");
 
-  const gateway = await startGateway({ forwards: [{ port: 0, guestPort: PORT }], secret: SECRET });
-  const a = node(gateway, 1);
-  await until(() => a.uplink.state.kind === "connected", "attach");
-
-  // connect() to the SYN at the node.
-  const synMs: number[] = [];
-  for (let i = 0; i < 20; i++) {
-    const before = a.synAt.length;
-    const started = performance.now();
-    const c = client(gateway.hostPort(PORT));
-    await until(() => a.synAt.length > before, "SYN");
-    synMs.push(a.synAt[before]! - started);
-    c.socket.destroy();
-  }
-  context.log(`connect to SYN: median ${median(synMs).toFixed(2)} ms`);
-
-  // Echo round trips on one connection.
-  const c = client(gateway.hostPort(PORT));
-  c.socket.write("warm");
-  await until(() => c.text() === "warm", "first echo");
-  const echoMs: number[] = [];
-  for (let i = 0; i < 200; i++) {
-    const expected = c.text().length + 16;
-    const started = performance.now();
-    c.socket.write("0123456789abcdef");
-    await until(() => c.text().length === expected, "echo");
-    echoMs.push(performance.now() - started);
-  }
-  context.log(`echo round trip: median ${median(echoMs).toFixed(2)} ms`);
-
-  // Takeover: data the dead primary's guest saw after the replica was taken, replayed to the new one.
-  const takeoverMs: number[] = [];
-  let current = a;
-  for (let epoch = 2; epoch <= 6; epoch++) {
-    const replica = structuredClone(current.guest.state);
-    current.uplink.committed(replica.lastIngressId);
-    current.release.now = false;
-    const expected = c.text() + "after-sync";
-    c.socket.write("after-sync");
-    await until(() => Object.values(current.guest.state.received).some((text) => text.endsWith("after-sync")), "the old primary saw the data");
-    current.uplink.close();
-    const started = performance.now();
-    current = node(gateway, epoch, replica);
-    await until(() => c.text() === expected, "echo after the takeover");
-    takeoverMs.push(performance.now() - started);
-  }
-  context.log(`takeover to echo: median ${median(takeoverMs).toFixed(1)} ms`);
-  const replayed = gateway.counters().ingress.replayed;
-  c.socket.destroy();
-  current.uplink.close();
-  await gateway.close();
-
-  // Frames through the link alone (no passt): the core feeding a node, a node feeding a stack.
-  let toStack = 0;
-  const core = new GatewayCore({ send: () => (toStack++, true) }, { maxFrames: 65536, maxBytes: 256 << 20, maxFrameBytes: 1514, firstIngressId: 1 });
-  const server = await startLinkServer(core, { secret: SECRET }, () => undefined);
-  const bulk = createNodeUplink({ url: server.url, secret: SECRET });
-  let received = 0;
-  bulk.onFrame(() => received++);
-  bulk.attach(1, 0);
-  await until(() => bulk.state.kind === "connected", "bulk attach");
-  const FRAMES = 20_000;
-  const frame = new Uint8Array(1514);
-  let started = performance.now();
-  for (let i = 0; i < FRAMES; i++) core.ingress(frame);
-  await until(() => received === FRAMES, "ingress frames", 60_000);
-  const ingressSeconds = (performance.now() - started) / 1000;
-  started = performance.now();
-  for (let sent = 0; sent < FRAMES; sent += 64) {
-    await until(() => bulk.state.kind === "connected", "still connected");
-    bulk.send(Array.from({ length: 64 }, () => frame));
-    // At most ~128 frames in flight: below the link's high-water mark, where send() would drop (and count) instead of waiting.
-    await until(() => toStack >= sent + 64 - 128, "egress window", 60_000);
-  }
-  await until(() => toStack + bulk.counters().egress.dropped.backlog >= FRAMES, "egress frames", 60_000);
-  const egressSeconds = (performance.now() - started) / 1000;
-  const egressDropped = bulk.counters().egress.dropped.backlog;
-  bulk.close();
-  await server.close();
-  const mib = (frames: number) => (frames * 1514) / (1 << 20);
-  context.log(`link: ${(FRAMES / ingressSeconds).toFixed(0)} frames/s to the node, ${(toStack / egressSeconds).toFixed(0)} frames/s from it`);
-
-  const data = {
-    startMs: median(startMs),
-    connectToSynMs: median(synMs),
-    connectToSynOutOfPasstMs: median(passtSynMs),
-    echoRoundTripMs: median(echoMs),
-    takeoverToEchoMs: median(takeoverMs),
-    takeoverRuns: takeoverMs,
-    replayedFrames: replayed,
-    ingressFramesPerSecond: FRAMES / ingressSeconds,
-    ingressMiBPerSecond: mib(FRAMES) / ingressSeconds,
-    egressFramesPerSecond: toStack / egressSeconds,
-    egressMiBPerSecond: mib(toStack) / egressSeconds,
-    egressDroppedForBacklog: egressDropped,
-  };
-  const table =
-    "| measure | median |\n|---|---|\n" +
-    `| start a gateway (free port, passt up and answering ARP, listener) | ${data.startMs.toFixed(0)} ms (n=5) |\n` +
-    `| host connect() to the SYN out of passt (passt alone, no gateway) | ${data.connectToSynOutOfPasstMs.toFixed(2)} ms (n=20) |\n` +
-    `| host connect() to the SYN at the attached node | ${data.connectToSynMs.toFixed(2)} ms (n=20) |\n` +
-    `| 16-byte echo round trip, host client to fake guest and back (no output commit) | ${data.echoRoundTripMs.toFixed(2)} ms (n=200) |\n` +
-    `| takeover: new node's attach() to the client reading the echo of replayed data | ${data.takeoverToEchoMs.toFixed(1)} ms (n=5; ${takeoverMs.map((ms) => ms.toFixed(0)).join(", ")}) |\n` +
-    `| link, gateway to node, 1514-byte frames | ${data.ingressFramesPerSecond.toFixed(0)} frames/s (${data.ingressMiBPerSecond.toFixed(0)} MiB/s) |\n` +
-    `| link, node to gateway, 1514-byte frames in batches of 64 | ${data.egressFramesPerSecond.toFixed(0)} frames/s (${data.egressMiBPerSecond.toFixed(0)} MiB/s; ${egressDropped} dropped as backlog) |`;
+  const failures = [...results.failures, ...takeovers.failures];
+  const table = [
+    "## The guest's network under replication",
+    summary.tables,
+    "Chart: [round trip and streams by target per link](network.svg).",
+    "## A client's stall at a takeover",
+    TAKEOVER_DESCRIPTION,
+    takeoverTable(takeovers),
+    "## Context",
+    LITERATURE,
+    "## The gateway alone (no guest)",
+    alone.description,
+    alone.table,
+    ...(failures.length > 0 ? ["## Failures", failures.map((f) => `- ${f}`).join("\n")] : []),
+  ].join("\n\n");
   return {
-    description:
-      "The network gateway without a guest: real passt (Debian 0.0~git20230309), the link over loopback WebSockets with AES-GCM records, and a node " +
-      "whose guest is a miniature TCP echo (harness/test/fake-tcp-guest.ts) whose frames are released at once (output commit's wait is not included). " +
-      "The link rows use the gateway core and link server with a counting stack instead of passt.",
+    description,
     table,
-    data,
+    data: {
+      matrix: { config, summary: summary.data, cells: results.cells, startSeconds: results.startSeconds, failures: results.failures },
+      takeovers,
+      gatewayAlone: alone.data,
+      load: { start: loadAtStart, afterMatrix: loadAfterMatrix, end: loadAtEnd },
+    },
   };
 }

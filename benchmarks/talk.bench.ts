@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BenchContext, BenchReport } from "./run.ts";
-import { groupedBars, stackedBars } from "./talk/charts.ts";
+import { groupedBars, stackSvgs, stackedBars } from "./talk/charts.ts";
 import { buildGuestTemplate } from "./talk/guest-template.ts";
 import { LINKS, canUseNamespaces, type LinkSpec } from "./talk/links.ts";
 import type { CellResult, MatrixConfig, MatrixResults, Variant } from "./talk/matrix.ts";
@@ -178,19 +178,4 @@ function trafficChart(cells: CellResult[]): string {
     }),
   );
   return stackedBars(`Traffic per sync by category, ${link}`, [...categories], bars, "KiB per sync");
-}
-
-/** Several SVG documents one above the other, in one SVG. */
-function stackSvgs(svgs: string[]): string {
-  let y = 0;
-  let width = 0;
-  const inner = svgs.map((svg) => {
-    const w = Number(/width="(\d+)"/.exec(svg)![1]);
-    const h = Number(/height="(\d+)"/.exec(svg)![1]);
-    const nested = svg.replace("<svg ", `<svg x="0" y="${y}" `);
-    y += h;
-    width = Math.max(width, w);
-    return nested;
-  });
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}">\n${inner.join("\n")}</svg>\n`;
 }

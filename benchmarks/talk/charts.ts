@@ -1,5 +1,5 @@
-// Small self-contained SVG charts for the talk benchmark's results (no chart library: two
-// kinds of bar chart are all it needs).
+// Small self-contained SVG charts for the benchmarks' results (the talk's, the network's; no
+// chart library: two kinds of bar chart are all they need).
 
 export interface BarGroup {
   label: string;
@@ -12,7 +12,8 @@ const escape = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;
 
 /** Grouped bars: one group per label, one bar per series; `unit` labels the axis. */
 export function groupedBars(title: string, series: string[], groups: BarGroup[], unit: string): string {
-  const width = 120 + groups.length * (series.length * 16 + 24);
+  // Wide enough for the bars and for the legend's row (150 px a name).
+  const width = Math.max(120 + groups.length * (series.length * 16 + 24), 80 + series.length * 150);
   const height = 320;
   const plot = { left: 60, top: 40, bottom: 250 };
   const max = Math.max(1e-9, ...groups.flatMap((g) => g.values.filter((v): v is number => v !== undefined)));
@@ -102,4 +103,19 @@ function formatNumber(value: number): string {
   if (value >= 100) return value.toFixed(0);
   if (value >= 10) return value.toFixed(1);
   return value.toPrecision(2);
+}
+
+/** Several SVG documents one above the other, in one SVG. */
+export function stackSvgs(svgs: string[]): string {
+  let y = 0;
+  let width = 0;
+  const inner = svgs.map((svg) => {
+    const w = Number(/width="(\d+)"/.exec(svg)![1]);
+    const h = Number(/height="(\d+)"/.exec(svg)![1]);
+    const nested = svg.replace("<svg ", `<svg x="0" y="${y}" `);
+    y += h;
+    width = Math.max(width, w);
+    return nested;
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}">\n${inner.join("\n")}</svg>\n`;
 }

@@ -23,6 +23,10 @@ export interface CampaignSummary {
   logLinesVerified: number;
   failoverMs: Spread | null;
   faultToAnswerMs: Spread | null;
+  /** Rounds whose TCP stream came through whole, of those that had one. */
+  networkStreams: { complete: number; checked: number };
+  /** The longest stall each round's stream saw. */
+  networkStallMs: Spread | null;
   optionalChecks: Record<string, { passed: number; failed: number; skipped: number }>;
 }
 
@@ -53,6 +57,11 @@ export function summarize(results: RoundResult[]): CampaignSummary {
     logLinesVerified: results.reduce((sum, r) => sum + r.verdicts.reduce((s, v) => s + v.logLines, 0), 0),
     failoverMs: spread(results.flatMap((r) => (r.failoverMs === null ? [] : [r.failoverMs]))),
     faultToAnswerMs: spread(results.flatMap((r) => (r.faultToAnswerMs === null ? [] : [r.faultToAnswerMs]))),
+    networkStreams: {
+      complete: results.filter((r) => r.network?.outcome === "complete").length,
+      checked: results.filter((r) => r.network !== null).length,
+    },
+    networkStallMs: spread(results.flatMap((r) => (r.network === null || r.network.outcome !== "complete" ? [] : [r.network.longestStallMs]))),
     optionalChecks,
   };
 }
@@ -80,9 +89,19 @@ export function roundLine(r: RoundResult): string {
     `failover ${ms(r.failoverMs)}`,
     `fault->answer ${ms(r.faultToAnswerMs)}`,
     verdicts || "no verdict",
+    networkText(r),
     ...extras,
     ...(r.error !== null ? [`error: ${r.error.split("\n")[0]}`] : []),
   ].join(" | ");
+}
+
+function networkText(r: RoundResult): string {
+  const n = r.network;
+  if (n === null) return "network: not checked";
+  const bytes = `${(n.verified / 1024).toFixed(0)} of ${(n.sent / 1024).toFixed(0)} KiB back in order`;
+  return n.outcome === "complete"
+    ? `network: stream intact, ${bytes}, longest stall ${Math.round(n.longestStallMs)} ms`
+    : `network: stream ${n.outcome.toUpperCase()}, ${bytes}`;
 }
 
 /** Details worth printing under a failed round. */
@@ -90,6 +109,9 @@ export function failureDetail(r: RoundResult): string[] {
   return [
     ...(r.error !== null ? r.error.split("\n").map((line) => `    ${line}`) : []),
     ...(r.nextWriteAnswered === false ? ["    the old primary's guest did not complete its next write and command after the cut"] : []),
+    ...(r.network !== null && r.network.outcome !== "complete"
+      ? [`    network: the stream through the guest's echo service ended ${r.network.outcome}: ${r.network.error ?? "no detail"}`]
+      : []),
     ...r.verdicts.flatMap((v) => [...v.lostDetail, ...(v.fsckClean ? [] : v.fsckDetail.split("\n"))].map((line) => `    ${v.node}: ${line}`)),
     ...r.optionalChecks.filter((c) => c.outcome === "failed").map((c) => `    ${c.name}: ${c.detail}`),
     ...(r.artifacts !== null
@@ -143,6 +165,7 @@ export function summaryText(s: CampaignSummary): string {
     `log lines verified ${s.logLinesVerified}, split brains after a link cut ${s.splitBrains} (documented limitation, not a failure)`,
     `failover time (secondary's failoverMs): ${spreadText(s.failoverMs)}`,
     `fault to console answer (wall):        ${spreadText(s.faultToAnswerMs)}`,
+    `network: ${s.networkStreams.complete} of ${s.networkStreams.checked} TCP streams intact (every byte back in order, same connection); longest stall per round: ${spreadText(s.networkStallMs)}`,
     ...(checks.length > 0 ? ["checks that wait for engine features:", ...checks] : []),
   ].join("\n");
 }

@@ -1,6 +1,7 @@
 // What one campaign round records, and when it counts as passed.
 import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
 import type { CutKind } from "../fault-proxy.ts";
+import type { EchoStreamOutcome } from "../network/echo-stream.ts";
 
 /**
  * primary-kill: SIGKILL the primary. second-failover: the same, then (once a fresh
@@ -56,6 +57,25 @@ export interface NodeVerdict {
   fsckDetail: string;
 }
 
+/**
+ * The round's TCP stream: a host client streaming seeded bytes through the guest's echo
+ * service (via the gateway's forward) from the pair's start to the end of the round's
+ * checks, across the fault. Every fault kind leaves a node running the guest, so in every
+ * round every byte must come back, in order, on the same connection.
+ */
+export interface NetworkVerdict {
+  /** "complete": every byte came back in order and the connection is intact. */
+  outcome: EchoStreamOutcome;
+  sent: number;
+  /** Bytes that came back equal to what was sent, in order. */
+  verified: number;
+  /** The longest time the client waited, bytes outstanding, for the next one (the fault's stall). */
+  longestStallMs: number;
+  /** Stalls over a second, in ms, in order. */
+  stallsOverSecondMs: number[];
+  error: string | null;
+}
+
 export interface RoundArtifacts {
   dir: string;
   logs: string[];
@@ -88,6 +108,8 @@ export interface RoundResult {
   nextWriteAnswered: boolean | null;
   /** Takeovers in the round (2 for second-failover). */
   failovers: number;
+  /** The network check; null only if the round failed before the stream could be opened. */
+  network: NetworkVerdict | null;
   /** A failed round's files: the pair's folder with each node's log, console transcript and disk images. */
   artifacts: RoundArtifacts | null;
   optionalChecks: OptionalCheck[];
@@ -111,6 +133,7 @@ export function emptyResult(plan: RoundPlan): RoundResult {
     cutAfterFrameBytes: null,
     nextWriteAnswered: null,
     failovers: 0,
+    network: null,
     artifacts: null,
     optionalChecks: [],
     error: null,
@@ -132,6 +155,7 @@ export function judge(result: RoundResult): boolean {
     result.verdicts.every((verdict) => verdict.lostWrites === 0 && verdict.fsckClean) &&
     result.writesContinued !== false &&
     result.nextWriteAnswered !== false &&
+    result.network?.outcome === "complete" &&
     result.optionalChecks.every((check) => check.outcome !== "failed")
   );
 }

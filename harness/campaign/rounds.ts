@@ -1,15 +1,18 @@
-// One campaign round on the test API: start a pair from the campaign template, run
-// the workload, inject the fault after the planned delay, then check the survivor(s):
-// the guest answers, every file its log names is intact (in the guest and on the
-// image), and the image passes e2fsck. A failed round keeps the pair's files (each
-// node's log and console transcript, the disk images) in the artifacts folder.
+// One campaign round on the test API: start a pair from the campaign template, open a
+// TCP stream through the guest's echo service, run the workload, inject the fault after
+// the planned delay, then check the survivor(s): the guest answers, every file its log
+// names is intact (in the guest and on the image), the image passes e2fsck, and every
+// byte of the stream came back in order on the connection opened before the fault. A
+// failed round keeps the pair's files (each node's log and console transcript, the disk
+// images) in the artifacts folder.
 import { mkdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
 import type { Pair } from "../testing/pair.ts";
 import type { PairNode } from "../testing/pair-node.ts";
 import type { GuestTemplate } from "../testing/template.ts";
-import { startRoundPair } from "./fixture.ts";
+import { EchoStream, type EchoStreamReport } from "../network/echo-stream.ts";
+import { ECHO_PORT, startRoundPair } from "./fixture.ts";
 import {
   committedLogCountCommand,
   committedLogCounts,
@@ -26,6 +29,7 @@ import {
   emptyResult,
   judge,
   type EngineFeatures,
+  type NetworkVerdict,
   type NodeVerdict,
   type OptionalCheck,
   type RoundArtifacts,
@@ -43,6 +47,13 @@ const REPROTECT_TIMEOUT_MS = 150_000;
 const REPROTECT_DELAY_MS = PROGRESS_WINDOW_MS + 12_000;
 /** Nothing in a round may take longer than this; past it the round fails and is torn down. */
 const ROUND_TIMEOUT_MS = 8 * 60_000;
+/**
+ * The network check's stream: steady and light (it must not crowd out the disk workload on
+ * a 2-core machine), so that every sync window has frames in it both ways.
+ */
+const STREAM_BYTES_PER_SECOND = 32 << 10;
+/** After the round's checks, how long the stream's last bytes may take to come back (passt resends every 2 s). */
+const STREAM_DRAIN_MS = 30_000;
 
 export interface RoundContext {
   template: GuestTemplate;
@@ -66,6 +77,7 @@ export async function runRound(plan: RoundPlan, context: RoundContext): Promise<
   const result = emptyResult(plan);
   const started = performance.now();
   let pair: Pair | undefined;
+  let stream: EchoStream | undefined;
   try {
     await bounded(
       (async () => {
@@ -76,6 +88,7 @@ export async function runRound(plan: RoundPlan, context: RoundContext): Promise<
           workDir: context.workDir,
           echoLogs: context.echoStderr,
         });
+        if (process.env.NO_STREAM === undefined) stream = await openStream(pair, plan, result);
         await FAULTS[plan.fault](pair, plan, result, context);
         result.failovers = pair.failovers;
       })(),
@@ -85,6 +98,8 @@ export async function runRound(plan: RoundPlan, context: RoundContext): Promise<
   } catch (error) {
     result.error = (error as Error).message.split("\n").slice(0, 24).join("\n");
   }
+  // After everything else: the stream ran through the fault and all of the round's checks.
+  if (stream !== undefined) result.network = networkVerdict(await stream.finish(STREAM_DRAIN_MS));
   result.passed = judge(result);
   if (pair !== undefined) {
     const kept = await pair.stop({ keepFiles: !result.passed });
@@ -105,6 +120,37 @@ async function keepArtifacts(
   await rename(dir, target);
   const moved = (path: string) => (path.startsWith(dir) ? target + path.slice(dir.length) : path);
   return { dir: target, logs: nodes.map((n) => moved(n.log)), consoles: nodes.map((n) => moved(n.console)), disks: nodes.flatMap((n) => n.disks.map(moved)) };
+}
+
+/** Opens the round's stream; a failure to open it is the network check's failure, and the round goes on without it. */
+async function openStream(pair: Pair, plan: RoundPlan, result: RoundResult): Promise<EchoStream | undefined> {
+  try {
+    const stream = await EchoStream.open({ port: pair.hostPort(ECHO_PORT), bytesPerSecond: STREAM_BYTES_PER_SECOND, seed: plan.index });
+    // The service answers before the fault: a stream that never worked would say nothing about the fault.
+    if (!(await stream.progress(1, 20_000))) throw new Error("no echo within 20 s of connecting");
+    return stream;
+  } catch (error) {
+    result.network = {
+      outcome: "error",
+      sent: 0,
+      verified: 0,
+      longestStallMs: 0,
+      stallsOverSecondMs: [],
+      error: `the stream did not start: ${(error as Error).message}`,
+    };
+    return undefined;
+  }
+}
+
+function networkVerdict(report: EchoStreamReport): NetworkVerdict {
+  return {
+    outcome: report.outcome,
+    sent: report.sent,
+    verified: report.verified,
+    longestStallMs: report.longestGapMs,
+    stallsOverSecondMs: report.gaps.map((gap) => gap.endMs - gap.startMs).filter((ms) => ms > 1000),
+    error: report.error ?? (report.mismatchAt !== undefined ? `byte ${report.mismatchAt} came back different` : null),
+  };
 }
 
 type FaultRunner = (pair: Pair, plan: RoundPlan, result: RoundResult, context: RoundContext) => Promise<void>;
