@@ -2,23 +2,28 @@
 // inject a fault at a random moment, check that nothing the guest saw as durable was
 // lost". Usage:
 //   npm run campaign -- --rounds N --mode logging-replay|dirty-block-copy|both
-//        [--fault KIND[,KIND...]|all] [--seed S] [--policy continue|stall]
+//        [--fault KIND[,KIND...]|all] [--seed S] [--policy continue|stall|both]
+//        [--sync-mode synchronous|speculative|both] [--arbiter on|off|both]
 //        [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose]
 // Exits 1 if any round lost a write, failed e2fsck, failed to take over or failed a check.
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import type { SecondaryLossPolicy } from "../replication/engine/primary/engine.ts";
+import type { SecondaryLossPolicy, SyncMode } from "../replication/engine/primary/engine.ts";
 import { defaultArtifactsDir, runCampaign, type CampaignBase, type CampaignOptions } from "./campaign/run-campaign.ts";
 import { failureDetail, junitXml, roundLine, summarize, summaryText } from "./campaign/report.ts";
 import { FAULT_KINDS, NO_FEATURES, type EngineFeatures } from "./campaign/round-result.ts";
 
-const USAGE = `usage: campaign --rounds N --mode logging-replay|dirty-block-copy|both [--fault ${FAULT_KINDS.join("|")}|all (comma-separated)] [--seed S] [--policy continue|stall] [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose]`;
+const USAGE = `usage: campaign --rounds N --mode logging-replay|dirty-block-copy|both [--fault ${FAULT_KINDS.join("|")}|all (comma-separated)] [--seed S] [--policy continue|stall|both] [--sync-mode synchronous|speculative|both] [--arbiter on|off|both] [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose]`;
 
 class UsageError extends Error {}
 
 function oneOf<T extends string>(value: string, allowed: readonly T[], what: string): T {
   if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`${what} must be one of ${allowed.join(", ")}, not "${value}"`);
   return value as T;
+}
+
+function bothOrOne<T extends string>(value: T | "both", both: readonly T[]): T[] {
+  return value === "both" ? [...both] : [value];
 }
 
 function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; junit: string | undefined } {
@@ -30,6 +35,8 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; j
       fault: { type: "string", default: "primary-kill" },
       seed: { type: "string" },
       policy: { type: "string", default: "continue" },
+      "sync-mode": { type: "string", default: "synchronous" },
+      arbiter: { type: "string", default: "off" },
       expect: { type: "string", default: "reprotect,stall,fencing" },
       json: { type: "boolean", default: false },
       junit: { type: "string" },
@@ -52,7 +59,9 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; j
     modes: mode === "both" ? ["logging-replay", "dirty-block-copy"] : [mode],
     faults,
     seed,
-    policy: oneOf<SecondaryLossPolicy>(values.policy, ["continue", "stall"], "--policy"),
+    policies: bothOrOne<SecondaryLossPolicy>(oneOf(values.policy, ["continue", "stall", "both"] as const, "--policy"), ["continue", "stall"]),
+    syncModes: bothOrOne<SyncMode>(oneOf(values["sync-mode"], ["synchronous", "speculative", "both"] as const, "--sync-mode"), ["synchronous", "speculative"]),
+    arbiters: { on: [true], off: [false], both: [false, true] }[oneOf(values.arbiter, ["on", "off", "both"] as const, "--arbiter")],
     features,
     echoStderr: values.verbose,
     json: values.json,
@@ -79,7 +88,7 @@ async function main(): Promise<number> {
   }
   const log = (line: string) => process.stderr.write(`${line}\n`);
   log(
-    `campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policy}; booting the guest once`,
+    `campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policies.join("+")}; booting the guest once`,
   );
   const run = await runCampaign(options, {
     onBase: (created) => {
@@ -96,12 +105,12 @@ async function main(): Promise<number> {
   });
   const summary = summarize(run.results);
   if (options.junit !== undefined) {
-    await writeFile(options.junit, junitXml(run.results, { seed: options.seed, policy: options.policy, bootMs: run.bootMs }));
+    await writeFile(options.junit, junitXml(run.results, { seed: options.seed, policy: options.policies.join("+"), bootMs: run.bootMs }));
     log(`campaign: JUnit report written to ${options.junit}`);
   }
   if (options.json) {
     process.stdout.write(
-      `${JSON.stringify({ seed: options.seed, policy: options.policy, features: options.features, bootMs: run.bootMs, artifactsDir: run.artifactsDir, summary, rounds: run.results }, null, 2)}\n`,
+      `${JSON.stringify({ seed: options.seed, policy: options.policies.join("+"), features: options.features, bootMs: run.bootMs, artifactsDir: run.artifactsDir, summary, rounds: run.results }, null, 2)}\n`,
     );
   } else {
     process.stdout.write(`\nseed ${options.seed}\n${summaryText(summary)}\n`);

@@ -3,7 +3,7 @@
 // template, and the pair each round starts from it (the primary restores the snapshot on a
 // copy of the formatted disk; the secondary starts empty and is filled by the initial
 // sync), with a network gateway forwarding a free host port to the echo service.
-import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
+import type { DiskMode, SecondaryLossPolicy, SyncMode } from "../../replication/engine/primary/engine.ts";
 import { startPair, type Pair } from "../testing/pair.ts";
 import { createGuestTemplate, type GuestTemplate } from "../testing/template.ts";
 import { installWorkload, MOUNT_POINT } from "./guest-workload.ts";
@@ -31,6 +31,9 @@ export async function createCampaignTemplate(workDir: string | undefined): Promi
 export interface RoundPairOptions {
   mode: DiskMode;
   policy: SecondaryLossPolicy;
+  syncMode: SyncMode;
+  /** The test process as the pair's witness, with the short peer timeout an arbiter makes safe. */
+  arbiter: boolean;
   /** Re-protection after a loss waits this long, so that the unprotected window can be observed. */
   reprotectDelayMs: number;
   workDir: string;
@@ -42,7 +45,9 @@ export function startRoundPair(template: GuestTemplate, options: RoundPairOption
     template,
     mode: options.mode,
     onSecondaryLoss: options.policy,
-    peerTimeoutMs: PEER_TIMEOUT_MS,
+    syncMode: options.syncMode,
+    // With an arbiter the pair's own short default applies: a false failover is safe, as the witness lets one node run.
+    ...(options.arbiter ? { arbiter: true } : { peerTimeoutMs: PEER_TIMEOUT_MS }),
     startTimeoutMs: STARTUP_TIMEOUT_MS,
     reprotectDelayMs: options.reprotectDelayMs,
     workDir: options.workDir,

@@ -5,6 +5,8 @@ import { lostWrites, TAKEOVER_FAULTS, type RoundResult } from "./round-result.ts
 export interface Spread {
   min: number;
   median: number;
+  /** The nearest-rank 99th percentile (the max below 100 values). */
+  p99: number;
   max: number;
   count: number;
 }
@@ -19,10 +21,16 @@ export interface CampaignSummary {
   lostWrites: number;
   fsckFailures: number;
   takeoverFailures: number;
+  /** Link cuts after which both guests answered, without an arbiter (documented) and with one (a failure). */
   splitBrains: number;
+  splitBrainsWithArbiter: number;
+  /** Link-cut rounds run with an arbiter. */
+  arbitratedCuts: number;
   logLinesVerified: number;
   failoverMs: Spread | null;
   faultToAnswerMs: Spread | null;
+  /** Silent faults (a link cut that drops packets without closing) with an arbiter: what the short peer timeout buys. */
+  silentFaultToAnswerMs: Spread | null;
   /** Rounds whose TCP stream came through whole, of those that had one. */
   networkStreams: { complete: number; checked: number };
   /** The longest stall each round's stream saw. */
@@ -35,7 +43,8 @@ export function spread(values: number[]): Spread | null {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-  return { min: sorted[0]!, median, max: sorted.at(-1)!, count: sorted.length };
+  const p99 = sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)]!;
+  return { min: sorted[0]!, median, p99, max: sorted.at(-1)!, count: sorted.length };
 }
 
 export function summarize(results: RoundResult[]): CampaignSummary {
@@ -53,10 +62,17 @@ export function summarize(results: RoundResult[]): CampaignSummary {
     lostWrites: results.reduce((sum, r) => sum + lostWrites(r), 0),
     fsckFailures: results.reduce((sum, r) => sum + r.verdicts.filter((v) => !v.fsckClean).length, 0),
     takeoverFailures: results.filter((r) => !r.survived).length,
-    splitBrains: results.filter((r) => r.splitBrain === true).length,
+    splitBrains: results.filter((r) => r.splitBrain === true && !r.plan.arbiter).length,
+    splitBrainsWithArbiter: results.filter((r) => r.splitBrain === true && r.plan.arbiter).length,
+    arbitratedCuts: results.filter((r) => r.plan.arbiter && r.plan.fault.startsWith("link-cut")).length,
     logLinesVerified: results.reduce((sum, r) => sum + r.verdicts.reduce((s, v) => s + v.logLines, 0), 0),
     failoverMs: spread(results.flatMap((r) => (r.failoverMs === null ? [] : [r.failoverMs]))),
     faultToAnswerMs: spread(results.flatMap((r) => (r.faultToAnswerMs === null ? [] : [r.faultToAnswerMs]))),
+    silentFaultToAnswerMs: spread(
+      results.flatMap((r) =>
+        r.plan.arbiter && r.plan.fault === "link-cut" && r.plan.cutKind === "silent" && r.faultToAnswerMs !== null ? [r.faultToAnswerMs] : [],
+      ),
+    ),
     networkStreams: {
       complete: results.filter((r) => r.network?.outcome === "complete").length,
       checked: results.filter((r) => r.network !== null).length,
@@ -77,11 +93,12 @@ export function roundLine(r: RoundResult): string {
     r.nextWriteAnswered !== null ? `old primary's next write and command: ${r.nextWriteAnswered ? "answered" : "NO ANSWER"}` : "",
     r.failovers > 1 ? `failovers ${r.failovers}` : "",
     r.writesContinued !== null ? `writes continued: ${r.writesContinued ? "yes" : "NO"}` : "",
-    r.splitBrain !== null ? `split brain: ${r.splitBrain ? "yes (documented)" : "no"}` : "",
+    r.splitBrain !== null ? `split brain: ${r.splitBrain ? (r.plan.arbiter ? "YES, with an arbiter" : "yes (documented)") : "no"}` : "",
+    r.arbitration ?? "",
     ...r.optionalChecks.filter((c) => c.outcome !== "skipped").map((c) => `${c.name}: ${c.outcome}`),
   ].filter((text) => text !== "");
   return [
-    `#${r.plan.index} ${r.passed ? "PASS" : "FAIL"} ${r.plan.mode} ${r.plan.fault}`,
+    `#${r.plan.index} ${r.passed ? "PASS" : "FAIL"} ${r.plan.mode} ${r.plan.syncMode} ${r.plan.policy}${r.plan.arbiter ? " arbiter" : ""} ${r.plan.fault}`,
     `delay ${r.plan.delayMs} ms`,
     `syncs before ${orDash(r.syncsBeforeFault)}`,
     `committed lines ${orDash(r.committedLinesBeforeFault)}`,
@@ -156,15 +173,16 @@ export function junitXml(results: RoundResult[], meta: { seed: number; policy: s
 }
 
 const spreadText = (s: Spread | null) =>
-  s === null ? "-" : `min ${Math.round(s.min)} / median ${Math.round(s.median)} / max ${Math.round(s.max)} ms (n=${s.count})`;
+  s === null ? "-" : `min ${Math.round(s.min)} / median ${Math.round(s.median)} / p99 ${Math.round(s.p99)} / max ${Math.round(s.max)} ms (n=${s.count})`;
 
 export function summaryText(s: CampaignSummary): string {
   const checks = Object.entries(s.optionalChecks).map(([name, c]) => `  ${name}: ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`);
   return [
     `rounds ${s.rounds}, passed ${s.passed}, failovers ${s.failovers}, lost writes ${s.lostWrites}, fsck failures ${s.fsckFailures}, takeover failures ${s.takeoverFailures}`,
-    `log lines verified ${s.logLinesVerified}, split brains after a link cut ${s.splitBrains} (documented limitation, not a failure)`,
+    `log lines verified ${s.logLinesVerified}, split brains after a link cut: ${s.splitBrains} without an arbiter (documented limitation, not a failure), ${s.splitBrainsWithArbiter} of ${s.arbitratedCuts} cuts with one`,
     `failover time (secondary's failoverMs): ${spreadText(s.failoverMs)}`,
     `fault to console answer (wall):        ${spreadText(s.faultToAnswerMs)}`,
+    `silent link cut to answer, arbiter:    ${spreadText(s.silentFaultToAnswerMs)}`,
     `network: ${s.networkStreams.complete} of ${s.networkStreams.checked} TCP streams intact (every byte back in order, same connection); longest stall per round: ${spreadText(s.networkStallMs)}`,
     ...(checks.length > 0 ? ["checks that wait for engine features:", ...checks] : []),
   ].join("\n");

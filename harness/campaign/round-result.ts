@@ -1,5 +1,5 @@
 // What one campaign round records, and when it counts as passed.
-import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
+import type { DiskMode, SecondaryLossPolicy, SyncMode } from "../../replication/engine/primary/engine.ts";
 import type { CutKind } from "../fault-proxy.ts";
 import type { EchoStreamOutcome } from "../network/echo-stream.ts";
 
@@ -39,6 +39,10 @@ export interface RoundPlan {
   delayMs: number;
   cutKind: CutKind;
   policy: SecondaryLossPolicy;
+  /** When the guest's write completes: at the secondary's ack (synchronous) or at capture (speculative). */
+  syncMode: SyncMode;
+  /** The test process is the witness: a node runs the guest only while the witness grants it (no split brain). */
+  arbiter: boolean;
 }
 
 export interface OptionalCheck {
@@ -100,8 +104,10 @@ export interface RoundResult {
   verdicts: NodeVerdict[];
   /** secondary-kill with `continue`: the log kept growing on the unprotected primary. */
   writesContinued: boolean | null;
-  /** link-cut: both guests answered (the documented limitation; reported, not a failure). */
+  /** link-cut: both guests answered (without an arbiter the documented limitation, reported; with one a failure). */
   splitBrain: boolean | null;
+  /** A link cut with an arbiter: which node kept the guest, and what the other did. */
+  arbitration: string | null;
   /** link-cut-mid-sync: bytes of the burst's frame that reached the secondary before the cut. */
   cutAfterFrameBytes: number | null;
   /** link-cut-mid-sync: the old primary's guest completed its next write and answered its next command. */
@@ -130,6 +136,7 @@ export function emptyResult(plan: RoundPlan): RoundResult {
     verdicts: [],
     writesContinued: null,
     splitBrain: null,
+    arbitration: null,
     cutAfterFrameBytes: null,
     nextWriteAnswered: null,
     failovers: 0,
@@ -154,6 +161,7 @@ export function judge(result: RoundResult): boolean {
     result.verdicts.length > 0 &&
     result.verdicts.every((verdict) => verdict.lostWrites === 0 && verdict.fsckClean) &&
     result.writesContinued !== false &&
+    !(result.plan.arbiter && result.splitBrain === true) &&
     result.nextWriteAnswered !== false &&
     result.network?.outcome === "complete" &&
     result.optionalChecks.every((check) => check.outcome !== "failed")

@@ -84,11 +84,13 @@ export async function runRound(plan: RoundPlan, context: RoundContext): Promise<
         pair = await startRoundPair(context.template, {
           mode: plan.mode,
           policy: plan.policy,
+          syncMode: plan.syncMode,
+          arbiter: plan.arbiter,
           reprotectDelayMs: plan.fault === "secondary-kill" ? REPROTECT_DELAY_MS : 0,
           workDir: context.workDir,
           echoLogs: context.echoStderr,
         });
-        if (process.env.NO_STREAM === undefined) stream = await openStream(pair, plan, result);
+        stream = await openStream(pair, plan, result);
         await FAULTS[plan.fault](pair, plan, result, context);
         result.failovers = pair.failovers;
       })(),
@@ -210,19 +212,23 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
 
   "link-cut": async (pair, plan, result, context) => {
     const oldPrimary = pair.primary;
+    const secondary = pair.secondary!;
     const tag = await runWorkloadUntilFault(oldPrimary, plan, result);
     const faultAt = performance.now();
     pair.cutLink(plan.cutKind);
-    await afterCut(pair, oldPrimary, tag, faultAt, result, context);
+    if (plan.arbiter) await afterArbitratedCut(oldPrimary, secondary, tag, faultAt, result, pair);
+    else await afterCut(pair, oldPrimary, tag, faultAt, result, context);
   },
 
   "link-cut-mid-sync": async (pair, plan, result, context) => {
     const oldPrimary = pair.primary;
+    const secondary = pair.secondary!;
     const tag = await runWorkloadUntilFault(oldPrimary, plan, result);
     const faultAt = performance.now();
     // The workload writes all the time: the next sync starts within milliseconds.
     result.cutAfterFrameBytes = (await pair.cutLinkMidSync({ timeoutMs: 20_000 })).frameBytes;
-    await afterCut(pair, oldPrimary, tag, faultAt, result, context);
+    if (plan.arbiter) await afterArbitratedCut(oldPrimary, secondary, tag, faultAt, result, pair);
+    else await afterCut(pair, oldPrimary, tag, faultAt, result, context);
   },
 };
 
@@ -253,6 +259,54 @@ async function afterCut(pair: Pair, oldPrimary: PairNode, tag: string, faultAt: 
   result.verdicts.push(await checkSurvivor(survivor, "secondary", committedAtCut, pair));
   // The old primary's guest is a separate (diverged) machine now; its own disk must still be consistent.
   if (primaryAnswers && fencing.outcome !== "passed") result.verdicts.push(await checkSurvivor(oldPrimary, "primary", committedAtCut, pair));
+}
+
+/**
+ * After a cut with an arbiter, both nodes live and either may win the witness: the
+ * secondary takes over and the old primary, unable to renew its lease, is fenced; or the
+ * primary keeps its lease and the secondary stands by. Exactly one guest may answer
+ * afterwards (a split brain fails the round), and the winner's guest must hold every
+ * write it acknowledged; if the primary kept the guest, its next write must complete.
+ */
+async function afterArbitratedCut(oldPrimary: PairNode, secondary: PairNode, tag: string, faultAt: number, result: RoundResult, pair: Pair): Promise<void> {
+  const committedAtCut = maxOrNull(committedLogCounts(oldPrimary.transcript, tag));
+  result.committedLinesBeforeFault = committedAtCut;
+  const deadline = performance.now() + TAKEOVER_TIMEOUT_MS;
+  let winner: PairNode | undefined;
+  while (winner === undefined) {
+    if (oldPrimary.process.states.includes("fenced") && secondary.process.states.includes("active")) {
+      winner = secondary;
+      result.arbitration = "the secondary took over, the old primary is fenced";
+    } else if (secondary.process.states.includes("standby") && oldPrimary.process.states.includes("unprotected")) {
+      winner = oldPrimary;
+      result.arbitration = "the primary kept its lease, the secondary stands by";
+    } else if (performance.now() > deadline) {
+      throw new Error(`no arbitration within ${TAKEOVER_TIMEOUT_MS} ms of the cut: ${pair.describe()}`);
+    } else await sleep(50);
+  }
+  const loser = winner === secondary ? oldPrimary : secondary;
+  result.survived = true;
+  result.faultToAnswerMs = await answerTime(winner, faultAt);
+  result.answered = result.faultToAnswerMs !== null;
+  if (winner === secondary) {
+    const metrics = await bounded(winner.process.request<MetricsSnapshot>({ type: "metrics" }), 5000, "survivor metrics");
+    result.failoverMs = metrics.failoverMs ?? null;
+  } else if (result.plan.fault === "link-cut-mid-sync") {
+    const write = await nodeShell(winner.process)
+      .exec(`echo after-cut > ${MOUNT_POINT}/after-cut && sync && echo "WRO""TE"`, { timeoutMs: ANSWER_TIMEOUT_MS })
+      .catch(() => undefined);
+    result.nextWriteAnswered = write?.output.includes("WROTE") === true;
+  }
+  // One try is enough: a fenced or standing-by node refuses exec at once.
+  const loserAnswers =
+    loser.running && (await loser.process.exec("echo campaign-loser", ANSWER_TIMEOUT_MS).catch(() => undefined))?.output.includes("campaign-loser") === true;
+  result.splitBrain = result.answered && loserAnswers;
+  result.optionalChecks.push({
+    name: "arbiter: one guest runs",
+    outcome: loserAnswers ? "failed" : "passed",
+    detail: `${result.arbitration}${loserAnswers ? "; yet its guest answers too" : ""}`,
+  });
+  result.verdicts.push(await checkSurvivor(winner, winner === secondary ? "secondary" : "primary", committedAtCut, pair));
 }
 
 /**

@@ -4,7 +4,7 @@
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { DiskMode, SecondaryLossPolicy } from "../../replication/engine/primary/engine.ts";
+import type { DiskMode, SecondaryLossPolicy, SyncMode } from "../../replication/engine/primary/engine.ts";
 import { privateDir } from "../testing/pair-files.ts";
 import type { GuestTemplate } from "../testing/template.ts";
 import { createCampaignTemplate } from "./fixture.ts";
@@ -18,7 +18,10 @@ export interface CampaignOptions {
   modes: DiskMode[];
   faults: FaultKind[];
   seed: number;
-  policy: SecondaryLossPolicy;
+  /** Loss policies, sync modes and arbiter settings rotate from round to round (see `planRounds`). */
+  policies: SecondaryLossPolicy[];
+  syncModes: SyncMode[];
+  arbiters: boolean[];
   features: EngineFeatures;
   echoStderr?: boolean;
   /** Where the campaign's temporary folder goes (default: the OS temp dir). */
@@ -27,15 +30,34 @@ export interface CampaignOptions {
   artifactsDir?: string;
 }
 
-export function planRounds(options: Pick<CampaignOptions, "rounds" | "modes" | "faults" | "seed" | "policy">): RoundPlan[] {
+/**
+ * Every (fault, disk mode) pair gets `rounds` rounds. The other dimensions rotate with the
+ * round number, the sync mode fastest, then the arbiter, then the loss policy: with at least
+ * (sync modes x arbiters x policies) rounds every fault meets every combination, and the
+ * campaign's length stays rounds x faults x modes.
+ */
+export function planRounds(options: Pick<CampaignOptions, "rounds" | "modes" | "faults" | "seed" | "policies" | "syncModes" | "arbiters">): RoundPlan[] {
   const prng = new Prng(options.seed);
   const plans: RoundPlan[] = [];
+  const { syncModes, arbiters, policies } = options;
   for (let round = 0; round < options.rounds; round++) {
+    const syncMode = syncModes[round % syncModes.length]!;
+    const arbiter = arbiters[Math.floor(round / syncModes.length) % arbiters.length]!;
+    const rotatedPolicy = policies[Math.floor(round / (syncModes.length * arbiters.length)) % policies.length]!;
     for (const fault of options.faults) {
       for (const mode of options.modes) {
         // Split brain after a cut and the old primary's next write are only observable with `continue`.
-        const policy = fault === "link-cut-mid-sync" ? "continue" : options.policy;
-        plans.push({ index: plans.length + 1, mode, fault, delayMs: faultDelayMs(prng), cutKind: prng.pick(["reset", "silent"] as const), policy });
+        const policy = fault === "link-cut-mid-sync" ? "continue" : rotatedPolicy;
+        plans.push({
+          index: plans.length + 1,
+          mode,
+          fault,
+          delayMs: faultDelayMs(prng),
+          cutKind: prng.pick(["reset", "silent"] as const),
+          policy,
+          syncMode,
+          arbiter,
+        });
       }
     }
   }

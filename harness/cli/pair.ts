@@ -20,7 +20,7 @@ import {
   SYNC_MODE_HELP,
   SYNC_MODES,
 } from "./node-options.ts";
-import { DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
+import { DEFAULT_SYNC_MODE, type SecondaryLossPolicy } from "../../replication/engine/primary/states.ts";
 import { runNodeSession, type ConsoleSource } from "./node-session.ts";
 import { printUsage } from "./primary.ts";
 import { followPrimaryStartup } from "./startup-progress.ts";
@@ -153,7 +153,7 @@ export const pairCommand: Subcommand = {
     const say2 = (text: string) => !json && process.stderr.write(`\r\ntwinvm: ${text}\r\n`);
     void pair.primary.process.input(new TextEncoder().encode("\n")); // a fresh prompt
     return runNodeSession({
-      source: pairSource(pair),
+      source: pairSource(pair, onSecondaryLoss),
       json,
       statusLine: values["no-status-line"] !== true,
       extraCommands: [
@@ -183,13 +183,18 @@ export const pairCommand: Subcommand = {
 };
 
 /** What the pair says, for a person. */
-function noticeOf(event: PairEvent, pair: Pair): string | undefined {
+function noticeOf(event: PairEvent, pair: Pair, onSecondaryLoss: SecondaryLossPolicy): string | undefined {
   switch (event.type) {
     case "state": {
       // A secondary that took over runs a primary engine too: say which engine changed.
       const other = pair.nodes.find((node) => node.name === event.node)?.startedAs !== event.engine;
-      // Output commit: a silent console during a re-protection is the copy, not a lost guest.
-      const held = event.engine === "primary" && event.state === "initial-sync" ? "; the guest's disk writes and console output wait until it is done" : "";
+      // A guest whose disk writes stall during a re-protection is waiting for the copy, not lost.
+      const held =
+        event.engine === "primary" && event.state === "initial-sync"
+          ? onSecondaryLoss === "stall"
+            ? "; the guest's disk writes and console output wait until it is done"
+            : "; the guest's disk writes wait until it is done (its console and network output flow until the copy's last moment)"
+          : "";
       return `${event.node}: ${other ? `${event.engine} ` : ""}${event.state} (${event.reason})${held}`;
     }
     case "takeover":
@@ -209,7 +214,7 @@ function noticeOf(event: PairEvent, pair: Pair): string | undefined {
   }
 }
 
-function pairSource(pair: Pair): ConsoleSource {
+function pairSource(pair: Pair, onSecondaryLoss: SecondaryLossPolicy): ConsoleSource {
   return {
     subscribe(handlers) {
       return pair.onEvent((event) => {
@@ -219,7 +224,7 @@ function pairSource(pair: Pair): ConsoleSource {
           return;
         }
         handlers.event(event);
-        const text = noticeOf(event, pair);
+        const text = noticeOf(event, pair, onSecondaryLoss);
         if (text !== undefined) handlers.notice(text);
         if (event.type === "node-exited" && pair.nodes.every((node) => !node.running)) handlers.ended();
       });

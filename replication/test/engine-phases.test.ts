@@ -131,6 +131,52 @@ describe("replication engines against a fake guest", function () {
     await pair.primary.close();
   });
 
+  for (const policy of ["continue", "stall"] as const) {
+    it(`${policy}: console output during a new secondary's copy ${policy === "continue" ? "goes out at once until the copy's last boundary, then waits for a sync" : "waits for the copy"}`, async () => {
+      const primaryGuest = new FakeGuest();
+      const primary = newPrimary({ policy }, primaryGuest);
+      const released: string[] = [];
+      primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
+      const seenDuringCopy: string[][] = [];
+      const copy = primaryGuest.copyPages.bind(primaryGuest);
+      primaryGuest.copyPages = (maxPages) => {
+        if (seenDuringCopy.length === 0) {
+          primaryGuest.print("during the copy");
+          seenDuringCopy.push([...released]);
+        }
+        return copy(maxPages);
+      };
+      const finish = primaryGuest.finishFullCopy.bind(primaryGuest);
+      primaryGuest.finishFullCopy = () => {
+        const end = finish();
+        primaryGuest.print("after the last boundary");
+        return end;
+      };
+      const pair = { primaryGuest, primary, log: [] as string[] } as Pair;
+      const ackHeld: (() => void)[] = [];
+      await Promise.race([
+        attachSecondary(pair, {
+          secondaryChannel: (channel) => {
+            const send = channel.send.bind(channel);
+            channel.send = (message) => {
+              if (message.type !== "init-ack") return send(message);
+              // The init-ack waits until the test looked at what was released before it.
+              return new Promise((resolve) => ackHeld.push(() => resolve(send(message))));
+            };
+          },
+        }),
+        waitFor(() => ackHeld.length === 1, "the secondary's init-ack", 3000),
+      ]);
+      expect(primary.state).to.equal("initial-sync");
+      expect(seenDuringCopy[0], "released as soon as printed").to.deep.equal(policy === "continue" ? ["during the copy"] : []);
+      expect(released, "output after the copy's last boundary waits for the secondary").to.deep.equal(policy === "continue" ? ["during the copy"] : []);
+      ackHeld[0]!();
+      await until(() => primary.state === "protected", "protected");
+      await until(() => released.join("") === "during the copyafter the last boundary", "the held output, in order, after a sync covers it");
+      await primary.close();
+    });
+  }
+
   it("a capture that fails after taking the requests hands them back: released under continue, never dropped", async () => {
     const pair = await startPair({ policy: "continue" });
     // A request the encoder cannot log (no such disk) makes the capture throw mid-way.

@@ -49,6 +49,21 @@ describe("the primary's I/O policy table", () => {
   it("holds writes during an initial copy without logging flushes (the copy covers them)", () => {
     expect(ioPolicy("initial-sync", "continue")).to.deep.equal({ write: "hold", flush: "pass", read: "pass", output: "hold", capture: false });
   });
+
+  it("lets output out during a copy until its last boundary, under continue and a lease (if one is kept) only", () => {
+    expect(ioPolicy("initial-sync", "continue", "synchronous", { copying: true })).to.deep.equal({
+      write: "hold",
+      flush: "pass",
+      read: "pass",
+      output: "pass",
+      capture: false,
+    });
+    expect(ioPolicy("initial-sync", "continue", "synchronous", { copying: true, lease: true })).to.include({ output: "pass" });
+    expect(ioPolicy("initial-sync", "continue", "synchronous", { copying: true, lease: false })).to.include({ output: "hold", write: "hold" });
+    expect(ioPolicy("initial-sync", "stall", "synchronous", { copying: true })).to.include({ output: "hold" });
+    expect(ioPolicy("unprotected", "continue", "synchronous", { lease: false })).to.include({ output: "hold", write: "hold" });
+    expect(ioPolicy("unprotected", "continue", "synchronous", { lease: true })).to.include({ output: "pass", write: "pass" });
+  });
 });
 
 describe("the capture scheduler", () => {

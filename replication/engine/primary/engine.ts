@@ -109,6 +109,8 @@ export class PrimaryEngine {
   #ackedAt: number | undefined;
   /** The witness's lease, when an arbiter is configured: held while no secondary protects the guest. */
   readonly #lease: Lease | undefined;
+  /** A new secondary's copy runs and has not taken its last boundary (the guest's output may go out). */
+  #copying = false;
   /** A handover started by a failed disk: later failures wait for the same outcome. */
   #diskFailover: Promise<boolean> | undefined;
   readonly #unsubscribe: (() => void)[] = [];
@@ -293,7 +295,10 @@ export class PrimaryEngine {
   // ------------------------------------------------------------ guest events
 
   #policy(): IoPolicy {
-    return ioPolicy(this.#fsm.state, this.#options.onSecondaryLoss, this.#options.syncMode, this.#lease?.valid);
+    return ioPolicy(this.#fsm.state, this.#options.onSecondaryLoss, this.#options.syncMode, {
+      ...(this.#lease?.running === true && { lease: this.#lease.valid }),
+      copying: this.#copying,
+    });
   }
 
   #blockRequest(event: BlockIoEvent): void | Promise<void> {
@@ -331,15 +336,12 @@ export class PrimaryEngine {
   }
 
   #guestOutput(output: HeldOutput & { kind: "console" | "frame" }): void {
-    switch (this.#policy().output) {
-      case "drop":
-        return;
-      case "pass":
-        return this.outputs.pass(output);
-      case "hold":
-        this.outputs.hold(output, performance.now());
-        return this.#scheduler.wake();
-    }
+    const policy = this.#policy().output;
+    if (policy === "drop") return;
+    // Behind output still held (covered by a copy not yet acknowledged) it waits its turn: the outside sees it in order.
+    if (policy === "pass" && this.outputs.heldBytes === 0) return this.outputs.pass(output);
+    this.outputs.hold(output, performance.now());
+    this.#scheduler.wake();
   }
 
   /** Takes over a request the guest's disk failed when a secondary can run it instead. */
@@ -530,6 +532,9 @@ export class PrimaryEngine {
       fence: (reason) => this.fence(reason),
       ingressCommitted: (id) => this.#ingressCommitted(id),
       protectedAgain: () => this.#lease?.stop(),
+      copying: (running) => {
+        this.#copying = running;
+      },
     };
   }
 }

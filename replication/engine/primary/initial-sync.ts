@@ -23,6 +23,8 @@ export interface InitialSyncInput {
   digestWaitMs: number;
   /** At the copy's start, an instruction boundary: everything the guest did so far is covered by the copy (sync 0). */
   atCopyStart(): void;
+  /** At the copy's last boundary: RAM and device state as of here are what the secondary resumes from. */
+  atCopyEnd(): void;
 }
 
 /** Pages per range of the live copy: ~8 MiB scanned and copied between two slices of the guest. */
@@ -76,7 +78,10 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
     await nextTurn();
   }
   if (session.ended) return;
-  const end = await guest.atNextBoundary(() => guest.finishFullCopy());
+  const end = await guest.atNextBoundary(() => {
+    input.atCopyEnd();
+    return guest.finishFullCopy();
+  });
   await sendPages(end.pages);
   await session.sendFrame({ kind: "state-parts", seq: 0, epoch, parts: end.state }, "deviceState", { compress: true });
   for (const [id, disk] of guest.disks.entries()) {

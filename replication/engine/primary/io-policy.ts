@@ -39,16 +39,32 @@ const TABLE: Record<PrimaryState, Record<SecondaryLossPolicy, IoPolicy>> = {
   closed: { continue: PASS, stall: PASS },
 };
 
+/**
+ * A new secondary's copy before its last boundary, under `continue`: the copy will hold the
+ * guest as of that boundary, and no other copy exists that a takeover could resume from, so
+ * console bytes and frames go out at once (a takeover cannot un-say them). Writes still wait:
+ * the syncs after the copy replay them from the guest's buffers, which must stay as they were.
+ */
+const COPYING: IoPolicy = { ...WAITING, output: "pass" };
+
 /** The speculative mode differs in one cell: a protected guest's writes complete at their capture. */
 const SPECULATIVE_PROTECTING: IoPolicy = { ...PROTECTING, write: "speculate" };
 
-/**
- * `lease`: whether an arbiter's witness lets this primary run its guest unprotected now
- * (undefined without a witness). Under an arbiter, `continue` lets I/O through only while the
- * lease holds; without it the guest's writes and output wait, as under `stall`.
- */
-export function ioPolicy(state: PrimaryState, onLoss: SecondaryLossPolicy, mode: SyncMode = "synchronous", lease?: boolean): IoPolicy {
+export interface PolicyInputs {
+  /**
+   * Whether an arbiter's witness lets this primary run its guest without a secondary now
+   * (undefined when no lease is kept: no witness, or none needed yet). Under an arbiter,
+   * `continue` lets I/O through only while the lease holds; without it the guest's writes and
+   * output wait, as under `stall`.
+   */
+  lease?: boolean;
+  /** In `initial-sync`: the copy has not yet taken its last boundary (see COPYING). */
+  copying?: boolean;
+}
+
+export function ioPolicy(state: PrimaryState, onLoss: SecondaryLossPolicy, mode: SyncMode = "synchronous", inputs: PolicyInputs = {}): IoPolicy {
   if (mode === "speculative" && state === "protected") return SPECULATIVE_PROTECTING;
-  if (state === "unprotected" && onLoss === "continue" && lease === false) return WAITING;
+  if (onLoss === "continue" && inputs.lease === false && (state === "unprotected" || state === "initial-sync")) return WAITING;
+  if (state === "initial-sync" && onLoss === "continue" && inputs.copying === true) return COPYING;
   return TABLE[state][onLoss];
 }

@@ -37,6 +37,11 @@ export class Lease {
     return this.#valid;
   }
 
+  /** Whether the lease is being kept (between start() and stop()). */
+  get running(): boolean {
+    return this.#running;
+  }
+
   /** Keeps renewing the lease on `epoch` until stop(). */
   start(epoch: number): void {
     if (this.#running && epoch === this.#epoch) return;

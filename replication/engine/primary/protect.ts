@@ -1,7 +1,8 @@
 // Protecting the guest with a (new) secondary, as the steps it takes:
 //   1. a session on the channel, heartbeats from the start;
 //   2. the initial copy (initial-sync.ts): at its start everything the guest did so far is
-//      covered by it (sync 0), and the guest runs on while RAM and the disks are copied;
+//      covered by it (sync 0), and the guest runs on while RAM and the disks are copied, its
+//      output going out at once until the copy's last boundary (under `continue`);
 //   3. the secondary's init-ack: what the copy covered is released, and event-driven syncs
 //      take over from there.
 // A link that fails on the way is a loss, handled by the loss policy: never a rejection.
@@ -27,7 +28,7 @@ export async function protect(core: PrimaryCore, channel: ReplicationChannel): P
       atCopyStart: () => {
         pending.clear();
         outputs.coverAll(0);
-        copiedIngress = guest.ingressWatermark();
+        core.copying(true);
         session.track({
           seq: 0,
           requests: [],
@@ -40,9 +41,16 @@ export async function protect(core: PrimaryCore, channel: ReplicationChannel): P
           after: [],
         });
       },
+      atCopyEnd: () => {
+        core.copying(false);
+        // The copy's RAM and NIC state are as of here: it has seen every frame given so far.
+        copiedIngress = guest.ingressWatermark();
+      },
     });
   } catch (error) {
     core.lose(session, `initial sync failed: ${(error as Error).message}`);
+  } finally {
+    core.copying(false);
   }
   // The copy has its own timeout: it is as slow as the disks are large.
   if (!(await session.initAcknowledged(options.initialSyncTimeoutMs))) return;
