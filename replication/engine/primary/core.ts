@@ -53,7 +53,7 @@ export interface PrimaryCore {
   syncNow(): Promise<void>;
   /** Every ingress frame up to `id` is in the secondary's copy, or nothing protects the guest: the gateway may forget them. */
   ingressCommitted(id: number | null): void;
-  /** A new secondary's copy started (true) or took its last boundary or failed (false): see io-policy's COPYING. */
+  /** Protecting with a new secondary started (true), or its copy took its last boundary or failed (false): see io-policy's COPYING. */
   copying(running: boolean): void;
   /** A secondary protects the guest (again): no witness lease is needed. */
   protectedAgain(): void;

@@ -1,6 +1,6 @@
-// A new secondary's full copy (sync 0): RAM copied while the guest runs (pre-copy), then the
-// pages written meanwhile and the device state from one instruction boundary, the disks
-// (except those the secondary proves by digest it already holds), then init-end. The guest
+// A new secondary's full copy (sync 0): RAM copied while the guest runs (pre-copy), the disks
+// (except those the secondary proves by digest it already holds), then the pages written
+// meanwhile and the device state from one instruction boundary, then init-end. The guest
 // never stops for more than one range of the copy: requests it makes after the copy's start
 // are held and travel as the syncs that follow. Requests taken before the start are covered
 // by the copy (the disks are read after their backend I/O), so they complete with the
@@ -78,12 +78,8 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
     await nextTurn();
   }
   if (session.ended) return;
-  const end = await guest.atNextBoundary(() => {
-    input.atCopyEnd();
-    return guest.finishFullCopy();
-  });
-  await sendPages(end.pages);
-  await session.sendFrame({ kind: "state-parts", seq: 0, epoch, parts: end.state }, "deviceState", { compress: true });
+  // The disks before the last boundary: the guest's output flows until then (see io-policy's
+  // COPYING), and the disk copy is most of the copy's time.
   for (const [id, disk] of guest.disks.entries()) {
     if (disks[id]!.sha256 !== undefined) continue;
     // The guest writes on while the disk is read: the digest covers what was sent, and
@@ -98,5 +94,12 @@ export async function sendInitialSync(input: InitialSyncInput): Promise<void> {
     });
     await session.sendControl({ type: "disk-digest", seq: 0, epoch, disk: id, sha256: sent });
   }
+  if (session.ended) return;
+  const end = await guest.atNextBoundary(() => {
+    input.atCopyEnd();
+    return guest.finishFullCopy();
+  });
+  await sendPages(end.pages);
+  await session.sendFrame({ kind: "state-parts", seq: 0, epoch, parts: end.state }, "deviceState", { compress: true });
   await session.sendControl({ type: "init-end", seq: 0, epoch, pageCount, stateParts: end.state.length });
 }

@@ -40,7 +40,7 @@ const TABLE: Record<PrimaryState, Record<SecondaryLossPolicy, IoPolicy>> = {
 };
 
 /**
- * A new secondary's copy before its last boundary, under `continue`: the copy will hold the
+ * Protecting with a new secondary, before its copy's last boundary, under `continue`: the copy will hold the
  * guest as of that boundary, and no other copy exists that a takeover could resume from, so
  * console bytes and frames go out at once (a takeover cannot un-say them). Writes still wait:
  * the syncs after the copy replay them from the guest's buffers, which must stay as they were.

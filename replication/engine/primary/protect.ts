@@ -13,6 +13,8 @@ import { sendInitialSync } from "./initial-sync.ts";
 
 export async function protect(core: PrimaryCore, channel: ReplicationChannel): Promise<void> {
   const { fsm, guest, metrics, options, outputs, pending } = core;
+  // Until the copy's last boundary no copy exists that a takeover could resume from.
+  core.copying(true);
   fsm.go("initial-sync", "initial sync started");
   const started = performance.now();
   const bytesBefore = metrics.totalBytes;
@@ -28,7 +30,6 @@ export async function protect(core: PrimaryCore, channel: ReplicationChannel): P
       atCopyStart: () => {
         pending.clear();
         outputs.coverAll(0);
-        core.copying(true);
         session.track({
           seq: 0,
           requests: [],
