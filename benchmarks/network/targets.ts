@@ -43,6 +43,8 @@ export interface Target {
   metrics(restart?: boolean): Promise<MetricsSnapshot>;
   /** Acknowledged syncs from now on, until the returned function is called. */
   recordSyncs(): { syncs: SyncReport[]; stop(): void };
+  /** Runs a shell command line in the guest (on the primary). */
+  exec(command: string, timeoutMs?: number): Promise<{ output: string; exitCode: number }>;
   /** The port the secondary listens on: the replication link's far end (undefined: unreplicated). */
   replicationPort(): Promise<number | undefined>;
   stop(): Promise<void>;
@@ -68,6 +70,7 @@ async function startReplicated(template: GuestTemplate, config: TargetConfig): P
     config,
     hostPort: (guestPort) => pair.hostPort(guestPort),
     metrics: (restart = false) => pair.primary.process.metrics(restart),
+    exec: (command, timeoutMs = 120_000) => pair.exec(command, { timeoutMs }),
     recordSyncs() {
       const syncs: SyncReport[] = [];
       const stop = pair.onEvent((event) => {
@@ -120,6 +123,7 @@ async function startUnreplicated(template: GuestTemplate, config: TargetConfig):
     config,
     hostPort: (guestPort) => open.hostPort(guestPort),
     metrics: (restart = false) => started.metrics(restart),
+    exec: (command, timeoutMs = 120_000) => started.exec(command, timeoutMs),
     recordSyncs: () => ({ syncs: [], stop: () => undefined }),
     replicationPort: () => Promise.resolve(undefined),
     stop,
