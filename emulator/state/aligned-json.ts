@@ -12,6 +12,9 @@ const INT32_WIDTH = 11;
 /** Width of the longest double JSON writes (`-1.7976931348623157e+308`). */
 const NUMBER_WIDTH = 24;
 
+/** Distinct strings the writer keeps encoded (v86's tree holds about ten). */
+const MAX_CACHED_STRINGS = 1024;
+
 const SPACE = 0x20;
 const MINUS = 0x2d;
 const DIGIT_0 = 0x30;
@@ -26,6 +29,11 @@ export class AlignedJsonWriter {
   #length = 0;
   /** `"key":` of the keys seen so far (a state tree has a handful). */
   #keys = new Map<string, Uint8Array>();
+  /**
+   * Strings as JSON, by value: a state tree names the type of each of its ~60 typed arrays
+   * ("Int32Array"...) at every capture, and TextEncoder for each was a tenth of a capture.
+   */
+  #strings = new Map<string, Uint8Array>();
 
   /** The text written since the last take, as bytes of its own. */
   take(): Uint8Array {
@@ -62,7 +70,7 @@ export class AlignedJsonWriter {
       case "number":
         return this.number(value);
       case "string":
-        return this.#put(utf8.encode(JSON.stringify(value)));
+        return this.#put(this.#string(value));
       case "boolean":
         return this.#put(value ? TRUE : FALSE);
       case "bigint":
@@ -100,6 +108,16 @@ export class AlignedJsonWriter {
       this.value(item);
     }
     this.char(0x7d);
+  }
+
+  #string(value: string): Uint8Array {
+    let encoded = this.#strings.get(value);
+    if (encoded === undefined) {
+      encoded = utf8.encode(JSON.stringify(value));
+      // Bounded: a tree that held ever new strings would otherwise grow this without end.
+      if (this.#strings.size < MAX_CACHED_STRINGS) this.#strings.set(value, encoded);
+    }
+    return encoded;
   }
 
   /** Right-aligned in INT32_WIDTH, digits written from the end (no string). */
