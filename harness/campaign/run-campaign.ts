@@ -31,23 +31,24 @@ export interface CampaignOptions {
 }
 
 /**
- * Every (fault, disk mode) pair gets `rounds` rounds. The other dimensions rotate with the
- * round number, the sync mode fastest, then the arbiter, then the loss policy: with at least
- * (sync modes x arbiters x policies) rounds every fault meets every combination, and the
- * campaign's length stays rounds x faults x modes.
+ * Every (fault, disk mode) pair gets `rounds` rounds. The other dimensions rotate: plan j of
+ * round r gets combination r + j (the sync mode varying fastest, then the arbiter, then the
+ * loss policy), so that each pair meets every combination over as many rounds as there are
+ * combinations, and any prefix of a campaign mixes them all.
  */
 export function planRounds(options: Pick<CampaignOptions, "rounds" | "modes" | "faults" | "seed" | "policies" | "syncModes" | "arbiters">): RoundPlan[] {
   const prng = new Prng(options.seed);
   const plans: RoundPlan[] = [];
   const { syncModes, arbiters, policies } = options;
   for (let round = 0; round < options.rounds; round++) {
-    const syncMode = syncModes[round % syncModes.length]!;
-    const arbiter = arbiters[Math.floor(round / syncModes.length) % arbiters.length]!;
-    const rotatedPolicy = policies[Math.floor(round / (syncModes.length * arbiters.length)) % policies.length]!;
+    let j = 0;
     for (const fault of options.faults) {
       for (const mode of options.modes) {
+        const combination = round + j++;
+        const syncMode = syncModes[combination % syncModes.length]!;
+        const arbiter = arbiters[Math.floor(combination / syncModes.length) % arbiters.length]!;
         // Split brain after a cut and the old primary's next write are only observable with `continue`.
-        const policy = fault === "link-cut-mid-sync" ? "continue" : rotatedPolicy;
+        const policy = fault === "link-cut-mid-sync" ? "continue" : policies[Math.floor(combination / (syncModes.length * arbiters.length)) % policies.length]!;
         plans.push({
           index: plans.length + 1,
           mode,
