@@ -36,9 +36,11 @@ export interface V86Pci {
   devices: (V86PciDevice | undefined)[];
   /** Returns the live config space as 64 dwords. */
   register_device(device: V86PciDevice): Int32Array;
+  /** Live config spaces (64 dwords) by `pci_id`. */
+  device_spaces: (Int32Array | undefined)[];
   /** Drives the IRQ its pin is routed to high; one bit per IRQ, whoever else holds it. */
   raise_irq(pciId: number): void;
-  /** Drives that IRQ low, even if another function on it still asserts its pin. */
+  /** Drives that IRQ low, even if another function on it still asserts its pin (see Emulator's wired-OR). */
   lower_irq(pciId: number): void;
   /** The PIIX3 ISA bridge's config space; 0x60-0x63 route PIRQA-D to IRQs (the BIOS writes them). */
   isa_bridge_space8: Uint8Array;
@@ -188,7 +190,7 @@ interface V86VirtioNet {
   id: number;
   /** What the guest reads from config space; the driver may replace it (VIRTIO_NET_CTRL_MAC_ADDR_SET). */
   mac: Uint8Array;
-  virtio: { device_status: number; queues: V86VirtQueue[] };
+  virtio: { device_status: number; queues: V86VirtQueue[]; isr_status: number; pci_id: number };
 }
 
 /** One of v86's split virtqueues (src/virtio.js). */
@@ -251,8 +253,8 @@ export class Emulator {
   readonly #setChunk: ((instructions: number) => void) | undefined;
   #eagerYield = false;
   #eagerChunk = EAGER_CHUNK_INSTRUCTIONS;
-  /** Our PCI functions whose INTx pin is asserted, by pci_id, with their live config space (see attachPciFunction). */
-  readonly #assertedIntx = new Map<number, Int32Array>();
+  /** PCI functions whose INTx pin is asserted, by pci_id: ours and v86's own (its virtio-net). */
+  readonly #assertedIntx = new Set<number>();
 
   private constructor(private readonly v86: V86) {
     const exports = (this.cpu as V86Cpu & { wm: { exports: Record<string, unknown> } }).wm.exports;
@@ -261,6 +263,30 @@ export class Emulator {
     this.#setChunk = typeof setChunk === "function" ? (setChunk as (instructions: number) => void) : undefined;
     this.#setYield = typeof setYield === "function" ? (setYield as (on: number) => void) : undefined;
     this.#hookMainLoop();
+    this.#wireOrIntx();
+  }
+
+  /**
+   * Pins routed to one IRQ are wired-OR (PCI interrupts are level-triggered, active while any
+   * function asserts), but v86 keeps one level per IRQ and lowers it for whoever asks. Every
+   * function's raise and lower, v86's own devices' too (its virtio-net shares IRQ 10 with our
+   * disks), go through here: the IRQ goes low only when no function routed to it asserts.
+   */
+  #wireOrIntx(): void {
+    const pci = this.cpu.devices.pci;
+    const raise = pci.raise_irq.bind(pci);
+    const lower = pci.lower_irq.bind(pci);
+    // Own properties shadow the prototype's methods, which v86's devices look up at each call.
+    pci.raise_irq = (pciId) => {
+      this.#assertedIntx.add(pciId);
+      raise(pciId);
+    };
+    pci.lower_irq = (pciId) => {
+      this.#assertedIntx.delete(pciId);
+      const irq = this.#routedIrq(pciId);
+      for (const other of this.#assertedIntx) if (this.#routedIrq(other) === irq) return;
+      lower(pciId);
+    };
   }
 
   /** Creates the emulator without starting it; resolves once devices exist and RAM is laid out. */
@@ -411,6 +437,11 @@ export class Emulator {
   /** Replaces the whole machine state; call while stopped. Throws on a malformed state. */
   restoreState(state: ArrayBuffer): void {
     this.#inner.restore_state(state);
+    // v86 restored the IRQ levels; who holds them is ours to restore. Our transports re-assert
+    // their pins as they take up their state; v86's virtio-net is read here.
+    this.#assertedIntx.clear();
+    const nic = (this.cpu.devices as { virtio_net?: V86VirtioNet }).virtio_net;
+    if (nic !== undefined && nic.virtio.isr_status !== 0) this.#assertedIntx.add(nic.virtio.pci_id);
   }
 
   /** Whether a PCI function may be attached at `slot` (bus 0): v86's own devices take fixed slots. */
@@ -451,27 +482,17 @@ export class Emulator {
       new DataView(space.buffer).setUint32(0x10 + 4 * bar, base | 1, true);
     });
     const pciId = spec.slot << 3;
-    const liveSpace = cpu.devices.pci.register_device({
+    cpu.devices.pci.register_device({
       name: spec.name,
       pci_id: pciId,
       pci_space: space,
       pci_bars: spec.ioBars.map((region) => ({ size: region.size })),
     });
     return {
-      raise: () => {
-        this.#assertedIntx.set(pciId, liveSpace);
-        cpu.devices.pci.raise_irq(pciId);
-      },
-      lower: () => {
-        this.#assertedIntx.delete(pciId);
-        // v86 keeps one level per IRQ: lowering it while another function on the same IRQ still
-        // asserts would lose that function's interrupt for good (level-triggered, nothing re-raises it).
-        const irq = this.#routedIrq(pciId, liveSpace);
-        for (const [otherId, otherSpace] of this.#assertedIntx) if (this.#routedIrq(otherId, otherSpace) === irq) return;
-        cpu.devices.pci.lower_irq(pciId);
-      },
+      raise: () => cpu.devices.pci.raise_irq(pciId),
+      lower: () => cpu.devices.pci.lower_irq(pciId),
       inspect: () => {
-        const irq = this.#routedIrq(pciId, liveSpace);
+        const irq = this.#routedIrq(pciId);
         return { irq, asserted: this.#assertedIntx.has(pciId), lineHigh: (this.interruptControllers().high & (1 << irq)) !== 0 };
       },
     };
@@ -481,7 +502,9 @@ export class Emulator {
    * The IRQ a function's INTx pin is routed to, the way v86's PCI bus routes it: the PIIX3's
    * PIRQ (device + pin - 2) mod 4, whose IRQ the BIOS wrote at 0x60 + n of the ISA bridge.
    */
-  #routedIrq(pciId: number, space: Int32Array): number {
+  #routedIrq(pciId: number): number {
+    const space = this.cpu.devices.pci.device_spaces[pciId];
+    if (space === undefined) return -1;
     const pin = (space[15]! >> 8) & 0xff; // config space 0x3d: 1 = INTA#
     return this.cpu.devices.pci.isa_bridge_space8[0x60 + (((pciId >> 3) + pin - 2) & 3)]!;
   }

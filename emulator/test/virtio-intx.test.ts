@@ -87,4 +87,32 @@ describe("virtio INTx on a shared IRQ (v86's PIC)", function () {
       await copy.destroy();
     }
   });
+
+  describe("with v86's own virtio-net on the same IRQ", () => {
+    /** v86's virtio-net as its virtio code drives the pin (src/virtio.js: raise_irq sets the ISR, lower_irq clears it). */
+    const nic = () =>
+      (machine.emulator.cpu.devices as unknown as { virtio_net: { virtio: { pci_id: number; raise_irq(bit: number): void; lower_irq(): void } } }).virtio_net
+        .virtio;
+
+    it("shares the disks' IRQ (as in the default guest: 10: virtio0, virtio1, virtio2)", () => {
+      const irq = intx(disks[0]!).irq;
+      const space = machine.emulator.cpu.devices.pci.device_spaces[nic().pci_id]!;
+      const pin = (space[15]! >> 8) & 0xff;
+      expect(machine.emulator.cpu.devices.pci.isa_bridge_space8[0x60 + (((nic().pci_id >> 3) + pin - 2) & 3)]).to.equal(irq);
+    });
+
+    it("the NIC's ISR read does not drop a disk's level, nor a disk's read the NIC's", async function () {
+      drivers[0]!.blockRequest(RequestType.FLUSH, 0, []);
+      await settle();
+      nic().lower_irq(); // virtio-net's handler runs first on the shared IRQ: nothing for it
+      expect(intx(disks[0]!), "vda's interrupt after the NIC's ISR read").to.include({ asserted: true, lineHigh: true });
+      expect(drivers[0]!.readIsr()).to.equal(1);
+      expect(intx(disks[0]!)).to.include({ asserted: false, lineHigh: false });
+      nic().raise_irq(1); // a frame for the guest
+      expect(drivers[1]!.readIsr()).to.equal(0); // vdb's handler: nothing for it
+      expect(intx(disks[1]!).lineHigh, "the NIC's interrupt after vdb's ISR read").to.equal(true);
+      nic().lower_irq();
+      expect(intx(disks[1]!).lineHigh).to.equal(false);
+    });
+  });
 });
