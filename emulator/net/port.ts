@@ -83,6 +83,16 @@ export class NetworkPort implements MachineDevice {
   }
 
   /**
+   * Whether `receive` would put a frame into a receive buffer now ("taken"), or why it would
+   * drop it: "no-buffer" while the driver has none posted (it posts more as it runs), "not-ready"
+   * before it is up. Changes nothing.
+   */
+  receiveReadiness(): "taken" | "no-buffer" | "not-ready" {
+    const host = this.#attached?.host;
+    return host === undefined || this.#closed ? "not-ready" : readiness(host.nic.receiveState());
+  }
+
+  /**
    * Gives one Ethernet frame (no FCS) to the guest. `id` numbers the gateway's ingress frames:
    * a safe integer above the previous one. Returns "taken" when the frame is in a receive buffer
    * of the guest's driver, else why it was dropped ("not-ready" also before the machine has an
@@ -170,6 +180,6 @@ function sizeProblem(frame: Uint8Array): TransmitDropReason | undefined {
   return undefined;
 }
 
-function readiness(state: ReturnType<V86Nic["receiveState"]>): ReceiveOutcome {
+function readiness(state: ReturnType<V86Nic["receiveState"]>): "taken" | "no-buffer" | "not-ready" {
   return state === "ready" ? "taken" : state;
 }

@@ -4,7 +4,10 @@
 // before it is protected again) or as the primary engine releases them (output commit), and
 // the engine says which ingress frames a secondary's copy now holds, so the gateway forgets
 // them. The guest never waits for the link: a frame the link cannot take is dropped and
-// counted, as a full NIC would, and TCP recovers it.
+// counted, as a full NIC would, and TCP recovers it. Ingress frames that find no receive
+// buffer wait a little in a bounded FIFO while the guest runs and posts more (a burst from
+// the gateway, or its replay after a takeover, outruns a ring the guest refills as it runs;
+// dropped, each costs passt a 2 s retransmission).
 import type { Machine } from "../../emulator/machine.ts";
 import type { PrimaryEngine } from "../../replication/engine/primary/engine.ts";
 import type { NetworkUplink, UplinkCounters, UplinkState } from "../../replication/network/uplink.ts";
@@ -16,6 +19,8 @@ export interface GuestNetworkStatus {
   counters: UplinkCounters;
   /** Whether frames wait for the secondary (an engine holds them) or go straight out. */
   outputCommit: boolean;
+  /** Ingress at the guest's NIC: frames it took, dropped (by reason; "fifo-full" here), and waiting for a buffer. */
+  nic: { received: number; dropped: Record<string, number>; waiting: number };
 }
 
 export interface GuestLinkOptions {
@@ -26,6 +31,13 @@ export interface GuestLinkOptions {
   log?: (line: string) => void;
 }
 
+/** Ingress frames kept while the guest's driver has no receive buffer free (a NIC's FIFO). */
+const INGRESS_FIFO_FRAMES = 512;
+/** How long the oldest of them may wait for a buffer before it is dropped (the guest is not taking any). */
+const INGRESS_WAIT_MS = 200;
+/** How often the FIFO looks again while the guest runs. */
+const INGRESS_RETRY_MS = 1;
+
 export class GuestNetworkLink {
   readonly #machine: Machine;
   readonly #uplink: NetworkUplink;
@@ -33,6 +45,10 @@ export class GuestNetworkLink {
   #engine: PrimaryEngine | undefined;
   #unsubscribe: (() => void)[] = [];
   #closed = false;
+  readonly #fifo: { frame: Uint8Array; id: number; since: number }[] = [];
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  /** Ingress frames dropped because the FIFO was full. */
+  #fifoDropped = 0;
 
   constructor(machine: Machine, options: GuestLinkOptions) {
     this.#machine = machine;
@@ -62,13 +78,22 @@ export class GuestNetworkLink {
   }
 
   status(): GuestNetworkStatus {
-    return { gateway: this.#url, link: this.#uplink.state, counters: this.#uplink.counters(), outputCommit: this.#engine !== undefined };
+    const metrics = this.#machine.network.metrics;
+    return {
+      gateway: this.#url,
+      link: this.#uplink.state,
+      counters: this.#uplink.counters(),
+      outputCommit: this.#engine !== undefined,
+      nic: { received: metrics.receivedFrames, dropped: { ...metrics.receiveDropped, "fifo-full": this.#fifoDropped }, waiting: this.#fifo.length },
+    };
   }
 
   /** Stops talking to the gateway (this node no longer runs the real guest: fenced, or shutting down). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#retry);
+    this.#fifo.length = 0;
     for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
     this.#uplink.close();
   }
@@ -88,8 +113,29 @@ export class GuestNetworkLink {
   }
 
   #ingress(frame: Uint8Array, id: number): void {
-    this.#machine.network.receive(frame, id);
-    if (this.#engine !== undefined && this.#engine.state !== "closed") this.#engine.ingressDelivered(id);
-    else this.#uplink.committed(id);
+    if (this.#closed) return;
+    if (this.#fifo.length >= INGRESS_FIFO_FRAMES) {
+      // Full, as a NIC's FIFO fills: the newest frame is lost (its id need not reach the guest: ids only increase).
+      this.#fifoDropped++;
+      return;
+    }
+    this.#fifo.push({ frame, id, since: performance.now() });
+    this.#drain();
+  }
+
+  /** Hands the guest what it has buffers for, in order; the oldest frame waits up to INGRESS_WAIT_MS for one. */
+  #drain(): void {
+    this.#retry = undefined;
+    while (this.#fifo.length > 0 && !this.#closed) {
+      const next = this.#fifo[0]!;
+      if (this.#machine.network.receiveReadiness() === "no-buffer" && performance.now() - next.since < INGRESS_WAIT_MS) {
+        this.#retry ??= setTimeout(() => this.#drain(), INGRESS_RETRY_MS);
+        return;
+      }
+      this.#fifo.shift();
+      this.#machine.network.receive(next.frame, next.id);
+      if (this.#engine !== undefined && this.#engine.state !== "closed") this.#engine.ingressDelivered(next.id);
+      else this.#uplink.committed(next.id);
+    }
   }
 }
