@@ -153,6 +153,17 @@ export function lostWrites(result: RoundResult): number {
   return result.verdicts.reduce((sum, verdict) => sum + verdict.lostWrites, 0);
 }
 
+/**
+ * Both guests ran after a link cut, as they may without an arbiter (`continue`): the old
+ * primary, on losing its secondary, released its held output and sent more, which the guest
+ * the secondary resumed never produced; a TCP connection cannot survive that (passt reset it
+ * in every such round). The network check is reported then, not judged: the arbiter is the
+ * cure.
+ */
+export function splitBrainWithoutArbiter(result: RoundResult): boolean {
+  return result.splitBrain === true && !result.plan.arbiter;
+}
+
 export function judge(result: RoundResult): boolean {
   return (
     result.error === null &&
@@ -163,7 +174,7 @@ export function judge(result: RoundResult): boolean {
     result.writesContinued !== false &&
     !(result.plan.arbiter && result.splitBrain === true) &&
     result.nextWriteAnswered !== false &&
-    result.network?.outcome === "complete" &&
+    (result.network?.outcome === "complete" || splitBrainWithoutArbiter(result)) &&
     result.optionalChecks.every((check) => check.outcome !== "failed")
   );
 }

@@ -5,7 +5,7 @@
 // byte of the stream came back in order on the connection opened before the fault. A
 // failed round keeps the pair's files (each node's log and console transcript, the disk
 // images) in the artifacts folder.
-import { mkdir, rename } from "node:fs/promises";
+import { access, mkdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
 import type { Pair } from "../testing/pair.ts";
@@ -111,6 +111,12 @@ export async function runRound(plan: RoundPlan, context: RoundContext): Promise<
   return result;
 }
 
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
 async function keepArtifacts(
   dir: string,
   nodes: { log: string; console: string; disks: readonly string[] }[],
@@ -118,7 +124,10 @@ async function keepArtifacts(
   artifactsDir: string,
 ): Promise<RoundArtifacts> {
   await mkdir(artifactsDir, { recursive: true });
-  const target = join(artifactsDir, `round-${plan.index}-${plan.fault}-${plan.mode}`);
+  // A campaign run again with the same seed finds the last run's folders: this run's get a suffix.
+  const base = join(artifactsDir, `round-${plan.index}-${plan.fault}-${plan.mode}`);
+  let target = base;
+  for (let n = 2; await exists(target); n++) target = `${base}-${n}`;
   await rename(dir, target);
   const moved = (path: string) => (path.startsWith(dir) ? target + path.slice(dir.length) : path);
   return { dir: target, logs: nodes.map((n) => moved(n.log)), consoles: nodes.map((n) => moved(n.console)), disks: nodes.flatMap((n) => n.disks.map(moved)) };
