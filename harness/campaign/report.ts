@@ -1,6 +1,6 @@
 // Campaign output: one line per round, a summary, the same as JSON, and JUnit XML
 // (one test case per round) for CI systems.
-import { lostWrites, splitBrainWithoutArbiter, TAKEOVER_FAULTS, type RoundResult } from "./round-result.ts";
+import { lostWrites, networkNotJudged, TAKEOVER_FAULTS, type RoundResult } from "./round-result.ts";
 
 export interface Spread {
   min: number;
@@ -32,7 +32,7 @@ export interface CampaignSummary {
   /** Silent faults (a link cut that drops packets without closing) with an arbiter: what the short peer timeout buys. */
   silentFaultToAnswerMs: Spread | null;
   /** Rounds whose TCP stream came through whole, of those that had one. */
-  networkStreams: { complete: number; checked: number; brokenBySplitBrain: number };
+  networkStreams: { complete: number; checked: number; brokenNotJudged: number };
   /** The longest stall each round's stream saw. */
   networkStallMs: Spread | null;
   optionalChecks: Record<string, { passed: number; failed: number; skipped: number }>;
@@ -74,9 +74,9 @@ export function summarize(results: RoundResult[]): CampaignSummary {
       ),
     ),
     networkStreams: {
-      complete: results.filter((r) => r.network?.outcome === "complete" && !splitBrainWithoutArbiter(r)).length,
-      checked: results.filter((r) => r.network !== null && !splitBrainWithoutArbiter(r)).length,
-      brokenBySplitBrain: results.filter((r) => r.network !== null && r.network.outcome !== "complete" && splitBrainWithoutArbiter(r)).length,
+      complete: results.filter((r) => r.network?.outcome === "complete" && networkNotJudged(r) === undefined).length,
+      checked: results.filter((r) => r.network !== null && networkNotJudged(r) === undefined).length,
+      brokenNotJudged: results.filter((r) => r.network !== null && r.network.outcome !== "complete" && networkNotJudged(r) !== undefined).length,
     },
     networkStallMs: spread(results.flatMap((r) => (r.network === null || r.network.outcome !== "complete" ? [] : [r.network.longestStallMs]))),
     optionalChecks,
@@ -119,7 +119,7 @@ function networkText(r: RoundResult): string {
   const bytes = `${(n.verified / 1024).toFixed(0)} of ${(n.sent / 1024).toFixed(0)} KiB back in order`;
   return n.outcome === "complete"
     ? `network: stream intact, ${bytes}, longest stall ${Math.round(n.longestStallMs)} ms`
-    : `network: stream ${n.outcome.toUpperCase()}, ${bytes}${splitBrainWithoutArbiter(r) ? " (split brain without an arbiter: not judged)" : ""}`;
+    : `network: stream ${n.outcome.toUpperCase()}, ${bytes}${networkNotJudged(r) !== undefined ? ` (not judged: ${networkNotJudged(r)})` : ""}`;
 }
 
 /** Details worth printing under a failed round. */
@@ -184,7 +184,7 @@ export function summaryText(s: CampaignSummary): string {
     `failover time (secondary's failoverMs): ${spreadText(s.failoverMs)}`,
     `fault to console answer (wall):        ${spreadText(s.faultToAnswerMs)}`,
     `silent link cut to answer, arbiter:    ${spreadText(s.silentFaultToAnswerMs)}`,
-    `network: ${s.networkStreams.complete} of ${s.networkStreams.checked} TCP streams intact (every byte back in order, same connection)${s.networkStreams.brokenBySplitBrain > 0 ? `, ${s.networkStreams.brokenBySplitBrain} more broken by a split brain without an arbiter (not judged)` : ""}; longest stall per round: ${spreadText(s.networkStallMs)}`,
+    `network: ${s.networkStreams.complete} of ${s.networkStreams.checked} TCP streams intact (every byte back in order, same connection)${s.networkStreams.brokenNotJudged > 0 ? `, ${s.networkStreams.brokenNotJudged} more broken where not judged (a split brain without an arbiter, or a stall)` : ""}; longest stall per round: ${spreadText(s.networkStallMs)}`,
     ...(checks.length > 0 ? ["checks that wait for engine features:", ...checks] : []),
   ].join("\n");
 }

@@ -154,14 +154,18 @@ export function lostWrites(result: RoundResult): number {
 }
 
 /**
- * Both guests ran after a link cut, as they may without an arbiter (`continue`): the old
- * primary, on losing its secondary, released its held output and sent more, which the guest
- * the secondary resumed never produced; a TCP connection cannot survive that (passt reset it
- * in every such round). The network check is reported then, not judged: the arbiter is the
- * cure.
+ * Why the round's TCP stream is reported but not judged, if it is not. A link cut without an
+ * arbiter under `continue`: both guests run; the old primary, on losing its secondary, released
+ * its held output and sent more, which the guest the secondary resumed never produced, and
+ * passt resets the connection (every such round so far): the arbiter is the cure. A secondary
+ * lost under `stall`: the guest's output (its TCP acknowledgements too) is held until a new
+ * secondary holds its copy, which the campaign delays on purpose; passt resets a flow whose
+ * data goes unacknowledged through 7 resends 2 s apart, so a longer hold ends the connection.
  */
-export function splitBrainWithoutArbiter(result: RoundResult): boolean {
-  return result.splitBrain === true && !result.plan.arbiter;
+export function networkNotJudged(result: RoundResult): string | undefined {
+  if (result.splitBrain === true && !result.plan.arbiter) return "split brain without an arbiter";
+  if (result.plan.fault === "secondary-kill" && result.plan.policy === "stall") return "stall holds its acknowledgements";
+  return undefined;
 }
 
 export function judge(result: RoundResult): boolean {
@@ -174,7 +178,7 @@ export function judge(result: RoundResult): boolean {
     result.writesContinued !== false &&
     !(result.plan.arbiter && result.splitBrain === true) &&
     result.nextWriteAnswered !== false &&
-    (result.network?.outcome === "complete" || splitBrainWithoutArbiter(result)) &&
+    (result.network?.outcome === "complete" || networkNotJudged(result) !== undefined) &&
     result.optionalChecks.every((check) => check.outcome !== "failed")
   );
 }
