@@ -8,12 +8,12 @@
 // its loopback; without one only the unshaped rows are measured, and the results say so.
 // First, the gateway alone (benchmarks/network/gateway-alone.ts); last, the takeover stalls
 // (network-takeover.bench.ts records them on their own too).
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BenchContext, BenchReport } from "./run.ts";
+import { runMatrixInChild } from "./matrix-process.ts";
 import { canUseNamespaces, LINKS } from "./talk/links.ts";
 import { groupedBars, stackSvgs } from "./talk/charts.ts";
 import { gatewayAlone } from "./network/gateway-alone.ts";
@@ -36,26 +36,13 @@ export const MATRIX: Omit<NetworkMatrixConfig, "shaping" | "links"> = {
 };
 
 /** Runs the matrix in a child process: inside `unshare --net` when the links can be shaped. */
-async function runMatrixProcess(config: NetworkMatrixConfig, log: (line: string) => void): Promise<NetworkMatrixResults> {
-  const dir = mkdtempSync(join(tmpdir(), "twinvm-netbench-"));
-  try {
-    const configPath = join(dir, "config.json");
-    const resultsPath = join(dir, "results.json");
-    writeFileSync(configPath, JSON.stringify(config));
-    const node = [process.execPath, "--import", "tsx", join(here, "network", "run-matrix.ts"), configPath, resultsPath];
-    const [command, ...args] = config.shaping === "netns-tc" ? ["unshare", "--net", "--", ...node] : node;
-    await new Promise<void>((resolve, reject) => {
-      const child = spawn(command!, args, { stdio: ["ignore", "inherit", "pipe"] });
-      child.stderr.on("data", (chunk: Buffer) => {
-        for (const line of chunk.toString().split("\n")) if (line.trim() !== "") log(line.trim());
-      });
-      child.on("error", reject);
-      child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`the network matrix exited with ${code}`))));
-    });
-    return JSON.parse(readFileSync(resultsPath, "utf8")) as NetworkMatrixResults;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+function runMatrixProcess(config: NetworkMatrixConfig, log: (line: string) => void): Promise<NetworkMatrixResults> {
+  return runMatrixInChild<NetworkMatrixConfig, NetworkMatrixResults>(config, {
+    script: join(here, "network", "run-matrix.ts"),
+    name: "network",
+    inNamespace: config.shaping === "netns-tc",
+    log,
+  });
 }
 
 function chart(results: NetworkMatrixResults, links: typeof LINKS): string {

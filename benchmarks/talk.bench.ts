@@ -4,12 +4,12 @@
 // none, logging-replay (also with deflate on top) and dirty-block-copy; every cell several
 // times, modes interleaved. Records JSON, a Markdown summary beside the talk's figures, and
 // SVG charts. `npm run bench -- talk` (root for the namespace; else a labelled fallback).
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BenchContext, BenchReport } from "./run.ts";
+import { runMatrixInChild } from "./matrix-process.ts";
 import { groupedBars, stackSvgs, stackedBars } from "./talk/charts.ts";
 import { buildGuestTemplate } from "./talk/guest-template.ts";
 import { LINKS, canUseNamespaces, type LinkSpec } from "./talk/links.ts";
@@ -62,7 +62,6 @@ export async function runTalk(options: TalkOptions, log: (line: string) => void)
       templates.set(memoryMiB, await buildGuestTemplate(dir, memoryMiB));
     }
     const main = await runMatrixProcess(
-      dir,
       "main",
       {
         shaping,
@@ -79,7 +78,6 @@ export async function runTalk(options: TalkOptions, log: (line: string) => void)
       options.pauseByMemoryMiB.length < 2
         ? undefined
         : await runMatrixProcess(
-            dir,
             "memory",
             {
               shaping,
@@ -99,22 +97,13 @@ export async function runTalk(options: TalkOptions, log: (line: string) => void)
 }
 
 /** Runs one matrix in a child process: inside `unshare --net` for tc shaping, else directly. */
-async function runMatrixProcess(dir: string, name: string, config: MatrixConfig, log: (line: string) => void): Promise<MatrixResults> {
-  const configPath = join(dir, `${name}-config.json`);
-  const resultsPath = join(dir, `${name}-results.json`);
-  writeFileSync(configPath, JSON.stringify(config));
-  const script = join(here, "talk", "run-matrix.ts");
-  const node = [process.execPath, "--import", "tsx", script, configPath, resultsPath];
-  const [command, ...args] = config.shaping === "netns-tc" ? ["unshare", "--net", "--", ...node] : node;
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn(command!, args, { stdio: ["ignore", "inherit", "pipe"] });
-    child.stderr.on("data", (chunk: Buffer) => {
-      for (const line of chunk.toString().split("\n")) if (line.trim() !== "") log(line.trim());
-    });
-    child.on("error", reject);
-    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`the ${name} matrix exited with ${code}`))));
+function runMatrixProcess(name: string, config: MatrixConfig, log: (line: string) => void): Promise<MatrixResults> {
+  return runMatrixInChild<MatrixConfig, MatrixResults>(config, {
+    script: join(here, "talk", "run-matrix.ts"),
+    name,
+    inNamespace: config.shaping === "netns-tc",
+    log,
   });
-  return JSON.parse(readFileSync(resultsPath, "utf8")) as MatrixResults;
 }
 
 export default async function talk(context: BenchContext): Promise<BenchReport> {

@@ -2,23 +2,13 @@
 // service, a stream into the guest's sink and one out of its source. Each checks what
 // came back (the echoed byte, the sink's count, the source's length), so a broken path is
 // an error, not a fast number.
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
+import { connectWithin } from "../../harness/network/connect.ts";
 
-function open(port: number, timeoutMs = 10_000): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    const timer = setTimeout(() => socket.destroy(new Error(`no connection to port ${port} within ${timeoutMs} ms`)), timeoutMs);
-    socket.once("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      socket.removeAllListeners("error");
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-  });
+async function open(port: number, timeoutMs = 10_000): Promise<Socket> {
+  const socket = await connectWithin(port, timeoutMs);
+  socket.setNoDelay(true);
+  return socket;
 }
 
 /** Rejects after `ms` with a message naming `what`; the caller races it. */

@@ -4,7 +4,8 @@
 // seeded pseudo-random, so a hole, a duplicate or a reordering is a mismatch at a known
 // offset, not a coincidence. It records when data was outstanding and nothing came back
 // (the stalls a client sees), and how the connection ended (a reset, a close, a timeout).
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
+import { connectWithin } from "./connect.ts";
 
 export interface EchoStreamOptions {
   port: number;
@@ -123,23 +124,11 @@ export class EchoStream {
   }
 
   /** Connects and starts streaming. */
-  static open(options: EchoStreamOptions): Promise<EchoStream> {
-    const timeoutMs = options.connectTimeoutMs ?? 10_000;
-    return new Promise((resolve, reject) => {
-      const socket = connect({ host: options.host ?? "127.0.0.1", port: options.port });
-      const timer = setTimeout(() => socket.destroy(new Error(`no connection to port ${options.port} within ${timeoutMs} ms`)), timeoutMs);
-      socket.once("error", (error) => {
-        clearTimeout(timer);
-        reject(error);
-      });
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        socket.removeAllListeners("error");
-        const stream = new EchoStream(socket, options);
-        stream.#start();
-        resolve(stream);
-      });
-    });
+  static async open(options: EchoStreamOptions): Promise<EchoStream> {
+    const socket = await connectWithin(options.port, options.connectTimeoutMs ?? 10_000, options.host ?? "127.0.0.1");
+    const stream = new EchoStream(socket, options);
+    stream.#start();
+    return stream;
   }
 
   get sent(): number {
