@@ -127,22 +127,27 @@ describe("EchoStream (the network check's client)", function () {
     let hold = false;
     const port = await serve((socket) => {
       const held: Buffer[] = [];
-      socket.on("data", (chunk: Buffer) => (hold ? held.push(chunk) : socket.write(chunk)));
+      socket.on("data", (chunk: Buffer) => {
+        held.push(chunk);
+        // In order: what was held goes out before anything newer.
+        if (!hold) socket.write(Buffer.concat(held.splice(0)));
+      });
       const release = setInterval(() => {
         if (!hold && held.length > 0) socket.write(Buffer.concat(held.splice(0)));
       }, 10);
       socket.on("close", () => clearInterval(release));
     });
     const stream = await EchoStream.open({ port, bytesPerSecond: 100_000 });
-    await stream.progress(10_000, 3000);
+    await stream.progress(10_000, 10_000);
     hold = true;
     const heldAt = performance.now();
     await new Promise((resolve) => setTimeout(resolve, 700));
     hold = false;
-    expect(await stream.progress(10_000, 3000)).to.equal(true);
+    // Generous bounds: a loaded machine (CI) delays the timers on both ends.
+    expect(await stream.progress(10_000, 10_000)).to.equal(true);
     const gaps = stream.gapsBetween(heldAt, performance.now());
     const longest = Math.max(...gaps.map((g) => g.endMs - g.startMs));
-    expect(longest).to.be.within(600, 1200);
+    expect(longest).to.be.within(600, 2500);
 
     hold = true;
     await new Promise((resolve) => setTimeout(resolve, 200)); // bytes sent meanwhile stay outstanding
