@@ -41,6 +41,14 @@ describe("virtio-blk fuzzing on a running guest", function () {
     const vdaDevice = (await machine.exec("basename $(readlink -f /sys/block/vda/device)")).output.trim();
     expect(vdaDevice).to.match(/^virtio\d+$/);
     expect((await machine.exec(`echo ${vdaDevice} > /sys/bus/virtio/drivers/virtio_blk/unbind`)).exitCode).to.equal(0);
+    // The NIC shares the disk's IRQ (10). With its driver bound, about one run in four ended
+    // with the guest halted and the master PIC's cascade (IRQ 2) in service for good, the
+    // serial port's IRQ 4 blocked behind it: an interplay of v86's PIC with a level-triggered
+    // line toggled thousands of times while the guest is paused, not yet understood (see the
+    // issue notes). This test is about the disk: its line is left to the disk alone.
+    const nicDevice = (await machine.exec("basename $(readlink -f /sys/class/net/eth0/device)")).output.trim();
+    expect(nicDevice).to.match(/^virtio\d+$/);
+    expect((await machine.exec(`echo ${nicDevice} > /sys/bus/virtio/drivers/virtio_net/unbind`)).exitCode).to.equal(0);
 
     await machine.pause();
     const disk = machine.devices[0] as VirtioBlkDisk;
