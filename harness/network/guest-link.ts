@@ -133,7 +133,13 @@ export class GuestNetworkLink {
         return;
       }
       this.#fifo.shift();
-      this.#machine.network.receive(next.frame, next.id);
+      try {
+        this.#machine.network.receive(next.frame, next.id);
+      } catch {
+        // The machine is gone (destroyed while frames waited): nothing more to give it.
+        this.#fifo.length = 0;
+        return;
+      }
       if (this.#engine !== undefined && this.#engine.state !== "closed") this.#engine.ingressDelivered(next.id);
       else this.#uplink.committed(next.id);
     }
