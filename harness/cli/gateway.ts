@@ -5,10 +5,10 @@
 import type { ForwardSpec } from "../network/forwards.ts";
 import { ForwardError, parseForward } from "../network/forwards.ts";
 import type { Gateway, GatewayEvent, GatewayStatus } from "../network/gateway.ts";
-import { loadSecret, SECRET_ENV } from "../../replication/node/secret.ts";
-import { isLoopbackHost } from "../../replication/node/ws-transport.ts";
+import { SECRET_ENV } from "../../replication/node/secret.ts";
+import { parseListen, secretFromOptions } from "./listener-options.ts";
 import { TransportError } from "../../replication/transport/transport.ts";
-import { CliError, existingFile, parseHostPort, parseOptions, requireOption, UsageError, type Subcommand } from "./args.ts";
+import { CliError, parseOptions, UsageError, type Subcommand } from "./args.ts";
 import { formatBytes } from "./progress.ts";
 
 const USAGE = `Usage: twinvm gateway --listen [HOST:]PORT --secret-file FILE [--forward [HOST:]PORT:GUESTPORT]... [options]
@@ -58,10 +58,7 @@ export const gatewayCommand: Subcommand = {
       process.stdout.write(USAGE);
       return 0;
     }
-    const listen = parseHostPort("--listen", requireOption("--listen", values.listen), "127.0.0.1");
-    if (!isLoopbackHost(listen.host) && !values["allow-non-loopback"]) {
-      throw new UsageError(`--listen: ${listen.host} is not a loopback address; add --allow-non-loopback to let nodes attach over a network`);
-    }
+    const listen = parseListen(values.listen, values["allow-non-loopback"], "to let nodes attach over a network");
     const forwards: ForwardSpec[] = (values.forward ?? []).map((text) => {
       try {
         return parseForward(text);
@@ -69,9 +66,7 @@ export const gatewayCommand: Subcommand = {
         throw new UsageError(`--${(error as Error).message}`); // "forward \"X\": ..."
       }
     });
-    const secretFile = values["secret-file"] === undefined ? undefined : existingFile("--secret-file", values["secret-file"]);
-    if (secretFile === undefined && !process.env[SECRET_ENV]) requireOption("--secret-file", undefined, `is required (or set ${SECRET_ENV})`);
-    const secret = await loadSecret(secretFile === undefined ? {} : { file: secretFile });
+    const secret = await secretFromOptions(values["secret-file"]);
 
     // Loaded only now: --help and option errors stay quick.
     const { startGateway } = await import("../network/gateway.ts");

@@ -2,10 +2,10 @@
 // reach). Each node, started with --witness ws://HOST:PORT, asks it before running the guest:
 // a takeover needs the next epoch granted, an unprotected primary a valid lease. Runs until
 // SIGINT or SIGTERM (exit 0).
-import { loadSecret, SECRET_ENV } from "../../replication/node/secret.ts";
-import { isLoopbackHost } from "../../replication/node/ws-transport.ts";
+import { SECRET_ENV } from "../../replication/node/secret.ts";
+import { parseListen, secretFromOptions } from "./listener-options.ts";
 import { TransportError } from "../../replication/transport/transport.ts";
-import { existingFile, parseHostPort, parseOptions, requireOption, UsageError, type Subcommand } from "./args.ts";
+import { parseOptions, UsageError, type Subcommand } from "./args.ts";
 
 const USAGE = `Usage: twinvm witness --listen [HOST:]PORT --secret-file FILE [options]
 
@@ -42,17 +42,12 @@ export const witnessCommand: Subcommand = {
       process.stdout.write(USAGE);
       return 0;
     }
-    const listen = parseHostPort("--listen", requireOption("--listen", values.listen), "127.0.0.1");
-    if (!isLoopbackHost(listen.host) && !values["allow-non-loopback"]) {
-      throw new UsageError(`--listen: ${listen.host} is not a loopback address; add --allow-non-loopback to let nodes on other hosts ask`);
-    }
+    const listen = parseListen(values.listen, values["allow-non-loopback"], "to let nodes on other hosts ask");
     const leaseMs = values["lease-ms"] === undefined ? undefined : Number(values["lease-ms"]);
     if (leaseMs !== undefined && !(Number.isInteger(leaseMs) && leaseMs >= 50 && leaseMs <= 60_000)) {
       throw new UsageError(`--lease-ms: expected a whole number of milliseconds from 50 to 60000, got ${JSON.stringify(values["lease-ms"])}`);
     }
-    const secretFile = values["secret-file"] === undefined ? undefined : existingFile("--secret-file", values["secret-file"]);
-    if (secretFile === undefined && !process.env[SECRET_ENV]) requireOption("--secret-file", undefined, `is required (or set ${SECRET_ENV})`);
-    const secret = await loadSecret(secretFile === undefined ? {} : { file: secretFile });
+    const secret = await secretFromOptions(values["secret-file"]);
     const json = values.json === true;
     const say = (line: string) => (json ? undefined : process.stderr.write(`twinvm: ${line}\n`));
     const { startWitness } = await import("../witness/witness-server.ts");
