@@ -94,6 +94,8 @@ export class Pair implements GuestShell {
   /** The network gateway (passt) in this process, when forwards were asked for: it outlives either node. */
   #gateway: Gateway | undefined;
   readonly #untrack: () => void;
+  /** Nodes freezePrimary() SIGSTOPped and thaw() has not resumed. */
+  readonly #frozen = new Set<PairNode>();
 
   private constructor(dir: string, options: PairOptions) {
     this.dir = dir;
@@ -216,6 +218,24 @@ export class Pair implements GuestShell {
     this.#markFault();
     await node.process.kill("SIGKILL");
     return node;
+  }
+
+  /**
+   * SIGSTOPs the node running the guest, as a host that freezes: it neither talks nor renews
+   * a lease, and its socket stays open (the peer timeout notices). thaw() resumes it.
+   */
+  freezePrimary(): PairNode {
+    const node = this.#requirePrimary();
+    this.#markFault();
+    node.process.child.kill("SIGSTOP");
+    this.#frozen.add(node);
+    return node;
+  }
+
+  /** SIGCONTs a node freezePrimary() stopped (an old primary then finds it was replaced). */
+  thaw(node: PairNode): void {
+    if (!this.#frozen.delete(node)) throw new PairError(`${node.name} is not frozen`);
+    if (node.running) node.process.child.kill("SIGCONT");
   }
 
   /**
@@ -360,6 +380,9 @@ export class Pair implements GuestShell {
     this.#stopping = true;
     this.#changed();
     this.#stopped ??= (async () => {
+      // A stopped process cannot end itself gracefully.
+      for (const node of this.#frozen) if (node.running) node.process.child.kill("SIGCONT");
+      this.#frozen.clear();
       await Promise.all(this.#nodes.map((node) => node.process.stop(3000)));
       await Promise.all([...this.#proxies].map((proxy) => proxy.close()));
       await this.#gateway?.close();
