@@ -19,6 +19,8 @@ import { ECHO_PORT, networkTemplate } from "./network/guest.ts";
 import { median } from "./stats.ts";
 
 const TAKEOVERS = Number(process.env.TWINVM_BENCH_TAKEOVERS ?? 20);
+/** Set (to anything): passt records the guest's frames, and each pair's folder is kept (its path is logged). */
+const CAPTURE = process.env.TWINVM_BENCH_PCAP !== undefined;
 const MODES: readonly DiskMode[] = ["logging-replay", "dirty-block-copy"];
 /** Bytes in flight at most: enough to keep the guest busy, little enough that a stall shows at once. */
 const OUTSTANDING_BYTES = 256 << 10;
@@ -77,7 +79,8 @@ export async function runTakeovers(template: GuestTemplate, takeovers: number, l
       await openStream();
     };
     try {
-      pair = await startPair({ template, mode, forwards: [{ port: 0, guestPort: ECHO_PORT }], startTimeoutMs: 300_000 });
+      pair = await startPair({ template, mode, forwards: [{ port: 0, guestPort: ECHO_PORT }], startTimeoutMs: 300_000, capturePackets: CAPTURE });
+      if (CAPTURE) log(`${mode}: frames recorded in ${pair.dir}/capture/network.pcap`);
       await openStream();
       for (let index = 1; index <= takeovers; index++) {
         const protectedFrom = performance.now();
@@ -89,6 +92,7 @@ export async function runTakeovers(template: GuestTemplate, takeovers: number, l
         await sleep(2000 + prng.int(0, 2000));
         if (stream!.broken) await replaceBroken(index - 1);
         const killAt = performance.now();
+        if (CAPTURE) log(`${mode} takeover ${index}: kill at ${new Date().toISOString()}`);
         const steadyLongestGapMs = longest(stream!, Math.max(steadyFrom, killAt - 2000), killAt);
         await pair.killPrimary();
         await pair.waitForTakeover({ timeoutMs: 60_000 });
@@ -125,7 +129,7 @@ export async function runTakeovers(template: GuestTemplate, takeovers: number, l
       log(`FAILED ${mode}: ${(error as Error).message}`);
     } finally {
       stream?.destroy();
-      await pair?.stop();
+      await pair?.stop({ keepFiles: CAPTURE });
     }
   }
   return run;

@@ -35,6 +35,8 @@ export interface PairOptions {
    * port 0 picks a free port (`pair.hostPort(guestPort)` tells which). Loopback unless a host is given.
    */
   forwards?: (string | ForwardSpec)[];
+  /** With forwards: passt writes every frame it exchanges with the guest to `capture/network.pcap` in the pair's folder (keep it with stop({keepFiles: true})). */
+  capturePackets?: boolean;
   /**
    * An arbiter: this process is the witness both nodes ask before running the guest, so a cut
    * replication link with both nodes alive leaves exactly one guest running (the other stalls and
@@ -126,6 +128,8 @@ export function checkPairOptions(options: PairOptions): void {
   } catch (error) {
     throw new PairOptionError(`forwards: ${(error as Error).message}`, { cause: error });
   }
+  if (options.capturePackets === true && forwardSpecs(options).length === 0)
+    throw new PairOptionError("capturePackets: needs forwards (no gateway runs without them)");
   if (options.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(options.name))
     throw new PairOptionError(`name: expected letters, digits, ".", "_" or "-", got ${JSON.stringify(options.name)}`);
 }

@@ -1,7 +1,7 @@
 // The files a pair (or a guest template) lives on, all in one private folder that
 // goes away with it: the shared secret, disk images, the overlay archive.
 import { randomBytes } from "node:crypto";
-import { chmod, copyFile, mkdtemp, open, stat, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, open, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULTS } from "../../emulator/config.ts";
@@ -13,6 +13,18 @@ import { SECTOR_SIZE } from "../../emulator/units.ts";
 export async function privateDir(parent: string | undefined, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(parent ?? tmpdir(), `twinvm-${prefix}-`));
   await chmod(dir, 0o700);
+  return dir;
+}
+
+/**
+ * A folder passt can write its capture into: passt started as root runs as nobody, so the
+ * pair's folder becomes traverse-only for others (its files stay 0600) and this one is open.
+ */
+export async function captureDir(pairDir: string): Promise<string> {
+  const dir = join(pairDir, "capture");
+  await mkdir(dir);
+  await chmod(dir, 0o777);
+  await chmod(pairDir, 0o711);
   return dir;
 }
 

@@ -27,7 +27,7 @@ import { startGateway, type Gateway, type GatewayStatus } from "../network/gatew
 import { loadSecret } from "../../replication/node/secret.ts";
 import { WitnessCore } from "../../replication/arbiter/witness.ts";
 import type { WitnessQuestion, WitnessReply } from "../witness/ipc-witness.ts";
-import { freshImages, prepareDisks, prepareOverlay, privateDir, writeSecret, type PreparedDisks } from "./pair-files.ts";
+import { captureDir, freshImages, prepareDisks, prepareOverlay, privateDir, writeSecret, type PreparedDisks } from "./pair-files.ts";
 import { PairNode, type NodeRole } from "./pair-node.ts";
 import { checkStartupCommand } from "./startup-check.ts";
 import { copyTemplateDisks } from "./template.ts";
@@ -415,7 +415,13 @@ export class Pair implements GuestShell {
     this.#diskSizes = disks.sizes;
     const kernelArgs = template ? template.kernelArgs : options.kernelArgs;
     const forwards = forwardSpecs(options);
-    if (forwards.length > 0) this.#gateway = await startGateway({ forwards, secret: await loadSecret({ file: secretFile }) });
+    if (forwards.length > 0) {
+      this.#gateway = await startGateway({
+        forwards,
+        secret: await loadSecret({ file: secretFile }),
+        ...(options.capturePackets === true && { passt: { pcapFile: join(await captureDir(this.dir), "network.pcap") } }),
+      });
+    }
     this.#nodeConfig = {
       mode: options.mode ?? "logging-replay",
       secretFile,
