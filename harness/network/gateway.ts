@@ -15,6 +15,7 @@ import { GatewayCore, type GatewayCounters, type GatewayEvent as CoreEvent } fro
 import { DEFAULT_GUEST_NETWORK, type GuestNetwork } from "../../replication/network/guest-network.ts";
 import { resolveForwards, type Forward, type ForwardSpec } from "./forwards.ts";
 import { WitnessCore } from "../../replication/arbiter/witness.ts";
+import { DuplicateAckPacer } from "../../replication/network/duplicate-acks.ts";
 import { startLinkServer, type LinkServer, type LinkServerCounters, type LinkServerEvent, type LinkServerOptions } from "./link-server.ts";
 import { PasstStack, type PasstCounters, type PasstExit, type PasstOptions } from "./passt.ts";
 
@@ -47,7 +48,8 @@ export type GatewayEvent =
   | { type: "stack-exited"; reason: string };
 
 export interface GatewayStatus extends GatewayCounters {
-  stack: { state: "running" | "down"; pid: number; reason?: string } & PasstCounters;
+  /** `duplicateAcksWithheld`: the guest's repeated pure ACKs held back from passt (DuplicateAckPacer). */
+  stack: { state: "running" | "down"; pid: number; reason?: string; duplicateAcksWithheld: number } & PasstCounters;
   links: LinkServerCounters;
   /** The attached node's id as it named itself in the handshake. */
   nodeId: string | undefined;
@@ -80,8 +82,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   };
   // passt delivers from its first moment, so the core exists before it starts (and sends nowhere until then).
   const stackRef: { current?: PasstStack } = {};
+  const ackPacer = new DuplicateAckPacer();
   const core = new GatewayCore(
-    { send: (frame) => stackRef.current?.send(frame) ?? false },
+    { send: (frame) => !ackPacer.pass(frame, performance.now()) || (stackRef.current?.send(frame) ?? false) },
     {
       maxFrames: options.log?.maxFrames ?? DEFAULT_LOG_LIMITS.maxFrames,
       maxBytes: options.log?.maxBytes ?? DEFAULT_LOG_LIMITS.maxBytes,
@@ -126,6 +129,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         stack: {
           state: stackExit === undefined ? "running" : "down",
           pid: running.pid,
+          duplicateAcksWithheld: ackPacer.withheld,
           ...(stackExit ? { reason: stackExit.reason } : {}),
           ...running.counters(),
         },

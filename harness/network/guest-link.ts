@@ -3,14 +3,17 @@
 // frames go out either straight (no engine protects the guest: `twinvm run`, or a survivor
 // before it is protected again) or as the primary engine releases them (output commit), and
 // the engine says which ingress frames a secondary's copy now holds, so the gateway forgets
-// them. The guest never waits for the link: a frame the link cannot take is dropped and
-// counted, as a full NIC would, and TCP recovers it. Ingress frames that find no receive
-// buffer wait a little in a bounded FIFO while the guest runs and posts more (a burst from
-// the gateway, or its replay after a takeover, outruns a ring the guest refills as it runs;
-// dropped, each costs passt a 2 s retransmission).
+// them. The guest never waits for the link: egress frames wait in the uplink's bounded
+// backlog while it (re)attaches, and beyond it are dropped and counted, as a full NIC would
+// drop them, and TCP recovers them. Ingress frames that find no receive
+// buffer wait in a bounded FIFO, however long the guest takes to post more (it may be paused
+// for a capture or a copy: a frame dropped by a clock costs passt a 2 s retransmission, and
+// the duplicate ACKs it causes make passt resend its whole window, again and again). The FIFO
+// keeps one copy of a TCP segment: a retransmission of one already waiting is dropped.
 import type { Machine } from "../../emulator/machine.ts";
 import type { PrimaryEngine } from "../../replication/engine/primary/engine.ts";
 import type { NetworkUplink, UplinkCounters, UplinkState } from "../../replication/network/uplink.ts";
+import { tcpSegmentKey } from "../../replication/network/tcp-segment.ts";
 import { createNodeUplink } from "./node-uplink.ts";
 
 export interface GuestNetworkStatus {
@@ -19,7 +22,7 @@ export interface GuestNetworkStatus {
   counters: UplinkCounters;
   /** Whether frames wait for the secondary (an engine holds them) or go straight out. */
   outputCommit: boolean;
-  /** Ingress at the guest's NIC: frames it took, dropped (by reason; "fifo-full" here), and waiting for a buffer. */
+  /** Ingress at the guest's NIC: frames it took, dropped (by reason; "fifo-full" and "duplicate" here), and waiting for a buffer. */
   nic: { received: number; dropped: Record<string, number>; waiting: number };
 }
 
@@ -33,10 +36,8 @@ export interface GuestLinkOptions {
 
 /** Ingress frames kept while the guest's driver has no receive buffer free (a NIC's FIFO). */
 const INGRESS_FIFO_FRAMES = 512;
-/** How long the oldest of them may wait for a buffer before it is dropped (the guest is not taking any). */
-const INGRESS_WAIT_MS = 200;
-/** How often the FIFO looks again while the guest runs. */
-const INGRESS_RETRY_MS = 1;
+/** How often the FIFO looks for a buffer again: at once while the guest refills its ring, then less eagerly (it may be paused or without a driver). */
+const INGRESS_RETRY_MS = { soon: 1, later: 10, laterAfterMs: 200 } as const;
 
 export class GuestNetworkLink {
   readonly #machine: Machine;
@@ -45,10 +46,13 @@ export class GuestNetworkLink {
   #engine: PrimaryEngine | undefined;
   #unsubscribe: (() => void)[] = [];
   #closed = false;
-  readonly #fifo: { frame: Uint8Array; id: number; since: number }[] = [];
+  readonly #fifo: { frame: Uint8Array; id: number; since: number; segment: string | undefined }[] = [];
+  /** The TCP segments waiting in the FIFO (tcpSegmentKey). */
+  readonly #waitingSegments = new Set<string>();
   #retry: ReturnType<typeof setTimeout> | undefined;
-  /** Ingress frames dropped because the FIFO was full. */
+  /** Ingress frames dropped because the FIFO was full, or because they repeat a segment waiting in it. */
   #fifoDropped = 0;
+  #duplicatesDropped = 0;
 
   constructor(machine: Machine, options: GuestLinkOptions) {
     this.#machine = machine;
@@ -84,7 +88,11 @@ export class GuestNetworkLink {
       link: this.#uplink.state,
       counters: this.#uplink.counters(),
       outputCommit: this.#engine !== undefined,
-      nic: { received: metrics.receivedFrames, dropped: { ...metrics.receiveDropped, "fifo-full": this.#fifoDropped }, waiting: this.#fifo.length },
+      nic: {
+        received: metrics.receivedFrames,
+        dropped: { ...metrics.receiveDropped, "fifo-full": this.#fifoDropped, duplicate: this.#duplicatesDropped },
+        waiting: this.#fifo.length,
+      },
     };
   }
 
@@ -94,6 +102,7 @@ export class GuestNetworkLink {
     this.#closed = true;
     clearTimeout(this.#retry);
     this.#fifo.length = 0;
+    this.#waitingSegments.clear();
     for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
     this.#uplink.close();
   }
@@ -114,30 +123,40 @@ export class GuestNetworkLink {
 
   #ingress(frame: Uint8Array, id: number): void {
     if (this.#closed) return;
+    // A dropped frame's id need not reach the guest: ids only increase.
+    const segment = tcpSegmentKey(frame);
+    if (segment !== undefined && this.#waitingSegments.has(segment)) {
+      this.#duplicatesDropped++;
+      return;
+    }
     if (this.#fifo.length >= INGRESS_FIFO_FRAMES) {
-      // Full, as a NIC's FIFO fills: the newest frame is lost (its id need not reach the guest: ids only increase).
+      // Full, as a NIC's FIFO fills: the newest frame is lost.
       this.#fifoDropped++;
       return;
     }
-    this.#fifo.push({ frame, id, since: performance.now() });
+    this.#fifo.push({ frame, id, since: performance.now(), segment });
+    if (segment !== undefined) this.#waitingSegments.add(segment);
     this.#drain();
   }
 
-  /** Hands the guest what it has buffers for, in order; the oldest frame waits up to INGRESS_WAIT_MS for one. */
+  /** Hands the guest what it has buffers for, in order; the rest waits for buffers. */
   #drain(): void {
     this.#retry = undefined;
     while (this.#fifo.length > 0 && !this.#closed) {
       const next = this.#fifo[0]!;
-      if (this.#machine.network.receiveReadiness() === "no-buffer" && performance.now() - next.since < INGRESS_WAIT_MS) {
-        this.#retry ??= setTimeout(() => this.#drain(), INGRESS_RETRY_MS);
+      if (this.#machine.network.receiveReadiness() === "no-buffer") {
+        const waited = performance.now() - next.since;
+        this.#retry ??= setTimeout(() => this.#drain(), waited < INGRESS_RETRY_MS.laterAfterMs ? INGRESS_RETRY_MS.soon : INGRESS_RETRY_MS.later);
         return;
       }
       this.#fifo.shift();
+      if (next.segment !== undefined) this.#waitingSegments.delete(next.segment);
       try {
         this.#machine.network.receive(next.frame, next.id);
       } catch {
         // The machine is gone (destroyed while frames waited): nothing more to give it.
         this.#fifo.length = 0;
+        this.#waitingSegments.clear();
         return;
       }
       if (this.#engine !== undefined && this.#engine.state !== "closed") this.#engine.ingressDelivered(next.id);

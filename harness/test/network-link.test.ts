@@ -161,12 +161,16 @@ describe("network link", function () {
     await server.close();
     await eventually(() => node.state.kind !== "connected", "noticing the loss");
     core.ingress(frame(2)); // while no node is attached: logged
-    node.send([frame(7)]); // released while down: dropped, not waited for
-    expect(node.counters().egress.dropped.notConnected).to.equal(1);
+    node.send([frame(7), frame(8)]); // released while reconnecting: held (the caller does not wait), sent once attached
+    expect(node.counters().egress).to.deep.include({ waiting: 2, frames: 0 });
     server = await startServer(port);
     await stateOf(node, "connected", "re-attach");
     await eventually(() => got.length === 2, "the frame logged meanwhile");
     expect(got[1]).to.deep.equal({ id: FIRST + 1, tag: 2 });
+    await eventually(() => sent.length === 2, "the frames held while reconnecting");
+    expect(sent).to.deep.equal([7, 8]);
+    expect(node.counters().egress).to.deep.include({ waiting: 0, frames: 2 });
+    expect(node.counters().egress.dropped.notConnected).to.equal(0);
     expect(node.counters().connects).to.equal(2);
     expect(core.counters().ingress.replayed).to.equal(1);
   });
@@ -191,6 +195,10 @@ describe("network link", function () {
     core.ingress(frame(5));
     await eventually(() => c.got.length === 1, "frames go to epoch 3");
     expect(a.got).to.deep.equal([]);
+    // A node taken over says nothing more: what it releases is dropped, not held.
+    a.node.send([frame(6)]);
+    expect(a.node.counters().egress).to.deep.include({ waiting: 0 });
+    expect(a.node.counters().egress.dropped.notConnected).to.equal(1);
   });
 
   it("counts what a node releases while not attached instead of waiting", function () {

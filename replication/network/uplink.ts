@@ -39,13 +39,21 @@ export interface NetworkUplinkOptions {
 
 export interface UplinkCounters {
   ingress: { frames: number; bytes: number; dropped: { oversized: number; malformed: number; duplicate: number; listenerError: number } };
-  egress: { frames: number; bytes: number; dropped: { notConnected: number; backlog: number; oversized: number; malformed: number } };
+  /** `waiting`: released frames held while the link (re)connects or drains; dropped `notConnected`: released with no attachment under way (never attached, fenced, closed); `backlog`: the wait was full. */
+  egress: { frames: number; bytes: number; waiting: number; dropped: { notConnected: number; backlog: number; oversized: number; malformed: number } };
   connects: number;
   /** Id of the last ingress frame given to the guest (or attached with). */
   lastIngressId: number;
   /** Highest id reported committed. */
   committed: number;
 }
+
+/**
+ * Released egress frames held while an attachment is under way (connecting after a takeover,
+ * reconnecting, or the link's send buffer full): dropped, each would cost the guest's TCP a
+ * retransmission timeout, and after a takeover several in a row (exponential backoff).
+ */
+const EGRESS_BACKLOG = { frames: 1024, bytes: 2 << 20 } as const;
 
 export type FrameListener = (frame: Uint8Array, id: number) => void;
 
@@ -63,6 +71,9 @@ export class NetworkUplink {
   #attempt = 0;
   #retryMs: number;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Released egress frames waiting for the link, oldest first (EGRESS_BACKLOG). */
+  readonly #backlog: Uint8Array[] = [];
+  #backlogBytes = 0;
   /** Set when a higher epoch holds the gateway: no more attempts at this epoch. */
   #fencedBy: number | undefined;
   #closed = false;
@@ -127,28 +138,54 @@ export class NetworkUplink {
     void this.#connect();
   }
 
-  /** Egress frames the engine released, in order. Never waits: frames the link cannot take now are dropped and counted. */
+  /**
+   * Egress frames the engine released, in order. Never waits: while an attachment is under
+   * way they are held (bounded) and sent once the link takes them; otherwise dropped and counted.
+   */
   send(frames: readonly Uint8Array[]): void {
-    const valid: Uint8Array[] = [];
     for (const frame of frames) {
       const verdict = checkFrame(frame, this.#maxFrame);
       if (verdict === "oversized") this.#counts.outOversized++;
       else if (verdict === "malformed") this.#counts.outMalformed++;
-      else valid.push(frame);
+      else if (!this.#attaching) this.#counts.notConnected++;
+      else if (this.#backlog.length >= EGRESS_BACKLOG.frames || this.#backlogBytes + frame.length > EGRESS_BACKLOG.bytes) this.#counts.backlog++;
+      else {
+        this.#backlog.push(frame);
+        this.#backlogBytes += frame.length;
+      }
     }
-    if (valid.length === 0) return;
+    this.#flush();
+  }
+
+  /** Whether frames released now will go out once the link is up: attached or attaching, not fenced or closed. */
+  get #attaching(): boolean {
+    return !this.#closed && this.#epoch !== undefined && this.#fencedBy === undefined;
+  }
+
+  /** Sends the held frames the link takes now, in order. */
+  #flush(): void {
     const session = this.#state.kind === "connected" ? this.#session : undefined;
-    if (session === undefined) {
-      this.#counts.notConnected += valid.length;
-      return;
+    if (session === undefined || this.#backlog.length === 0) return;
+    let count = 0;
+    let bytes = 0;
+    // One batch per call, cut where the link stops being writable (its high-water mark is in bytes queued).
+    while (count < this.#backlog.length && session.writable) {
+      const batchEnd = Math.min(this.#backlog.length, count + 64);
+      const batch = this.#backlog.slice(count, batchEnd);
+      session.sendEgress(batch);
+      for (const frame of batch) bytes += frame.length;
+      count = batchEnd;
     }
-    if (!session.writable) {
-      this.#counts.backlog += valid.length;
-      return;
-    }
-    session.sendEgress(valid);
-    this.#counts.outFrames += valid.length;
-    for (const frame of valid) this.#counts.outBytes += frame.length;
+    this.#backlog.splice(0, count);
+    this.#backlogBytes -= bytes;
+    this.#counts.outFrames += count;
+    this.#counts.outBytes += bytes;
+  }
+
+  #dropBacklog(): void {
+    this.#counts.notConnected += this.#backlog.length;
+    this.#backlog.length = 0;
+    this.#backlogBytes = 0;
   }
 
   /** Everything up to `lastIngressId` is in the secondary's copy (call after each acknowledged sync). */
@@ -171,6 +208,7 @@ export class NetworkUplink {
       egress: {
         frames: c.outFrames,
         bytes: c.outBytes,
+        waiting: this.#backlog.length,
         dropped: { notConnected: c.notConnected, backlog: c.backlog, oversized: c.outOversized, malformed: c.outMalformed },
       },
       connects: c.connects,
@@ -183,6 +221,7 @@ export class NetworkUplink {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#dropBacklog();
     clearTimeout(this.#retryTimer);
     this.#session?.close("the node is closing its uplink");
     this.#session = undefined;
@@ -211,6 +250,7 @@ export class NetworkUplink {
       return;
     }
     this.#session = session;
+    session.onWritable(() => this.#flush());
     session.onMessage((message) => this.#onMessage(session, epoch, message));
     session.onClose((info) => this.#onClosed(session, info));
     session.sendControl({ type: "attach", epoch, lastIngressId: this.#lastIngressId });
@@ -232,6 +272,7 @@ export class NetworkUplink {
         this.#retryMs = this.#options.minRetryMs ?? 100;
         this.#setState({ kind: "connected", epoch, resumeFrom: message.resumeFrom, replay: message.replay });
         this.#sendCommitted();
+        this.#flush();
         return;
       case "stale-epoch":
         this.#fence(message.epoch, `taken over: ${message.message}`);
@@ -279,6 +320,8 @@ export class NetworkUplink {
 
   #fence(epoch: number, reason: string): void {
     this.#fencedBy = epoch;
+    // A higher epoch runs the guest: what this one said must not reach anyone.
+    this.#dropBacklog();
     this.#setState({ kind: "down", reason, retryInMs: undefined });
   }
 
