@@ -40,6 +40,7 @@ interface PairOptions {
   /** Runs on each frame the primary sent, after it went out. */
   afterFrame?: (frame: BinaryFrame, pair: Pair) => void;
   peerTimeoutMs?: number;
+  /** Default synchronous (Kemari): most of these tests follow a write's completion to its sync's acknowledgement. */
   syncMode?: SyncMode;
   /** Adjusts the secondary's channel before it is attached. */
   secondaryChannel?: (channel: ReplicationChannel) => void;
@@ -53,7 +54,7 @@ function newPrimary(options: PairOptions, primaryGuest = options.primaryGuest ??
     peerTimeoutMs: options.peerTimeoutMs ?? 400,
     heartbeatIntervalMs: 50,
     ...(options.clock && { clock: options.clock }),
-    ...(options.syncMode && { syncMode: options.syncMode }),
+    syncMode: options.syncMode ?? "synchronous",
   });
 }
 

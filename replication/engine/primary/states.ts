@@ -34,5 +34,8 @@ export type SecondaryLossPolicy = "continue" | "stall";
  */
 export type SyncMode = "synchronous" | "speculative";
 
-/** The mode an engine, a node and the test API use unless told otherwise. */
-export const DEFAULT_SYNC_MODE: SyncMode = "synchronous";
+/**
+ * The mode an engine, a node and the test API use unless told otherwise: speculative, measured
+ * faster (benchmarks/results/sync-modes.md, network.md) with the same promise to the outside.
+ */
+export const DEFAULT_SYNC_MODE: SyncMode = "speculative";
