@@ -3,7 +3,7 @@
 // a deadline". Usage:
 //   npm run stress -- [--rounds N] [--seed S] [--mode logging-replay|dirty-block-copy|both]
 //        [--policy continue|stall|both] [--takeovers 1|2|mixed] [--reprotect on|off|mixed] [--load N] [--memory MIB]
-//        [--deadline SECONDS] [--artifacts DIR] [--json FILE]
+//        [--deadline SECONDS] [--minutes M: start no round after M minutes] [--artifacts DIR] [--json FILE]
 // Every failed or slow round keeps its pair's folder in the artifacts folder; exits 1 if any
 // round failed (a late answer alone is "slow", reported, not a failure).
 import { rm, writeFile } from "node:fs/promises";
@@ -20,7 +20,7 @@ import { roundLine, summarize, summaryText } from "./stress/report.ts";
 import { runStressRound, type StressRoundResult } from "./stress/round.ts";
 
 const USAGE = `usage: stress [--rounds N] [--seed S] [--mode logging-replay|dirty-block-copy|both] [--policy continue|stall|both]
-              [--takeovers 1|2|mixed] [--reprotect on|off|mixed] [--load N] [--memory MIB] [--deadline SECONDS] [--artifacts DIR] [--json FILE]`;
+              [--takeovers 1|2|mixed] [--reprotect on|off|mixed] [--load N] [--memory MIB] [--deadline SECONDS] [--minutes M] [--artifacts DIR] [--json FILE]`;
 
 class UsageError extends Error {}
 
@@ -34,6 +34,8 @@ interface StressOptions {
   load: number;
   memoryMiB: number;
   deadlineMs: number;
+  /** No round starts after this many ms from the first (undefined: run every round). */
+  budgetMs: number | undefined;
   artifactsDir: string;
   json: string | undefined;
 }
@@ -62,6 +64,7 @@ function parseStressArgs(argv: string[]): StressOptions {
       load: { type: "string", default: "0" },
       memory: { type: "string", default: "128" },
       deadline: { type: "string", default: "60" },
+      minutes: { type: "string" },
       artifacts: { type: "string" },
       json: { type: "string" },
     },
@@ -82,6 +85,7 @@ function parseStressArgs(argv: string[]): StressOptions {
     load: integer("load", values.load, 0, 16),
     memoryMiB: integer("memory", values.memory, 128, 2048),
     deadlineMs: 1000 * integer("deadline", values.deadline, 20, 3600),
+    budgetMs: values.minutes === undefined ? undefined : 60_000 * integer("minutes", values.minutes, 1, 24 * 60),
     artifactsDir: values.artifacts ?? join(tmpdir(), `twinvm-stress-${seed}-artifacts`),
     json: values.json,
   };
@@ -141,7 +145,12 @@ async function main(): Promise<number> {
       takeovers: options.takeovers,
       reprotect: options.reprotect,
     });
+    const startedAt = performance.now();
     for (const plan of plans) {
+      if (options.budgetMs !== undefined && performance.now() - startedAt > options.budgetMs) {
+        log(`stress: the ${options.budgetMs / 60_000}-minute budget is spent after ${results.length} of ${plans.length} round(s)`);
+        break;
+      }
       const result = await runStressRound(plan, { template, workDir, artifactsDir: options.artifactsDir, deadlineMs: options.deadlineMs });
       results.push(result);
       process.stdout.write(`${roundLine(result)}\n`);
