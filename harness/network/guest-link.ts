@@ -5,11 +5,11 @@
 // the engine says which ingress frames a secondary's copy now holds, so the gateway forgets
 // them. The guest never waits for the link: egress frames wait in the uplink's bounded
 // backlog while it (re)attaches, and beyond it are dropped and counted, as a full NIC would
-// drop them, and TCP recovers them. Ingress frames that find no receive
-// buffer wait in a bounded FIFO, however long the guest takes to post more (it may be paused
-// for a capture or a copy: a frame dropped by a clock costs passt a 2 s retransmission, and
-// the duplicate ACKs it causes make passt resend its whole window, again and again). The FIFO
-// keeps one copy of a TCP segment: a retransmission of one already waiting is dropped.
+// drop them, and TCP recovers them. Ingress frames that find no receive buffer wait in a
+// bounded FIFO, however long the guest takes to post more (it may be paused for a capture or
+// a copy: a frame dropped by a clock costs passt a 2 s retransmission, and the duplicate ACKs
+// it causes make passt resend its whole window, again and again). The FIFO keeps one copy of
+// a TCP segment: a retransmission of one already waiting is dropped.
 import type { Machine } from "../../emulator/machine.ts";
 import type { PrimaryEngine } from "../../replication/engine/primary/engine.ts";
 import type { NetworkUplink, UplinkCounters, UplinkState } from "../../replication/network/uplink.ts";
@@ -50,8 +50,9 @@ export class GuestNetworkLink {
   /** The TCP segments waiting in the FIFO (tcpSegmentKey). */
   readonly #waitingSegments = new Set<string>();
   #retry: ReturnType<typeof setTimeout> | undefined;
-  /** Ingress frames dropped because the FIFO was full, or because they repeat a segment waiting in it. */
+  /** Ingress frames dropped because the FIFO was full. */
   #fifoDropped = 0;
+  /** Ingress frames dropped because they repeat a TCP segment waiting in the FIFO. */
   #duplicatesDropped = 0;
 
   constructor(machine: Machine, options: GuestLinkOptions) {
