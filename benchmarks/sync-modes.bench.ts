@@ -18,6 +18,23 @@ import { median } from "./stats.ts";
 import { stackedBars } from "./talk/charts.ts";
 
 const ROUNDS = Number(process.env.TWINVM_BENCH_ROUNDS ?? 3);
+/**
+ * `TWINVM_BENCH_SYNC_INTERVALS=5,50`: to choose the speculative mode's sync interval, compare
+ * unreplicated, logging-replay speculative at the default interval and at each of these (ms),
+ * instead of the modes.
+ */
+const INTERVALS = (process.env.TWINVM_BENCH_SYNC_INTERVALS ?? "")
+  .split(",")
+  .filter((ms) => ms.trim() !== "")
+  .map(Number);
+const TARGETS: readonly TargetConfig[] =
+  INTERVALS.length === 0
+    ? TARGET_CONFIGS
+    : [
+        { variant: "none" },
+        { variant: "logging-replay", syncMode: "speculative" },
+        ...INTERVALS.map((syncIntervalMs): TargetConfig => ({ variant: "logging-replay", syncMode: "speculative", syncIntervalMs })),
+      ];
 const SECONDS = 10;
 const CONSOLE_LINES = 20;
 const RAW = "--filename=/dev/vda --ioengine=psync --direct=1 --iodepth=1";
@@ -64,7 +81,7 @@ export default async function syncModes(context: BenchContext): Promise<BenchRep
   const failures: string[] = [];
   try {
     for (let round = 1; round <= ROUNDS; round++) {
-      const order = TARGET_CONFIGS.map((_, i) => TARGET_CONFIGS[(i + round - 1) % TARGET_CONFIGS.length]!);
+      const order = TARGETS.map((_, i) => TARGETS[(i + round - 1) % TARGETS.length]!);
       for (const config of order) {
         const target = configName(config);
         try {
@@ -139,7 +156,7 @@ async function measureTarget(
   }
 }
 
-const NAMES = TARGET_CONFIGS.map(configName);
+const NAMES = TARGETS.map(configName);
 const fixed = (value: number | undefined, digits = 2) => (value === undefined || !Number.isFinite(value) ? "–" : value.toFixed(digits));
 
 function throughputTable(cells: Cell[]): string {

@@ -18,6 +18,8 @@ export interface PrimarySettings {
   ackTimeoutMs?: number;
   onSecondaryLoss?: SecondaryLossPolicy;
   syncMode?: SyncMode;
+  /** Speculative mode: how long a completed write may wait for the capture that logs it. */
+  syncIntervalMs?: number;
   compressSyncs?: boolean;
   /** The arbiter's witness and this node's name there, if there is one. */
   witness?: Witness;
@@ -35,6 +37,7 @@ export function createPrimaryEngine(machine: Machine, settings: PrimarySettings)
       ackTimeoutMs: settings.ackTimeoutMs,
       onSecondaryLoss: settings.onSecondaryLoss,
       syncMode: settings.syncMode,
+      syncIntervalMs: settings.syncIntervalMs,
       compressSyncs: settings.compressSyncs,
       witness: settings.witness,
       nodeName: settings.nodeName,

@@ -80,6 +80,8 @@ export interface NodeConfig {
   compressSyncs?: boolean;
   /** When the guest sees a write complete: at its sync's capture (speculative) or its acknowledgement (synchronous). */
   syncMode?: SyncMode;
+  /** Speculative mode: how long a completed write may wait for the capture that logs it (default 20 ms). */
+  syncIntervalMs?: number;
   /** What a primary (or a secondary that took over and re-protects) does when its secondary is lost (default continue). */
   onSecondaryLoss?: SecondaryLossPolicy;
   /** Primary: how often to dial the secondary again while unprotected (default 1000 ms). */
@@ -231,6 +233,7 @@ async function protectWith(
     ackTimeoutMs: Math.max(config.peerTimeoutMs ?? ACK_TIMEOUT_FLOOR_MS, ACK_TIMEOUT_FLOOR_MS),
     onSecondaryLoss: config.onSecondaryLoss,
     syncMode: config.syncMode,
+    syncIntervalMs: config.syncIntervalMs,
     compressSyncs: config.compressSyncs,
     witness,
     nodeName: config.name ?? config.role,

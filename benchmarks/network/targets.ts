@@ -22,6 +22,8 @@ export interface TargetConfig {
   variant: Variant;
   /** Replicated variants only. */
   syncMode?: SyncMode;
+  /** Speculative only: the primary's sync interval (default: the engine's). */
+  syncIntervalMs?: number;
 }
 
 export const TARGET_CONFIGS: readonly TargetConfig[] = [
@@ -33,7 +35,8 @@ export const TARGET_CONFIGS: readonly TargetConfig[] = [
 ];
 
 export function configName(config: TargetConfig): string {
-  return config.variant === "none" ? "unreplicated" : `${config.variant}, ${config.syncMode}`;
+  if (config.variant === "none") return "unreplicated";
+  return `${config.variant}, ${config.syncMode}${config.syncIntervalMs === undefined ? "" : ` ${config.syncIntervalMs} ms`}`;
 }
 
 export interface Target {
@@ -61,6 +64,7 @@ async function startReplicated(template: GuestTemplate, config: TargetConfig): P
     template,
     mode: config.variant as DiskMode,
     ...(config.syncMode !== undefined && { syncMode: config.syncMode }),
+    ...(config.syncIntervalMs !== undefined && { syncIntervalMs: config.syncIntervalMs }),
     forwards,
     // A takeover is not what these cells measure; a lost secondary should fail them, not heal.
     reprotect: false,

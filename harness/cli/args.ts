@@ -69,6 +69,15 @@ export function parseSize(option: string, value: string): number {
   return bytes;
 }
 
+/** A whole number of milliseconds from 1 to `max`. */
+export function parseMilliseconds(option: string, value: string | undefined, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 1 || ms > max)
+    throw new UsageError(`${option}: expected a whole number of milliseconds from 1 to ${max}, got ${JSON.stringify(value)}`);
+  return ms;
+}
+
 export function parseChoice<const C extends string>(option: string, value: string | undefined, choices: readonly C[], fallback: C): C {
   if (value === undefined) return fallback;
   if (!(choices as readonly string[]).includes(value)) throw new UsageError(`${option}: expected one of ${choices.join(", ")}, got ${JSON.stringify(value)}`);

@@ -5,7 +5,7 @@
 // anything; then a fresh secondary protects the guest again (unless --no-reprotect).
 import type { Pair, PairEvent } from "../testing/pair.ts";
 import type { DiskSpec, PairOptions } from "../testing/options.ts";
-import { existingFile, parseChoice, parseOptions, parseSize, UsageError, type Subcommand } from "./args.ts";
+import { existingFile, parseChoice, parseMilliseconds, parseOptions, parseSize, UsageError, type Subcommand } from "./args.ts";
 import { checkMatchingDisks, totalSize } from "./disks.ts";
 import { GUEST_HELP, GUEST_OPTIONS, guestOptions } from "./guest-options.ts";
 import {
@@ -19,6 +19,7 @@ import {
   sharedNodeConfig,
   SYNC_MODE_HELP,
   SYNC_MODES,
+  MAX_SYNC_INTERVAL_MS,
 } from "./node-options.ts";
 import { DEFAULT_SYNC_MODE, type SecondaryLossPolicy } from "../../replication/engine/primary/states.ts";
 import { runNodeSession, type ConsoleSource } from "./node-session.ts";
@@ -80,6 +81,7 @@ export const pairCommand: Subcommand = {
       mode: { type: "string" },
       "on-secondary-loss": { type: "string" },
       "sync-mode": { type: "string" },
+      "sync-interval-ms": { type: "string" },
       forward: { type: "string", multiple: true },
       disk: { type: "string", multiple: true },
       "secondary-disk": { type: "string", multiple: true },
@@ -94,6 +96,7 @@ export const pairCommand: Subcommand = {
     const onSecondaryLoss = parseChoice("--on-secondary-loss", values["on-secondary-loss"], LOSS_POLICIES, "continue");
     const mode = parseChoice("--mode", values.mode, PAIR_MODES, "logging-replay");
     const syncMode = parseChoice("--sync-mode", values["sync-mode"], SYNC_MODES, DEFAULT_SYNC_MODE);
+    const syncIntervalMs = parseMilliseconds("--sync-interval-ms", values["sync-interval-ms"], MAX_SYNC_INTERVAL_MS);
     const forwards = await parseForwardOptions(values.forward);
     const diskSize = parseSize("--disk-size", values["disk-size"] ?? DEFAULT_DISK_SIZE);
     const snapshotPath = values.snapshot === undefined ? undefined : existingFile("--snapshot", values.snapshot);
@@ -113,6 +116,7 @@ export const pairCommand: Subcommand = {
     const options: PairOptions = {
       mode,
       syncMode,
+      ...(syncIntervalMs !== undefined && { syncIntervalMs }),
       onSecondaryLoss,
       forwards,
       disks,

@@ -1,7 +1,7 @@
 // `twinvm primary`: boots the guest (or restores a snapshot), connects to a
 // running secondary, protects the guest, and attaches its console.
 import { loadSecret, SECRET_ENV } from "../../replication/node/secret.ts";
-import { existingFile, parseChoice, parseOptions, parseWsUrl, requireOption, UsageError, type Subcommand } from "./args.ts";
+import { existingFile, parseChoice, parseMilliseconds, parseOptions, parseWsUrl, requireOption, UsageError, type Subcommand } from "./args.ts";
 import { totalSize } from "./disks.ts";
 import {
   FORWARD_HELP,
@@ -18,6 +18,7 @@ import {
   startNode,
   SYNC_MODE_HELP,
   SYNC_MODES,
+  MAX_SYNC_INTERVAL_MS,
 } from "./node-options.ts";
 import { DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
 import { runNodeSession, singleNodeSource } from "./node-session.ts";
@@ -64,6 +65,7 @@ export const primaryCommand: Subcommand = {
       mode: { type: "string" },
       "on-secondary-loss": { type: "string" },
       "sync-mode": { type: "string" },
+      "sync-interval-ms": { type: "string" },
       forward: { type: "string", multiple: true },
       gateway: { type: "string" },
       witness: { type: "string" },
@@ -75,6 +77,7 @@ export const primaryCommand: Subcommand = {
     });
     if (values.help) return printUsage(USAGE);
     const syncMode = parseChoice("--sync-mode", values["sync-mode"], SYNC_MODES, DEFAULT_SYNC_MODE);
+    const syncIntervalMs = parseMilliseconds("--sync-interval-ms", values["sync-interval-ms"], MAX_SYNC_INTERVAL_MS);
     const forwards = await parseForwardOptions(values.forward);
     if (forwards.length > 0 && values.gateway !== undefined)
       throw new UsageError("give --forward (a gateway in this process) or --gateway (one elsewhere), not both");
@@ -101,6 +104,7 @@ export const primaryCommand: Subcommand = {
           role: "primary",
           mode,
           syncMode,
+          ...(syncIntervalMs !== undefined && { syncIntervalMs }),
           disks,
           connect,
           secretFile,

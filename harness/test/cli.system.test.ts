@@ -36,12 +36,26 @@ describe("twinvm command line", function () {
         "--no-reprotect",
         "--no-arbiter",
         "--sync-mode",
+        "--sync-interval-ms",
         "--forward",
         "--json",
         "--guest-overlay",
         "--guest-startup",
       ],
-      primary: ["--connect", "--disk", "--mode", "--secret-file", "--snapshot", "--run-dir", "--memory", "--sync-mode", "--forward", "--gateway", "--witness"],
+      primary: [
+        "--connect",
+        "--disk",
+        "--mode",
+        "--secret-file",
+        "--snapshot",
+        "--run-dir",
+        "--memory",
+        "--sync-mode",
+        "--sync-interval-ms",
+        "--forward",
+        "--gateway",
+        "--witness",
+      ],
       secondary: ["--listen", "--allow-non-loopback", "--disk", "--secret-file", "--run-dir", "--no-takeover", "--gateway", "--witness"],
       status: ["--json", "--node", "--run-dir"],
       promote: ["--node", "--run-dir"],
@@ -65,7 +79,7 @@ describe("twinvm command line", function () {
 
     it("names the bad option, value or file and exits non-zero", async function () {
       const secret = join(dir, "secret");
-      const [unknown, badMode, missingDisk, missingConnect, exposed, badSize, noSecondary] = await Promise.all([
+      const [unknown, badMode, missingDisk, missingConnect, exposed, badSize, noSecondary, badInterval] = await Promise.all([
         twinvm(["pair", "--bogus"]),
         twinvm(["primary", "--mode", "fast", "--connect", "ws://127.0.0.1:9"]),
         twinvm(["primary", "--connect", "ws://127.0.0.1:9", "--secret-file", secret, "--disk", join(dir, "no-such.img")]),
@@ -73,6 +87,7 @@ describe("twinvm command line", function () {
         twinvm(["secondary", "--listen", "0.0.0.0:7000", "--secret-file", secret]),
         twinvm(["pair", "--disk-size", "lots"]),
         twinvm(["promote", "--run-dir", join(dir, "empty-run-dir")]),
+        twinvm(["pair", "--sync-interval-ms", "0"]),
       ]);
       expect(unknown.code).to.equal(2);
       expect(unknown.stderr).to.contain("--bogus");
@@ -88,6 +103,8 @@ describe("twinvm command line", function () {
       expect(badSize.stderr).to.contain("--disk-size");
       expect(noSecondary.code).to.equal(1);
       expect(noSecondary.stderr).to.contain("no running secondary");
+      expect(badInterval.code).to.equal(2);
+      expect(badInterval.stderr).to.contain('--sync-interval-ms: expected a whole number of milliseconds from 1 to 10000, got "0"');
     });
   });
 

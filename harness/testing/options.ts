@@ -29,6 +29,8 @@ export interface PairOptions {
   onSecondaryLoss?: SecondaryLossPolicy;
   /** When the guest sees a disk write complete: at its sync's capture (speculative) or its acknowledgement (synchronous, Kemari). Default: see DEFAULT_SYNC_MODE. */
   syncMode?: SyncMode;
+  /** Speculative mode: how long a write the guest saw complete may wait for the capture that logs it, unless output asks sooner (default 20 ms). */
+  syncIntervalMs?: number;
   /**
    * Host ports forwarded to guest ports through a network gateway in this process (passt, the
    * Debian package, must be installed): "[HOST:]PORT:GUESTPORT" or {host?, port, guestPort};
@@ -114,7 +116,7 @@ export function checkPairOptions(options: PairOptions): void {
     throw new PairOptionError("template: memoryMiB, disks, overlay and kernelArgs come from the template; do not give them too");
   }
   if (options.template !== undefined && options.snapshotPath !== undefined) throw new PairOptionError("give template or snapshotPath, not both");
-  for (const key of ["peerTimeoutMs", "startTimeoutMs", "reprotectDelayMs"] as const) {
+  for (const key of ["peerTimeoutMs", "startTimeoutMs", "reprotectDelayMs", "syncIntervalMs"] as const) {
     const value = options[key];
     if (value !== undefined && (!Number.isFinite(value) || value < 0))
       throw new PairOptionError(`${key}: expected a non-negative number of milliseconds, got ${String(value)}`);

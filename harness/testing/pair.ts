@@ -431,6 +431,7 @@ export class Pair implements GuestShell {
       runDir: options.runDir ?? join(this.dir, "run"),
       ...(options.onSecondaryLoss !== undefined && { onSecondaryLoss: options.onSecondaryLoss }),
       ...(options.syncMode !== undefined && { syncMode: options.syncMode }),
+      ...(options.syncIntervalMs !== undefined && { syncIntervalMs: options.syncIntervalMs }),
       ...(this.#gateway !== undefined && { gateway: this.#gateway.url }),
       ...(this.#witness !== undefined && { witness: "parent" as const }),
       ...(overlayArchive !== undefined && { overlayArchive }),

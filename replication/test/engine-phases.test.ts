@@ -7,7 +7,14 @@
 import { expect } from "chai";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { ReplicationChannel } from "../channel/channel.ts";
-import { PrimaryEngine, type DiskMode, type SecondaryLossPolicy, type SyncMode } from "../engine/primary/engine.ts";
+import {
+  DEFAULT_SYNC_INTERVAL_MS as INTERVAL_MS,
+  MAX_DEFERRED_WRITES,
+  PrimaryEngine,
+  type DiskMode,
+  type SecondaryLossPolicy,
+  type SyncMode,
+} from "../engine/primary/engine.ts";
 import { SecondaryEngine } from "../engine/secondary/engine.ts";
 import type { BinaryFrame } from "../protocol/frames.ts";
 import { MAX_FRAME_BYTES, MAX_SYNC_DISK_BYTES } from "../protocol/limits.ts";
@@ -345,7 +352,7 @@ describe("replication engines against a fake guest", function () {
   });
 
   describe("the speculative mode", () => {
-    it("completes a write when its sync is captured, and holds console output until that sync is acknowledged", async () => {
+    it("completes a write at once, logs it with the output that follows, and holds that output until the sync is acknowledged", async () => {
       // The secondary applies syncs, but its acks are held back until the test lets them go.
       const heldAcks: (() => Promise<number>)[] = [];
       let holding = true;
@@ -364,15 +371,48 @@ describe("replication engines against a fake guest", function () {
       const released: string[] = [];
       pair.primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
       const write = pair.primaryGuest.write(40, sector(8, 0x5a));
-      expect(await write.completion, "complete without an ack").to.equal("ok");
+      expect(await write.completion, "complete without a capture or an ack").to.equal("ok");
+      expect(pair.primary.metrics.syncs + pair.secondary.metrics.syncs, "nothing captured yet").to.equal(0);
       pair.primaryGuest.print("written\n");
-      await until(() => pair.secondary.metrics.syncs >= 2, "both syncs applied on the secondary");
+      await until(() => pair.secondary.metrics.syncs >= 1, "the sync the output asked for, applied on the secondary");
       await settle();
+      const disk = (pair.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes;
+      expect(disk[40 * 512], "that sync logs the write").to.equal(0x5a);
       expect(pair.primary.metrics.syncs, "no ack arrived").to.equal(0);
       expect(released, "nothing leaves before the ack").to.deep.equal([]);
       holding = false;
       for (const send of heldAcks.splice(0)) void send();
-      await until(() => released.join("") === "written\n", "the console output after the acks");
+      await until(() => released.join("") === "written\n", "the console output after the ack");
+      await pair.primary.close();
+    });
+
+    it("logs writes nobody waits on in one capture at the interval's end, each as the guest submitted it (manual clock)", async () => {
+      const clock = new ManualClock();
+      const pair = await startPair({ syncMode: "speculative", clock });
+      const synced = pair.primary.metrics.syncs;
+      expect(await pair.primaryGuest.write(8, sector(1, 0x31), 12).completion).to.equal("ok");
+      expect(await pair.primaryGuest.write(16, sector(1, 0x32), 13).completion).to.equal("ok");
+      // The guest reuses the first buffer before the interval ends: the log must carry what the disk got, not what memory holds now.
+      pair.primaryGuest.touch(12, 0x99);
+      await clock.advance(INTERVAL_MS - 1);
+      expect(pair.primary.metrics.syncs, "no capture before the interval's end").to.equal(synced);
+      await clock.advance(1);
+      await until(() => pair.primary.metrics.syncs === synced + 1, "one sync for both writes");
+      const disk = (pair.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes;
+      expect([disk[8 * 512], disk[16 * 512]]).to.deep.equal([0x31, 0x32]);
+      expect(pair.primary.metrics.inlineWrites, "the reused buffer's write travelled with its data").to.equal(1);
+      await pair.primary.close();
+    });
+
+    it("completes writes at their capture once too many wait unlogged (the guest runs ahead a bounded amount)", async () => {
+      const clock = new ManualClock();
+      const pair = await startPair({ syncMode: "speculative", clock });
+      const completions: Promise<string>[] = [];
+      for (let i = 0; i <= MAX_DEFERRED_WRITES; i++) completions.push(pair.primaryGuest.write(8 + i, sector(1, i & 0xff), 12).completion);
+      await Promise.all(completions.slice(0, MAX_DEFERRED_WRITES));
+      // The one over the bound asked for a capture at once; no interval had to run out.
+      expect(await completions[MAX_DEFERRED_WRITES]).to.equal("ok");
+      await until(() => pair.primary.metrics.syncs >= 1, "the capture's ack");
       await pair.primary.close();
     });
 

@@ -5,7 +5,7 @@ import { expect } from "chai";
 import type { BlockIoEvent } from "../../emulator/block/hook.ts";
 import { SECTOR_SIZE } from "../../emulator/units.ts";
 import { Liveness } from "../engine/liveness.ts";
-import { CaptureScheduler } from "../engine/primary/capture-scheduler.ts";
+import { CaptureScheduler, type CaptureWant } from "../engine/primary/capture-scheduler.ts";
 import { ioPolicy } from "../engine/primary/io-policy.ts";
 import { PendingIo } from "../engine/primary/pending-io.ts";
 import { PRIMARY_TRANSITIONS, type PrimaryState } from "../engine/primary/states.ts";
@@ -67,58 +67,110 @@ describe("the primary's I/O policy table", () => {
 });
 
 describe("the capture scheduler", () => {
+  const INTERVAL_MS = 20;
+
+  function scheduler(host: { wanted: () => CaptureWant; allowed: () => boolean }, clock = new ManualClock()) {
+    const captures: (() => void)[] = [];
+    const scheduler = new CaptureScheduler(
+      {
+        ...host,
+        capture: () => new Promise<void>((resolve) => captures.push(resolve)),
+        failed: () => undefined,
+      },
+      { clock, syncIntervalMs: INTERVAL_MS },
+    );
+    return { scheduler, captures, clock };
+  }
+
   it("asks for one capture at a time, only with work and room, and looks again when it is taken", async () => {
     let work = 0;
     let room = true;
-    const captures: (() => void)[] = [];
-    const scheduler = new CaptureScheduler({
-      wanted: () => work > 0,
-      allowed: () => room,
-      capture: () =>
-        new Promise<void>((resolve) =>
-          captures.push(() => {
-            work = Math.max(0, work - 1);
-            resolve();
-          }),
-        ),
-      failed: () => undefined,
-    });
-    scheduler.wake();
+    const { scheduler: s, captures } = scheduler({ wanted: () => (work > 0 ? "now" : undefined), allowed: () => room });
+    s.wake();
     expect(captures.length, "no work").to.equal(0);
     work = 2;
     room = false;
-    scheduler.wake();
+    s.wake();
     expect(captures.length, "no room").to.equal(0);
     room = true;
-    scheduler.wake();
-    scheduler.wake();
+    s.wake();
+    s.wake();
     expect(captures.length, "one at a time").to.equal(1);
-    expect(scheduler.state).to.equal("at-boundary");
+    expect(s.state).to.equal("at-boundary");
+    work--;
     captures[0]!();
     await settle();
     expect(captures.length, "the remaining work asks for the next").to.equal(2);
+    work--;
     captures[1]!();
     await settle();
-    expect(scheduler.state).to.equal("idle");
+    expect(s.state).to.equal("idle");
     expect(captures.length).to.equal(2);
+  });
+
+  it("captures deferred work at the interval's end, at once when urgent work joins it, and when room comes after the interval ran out", async () => {
+    let want: CaptureWant = "later";
+    let room = true;
+    const { scheduler: s, captures, clock } = scheduler({ wanted: () => want, allowed: () => room });
+    s.wake();
+    expect(s.state).to.equal("deferred");
+    await clock.advance(INTERVAL_MS - 1);
+    s.wake();
+    expect(captures.length, "before the interval's end").to.equal(0);
+    await clock.advance(1);
+    expect(captures.length, "at the interval's end").to.equal(1);
+    want = undefined;
+    captures[0]!();
+    await settle();
+    expect(s.state).to.equal("idle");
+
+    want = "later";
+    s.wake();
+    want = "now";
+    s.wake();
+    expect(captures.length, "urgent work does not wait for the interval").to.equal(2);
+    want = "later";
+    room = false;
+    captures[1]!();
+    await settle();
+    expect(s.state, "a new epoch for what is left").to.equal("deferred");
+    await clock.advance(INTERVAL_MS);
+    expect(s.state, "no room when it ran out").to.equal("due");
+    room = true;
+    s.wake();
+    expect(captures.length, "the next chance takes it").to.equal(3);
+  });
+
+  it("forgets an interval whose work went away (a lost secondary clears it)", async () => {
+    let want: CaptureWant = "later";
+    const { scheduler: s, captures, clock } = scheduler({ wanted: () => want, allowed: () => true });
+    s.wake();
+    want = undefined;
+    s.wake();
+    expect(s.state).to.equal("idle");
+    await clock.advance(INTERVAL_MS * 2);
+    expect(captures.length).to.equal(0);
   });
 
   it("reports a capture that fails and is ready for the next", async () => {
     const failures: string[] = [];
     let calls = 0;
-    const scheduler = new CaptureScheduler({
-      wanted: () => true,
-      allowed: () => calls === 0,
-      capture: () => {
-        calls++;
-        return Promise.reject(new Error("boom"));
+    const s = new CaptureScheduler(
+      {
+        wanted: () => "now",
+        allowed: () => calls === 0,
+        capture: () => {
+          calls++;
+          return Promise.reject(new Error("boom"));
+        },
+        failed: (error) => failures.push(error.message),
       },
-      failed: (error) => failures.push(error.message),
-    });
-    scheduler.wake();
+      { clock: new ManualClock(), syncIntervalMs: INTERVAL_MS },
+    );
+    s.wake();
     await settle();
     expect(failures).to.deep.equal(["boom"]);
-    expect(scheduler.state).to.equal("idle");
+    expect(s.state).to.equal("idle");
   });
 });
 

@@ -16,16 +16,15 @@ export function captureSync(
   session: PrimarySession,
   checks: CheckSupport,
   waiters: SyncWaiters,
-  workSince: number | undefined,
+  /** Since when the oldest work waited for a capture, and when the scheduler asked for this one. */
+  asked: { workSince: number | undefined; askedAt: number },
 ): InFlightSync | undefined {
   // The boundary came after the session ended or the state changed: nothing to capture for it.
   if (session.ended || core.session !== session || !core.policy().capture) return undefined;
   const { guest, pending, metrics, options } = core;
   const started = performance.now();
-  if (workSince !== undefined) {
-    metrics.captureDelay.add(started - workSince);
-    metrics.stage("boundary", started - workSince);
-  }
+  if (asked.workSince !== undefined) metrics.captureDelay.add(started - asked.workSince);
+  metrics.stage("boundary", started - asked.askedAt);
   const seq = session.takeSeq();
   waiters.captured(seq);
   const pages = guest.collectPages();
@@ -76,7 +75,7 @@ export function captureSync(
   metrics.pageEncodings.runs += encoded.deltaPages;
   metrics.pageEncodings.full += encoded.fullPages;
   metrics.readReplayedPages += encoded.readReplayedPages;
-  // Speculative writes complete now: the capture that logs them is in flight.
+  // Speculative writes held because too many waited unlogged complete now: the capture that logs them is in flight.
   core.outputs.captured(seq);
   // Held output (or a full window) waits for an ack: take it as soon as it arrives, not at the
   // end of a slice. A speculative guest with nothing held runs its slices out.

@@ -26,6 +26,7 @@ export interface ResolvedPrimaryOptions {
   nodeName: string;
   initialSyncTimeoutMs: number;
   syncWindow: number;
+  syncIntervalMs: number;
   compressSyncs: boolean;
   readReplay: boolean;
   clock: Clock;

@@ -26,7 +26,7 @@ import type { SyncEvent } from "../sync-event.ts";
 import { StateMachine } from "../transitions.ts";
 import { heartbeatFor, SETUP_PEER_TIMEOUT_MS } from "../liveness.ts";
 import { captureSync } from "./capture.ts";
-import { CaptureScheduler } from "./capture-scheduler.ts";
+import { CaptureScheduler, type CaptureWant } from "./capture-scheduler.ts";
 import { CheckSupport } from "./check-support.ts";
 import type { PrimaryCore, ResolvedPrimaryOptions } from "./core.ts";
 import { handOver } from "./handover.ts";
@@ -65,6 +65,12 @@ export interface PrimaryOptions {
   initialSyncTimeoutMs?: number;
   /** Syncs in flight at once (a guest with several requests outstanding overlaps their round trips). */
   syncWindow?: number;
+  /**
+   * Speculative mode: how long a completed write may wait for the capture that logs it when
+   * nothing the outside sees asks for one sooner (Remus's epoch; output is captured at once).
+   * Longer intervals log more writes per capture; a takeover resumes up to this much earlier.
+   */
+  syncIntervalMs?: number;
   /** Deflate sync frames (pays only on slow links; see benchmarks/results/talk.md). */
   compressSyncs?: boolean;
   /** Read-replay: pages a disk read filled travel as a log entry the secondary replays from its own disk (default on). */
@@ -81,6 +87,9 @@ export interface PrimaryOptions {
   log?: (line: string) => void;
 }
 
+/** Remus's epochs were 25 ms; 20 ms keeps a takeover's rollback and the unlogged data small (benchmarks/results/sync-modes.md). */
+export const DEFAULT_SYNC_INTERVAL_MS = 20;
+
 const DEFAULTS = {
   epoch: 1,
   peerTimeoutMs: 5000,
@@ -88,9 +97,18 @@ const DEFAULTS = {
   syncMode: DEFAULT_SYNC_MODE,
   initialSyncTimeoutMs: 300_000,
   syncWindow: 4,
+  syncIntervalMs: DEFAULT_SYNC_INTERVAL_MS,
   compressSyncs: false,
   readReplay: true,
 };
+
+/**
+ * Speculative writes that may wait unlogged at once: beyond either bound a write completes at
+ * the capture that logs it (the guest runs ahead by a bounded amount, and a sync stays within
+ * the wire's limits).
+ */
+export const MAX_DEFERRED_WRITES = 512;
+export const MAX_DEFERRED_WRITE_BYTES = 16 << 20;
 
 export class PrimaryEngine {
   readonly metrics = new ReplicationMetrics("primary");
@@ -157,12 +175,15 @@ export class PrimaryEngine {
       session: () => this.#session,
       wake: () => this.#scheduler.wake(),
     });
-    this.#scheduler = new CaptureScheduler({
-      wanted: () => this.#pending.count > 0 || this.outputs.hasUncoveredOutput || this.#waiters.wantCapture || this.#checks.wantsCapture,
-      allowed: () => this.#session !== undefined && this.#policy().capture && this.#session.inFlightCount < this.#options.syncWindow,
-      capture: () => this.#capture(),
-      failed: (error) => this.#options.log?.(`primary: capture scheduling failed: ${error.message}`),
-    });
+    this.#scheduler = new CaptureScheduler(
+      {
+        wanted: () => this.#captureWanted(),
+        allowed: () => this.#session !== undefined && this.#policy().capture && this.#session.inFlightCount < this.#options.syncWindow,
+        capture: () => this.#capture(),
+        failed: (error) => this.#options.log?.(`primary: capture scheduling failed: ${error.message}`),
+      },
+      { clock: this.#options.clock, syncIntervalMs: this.#options.syncIntervalMs },
+    );
     this.metrics.epoch = this.#options.epoch;
     this.metrics.state = this.#fsm.state;
     this.metrics.outputCounts = () => ({ console: this.outputs.counters("console"), frame: this.outputs.counters("frame") });
@@ -319,6 +340,11 @@ export class PrimaryEngine {
       case "write": {
         this.#checks.noteWrite(event);
         if (policy.write === "pass") return;
+        if (policy.write === "speculate" && this.#mayDefer(event)) {
+          // Complete now; the capture at the interval's end logs it (its data as submitted rides along if the guest changes the buffer before then).
+          this.#pending.add({ event, submittedAt: performance.now(), order });
+          return this.#scheduler.wake();
+        }
         return new Promise<void>((release) => {
           const submittedAt = performance.now();
           const completion: HeldOutput = { kind: "completion", release, atCapture: policy.write === "speculate" };
@@ -367,6 +393,17 @@ export class PrimaryEngine {
     return acknowledged;
   }
 
+  #mayDefer(event: BlockIoEvent): boolean {
+    return this.#pending.count < MAX_DEFERRED_WRITES && this.#pending.dataBytes + (event.data?.length ?? 0) <= MAX_DEFERRED_WRITE_BYTES;
+  }
+
+  /** What the scheduler is asked for: a capture at once for work someone waits on, at the interval's end for speculative writes. */
+  #captureWanted(): CaptureWant {
+    if (this.#pending.holdsCompletion || this.outputs.hasUncoveredOutput || this.#waiters.wantCapture || this.#checks.wantsCapture) return "now";
+    if (this.#pending.count === 0) return undefined;
+    return this.#options.syncMode === "speculative" ? "later" : "now";
+  }
+
   /** Since when the oldest work waits for a capture (for the capture-delay metric). */
   #workSince(): number | undefined {
     const times = [this.#pending.oldestSubmittedAt, this.outputs.oldestUncoveredAt, this.#waiters.waitingSince, this.#checks.waitingSince].filter(
@@ -378,9 +415,10 @@ export class PrimaryEngine {
   async #capture(): Promise<void> {
     const session = this.#session!;
     const workSince = this.#workSince();
+    const askedAt = performance.now();
     let sync: InFlightSync | undefined;
     try {
-      sync = await this.#guest.atNextBoundary(() => captureSync(this.#core, session, this.#checks, this.#waiters, workSince));
+      sync = await this.#guest.atNextBoundary(() => captureSync(this.#core, session, this.#checks, this.#waiters, { workSince, askedAt }));
     } catch (error) {
       return this.#lose(session, `capture failed: ${(error as Error).message}`);
     }

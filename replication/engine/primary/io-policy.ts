@@ -7,7 +7,8 @@ export interface IoPolicy {
   /**
    * A disk write's completion. `hold`: the write is logged by the next sync (or covered by the
    * next initial copy) and the guest sees it complete once that is acknowledged. `speculate`:
-   * logged by the next sync, and complete once that capture is taken (the speculative mode).
+   * complete at once and logged by a capture at the interval's end (the speculative mode; while
+   * too much waits unlogged, the write completes at the capture that logs it instead).
    * `pass`: the disk completes it alone (nothing protects the guest).
    */
   write: "hold" | "speculate" | "pass";
@@ -47,7 +48,7 @@ const TABLE: Record<PrimaryState, Record<SecondaryLossPolicy, IoPolicy>> = {
  */
 const COPYING: IoPolicy = { ...WAITING, output: "pass" };
 
-/** The speculative mode differs in one cell: a protected guest's writes complete at their capture. */
+/** The speculative mode differs in one cell: a protected guest's writes complete before the secondary has them. */
 const SPECULATIVE_PROTECTING: IoPolicy = { ...PROTECTING, write: "speculate" };
 
 export interface PolicyInputs {

@@ -10,9 +10,10 @@
 //     before it is released too.
 //
 // One exception, the speculative mode's: a disk write's completion marked `atCapture` is
-// released as soon as the capture that logs the write is taken. The guest learns nothing the
-// outside world could see from it, and it runs ahead of the secondary by at most the syncs in
-// flight; a failover resumes from the last acknowledged sync, before any of it happened.
+// released as soon as the capture that logs the write is taken. (Most speculative writes are
+// never held at all: they complete at once and the next capture logs them; the engine holds
+// one here only while too many wait unlogged.) The guest learns nothing the outside world
+// could see from it; a failover resumes from the last acknowledged sync, before it happened.
 //
 // Pure: the engine calls it; the queue calls a completion's `release` and the listeners of
 // the kind that is released.

@@ -36,6 +36,9 @@ interface LoggedWrite {
 
 export class PendingIo {
   #requests: PendingRequest[] = [];
+  /** Of #requests: those whose completion the guest waits for, and the write data they keep. */
+  #heldCompletions = 0;
+  #dataBytes = 0;
   #nextOrder = 1;
   readonly #orderOf = new WeakMap<BlockIoEvent, number>();
   /** Reads submitted and not completed, by order: a write logged meanwhile may change what they read. */
@@ -64,8 +67,19 @@ export class PendingIo {
     return this.#requests[0]?.submittedAt;
   }
 
+  /** Whether the guest waits for the completion of a request not logged yet. */
+  get holdsCompletion(): boolean {
+    return this.#heldCompletions > 0;
+  }
+
+  /** Bytes of write data the requests not logged yet keep (each write's copy as submitted). */
+  get dataBytes(): number {
+    return this.#dataBytes;
+  }
+
   add(request: PendingRequest): void {
     this.#requests.push(request);
+    this.#count(request, 1);
   }
 
   /** The requests one sync logs: all of them, unless their data would make it too large. */
@@ -78,12 +92,16 @@ export class PendingIo {
       bytes += carried;
       count++;
     }
-    return this.#requests.splice(0, count);
+    const batch = this.#requests.splice(0, count);
+    for (const request of batch) this.#count(request, -1);
+    return batch;
   }
 
   /** Everything so far is covered otherwise (an initial copy holds it, or nothing protects the guest): forget it. */
   clear(): void {
     this.#requests = [];
+    this.#heldCompletions = 0;
+    this.#dataBytes = 0;
     this.#readsInFlight.clear();
     this.#completedReads = [];
     this.#writesLoggedDuringReads = [];
@@ -94,6 +112,11 @@ export class PendingIo {
     return this.#requests
       .filter(({ event }) => event.type === "write" && event.disk === disk && overlaps(range, event))
       .map(({ event }) => ({ sector: event.sector, sectors: event.sectors }));
+  }
+
+  #count(request: PendingRequest, sign: 1 | -1): void {
+    if (request.completion !== undefined) this.#heldCompletions += sign;
+    this.#dataBytes += sign * (request.event.data?.length ?? 0);
   }
 
   // ------------------------------------------------------------ read-replay

@@ -28,8 +28,9 @@ export type SecondaryLossPolicy = "continue" | "stall";
 /**
  * When the guest sees a disk write complete. `synchronous` (Kemari): once the secondary
  * acknowledged the sync that logs it. `speculative` (Remus's idea on Kemari's sync points):
- * once that sync is captured; only what the outside world sees (console bytes, network
- * frames) waits for the acknowledgement. Either way nothing anyone outside saw is lost in a
+ * at once; a capture logs it within the sync interval, or sooner when output asks for one,
+ * and only what the outside world sees (console bytes, network frames) waits for the
+ * acknowledgement. Either way nothing anyone outside saw is lost in a
  * failover: the secondary resumes from the last acknowledged sync.
  */
 export type SyncMode = "synchronous" | "speculative";
