@@ -7,6 +7,8 @@
 /** A scheduled callback; `cancel` is safe to call more than once, or after it ran. */
 export interface Timer {
   cancel(): void;
+  /** Where the host has it (Node): the timer alone does not keep the process alive. */
+  unref?(): void;
 }
 
 export interface Clock {
@@ -26,13 +28,18 @@ export const systemClock: Clock = {
   wallMs: () => performance.timeOrigin + performance.now(),
   setTimeout(callback, ms) {
     const handle = setTimeout(callback, ms);
-    return { cancel: () => clearTimeout(handle) };
+    return { cancel: () => clearTimeout(handle), unref: () => unrefHandle(handle) };
   },
   setInterval(callback, ms) {
     const handle = setInterval(callback, ms);
-    return { cancel: () => clearInterval(handle) };
+    return { cancel: () => clearInterval(handle), unref: () => unrefHandle(handle) };
   },
 };
+
+/** Node's timers have unref(); a browser's are numbers. */
+function unrefHandle(handle: unknown): void {
+  (handle as { unref?: () => void }).unref?.();
+}
 
 /** Resolves after `ms` on `clock`. */
 export function sleep(clock: Clock, ms: number): Promise<void> {

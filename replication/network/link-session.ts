@@ -3,6 +3,7 @@
 // timeout (a peer host that vanished sends no FIN). The first bad record ends the session
 // with an `error` to the peer; nothing the peer sends can throw out of here.
 import { RecordType } from "../channel/record-layer.ts";
+import { systemClock, type Clock, type Timer } from "../clock.ts";
 import type { InboundMessage, Transport } from "../transport/transport.ts";
 import type { AuthenticatedLink } from "./link-handshake.ts";
 import { NetworkLinkError } from "./link-errors.ts";
@@ -31,6 +32,8 @@ export interface LinkCloseInfo {
 export interface LinkSessionOptions {
   heartbeatMs?: number;
   silenceTimeoutMs?: number;
+  /** Heartbeats and the silence timeout (tests pass a manual clock). */
+  clock?: Clock;
 }
 
 /** Above this many bytes queued towards the peer the session is not writable; drained below LOW it is again. */
@@ -56,9 +59,10 @@ export class LinkSession {
   #error: NetworkLinkError | undefined;
   #waitingForDrain = false;
   #writableListener: (() => void) | undefined;
-  #lastSent = performance.now();
-  #lastReceived = performance.now();
-  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #clock: Clock;
+  #lastSent: number;
+  #lastReceived: number;
+  readonly #timer: Timer;
 
   constructor(link: AuthenticatedLink, options: LinkSessionOptions = {}) {
     this.#transport = link.transport;
@@ -67,10 +71,13 @@ export class LinkSession {
     this.label = link.transport.label;
     const heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     const silenceMs = options.silenceTimeoutMs ?? DEFAULT_SILENCE_TIMEOUT_MS;
-    this.#timer = setInterval(() => this.#tick(heartbeatMs, silenceMs), Math.max(10, Math.min(heartbeatMs, silenceMs) / 4));
-    (this.#timer as { unref?: () => void }).unref?.();
+    this.#clock = options.clock ?? systemClock;
+    this.#lastSent = this.#lastReceived = this.#clock.now();
+    this.#timer = this.#clock.setInterval(() => this.#tick(heartbeatMs, silenceMs), Math.max(10, Math.min(heartbeatMs, silenceMs) / 4));
+    // A session alone does not keep a process alive.
+    this.#timer.unref?.();
     this.#transport.onClose((info) => {
-      clearInterval(this.#timer);
+      this.#timer.cancel();
       // Let records already read reach the handler before it hears of the close.
       void this.#inbound.then(() =>
         this.#closed({ reason: this.#error?.message ?? info.reason, byPeer: info.byPeer, ...(this.#error ? { error: this.#error } : {}) }),
@@ -139,14 +146,14 @@ export class LinkSession {
   }
 
   #closeAfterQueued(reason: string): void {
-    clearInterval(this.#timer);
+    this.#timer.cancel();
     const close = () => this.#transport.close(reason);
     this.#outbound.then(close, close);
   }
 
   #send(type: typeof RecordType.control | typeof RecordType.frame, payload: Uint8Array): void {
     if (!this.isOpen) return; // a closed link drops what is sent: the caller hears of the close
-    this.#lastSent = performance.now();
+    this.#lastSent = this.#clock.now();
     this.#sealingBytes += payload.length;
     // Records get their sequence numbers at seal(): sealing and sending stay in call order.
     this.#outbound = this.#outbound
@@ -177,7 +184,7 @@ export class LinkSession {
   }
 
   #receive(raw: InboundMessage): void {
-    this.#lastReceived = performance.now();
+    this.#lastReceived = this.#clock.now();
     if (++this.#queuedInbound > INBOUND_HIGH_WATER && !this.#readingPaused) {
       this.#readingPaused = true;
       this.#transport.pauseReceiving();
@@ -232,7 +239,7 @@ export class LinkSession {
 
   #tick(heartbeatMs: number, silenceMs: number): void {
     if (!this.isOpen) return;
-    const now = performance.now();
+    const now = this.#clock.now();
     // Our own backlog of unread records is not the peer's silence.
     if (now - this.#lastReceived > silenceMs && !this.#readingPaused) {
       this.#error = new NetworkLinkError("timeout", `no message from ${this.label} for ${Math.round(now - this.#lastReceived)} ms`);

@@ -5,6 +5,7 @@
 // wait: while it is not connected, released frames are dropped and counted (the guest's
 // TCP resends them), and the frames that reached the gateway meanwhile come on reconnect.
 // Browser-safe: the caller supplies how to dial (Node: harness/network/uplink-node.ts).
+import { systemClock, type Clock, type Timer } from "../clock.ts";
 import { MIN_SECRET_BYTES } from "../protocol/limits.ts";
 import type { Transport } from "../transport/transport.ts";
 import { checkFrame, maxFrameBytes, DEFAULT_MTU } from "./ethernet.ts";
@@ -33,6 +34,8 @@ export interface NetworkUplinkOptions {
   handshakeTimeoutMs?: number;
   heartbeatMs?: number;
   silenceTimeoutMs?: number;
+  /** Retries, heartbeats and the silence timeout (tests pass a manual clock). */
+  clock?: Clock;
   /** The guest NIC's MTU (default 1500): larger frames are dropped and counted either way. */
   mtu?: number;
 }
@@ -70,7 +73,7 @@ export class NetworkUplink {
   #session: LinkSession | undefined;
   #attempt = 0;
   #retryMs: number;
-  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryTimer: Timer | undefined;
   /** Released egress frames waiting for the link, oldest first (EGRESS_BACKLOG). */
   readonly #backlog: Uint8Array[] = [];
   #backlogBytes = 0;
@@ -130,7 +133,7 @@ export class NetworkUplink {
     this.#lastIngressId = lastIngressId;
     this.#committed = this.#committedSent = 0;
     this.#fencedBy = undefined;
-    clearTimeout(this.#retryTimer);
+    this.#retryTimer?.cancel();
     this.#retryMs = this.#options.minRetryMs ?? 100;
     const previous = this.#session;
     this.#session = undefined;
@@ -222,7 +225,7 @@ export class NetworkUplink {
     if (this.#closed) return;
     this.#closed = true;
     this.#dropBacklog();
-    clearTimeout(this.#retryTimer);
+    this.#retryTimer?.cancel();
     this.#session?.close("the node is closing its uplink");
     this.#session = undefined;
     this.#setState({ kind: "down", reason: "closed", retryInMs: undefined });
@@ -244,6 +247,7 @@ export class NetworkUplink {
       session = new LinkSession(link, {
         ...(this.#options.heartbeatMs !== undefined ? { heartbeatMs: this.#options.heartbeatMs } : {}),
         ...(this.#options.silenceTimeoutMs !== undefined ? { silenceTimeoutMs: this.#options.silenceTimeoutMs } : {}),
+        ...(this.#options.clock !== undefined ? { clock: this.#options.clock } : {}),
       });
     } catch (error) {
       if (attempt === this.#attempt && !this.#closed) this.#retry(`cannot reach the gateway at ${this.#options.url}: ${(error as Error).message}`);
@@ -340,12 +344,12 @@ export class NetworkUplink {
     const delay = this.#retryMs;
     this.#retryMs = Math.min(this.#retryMs * 2, this.#options.maxRetryMs ?? 2000);
     this.#setState({ kind: "down", reason, retryInMs: delay });
-    clearTimeout(this.#retryTimer);
-    this.#retryTimer = setTimeout(() => {
+    this.#retryTimer?.cancel();
+    this.#retryTimer = (this.#options.clock ?? systemClock).setTimeout(() => {
       if (!this.#closed && this.#fencedBy === undefined) void this.#connect();
     }, delay);
     // Retrying must not keep a Node process alive by itself.
-    (this.#retryTimer as { unref?: () => void }).unref?.();
+    this.#retryTimer.unref?.();
   }
 
   #setState(state: UplinkState): void {

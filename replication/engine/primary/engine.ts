@@ -5,9 +5,11 @@
 // and an I/O log (logging-replay) or the written blocks (dirty-block-copy). What the guest and
 // the outside world would see (a write's completion, console bytes) is held in the
 // output-commit queue and released when the secondary acknowledges sync N; up to `syncWindow`
-// syncs may be in flight. A flush completes at once (it covers only completed writes, which
-// the secondary already holds) and rides in the next sync's log so the secondary makes its
-// copy durable too.
+// syncs may be in flight. In the speculative mode a write completes at once and waits,
+// unlogged, for the next capture: one that output asks for, or the one at the end of the sync
+// interval. A flush completes at once (it covers only completed writes, which the secondary
+// holds or the same sync logs before it) and rides in the next sync's log so the secondary
+// makes its copy durable too.
 //
 // This file is the engine's state machine and its wiring: guest events go through the I/O
 // policy table (io-policy.ts) into the pending I/O (pending-io.ts) and the output-commit
@@ -87,7 +89,7 @@ export interface PrimaryOptions {
   log?: (line: string) => void;
 }
 
-/** Remus's epochs were 25 ms; 20 ms keeps a takeover's rollback and the unlogged data small (benchmarks/results/sync-modes.md). */
+/** Remus's epochs were 25 ms; 20 ms keeps a takeover's rollback and the unlogged data small (benchmarks/results/sync-intervals.md). */
 export const DEFAULT_SYNC_INTERVAL_MS = 20;
 
 const DEFAULTS = {
