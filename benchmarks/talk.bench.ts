@@ -33,7 +33,7 @@ export interface TalkOptions {
 export const FULL: TalkOptions = {
   links: LINKS,
   workloads: WORKLOADS.map((w) => w.name),
-  variants: ["none", "logging-replay", "logging-replay+deflate", "dirty-block-copy"],
+  variants: ["none", "logging-replay", "logging-replay+deflate", "dirty-block-copy", "logging-replay+synchronous", "dirty-block-copy+synchronous"],
   rounds: 3,
   pauseByMemoryMiB: [128, 1024],
   warmUpSeconds: 30,
@@ -156,15 +156,15 @@ function trafficChart(cells: CellResult[]): string {
   const categories = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "control"] as const;
   const link = "1 Gbit/s";
   const bars = WORKLOADS.flatMap((workload) =>
-    (["logging-replay", "dirty-block-copy"] as const).map((variant) => {
+    (["logging-replay+synchronous", "dirty-block-copy+synchronous"] as const).map((variant) => {
       const matching = cells.filter(
         (c) => c.link === link && c.workload === workload.name && c.variant === variant && c.metrics !== undefined && c.metrics.syncs > 0,
       );
       return {
-        label: `${workload.name}\n${variant === "logging-replay" ? "replay" : "block copy"}`,
+        label: `${workload.name}\n${variant === "logging-replay+synchronous" ? "replay" : "block copy"}`,
         values: categories.map((category) => medianOf(matching, (c) => c.metrics!.bytes[category] / c.metrics!.syncs / 1024)),
       };
     }),
   );
-  return stackedBars(`Traffic per sync by category, ${link}`, [...categories], bars, "KiB per sync");
+  return stackedBars(`Traffic per sync by category, ${link}, synchronous (Kemari's setting)`, [...categories], bars, "KiB per sync");
 }

@@ -13,12 +13,15 @@ import { shapeLoopback, type LinkSpec, type Shaping } from "./links.ts";
 import { RAW, WORKLOADS, fioCommand, parseBandwidth, type Workload } from "./workloads.ts";
 import { metricsSince } from "../metrics-diff.ts";
 
-export type Variant = "none" | "logging-replay" | "logging-replay+deflate" | "dirty-block-copy";
+/** A disk mode, in the default (speculative) sync mode unless `+synchronous` (Kemari) says otherwise; `+deflate` is synchronous too. */
+export type Variant = "none" | "logging-replay" | "logging-replay+deflate" | "dirty-block-copy" | "logging-replay+synchronous" | "dirty-block-copy+synchronous";
 
 const ENGINE_MODE = {
   "logging-replay": "logging-replay",
   "logging-replay+deflate": "logging-replay",
+  "logging-replay+synchronous": "logging-replay",
   "dirty-block-copy": "dirty-block-copy",
+  "dirty-block-copy+synchronous": "dirty-block-copy",
   none: "none",
 } as const;
 
@@ -177,6 +180,8 @@ async function startPair(
       role: "primary",
       mode: ENGINE_MODE[variant],
       compressSyncs: variant === "logging-replay+deflate",
+      // Deflate is compared with Kemari's setting: synchronous, like the `+synchronous` variants.
+      ...((variant.endsWith("+synchronous") || variant === "logging-replay+deflate") && { syncMode: "synchronous" as const }),
       disks: disks("primary"),
       snapshotPath: guest.snapshot,
       ...(connect && { connect }),
