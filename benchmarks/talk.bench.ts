@@ -34,7 +34,7 @@ export const FULL: TalkOptions = {
   links: LINKS,
   workloads: WORKLOADS.map((w) => w.name),
   variants: ["none", "logging-replay", "logging-replay+deflate", "dirty-block-copy", "logging-replay+synchronous", "dirty-block-copy+synchronous"],
-  rounds: 3,
+  rounds: Number(process.env.TWINVM_BENCH_ROUNDS ?? 3),
   pauseByMemoryMiB: [128, 1024],
   warmUpSeconds: 30,
 };

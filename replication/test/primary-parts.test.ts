@@ -175,6 +175,21 @@ describe("the capture scheduler", () => {
 });
 
 describe("pending I/O", () => {
+  it("knows whether the guest waits on a request not logged yet, and the write data held, across batches and clear()", () => {
+    const pending = new PendingIo();
+    const deferred = write(0, 8);
+    pending.add({ event: deferred, submittedAt: 0, order: pending.submitted(deferred) });
+    expect([pending.holdsCompletion, pending.dataBytes]).to.deep.equal([false, 8 * SECTOR_SIZE]);
+    const held = write(8, 2);
+    pending.add({ event: held, submittedAt: 1, order: pending.submitted(held), completion: { kind: "completion", release: () => undefined } });
+    expect([pending.holdsCompletion, pending.dataBytes]).to.deep.equal([true, 10 * SECTOR_SIZE]);
+    pending.takeBatch(false);
+    expect([pending.holdsCompletion, pending.dataBytes]).to.deep.equal([false, 0]);
+    pending.add({ event: held, submittedAt: 2, order: pending.submitted(held), completion: { kind: "completion", release: () => undefined } });
+    pending.clear();
+    expect([pending.holdsCompletion, pending.dataBytes]).to.deep.equal([false, 0]);
+  });
+
   it("takes every request in one batch unless the log or the disk data would be too large", () => {
     const pending = new PendingIo();
     for (let i = 0; i < MAX_IO_LOG_ENTRIES + 3; i++) {
