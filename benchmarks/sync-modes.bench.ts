@@ -60,6 +60,8 @@ interface ConsoleCell {
   target: string;
   /** Each command line's answer time, ms. */
   answersMs: number[];
+  /** Replicated: how long the primary held the guest's console bytes (output commit) over these lines. */
+  holdMs?: DurationSummary;
 }
 
 interface TimelineCell {
@@ -144,12 +146,15 @@ async function measureTarget(
       }
     }
     const answersMs: number[] = [];
+    const replicated = config.variant !== "none";
+    if (replicated) await target.metrics(true);
     for (let line = 0; line < CONSOLE_LINES; line++) {
       const started = performance.now();
       await target.exec("echo answered", 30_000);
       answersMs.push(performance.now() - started);
     }
-    into.consoles.push({ round, target: name, answersMs });
+    const holdMs = replicated ? (await target.metrics()).outputHoldMs?.console : undefined;
+    into.consoles.push({ round, target: name, answersMs, ...(holdMs && { holdMs }) });
     log(`round ${round} ${name} console: median ${median(answersMs).toFixed(0)} ms`);
   } finally {
     await target.stop();
@@ -185,14 +190,20 @@ function consoleTable(consoles: ConsoleCell[]): string {
   const none = all("unreplicated");
   const rows = NAMES.map((target) => {
     const values = all(target);
-    if (values.length === 0) return `| ${target} | – | – | – |`;
+    if (values.length === 0) return `| ${target} | – | – | – | – |`;
     const added =
       none.length === 0 || target === "unreplicated"
         ? ""
         : `${fixed(median(values) - median(none), 1)} / ${fixed(percentile(values, 99) - percentile(none, 99), 1)}`;
-    return `| ${target} | ${fixed(median(values), 1)} | ${fixed(percentile(values, 99), 1)} | ${added} |`;
+    const holds = consoles.filter((c) => c.target === target && c.holdMs !== undefined && c.holdMs.count > 0).map((c) => c.holdMs!);
+    const held = holds.length === 0 ? "" : `${fixed(median(holds.map((h) => h.p50Ms)))} / ${fixed(Math.max(...holds.map((h) => h.p99Ms)))}`;
+    return `| ${target} | ${fixed(median(values), 1)} | ${fixed(percentile(values, 99), 1)} | ${added} | ${held} |`;
   });
-  return ["| target | median | p99 | added by replication (median / p99) |", "|---|---|---|---|", ...rows].join("\n");
+  return [
+    "| target | median | p99 | added by replication (median / p99) | console bytes held by output commit, p50 / p99 (primary) |",
+    "|---|---|---|---|---|",
+    ...rows,
+  ].join("\n");
 }
 
 function stageFigures(timelines: TimelineCell[], target: string, stage: SyncStage | "round trip") {

@@ -98,6 +98,8 @@ export interface MetricsSnapshot {
   stagesMs: Partial<Record<SyncStage, DurationSummary>>;
   /** Output commit (a primary): console bytes and network frames held, released and dropped so far. */
   output?: Record<"console" | "frame", OutputCounts>;
+  /** Output commit (a primary): how long console bytes and frames waited, from the guest's output to its release (the latency replication adds to them). */
+  outputHoldMs?: Record<"console" | "frame", DurationSummary>;
   initialSync?: { ms: number; bytes: number };
   failoverMs?: number;
   uptimeMs: number;
@@ -126,6 +128,8 @@ export class ReplicationMetrics {
   readonly pause = new DurationStats();
   readonly captureDelay = new DurationStats();
   readonly roundTrip = new DurationStats();
+  /** Held output's wait, by kind (a primary's). */
+  readonly outputHold = { console: new DurationStats(), frame: new DurationStats() };
   readonly #stages = new Map<SyncStage, DurationStats>();
   initialSync: { ms: number; bytes: number } | undefined;
   failoverMs: number | undefined;
@@ -137,7 +141,8 @@ export class ReplicationMetrics {
 
   /** Durations count from now on (byte counters keep running). */
   restartDurations(): void {
-    for (const stats of [this.pause, this.captureDelay, this.roundTrip, ...this.#stages.values()]) stats.clear();
+    for (const stats of [this.pause, this.captureDelay, this.roundTrip, this.outputHold.console, this.outputHold.frame, ...this.#stages.values()])
+      stats.clear();
   }
 
   /** Adds one sync's time in `stage`. */
@@ -173,7 +178,10 @@ export class ReplicationMetrics {
       pauseMs: this.pause.toJSON(),
       captureDelayMs: this.captureDelay.toJSON(),
       roundTripMs: this.roundTrip.toJSON(),
-      ...(this.outputCounts !== undefined && { output: this.outputCounts() }),
+      ...(this.outputCounts !== undefined && {
+        output: this.outputCounts(),
+        outputHoldMs: { console: this.outputHold.console.toJSON(), frame: this.outputHold.frame.toJSON() },
+      }),
       stagesMs: Object.fromEntries(SYNC_STAGES.flatMap((stage) => (this.#stages.has(stage) ? [[stage, this.#stages.get(stage)!.toJSON()]] : []))),
       ...(this.initialSync === undefined ? {} : { initialSync: this.initialSync }),
       ...(this.failoverMs === undefined ? {} : { failoverMs: this.failoverMs }),

@@ -22,6 +22,25 @@ function queueWithLog(): {
 }
 
 describe("output-commit queue", () => {
+  it("tells when each released console chunk or frame was held (the hold-time metric), and nothing of completions", () => {
+    const released: [string, number][] = [];
+    const queue = new OutputCommitQueue({ released: (kind, heldAt) => released.push([kind, heldAt]) });
+    queue.hold({ kind: "console", bytes: bytes("a") }, 10);
+    queue.hold({ kind: "completion", release: () => undefined }, 11);
+    queue.hold({ kind: "frame", bytes: bytes("F") }, 12);
+    queue.cover(1, new Set());
+    expect(released, "nothing before the ack").to.deep.equal([]);
+    queue.hold({ kind: "console", bytes: bytes("b") }, 13);
+    queue.acknowledged(1);
+    expect(released).to.deep.equal([["console", 10]]);
+    queue.releaseAll();
+    expect(released).to.deep.equal([
+      ["console", 10],
+      ["frame", 12],
+      ["console", 13],
+    ]);
+  });
+
   it("holds output until the sync that covers it is acknowledged, and releases it in order", () => {
     const { queue, console, frames } = queueWithLog();
     queue.hold({ kind: "console", bytes: bytes("a") }, 0);

@@ -115,7 +115,7 @@ export const MAX_DEFERRED_WRITE_BYTES = 16 << 20;
 export class PrimaryEngine {
   readonly metrics = new ReplicationMetrics("primary");
   /** What waits for the secondary's acknowledgement; listen to released console bytes with `outputs.onRelease("console", ...)`. */
-  readonly outputs = new OutputCommitQueue();
+  readonly outputs = new OutputCommitQueue({ released: (kind, heldAt) => this.metrics.outputHold[kind].add(performance.now() - heldAt) });
   readonly #guest: PrimaryGuest;
   readonly #options: ResolvedPrimaryOptions;
   readonly #fsm = new StateMachine<PrimaryState>("primary", PRIMARY_TRANSITIONS, "idle");

@@ -50,6 +50,11 @@ export interface OutputCounters {
 
 const emptyCounters = (): OutputCounters => ({ held: 0, released: 0, dropped: 0, heldBytes: 0, releasedBytes: 0, droppedBytes: 0 });
 
+export interface OutputCommitOptions {
+  /** Called as held console bytes or a frame go out, with when they were held (for the hold-time metric). */
+  released?: (kind: "console" | "frame", heldAt: number) => void;
+}
+
 export class OutputCommitQueue {
   /** Held entries, oldest first. */
   #entries: Entry[] = [];
@@ -57,6 +62,8 @@ export class OutputCommitQueue {
   #heldBytes = 0;
   readonly #listeners = { console: new Set<(bytes: Uint8Array) => void>(), frame: new Set<(bytes: Uint8Array) => void>() };
   readonly #counters: Record<HeldKind, OutputCounters> = { completion: emptyCounters(), console: emptyCounters(), frame: emptyCounters() };
+
+  constructor(private readonly options: OutputCommitOptions = {}) {}
 
   /** Listeners for console bytes or frames as they are released, in order. */
   onRelease(kind: "console" | "frame", listener: (bytes: Uint8Array) => void): () => void {
@@ -179,8 +186,11 @@ export class OutputCommitQueue {
   #releaseFirst(count: number): void {
     if (count === 0) return;
     const released = this.#entries.splice(0, count);
-    for (const { output } of released) {
-      if (output.kind !== "completion") this.#heldBytes -= output.bytes.length;
+    for (const { output, heldAt } of released) {
+      if (output.kind !== "completion") {
+        this.#heldBytes -= output.bytes.length;
+        this.options.released?.(output.kind, heldAt);
+      }
       this.#emit(output);
     }
   }
