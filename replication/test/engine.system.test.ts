@@ -97,14 +97,7 @@ describe("replication engines (in-memory link, real guest)", function () {
 
       // Quiesced: once a sync covers the guest's last write, the secondary's disk holds every write of the primary, byte for byte.
       await primary.exec("sync");
-      await waitForValue(
-        async () => {
-          await primaryEngine.syncNow();
-          return Buffer.compare(pair.primaryDisk.bytes, pair.secondaryDisk.bytes) === 0;
-        },
-        "the secondary's disk to equal the primary's",
-        10_000,
-      );
+      await waitForSameDisks(pair);
 
       await killPrimary(pair);
       const survivor = secondaryEngine.machine;
@@ -207,10 +200,25 @@ describe("replication engines (in-memory link, real guest)", function () {
     expect(pair.primaryEngine.metrics.inlineWrites).to.be.greaterThan(0);
     const onPrimary = pair.primaryDisk.bytes.subarray(7000 * 4096, 7001 * 4096);
     expect(new TextDecoder().decode(onPrimary)).to.equal(pattern);
-    expect(Buffer.compare(onPrimary, pair.secondaryDisk.bytes.subarray(7000 * 4096, 7001 * 4096))).to.equal(0);
+    await waitForSameDisks(pair, 7000 * 4096, 7001 * 4096);
     await killPrimary(pair);
   });
 });
+
+/**
+ * Syncs until the secondary's disk equals the primary's (in [start, end)): an acknowledgement
+ * promises the log's writes are queued on the secondary, not yet on its disk.
+ */
+async function waitForSameDisks(pair: Pair, start = 0, end = pair.primaryDisk.bytes.length): Promise<void> {
+  await waitForValue(
+    async () => {
+      await pair.primaryEngine.syncNow();
+      return Buffer.compare(pair.primaryDisk.bytes.subarray(start, end), pair.secondaryDisk.bytes.subarray(start, end)) === 0;
+    },
+    "the secondary's disk to equal the primary's",
+    10_000,
+  );
+}
 
 async function writeFiles(machine: Machine, count: number, prefix = "file"): Promise<Map<string, string>> {
   const sums = new Map<string, string>();
