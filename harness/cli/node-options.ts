@@ -7,8 +7,7 @@ import type { NodeConfig } from "../replica-node.ts";
 import { existingFile, parseMemory, UsageError } from "./args.ts";
 import type { ForwardSpec } from "../network/forwards.ts";
 import type { Gateway } from "../network/gateway.ts";
-import { DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
-import { DEFAULT_SYNC_INTERVAL_MS } from "../../replication/engine/primary/engine.ts";
+import { DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
 
 /** What a primary does when it loses its secondary; see PrimaryEngine. */
 export const LOSS_POLICIES = ["continue", "stall"] as const;
@@ -75,7 +74,8 @@ export const SYNC_MODE_HELP = `  --sync-mode speculative|synchronous
                       when the guest sees a disk write complete: speculative = at once, logged by
                       the next capture (console and network output still wait for the secondary),
                       synchronous = once the secondary acknowledged it (Kemari) (default ${DEFAULT_SYNC_MODE})
-  --sync-interval-ms N        speculative: a write nothing outside waits on is logged within N ms
+  --sync-interval-ms N
+                      speculative: a write nothing outside waits on is logged within N ms
                       (default ${DEFAULT_SYNC_INTERVAL_MS}; output is logged at once)`;
 
 /** The longest sync interval a command line may ask for: a takeover rolls the guest back up to this much. */

@@ -38,14 +38,14 @@ import { OutputCommitQueue, type HeldOutput } from "./output-commit.ts";
 import { PendingIo } from "./pending-io.ts";
 import { protect } from "./protect.ts";
 import { PrimarySession, type InFlightSync } from "./session.ts";
-import { DEFAULT_SYNC_MODE, PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
+import { DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_MODE, PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
 import type { DiskMode } from "./sync-encoder.ts";
 import { SyncWaiters } from "./sync-waiters.ts";
 import { Lease } from "./lease.ts";
 import type { Witness } from "../../arbiter/witness.ts";
 
 export type { DiskMode } from "./sync-encoder.ts";
-export { DEFAULT_SYNC_MODE, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
+export { DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_MODE, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
 export type { MigrationReport } from "./migrate.ts";
 export type { SyncEvent } from "../sync-event.ts";
 
@@ -88,9 +88,6 @@ export interface PrimaryOptions {
   nodeName?: string;
   log?: (line: string) => void;
 }
-
-/** Remus's epochs were 25 ms; 20 ms keeps a takeover's rollback and the unlogged data small (benchmarks/results/sync-intervals.md). */
-export const DEFAULT_SYNC_INTERVAL_MS = 20;
 
 const DEFAULTS = {
   epoch: 1,

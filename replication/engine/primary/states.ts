@@ -40,3 +40,10 @@ export type SyncMode = "synchronous" | "speculative";
  * faster (benchmarks/results/sync-modes.md, network.md) with the same promise to the outside.
  */
 export const DEFAULT_SYNC_MODE: SyncMode = "speculative";
+
+/**
+ * Speculative mode: how long a completed write may wait, unlogged, for a capture. Remus's
+ * epochs were 25 ms; 20 ms keeps a takeover's rollback and the unlogged data small
+ * (benchmarks/results/sync-intervals.md: 5, 20, 50 and 100 ms compared).
+ */
+export const DEFAULT_SYNC_INTERVAL_MS = 20;
