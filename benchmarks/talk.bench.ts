@@ -30,8 +30,14 @@ export interface TalkOptions {
   warmUpSeconds: number;
 }
 
+/** `TWINVM_BENCH_LINKS=unshaped,100M`: only the links whose names start so (a shorter run). */
+const LINK_FILTER = (process.env.TWINVM_BENCH_LINKS ?? "")
+  .split(",")
+  .map((name) => name.trim())
+  .filter((name) => name !== "");
+
 export const FULL: TalkOptions = {
-  links: LINKS,
+  links: LINK_FILTER.length === 0 ? LINKS : LINKS.filter((link) => LINK_FILTER.some((prefix) => link.name.startsWith(prefix))),
   workloads: WORKLOADS.map((w) => w.name),
   variants: ["none", "logging-replay", "logging-replay+deflate", "dirty-block-copy", "logging-replay+synchronous", "dirty-block-copy+synchronous"],
   rounds: Number(process.env.TWINVM_BENCH_ROUNDS ?? 3),
