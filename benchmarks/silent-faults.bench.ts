@@ -1,0 +1,141 @@
+// How fast a pair with an arbiter finds a failure that closes no socket, and what a shorter
+// peer timeout costs. For each peer timeout (TWINVM_BENCH_PEER_TIMEOUTS, ms, comma-separated):
+//   - faults: a fresh pair (the test API, the test process as the witness) whose guest writes
+//     in a loop; the primary is frozen (SIGSTOP: a host that hangs, sockets open), or its link
+//     stalls (bytes stop, nothing closes); measured from the fault to the takeover and to the
+//     first answer of `echo` on whichever node then runs the guest;
+//   - false failovers: one protected pair whose guest writes in a loop while two busy-loop
+//     processes keep both cores loaded, for TWINVM_BENCH_LOAD_SECONDS; every takeover there
+//     is a false one (nothing failed).
+// `npm run bench -- silent-faults`.
+import { loadavg } from "node:os";
+import { startLoad } from "../harness/stress/load.ts";
+import { createGuestTemplate, startPair, type GuestTemplate, type Pair } from "../harness/testing/index.ts";
+import { distribution, type Distribution } from "../harness/stress/report.ts";
+import type { BenchContext, BenchReport } from "./run.ts";
+
+const PEER_TIMEOUTS = (process.env.TWINVM_BENCH_PEER_TIMEOUTS ?? "400,250,200").split(",").map(Number);
+const ROUNDS = Number(process.env.TWINVM_BENCH_ROUNDS ?? 6);
+const LOAD_SECONDS = Number(process.env.TWINVM_BENCH_LOAD_SECONDS ?? 180);
+const LOAD_PROCESSES = 2;
+/** A write loop in the guest: syncs keep flowing while the fault strikes. */
+const WRITE_LOOP = "(while true; do dd if=/dev/urandom of=/dev/vda bs=4k count=16 seek=$((RANDOM % 3000)) oflag=direct 2>/dev/null; done) >/dev/null 2>&1 &";
+
+type FaultKind = "freeze" | "stall";
+
+interface FaultRound {
+  peerTimeoutMs: number;
+  fault: FaultKind;
+  /** Which node ran the guest afterwards. */
+  winner: "secondary" | "primary";
+  faultToTakeoverMs: number | null;
+  /** Null when the primary kept the guest (it never stopped running it). */
+  faultToAnswerMs: number | null;
+}
+
+interface LoadRun {
+  peerTimeoutMs: number;
+  seconds: number;
+  falseFailovers: number;
+  loadAverage: number;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault: FaultKind): Promise<FaultRound> {
+  const pair = await startPair({ template, arbiter: true, peerTimeoutMs, reprotect: false });
+  try {
+    await pair.exec(WRITE_LOOP);
+    await sleep(1000);
+    const started = performance.now();
+    if (fault === "freeze") pair.freezePrimary();
+    else pair.stallLink();
+    // A stalled link with both nodes alive may leave the guest where it was: whichever node
+    // the witness lets run it answers, the other refuses.
+    const takeover = pair.waitForTakeover({ timeoutMs: 30_000 }).then(() => performance.now());
+    let faultToTakeoverMs: number | null = null;
+    let winner: FaultRound["winner"];
+    if (fault === "freeze") {
+      faultToTakeoverMs = (await takeover) - started;
+      winner = "secondary";
+    } else {
+      takeover.catch(() => undefined);
+      const outcome = await Promise.race([takeover.then(() => "takeover" as const), sleep(peerTimeoutMs * 4 + 2000).then(() => "kept" as const)]);
+      if (outcome === "takeover") faultToTakeoverMs = (await takeover) - started;
+      winner = outcome === "takeover" ? "secondary" : "primary";
+    }
+    const answer = await pair.exec("echo alive", { timeoutMs: 30_000 });
+    if (answer.output !== "alive\n") throw new Error(`the guest answered ${JSON.stringify(answer.output)}`);
+    return { peerTimeoutMs, fault, winner, faultToTakeoverMs, faultToAnswerMs: winner === "secondary" ? performance.now() - started : null };
+  } finally {
+    await pair.stop();
+  }
+}
+
+async function loadRun(template: GuestTemplate, peerTimeoutMs: number, log: (line: string) => void): Promise<LoadRun> {
+  const pair: Pair = await startPair({ template, arbiter: true, peerTimeoutMs, reprotect: false });
+  const load = startLoad(LOAD_PROCESSES);
+  try {
+    await pair.exec(WRITE_LOOP);
+    const before = pair.failovers;
+    await sleep(LOAD_SECONDS * 1000);
+    const falseFailovers = pair.failovers - before;
+    if (falseFailovers > 0) log(`peer timeout ${peerTimeoutMs} ms: ${falseFailovers} false failover(s)\n${pair.describe()}`);
+    return { peerTimeoutMs, seconds: LOAD_SECONDS, falseFailovers, loadAverage: loadavg()[0]! };
+  } finally {
+    load.stop();
+    await pair.stop();
+  }
+}
+
+function cell(d: Distribution | null): string {
+  return d === null ? "-" : `${d.median.toFixed(0)} / ${d.p99.toFixed(0)} (${d.min.toFixed(0)}-${d.max.toFixed(0)})`;
+}
+
+export default async function silentFaults({ log }: BenchContext): Promise<BenchReport> {
+  const template = await createGuestTemplate({ disks: [{ sizeBytes: 16 << 20 }] });
+  const rounds: FaultRound[] = [];
+  const loads: LoadRun[] = [];
+  try {
+    for (let i = 0; i < ROUNDS; i++) {
+      for (const peerTimeoutMs of PEER_TIMEOUTS) {
+        for (const fault of ["freeze", "stall"] as const) {
+          const round = await faultRound(template, peerTimeoutMs, fault);
+          rounds.push(round);
+          log(
+            `round ${i + 1}/${ROUNDS} peer ${peerTimeoutMs} ms ${fault}: ${round.winner} runs the guest, takeover ${round.faultToTakeoverMs?.toFixed(0) ?? "-"} ms, answer ${round.faultToAnswerMs?.toFixed(0) ?? "-"} ms`,
+          );
+        }
+      }
+    }
+    for (const peerTimeoutMs of PEER_TIMEOUTS) {
+      log(`peer timeout ${peerTimeoutMs} ms: ${LOAD_SECONDS} s loaded (${LOAD_PROCESSES} busy processes), counting false failovers`);
+      loads.push(await loadRun(template, peerTimeoutMs, log));
+    }
+  } finally {
+    await template.dispose();
+  }
+  const rows = PEER_TIMEOUTS.flatMap((peerTimeoutMs) =>
+    (["freeze", "stall"] as const).map((fault) => {
+      const mine = rounds.filter((r) => r.peerTimeoutMs === peerTimeoutMs && r.fault === fault);
+      const takeovers = mine.flatMap((r) => (r.faultToTakeoverMs === null ? [] : [r.faultToTakeoverMs]));
+      const kept = mine.filter((r) => r.winner === "primary").length;
+      return `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${mine.length} | ${cell(distribution(takeovers))} | ${cell(distribution(mine.flatMap((r) => (r.faultToAnswerMs === null ? [] : [r.faultToAnswerMs]))))} | ${kept} |`;
+    }),
+  );
+  const loadRows = loads.map((l) => `| ${l.peerTimeoutMs} | ${l.seconds} | ${l.falseFailovers} | ${l.loadAverage.toFixed(1)} |`);
+  return {
+    description:
+      `A pair of the test API with an arbiter (the benchmark's process is the witness and runs the fault proxy), 128 MiB default guest restored from a template, its guest writing 64 KiB bursts to its disk in a loop (O_DIRECT), speculative sync mode, no re-protection. ` +
+      `Faults: the primary frozen with SIGSTOP (a host that hangs: nothing closes) or its replication link stalled (bytes stop, both nodes alive: the witness lets exactly one run the guest); ` +
+      `fault to the survivor's takeover, and to the first answer of \`echo\` typed on its serial console (rounds where the primary kept the guest have neither; a restored guest runs in v86's interpreter until its JIT has compiled it again, which costs the first command 100-150 ms). ` +
+      `${ROUNDS} rounds per cell, peer timeouts interleaved; ms as median / p99 (min-max). ` +
+      `Then, per peer timeout, one protected pair writing for ${LOAD_SECONDS} s while ${LOAD_PROCESSES} busy-loop processes keep both cores loaded: every takeover there is a false failover.`,
+    table:
+      `### Fault to takeover and to an answering guest\n\n| peer timeout (ms) | fault | rounds | fault to takeover | fault to answer | the primary kept the guest |\n|---|---|---|---|---|---|\n${rows.join("\n")}\n\n` +
+      `### False failovers on a loaded machine\n\n| peer timeout (ms) | seconds | false failovers | load average at the end |\n|---|---|---|---|\n${loadRows.join("\n")}`,
+    data: { rounds, loads },
+  };
+}
