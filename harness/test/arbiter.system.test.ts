@@ -5,8 +5,6 @@
 import { expect } from "chai";
 import { createGuestTemplate, startPair, type GuestTemplate, type Pair } from "../testing/index.ts";
 
-const PEER_TIMEOUT_MS = 400;
-
 /** The node started in `role` (the pair's nodes are listed in start order: the secondary first). */
 function started(pair: Pair, role: "primary" | "secondary") {
   return pair.nodes.find((node) => node.startedAs === role)!;
@@ -41,7 +39,7 @@ describe("the arbiter (real processes, the test process as the witness)", functi
   });
 
   it("a silent link cut with both nodes alive: exactly one guest answers, and the other node refuses to run it", async () => {
-    pair = await startPair({ template, arbiter: true, peerTimeoutMs: PEER_TIMEOUT_MS, reprotect: false });
+    pair = await startPair({ template, arbiter: true, reprotect: false });
     pair.cutLink("silent");
     // Either side may win the witness; wait until the loser has stopped (fenced, or standing by).
     const deadline = performance.now() + 30_000;
@@ -60,7 +58,7 @@ describe("the arbiter (real processes, the test process as the witness)", functi
   });
 
   it("a SIGKILLed primary is replaced within the short timeout: fault to an answering guest, measured", async () => {
-    pair = await startPair({ template, arbiter: true, peerTimeoutMs: PEER_TIMEOUT_MS, reprotect: false });
+    pair = await startPair({ template, arbiter: true, reprotect: false });
     const killed = performance.now();
     await pair.killPrimary();
     await pair.waitForTakeover({ timeoutMs: 30_000 });
@@ -69,7 +67,7 @@ describe("the arbiter (real processes, the test process as the witness)", functi
   });
 
   it("a primary that freezes (SIGSTOP) is replaced after the peer timeout, and once thawed, superseded, it fences itself", async () => {
-    pair = await startPair({ template, arbiter: true, peerTimeoutMs: PEER_TIMEOUT_MS, reprotect: false });
+    pair = await startPair({ template, arbiter: true, reprotect: false });
     const frozenAt = performance.now();
     // A frozen host neither talks nor renews its lease: the witness grants the secondary the
     // next epoch. (A stalled link with both nodes alive may go either way: the first test.)
