@@ -225,7 +225,7 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     const tag = await runWorkloadUntilFault(oldPrimary, plan, result);
     const faultAt = performance.now();
     pair.cutLink(plan.cutKind);
-    if (plan.arbiter) await afterArbitratedCut(oldPrimary, secondary, tag, faultAt, result, pair);
+    if (plan.arbiter) await afterArbitratedCut(oldPrimary, secondary, tag, faultAt, result, pair, context);
     else await afterCut(pair, oldPrimary, tag, faultAt, result, context);
   },
 
@@ -236,7 +236,7 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     const faultAt = performance.now();
     // The workload writes all the time: the next sync starts within milliseconds.
     result.cutAfterFrameBytes = (await pair.cutLinkMidSync({ timeoutMs: 20_000 })).frameBytes;
-    if (plan.arbiter) await afterArbitratedCut(oldPrimary, secondary, tag, faultAt, result, pair);
+    if (plan.arbiter) await afterArbitratedCut(oldPrimary, secondary, tag, faultAt, result, pair, context);
     else await afterCut(pair, oldPrimary, tag, faultAt, result, context);
   },
 };
@@ -277,7 +277,15 @@ async function afterCut(pair: Pair, oldPrimary: PairNode, tag: string, faultAt: 
  * afterwards (a split brain fails the round), and the winner's guest must hold every
  * write it acknowledged; if the primary kept the guest, its next write must complete.
  */
-async function afterArbitratedCut(oldPrimary: PairNode, secondary: PairNode, tag: string, faultAt: number, result: RoundResult, pair: Pair): Promise<void> {
+async function afterArbitratedCut(
+  oldPrimary: PairNode,
+  secondary: PairNode,
+  tag: string,
+  faultAt: number,
+  result: RoundResult,
+  pair: Pair,
+  context: RoundContext,
+): Promise<void> {
   const committedAtCut = maxOrNull(committedLogCounts(oldPrimary.transcript, tag));
   result.committedLinesBeforeFault = committedAtCut;
   const deadline = performance.now() + TAKEOVER_TIMEOUT_MS;
@@ -315,6 +323,12 @@ async function afterArbitratedCut(oldPrimary: PairNode, secondary: PairNode, tag
     outcome: loserAnswers ? "failed" : "passed",
     detail: `${result.arbitration}${loserAnswers ? "; yet its guest answers too" : ""}`,
   });
+  // Under `stall` a primary that kept the guest holds its writes until a secondary protects
+  // it again, which takes a link: heal it, so the standing-by secondary (or a fresh one) can.
+  if (winner === oldPrimary && result.plan.policy === "stall") {
+    pair.healLink();
+    result.optionalChecks.push(await reprotectCheck(pair, oldPrimary, context.features));
+  }
   result.verdicts.push(await checkSurvivor(winner, winner === secondary ? "secondary" : "primary", committedAtCut, pair));
 }
 
