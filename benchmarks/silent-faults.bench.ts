@@ -130,7 +130,7 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
     description:
       `A pair of the test API with an arbiter (the benchmark's process is the witness and runs the fault proxy), 128 MiB default guest restored from a template, its guest writing 64 KiB bursts to its disk in a loop (O_DIRECT), speculative sync mode, no re-protection. ` +
       `Faults: the primary frozen with SIGSTOP (a host that hangs: nothing closes) or its replication link stalled (bytes stop, both nodes alive: the witness lets exactly one run the guest); ` +
-      `fault to the survivor's takeover, and to the first answer of \`echo\` typed on its serial console (rounds where the primary kept the guest have neither; a restored guest runs in v86's interpreter until its JIT has compiled it again, which costs the first command 100-150 ms). ` +
+      `fault to the survivor's takeover, and to the first answer of \`echo\` typed on its serial console (rounds where the primary kept the guest have neither; a restored guest runs in v86's interpreter until its JIT has compiled it again, which costs the first command 100-150 ms when the guest is idle and 250-450 ms while it writes). ` +
       `${ROUNDS} rounds per cell, peer timeouts interleaved; ms as median / p99 (min-max). ` +
       `Then, per peer timeout, one protected pair writing for ${LOAD_SECONDS} s while ${LOAD_PROCESSES} busy-loop processes keep both cores loaded: every takeover there is a false failover.`,
     table:
