@@ -87,9 +87,14 @@ describe("replication engines (in-memory link, real guest)", function () {
       expect(metrics.writesSynced).to.be.greaterThan(0);
       if (mode === "logging-replay") {
         expect(metrics.bytes.ioLog).to.be.greaterThan(0);
-        // Kemari's mode logs every write by address; the speculative one sends the data of a write whose buffer changed before its capture.
-        if (syncMode === "synchronous") expect(metrics.bytes.diskBlocks).to.equal(0);
-        else expect(metrics.inlineWrites).to.be.lessThan(metrics.writesSynced);
+        // Both modes log writes by address and send the data only of a write whose buffer changed
+        // before its capture. Linux does not hold a page still while it is written unless the disk
+        // asks it to (virtio-blk does not), so even Kemari's mode meets a few: a write that waits
+        // for its capture (another under way, or the window full) may see ext4 change its buffer
+        // meanwhile (CI saw one such write of 26, 5 KiB). Most of the 640 KiB written must not travel.
+        const counts = `${metrics.inlineWrites} of ${metrics.writesSynced} writes inline, ${metrics.bytes.diskBlocks} bytes of blocks`;
+        expect(metrics.bytes.diskBlocks).to.be.lessThan(64 * 1024, counts);
+        expect(metrics.inlineWrites * (syncMode === "synchronous" ? 4 : 1)).to.be.lessThan(metrics.writesSynced, counts);
       } else {
         expect(metrics.bytes.ioLog).to.equal(0);
         expect(metrics.bytes.diskBlocks).to.be.greaterThan(64 * 1024);
