@@ -16,8 +16,10 @@ export interface CampaignSummary {
   passed: number;
   /** Takeovers over all rounds (a second-failover round has two). */
   failovers: number;
-  /** Rounds whose fault makes a secondary take over. */
+  /** Rounds in which a secondary took over (an arbitrated cut the primary won is not one). */
   takeoverRounds: number;
+  /** Arbitrated link cuts after which the primary kept the guest and the secondary stood by. */
+  cutsKeptByPrimary: number;
   lostWrites: number;
   fsckFailures: number;
   takeoverFailures: number;
@@ -48,7 +50,7 @@ export function spread(values: number[]): Spread | null {
 }
 
 export function summarize(results: RoundResult[]): CampaignSummary {
-  const takeovers = results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault));
+  const takeovers = results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault) && r.guestKeptBy !== "primary");
   const optionalChecks: CampaignSummary["optionalChecks"] = {};
   for (const check of results.flatMap((r) => r.optionalChecks)) {
     const counts = (optionalChecks[check.name] ??= { passed: 0, failed: 0, skipped: 0 });
@@ -59,6 +61,7 @@ export function summarize(results: RoundResult[]): CampaignSummary {
     passed: results.filter((r) => r.passed).length,
     failovers: takeovers.reduce((sum, r) => sum + r.failovers, 0),
     takeoverRounds: takeovers.length,
+    cutsKeptByPrimary: results.filter((r) => r.plan.arbiter && r.plan.fault.startsWith("link-cut") && r.guestKeptBy === "primary").length,
     lostWrites: results.reduce((sum, r) => sum + lostWrites(r), 0),
     fsckFailures: results.reduce((sum, r) => sum + r.verdicts.filter((v) => !v.fsckClean).length, 0),
     takeoverFailures: results.filter((r) => !r.survived).length,
@@ -103,7 +106,7 @@ export function roundLine(r: RoundResult): string {
     `delay ${r.plan.delayMs} ms`,
     `syncs before ${orDash(r.syncsBeforeFault)}`,
     `committed lines ${orDash(r.committedLinesBeforeFault)}`,
-    `${r.plan.fault === "secondary-kill" ? "kept running" : "takeover"} ${r.survived ? "yes" : "NO"}`,
+    `${r.plan.fault === "secondary-kill" || r.guestKeptBy === "primary" ? "kept running" : "takeover"} ${r.survived ? "yes" : "NO"}`,
     `failover ${ms(r.failoverMs)}`,
     `fault->answer ${ms(r.faultToAnswerMs)}`,
     verdicts || "no verdict",
@@ -180,7 +183,7 @@ export function summaryText(s: CampaignSummary): string {
   const checks = Object.entries(s.optionalChecks).map(([name, c]) => `  ${name}: ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`);
   return [
     `rounds ${s.rounds}, passed ${s.passed}, failovers ${s.failovers}, lost writes ${s.lostWrites}, fsck failures ${s.fsckFailures}, takeover failures ${s.takeoverFailures}`,
-    `log lines verified ${s.logLinesVerified}, split brains after a link cut: ${s.splitBrains} without an arbiter (documented limitation, not a failure), ${s.splitBrainsWithArbiter} of ${s.arbitratedCuts} cuts with one`,
+    `log lines verified ${s.logLinesVerified}, split brains after a link cut: ${s.splitBrains} without an arbiter (documented limitation, not a failure), ${s.splitBrainsWithArbiter} of ${s.arbitratedCuts} cuts with one (the primary kept the guest after ${s.cutsKeptByPrimary} of them)`,
     `failover time (secondary's failoverMs): ${spreadText(s.failoverMs)}`,
     `fault to console answer (wall):        ${spreadText(s.faultToAnswerMs)}`,
     `silent link cut to answer, arbiter:    ${spreadText(s.silentFaultToAnswerMs)}`,

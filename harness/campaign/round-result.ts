@@ -95,6 +95,8 @@ export interface RoundResult {
   committedLinesBeforeFault: number | null;
   /** primary-kill, link-cut: the secondary went active. secondary-kill: the primary kept the guest. */
   survived: boolean;
+  /** Which node ran the guest after the fault: the secondary after a takeover, the primary after a secondary-kill or an arbitrated cut it won. */
+  guestKeptBy: "primary" | "secondary" | null;
   /** The surviving guest answered on its console. */
   answered: boolean;
   /** Secondary's own measure (loss detected -> guest running), from its metrics. */
@@ -130,6 +132,7 @@ export function emptyResult(plan: RoundPlan): RoundResult {
     syncsBeforeFault: null,
     committedLinesBeforeFault: null,
     survived: false,
+    guestKeptBy: null,
     answered: false,
     failoverMs: null,
     faultToAnswerMs: null,

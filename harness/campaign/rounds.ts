@@ -207,12 +207,14 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     if (plan.policy === "continue") {
       await untilState(primary, "unprotected", TAKEOVER_TIMEOUT_MS);
       result.survived = true;
+      result.guestKeptBy = "primary";
       result.faultToAnswerMs = await answerTime(primary, faultAt);
       result.answered = result.faultToAnswerMs !== null;
       result.writesContinued = await logGrows(primary);
     } else {
       result.optionalChecks.push(await stallCheck(primary, context.features));
       result.survived = primary.running;
+      if (primary.running) result.guestKeptBy = "primary";
       result.answered = true; // a stalled guest is not required to answer; the stall check judged it
     }
     result.optionalChecks.push(await reprotectCheck(pair, primary, context.features));
@@ -303,6 +305,7 @@ async function afterArbitratedCut(
   }
   const loser = winner === secondary ? oldPrimary : secondary;
   result.survived = true;
+  result.guestKeptBy = winner === secondary ? "secondary" : "primary";
   result.faultToAnswerMs = await answerTime(winner, faultAt);
   result.answered = result.faultToAnswerMs !== null;
   if (winner === secondary) {
@@ -362,6 +365,7 @@ async function probeCommitted(node: PairNode, tag: string, forMs: number): Promi
 async function takeover(pair: Pair, faultAt: number, result: RoundResult): Promise<PairNode> {
   const survivor = await pair.waitForTakeover({ timeoutMs: TAKEOVER_TIMEOUT_MS });
   result.survived = true;
+  result.guestKeptBy = "secondary";
   result.faultToAnswerMs = await answerTime(survivor, faultAt);
   result.answered = result.faultToAnswerMs !== null;
   const metrics = await bounded(survivor.process.request<MetricsSnapshot>({ type: "metrics" }), 5000, "survivor metrics");

@@ -67,6 +67,10 @@ describe("failover campaign (bounded)", function () {
       expect(result.error, context).to.equal(null);
       expect(result.survived, context).to.equal(true);
       expect(result.answered, context).to.equal(true);
+      // Without an arbiter a takeover fault always moves the guest; with one, a cut may leave it where it was.
+      const keepers = plan.fault === "secondary-kill" ? ["primary"] : plan.arbiter ? ["primary", "secondary"] : ["secondary"];
+      expect(result.guestKeptBy, context).to.be.oneOf(keepers);
+      expect(roundLine(result)).to.contain(result.guestKeptBy === "primary" ? "| kept running yes |" : "| takeover yes |");
       for (const verdict of result.verdicts) {
         expect(verdict.lostWrites, context).to.equal(0);
         expect(verdict.fsckClean, context).to.equal(true);
@@ -95,11 +99,13 @@ describe("failover campaign (bounded)", function () {
     expect(summary.rounds).to.equal(plans().length);
     expect(summary.lostWrites).to.equal(0);
     expect(summary.passed).to.equal(summary.rounds);
-    expect(summary.takeoverRounds).to.equal(results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault)).length);
-    // An arbitrated cut may leave the guest with its primary (no failover to time).
-    const kept = results.filter((r) => r.plan.arbiter && r.failoverMs === null).length;
-    expect(summary.failoverMs?.count).to.equal(summary.takeoverRounds - kept);
-    expect(summary.failovers).to.equal(summary.takeoverRounds - kept + 1); // the second-failover round has two
+    // An arbitrated cut may leave the guest with its primary: no takeover, no failover to time.
+    const kept = results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault) && r.guestKeptBy === "primary");
+    expect(kept.every((r) => r.plan.arbiter && r.failoverMs === null && r.arbitration?.includes("primary kept") === true)).to.equal(true);
+    expect(summary.cutsKeptByPrimary).to.equal(kept.length);
+    expect(summary.takeoverRounds).to.equal(results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault)).length - kept.length);
+    expect(summary.failoverMs?.count).to.equal(summary.takeoverRounds);
+    expect(summary.failovers).to.equal(summary.takeoverRounds + 1); // the second-failover round has two
     const xml = junitXml(results, { seed: SEED, policy: "continue+stall", bootMs: base.template.bootMs });
     expect(xml.match(/<testcase /g)).to.have.length(results.length);
     expect(xml).to.contain(`failures="0"`);
