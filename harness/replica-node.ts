@@ -353,7 +353,10 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
   /** The primary engine of a protection still being set up (its initial sync): it already holds the guest's writes. */
   let protecting: PrimaryEngine | undefined;
   let stopDirectOutput: (() => void) | undefined;
-  let network: GuestNetworkLink | undefined;
+  // Dialled now, attached at a takeover: the survivor's guest reaches its clients without a
+  // connection and a handshake first.
+  const network = networkLink(machine, config, secret);
+  network?.standby();
   secondary.onStateChange((state, reason) => {
     emit({ type: "state", engine: "secondary", state, reason });
     if (state !== "active") return;
@@ -361,7 +364,6 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
     stopDirectOutput = machine.console.onOutput(decoder());
     // The guest runs here now, at the new epoch: the gateway drops the old primary and gives this
     // node the ingress frames its replica had not seen.
-    network = networkLink(machine, config, secret);
     network?.attach(secondary.epoch);
   });
   const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) =>

@@ -328,7 +328,14 @@ function statusTable(status: NodeStatus): string {
   const network = status.network;
   if (network !== undefined) {
     const link = network.link;
-    const state = link.kind === "connected" ? `connected (epoch ${link.epoch})` : link.kind === "down" ? `DOWN: ${link.reason}` : "connecting";
+    const state =
+      link.kind === "connected"
+        ? `connected (epoch ${link.epoch})`
+        : link.kind === "down"
+          ? `DOWN: ${link.reason}`
+          : link.kind === "standby"
+            ? "standing by"
+            : "connecting";
     const c = network.counters;
     const dropped = Object.values(c.egress.dropped).reduce((a, b) => a + b, 0) + Object.values(c.ingress.dropped).reduce((a, b) => a + b, 0);
     rows.push(["network gateway", `${network.gateway}, ${state}`]);

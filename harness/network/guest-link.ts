@@ -65,10 +65,23 @@ export class GuestNetworkLink {
       if (state.kind === last) return;
       last = state.kind;
       options.log?.(
-        `network: ${state.kind === "down" ? `gateway link down: ${state.reason}` : state.kind === "connected" ? `attached to the gateway at epoch ${state.epoch} (${state.replay} frame(s) given again)` : "connecting to the gateway"}`,
+        `network: ${
+          state.kind === "down"
+            ? `gateway link down: ${state.reason}`
+            : state.kind === "connected"
+              ? `attached to the gateway at epoch ${state.epoch} (${state.replay} frame(s) given again)`
+              : state.kind === "standby"
+                ? "standing by at the gateway (a takeover attaches without dialling)"
+                : "connecting to the gateway"
+        }`,
       );
     });
     this.#route();
+  }
+
+  /** The guest may run here later (a secondary): dial and authenticate now, so that attach() is one message. */
+  standby(): void {
+    this.#uplink.standby();
   }
 
   /** The guest runs here at `epoch`: attach to the gateway (a higher epoch replaces an older node there). */

@@ -22,7 +22,8 @@ export interface LinkServerOptions {
   witness?: WitnessCore;
   /** Default 127.0.0.1 and a free port; a non-loopback host needs allowNonLoopback. */
   listen?: { host?: string; port?: number; allowNonLoopback?: boolean };
-  link?: { heartbeatMs?: number; silenceTimeoutMs?: number; handshakeTimeoutMs?: number };
+  /** attachTimeoutMs: how long an authenticated node may wait to attach, ask the witness or stand by (default 5 s). */
+  link?: { heartbeatMs?: number; silenceTimeoutMs?: number; handshakeTimeoutMs?: number; attachTimeoutMs?: number };
 }
 
 export type LinkServerEvent =
@@ -81,9 +82,11 @@ export async function startLinkServer(core: GatewayCore | undefined, options: Li
     session.onWritable(() => core?.resume(sink));
     let attached = false;
     let askedWitness = false;
+    let standingBy = false;
+    const attachTimeoutMs = link.attachTimeoutMs ?? ATTACH_TIMEOUT_MS;
     const attachTimer = setTimeout(() => {
-      if (!attached && !askedWitness) session.fail(new NetworkLinkError("timeout", `no attach within ${ATTACH_TIMEOUT_MS} ms`));
-    }, ATTACH_TIMEOUT_MS);
+      if (!attached && !askedWitness && !standingBy) session.fail(new NetworkLinkError("timeout", `no attach within ${attachTimeoutMs} ms`));
+    }, attachTimeoutMs);
     attachTimer.unref();
 
     session.onMessage((inbound: LinkInbound) => {
@@ -93,7 +96,13 @@ export async function startLinkServer(core: GatewayCore | undefined, options: Li
       }
       if (core === undefined) throw new NetworkLinkError("order", "this is an arbiter's witness, not a network gateway: nothing attaches here");
       if (!attached) {
-        if (inbound.kind !== "control" || inbound.message.type !== "attach") throw new NetworkLinkError("order", "the first message must be attach");
+        // A secondary's link waits here, authenticated, for the takeover that attaches it (its heartbeats keep it open).
+        if (inbound.kind === "control" && inbound.message.type === "standby" && !standingBy) {
+          standingBy = true;
+          return;
+        }
+        if (inbound.kind !== "control" || inbound.message.type !== "attach")
+          throw new NetworkLinkError("order", "the first message must be attach (or standby, then attach)");
         const { epoch, lastIngressId } = inbound.message;
         const result = core.attach(sink, epoch, lastIngressId);
         clearTimeout(attachTimer);

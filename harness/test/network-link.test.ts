@@ -54,8 +54,10 @@ describe("network link", function () {
   const cleanup: Array<() => unknown> = [];
 
   async function startServer(port = 0): Promise<LinkServer> {
-    const started = await startLinkServer(core, { secret: SECRET, listen: { port }, link: { heartbeatMs: 100, silenceTimeoutMs: 1500 } }, (e) =>
-      events.push(e),
+    const started = await startLinkServer(
+      core,
+      { secret: SECRET, listen: { port }, link: { heartbeatMs: 100, silenceTimeoutMs: 1500, attachTimeoutMs: 300 } },
+      (e) => events.push(e),
     );
     cleanup.push(() => started.close());
     return started;
@@ -109,6 +111,40 @@ describe("network link", function () {
     node.committed(FIRST + 1);
     await eventually(() => core.counters().log.frames === 0, "the log trimmed by the commit");
     expect(node.counters()).to.deep.include({ connects: 1, lastIngressId: FIRST + 1, committed: FIRST + 1 });
+  });
+
+  it("stands by past the attach timeout, then attaches on the same link, with what arrived meanwhile", async function () {
+    const { node, got } = uplink();
+    const states: string[] = [];
+    node.onState((state) => states.push(state.kind));
+    node.standby();
+    await stateOf(node, "standby", "standing by");
+    await new Promise((resolve) => setTimeout(resolve, 600)); // twice the server's attach timeout
+    expect(node.state.kind).to.equal("standby");
+    expect(server.currentNodeId(), "standing by is not attached").to.equal(undefined);
+    core.ingress(frame(1));
+    node.attach(2, 0);
+    const attached = await stateOf(node, "connected", "attach");
+    expect(attached).to.deep.include({ epoch: 2, replay: 1 });
+    expect(states, "no second dial").to.deep.equal(["connecting", "standby", "connected"]);
+    await eventually(() => got.length === 1, "the frame logged while standing by");
+    expect(got).to.deep.equal([{ id: FIRST, tag: 1 }]);
+  });
+
+  it("an attach while the standby still dials attaches that same dial", async function () {
+    const { node } = uplink();
+    const states: string[] = [];
+    node.onState((state) => states.push(state.kind));
+    node.standby();
+    node.attach(1, 0);
+    await stateOf(node, "connected", "attach");
+    expect(states).to.deep.equal(["connecting", "connected"]);
+    expect(server.currentNodeId()).to.equal("test-node");
+  });
+
+  it("a node that neither attaches nor stands by is let go after the attach timeout", async function () {
+    const raw = await rawNode();
+    expect(await raw.closed).to.match(/no attach within 300 ms/);
   });
 
   it("refuses a wrong secret, says so on the node and keeps retrying", async function () {

@@ -33,6 +33,8 @@ export type HandshakeMessage =
 export type LinkControl =
   /** node: my guest runs at `epoch` and its state has seen ingress up to `lastIngressId` (0: none). */
   | { type: "attach"; epoch: number; lastIngressId: number }
+  /** node: a secondary's link, kept open so that a takeover attaches without dialling; `attach` follows, if ever. */
+  | { type: "standby" }
   /** gateway: you are the node; frames continue at `resumeFrom` (`replay` of them from the log). */
   | { type: "attached"; epoch: number; resumeFrom: number; replay: number; missing: number }
   /** gateway: a higher epoch is (or was) attached; you may not send. */
@@ -90,6 +92,7 @@ const HANDSHAKE_SCHEMAS: Record<HandshakeMessage["type"], SchemaObject> = {
 
 const CONTROL_SCHEMAS: Record<LinkControl["type"], SchemaObject> = {
   attach: closedObject({ type: constant("attach"), epoch, lastIngressId: id }),
+  standby: closedObject({ type: constant("standby") }),
   attached: closedObject({ type: constant("attached"), epoch, resumeFrom: id, replay: id, missing: id }),
   "stale-epoch": closedObject({ type: constant("stale-epoch"), epoch, message: text(MAX_LINK_TEXT) }),
   superseded: closedObject({ type: constant("superseded"), epoch }),

@@ -4,6 +4,9 @@
 // secondary holds. It reconnects by itself (bounded backoff) and never makes its caller
 // wait: while it is not connected, released frames are dropped and counted (the guest's
 // TCP resends them), and the frames that reached the gateway meanwhile come on reconnect.
+// A secondary's uplink may stand by: dialled and authenticated before its guest runs, so
+// that a takeover attaches with one message instead of a connection and a handshake (which
+// took 150-220 ms in a survivor whose freshly restored guest keeps its event loop busy).
 // Browser-safe: the caller supplies how to dial (Node: harness/network/uplink-node.ts).
 import { systemClock, type Clock, type Timer } from "../clock.ts";
 import { MIN_SECRET_BYTES } from "../protocol/limits.ts";
@@ -18,6 +21,8 @@ import { LinkSession, type LinkCloseInfo, type LinkInbound } from "./link-sessio
 export type UplinkState =
   | { kind: "connecting"; attempt: number }
   | { kind: "connected"; epoch: number; resumeFrom: number; replay: number }
+  /** Authenticated, not attached: a takeover's attach needs no dialling. */
+  | { kind: "standby" }
   /** `retryInMs` undefined: not retrying (not attached yet, closed, or taken over by a higher epoch). */
   | { kind: "down"; reason: string; retryInMs: number | undefined };
 
@@ -79,6 +84,8 @@ export class NetworkUplink {
   #backlogBytes = 0;
   /** Set when a higher epoch holds the gateway: no more attempts at this epoch. */
   #fencedBy: number | undefined;
+  /** standby() was called and attach() not yet: the link is kept open without an epoch. */
+  #standingBy = false;
   #closed = false;
   readonly #counts = {
     inFrames: 0,
@@ -119,8 +126,20 @@ export class NetworkUplink {
   }
 
   /**
+   * Dials and authenticates now, and keeps the link open (reconnecting as needed) until
+   * `attach` uses it. For a secondary, whose guest may run here later. No-op once attached.
+   */
+  standby(): void {
+    if (this.#closed) throw new NetworkLinkError("closed", "the uplink is closed");
+    if (this.#epoch !== undefined || this.#standingBy) return;
+    this.#standingBy = true;
+    void this.#connect();
+  }
+
+  /**
    * The guest runs here at `epoch`, its state having seen ingress frames up to
-   * `lastIngressId` (0: none). Connects (or reconnects, when the epoch changed).
+   * `lastIngressId` (0: none). Connects (or reconnects, when the epoch changed); a link
+   * standing by is attached as it is.
    */
   attach(epoch: number, lastIngressId: number): void {
     if (this.#closed) throw new NetworkLinkError("closed", "the uplink is closed");
@@ -136,6 +155,16 @@ export class NetworkUplink {
     this.#retryTimer?.cancel();
     this.#retryMs = this.#options.minRetryMs ?? 100;
     const previous = this.#session;
+    if (previous !== undefined && this.#state.kind === "standby") {
+      this.#standingBy = false;
+      return void previous.sendControl({ type: "attach", epoch, lastIngressId });
+    }
+    // A standby still dialling: that attempt sees the epoch and attaches when it is through.
+    if (previous === undefined && this.#standingBy && this.#state.kind === "connecting") {
+      this.#standingBy = false;
+      return;
+    }
+    this.#standingBy = false;
     this.#session = undefined;
     previous?.close(`re-attaching at epoch ${epoch}`);
     void this.#connect();
@@ -233,7 +262,6 @@ export class NetworkUplink {
 
   async #connect(): Promise<void> {
     const attempt = ++this.#attempt;
-    const epoch = this.#epoch!;
     this.#setState({ kind: "connecting", attempt });
     let session: LinkSession;
     try {
@@ -255,19 +283,27 @@ export class NetworkUplink {
     }
     this.#session = session;
     session.onWritable(() => this.#flush());
-    session.onMessage((message) => this.#onMessage(session, epoch, message));
+    session.onMessage((message) => this.#onMessage(session, message));
     session.onClose((info) => this.#onClosed(session, info));
-    session.sendControl({ type: "attach", epoch, lastIngressId: this.#lastIngressId });
+    // The epoch is read now, not at the dial: attach() may have come while this attempt dialled.
+    if (this.#epoch === undefined) {
+      session.sendControl({ type: "standby" });
+      this.#retryMs = this.#options.minRetryMs ?? 100;
+      return this.#setState({ kind: "standby" });
+    }
+    session.sendControl({ type: "attach", epoch: this.#epoch, lastIngressId: this.#lastIngressId });
   }
 
-  #onMessage(session: LinkSession, epoch: number, inbound: LinkInbound): void {
+  #onMessage(session: LinkSession, inbound: LinkInbound): void {
     if (session !== this.#session) return;
+    const epoch = this.#epoch;
     if (inbound.kind === "ingress") return this.#deliver(inbound.frames);
     if (inbound.kind === "egress") throw new NetworkLinkError("order", "the gateway sent egress frames");
     const message: LinkControl = inbound.message;
     switch (message.type) {
       case "attached":
         if (this.#state.kind === "connected") throw new NetworkLinkError("order", "attached twice");
+        if (epoch === undefined) throw new NetworkLinkError("order", "attached while standing by");
         if (message.epoch !== epoch) throw new NetworkLinkError("order", `attached at epoch ${message.epoch}, we asked for ${epoch}`);
         // The gateway says where the stream continues (below ours only when our ids came from another gateway).
         this.#lastIngressId = message.resumeFrom - 1;
@@ -283,7 +319,7 @@ export class NetworkUplink {
         return;
       case "superseded":
         // The same epoch: our own newer connection, or a double; a higher one: we were taken over.
-        if (message.epoch > epoch) this.#fence(message.epoch, `taken over: a node at epoch ${message.epoch} attached to the gateway`);
+        if (epoch !== undefined && message.epoch > epoch) this.#fence(message.epoch, `taken over: a node at epoch ${message.epoch} attached to the gateway`);
         return;
       default:
         throw new NetworkLinkError("order", `${message.type} from the gateway`);
