@@ -2,13 +2,15 @@
 // peer timeout costs. For each peer timeout (TWINVM_BENCH_PEER_TIMEOUTS, ms, comma-separated):
 //   - faults: a fresh pair (the test API, the test process as the witness) whose guest writes
 //     in a loop; the primary is frozen (SIGSTOP: a host that hangs, sockets open), or its link
-//     stalls (bytes stop, nothing closes); measured from the fault to the takeover and to the
-//     first answer of `echo` on whichever node then runs the guest;
+//     stalls (bytes stop, nothing closes); measured from the fault to the takeover, to the
+//     first answer of `echo` typed on whichever node then runs the guest, and to the first
+//     byte a TCP client streaming through an echo service in the guest gets back;
 //   - false failovers: one protected pair whose guest writes in a loop while two busy-loop
 //     processes keep both cores loaded, for TWINVM_BENCH_LOAD_SECONDS; every takeover there
 //     is a false one (nothing failed).
 // `npm run bench -- silent-faults`.
 import { loadavg } from "node:os";
+import { EchoStream, type Gap } from "../harness/network/echo-stream.ts";
 import { startLoad } from "../harness/stress/load.ts";
 import { createGuestTemplate, startPair, type GuestTemplate, type Pair } from "../harness/testing/index.ts";
 import { distribution, type Distribution } from "../harness/stress/report.ts";
@@ -18,6 +20,11 @@ const PEER_TIMEOUTS = (process.env.TWINVM_BENCH_PEER_TIMEOUTS ?? "400,250,200").
 const ROUNDS = Number(process.env.TWINVM_BENCH_ROUNDS ?? 6);
 const LOAD_SECONDS = Number(process.env.TWINVM_BENCH_LOAD_SECONDS ?? 180);
 const LOAD_PROCESSES = 2;
+/** The guest's echo service (one `cat` per connection) and the client's pace (the campaign's). */
+const ECHO_PORT = 7;
+const STREAM_BYTES_PER_SECOND = 32 << 10;
+/** The client sends a piece every 50 ms: the stall the fault causes starts at most one piece after it. */
+const STREAM_PACE_SLACK_MS = 100;
 /** A write loop in the guest: syncs keep flowing while the fault strikes. */
 const WRITE_LOOP = "(while true; do dd if=/dev/urandom of=/dev/vda bs=4k count=16 seek=$((RANDOM % 3000)) oflag=direct 2>/dev/null; done) >/dev/null 2>&1 &";
 
@@ -31,6 +38,13 @@ interface FaultRound {
   faultToTakeoverMs: number | null;
   /** Null when the primary kept the guest (it never stopped running it). */
   faultToAnswerMs: number | null;
+  /**
+   * From the fault to the first byte the service echoed after the stall the fault caused
+   * (whichever node runs the guest afterwards); null if the stream broke.
+   */
+  faultToServiceMs: number | null;
+  /** The stream's outcome at the end of the round: every byte back in order ("complete"), or how it failed. */
+  stream: string;
 }
 
 interface LoadRun {
@@ -44,10 +58,23 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * The stall the fault caused, as the client saw it: of the stalls (bytes outstanding, none
+ * back) that began by one piece after the fault, the one that ended last. Ordinary output
+ * holds (tens of ms) end sooner; in-flight bytes arriving just after the fault end a gap that
+ * the fault's own stall then follows.
+ */
+function faultStall(gaps: Gap[], faultAt: number): Gap | undefined {
+  return gaps.filter((gap) => gap.endMs >= faultAt && gap.startMs <= faultAt + STREAM_PACE_SLACK_MS).sort((a, b) => b.endMs - a.endMs)[0];
+}
+
 async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault: FaultKind): Promise<FaultRound> {
-  const pair = await startPair({ template, arbiter: true, peerTimeoutMs, reprotect: false });
+  const pair = await startPair({ template, arbiter: true, peerTimeoutMs, reprotect: false, forwards: [{ port: 0, guestPort: ECHO_PORT }] });
+  let stream: EchoStream | undefined;
   try {
     await pair.exec(WRITE_LOOP);
+    stream = await EchoStream.open({ port: pair.hostPort(ECHO_PORT), bytesPerSecond: STREAM_BYTES_PER_SECOND });
+    if (!(await stream.progress(1, 20_000))) throw new Error("the guest's echo service did not answer within 20 s");
     await sleep(1000);
     const started = performance.now();
     if (fault === "freeze") pair.freezePrimary();
@@ -68,8 +95,23 @@ async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault:
     }
     const answer = await pair.exec("echo alive", { timeoutMs: 30_000 });
     if (answer.output !== "alive\n") throw new Error(`the guest answered ${JSON.stringify(answer.output)}`);
-    return { peerTimeoutMs, fault, winner, faultToTakeoverMs, faultToAnswerMs: winner === "secondary" ? performance.now() - started : null };
+    const faultToAnswerMs = winner === "secondary" ? performance.now() - started : null;
+    // The service answered after the fault once the stream moved on past it.
+    await stream.progress(STREAM_BYTES_PER_SECOND / 4, 30_000);
+    const stall = faultStall(stream.gapsBetween(started, started + STREAM_PACE_SLACK_MS), started);
+    const report = await stream.finish(10_000);
+    const faultToServiceMs = report.outcome === "complete" && stall !== undefined ? stall.endMs - started : null;
+    return {
+      peerTimeoutMs,
+      fault,
+      winner,
+      faultToTakeoverMs,
+      faultToAnswerMs,
+      faultToServiceMs,
+      stream: report.outcome === "complete" ? "complete" : `${report.outcome}: ${report.error ?? ""}`,
+    };
   } finally {
+    stream?.destroy();
     await pair.stop();
   }
 }
@@ -95,7 +137,7 @@ function cell(d: Distribution | null): string {
 }
 
 export default async function silentFaults({ log }: BenchContext): Promise<BenchReport> {
-  const template = await createGuestTemplate({ disks: [{ sizeBytes: 16 << 20 }] });
+  const template = await createGuestTemplate({ disks: [{ sizeBytes: 16 << 20 }], overlay: { startup: `(nc -ll -p ${ECHO_PORT} -e cat &)` } });
   const rounds: FaultRound[] = [];
   const loads: LoadRun[] = [];
   try {
@@ -105,7 +147,7 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
           const round = await faultRound(template, peerTimeoutMs, fault);
           rounds.push(round);
           log(
-            `round ${i + 1}/${ROUNDS} peer ${peerTimeoutMs} ms ${fault}: ${round.winner} runs the guest, takeover ${round.faultToTakeoverMs?.toFixed(0) ?? "-"} ms, answer ${round.faultToAnswerMs?.toFixed(0) ?? "-"} ms`,
+            `round ${i + 1}/${ROUNDS} peer ${peerTimeoutMs} ms ${fault}: ${round.winner} runs the guest, takeover ${round.faultToTakeoverMs?.toFixed(0) ?? "-"} ms, console answer ${round.faultToAnswerMs?.toFixed(0) ?? "-"} ms, service answer ${round.faultToServiceMs?.toFixed(0) ?? "-"} ms, stream ${round.stream}`,
           );
         }
       }
@@ -122,7 +164,9 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
       const mine = rounds.filter((r) => r.peerTimeoutMs === peerTimeoutMs && r.fault === fault);
       const takeovers = mine.flatMap((r) => (r.faultToTakeoverMs === null ? [] : [r.faultToTakeoverMs]));
       const kept = mine.filter((r) => r.winner === "primary").length;
-      return `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${mine.length} | ${cell(distribution(takeovers))} | ${cell(distribution(mine.flatMap((r) => (r.faultToAnswerMs === null ? [] : [r.faultToAnswerMs]))))} | ${kept} |`;
+      const of = (pick: (r: FaultRound) => number | null) => cell(distribution(mine.flatMap((r) => (pick(r) === null ? [] : [pick(r)!]))));
+      const broken = mine.filter((r) => r.stream !== "complete").length;
+      return `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${mine.length} | ${cell(distribution(takeovers))} | ${of((r) => r.faultToAnswerMs)} | ${of((r) => (r.winner === "secondary" ? r.faultToServiceMs : null))} | ${of((r) => (r.winner === "primary" ? r.faultToServiceMs : null))} | ${kept} | ${broken} |`;
     }),
   );
   const loadRows = loads.map((l) => `| ${l.peerTimeoutMs} | ${l.seconds} | ${l.falseFailovers} | ${l.loadAverage.toFixed(1)} |`);
@@ -130,11 +174,11 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
     description:
       `A pair of the test API with an arbiter (the benchmark's process is the witness and runs the fault proxy), 128 MiB default guest restored from a template, its guest writing 64 KiB bursts to its disk in a loop (O_DIRECT), speculative sync mode, no re-protection. ` +
       `Faults: the primary frozen with SIGSTOP (a host that hangs: nothing closes) or its replication link stalled (bytes stop, both nodes alive: the witness lets exactly one run the guest); ` +
-      `fault to the survivor's takeover, and to the first answer of \`echo\` typed on its serial console (rounds where the primary kept the guest have neither; a restored guest runs in v86's interpreter until its JIT has compiled it again, which costs the first command 100-150 ms when the guest is idle and 250-450 ms while it writes). ` +
+      `fault to the survivor's takeover; to the first answer of \`echo\` typed on its serial console (a new command line: a restored guest runs in v86's interpreter until its JIT has compiled it again, which costs the first command 100-150 ms when the guest is idle and 250-450 ms while it writes); and to the first byte back of a TCP stream (32 KiB/s, the campaign's) that a host client keeps sending through an echo service in the guest (\`nc -ll -p 7 -e cat\`, via the test API's network gateway), which is what a client of a running service sees: the end of the stall the fault caused. Rounds where the primary kept the guest have no takeover and no console figure; their service figure is how long the primary held its output before the witness let it go on. ` +
       `${ROUNDS} rounds per cell, peer timeouts interleaved; ms as median / p99 (min-max). ` +
       `Then, per peer timeout, one protected pair writing for ${LOAD_SECONDS} s while ${LOAD_PROCESSES} busy-loop processes keep both cores loaded: every takeover there is a false failover.`,
     table:
-      `### Fault to takeover and to an answering guest\n\n| peer timeout (ms) | fault | rounds | fault to takeover | fault to answer | the primary kept the guest |\n|---|---|---|---|---|---|\n${rows.join("\n")}\n\n` +
+      `### Fault to takeover and to an answering guest\n\n| peer timeout (ms) | fault | rounds | fault to takeover | fault to console answer | fault to service answer, after a takeover | the same, the primary kept the guest | the primary kept the guest | streams broken |\n|---|---|---|---|---|---|---|---|---|\n${rows.join("\n")}\n\n` +
       `### False failovers on a loaded machine\n\n| peer timeout (ms) | seconds | false failovers | load average at the end |\n|---|---|---|---|\n${loadRows.join("\n")}`,
     data: { rounds, loads },
   };
