@@ -155,16 +155,11 @@ export class NetworkUplink {
     this.#retryTimer?.cancel();
     this.#retryMs = this.#options.minRetryMs ?? 100;
     const previous = this.#session;
-    if (previous !== undefined && this.#state.kind === "standby") {
-      this.#standingBy = false;
-      return void previous.sendControl({ type: "attach", epoch, lastIngressId });
-    }
-    // A standby still dialling: that attempt sees the epoch and attaches when it is through.
-    if (previous === undefined && this.#standingBy && this.#state.kind === "connecting") {
-      this.#standingBy = false;
-      return;
-    }
+    const wasStandingBy = this.#standingBy;
     this.#standingBy = false;
+    if (previous !== undefined && this.#state.kind === "standby") return void previous.sendControl({ type: "attach", epoch, lastIngressId });
+    // A standby still dialling: that attempt sees the epoch and attaches when it is through.
+    if (previous === undefined && wasStandingBy && this.#state.kind === "connecting") return;
     this.#session = undefined;
     previous?.close(`re-attaching at epoch ${epoch}`);
     void this.#connect();
