@@ -162,11 +162,10 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
   const rows = PEER_TIMEOUTS.flatMap((peerTimeoutMs) =>
     (["freeze", "stall"] as const).map((fault) => {
       const mine = rounds.filter((r) => r.peerTimeoutMs === peerTimeoutMs && r.fault === fault);
-      const takeovers = mine.flatMap((r) => (r.faultToTakeoverMs === null ? [] : [r.faultToTakeoverMs]));
       const kept = mine.filter((r) => r.winner === "primary").length;
-      const of = (pick: (r: FaultRound) => number | null) => cell(distribution(mine.flatMap((r) => (pick(r) === null ? [] : [pick(r)!]))));
+      const of = (pick: (r: FaultRound) => number | null) => cell(distribution(mine.map(pick).filter((ms): ms is number => ms !== null)));
       const broken = mine.filter((r) => r.stream !== "complete").length;
-      return `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${mine.length} | ${cell(distribution(takeovers))} | ${of((r) => r.faultToAnswerMs)} | ${of((r) => (r.winner === "secondary" ? r.faultToServiceMs : null))} | ${of((r) => (r.winner === "primary" ? r.faultToServiceMs : null))} | ${kept} | ${broken} |`;
+      return `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${mine.length} | ${of((r) => r.faultToTakeoverMs)} | ${of((r) => r.faultToAnswerMs)} | ${of((r) => (r.winner === "secondary" ? r.faultToServiceMs : null))} | ${of((r) => (r.winner === "primary" ? r.faultToServiceMs : null))} | ${kept} | ${broken} |`;
     }),
   );
   const loadRows = loads.map((l) => `| ${l.peerTimeoutMs} | ${l.seconds} | ${l.falseFailovers} | ${l.loadAverage.toFixed(1)} |`);

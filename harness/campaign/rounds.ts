@@ -206,15 +206,13 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     await pair.killSecondary();
     if (plan.policy === "continue") {
       await untilState(primary, "unprotected", TAKEOVER_TIMEOUT_MS);
-      result.survived = true;
-      result.guestKeptBy = "primary";
+      guestRunsOn(result, "primary");
       result.faultToAnswerMs = await answerTime(primary, faultAt);
       result.answered = result.faultToAnswerMs !== null;
       result.writesContinued = await logGrows(primary);
     } else {
       result.optionalChecks.push(await stallCheck(primary, context.features));
-      result.survived = primary.running;
-      if (primary.running) result.guestKeptBy = "primary";
+      guestRunsOn(result, primary.running ? "primary" : null);
       result.answered = true; // a stalled guest is not required to answer; the stall check judged it
     }
     result.optionalChecks.push(await reprotectCheck(pair, primary, context.features));
@@ -304,8 +302,7 @@ async function afterArbitratedCut(
     } else await sleep(50);
   }
   const loser = winner === secondary ? oldPrimary : secondary;
-  result.survived = true;
-  result.guestKeptBy = winner === secondary ? "secondary" : "primary";
+  guestRunsOn(result, winner === secondary ? "secondary" : "primary");
   result.faultToAnswerMs = await answerTime(winner, faultAt);
   result.answered = result.faultToAnswerMs !== null;
   if (winner === secondary) {
@@ -362,10 +359,15 @@ async function probeCommitted(node: PairNode, tag: string, forMs: number): Promi
   }
 }
 
+/** Which node runs the guest after the fault (null: neither); `survived` is its yes or no. */
+function guestRunsOn(result: RoundResult, node: "primary" | "secondary" | null): void {
+  result.guestKeptBy = node;
+  result.survived = node !== null;
+}
+
 async function takeover(pair: Pair, faultAt: number, result: RoundResult): Promise<PairNode> {
   const survivor = await pair.waitForTakeover({ timeoutMs: TAKEOVER_TIMEOUT_MS });
-  result.survived = true;
-  result.guestKeptBy = "secondary";
+  guestRunsOn(result, "secondary");
   result.faultToAnswerMs = await answerTime(survivor, faultAt);
   result.answered = result.faultToAnswerMs !== null;
   const metrics = await bounded(survivor.process.request<MetricsSnapshot>({ type: "metrics" }), 5000, "survivor metrics");
