@@ -5,15 +5,20 @@
 //        [--fault KIND[,KIND...]|all] [--seed S] [--policy continue|stall|both]
 //        [--sync-mode synchronous|speculative|both] [--arbiter on|off|both]
 //        [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose]
+//        [--record FILE] [--minutes M]
+// --record keeps every finished round in FILE (JSON lines) and skips those already there, so
+// a long campaign runs in parts (--minutes M starts no round after M minutes); the summary
+// then covers every round the record holds.
 // Exits 1 if any round lost a write, failed e2fsck, failed to take over or failed a check.
 import { writeFile } from "node:fs/promises";
+import { campaignIdentity, openRecord, RecordError } from "./campaign/record.ts";
 import { parseArgs } from "node:util";
 import type { SecondaryLossPolicy, SyncMode } from "../replication/engine/primary/engine.ts";
-import { defaultArtifactsDir, runCampaign, type CampaignBase, type CampaignOptions } from "./campaign/run-campaign.ts";
+import { defaultArtifactsDir, planRounds, runCampaign, type CampaignBase, type CampaignOptions, type CampaignRun } from "./campaign/run-campaign.ts";
 import { failureDetail, junitXml, roundLine, summarize, summaryText } from "./campaign/report.ts";
-import { FAULT_KINDS, NO_FEATURES, type EngineFeatures } from "./campaign/round-result.ts";
+import { FAULT_KINDS, NO_FEATURES, type EngineFeatures, type RoundResult } from "./campaign/round-result.ts";
 
-const USAGE = `usage: campaign --rounds N --mode logging-replay|dirty-block-copy|both [--fault ${FAULT_KINDS.join("|")}|all (comma-separated)] [--seed S] [--policy continue|stall|both] [--sync-mode synchronous|speculative|both] [--arbiter on|off|both] [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose]`;
+const USAGE = `usage: campaign --rounds N --mode logging-replay|dirty-block-copy|both [--fault ${FAULT_KINDS.join("|")}|all (comma-separated)] [--seed S] [--policy continue|stall|both] [--sync-mode synchronous|speculative|both] [--arbiter on|off|both] [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose] [--record FILE] [--minutes M]`;
 
 class UsageError extends Error {}
 
@@ -26,7 +31,7 @@ function bothOrOne<T extends string>(value: T | "both", both: readonly T[]): T[]
   return value === "both" ? [...both] : [value];
 }
 
-function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; junit: string | undefined } {
+function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; junit: string | undefined; record: string | undefined } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -42,6 +47,8 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; j
       junit: { type: "string" },
       artifacts: { type: "string" },
       verbose: { type: "boolean", default: false },
+      record: { type: "string" },
+      minutes: { type: "string" },
     },
     strict: true,
   });
@@ -51,6 +58,9 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; j
   const faults = values.fault === "all" ? [...FAULT_KINDS] : values.fault.split(",").map((name) => oneOf(name, FAULT_KINDS, "--fault"));
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new UsageError(`--seed must be an integer from 0 to 2^32-1, not "${values.seed}"`);
+  const minutes = values.minutes === undefined ? undefined : Number(values.minutes);
+  if (minutes !== undefined && !(Number.isInteger(minutes) && minutes >= 1 && minutes <= 24 * 60))
+    throw new UsageError(`--minutes must be an integer from 1 to 1440, not "${values.minutes}"`);
   const features: EngineFeatures = { ...NO_FEATURES };
   for (const name of values.expect.split(",").filter((part) => part !== ""))
     features[oneOf(name, ["reprotect", "stall", "fencing"] as const, "--expect")] = true;
@@ -66,6 +76,8 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; j
     echoStderr: values.verbose,
     json: values.json,
     junit: values.junit,
+    record: values.record,
+    ...(minutes !== undefined && { budgetMs: minutes * 60_000 }),
     ...(values.artifacts !== undefined && { artifactsDir: values.artifacts }),
   };
 }
@@ -87,34 +99,64 @@ async function main(): Promise<number> {
     });
   }
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  log(
-    `campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policies.join("+")}; booting the guest once`,
-  );
-  const run = await runCampaign(options, {
-    onBase: (created) => {
-      base = created;
-      log(
-        `campaign: guest booted in ${(created.template.bootMs / 1000).toFixed(1)} s, snapshot taken; a failed round's files go to ${options.artifactsDir ?? defaultArtifactsDir(options.seed)}`,
-      );
-    },
-    onRound: (result) => {
-      if (options.json) return log(roundLine(result));
-      process.stdout.write(`${roundLine(result)}\n`);
-      if (!result.passed) process.stdout.write(`${failureDetail(result).join("\n")}\n`);
-    },
-  });
-  const summary = summarize(run.results);
+  let record: Awaited<ReturnType<typeof openRecord>> | undefined;
+  if (options.record !== undefined) {
+    try {
+      record = await openRecord(options.record, campaignIdentity(options));
+    } catch (error) {
+      if (!(error instanceof RecordError)) throw error;
+      process.stderr.write(`campaign: ${error.message}\n`);
+      return 2;
+    }
+  }
+  const recorded = record?.recorded ?? new Map<number, RoundResult>();
+  const planned = planRounds(options).length;
+  if (record !== undefined) {
+    log(
+      `campaign: record ${options.record}: ${recorded.size} of ${planned} planned round(s) recorded${record.unreadableLines > 0 ? ` (${record.unreadableLines} unreadable line(s) ignored: those rounds run again)` : ""}`,
+    );
+  }
+  let run: CampaignRun = { bootMs: 0, results: [], artifactsDir: options.artifactsDir ?? defaultArtifactsDir(options.seed), notRun: 0 };
+  if (recorded.size < planned) {
+    log(
+      `campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policies.join("+")}${options.budgetMs !== undefined ? `, starting no round after ${options.budgetMs / 60_000} min` : ""}; booting the guest once`,
+    );
+    run = await runCampaign(options, {
+      skip: new Set(recorded.keys()),
+      onBase: (created) => {
+        base = created;
+        log(
+          `campaign: guest booted in ${(created.template.bootMs / 1000).toFixed(1)} s, snapshot taken; a failed round's files go to ${options.artifactsDir ?? defaultArtifactsDir(options.seed)}`,
+        );
+      },
+      onRound: async (result) => {
+        await record?.append(result);
+        if (options.json) {
+          log(roundLine(result));
+          return;
+        }
+        process.stdout.write(`${roundLine(result)}\n`);
+        if (!result.passed) process.stdout.write(`${failureDetail(result).join("\n")}\n`);
+      },
+    });
+  }
+  // With a record, the summary is the whole campaign's so far: the rounds recorded before and this run's.
+  for (const result of run.results) recorded.set(result.plan.index, result);
+  const results = [...recorded.values()].sort((a, b) => a.plan.index - b.plan.index);
+  const summary = summarize(results);
   if (options.junit !== undefined) {
-    await writeFile(options.junit, junitXml(run.results, { seed: options.seed, policy: options.policies.join("+"), bootMs: run.bootMs }));
+    await writeFile(options.junit, junitXml(results, { seed: options.seed, policy: options.policies.join("+"), bootMs: run.bootMs }));
     log(`campaign: JUnit report written to ${options.junit}`);
   }
+  const progress = `${results.length} of ${planned} planned round(s) run${record !== undefined ? ` (${run.results.length} by this run)` : ""}${run.notRun > 0 ? `; ${run.notRun} not started: the time budget ran out` : ""}`;
   if (options.json) {
     process.stdout.write(
-      `${JSON.stringify({ seed: options.seed, policy: options.policies.join("+"), features: options.features, bootMs: run.bootMs, artifactsDir: run.artifactsDir, summary, rounds: run.results }, null, 2)}\n`,
+      `${JSON.stringify({ seed: options.seed, policy: options.policies.join("+"), features: options.features, bootMs: run.bootMs, artifactsDir: run.artifactsDir, planned, notRun: planned - results.length, summary, rounds: results }, null, 2)}\n`,
     );
   } else {
-    process.stdout.write(`\nseed ${options.seed}\n${summaryText(summary)}\n`);
+    process.stdout.write(`\nseed ${options.seed}, ${progress}\n${summaryText(summary)}\n`);
   }
+  if (options.json) log(`campaign: ${progress}`);
   return summary.passed === summary.rounds ? 0 : 1;
 }
 

@@ -28,6 +28,8 @@ export interface CampaignOptions {
   workDir?: string;
   /** Where failed rounds' files go (default: <temp dir>/twinvm-campaign-<seed>-artifacts). */
   artifactsDir?: string;
+  /** Start no round after this long (the rounds not run are counted, not failed). */
+  budgetMs?: number;
 }
 
 /**
@@ -71,8 +73,11 @@ export function defaultArtifactsDir(seed: number): string {
 
 export interface CampaignRun {
   bootMs: number;
+  /** The rounds this run ran (not those it skipped). */
   results: RoundResult[];
   artifactsDir: string;
+  /** Planned rounds neither skipped nor run, because the time budget ran out. */
+  notRun: number;
 }
 
 /** A booted template and a work folder that rounds share; `dispose` removes both. */
@@ -100,17 +105,24 @@ export async function createCampaignBase(parentDir?: string): Promise<CampaignBa
   }
 }
 
-/** `onBase` lets a caller dispose of the base on a signal; `onRound` streams results. */
+/**
+ * Runs the planned rounds but those in `skip` (already recorded by an earlier run), until the
+ * time budget. `onBase` lets a caller dispose of the base on a signal; `onRound` records a
+ * result (awaited, so that a record holds every round before the next starts).
+ */
 export async function runCampaign(
   options: CampaignOptions,
-  hooks: { onBase?: (base: CampaignBase) => void; onRound?: (result: RoundResult) => void } = {},
+  hooks: { skip?: ReadonlySet<number>; onBase?: (base: CampaignBase) => void; onRound?: (result: RoundResult) => void | Promise<void> } = {},
 ): Promise<CampaignRun> {
+  const started = performance.now();
+  const plans = planRounds(options).filter((plan) => !hooks.skip?.has(plan.index));
   const base = await createCampaignBase(options.workDir);
   hooks.onBase?.(base);
   const artifactsDir = options.artifactsDir ?? defaultArtifactsDir(options.seed);
   try {
     const results: RoundResult[] = [];
-    for (const plan of planRounds(options)) {
+    for (const plan of plans) {
+      if (options.budgetMs !== undefined && performance.now() - started >= options.budgetMs) break;
       const result = await runRound(plan, {
         template: base.template,
         workDir: base.workDir,
@@ -119,9 +131,9 @@ export async function runCampaign(
         echoStderr: options.echoStderr ?? false,
       });
       results.push(result);
-      hooks.onRound?.(result);
+      await hooks.onRound?.(result);
     }
-    return { bootMs: base.template.bootMs, results, artifactsDir };
+    return { bootMs: base.template.bootMs, results, artifactsDir, notRun: plans.length - results.length };
   } finally {
     await base.dispose();
   }
