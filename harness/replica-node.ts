@@ -360,11 +360,17 @@ async function startSecondary(config: NodeConfig): Promise<StartedNode> {
   secondary.onStateChange((state, reason) => {
     emit({ type: "state", engine: "secondary", state, reason });
     if (state !== "active") return;
-    // Until a primary engine holds it for output commit, the guest's console and frames go straight out.
-    stopDirectOutput = machine.console.onOutput(decoder());
+    // First what the guest produced before the state it resumed from and the old primary held
+    // (it may have died before letting it out), then, until a primary engine holds it for
+    // output commit, the guest's console and frames straight out.
+    const carried = secondary.takeCarriedOutput();
+    const print = decoder();
+    for (const output of carried) if (output.kind === "console") print(output.bytes);
+    stopDirectOutput = machine.console.onOutput(print);
     // The guest runs here now, at the new epoch: the gateway drops the old primary and gives this
     // node the ingress frames its replica had not seen.
     network?.attach(secondary.epoch);
+    network?.sendHeld(carried.flatMap((output) => (output.kind === "frame" ? [output.bytes] : [])));
   });
   const server = await listenReplication({ host: config.listenHost, port: config.listenPort, allowNonLoopback: config.allowNonLoopback }, (transport) =>
     // The epoch it carries tells a primary that this node took over (the primary then fences itself).

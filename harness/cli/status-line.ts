@@ -13,6 +13,7 @@ const CATEGORY_LABELS: Record<ByteCategory, string> = {
   ioLog: "iolog",
   diskBlocks: "blocks",
   diskCopy: "copy",
+  output: "out",
   control: "ctl",
 };
 

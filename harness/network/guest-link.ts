@@ -89,6 +89,11 @@ export class GuestNetworkLink {
     this.#uplink.attach(epoch, this.#machine.network.lastIngressId ?? 0);
   }
 
+  /** Frames the guest sent before the state it runs from, which its old primary held (a takeover's): out first, once attached. */
+  sendHeld(frames: readonly Uint8Array[]): void {
+    if (frames.length > 0 && !this.#closed) this.#uplink.send(frames);
+  }
+
   /** The engine that holds the guest's output from now on (undefined: none, frames go straight out). */
   useEngine(engine: PrimaryEngine | undefined): void {
     this.#engine = engine;

@@ -117,7 +117,7 @@ export interface OutputCounts {
 export class ReplicationMetrics {
   /** Where output-commit counts come from (the primary engine's queue). */
   outputCounts: (() => Record<"console" | "frame", OutputCounts>) | undefined;
-  readonly bytes: Record<ByteCategory, number> = { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, control: 0 };
+  readonly bytes: Record<ByteCategory, number> = { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, output: 0, control: 0 };
   memoryPagesRawBytes = 0;
   syncs = 0;
   pagesSynced = 0;

@@ -30,5 +30,5 @@ export interface SyncEvent {
 
 /** Zero bytes in every category. */
 export function emptyByteCounts(): Record<ByteCategory, number> {
-  return { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, control: 0 };
+  return { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, output: 0, control: 0 };
 }

@@ -12,6 +12,8 @@ import {
   MAX_PAGE_UPDATES_PER_FRAME,
   MAX_PAGES_PER_FRAME,
   MAX_SEGMENTS_PER_ENTRY,
+  MAX_OUTPUTS_PER_FRAME,
+  MAX_SAFE,
   MAX_STATE_PARTS,
 } from "./limits.ts";
 import {
@@ -20,7 +22,10 @@ import {
   PAGE_ENCODINGS,
   PART_ENCODINGS,
   IO_TYPES,
+  OUTPUT_ENTRY_BYTES,
+  OUTPUT_KINDS,
   type BinaryFrame,
+  type CarriedOutput,
   type BinaryFrameKind,
   type EncodeOptions,
   type IoLogEntry,
@@ -140,6 +145,22 @@ function layout(frame: BinaryFrame): { kindHeader: Uint8Array; prefix: Uint8Arra
       head.setUint32(8, frame.blockFrames, true);
       head.setUint32(12, frame.log.length, true);
       head.setUint32(16, writer.length, true);
+      head.setUint32(20, frame.outputFrames, true);
+      return { kindHeader, prefix: empty, data: writer.finish() };
+    }
+    case "held-output": {
+      const writer = new ByteWriter(frame.outputs.reduce((n, output) => n + OUTPUT_ENTRY_BYTES + output.bytes.length, 0));
+      for (const output of frame.outputs) {
+        writer.u8(OUTPUT_KINDS.indexOf(output.kind));
+        writer.u8(0);
+        writer.u16(0);
+        writer.u32(output.bytes.length);
+        writer.bytes(output.bytes);
+      }
+      head.setUint32(0, frame.outputs.length, true);
+      head.setUint32(4, writer.length, true);
+      head.setBigUint64(8, BigInt(frame.first), true);
+      head.setBigUint64(16, BigInt(frame.released), true);
       return { kindHeader, prefix: empty, data: writer.finish() };
     }
   }
@@ -178,7 +199,23 @@ function checkEncodable(frame: BinaryFrame): void {
       break;
     case "sync-commit":
       checkIoLog(frame.log);
+      if (!Number.isInteger(frame.outputFrames) || frame.outputFrames < 0 || frame.outputFrames > 0xffff_ffff) fail(`outputFrames ${frame.outputFrames}`);
       break;
+    case "held-output":
+      checkHeldOutput(frame.first, frame.released, frame.outputs);
+      break;
+  }
+}
+
+/** Numbering within exact integers, no more released than numbered, a bounded count of known kinds. */
+function checkHeldOutput(first: number, released: number, outputs: readonly CarriedOutput[]): void {
+  if (outputs.length > MAX_OUTPUTS_PER_FRAME) throw new ProtocolError("oversized", `${outputs.length} held outputs in a frame, limit ${MAX_OUTPUTS_PER_FRAME}`);
+  if (!Number.isSafeInteger(first) || first < 0 || first + outputs.length > MAX_SAFE)
+    throw new ProtocolError("malformed", `held outputs numbered from ${first}`);
+  if (!Number.isSafeInteger(released) || released < 0 || released > first)
+    throw new ProtocolError("inconsistent", `${released} held outputs released, but only ${first} numbered before this frame's`);
+  for (const [index, output] of outputs.entries()) {
+    if (!OUTPUT_KINDS.includes(output.kind)) throw new ProtocolError("malformed", `held output ${index}: unknown kind`);
   }
 }
 
@@ -280,13 +317,30 @@ export async function decodeFrame(bytes: Uint8Array): Promise<BinaryFrame> {
     case FrameKind.syncCommit: {
       const entries = u32(12);
       if (entries > MAX_IO_LOG_ENTRIES) throw new ProtocolError("oversized", `${entries} I/O log entries, limit ${MAX_IO_LOG_ENTRIES}`);
-      if (u32(20) !== 0) throw new ProtocolError("malformed", "sync-commit reserved bytes are not zero");
       const reader = new ByteReader(await dataOf(section, compressed, u32(16), "sync-commit frame"), "sync-commit frame");
       const log: IoLogEntry[] = [];
       for (let i = 0; i < entries; i++) log.push(readIoEntry(reader, i));
       reader.end();
       checkIoLog(log);
-      return { kind: "sync-commit", ...base, pageUpdates: u32(0), stateChanges: u32(4), blockFrames: u32(8), log };
+      return { kind: "sync-commit", ...base, pageUpdates: u32(0), stateChanges: u32(4), blockFrames: u32(8), outputFrames: u32(20), log };
+    }
+    case FrameKind.heldOutput: {
+      const count = u32(0);
+      if (count > MAX_OUTPUTS_PER_FRAME) throw new ProtocolError("oversized", `${count} held outputs in a frame, limit ${MAX_OUTPUTS_PER_FRAME}`);
+      const first = view.getBigUint64(k + 8, true);
+      const released = view.getBigUint64(k + 16, true);
+      if (first > BigInt(MAX_SAFE) || released > BigInt(MAX_SAFE)) throw new ProtocolError("malformed", "held-output numbering beyond 2^53-1");
+      const reader = new ByteReader(await dataOf(section, compressed, u32(4), "held-output frame"), "held-output frame");
+      const outputs: CarriedOutput[] = [];
+      for (let i = 0; i < count; i++) {
+        const kind = OUTPUT_KINDS[reader.u8()];
+        if (kind === undefined || reader.u8() !== 0 || reader.u16() !== 0)
+          throw new ProtocolError("malformed", `held output ${i}: unknown kind or reserved bytes set`);
+        outputs.push({ kind, bytes: reader.bytes(reader.u32()) });
+      }
+      reader.end();
+      checkHeldOutput(Number(first), Number(released), outputs);
+      return { kind: "held-output", ...base, first: Number(first), released: Number(released), outputs };
     }
   }
   throw new ProtocolError("unknown-kind", `frame kind ${String(header.kind)}`);

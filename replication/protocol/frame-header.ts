@@ -14,6 +14,7 @@ export const FrameKind = {
   pageUpdates: 5,
   stateChanges: 6,
   syncCommit: 7,
+  heldOutput: 8,
 } as const;
 export type FrameKindCode = (typeof FrameKind)[keyof typeof FrameKind];
 

@@ -119,6 +119,29 @@ export interface IoLogRead {
 
 export type IoLogEntry = IoLogWrite | IoLogFlush | IoLogRead;
 
+/** What the guest let out: bytes on its console, or an Ethernet frame. */
+export type CarriedOutputKind = "console" | "frame";
+
+export interface CarriedOutput {
+  kind: CarriedOutputKind;
+  bytes: Uint8Array;
+}
+
+/**
+ * Sync N: the console bytes and Ethernet frames that capture N covers, which the primary
+ * holds until sync N is acknowledged (output commit). The secondary holds them too, so that
+ * a takeover lets out what the primary had not yet: what the guest produced before the
+ * state the survivor resumes from. Numbered in the session from `first`, in the order the
+ * guest produced them; `released`: how many numbered outputs the primary has let out, so
+ * the secondary forgets those.
+ */
+export interface HeldOutputFrame extends FrameBase {
+  kind: "held-output";
+  first: number;
+  released: number;
+  outputs: CarriedOutput[];
+}
+
 /**
  * Sync N ends: counts of the frames that came before it (a check that none was lost or
  * added) and the I/O log, in guest submission order.
@@ -128,10 +151,13 @@ export interface SyncCommitFrame extends FrameBase {
   pageUpdates: number;
   stateChanges: number;
   blockFrames: number;
+  /** held-output frames in the sync (0 when it covers no output and nothing more was released). */
+  outputFrames: number;
   log: IoLogEntry[];
 }
 
-export type BinaryFrame = MemoryPagesFrame | StatePartsFrame | DiskBlocksFrame | DiskChunkFrame | PageUpdatesFrame | StateChangesFrame | SyncCommitFrame;
+export type BinaryFrame =
+  MemoryPagesFrame | StatePartsFrame | DiskBlocksFrame | DiskChunkFrame | PageUpdatesFrame | StateChangesFrame | HeldOutputFrame | SyncCommitFrame;
 export type BinaryFrameKind = BinaryFrame["kind"];
 
 export interface EncodeOptions {
@@ -141,10 +167,11 @@ export interface EncodeOptions {
 
 /**
  * What a byte on the wire carried, for metrics: guest pages, device state, the I/O log, disk
- * data of syncs (inline or dirty-block-copy), the initial disk copy, and control messages.
+ * data of syncs (inline or dirty-block-copy), the initial disk copy, the guest's held output
+ * (console bytes and frames), and control messages.
  */
-export type ByteCategory = "memoryPages" | "deviceState" | "ioLog" | "diskBlocks" | "diskCopy" | "control";
-export const BYTE_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy", "control"];
+export type ByteCategory = "memoryPages" | "deviceState" | "ioLog" | "diskBlocks" | "diskCopy" | "output" | "control";
+export const BYTE_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy", "output", "control"];
 
 /** Each kind once: its code in the header, the size of its kind header, and what its bytes count as. */
 export const FRAME_KINDS: { readonly [K in BinaryFrameKind]: { code: FrameKindCode; headerBytes: number; category: ByteCategory } } = {
@@ -154,6 +181,7 @@ export const FRAME_KINDS: { readonly [K in BinaryFrameKind]: { code: FrameKindCo
   "disk-chunk": { code: FrameKind.diskChunk, headerBytes: 16, category: "diskCopy" },
   "page-updates": { code: FrameKind.pageUpdates, headerBytes: 8, category: "memoryPages" },
   "state-changes": { code: FrameKind.stateChanges, headerBytes: 12, category: "deviceState" },
+  "held-output": { code: FrameKind.heldOutput, headerBytes: 24, category: "output" },
   "sync-commit": { code: FrameKind.syncCommit, headerBytes: 24, category: "ioLog" },
 };
 
@@ -179,6 +207,8 @@ export function payloadBytes(frame: BinaryFrame): number {
       return frame.updates.reduce((n, update) => n + update.bytes.length, 0);
     case "state-changes":
       return frame.changes.reduce((n, change) => n + change.bytes.length, 0);
+    case "held-output":
+      return frame.outputs.reduce((n, output) => n + output.bytes.length, 0);
     case "sync-commit":
       return ioLogBytes(frame.log);
   }
@@ -196,3 +226,6 @@ export function ioLogBytes(log: readonly IoLogEntry[]): number {
 export const PAGE_ENCODINGS: readonly PageEncoding[] = ["zero", "full", "runs"];
 export const PART_ENCODINGS = [undefined, "full", "runs"] as const;
 export const IO_TYPES = [undefined, "write", "flush", "read"] as const;
+export const OUTPUT_KINDS = [undefined, "console", "frame"] as const;
+/** Encoded size of a held output's entry header. */
+export const OUTPUT_ENTRY_BYTES = 8;

@@ -1,10 +1,10 @@
-// Hard limits of protocol version 3. Decoders reject anything over them before
+// Hard limits of protocol version 4. Decoders reject anything over them before
 // allocating, so a hostile peer cannot make us buffer or inflate unbounded data.
 
 export const PROTOCOL_NAME = "twinvm-replication";
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /** Versions this build can speak; the handshake picks the highest both sides share. */
-export const SUPPORTED_VERSIONS = { min: 3, max: 3 } as const;
+export const SUPPORTED_VERSIONS = { min: 4, max: 4 } as const;
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -49,6 +49,9 @@ export const MAX_VERIFY_CHUNKS = 4096;
 export const MAX_SEGMENTS_PER_ENTRY = 256;
 /** Sectors one logged request may cover (32 MiB). */
 export const MAX_SECTORS_PER_REQUEST = 65536;
+
+/** Console chunks and Ethernet frames in one held-output frame (a primary holds at most 4 MiB of them). */
+export const MAX_OUTPUTS_PER_FRAME = 65536;
 
 /** Sequence numbers and byte counts stay exact in JSON (IEEE double). */
 export const MAX_SAFE = Number.MAX_SAFE_INTEGER;

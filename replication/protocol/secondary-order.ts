@@ -17,6 +17,7 @@ interface PendingSync {
   /** Disk-blocks frames in arrival order. */
   blocks: { disk: number; sector: number; sectors: number }[];
   diskBytes: number;
+  outputFrames: number;
 }
 
 interface DiskCopy {
@@ -39,6 +40,9 @@ export class SecondarySessionOrder extends SessionOrder {
   #initialStateParts: number | undefined;
   #lastCommitted = 0;
   #pending: PendingSync = emptyPending();
+  /** The number the next held output must have, and how many the primary said it released. */
+  #nextOutput = 0;
+  #outputsReleased = 0;
 
   constructor() {
     super("secondary");
@@ -83,7 +87,7 @@ export class SecondarySessionOrder extends SessionOrder {
         this.expectPhase("replicating", message.type);
         // It names the sync the check is as of: the last one committed, with nothing of the next yet.
         const pending = this.#pending;
-        if (message.seq !== this.#lastCommitted || pending.pageUpdates + pending.stateChanges + pending.blocks.length > 0) {
+        if (message.seq !== this.#lastCommitted || pending.pageUpdates + pending.stateChanges + pending.blocks.length + pending.outputFrames > 0) {
           throw orderError(
             `verify-request as of sync ${message.seq}, but sync ${this.#lastCommitted} is the last committed${pending.pageUpdates + pending.blocks.length > 0 ? " and the next has begun" : ""}`,
           );
@@ -132,6 +136,8 @@ export class SecondarySessionOrder extends SessionOrder {
       throw inconsistent(`sync-commit ${frame.seq} counts ${frame.stateChanges} state-changes frames, ${pending.stateChanges} arrived`);
     if (frame.blockFrames !== pending.blocks.length)
       throw inconsistent(`sync-commit ${frame.seq} counts ${frame.blockFrames} disk-blocks frames, ${pending.blocks.length} arrived`);
+    if (frame.outputFrames !== pending.outputFrames)
+      throw inconsistent(`sync-commit ${frame.seq} counts ${frame.outputFrames} held-output frames, ${pending.outputFrames} arrived`);
     const layout = this.#requireLayout();
     const blocks = pending.blocks[Symbol.iterator]();
     for (const [index, entry] of frame.log.entries()) {
@@ -202,6 +208,15 @@ export class SecondarySessionOrder extends SessionOrder {
         pending.blocks.push({ disk: frame.disk, sector: frame.sector, sectors });
         return;
       }
+      case "held-output":
+        // Numbered without gaps or repeats across the session; what was released only grows.
+        if (frame.first !== this.#nextOutput) throw orderError(`held outputs numbered from ${frame.first}, expected ${this.#nextOutput}`);
+        if (frame.released < this.#outputsReleased)
+          throw inconsistent(`held-output says ${frame.released} outputs released, an earlier frame said ${this.#outputsReleased}`);
+        this.#nextOutput += frame.outputs.length;
+        this.#outputsReleased = frame.released;
+        pending.outputFrames++;
+        return;
       case "sync-commit":
         return this.#commit(frame);
       default:
@@ -258,5 +273,5 @@ export class SecondarySessionOrder extends SessionOrder {
 }
 
 function emptyPending(): PendingSync {
-  return { pageUpdates: 0, lastPage: -1, stateChanges: 0, blocks: [], diskBytes: 0 };
+  return { pageUpdates: 0, lastPage: -1, stateChanges: 0, blocks: [], diskBytes: 0, outputFrames: 0 };
 }

@@ -5,7 +5,7 @@ import { decodeControl, encodeControl, jsonNestingDepth } from "../protocol/cont
 import { ProtocolError } from "../protocol/errors.ts";
 import { type BinaryFrame } from "../protocol/frames.ts";
 import { decodeFrame, encodeFrame } from "../protocol/frame-codec.ts";
-import { MAX_PAGES_PER_FRAME } from "../protocol/limits.ts";
+import { MAX_OUTPUTS_PER_FRAME, MAX_PAGES_PER_FRAME } from "../protocol/limits.ts";
 import { applyRunDelta, encodeRunDelta } from "../protocol/run-delta.ts";
 import { SAMPLE_MESSAGES, rejectionOf, sampleFrames, seededRandom } from "./fixtures.ts";
 import { PAGE_SIZE } from "../../emulator/units.ts";
@@ -112,6 +112,10 @@ describe("binary frames", () => {
       { kind: "page-updates", seq: 1, epoch: 1, updates: [{ page: 2, encoding: "full", bytes: new Uint8Array(100) }] },
       { kind: "page-updates", seq: 1, epoch: 1, updates: [{ page: 2, encoding: "runs", bytes: Uint8Array.of(5, 1, 9) }] },
       { kind: "state-changes", seq: 1, epoch: 1, partCount: 2, changes: [{ index: 2, encoding: "full", length: 1, bytes: Uint8Array.of(1) }] },
+      // More released than numbered before the frame; numbering past 2^53; an unknown output kind.
+      { kind: "held-output", seq: 1, epoch: 1, first: 3, released: 4, outputs: [] },
+      { kind: "held-output", seq: 1, epoch: 1, first: Number.MAX_SAFE_INTEGER, released: 0, outputs: [{ kind: "frame", bytes: Uint8Array.of(1) }] },
+      { kind: "held-output", seq: 1, epoch: 1, first: 0, released: 0, outputs: [{ kind: "sound" as "frame", bytes: Uint8Array.of(1) }] },
       {
         kind: "sync-commit",
         seq: 1,
@@ -119,6 +123,7 @@ describe("binary frames", () => {
         pageUpdates: 0,
         stateChanges: 0,
         blockFrames: 0,
+        outputFrames: 0,
         log: [{ type: "write", disk: 0, sector: 0, sectors: 2, segments: [{ gpa: 0, length: 512 }] }],
       },
       {
@@ -128,12 +133,41 @@ describe("binary frames", () => {
         pageUpdates: 0,
         stateChanges: 0,
         blockFrames: 0,
+        outputFrames: 0,
         log: [{ type: "write", disk: 0, sector: 0, sectors: 1, segments: [{ gpa: 0, length: 512 }], inline: true }],
       },
     ];
     for (const frame of cases) {
       expect(await rejectionOf(encodeFrame(frame))).to.be.instanceOf(ProtocolError);
     }
+  });
+});
+
+describe("held-output frames from a hostile peer", () => {
+  const good = async () =>
+    encodeFrame({ kind: "held-output", seq: 3, epoch: 1, first: 5, released: 5, outputs: [{ kind: "frame", bytes: Uint8Array.of(1, 2, 3) }] });
+  // Kind header at 24: count u32, data bytes u32, first u64, released u64; an entry: kind u8, two reserved, length u32.
+  const patched = async (patch: (view: DataView) => void) => {
+    const bytes = await good();
+    patch(new DataView(bytes.buffer));
+    return decodeFrame(bytes);
+  };
+
+  it("rejects an unknown output kind, set reserved bytes, a count over the limit, more released than numbered, and a length past the data", async () => {
+    const cases: [string, (view: DataView) => void][] = [
+      ["unknown kind", (view) => view.setUint8(48, 9)],
+      ["reserved byte", (view) => view.setUint8(49, 1)],
+      ["count over the limit", (view) => view.setUint32(24, MAX_OUTPUTS_PER_FRAME + 1, true)],
+      ["released beyond numbered", (view) => view.setBigUint64(40, 6n, true)],
+      ["numbering beyond 2^53", (view) => view.setBigUint64(32, 2n ** 60n, true)],
+      ["entry length past the data", (view) => view.setUint32(52, 4, true)],
+      ["a second entry announced", (view) => view.setUint32(24, 2, true)],
+    ];
+    for (const [what, patch] of cases) {
+      const error = await rejectionOf(patched(patch));
+      expect(error, what).to.be.instanceOf(ProtocolError);
+    }
+    expect((await patched(() => undefined)).kind).to.equal("held-output");
   });
 });
 

@@ -448,6 +448,56 @@ describe("replication engines against a fake guest", function () {
     });
   });
 
+  describe("the output a dead primary held", () => {
+    const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+    it("a takeover lets out what the guest printed and sent before the state it resumes from, which the primary held for the missing ack", async () => {
+      // The secondary applies the sync and acknowledges it, but the ack never reaches the primary: it dies first.
+      let holding = true;
+      const pair = await startPair({
+        policy: "stall",
+        peerTimeoutMs: 10_000,
+        secondaryChannel: (channel) => {
+          const send = channel.send.bind(channel);
+          channel.send = (message) => (message.type === "sync-ack" && holding ? Promise.resolve(0) : send(message));
+        },
+      });
+      const released: string[] = [];
+      pair.primary.outputs.onRelease("console", (bytes) => released.push(text(bytes)));
+      pair.primary.outputs.onRelease("frame", (bytes) => released.push(text(bytes)));
+      pair.primaryGuest.print("answer\n");
+      pair.primaryGuest.transmit(new TextEncoder().encode("segment 1"));
+      await until(() => pair.secondary.metrics.syncs >= 1, "the sync covering both, applied on the secondary");
+      expect(pair.secondary.takeCarriedOutput(), "nothing to let out while the primary runs the guest").to.deep.equal([]);
+      pair.link.cut("the primary died");
+      await until(() => pair.secondary.state === "active", "the secondary to take over");
+      const carried = pair.secondary.takeCarriedOutput();
+      expect(carried.map((output) => [output.kind, text(output.bytes)])).to.deep.equal([
+        ["console", "answer\n"],
+        ["frame", "segment 1"],
+      ]);
+      expect(pair.secondary.takeCarriedOutput(), "once").to.deep.equal([]);
+      expect(released, "the old primary let out nothing").to.deep.equal([]);
+      expect(pair.primary.metrics.bytes.output, "the output travelled with its sync").to.be.greaterThan(0);
+      holding = false;
+      pair.primary.fence("test over");
+    });
+
+    it("what the primary said it let out is not let out again", async () => {
+      const pair = await startPair({ policy: "stall" });
+      const released: string[] = [];
+      pair.primary.outputs.onRelease("frame", (bytes) => released.push(text(bytes)));
+      pair.primaryGuest.transmit(new TextEncoder().encode("segment 1"));
+      await until(() => released.length === 1, "the frame, after its ack");
+      // The next sync tells the secondary the frame is out.
+      expect(await pair.primaryGuest.write(40, sector(1, 0x5a)).completion).to.equal("ok");
+      pair.link.cut("the primary died");
+      await until(() => pair.secondary.state === "active", "the secondary to take over");
+      expect(pair.secondary.takeCarriedOutput()).to.deep.equal([]);
+      pair.primary.fence("test over");
+    });
+  });
+
   it("a primary that falls silent is lost after the peer timeout, not before; the secondary takes over (manual clock)", async () => {
     const clock = new ManualClock();
     const pair = await startPair({ clock });

@@ -86,6 +86,7 @@ export function sampleFrames(random: () => number): BinaryFrame[] {
       pageUpdates: 3,
       stateChanges: 1,
       blockFrames: 1,
+      outputFrames: 0,
       log: [
         {
           type: "write",
@@ -104,6 +105,19 @@ export function sampleFrames(random: () => number): BinaryFrame[] {
     { kind: "disk-blocks", seq: 9, epoch: 1, disk: 2, sector: 2 ** 31 + 5, data: new Uint8Array(1024).fill(0x5a) },
     { kind: "disk-chunk", seq: 0, epoch: 1, disk: 0, offset: 2 ** 33, length: 4096, data: pages.data.subarray(0, 4096) },
     { kind: "disk-chunk", seq: 0, epoch: 1, disk: 1, offset: 0, length: 1 << 20, data: "zeros" },
+    {
+      kind: "held-output",
+      seq: 10,
+      epoch: 2,
+      first: 2 ** 40,
+      released: 2 ** 40 - 3,
+      outputs: [
+        { kind: "console", bytes: new TextEncoder().encode("login: ") },
+        { kind: "frame", bytes: pages.data.subarray(0, 1514) },
+        { kind: "console", bytes: new Uint8Array(0) },
+      ],
+    },
+    { kind: "held-output", seq: 11, epoch: 2, first: 7, released: 7, outputs: [] },
   ];
 }
 

@@ -7,6 +7,7 @@ import { WebSocket as WsWebSocket } from "ws";
 import { StaleEpochError, handshake, type HandshakeOptions } from "../channel/handshake.ts";
 import type { ChannelEvent, ReplicationChannel } from "../channel/channel.ts";
 import { ProtocolError } from "../protocol/errors.ts";
+import { PROTOCOL_VERSION, SUPPORTED_VERSIONS } from "../protocol/limits.ts";
 import { type BinaryFrame } from "../protocol/frames.ts";
 import { encodeFrame } from "../protocol/frame-codec.ts";
 import { createServer, type Server } from "node:net";
@@ -62,7 +63,7 @@ function handshakeCases(connect: () => Promise<[Transport, Transport]>): void {
     const p = channel(ra);
     const s = channel(rb);
     expect([p.peerRole, p.peerNodeId, s.peerRole, s.peerNodeId]).to.deep.equal(["secondary", "beta", "primary", "alpha"]);
-    expect([p.version, p.epoch, s.epoch]).to.deep.equal([3, 3, 3]);
+    expect([p.version, p.epoch, s.epoch]).to.deep.equal([PROTOCOL_VERSION, 3, 3]);
     // The secondary's first event is what the primary sends right after the handshake.
     const received = nextEvent(s);
     await p.send({ type: "heartbeat", epoch: 3, id: 0 });
@@ -119,7 +120,7 @@ describe("handshake over the in-memory pair", () => {
 
   it("refuses when no version is shared", async () => {
     const { a, b } = createMemoryPair();
-    const [ra, rb] = await both(a, b, primary(SECRET, { versions: { min: 4, max: 5 } }), secondary());
+    const [ra, rb] = await both(a, b, primary(SECRET, { versions: { min: SUPPORTED_VERSIONS.max + 1, max: SUPPORTED_VERSIONS.max + 2 } }), secondary());
     expect(failure(ra).code).to.be.oneOf(["version", "refused"]);
     expect(failure(rb).message).to.match(/no common version/);
   });
@@ -172,7 +173,7 @@ describe("handshake over the in-memory pair", () => {
     const closed = new Promise<{ reason: string; error?: ProtocolError }>((resolve) => s.onClose(resolve));
     const primaryHeard = new Promise<ChannelEvent>((resolve) => p.onMessage(resolve));
     s.onMessage(() => expect.fail("nothing out of order may reach the engine"));
-    await p.sendFrame({ kind: "sync-commit", seq: 1, epoch: 1, pageUpdates: 0, stateChanges: 0, blockFrames: 0, log: [] }); // before init-begin
+    await p.sendFrame({ kind: "sync-commit", seq: 1, epoch: 1, pageUpdates: 0, stateChanges: 0, blockFrames: 0, outputFrames: 0, log: [] }); // before init-begin
     const info = await closed;
     expect(info.error).to.be.instanceOf(ProtocolError).with.property("code", "order");
     const told = await primaryHeard;
@@ -191,8 +192,8 @@ describe("the accepting side proves nothing before the caller did", () => {
       JSON.stringify({
         type: "challenge",
         protocol: "twinvm-replication",
-        minVersion: 3,
-        maxVersion: 3,
+        minVersion: PROTOCOL_VERSION,
+        maxVersion: PROTOCOL_VERSION,
         role: "primary",
         epoch: 1,
         nonce: "B".repeat(43) + "=",
@@ -200,7 +201,7 @@ describe("the accepting side proves nothing before the caller did", () => {
       }),
     );
     await new Promise((resolve) => setTimeout(resolve, 20));
-    a.sendText(JSON.stringify({ type: "auth", version: 3, proof: "C".repeat(43) + "=" }));
+    a.sendText(JSON.stringify({ type: "auth", version: PROTOCOL_VERSION, proof: "C".repeat(43) + "=" }));
     const [result] = await accepting;
     expect(failure(result).code).to.equal("auth-failed");
     expect(seen.some((text) => text.includes('"type":"challenge"'))).to.equal(true);

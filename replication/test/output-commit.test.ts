@@ -93,6 +93,36 @@ describe("output-commit queue", () => {
     expect(text(console)).to.equal("1");
   });
 
+  it("numbers the console bytes and frames each capture covers, for the sync to carry, and tells how many are out", () => {
+    const { queue, completion } = queueWithLog();
+    const carried = () => {
+      const batch = queue.takeCarried();
+      return batch === undefined
+        ? undefined
+        : { first: batch.first, released: batch.released, outputs: batch.outputs.map((output) => `${output.kind}:${text([output.bytes])}`) };
+    };
+    queue.coverAll(0);
+    queue.hold({ kind: "console", bytes: bytes("a") }, 0);
+    const write = completion("w");
+    queue.hold(write, 0);
+    queue.hold({ kind: "frame", bytes: bytes("F") }, 0);
+    queue.cover(1, new Set([write]));
+    expect(carried(), "completions do not travel").to.deep.equal({ first: 0, released: 0, outputs: ["console:a", "frame:F"] });
+    expect(carried(), "nothing new, nothing more released").to.equal(undefined);
+    queue.acknowledged(1);
+    queue.hold({ kind: "console", bytes: bytes("b") }, 0);
+    queue.cover(2, new Set());
+    expect(carried()).to.deep.equal({ first: 2, released: 2, outputs: ["console:b"] });
+    // The secondary is lost before sync 2's ack: "b" waits for a new cover, and a new secondary's copy numbers from 0.
+    queue.uncoverAfter(1);
+    queue.coverAll(0);
+    queue.hold({ kind: "frame", bytes: bytes("G") }, 0);
+    queue.cover(1, new Set());
+    expect(carried(), "the initial copy holds b; G is the new session's first").to.deep.equal({ first: 0, released: 0, outputs: ["frame:G"] });
+    queue.acknowledged(1);
+    expect(carried()).to.deep.equal({ first: 1, released: 1, outputs: [] });
+  });
+
   it("releases everything at once when nothing protects the guest, and passes output straight through then", () => {
     const { queue, console, completed, completion } = queueWithLog();
     queue.hold(completion("A"), 0);

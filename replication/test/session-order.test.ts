@@ -58,8 +58,17 @@ const commit = (seq: number, extra: Partial<SyncCommitFrame> = {}): SyncCommitFr
   pageUpdates: 0,
   stateChanges: 0,
   blockFrames: 0,
+  outputFrames: 0,
   log: [],
   ...extra,
+});
+const held = (seq: number, first: number, released: number, count: number): BinaryFrame => ({
+  kind: "held-output",
+  seq,
+  epoch: EPOCH,
+  first,
+  released,
+  outputs: Array.from({ length: count }, () => ({ kind: "frame" as const, bytes: new Uint8Array(60) })),
 });
 const write = (sector: number, gpa: number): IoLogEntry => ({ type: "write", disk: 0, sector, sectors: 1, segments: [{ gpa, length: 512 }] });
 const inline = (sector: number, sectors = 1): IoLogEntry => ({ type: "write", disk: 0, sector, sectors, segments: [], inline: true });
@@ -118,7 +127,7 @@ describe("session order", () => {
     feed(order, blocks(1, 0, 2));
     feed(order, blocks(1, 8, 1));
     feed(order, blocks(1, 9, 2)); // one write carried by two frames
-    feed(order, commit(1, { blockFrames: 3, log: [inline(0, 2), inline(8, 3)] }));
+    feed(order, commit(1, { blockFrames: 3, outputFrames: 0, log: [inline(0, 2), inline(8, 3)] }));
   });
 
   describe("before authentication", () => {
@@ -183,6 +192,16 @@ describe("session order", () => {
       expectRejected(order, commit(1), "order", /expected 2/);
     });
 
+    it("numbers held output without gaps or repeats, never takes back what was released, and counts it in the commit", () => {
+      const order = replicatingSecondary();
+      feed(order, held(1, 0, 0, 2));
+      feed(order, commit(1, { outputFrames: 1 }));
+      expectRejected(order, held(2, 1, 0, 1), "order", /numbered from 1, expected 2/);
+      feed(order, held(2, 2, 2, 0));
+      expectRejected(order, held(2, 2, 1, 1), "inconsistent", /1 outputs released, an earlier frame said 2/);
+      expectRejected(order, commit(2), "inconsistent", /counts 0 held-output frames, 1 arrived/);
+    });
+
     it("requires frames of seq N before sync-commit N, never after", () => {
       const order = replicatingSecondary();
       expectRejected(order, updates(2, 1), "order", /expected 1/);
@@ -228,10 +247,10 @@ describe("session order", () => {
     it("matches inline writes to their block frames, in order", () => {
       const order = replicatingSecondary("io-log");
       feed(order, blocks(1, 0, 1));
-      feed(order, commit(1, { blockFrames: 1, log: [inline(0)] }));
+      feed(order, commit(1, { blockFrames: 1, outputFrames: 0, log: [inline(0)] }));
       feed(order, blocks(2, 0, 1));
-      expectRejected(order, commit(2, { blockFrames: 1, log: [inline(1)] }), "inconsistent", /inline/);
-      expectRejected(order, commit(2, { blockFrames: 1, log: [inline(0, 2)] }), "inconsistent", /inline/);
+      expectRejected(order, commit(2, { blockFrames: 1, outputFrames: 0, log: [inline(1)] }), "inconsistent", /inline/);
+      expectRejected(order, commit(2, { blockFrames: 1, outputFrames: 0, log: [inline(0, 2)] }), "inconsistent", /inline/);
     });
 
     it("rejects an epoch that goes down, or up without promoted", () => {

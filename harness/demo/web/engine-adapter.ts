@@ -114,7 +114,11 @@ export class DemoNode {
     node.#secondary = engine;
     node.#generation++;
     engine.onStateChange((state, reason) => {
-      if (state === "active") node.#feedConsoleDirectly();
+      if (state === "active") {
+        // What the old primary printed for acknowledged syncs and may never have shown, first.
+        for (const output of engine.takeCarriedOutput()) if (output.kind === "console") node.#emitOutput(output.bytes);
+        node.#feedConsoleDirectly();
+      }
       node.#setStatus({ role: "secondary", state, reason, runsGuest: state === "active", epoch: engine.epoch });
     });
     const channel = await handshake(transport, "secondary", options.secret, {

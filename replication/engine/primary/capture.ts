@@ -60,6 +60,7 @@ export function captureSync(
     forcedPages: checks.takeForcedPages(guest.ram()),
     ram: guest.ram(),
     diskNumber: (name) => diskNumber(core, name),
+    output: core.outputs.takeCarried(),
   });
   const capturedAt = performance.now();
   metrics.stage("pages", pagesAt - started);

@@ -15,8 +15,14 @@
 // one here only while too many wait unlogged.) The guest learns nothing the outside world
 // could see from it; a failover resumes from the last acknowledged sync, before it happened.
 //
+// The console bytes and frames a sync covers travel with it (held-output), numbered in the
+// session in the order the guest produced them, with how many of them are out: a secondary
+// that takes over lets out what the primary had not (secondary/carried-output.ts). Numbering
+// starts with each session's initial copy, whose output does not travel.
+//
 // Pure: the engine calls it; the queue calls a completion's `release` and the listeners of
 // the kind that is released.
+import type { CarriedOutput } from "../../protocol/frames.ts";
 
 export type HeldOutput =
   /** A guest request's completion (a disk write the guest waits for); `atCapture`: released when the capture that logs it is taken. */
@@ -37,6 +43,15 @@ interface Entry {
   coveredBy: number | undefined;
   /** When it was held (the clock of the caller), for how long captures keep work waiting. */
   heldAt: number;
+  /** Console bytes and frames covered by a sync of this session: their number in the session (they travel with the sync). */
+  carryIndex: number | undefined;
+}
+
+/** Output covered since the last `takeCarried`, numbered from `first`, and how many numbered outputs are out. */
+export interface CarriedBatchOut {
+  first: number;
+  released: number;
+  outputs: CarriedOutput[];
 }
 
 export interface OutputCounters {
@@ -62,6 +77,11 @@ export class OutputCommitQueue {
   #heldBytes = 0;
   readonly #listeners = { console: new Set<(bytes: Uint8Array) => void>(), frame: new Set<(bytes: Uint8Array) => void>() };
   readonly #counters: Record<HeldKind, OutputCounters> = { completion: emptyCounters(), console: emptyCounters(), frame: emptyCounters() };
+  /** Numbering of carried output in this session: the next number, how many are out, and what was last told. */
+  #nextCarry = 0;
+  #carryReleased = 0;
+  #carryReported = 0;
+  #toCarry: CarriedOutput[] = [];
 
   constructor(private readonly options: OutputCommitOptions = {}) {}
 
@@ -110,7 +130,7 @@ export class OutputCommitQueue {
       counters.droppedBytes += bytes;
       return false;
     }
-    this.#entries.push({ output, coveredBy: undefined, heldAt: at });
+    this.#entries.push({ output, coveredBy: undefined, heldAt: at, carryIndex: undefined });
     this.#heldBytes += bytes;
     counters.held++;
     counters.heldBytes += bytes;
@@ -129,8 +149,27 @@ export class OutputCommitQueue {
   cover(seq: number, logged: ReadonlySet<HeldOutput>): void {
     for (const entry of this.#entries) {
       if (entry.coveredBy !== undefined) continue;
-      if (entry.output.kind !== "completion" || logged.has(entry.output)) entry.coveredBy = seq;
+      if (entry.output.kind === "completion") {
+        if (logged.has(entry.output)) entry.coveredBy = seq;
+        continue;
+      }
+      entry.coveredBy = seq;
+      entry.carryIndex = this.#nextCarry++;
+      this.#toCarry.push({ kind: entry.output.kind, bytes: entry.output.bytes });
     }
+  }
+
+  /**
+   * The console bytes and frames covered since the last call (for the sync being encoded), with
+   * their first number and how many numbered outputs are out; undefined when there is nothing
+   * new to carry and nothing more was released since the last call.
+   */
+  takeCarried(): CarriedBatchOut | undefined {
+    if (this.#toCarry.length === 0 && this.#carryReleased === this.#carryReported) return undefined;
+    const outputs = this.#toCarry;
+    this.#toCarry = [];
+    this.#carryReported = this.#carryReleased;
+    return { first: this.#nextCarry - outputs.length, released: this.#carryReleased, outputs };
   }
 
   /** Capture `seq` was taken and is in flight: completions it covers that wait only for a capture go out now. */
@@ -145,14 +184,23 @@ export class OutputCommitQueue {
     for (const { output } of released) this.#emit(output);
   }
 
-  /** A new secondary's initial copy (sync 0) holds everything so far, whatever covered it before. */
+  /** A new secondary's initial copy (sync 0) holds everything so far, whatever covered it before; its session numbers carried output from 0. */
   coverAll(seq: number): void {
-    for (const entry of this.#entries) entry.coveredBy = seq;
+    for (const entry of this.#entries) {
+      entry.coveredBy = seq;
+      entry.carryIndex = undefined;
+    }
+    this.#nextCarry = this.#carryReleased = this.#carryReported = 0;
+    this.#toCarry = [];
   }
 
   /** The secondary lost syncs after `lastAcknowledged` with the session: what they covered waits for a new cover. */
   uncoverAfter(lastAcknowledged: number): void {
-    for (const entry of this.#entries) if (entry.coveredBy !== undefined && entry.coveredBy > lastAcknowledged) entry.coveredBy = undefined;
+    for (const entry of this.#entries) {
+      if (entry.coveredBy === undefined || entry.coveredBy <= lastAcknowledged) continue;
+      entry.coveredBy = undefined;
+      entry.carryIndex = undefined;
+    }
   }
 
   /** Sync `seq` is acknowledged: entries it (or an earlier sync) covers go out, from the oldest, up to the first that is not covered yet. */
@@ -186,7 +234,8 @@ export class OutputCommitQueue {
   #releaseFirst(count: number): void {
     if (count === 0) return;
     const released = this.#entries.splice(0, count);
-    for (const { output, heldAt } of released) {
+    for (const { output, heldAt, carryIndex } of released) {
+      if (carryIndex !== undefined) this.#carryReleased = Math.max(this.#carryReleased, carryIndex + 1);
       if (output.kind !== "completion") {
         this.#heldBytes -= output.bytes.length;
         this.options.released?.(output.kind, heldAt);

@@ -4,12 +4,22 @@
 // dirty-block-copy mode; in logging-replay only writes whose buffer the guest changed
 // before the capture), and the sync-commit with the I/O log. With read-replay, pages that
 // a disk read filled and nothing changed since do not travel: the log says which sectors
-// the secondary reads from its own disk into them.
+// the secondary reads from its own disk into them. The guest's output that the capture
+// covers travels too (held-output), so that a survivor can let out what the primary held.
 import { segmentsHold } from "../../../emulator/block/segments.ts";
 import type { PageChanges } from "../../../emulator/memory/index.ts";
 import type { StateChanges } from "../../../emulator/state/state-parts.ts";
-import { byteCategoryOf, type BinaryFrame, type ByteCategory, type IoLogEntry, type PageUpdate, type PartChange } from "../../protocol/frames.ts";
-import { MAX_FRAME_BYTES, MAX_PAGE_UPDATES_PER_FRAME, MAX_SECTORS_PER_BLOCK_FRAME } from "../../protocol/limits.ts";
+import {
+  byteCategoryOf,
+  OUTPUT_ENTRY_BYTES,
+  type BinaryFrame,
+  type ByteCategory,
+  type CarriedOutput,
+  type IoLogEntry,
+  type PageUpdate,
+  type PartChange,
+} from "../../protocol/frames.ts";
+import { MAX_FRAME_BYTES, MAX_OUTPUTS_PER_FRAME, MAX_PAGE_UPDATES_PER_FRAME, MAX_SECTORS_PER_BLOCK_FRAME } from "../../protocol/limits.ts";
 import { encodeRunDelta } from "../../protocol/run-delta.ts";
 import { bytesEqual } from "../../../emulator/state/bytes-equal.ts";
 import { isAllZero } from "../../protocol/page-collect.ts";
@@ -52,6 +62,8 @@ export interface SyncInput {
   /** Guest RAM at the capture's boundary: decides which writes must carry their data. */
   ram: Uint8Array;
   diskNumber: (name: string) => number;
+  /** The output the capture covers, numbered from `first`, and how many numbered outputs were released; undefined: nothing to tell. */
+  output?: { first: number; released: number; outputs: readonly CarriedOutput[] };
 }
 
 export function encodeSync(input: SyncInput): EncodedSync {
@@ -65,6 +77,16 @@ export function encodeSync(input: SyncInput): EncodedSync {
     frames.push({ frame: { kind: "state-changes", seq, epoch, partCount: input.state.partCount, changes }, category: "deviceState" });
   }
   for (const block of blocks) frames.push({ frame: { kind: "disk-blocks", seq, epoch, ...block }, category: "diskBlocks" });
+  let outputFrames = 0;
+  if (input.output !== undefined) {
+    const { first, released, outputs } = input.output;
+    let numbered = first;
+    for (const batch of outputBatches(outputs)) {
+      frames.push({ frame: { kind: "held-output", seq, epoch, first: numbered, released, outputs: batch }, category: "output" });
+      numbered += batch.length;
+      outputFrames++;
+    }
+  }
   const commit: BinaryFrame = {
     kind: "sync-commit",
     seq,
@@ -72,11 +94,31 @@ export function encodeSync(input: SyncInput): EncodedSync {
     pageUpdates: pages.updates.length,
     stateChanges: changes.length > 0 ? 1 : 0,
     blockFrames: blocks.length,
+    outputFrames,
     log,
   };
   frames.push({ frame: commit, category: byteCategoryOf(commit, wireDiskMode(input.mode)) });
   const sent = elided.size === 0 ? input.pages.indices : input.pages.indices.filter((page) => !elided.has(page));
   return { frames, pages: sent, zeroPages: pages.zero, deltaPages: pages.delta, fullPages: pages.full, readReplayedPages: elided.size, io, inlineWrites };
+}
+
+/** Held outputs in frames under the frame limits; at least one frame (an empty one still tells what was released). */
+function outputBatches(outputs: readonly CarriedOutput[]): CarriedOutput[][] {
+  const limit = MAX_FRAME_BYTES - 4096;
+  const batches: CarriedOutput[][] = [[]];
+  let bytes = 0;
+  for (const output of outputs) {
+    const size = OUTPUT_ENTRY_BYTES + output.bytes.length;
+    const current = batches.at(-1)!;
+    if (current.length > 0 && (current.length >= MAX_OUTPUTS_PER_FRAME || bytes + size > limit)) {
+      batches.push([output]);
+      bytes = size;
+    } else {
+      current.push(output);
+      bytes += size;
+    }
+  }
+  return batches;
 }
 
 /** The disk mode as the wire names it (init-begin). */

@@ -13,7 +13,7 @@ import { withoutUndefined } from "../../../emulator/config.ts";
 import { Machine } from "../../../emulator/machine.ts";
 import type { ChannelCloseInfo, ChannelEvent, ReplicationChannel } from "../../channel/channel.ts";
 import { systemClock, type Clock, type Timer } from "../../clock.ts";
-import type { BinaryFrame } from "../../protocol/frames.ts";
+import type { BinaryFrame, CarriedOutput } from "../../protocol/frames.ts";
 import type { InitBeginMessage } from "../../protocol/messages.ts";
 import { chunkDigests, diskDigest } from "../disk-image.ts";
 import type { ReplicaGuest } from "../guest.ts";
@@ -22,6 +22,7 @@ import { ReplicationMetrics } from "../metrics.ts";
 import type { LoggedIo, SyncEvent } from "../sync-event.ts";
 import { StateMachine } from "../transitions.ts";
 import { PrimaryAttachment } from "./attachment.ts";
+import { CarriedOutputStore } from "./carried-output.ts";
 import { Replica } from "./replica.ts";
 import { SECONDARY_TRANSITIONS, type SecondaryState } from "./states.ts";
 import { takeOver, type TakeoverCore } from "./takeover.ts";
@@ -66,6 +67,8 @@ export class SecondaryEngine {
   /** When the loss that triggered a takeover was noticed, for the failover time. */
   #lossDetectedAt: number | undefined;
   readonly #syncListeners = new Set<(event: SyncEvent) => void>();
+  /** The output of applied syncs that the primary may not have let out yet. */
+  readonly #carried = new CarriedOutputStore();
 
   /** `target`: a blank Machine (`Machine.createBlank`) with the same disks, by name and size, as the primary's; or any ReplicaGuest. */
   constructor(target: Machine | ReplicaGuest, options: SecondaryOptions = {}) {
@@ -110,6 +113,19 @@ export class SecondaryEngine {
 
   onStateChange(listener: (state: SecondaryState, reason: string) => void): () => void {
     return this.#fsm.onChange((state, reason) => listener(state, reason));
+  }
+
+  /**
+   * Once this node runs the guest (active): the console bytes and frames the guest produced
+   * before the state it resumed from that the old primary may never have let out, in order,
+   * once (later calls return nothing). Let them out before anything the guest produces now:
+   * call it from the "active" state listener. At least once: some may have been let out already.
+   */
+  takeCarriedOutput(): CarriedOutput[] {
+    if (!this.#fsm.is("active")) return [];
+    const outputs = this.#carried.take();
+    if (outputs.length > 0) this.#options.log?.(`secondary: letting out ${outputs.length} output(s) the old primary held for acknowledged syncs`);
+    return outputs;
   }
 
   /** Called after each applied sync. */
@@ -240,6 +256,7 @@ export class SecondaryEngine {
         if (sync === undefined) return;
         const applying = performance.now();
         const { io, replayed } = this.#replica.apply(sync);
+        this.#carried.add(sync.output);
         const applied = performance.now();
         this.metrics.stage("apply", applied - applying);
         this.metrics.syncs++;
@@ -272,6 +289,7 @@ export class SecondaryEngine {
     this.#fsm.go("initial-sync", `initial sync from the primary (epoch ${message.epoch}, ${message.diskMode})`);
     this.metrics.epoch = message.epoch;
     attachment.diskMode = message.diskMode;
+    this.#carried.reset();
     const refusal = this.#replica.beginInitial(message.memoryBytes, message.disks);
     if (refusal !== undefined) this.#refuse(attachment, "mismatch", refusal);
   }

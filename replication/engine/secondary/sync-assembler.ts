@@ -8,6 +8,7 @@ export class SyncAssembler {
   #pages: CommittedSync["pages"] = [];
   #state: { partCount: number; changes: PartChange[] } | undefined;
   #blocks: CommittedSync["blocks"] = [];
+  #output: CommittedSync["output"] = [];
 
   /** Takes one frame of an event-driven sync; returns the sync when `frame` is its commit. */
   add(frame: BinaryFrame): CommittedSync | undefined {
@@ -21,11 +22,12 @@ export class SyncAssembler {
       case "disk-blocks":
         this.#blocks.push(frame);
         return undefined;
+      case "held-output":
+        this.#output.push(frame);
+        return undefined;
       case "sync-commit": {
-        const sync: CommittedSync = { seq: frame.seq, pages: this.#pages, state: this.#state, log: frame.log, blocks: this.#blocks };
-        this.#pages = [];
-        this.#state = undefined;
-        this.#blocks = [];
+        const sync: CommittedSync = { seq: frame.seq, pages: this.#pages, state: this.#state, log: frame.log, blocks: this.#blocks, output: this.#output };
+        this.discard();
         return sync;
       }
       default:
@@ -38,5 +40,6 @@ export class SyncAssembler {
     this.#pages = [];
     this.#state = undefined;
     this.#blocks = [];
+    this.#output = [];
   }
 }

@@ -4,13 +4,14 @@
 import uPlot from "uplot";
 import type { ByteCategory, MetricsSnapshot } from "../engine-adapter.ts";
 
-export const CHART_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy"];
+export const CHART_CATEGORIES: readonly ByteCategory[] = ["memoryPages", "deviceState", "ioLog", "diskBlocks", "diskCopy", "output"];
 const COLORS: Record<ByteCategory, string> = {
   memoryPages: "#4f9dde",
   deviceState: "#b07fe0",
   ioLog: "#3fbf7f",
   diskBlocks: "#e5534b",
   diskCopy: "#d9a21b",
+  output: "#2bb5b5",
   control: "#888888",
 };
 /** Seconds of history on screen. */
