@@ -98,6 +98,26 @@ async function attachSecondary(pair: Pair, options: PairOptions = {}): Promise<v
 
 const until = (condition: () => boolean, what: string, ms = 3000) => waitFor(condition, what, ms);
 
+/** Holds back the secondary's sync acks (it applies the syncs) until `release`, which sends them and stops holding. */
+function ackGate(): { secondaryChannel: (channel: ReplicationChannel) => void; release(): void } {
+  const held: (() => Promise<number>)[] = [];
+  let holding = true;
+  return {
+    secondaryChannel(channel) {
+      const send = channel.send.bind(channel);
+      channel.send = (message) => {
+        if (message.type !== "sync-ack" || !holding) return send(message);
+        held.push(() => send(message));
+        return Promise.resolve(0);
+      };
+    },
+    release() {
+      holding = false;
+      for (const send of held.splice(0)) void send();
+    },
+  };
+}
+
 function sector(n: number, fill: number): Uint8Array {
   return new Uint8Array(SECTOR_SIZE * n).fill(fill);
 }
@@ -307,27 +327,15 @@ describe("replication engines against a fake guest", function () {
 
   describe("the network", () => {
     it("holds a transmitted frame until the sync that covers it is acknowledged; a frame asks for a sync by itself", async () => {
-      const heldAcks: (() => Promise<number>)[] = [];
-      let holding = true;
-      const pair = await startPair({
-        secondaryChannel: (channel) => {
-          const send = channel.send.bind(channel);
-          channel.send = (message) => {
-            if (message.type !== "sync-ack" || !holding) return send(message);
-            heldAcks.push(() => send(message));
-            return Promise.resolve(0);
-          };
-        },
-        peerTimeoutMs: 10_000,
-      });
+      const acks = ackGate();
+      const pair = await startPair({ secondaryChannel: acks.secondaryChannel, peerTimeoutMs: 10_000 });
       const released: string[] = [];
       pair.primary.outputs.onRelease("frame", (frame) => released.push(new TextDecoder().decode(frame)));
       pair.primaryGuest.transmit(new TextEncoder().encode("frame one"));
       await until(() => pair.secondary.metrics.syncs >= 1, "a sync for the frame alone");
       await settle();
       expect(released).to.deep.equal([]);
-      holding = false;
-      for (const send of heldAcks.splice(0)) void send();
+      acks.release();
       await until(() => released.length === 1, "the frame after the ack");
       expect(released).to.deep.equal(["frame one"]);
       await pair.primary.close();
@@ -354,20 +362,8 @@ describe("replication engines against a fake guest", function () {
   describe("the speculative mode", () => {
     it("completes a write at once, logs it with the output that follows, and holds that output until the sync is acknowledged", async () => {
       // The secondary applies syncs, but its acks are held back until the test lets them go.
-      const heldAcks: (() => Promise<number>)[] = [];
-      let holding = true;
-      const pair = await startPair({
-        syncMode: "speculative",
-        peerTimeoutMs: 10_000,
-        secondaryChannel: (channel) => {
-          const send = channel.send.bind(channel);
-          channel.send = (message) => {
-            if (message.type !== "sync-ack" || !holding) return send(message);
-            heldAcks.push(() => send(message));
-            return Promise.resolve(0);
-          };
-        },
-      });
+      const acks = ackGate();
+      const pair = await startPair({ syncMode: "speculative", peerTimeoutMs: 10_000, secondaryChannel: acks.secondaryChannel });
       const released: string[] = [];
       pair.primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
       const write = pair.primaryGuest.write(40, sector(8, 0x5a));
@@ -380,8 +376,7 @@ describe("replication engines against a fake guest", function () {
       expect(disk[40 * 512], "that sync logs the write").to.equal(0x5a);
       expect(pair.primary.metrics.syncs, "no ack arrived").to.equal(0);
       expect(released, "nothing leaves before the ack").to.deep.equal([]);
-      holding = false;
-      for (const send of heldAcks.splice(0)) void send();
+      acks.release();
       await until(() => released.join("") === "written\n", "the console output after the ack");
       await pair.primary.close();
     });
@@ -453,15 +448,7 @@ describe("replication engines against a fake guest", function () {
 
     it("a takeover lets out what the guest printed and sent before the state it resumes from, which the primary held for the missing ack", async () => {
       // The secondary applies the sync and acknowledges it, but the ack never reaches the primary: it dies first.
-      let holding = true;
-      const pair = await startPair({
-        policy: "stall",
-        peerTimeoutMs: 10_000,
-        secondaryChannel: (channel) => {
-          const send = channel.send.bind(channel);
-          channel.send = (message) => (message.type === "sync-ack" && holding ? Promise.resolve(0) : send(message));
-        },
-      });
+      const pair = await startPair({ policy: "stall", peerTimeoutMs: 10_000, secondaryChannel: ackGate().secondaryChannel });
       const released: string[] = [];
       pair.primary.outputs.onRelease("console", (bytes) => released.push(text(bytes)));
       pair.primary.outputs.onRelease("frame", (bytes) => released.push(text(bytes)));
@@ -479,7 +466,6 @@ describe("replication engines against a fake guest", function () {
       expect(pair.secondary.takeCarriedOutput(), "once").to.deep.equal([]);
       expect(released, "the old primary let out nothing").to.deep.equal([]);
       expect(pair.primary.metrics.bytes.output, "the output travelled with its sync").to.be.greaterThan(0);
-      holding = false;
       pair.primary.fence("test over");
     });
 
