@@ -8,6 +8,7 @@ import { MAX_COMMAND_CHARS, type NodeInspection } from "../control-request.ts";
 import { printUsage } from "./primary.ts";
 import { formatBytes } from "./progress.ts";
 import { BYTE_CATEGORIES } from "../../replication/protocol/frames.ts";
+import { describeUplinkState } from "../../replication/network/uplink.ts";
 import type { AreaReport, VerifyReport } from "../../replication/engine/consistency-check.ts";
 import type { MigrateResult } from "../replica-node.ts";
 
@@ -327,18 +328,9 @@ function statusTable(status: NodeStatus): string {
   }
   const network = status.network;
   if (network !== undefined) {
-    const link = network.link;
-    const state =
-      link.kind === "connected"
-        ? `connected (epoch ${link.epoch})`
-        : link.kind === "down"
-          ? `DOWN: ${link.reason}`
-          : link.kind === "standby"
-            ? "standing by"
-            : "connecting";
     const c = network.counters;
     const dropped = Object.values(c.egress.dropped).reduce((a, b) => a + b, 0) + Object.values(c.ingress.dropped).reduce((a, b) => a + b, 0);
-    rows.push(["network gateway", `${network.gateway}, ${state}`]);
+    rows.push(["network gateway", `${network.gateway}: ${describeUplinkState(network.link)}`]);
     rows.push([
       "network traffic",
       `in ${c.ingress.frames} frames (${formatBytes(c.ingress.bytes)}), out ${c.egress.frames} frames (${formatBytes(c.egress.bytes)}), ${dropped} dropped`,

@@ -12,7 +12,7 @@
 // a TCP segment: a retransmission of one already waiting is dropped.
 import type { Machine } from "../../emulator/machine.ts";
 import type { PrimaryEngine } from "../../replication/engine/primary/engine.ts";
-import type { NetworkUplink, UplinkCounters, UplinkState } from "../../replication/network/uplink.ts";
+import { describeUplinkState, type NetworkUplink, type UplinkCounters, type UplinkState } from "../../replication/network/uplink.ts";
 import { tcpSegmentKey } from "../../replication/network/tcp-segment.ts";
 import { createNodeUplink } from "./node-uplink.ts";
 
@@ -64,17 +64,7 @@ export class GuestNetworkLink {
     this.#uplink.onState((state) => {
       if (state.kind === last) return;
       last = state.kind;
-      options.log?.(
-        `network: ${
-          state.kind === "down"
-            ? `gateway link down: ${state.reason}`
-            : state.kind === "connected"
-              ? `attached to the gateway at epoch ${state.epoch} (${state.replay} frame(s) given again)`
-              : state.kind === "standby"
-                ? "standing by at the gateway (a takeover attaches without dialling)"
-                : "connecting to the gateway"
-        }`,
-      );
+      options.log?.(`network: ${describeUplinkState(state)}`);
     });
     this.#route();
   }

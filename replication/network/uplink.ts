@@ -26,6 +26,20 @@ export type UplinkState =
   /** `retryInMs` undefined: not retrying (not attached yet, closed, or taken over by a higher epoch). */
   | { kind: "down"; reason: string; retryInMs: number | undefined };
 
+/** The link's state in words: the same in a node's log and in `twinvm status`. */
+export function describeUplinkState(state: UplinkState): string {
+  switch (state.kind) {
+    case "connected":
+      return `attached to the gateway at epoch ${state.epoch} (${state.replay} frame(s) given again)`;
+    case "standby":
+      return "standing by at the gateway (a takeover attaches without dialling)";
+    case "down":
+      return `gateway link DOWN: ${state.reason}`;
+    case "connecting":
+      return "connecting to the gateway";
+  }
+}
+
 export interface NetworkUplinkOptions {
   /** The gateway, e.g. ws://127.0.0.1:7500. */
   url: string;
