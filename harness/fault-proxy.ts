@@ -4,6 +4,7 @@
 // anything until `resume()`; `cutMidSync()` cuts between two WebSocket frames of
 // the next large primary->secondary burst (a sync in flight). The secondary cannot
 // tell a cut link from a dead primary, which is exactly the fault this exists to inject.
+// It can also stand in for a slower or longer link: a rate limit, a one-way delay.
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { Transform, type TransformCallback, type Writable } from "node:stream";
 import { WsFrameBoundaries } from "./ws-frame-boundaries.ts";
@@ -45,26 +46,31 @@ export class FaultProxy {
   refused = 0;
   /** Each direction of each connection at most this fast (undefined: as fast as loopback). */
   readonly #bitsPerSecond: number | undefined;
+  /** Each direction's bytes arrive this much later (0: as soon as loopback carries them). */
+  readonly #delayMs: number;
 
-  private constructor(server: Server, targetPort: number, bitsPerSecond: number | undefined) {
+  private constructor(server: Server, targetPort: number, options: { bitsPerSecond?: number; delayMs?: number }) {
     this.#server = server;
     this.#targetPort = targetPort;
-    this.#bitsPerSecond = bitsPerSecond;
+    this.#bitsPerSecond = options.bitsPerSecond;
+    this.#delayMs = options.delayMs ?? 0;
     server.on("connection", (client) => this.#accept(client));
   }
 
   /**
    * Listens on 127.0.0.1 (ephemeral port) and forwards to 127.0.0.1:`targetPort`, each
-   * direction limited to `bitsPerSecond` when given (a link-speed stand-in where the
-   * kernel's traffic shaping is not available).
+   * direction limited to `bitsPerSecond` and delayed by `delayMs` when given (stand-ins
+   * for a link's speed and length where the kernel's traffic shaping is not available).
    */
-  static async start(targetPort: number, options: { bitsPerSecond?: number } = {}): Promise<FaultProxy> {
+  static async start(targetPort: number, options: { bitsPerSecond?: number; delayMs?: number } = {}): Promise<FaultProxy> {
+    if (options.delayMs !== undefined && !(Number.isFinite(options.delayMs) && options.delayMs >= 0))
+      throw new RangeError(`delayMs must be a non-negative number, got ${options.delayMs}`);
     const server = createServer({ noDelay: true });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(0, LOOPBACK, () => resolve());
     });
-    return new FaultProxy(server, targetPort, options.bitsPerSecond);
+    return new FaultProxy(server, targetPort, options);
   }
 
   get port(): number {
@@ -191,10 +197,18 @@ export class FaultProxy {
     this.connections++;
     const upstream = connect({ host: LOOPBACK, port: this.#targetPort, noDelay: true });
     const limited = (socket: Socket): Writable => {
-      if (this.#bitsPerSecond === undefined) return socket;
-      const limit = new RateLimit(this.#bitsPerSecond);
-      limit.pipe(socket);
-      return limit;
+      let into: Writable = socket;
+      if (this.#bitsPerSecond !== undefined) {
+        const limit = new RateLimit(this.#bitsPerSecond);
+        limit.pipe(into);
+        into = limit;
+      }
+      if (this.#delayMs > 0) {
+        const delay = new Delay(this.#delayMs);
+        delay.pipe(into);
+        into = delay;
+      }
+      return into;
     };
     const link: Link = { client, upstream, toClient: limited(client), toUpstream: limited(upstream), frames: new WsFrameBoundaries() };
     this.#links.add(link);
@@ -232,6 +246,41 @@ export class FaultProxy {
       return;
     }
     if (!link.toUpstream.write(chunk)) link.client.pause();
+  }
+}
+
+/** Passes each chunk on `delayMs` after it came, in order: a link's propagation delay. */
+class Delay extends Transform {
+  readonly #due: { at: number; chunk: Buffer }[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly delayMs: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.#due.push({ at: performance.now() + this.delayMs, chunk });
+    this.#schedule();
+    done();
+  }
+
+  override _flush(done: TransformCallback): void {
+    clearTimeout(this.#timer);
+    for (const { chunk } of this.#due.splice(0)) this.push(chunk);
+    done();
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined || this.#due.length === 0) return;
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = undefined;
+        const now = performance.now();
+        while (this.#due.length > 0 && this.#due[0]!.at <= now + 0.5) this.push(this.#due.shift()!.chunk);
+        this.#schedule();
+      },
+      Math.max(0, this.#due[0]!.at - performance.now()),
+    );
   }
 }
 

@@ -62,6 +62,8 @@ export interface PairOptions {
   reprotectDelayMs?: number;
   /** Route the replication link through a fault proxy, needed for cutLink/stallLink (default true). */
   linkFaults?: boolean;
+  /** One-way delay the fault proxy adds to each direction of the replication link, ms (default 0): a distant secondary. */
+  linkDelayMs?: number;
   /** Silence from the peer this long means it is gone (default 3000 ms; SIGKILL is noticed at once). */
   peerTimeoutMs?: number;
   /** Bound on booting (or restoring) plus the first initial sync (default 240 s). */
@@ -119,11 +121,13 @@ export function checkPairOptions(options: PairOptions): void {
     throw new PairOptionError("template: memoryMiB, disks, overlay and kernelArgs come from the template; do not give them too");
   }
   if (options.template !== undefined && options.snapshotPath !== undefined) throw new PairOptionError("give template or snapshotPath, not both");
-  for (const key of ["peerTimeoutMs", "startTimeoutMs", "reprotectDelayMs", "syncIntervalMs"] as const) {
+  for (const key of ["peerTimeoutMs", "startTimeoutMs", "reprotectDelayMs", "syncIntervalMs", "linkDelayMs"] as const) {
     const value = options[key];
     if (value !== undefined && (!Number.isFinite(value) || value < 0))
       throw new PairOptionError(`${key}: expected a non-negative number of milliseconds, got ${String(value)}`);
   }
+  if (options.linkDelayMs !== undefined && options.linkDelayMs > 0 && options.linkFaults === false)
+    throw new PairOptionError("linkDelayMs: the delay is the fault proxy's; it needs linkFaults");
   if (options.kernelArgs !== undefined && /[\r\n]/.test(options.kernelArgs)) throw new PairOptionError("kernelArgs: must be a single line");
   if (options.syncMode !== undefined && options.syncMode !== "synchronous" && options.syncMode !== "speculative") {
     throw new PairOptionError(`syncMode: expected "synchronous" or "speculative", got ${JSON.stringify(options.syncMode)}`);

@@ -466,7 +466,7 @@ export class Pair implements GuestShell {
   }
 
   async #newProxy(secondaryUrl: string): Promise<FaultProxy> {
-    const proxy = await FaultProxy.start(Number(new URL(secondaryUrl).port));
+    const proxy = await FaultProxy.start(Number(new URL(secondaryUrl).port), { delayMs: this.#options.linkDelayMs ?? 0 });
     this.#proxies.add(proxy);
     return proxy;
   }
