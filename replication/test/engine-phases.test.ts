@@ -469,6 +469,18 @@ describe("replication engines against a fake guest", function () {
       pair.primary.fence("test over");
     });
 
+    it("a primary that said goodbye lets out its output itself: a later promotion by hand repeats none of it", async () => {
+      const pair = await startPair();
+      const released: string[] = [];
+      pair.primary.outputs.onRelease("console", (bytes) => released.push(text(bytes)));
+      pair.primaryGuest.print("last words\n");
+      await until(() => released.length === 1, "the output, let out on its ack");
+      await pair.primary.close("shutting down");
+      await until(() => pair.secondary.state === "standby", "the secondary to hold its replica");
+      await pair.secondary.promote("operator");
+      expect(pair.secondary.takeCarriedOutput()).to.deep.equal([]);
+    });
+
     it("what the primary said it let out is not let out again", async () => {
       const pair = await startPair({ policy: "stall" });
       const released: string[] = [];
@@ -597,12 +609,19 @@ describe("replication engines against a fake guest", function () {
   it("hands over on request (a migration's switch-over): last sync, then the secondary resumes and the primary is fenced", async () => {
     const pair = await startPair();
     pair.primaryGuest.touch(4, 9);
+    const released: string[] = [];
+    pair.primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
+    // Printed just before: its sync's ack lets it out, and no later sync tells the secondary so.
+    pair.primaryGuest.print("before the switch\n");
     const { pausedAtMs, resumedAtMs } = await pair.primary.handOver("planned switch-over");
+    expect(released, "the old primary let it out").to.deep.equal(["before the switch\n"]);
     expect(pair.primary.state).to.equal("fenced");
     expect(pair.secondary.state).to.equal("active");
     expect(resumedAtMs).to.be.a("number").and.at.least(pausedAtMs);
     // The replica resumed from the state as of the pause: the last touch is in its RAM.
     expect(Buffer.compare(pair.secondaryGuest.ram(), pair.primaryGuest.ram())).to.equal(0);
+    // A primary that hands over let out all it held: the new one repeats none of it.
+    expect(pair.secondary.takeCarriedOutput()).to.deep.equal([]);
   });
 
   it("verify finds a sector corrupted in the secondary's image and a page corrupted in its RAM, and repairs both", async () => {

@@ -215,6 +215,8 @@ export class SecondaryEngine {
       case "heartbeat":
         return; // the activity itself is what counts (see PrimaryAttachment)
       case "goodbye":
+        // The primary lives on and lets out what it holds itself: nothing here is for a later promotion.
+        this.#carried.reset();
         return this.#letGo(attachment, `the primary left deliberately (${message.reason}); not taking over`);
       case "verify-request": {
         // Taken now, as of the last applied sync; digested and answered whenever ready.
@@ -229,12 +231,15 @@ export class SecondaryEngine {
         return;
       }
       case "handover":
+        // A primary hands over after its last sync's ack, which let out everything it held.
+        this.#carried.reset();
         // The handler returns at once: the takeover itself ends this session.
         void takeOver(this.#takeoverCore(), `the primary handed over: ${message.reason}`, { handover: true, detectedAt: undefined }).catch((error: unknown) =>
           this.#options.log?.(`secondary: handover refused: ${(error as Error).message}`),
         );
         return;
       case "error":
+        this.#carried.reset();
         return this.#letGo(attachment, `the primary reported ${message.code}: ${message.message}; not taking over`);
       default:
         return;
