@@ -324,7 +324,9 @@ export class SecondaryEngine {
 
   #closed(attachment: PrimaryAttachment, info: ChannelCloseInfo): void {
     if (info.error !== undefined) {
-      // We refused its input: a healthy primary may be running on. Not a reason to take over.
+      // We refused its input: a healthy primary may be running on. Not a reason to take over,
+      // and what it holds it lets out itself.
+      this.#carried.reset();
       return this.#letGo(attachment, `refused the primary's input (${info.error.message}); NOT taking over: promote by hand if the primary is really gone`);
     }
     this.#lost(attachment, `replication link closed (${info.reason})`);
@@ -356,6 +358,8 @@ export class SecondaryEngine {
       answer = error as Error;
     }
     if (answer instanceof Error || !answer.granted) {
+      // Refused: the primary holds its lease, runs on and lets out what it holds. Unreachable: it may be dead; keep it.
+      if (!(answer instanceof Error)) this.#carried.reset();
       const why = answer instanceof Error ? `the witness cannot be reached (${answer.message})` : `the witness refused: ${answer.reason}`;
       this.#letGo(attachment, `${reason}; NOT taking over: ${why}`);
       if (answer instanceof Error) this.#retryClaim(reason);
@@ -395,6 +399,7 @@ export class SecondaryEngine {
 
   #refuse(attachment: PrimaryAttachment, code: string, message: string): void {
     this.#options.log?.(`secondary: refusing the session: ${message}`);
+    this.#carried.reset();
     void attachment.send({ type: "error", code, message: message.slice(0, 500) }).catch(() => undefined);
     this.#letGo(attachment, message);
   }
