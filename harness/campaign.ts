@@ -7,8 +7,8 @@
 //        [--expect reprotect,stall,fencing] [--json] [--junit FILE] [--artifacts DIR] [--verbose]
 //        [--record FILE] [--minutes M]
 // --record keeps every finished round in FILE (JSON lines) and skips those already there, so
-// a long campaign runs in parts (--minutes M starts no round after M minutes); the summary
-// then covers every round the record holds.
+// a long campaign runs in parts (--minutes M starts no round after M minutes; 0 runs none and
+// only summarises); the summary then covers every round the record holds.
 // Exits 1 if any round lost a write, failed e2fsck, failed to take over or failed a check.
 import { writeFile } from "node:fs/promises";
 import { campaignIdentity, openRecord, RecordError } from "./campaign/record.ts";
@@ -59,8 +59,9 @@ function parseCampaignArgs(argv: string[]): CampaignOptions & { json: boolean; j
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new UsageError(`--seed must be an integer from 0 to 2^32-1, not "${values.seed}"`);
   const minutes = values.minutes === undefined ? undefined : Number(values.minutes);
-  if (minutes !== undefined && !(Number.isInteger(minutes) && minutes >= 1 && minutes <= 24 * 60))
-    throw new UsageError(`--minutes must be an integer from 1 to 1440, not "${values.minutes}"`);
+  if (minutes !== undefined && !(Number.isInteger(minutes) && minutes >= 0 && minutes <= 24 * 60))
+    throw new UsageError(`--minutes must be an integer from 0 (only summarise the record) to 1440, not "${values.minutes}"`);
+  if (minutes === 0 && values.record === undefined) throw new UsageError("--minutes 0 summarises a record: give --record FILE");
   const features: EngineFeatures = { ...NO_FEATURES };
   for (const name of values.expect.split(",").filter((part) => part !== ""))
     features[oneOf(name, ["reprotect", "stall", "fencing"] as const, "--expect")] = true;
@@ -117,7 +118,7 @@ async function main(): Promise<number> {
     );
   }
   let run: CampaignRun = { bootMs: 0, results: [], artifactsDir: options.artifactsDir ?? defaultArtifactsDir(options.seed), notRun: 0 };
-  if (recorded.size < planned) {
+  if (recorded.size < planned && options.budgetMs !== 0) {
     log(
       `campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policies.join("+")}${options.budgetMs !== undefined ? `, starting no round after ${options.budgetMs / 60_000} min` : ""}; booting the guest once`,
     );
