@@ -10,7 +10,7 @@
 //     is a false one (nothing failed).
 // `npm run bench -- silent-faults`.
 import { loadavg } from "node:os";
-import { EchoStream, type Gap } from "../harness/network/echo-stream.ts";
+import { EchoStream, stallAfter } from "../harness/network/echo-stream.ts";
 import { startLoad } from "../harness/stress/load.ts";
 import { createGuestTemplate, startPair, type GuestTemplate, type Pair } from "../harness/testing/index.ts";
 import { distribution, type Distribution } from "../harness/stress/report.ts";
@@ -64,10 +64,6 @@ function sleep(ms: number): Promise<void> {
  * holds (tens of ms) end sooner; in-flight bytes arriving just after the fault end a gap that
  * the fault's own stall then follows.
  */
-function faultStall(gaps: Gap[], faultAt: number): Gap | undefined {
-  return gaps.filter((gap) => gap.endMs >= faultAt && gap.startMs <= faultAt + STREAM_PACE_SLACK_MS).sort((a, b) => b.endMs - a.endMs)[0];
-}
-
 async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault: FaultKind): Promise<FaultRound> {
   const pair = await startPair({ template, arbiter: true, peerTimeoutMs, reprotect: false, forwards: [{ port: 0, guestPort: ECHO_PORT }] });
   let stream: EchoStream | undefined;
@@ -98,7 +94,7 @@ async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault:
     const faultToAnswerMs = winner === "secondary" ? performance.now() - started : null;
     // The service answered after the fault once the stream moved on past it.
     await stream.progress(STREAM_BYTES_PER_SECOND / 4, 30_000);
-    const stall = faultStall(stream.gapsBetween(started, started + STREAM_PACE_SLACK_MS), started);
+    const stall = stallAfter(stream.gapsBetween(started, started + STREAM_PACE_SLACK_MS), started, STREAM_PACE_SLACK_MS);
     const report = await stream.finish(10_000);
     const faultToServiceMs = report.outcome === "complete" && stall !== undefined ? stall.endMs - started : null;
     return {

@@ -33,6 +33,13 @@ export interface CampaignSummary {
   faultToAnswerMs: Spread | null;
   /** Silent faults (a link cut that drops packets without closing) with an arbiter: what the short peer timeout buys. */
   silentFaultToAnswerMs: Spread | null;
+  /**
+   * From the fault to the guest's echo service answering again, in rounds under `continue`
+   * (under `stall` the guest's output waits for a new secondary on purpose); and the same
+   * for the silent cuts with an arbiter. Rounds recorded before this was measured have none.
+   */
+  faultToServiceMs: Spread | null;
+  silentFaultToServiceMs: Spread | null;
   /** Rounds whose TCP stream came through whole, of those that had one. */
   networkStreams: { complete: number; checked: number; brokenNotJudged: number };
   /** The longest stall each round's stream saw. */
@@ -48,6 +55,8 @@ export function spread(values: number[]): Spread | null {
   const p99 = sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)]!;
   return { min: sorted[0]!, median, p99, max: sorted.at(-1)!, count: sorted.length };
 }
+
+const isArbitratedSilentCut = (r: RoundResult) => r.plan.arbiter && r.plan.fault === "link-cut" && r.plan.cutKind === "silent";
 
 export function summarize(results: RoundResult[]): CampaignSummary {
   const takeovers = results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault) && r.guestKeptBy !== "primary");
@@ -71,10 +80,10 @@ export function summarize(results: RoundResult[]): CampaignSummary {
     logLinesVerified: results.reduce((sum, r) => sum + r.verdicts.reduce((s, v) => s + v.logLines, 0), 0),
     failoverMs: spread(results.flatMap((r) => (r.failoverMs === null ? [] : [r.failoverMs]))),
     faultToAnswerMs: spread(results.flatMap((r) => (r.faultToAnswerMs === null ? [] : [r.faultToAnswerMs]))),
-    silentFaultToAnswerMs: spread(
-      results.flatMap((r) =>
-        r.plan.arbiter && r.plan.fault === "link-cut" && r.plan.cutKind === "silent" && r.faultToAnswerMs !== null ? [r.faultToAnswerMs] : [],
-      ),
+    silentFaultToAnswerMs: spread(results.flatMap((r) => (isArbitratedSilentCut(r) && r.faultToAnswerMs !== null ? [r.faultToAnswerMs] : []))),
+    faultToServiceMs: spread(results.flatMap((r) => (r.plan.policy === "continue" && typeof r.faultToServiceMs === "number" ? [r.faultToServiceMs] : []))),
+    silentFaultToServiceMs: spread(
+      results.flatMap((r) => (isArbitratedSilentCut(r) && r.plan.policy === "continue" && typeof r.faultToServiceMs === "number" ? [r.faultToServiceMs] : [])),
     ),
     networkStreams: {
       complete: results.filter((r) => r.network?.outcome === "complete" && networkNotJudged(r) === undefined).length,
@@ -109,6 +118,7 @@ export function roundLine(r: RoundResult): string {
     `${r.plan.fault === "secondary-kill" || r.guestKeptBy === "primary" ? "kept running" : "takeover"} ${r.survived ? "yes" : "NO"}`,
     `failover ${ms(r.failoverMs)}`,
     `fault->answer ${ms(r.faultToAnswerMs)}`,
+    ...(typeof r.faultToServiceMs === "number" ? [`fault->service ${ms(r.faultToServiceMs)}`] : []),
     verdicts || "no verdict",
     networkText(r),
     ...extras,
@@ -187,6 +197,8 @@ export function summaryText(s: CampaignSummary): string {
     `failover time (secondary's failoverMs): ${spreadText(s.failoverMs)}`,
     `fault to console answer (wall):        ${spreadText(s.faultToAnswerMs)}`,
     `silent link cut to answer, arbiter:    ${spreadText(s.silentFaultToAnswerMs)}`,
+    `fault to service answer (continue):    ${spreadText(s.faultToServiceMs)}`,
+    `silent link cut to service, arbiter:   ${spreadText(s.silentFaultToServiceMs)}`,
     `network: ${s.networkStreams.complete} of ${s.networkStreams.checked} TCP streams intact (every byte back in order, same connection)${s.networkStreams.brokenNotJudged > 0 ? `, ${s.networkStreams.brokenNotJudged} more broken where not judged (a split brain without an arbiter, or a stall)` : ""}; longest stall per round: ${spreadText(s.networkStallMs)}`,
     ...(checks.length > 0 ? ["checks that wait for engine features:", ...checks] : []),
   ].join("\n");

@@ -103,6 +103,12 @@ export interface RoundResult {
   failoverMs: number | null;
   /** Wall time from the fault to the first console answer of the survivor. */
   faultToAnswerMs: number | null;
+  /**
+   * From the fault to the first byte the guest's echo service sent back after the stall the
+   * fault caused (0: the stream did not stall); null when the stream did not come through
+   * whole. What a client of a service in the guest sees. Absent in rounds recorded before it.
+   */
+  faultToServiceMs: number | null;
   verdicts: NodeVerdict[];
   /** secondary-kill with `continue`: the log kept growing on the unprotected primary. */
   writesContinued: boolean | null;
@@ -136,6 +142,7 @@ export function emptyResult(plan: RoundPlan): RoundResult {
     answered: false,
     failoverMs: null,
     faultToAnswerMs: null,
+    faultToServiceMs: null,
     verdicts: [],
     writesContinued: null,
     splitBrain: null,

@@ -11,7 +11,7 @@ import type { MetricsSnapshot } from "../../replication/engine/metrics.ts";
 import type { Pair } from "../testing/pair.ts";
 import type { PairNode } from "../testing/pair-node.ts";
 import type { GuestTemplate } from "../testing/template.ts";
-import { EchoStream, type EchoStreamReport } from "../network/echo-stream.ts";
+import { EchoStream, stallAfter, type EchoStreamReport } from "../network/echo-stream.ts";
 import { ECHO_PORT, startRoundPair } from "./fixture.ts";
 import {
   committedLogCountCommand,
@@ -54,6 +54,17 @@ const ROUND_TIMEOUT_MS = 8 * 60_000;
 const STREAM_BYTES_PER_SECOND = 32 << 10;
 /** After the round's checks, how long the stream's last bytes may take to come back (passt resends every 2 s). */
 const STREAM_DRAIN_MS = 30_000;
+/** The client writes a piece every 50 ms: the stall a fault causes starts at most about one piece after it. */
+const STREAM_PACE_SLACK_MS = 100;
+
+/** When each round's (last) fault struck, for the service's answer after it. */
+const faultTimes = new WeakMap<RoundResult, number>();
+
+function faultNow(result: RoundResult): number {
+  const now = performance.now();
+  faultTimes.set(result, now);
+  return now;
+}
 
 export interface RoundContext {
   template: GuestTemplate;
@@ -101,7 +112,11 @@ export async function runRound(plan: RoundPlan, context: RoundContext): Promise<
     result.error = (error as Error).message.split("\n").slice(0, 24).join("\n");
   }
   // After everything else: the stream ran through the fault and all of the round's checks.
-  if (stream !== undefined) result.network = networkVerdict(await stream.finish(STREAM_DRAIN_MS));
+  if (stream !== undefined) {
+    const report = await stream.finish(STREAM_DRAIN_MS);
+    result.network = networkVerdict(report);
+    result.faultToServiceMs = serviceAnswer(report, faultTimes.get(result));
+  }
   result.passed = judge(result);
   if (pair !== undefined) {
     const kept = await pair.stop({ keepFiles: !result.passed });
@@ -153,6 +168,13 @@ async function openStream(pair: Pair, plan: RoundPlan, result: RoundResult): Pro
   }
 }
 
+/** From the fault to the service's first byte after the stall it caused (0: it did not stall); null without a whole stream or a fault. */
+function serviceAnswer(report: EchoStreamReport, faultAt: number | undefined): number | null {
+  if (report.outcome !== "complete" || faultAt === undefined) return null;
+  const stall = stallAfter(report.gaps, faultAt, STREAM_PACE_SLACK_MS);
+  return stall === undefined ? 0 : stall.endMs - faultAt;
+}
+
 function networkVerdict(report: EchoStreamReport): NetworkVerdict {
   return {
     outcome: report.outcome,
@@ -169,7 +191,7 @@ type FaultRunner = (pair: Pair, plan: RoundPlan, result: RoundResult, context: R
 const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
   "primary-kill": async (pair, plan, result) => {
     const tag = await runWorkloadUntilFault(pair.primary, plan, result);
-    const faultAt = performance.now();
+    const faultAt = faultNow(result);
     const killed = await pair.killPrimary();
     // Released output that reached us before the process died was acknowledged by the secondary.
     result.committedLinesBeforeFault = maxOrNull(committedLogCounts(killed.transcript, tag));
@@ -181,7 +203,7 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     const tag = await runWorkloadUntilFault(pair.primary, plan, result);
     const first = await pair.killPrimary();
     const committedFirst = maxOrNull(committedLogCounts(first.transcript, tag));
-    const survivor = await takeover(pair, performance.now(), result);
+    const survivor = await takeover(pair, faultNow(result), result);
     // The guest (and its workload) runs on; a fresh secondary protects it, then the survivor dies too.
     const healed = await checked("re-protection after the takeover", async () => {
       await pair.waitForProtected({ timeoutMs: REPROTECT_TIMEOUT_MS });
@@ -191,7 +213,7 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     result.optionalChecks.push(healed);
     if (healed.outcome !== "passed") return;
     await probeCommitted(survivor, tag, 1500);
-    const faultAt = performance.now();
+    const faultAt = faultNow(result);
     const second = await pair.killPrimary();
     result.committedLinesBeforeFault = maxOrNull([...committedLogCounts(second.transcript, tag), ...(committedFirst === null ? [] : [committedFirst])]);
     const last = await takeover(pair, faultAt, result);
@@ -201,7 +223,7 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
   "secondary-kill": async (pair, plan, result, context) => {
     const primary = pair.primary;
     const tag = await runWorkloadUntilFault(primary, plan, result);
-    const faultAt = performance.now();
+    const faultAt = faultNow(result);
     result.committedLinesBeforeFault = maxOrNull(committedLogCounts(primary.transcript, tag));
     await pair.killSecondary();
     if (plan.policy === "continue") {
@@ -223,7 +245,7 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     const oldPrimary = pair.primary;
     const secondary = pair.secondary!;
     const tag = await runWorkloadUntilFault(oldPrimary, plan, result);
-    const faultAt = performance.now();
+    const faultAt = faultNow(result);
     pair.cutLink(plan.cutKind);
     if (plan.arbiter) await afterArbitratedCut(oldPrimary, secondary, tag, faultAt, result, pair, context);
     else await afterCut(pair, oldPrimary, tag, faultAt, result, context);
@@ -233,7 +255,7 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     const oldPrimary = pair.primary;
     const secondary = pair.secondary!;
     const tag = await runWorkloadUntilFault(oldPrimary, plan, result);
-    const faultAt = performance.now();
+    const faultAt = faultNow(result);
     // The workload writes all the time: the next sync starts within milliseconds.
     result.cutAfterFrameBytes = (await pair.cutLinkMidSync({ timeoutMs: 20_000 })).frameBytes;
     if (plan.arbiter) await afterArbitratedCut(oldPrimary, secondary, tag, faultAt, result, pair, context);

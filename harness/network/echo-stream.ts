@@ -57,6 +57,15 @@ export interface EchoStreamReport {
   durationMs: number;
 }
 
+/**
+ * The stall a fault at `faultAt` caused: of the gaps that overlap the fault or start within
+ * `slackMs` after it (a paced client writes its next piece up to one pace later), the one that
+ * ended last; its end is when the service answered again. Undefined: no stall came.
+ */
+export function stallAfter(gaps: readonly Gap[], faultAt: number, slackMs: number): Gap | undefined {
+  return gaps.filter((gap) => gap.endMs >= faultAt && gap.startMs <= faultAt + slackMs).sort((a, b) => b.endMs - a.endMs)[0];
+}
+
 const PACE_MS = 50;
 const CHUNK_BYTES = 16 << 10;
 

@@ -84,6 +84,10 @@ describe("failover campaign (bounded)", function () {
         expect(result.nextWriteAnswered, context).to.equal(true);
       }
       if (plan.fault === "second-failover") expect(result.failovers, context).to.equal(2);
+      // A whole stream gives the service's answer after the fault; a takeover under `continue` leaves a stall behind it.
+      if (result.network?.outcome === "complete") expect(result.faultToServiceMs, context).to.be.a("number");
+      if (result.guestKeptBy === "secondary" && plan.policy === "continue" && result.network?.outcome === "complete")
+        expect(result.faultToServiceMs, context).to.be.above(0);
       for (const check of result.optionalChecks) expect(check.outcome, `${check.name}: ${check.detail}\n${context}`).to.equal("passed");
       const expected = { "primary-kill": 0, "second-failover": 1, "secondary-kill": plan.policy === "stall" ? 2 : 1, "link-cut": 1, "link-cut-mid-sync": 1 }[
         plan.fault
@@ -106,6 +110,7 @@ describe("failover campaign (bounded)", function () {
     expect(summary.takeoverRounds).to.equal(results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault)).length - kept.length);
     expect(summary.failoverMs?.count).to.equal(summary.takeoverRounds);
     expect(summary.failovers).to.equal(summary.takeoverRounds + 1); // the second-failover round has two
+    expect(summary.faultToServiceMs?.count).to.equal(results.filter((r) => r.plan.policy === "continue" && r.network?.outcome === "complete").length);
     const xml = junitXml(results, { seed: SEED, policy: "continue+stall", bootMs: base.template.bootMs });
     expect(xml.match(/<testcase /g)).to.have.length(results.length);
     expect(xml).to.contain(`failures="0"`);
