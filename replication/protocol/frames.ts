@@ -128,18 +128,23 @@ export interface CarriedOutput {
 }
 
 /**
- * Sync N: the console bytes and Ethernet frames that capture N covers, which the primary
- * holds until sync N is acknowledged (output commit). The secondary holds them too, so that
- * a takeover lets out what the primary had not yet: what the guest produced before the
- * state the survivor resumes from. Numbered in the session from `first`, in the order the
- * guest produced them; `released`: how many numbered outputs the primary has let out, so
- * the secondary forgets those.
+ * Held output, numbered in the session from `first` in the order the guest produced it;
+ * `released`: how many numbered outputs the primary has let out, so the secondary forgets those.
  */
-export interface HeldOutputFrame extends FrameBase {
-  kind: "held-output";
+export interface HeldOutputBatch {
   first: number;
   released: number;
   outputs: CarriedOutput[];
+}
+
+/**
+ * Sync N: the console bytes and Ethernet frames that capture N covers, which the primary
+ * holds until sync N is acknowledged (output commit). The secondary holds them too, so that
+ * a takeover lets out what the primary had not yet: what the guest produced before the
+ * state the survivor resumes from.
+ */
+export interface HeldOutputFrame extends FrameBase, HeldOutputBatch {
+  kind: "held-output";
 }
 
 /**

@@ -22,7 +22,7 @@
 //
 // Pure: the engine calls it; the queue calls a completion's `release` and the listeners of
 // the kind that is released.
-import type { CarriedOutput } from "../../protocol/frames.ts";
+import type { CarriedOutput, HeldOutputBatch } from "../../protocol/frames.ts";
 
 export type HeldOutput =
   /** A guest request's completion (a disk write the guest waits for); `atCapture`: released when the capture that logs it is taken. */
@@ -45,13 +45,6 @@ interface Entry {
   heldAt: number;
   /** Console bytes and frames covered by a sync of this session: their number in the session (they travel with the sync). */
   carryIndex: number | undefined;
-}
-
-/** Output covered since the last `takeCarried`, numbered from `first`, and how many numbered outputs are out. */
-export interface CarriedBatchOut {
-  first: number;
-  released: number;
-  outputs: CarriedOutput[];
 }
 
 export interface OutputCounters {
@@ -164,7 +157,7 @@ export class OutputCommitQueue {
    * their first number and how many numbered outputs are out; undefined when there is nothing
    * new to carry and nothing more was released since the last call.
    */
-  takeCarried(): CarriedBatchOut | undefined {
+  takeCarried(): HeldOutputBatch | undefined {
     if (this.#toCarry.length === 0 && this.#carryReleased === this.#carryReported) return undefined;
     const outputs = this.#toCarry;
     this.#toCarry = [];

@@ -15,6 +15,7 @@ import {
   type BinaryFrame,
   type ByteCategory,
   type CarriedOutput,
+  type HeldOutputBatch,
   type IoLogEntry,
   type PageUpdate,
   type PartChange,
@@ -63,7 +64,7 @@ export interface SyncInput {
   ram: Uint8Array;
   diskNumber: (name: string) => number;
   /** The output the capture covers, numbered from `first`, and how many numbered outputs were released; undefined: nothing to tell. */
-  output?: { first: number; released: number; outputs: readonly CarriedOutput[] };
+  output?: HeldOutputBatch;
 }
 
 export function encodeSync(input: SyncInput): EncodedSync {

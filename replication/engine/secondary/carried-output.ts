@@ -6,18 +6,10 @@
 // console line is never printed. A takeover lets out what the primary had not said it let
 // out. At least once: what the primary released after its last word on it comes out twice
 // (TCP and the network tolerate a repeated frame; a console may show a line twice).
-import type { CarriedOutput } from "../../protocol/frames.ts";
+import type { CarriedOutput, HeldOutputBatch } from "../../protocol/frames.ts";
 
 /** Beyond this the oldest outputs are forgotten (a primary that never says it released them). */
 export const MAX_CARRIED_OUTPUT_BYTES = 8 << 20;
-
-export interface CarriedBatch {
-  /** The number of the first output (numbering per session, in the order the guest produced them). */
-  first: number;
-  /** How many numbered outputs the primary has let out. */
-  released: number;
-  outputs: readonly CarriedOutput[];
-}
 
 export class CarriedOutputStore {
   /** Outputs not known to be released, numbered from #base. */
@@ -34,7 +26,7 @@ export class CarriedOutputStore {
   }
 
   /** An applied sync's held output, in order (numbering checked by the session's order). */
-  add(batches: readonly CarriedBatch[]): void {
+  add(batches: readonly HeldOutputBatch[]): void {
     for (const batch of batches) {
       // The first batch of a session may start anywhere at or after the base; a gap is impossible
       // under the session's order check, but keep the numbering exact if one came.

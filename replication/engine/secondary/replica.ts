@@ -7,8 +7,7 @@
 // for good, and a replica that is not consistent cannot be promoted.
 import { gatherSegments } from "../../../emulator/block/segments.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
-import type { CarriedBatch } from "./carried-output.ts";
-import type { DiskBlocksFrame, IoLogEntry, MemoryPagesFrame, PageUpdate, PartChange } from "../../protocol/frames.ts";
+import type { DiskBlocksFrame, HeldOutputBatch, IoLogEntry, MemoryPagesFrame, PageUpdate, PartChange } from "../../protocol/frames.ts";
 import { applyPages } from "../../protocol/page-collect.ts";
 import { applyRunDelta } from "../../protocol/run-delta.ts";
 import type { DiskDescriptor } from "../../protocol/messages.ts";
@@ -26,7 +25,7 @@ export interface CommittedSync {
   log: IoLogEntry[];
   blocks: DiskBlocksFrame[];
   /** The guest's output the sync's capture covers (held-output frames), for a takeover to let out. */
-  output: CarriedBatch[];
+  output: HeldOutputBatch[];
 }
 
 /** Disk data queued but not yet written above this: acknowledgements wait (backpressure to the primary). */
