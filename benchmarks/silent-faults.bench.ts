@@ -10,7 +10,7 @@
 //     is a false one (nothing failed).
 // `npm run bench -- silent-faults`.
 import { loadavg } from "node:os";
-import { EchoStream, stallAfter } from "../harness/network/echo-stream.ts";
+import { EchoStream, FAULT_SLACK_MS, stallAfter } from "../harness/network/echo-stream.ts";
 import { startLoad } from "../harness/stress/load.ts";
 import { createGuestTemplate, startPair, type GuestTemplate, type Pair } from "../harness/testing/index.ts";
 import { distribution, type Distribution } from "../harness/stress/report.ts";
@@ -23,8 +23,6 @@ const LOAD_PROCESSES = 2;
 /** The guest's echo service (one `cat` per connection) and the client's pace (the campaign's). */
 const ECHO_PORT = 7;
 const STREAM_BYTES_PER_SECOND = 32 << 10;
-/** The client sends a piece every 50 ms: the stall the fault causes starts at most one piece after it. */
-const STREAM_PACE_SLACK_MS = 100;
 /** A write loop in the guest: syncs keep flowing while the fault strikes. */
 const WRITE_LOOP = "(while true; do dd if=/dev/urandom of=/dev/vda bs=4k count=16 seek=$((RANDOM % 3000)) oflag=direct 2>/dev/null; done) >/dev/null 2>&1 &";
 
@@ -94,7 +92,7 @@ async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault:
     const faultToAnswerMs = winner === "secondary" ? performance.now() - started : null;
     // The service answered after the fault once the stream moved on past it.
     await stream.progress(STREAM_BYTES_PER_SECOND / 4, 30_000);
-    const stall = stallAfter(stream.gapsBetween(started, started + STREAM_PACE_SLACK_MS), started, STREAM_PACE_SLACK_MS);
+    const stall = stallAfter(stream.gapsBetween(started, started + FAULT_SLACK_MS), started);
     const report = await stream.finish(10_000);
     const faultToServiceMs = report.outcome === "complete" && stall !== undefined ? stall.endMs - started : null;
     return {

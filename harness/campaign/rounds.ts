@@ -54,8 +54,6 @@ const ROUND_TIMEOUT_MS = 8 * 60_000;
 const STREAM_BYTES_PER_SECOND = 32 << 10;
 /** After the round's checks, how long the stream's last bytes may take to come back (passt resends every 2 s). */
 const STREAM_DRAIN_MS = 30_000;
-/** The client writes a piece every 50 ms: the stall a fault causes starts at most about one piece after it. */
-const STREAM_PACE_SLACK_MS = 100;
 
 /** When each round's (last) fault struck, for the service's answer after it. */
 const faultTimes = new WeakMap<RoundResult, number>();
@@ -171,7 +169,7 @@ async function openStream(pair: Pair, plan: RoundPlan, result: RoundResult): Pro
 /** From the fault to the service's first byte after the stall it caused (0: it did not stall); null without a whole stream or a fault. */
 function serviceAnswer(report: EchoStreamReport, faultAt: number | undefined): number | null {
   if (report.outcome !== "complete" || faultAt === undefined) return null;
-  const stall = stallAfter(report.gaps, faultAt, STREAM_PACE_SLACK_MS);
+  const stall = stallAfter(report.gaps, faultAt);
   return stall === undefined ? 0 : stall.endMs - faultAt;
 }
 

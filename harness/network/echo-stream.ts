@@ -57,16 +57,19 @@ export interface EchoStreamReport {
   durationMs: number;
 }
 
+const PACE_MS = 50;
+/** A stall a fault causes starts at most this long after it: the client writes its next piece up to one pace later. */
+export const FAULT_SLACK_MS = 2 * PACE_MS;
+
 /**
  * The stall a fault at `faultAt` caused: of the gaps that overlap the fault or start within
- * `slackMs` after it (a paced client writes its next piece up to one pace later), the one that
- * ended last; its end is when the service answered again. Undefined: no stall came.
+ * FAULT_SLACK_MS after it, the one that ended last; its end is when the service answered
+ * again. Undefined: no stall came.
  */
-export function stallAfter(gaps: readonly Gap[], faultAt: number, slackMs: number): Gap | undefined {
+export function stallAfter(gaps: readonly Gap[], faultAt: number, slackMs = FAULT_SLACK_MS): Gap | undefined {
   return gaps.filter((gap) => gap.endMs >= faultAt && gap.startMs <= faultAt + slackMs).sort((a, b) => b.endMs - a.endMs)[0];
 }
 
-const PACE_MS = 50;
 const CHUNK_BYTES = 16 << 10;
 
 /** mulberry32: the same bytes for the same seed, on both sides of the comparison. */
