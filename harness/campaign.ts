@@ -11,7 +11,7 @@
 // only summarises); the summary then covers every round the record holds.
 // Exits 1 if any round lost a write, failed e2fsck, failed to take over or failed a check.
 import { writeFile } from "node:fs/promises";
-import { campaignIdentity, openRecord, RecordError } from "./campaign/record.ts";
+import { campaignIdentity, describeIdentity, openRecord, RecordError } from "./campaign/record.ts";
 import { parseArgs } from "node:util";
 import type { SecondaryLossPolicy, SyncMode } from "../replication/engine/primary/engine.ts";
 import { defaultArtifactsDir, planRounds, runCampaign, type CampaignBase, type CampaignOptions, type CampaignRun } from "./campaign/run-campaign.ts";
@@ -120,7 +120,7 @@ async function main(): Promise<number> {
   let run: CampaignRun = { bootMs: 0, results: [], artifactsDir: options.artifactsDir ?? defaultArtifactsDir(options.seed), notRun: 0 };
   if (recorded.size < planned && options.budgetMs !== 0) {
     log(
-      `campaign: seed ${options.seed}, ${options.rounds} round(s) x ${options.faults.join("+")} x ${options.modes.join("+")}, policy ${options.policies.join("+")}${options.budgetMs !== undefined ? `, starting no round after ${options.budgetMs / 60_000} min` : ""}; booting the guest once`,
+      `campaign: ${describeIdentity(campaignIdentity(options))}${options.budgetMs !== undefined ? `, starting no round after ${options.budgetMs / 60_000} min` : ""}; booting the guest once`,
     );
     run = await runCampaign(options, {
       skip: new Set(recorded.keys()),

@@ -42,7 +42,8 @@ function isRoundResult(value: unknown): value is RoundResult {
   return typeof round.plan?.index === "number" && typeof round.passed === "boolean" && Array.isArray(round.verdicts) && Array.isArray(round.optionalChecks);
 }
 
-function describeIdentity(identity: CampaignIdentity): string {
+/** The campaign in words: its seed and dimensions. */
+export function describeIdentity(identity: CampaignIdentity): string {
   return `seed ${identity.seed}, ${identity.rounds} round(s) x ${identity.faults.join("+")} x ${identity.modes.join("+")}, policy ${identity.policies.join("+")}, sync ${identity.syncModes.join("+")}, arbiter ${identity.arbiters.map((on) => (on ? "on" : "off")).join("+")}`;
 }
 
