@@ -27,14 +27,31 @@ const INTERVALS = (process.env.TWINVM_BENCH_SYNC_INTERVALS ?? "")
   .split(",")
   .filter((ms) => ms.trim() !== "")
   .map(Number);
+/**
+ * `TWINVM_BENCH_OUTPUT_COALESCE=0,5`: to choose how long output waits for the rest of its burst,
+ * compare unreplicated and logging-replay in both sync modes at the engine's default and at each
+ * of these (ms), instead of the modes.
+ */
+const COALESCE = (process.env.TWINVM_BENCH_OUTPUT_COALESCE ?? "")
+  .split(",")
+  .filter((ms) => ms.trim() !== "")
+  .map(Number);
 const TARGETS: readonly TargetConfig[] =
-  INTERVALS.length === 0
-    ? TARGET_CONFIGS
-    : [
+  COALESCE.length > 0
+    ? [
         { variant: "none" },
-        { variant: "logging-replay", syncMode: "speculative" },
-        ...INTERVALS.map((syncIntervalMs): TargetConfig => ({ variant: "logging-replay", syncMode: "speculative", syncIntervalMs })),
-      ];
+        ...(["speculative", "synchronous"] as const).flatMap((syncMode): TargetConfig[] => [
+          { variant: "logging-replay", syncMode },
+          ...COALESCE.map((outputCoalesceMs): TargetConfig => ({ variant: "logging-replay", syncMode, outputCoalesceMs })),
+        ]),
+      ]
+    : INTERVALS.length === 0
+      ? TARGET_CONFIGS
+      : [
+          { variant: "none" },
+          { variant: "logging-replay", syncMode: "speculative" },
+          ...INTERVALS.map((syncIntervalMs): TargetConfig => ({ variant: "logging-replay", syncMode: "speculative", syncIntervalMs })),
+        ];
 const SECONDS = 10;
 const CONSOLE_LINES = 20;
 const RAW = "--filename=/dev/vda --ioengine=psync --direct=1 --iodepth=1";

@@ -261,6 +261,11 @@ export class Machine {
     return this.#require().emulator.atNextBoundary(work);
   }
 
+  /** Calls `listener` whenever a slice of guest execution ends with the CPU halted, waiting for an interrupt (see Emulator.onHalt). */
+  onHalt(listener: () => void): () => void {
+    return this.#require().emulator.onHalt(listener);
+  }
+
   /**
    * While on, the guest runs in short slices (one chunk of ~25k instructions each), so that
    * the host's event loop answers sooner: for waits on a peer (see Emulator.eagerYield).

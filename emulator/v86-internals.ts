@@ -253,6 +253,7 @@ export class Emulator {
   readonly #setChunk: ((instructions: number) => void) | undefined;
   #eagerYield = false;
   #eagerChunk = EAGER_CHUNK_INSTRUCTIONS;
+  readonly #haltListeners = new Set<() => void>();
   /** PCI functions whose INTx pin is asserted, by pci_id: ours and v86's own (its virtio-net). */
   readonly #assertedIntx = new Set<number>();
 
@@ -358,6 +359,16 @@ export class Emulator {
   }
 
   /**
+   * Calls `listener` after each slice of guest execution that ended with the CPU halted (HLT:
+   * the guest has nothing to run until an interrupt), outside the guest's instructions. An idle
+   * guest is called about at every timer tick: keep the listener cheap.
+   */
+  onHalt(listener: () => void): () => void {
+    this.#haltListeners.add(listener);
+    return () => this.#haltListeners.delete(listener);
+  }
+
+  /**
    * Guest instructions per chunk while `eagerYield` is on (default 25k). Shorter chunks let the
    * host's events (disk completions, a peer's answers) land at more points of the guest's code,
    * at the cost of an event-loop turn each: for reproducing races with the guest (see
@@ -385,6 +396,8 @@ export class Emulator {
           this.#setYield?.(0);
           this.#setChunk?.(V86_CHUNK_INSTRUCTIONS);
         }
+        // v86 ends a slice as soon as the CPU halts; an idle guest's slices end so at every timer tick.
+        if (cpu.in_hlt[0] !== 0) for (const listener of this.#haltListeners) listener();
       }
     };
     cpu.run_hardware_timers = (acpiEnabled, now) => {

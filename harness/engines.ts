@@ -20,6 +20,8 @@ export interface PrimarySettings {
   syncMode?: SyncMode;
   /** Speculative mode: how long a completed write may wait for the capture that logs it. */
   syncIntervalMs?: number;
+  /** How long output may wait for the rest of its burst before a capture covers it. */
+  outputCoalesceMs?: number;
   compressSyncs?: boolean;
   /** The arbiter's witness and this node's name there, if there is one. */
   witness?: Witness;
@@ -38,6 +40,7 @@ export function createPrimaryEngine(machine: Machine, settings: PrimarySettings)
       onSecondaryLoss: settings.onSecondaryLoss,
       syncMode: settings.syncMode,
       syncIntervalMs: settings.syncIntervalMs,
+      outputCoalesceMs: settings.outputCoalesceMs,
       compressSyncs: settings.compressSyncs,
       witness: settings.witness,
       nodeName: settings.nodeName,

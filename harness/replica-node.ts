@@ -82,6 +82,8 @@ export interface NodeConfig {
   syncMode?: SyncMode;
   /** Speculative mode: how long a completed write may wait for the capture that logs it (default 20 ms). */
   syncIntervalMs?: number;
+  /** How long the guest's output may wait for the rest of its burst before a capture covers it (default 2 ms; at once when the guest idles). */
+  outputCoalesceMs?: number;
   /** What a primary (or a secondary that took over and re-protects) does when its secondary is lost (default continue). */
   onSecondaryLoss?: SecondaryLossPolicy;
   /** Primary: how often to dial the secondary again while unprotected (default 1000 ms). */
@@ -234,6 +236,7 @@ async function protectWith(
     onSecondaryLoss: config.onSecondaryLoss,
     syncMode: config.syncMode,
     syncIntervalMs: config.syncIntervalMs,
+    outputCoalesceMs: config.outputCoalesceMs,
     compressSyncs: config.compressSyncs,
     witness,
     nodeName: config.name ?? config.role,

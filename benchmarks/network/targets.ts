@@ -24,6 +24,8 @@ export interface TargetConfig {
   syncMode?: SyncMode;
   /** Speculative only: the primary's sync interval (default: the engine's). */
   syncIntervalMs?: number;
+  /** How long output waits for the rest of its burst before a capture (default: the engine's). */
+  outputCoalesceMs?: number;
 }
 
 export const TARGET_CONFIGS: readonly TargetConfig[] = [
@@ -36,7 +38,9 @@ export const TARGET_CONFIGS: readonly TargetConfig[] = [
 
 export function configName(config: TargetConfig): string {
   if (config.variant === "none") return "unreplicated";
-  return `${config.variant}, ${config.syncMode}${config.syncIntervalMs === undefined ? "" : ` ${config.syncIntervalMs} ms`}`;
+  const interval = config.syncIntervalMs === undefined ? "" : ` ${config.syncIntervalMs} ms`;
+  const coalesce = config.outputCoalesceMs === undefined ? "" : `, output coalesced ${config.outputCoalesceMs} ms`;
+  return `${config.variant}, ${config.syncMode}${interval}${coalesce}`;
 }
 
 export interface Target {
@@ -65,6 +69,7 @@ async function startReplicated(template: GuestTemplate, config: TargetConfig): P
     mode: config.variant as DiskMode,
     ...(config.syncMode !== undefined && { syncMode: config.syncMode }),
     ...(config.syncIntervalMs !== undefined && { syncIntervalMs: config.syncIntervalMs }),
+    ...(config.outputCoalesceMs !== undefined && { outputCoalesceMs: config.outputCoalesceMs }),
     forwards,
     // A takeover is not what these cells measure; a lost secondary should fail them, not heal.
     reprotect: false,

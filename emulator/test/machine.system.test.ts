@@ -115,6 +115,38 @@ describe("Machine on the default guest", function () {
     expect((await machine.exec("echo calm")).output).to.equal("calm\n");
   });
 
+  it("tells when the guest's CPU halts: often while the guest idles, not while it computes", async () => {
+    let halts = 0;
+    const haltsWithin = async (ms: number) => {
+      halts = 0;
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return halts;
+    };
+    const stop = machine.onHalt(() => {
+      halts++;
+      expect(machine.emulator.atInstructionBoundary, "called outside the guest's instructions").to.equal(true);
+    });
+    try {
+      const idle = await haltsWithin(500);
+      const busy = (await machine.exec("(while true; do :; done) > /dev/null 2>&1 & echo $!")).output.trim();
+      let computing: number;
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        computing = await haltsWithin(500);
+      } finally {
+        await machine.exec(`kill ${busy}`);
+      }
+      const report = `halts in 500 ms: ${idle} idle, ${computing} computing`;
+      console.log(`      ${report}`);
+      expect(idle, report).to.be.at.least(10);
+      expect(computing, report).to.be.below(idle / 4);
+      stop();
+      expect(await haltsWithin(200), "no calls after unsubscribing").to.equal(0);
+    } finally {
+      stop();
+    }
+  });
+
   it("makes every pause() caller wait for the stop, and survives a run() that races a pause", async () => {
     const first = machine.pause();
     const second = machine.pause(); // returned early before: the CPU was still running

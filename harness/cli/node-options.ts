@@ -7,7 +7,7 @@ import type { NodeConfig } from "../replica-node.ts";
 import { existingFile, parseMemory, UsageError } from "./args.ts";
 import type { ForwardSpec } from "../network/forwards.ts";
 import type { Gateway } from "../network/gateway.ts";
-import { DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
+import { DEFAULT_OUTPUT_COALESCE_MS, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
 
 /** What a primary does when it loses its secondary; see PrimaryEngine. */
 export const LOSS_POLICIES = ["continue", "stall"] as const;
@@ -76,7 +76,13 @@ export const SYNC_MODE_HELP = `  --sync-mode speculative|synchronous
                       synchronous = once the secondary acknowledged it (Kemari) (default ${DEFAULT_SYNC_MODE})
   --sync-interval-ms N
                       speculative: a write nothing outside waits on is logged within N ms
-                      (default ${DEFAULT_SYNC_INTERVAL_MS}; output is logged at once)`;
+                      (default ${DEFAULT_SYNC_INTERVAL_MS}; output is logged sooner)
+  --output-coalesce-ms N
+                      console bytes and frames wait up to N ms for the rest of their burst before
+                      a capture covers them, or until the guest idles (default ${DEFAULT_OUTPUT_COALESCE_MS}; 0: at once)`;
+
+/** The longest output coalescing a command line may ask for: every byte out may wait this much more. */
+export const MAX_OUTPUT_COALESCE_MS = 1000;
 
 /** The longest sync interval a command line may ask for: a takeover rolls the guest back up to this much. */
 export const MAX_SYNC_INTERVAL_MS = 10_000;

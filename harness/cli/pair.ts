@@ -19,6 +19,7 @@ import {
   sharedNodeConfig,
   SYNC_MODE_HELP,
   SYNC_MODES,
+  MAX_OUTPUT_COALESCE_MS,
   MAX_SYNC_INTERVAL_MS,
 } from "./node-options.ts";
 import { DEFAULT_SYNC_MODE, type SecondaryLossPolicy } from "../../replication/engine/primary/states.ts";
@@ -82,6 +83,7 @@ export const pairCommand: Subcommand = {
       "on-secondary-loss": { type: "string" },
       "sync-mode": { type: "string" },
       "sync-interval-ms": { type: "string" },
+      "output-coalesce-ms": { type: "string" },
       forward: { type: "string", multiple: true },
       disk: { type: "string", multiple: true },
       "secondary-disk": { type: "string", multiple: true },
@@ -97,6 +99,7 @@ export const pairCommand: Subcommand = {
     const mode = parseChoice("--mode", values.mode, PAIR_MODES, "logging-replay");
     const syncMode = parseChoice("--sync-mode", values["sync-mode"], SYNC_MODES, DEFAULT_SYNC_MODE);
     const syncIntervalMs = parseMilliseconds("--sync-interval-ms", values["sync-interval-ms"], MAX_SYNC_INTERVAL_MS);
+    const outputCoalesceMs = parseMilliseconds("--output-coalesce-ms", values["output-coalesce-ms"], MAX_OUTPUT_COALESCE_MS);
     const forwards = await parseForwardOptions(values.forward);
     const diskSize = parseSize("--disk-size", values["disk-size"] ?? DEFAULT_DISK_SIZE);
     const snapshotPath = values.snapshot === undefined ? undefined : existingFile("--snapshot", values.snapshot);
@@ -117,6 +120,7 @@ export const pairCommand: Subcommand = {
       mode,
       syncMode,
       ...(syncIntervalMs !== undefined && { syncIntervalMs }),
+      ...(outputCoalesceMs !== undefined && { outputCoalesceMs }),
       onSecondaryLoss,
       forwards,
       disks,

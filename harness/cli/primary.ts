@@ -18,6 +18,7 @@ import {
   startNode,
   SYNC_MODE_HELP,
   SYNC_MODES,
+  MAX_OUTPUT_COALESCE_MS,
   MAX_SYNC_INTERVAL_MS,
 } from "./node-options.ts";
 import { DEFAULT_SYNC_MODE } from "../../replication/engine/primary/states.ts";
@@ -66,6 +67,7 @@ export const primaryCommand: Subcommand = {
       "on-secondary-loss": { type: "string" },
       "sync-mode": { type: "string" },
       "sync-interval-ms": { type: "string" },
+      "output-coalesce-ms": { type: "string" },
       forward: { type: "string", multiple: true },
       gateway: { type: "string" },
       witness: { type: "string" },
@@ -78,6 +80,7 @@ export const primaryCommand: Subcommand = {
     if (values.help) return printUsage(USAGE);
     const syncMode = parseChoice("--sync-mode", values["sync-mode"], SYNC_MODES, DEFAULT_SYNC_MODE);
     const syncIntervalMs = parseMilliseconds("--sync-interval-ms", values["sync-interval-ms"], MAX_SYNC_INTERVAL_MS);
+    const outputCoalesceMs = parseMilliseconds("--output-coalesce-ms", values["output-coalesce-ms"], MAX_OUTPUT_COALESCE_MS);
     const forwards = await parseForwardOptions(values.forward);
     if (forwards.length > 0 && values.gateway !== undefined)
       throw new UsageError("give --forward (a gateway in this process) or --gateway (one elsewhere), not both");
@@ -105,6 +108,7 @@ export const primaryCommand: Subcommand = {
           mode,
           syncMode,
           ...(syncIntervalMs !== undefined && { syncIntervalMs }),
+          ...(outputCoalesceMs !== undefined && { outputCoalesceMs }),
           disks,
           connect,
           secretFile,

@@ -31,6 +31,8 @@ export interface PairOptions {
   syncMode?: SyncMode;
   /** Speculative mode: how long a write the guest saw complete may wait for the capture that logs it, unless output asks sooner (default 20 ms). */
   syncIntervalMs?: number;
+  /** How long the guest's output (console bytes, frames) may wait for the rest of its burst before a capture covers it, the guest running (default 2 ms; a guest that idles is captured at once; 0: at once). */
+  outputCoalesceMs?: number;
   /**
    * Host ports forwarded to guest ports through a network gateway in this process (passt, the
    * Debian package, must be installed): "[HOST:]PORT:GUESTPORT" or {host?, port, guestPort};
@@ -121,7 +123,7 @@ export function checkPairOptions(options: PairOptions): void {
     throw new PairOptionError("template: memoryMiB, disks, overlay and kernelArgs come from the template; do not give them too");
   }
   if (options.template !== undefined && options.snapshotPath !== undefined) throw new PairOptionError("give template or snapshotPath, not both");
-  for (const key of ["peerTimeoutMs", "startTimeoutMs", "reprotectDelayMs", "syncIntervalMs", "linkDelayMs"] as const) {
+  for (const key of ["peerTimeoutMs", "startTimeoutMs", "reprotectDelayMs", "syncIntervalMs", "outputCoalesceMs", "linkDelayMs"] as const) {
     const value = options[key];
     if (value !== undefined && (!Number.isFinite(value) || value < 0))
       throw new PairOptionError(`${key}: expected a non-negative number of milliseconds, got ${String(value)}`);

@@ -432,6 +432,7 @@ export class Pair implements GuestShell {
       ...(options.onSecondaryLoss !== undefined && { onSecondaryLoss: options.onSecondaryLoss }),
       ...(options.syncMode !== undefined && { syncMode: options.syncMode }),
       ...(options.syncIntervalMs !== undefined && { syncIntervalMs: options.syncIntervalMs }),
+      ...(options.outputCoalesceMs !== undefined && { outputCoalesceMs: options.outputCoalesceMs }),
       ...(this.#gateway !== undefined && { gateway: this.#gateway.url }),
       ...(this.#witness !== undefined && { witness: "parent" as const }),
       ...(overlayArchive !== undefined && { overlayArchive }),

@@ -30,6 +30,8 @@ export interface PrimaryGuest {
   atNextBoundary<T>(work: () => T): Promise<T>;
   /** While on, the guest runs in short slices so that the peer's answers are taken sooner (syncs in flight). */
   eagerYield(on: boolean): void;
+  /** Called when the guest's CPU halts, waiting for an interrupt: what it had to say (output) it has said for now. */
+  onIdle(listener: () => void): () => void;
   /**
    * At a boundary: starts the full copy a new secondary starts from, taken while the guest
    * runs: `copyPages` hands RAM out range by range (non-zero pages only), `finishFullCopy`

@@ -29,6 +29,7 @@ export function primaryGuestOf(machine: Machine, hook: BlockHook, options: Machi
     eagerYield: (on) => {
       machine.eagerYield = on;
     },
+    onIdle: (listener) => machine.onHalt(listener),
     beginFullCopy() {
       pages?.dispose();
       state = undefined;

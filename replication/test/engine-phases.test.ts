@@ -8,6 +8,7 @@ import { expect } from "chai";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { ReplicationChannel } from "../channel/channel.ts";
 import {
+  DEFAULT_OUTPUT_COALESCE_MS as COALESCE_MS,
   DEFAULT_SYNC_INTERVAL_MS as INTERVAL_MS,
   MAX_DEFERRED_WRITES,
   PrimaryEngine,
@@ -378,6 +379,27 @@ describe("replication engines against a fake guest", function () {
       expect(released, "nothing leaves before the ack").to.deep.equal([]);
       acks.release();
       await until(() => released.join("") === "written\n", "the console output after the ack");
+      await pair.primary.close();
+    });
+
+    it("covers a burst of output with one capture: pieces printed within the bound share a sync, and a guest that idles is captured at once (manual clock)", async () => {
+      const clock = new ManualClock();
+      const pair = await startPair({ syncMode: "speculative", clock });
+      const released: string[] = [];
+      pair.primary.outputs.onRelease("console", (bytes) => released.push(new TextDecoder().decode(bytes)));
+      const synced = pair.secondary.metrics.syncs;
+      for (const piece of ["$ ec", "ho hi\r\n", "hi\r\n"]) pair.primaryGuest.print(piece);
+      await clock.advance(COALESCE_MS - 1);
+      await settle();
+      expect(pair.secondary.metrics.syncs, "the burst waits within the bound").to.equal(synced);
+      pair.primaryGuest.print("$ ");
+      pair.primaryGuest.goIdle();
+      await until(() => released.join("") === "$ echo hi\r\nhi\r\n$ ", "the whole burst after its ack");
+      expect(pair.secondary.metrics.syncs, "one sync for the burst").to.equal(synced + 1);
+      pair.primaryGuest.print("more");
+      await clock.advance(COALESCE_MS);
+      await until(() => released.join("").endsWith("more"), "output of a guest that runs on, at the bound");
+      expect(pair.secondary.metrics.syncs).to.equal(synced + 2);
       await pair.primary.close();
     });
 

@@ -117,6 +117,18 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
     this.eagerYielding = on;
   }
 
+  readonly #idleListeners = new Set<() => void>();
+
+  onIdle(listener: () => void): () => void {
+    this.#idleListeners.add(listener);
+    return () => this.#idleListeners.delete(listener);
+  }
+
+  /** The guest's CPU halts (as a machine reports after a slice that ended in HLT). */
+  goIdle(): void {
+    for (const listener of this.#idleListeners) listener();
+  }
+
   beginFullCopy(): void {
     this.#shadow = new Uint8Array(this.#ram.length);
     this.#copyAt = 0;

@@ -68,6 +68,7 @@ describe("the primary's I/O policy table", () => {
 
 describe("the capture scheduler", () => {
   const INTERVAL_MS = 20;
+  const COALESCE_MS = 2;
 
   function scheduler(host: { wanted: () => CaptureWant; allowed: () => boolean }, clock = new ManualClock()) {
     const captures: (() => void)[] = [];
@@ -77,7 +78,7 @@ describe("the capture scheduler", () => {
         capture: () => new Promise<void>((resolve) => captures.push(resolve)),
         failed: () => undefined,
       },
-      { clock, syncIntervalMs: INTERVAL_MS },
+      { clock, syncIntervalMs: INTERVAL_MS, coalesceMs: COALESCE_MS },
     );
     return { scheduler, captures, clock };
   }
@@ -141,6 +142,57 @@ describe("the capture scheduler", () => {
     expect(captures.length, "the next chance takes it").to.equal(3);
   });
 
+  it("lets output wait for the rest of its burst: captured at the coalescing bound, or as soon as the guest idles", async () => {
+    let want: CaptureWant = "soon";
+    const { scheduler: s, captures, clock } = scheduler({ wanted: () => want, allowed: () => true });
+    s.wake();
+    s.wake();
+    expect(s.state, "more output of the burst does not move the bound").to.equal("deferred");
+    await clock.advance(COALESCE_MS - 1);
+    expect(captures.length, "within the bound").to.equal(0);
+    await clock.advance(1);
+    expect(captures.length, "at the bound").to.equal(1);
+    want = undefined;
+    captures[0]!();
+    await settle();
+
+    want = "soon";
+    s.wake();
+    s.guestIdle();
+    expect(captures.length, "the guest idles: its burst is over").to.equal(2);
+    captures[1]!();
+    await settle();
+
+    want = "soon";
+    s.wake();
+    want = "now";
+    s.wake();
+    expect(captures.length, "a completion the guest waits for does not wait for the bound").to.equal(3);
+  });
+
+  it("captures output within the coalescing bound even when deferred writes wait for the interval, and idling captures only output", async () => {
+    let want: CaptureWant = "later";
+    const { scheduler: s, captures, clock } = scheduler({ wanted: () => want, allowed: () => true });
+    s.wake();
+    s.guestIdle();
+    expect(captures.length, "an idle guest with deferred writes only waits for the interval").to.equal(0);
+    await clock.advance(INTERVAL_MS / 2);
+    want = "soon";
+    s.wake();
+    await clock.advance(COALESCE_MS);
+    expect(captures.length, "output joining deferred writes shortens their wait").to.equal(1);
+  });
+
+  it("captures output at once when coalescing is off", () => {
+    const captures: number[] = [];
+    const s = new CaptureScheduler(
+      { wanted: () => "soon", allowed: () => true, capture: () => (captures.push(1), new Promise<void>(() => undefined)), failed: () => undefined },
+      { clock: new ManualClock(), syncIntervalMs: INTERVAL_MS, coalesceMs: 0 },
+    );
+    s.wake();
+    expect(captures.length).to.equal(1);
+  });
+
   it("forgets an interval whose work went away (a lost secondary clears it)", async () => {
     let want: CaptureWant = "later";
     const { scheduler: s, captures, clock } = scheduler({ wanted: () => want, allowed: () => true });
@@ -165,7 +217,7 @@ describe("the capture scheduler", () => {
         },
         failed: (error) => failures.push(error.message),
       },
-      { clock: new ManualClock(), syncIntervalMs: INTERVAL_MS },
+      { clock: new ManualClock(), syncIntervalMs: INTERVAL_MS, coalesceMs: COALESCE_MS },
     );
     s.wake();
     await settle();

@@ -27,6 +27,7 @@ export interface ResolvedPrimaryOptions {
   initialSyncTimeoutMs: number;
   syncWindow: number;
   syncIntervalMs: number;
+  outputCoalesceMs: number;
   compressSyncs: boolean;
   readReplay: boolean;
   clock: Clock;

@@ -38,14 +38,29 @@ import { OutputCommitQueue, type HeldOutput } from "./output-commit.ts";
 import { PendingIo } from "./pending-io.ts";
 import { protect } from "./protect.ts";
 import { PrimarySession, type InFlightSync } from "./session.ts";
-import { DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_MODE, PRIMARY_TRANSITIONS, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
+import {
+  DEFAULT_OUTPUT_COALESCE_MS,
+  DEFAULT_SYNC_INTERVAL_MS,
+  DEFAULT_SYNC_MODE,
+  PRIMARY_TRANSITIONS,
+  type PrimaryState,
+  type SecondaryLossPolicy,
+  type SyncMode,
+} from "./states.ts";
 import type { DiskMode } from "./sync-encoder.ts";
 import { SyncWaiters } from "./sync-waiters.ts";
 import { Lease } from "./lease.ts";
 import type { Witness } from "../../arbiter/witness.ts";
 
 export type { DiskMode } from "./sync-encoder.ts";
-export { DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_MODE, type PrimaryState, type SecondaryLossPolicy, type SyncMode } from "./states.ts";
+export {
+  DEFAULT_OUTPUT_COALESCE_MS,
+  DEFAULT_SYNC_INTERVAL_MS,
+  DEFAULT_SYNC_MODE,
+  type PrimaryState,
+  type SecondaryLossPolicy,
+  type SyncMode,
+} from "./states.ts";
 export type { MigrationReport } from "./migrate.ts";
 export type { SyncEvent } from "../sync-event.ts";
 
@@ -73,6 +88,12 @@ export interface PrimaryOptions {
    * Longer intervals log more writes per capture; a takeover resumes up to this much earlier.
    */
   syncIntervalMs?: number;
+  /**
+   * How long the guest's output (console bytes, frames) may wait for the rest of its burst
+   * before a capture covers it, while the guest runs on; a guest that goes idle is captured at
+   * once. 0: every piece of output is captured at once.
+   */
+  outputCoalesceMs?: number;
   /** Deflate sync frames (pays only on slow links; see benchmarks/results/talk.md). */
   compressSyncs?: boolean;
   /** Read-replay: pages a disk read filled travel as a log entry the secondary replays from its own disk (default on). */
@@ -97,6 +118,7 @@ const DEFAULTS = {
   initialSyncTimeoutMs: 300_000,
   syncWindow: 4,
   syncIntervalMs: DEFAULT_SYNC_INTERVAL_MS,
+  outputCoalesceMs: DEFAULT_OUTPUT_COALESCE_MS,
   compressSyncs: false,
   readReplay: true,
 };
@@ -181,7 +203,7 @@ export class PrimaryEngine {
         capture: () => this.#capture(),
         failed: (error) => this.#options.log?.(`primary: capture scheduling failed: ${error.message}`),
       },
-      { clock: this.#options.clock, syncIntervalMs: this.#options.syncIntervalMs },
+      { clock: this.#options.clock, syncIntervalMs: this.#options.syncIntervalMs, coalesceMs: this.#options.outputCoalesceMs },
     );
     this.metrics.epoch = this.#options.epoch;
     this.metrics.state = this.#fsm.state;
@@ -196,6 +218,7 @@ export class PrimaryEngine {
       this.#guest.onBlockRequest((event) => this.#blockRequest(event)),
       this.#guest.onBlockCompleted((event, outcome) => this.#blockCompleted(event, outcome.ok ? outcome.readData : undefined)),
       this.#guest.onBackendFailure((_event, error) => this.#diskFailed(error)),
+      this.#guest.onIdle(() => this.#scheduler.guestIdle()),
     );
   }
 
@@ -396,9 +419,10 @@ export class PrimaryEngine {
     return this.#pending.count < MAX_DEFERRED_WRITES && this.#pending.dataBytes + (event.data?.length ?? 0) <= MAX_DEFERRED_WRITE_BYTES;
   }
 
-  /** What the scheduler is asked for: a capture at once for work someone waits on, at the interval's end for speculative writes. */
+  /** What the scheduler is asked for: a capture at once for work someone waits on, soon for output, at the interval's end for speculative writes. */
   #captureWanted(): CaptureWant {
-    if (this.#pending.holdsCompletion || this.outputs.hasUncoveredOutput || this.#waiters.wantCapture || this.#checks.wantsCapture) return "now";
+    if (this.#pending.holdsCompletion || this.#waiters.wantCapture || this.#checks.wantsCapture) return "now";
+    if (this.outputs.hasUncoveredOutput) return "soon";
     if (this.#pending.count === 0) return undefined;
     return this.#options.syncMode === "speculative" ? "later" : "now";
   }

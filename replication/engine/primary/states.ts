@@ -47,3 +47,11 @@ export const DEFAULT_SYNC_MODE: SyncMode = "speculative";
  * (benchmarks/results/sync-intervals.md: 5, 20, 50 and 100 ms compared).
  */
 export const DEFAULT_SYNC_INTERVAL_MS = 20;
+
+/**
+ * How long output may wait for the rest of its burst, the guest running, before a capture
+ * covers it (one that goes idle is captured at once). A command line typed on the console comes
+ * back in about twenty pieces a fraction of a millisecond apart, and each capture pauses the guest
+ * for one to two milliseconds: see benchmarks/results/output-coalescing.md.
+ */
+export const DEFAULT_OUTPUT_COALESCE_MS = 2;
