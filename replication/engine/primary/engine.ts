@@ -84,7 +84,7 @@ export interface PrimaryOptions {
   syncWindow?: number;
   /**
    * Speculative mode: how long a completed write may wait for the capture that logs it when
-   * nothing the outside sees asks for one sooner (Remus's epoch; output is captured at once).
+   * nothing the outside sees asks for one sooner (Remus's epoch; output is captured sooner, see outputCoalesceMs).
    * Longer intervals log more writes per capture; a takeover resumes up to this much earlier.
    */
   syncIntervalMs?: number;
