@@ -8,7 +8,7 @@ import type { BenchContext, BenchReport } from "./run.ts";
 import { ECHO_PORT, networkTemplate, SINK_PORT, SOURCE_PORT } from "./network/guest.ts";
 import { pingPong, pullFrom, pushInto } from "./network/clients.ts";
 import { startTarget, type Target } from "./network/targets.ts";
-import { median } from "./stats.ts";
+import { median, medianRange } from "./stats.ts";
 import { DEFAULT_OUTPUT_COALESCE_MS } from "../replication/engine/primary/states.ts";
 
 const ROUNDS = Number(process.env.TWINVM_BENCH_ROUNDS ?? 3);
@@ -115,11 +115,9 @@ const COLUMNS: readonly { heading: string; of: (cell: Cell) => number; digits: n
 ];
 
 function table(cells: readonly Cell[]): string {
-  const spread = (values: number[], digits: number) =>
-    `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)})`;
   const rows = VARIANTS.map(({ name }) => {
     const mine = cells.filter((cell) => cell.variant === name);
-    return `| ${name} | ${COLUMNS.map((column) => spread(mine.map(column.of), column.digits)).join(" | ")} |`;
+    return `| ${name} | ${COLUMNS.map((column) => medianRange(mine.map(column.of), column.digits)).join(" | ")} |`;
   });
   return [`| output coalescing | ${COLUMNS.map((column) => column.heading).join(" | ")} |`, `|---|${COLUMNS.map(() => "---").join("|")}|`, ...rows].join("\n");
 }

@@ -6,20 +6,13 @@
 import type { LinkSpec } from "../talk/links.ts";
 import { configName, type TargetConfig } from "./targets.ts";
 import { median, type Cell, type NetworkMatrixResults, type PhaseName, type PhaseStats } from "./matrix.ts";
+import { medianRange } from "../stats.ts";
 
 const MiB = 1 << 20;
 const dash = "–";
 
 function fmt(value: number | undefined, digits = 2): string {
   return value === undefined || !Number.isFinite(value) ? dash : value.toFixed(digits);
-}
-
-/** Median and range of `values`, as "m (lo–hi)". */
-function spread(values: number[], digits = 2): string {
-  const finite = values.filter(Number.isFinite);
-  if (finite.length === 0) return dash;
-  const m = median(finite);
-  return finite.length > 1 ? `${m.toFixed(digits)} (${Math.min(...finite).toFixed(digits)}–${Math.max(...finite).toFixed(digits)})` : m.toFixed(digits);
 }
 
 export const rttMedian = (cell: Cell) => median(cell.rttMs);
@@ -62,8 +55,8 @@ export function summarizeNetwork(results: NetworkMatrixResults, links: readonly 
       (data[link.name] ??= {})[configName(config)] = figures;
       const ratio = (values: number[]) => (isBase ? "1" : `**${fmt(median(values))}**`);
       return (
-        `| ${configName(config)} | ${spread(mine.map(rttMedian))} | ${fmt(figures.rttP90Ms)} | ${ratio(ratios(link.name, config, rttMedian))} | ` +
-        `${spread(mine.map(inMiBps))} | ${ratio(ratios(link.name, config, inMiBps))} | ${spread(mine.map(outMiBps))} | ${ratio(ratios(link.name, config, outMiBps))} |`
+        `| ${configName(config)} | ${medianRange(mine.map(rttMedian))} | ${fmt(figures.rttP90Ms)} | ${ratio(ratios(link.name, config, rttMedian))} | ` +
+        `${medianRange(mine.map(inMiBps))} | ${ratio(ratios(link.name, config, inMiBps))} | ${medianRange(mine.map(outMiBps))} | ${ratio(ratios(link.name, config, outMiBps))} |`
       );
     });
     sections.push(
