@@ -6,6 +6,9 @@
 //  - "scan": every page is compared with the shadow (wasm SIMD), O(RAM);
 //  - "cross-check": both; the scan's result is used and pages the map missed are counted.
 // The first collection of a new tracker is always a full scan: its shadow starts as zeros.
+// A collection in place (`collectInPlace`) hands out views instead of copies: a capture
+// encodes its pages where they lie and allocates nothing for them (copies were most of the
+// primary's garbage, two fresh 4 KiB arrays for each of ~55 pages a sync).
 import { allocateInV86Heap, type HeapBlock } from "../v86-internals.ts";
 import { requireBoundary } from "../paused.ts";
 import type { Machine } from "../machine.ts";
@@ -27,6 +30,19 @@ export interface TrackerOptions {
 export interface PageChanges extends PageSet {
   readonly previous: Uint8Array;
 }
+
+/** Pages that changed, seen without copies: read what you need before the guest runs again. */
+export interface PageChangeViews {
+  /** Page numbers, ascending. */
+  readonly indices: Uint32Array;
+  /** Page `indices[k]` now: a view of RAM, valid until the guest runs again. */
+  now(k: number): Uint8Array;
+  /** Page `indices[k]` at the previous collection: valid until the next collection. */
+  before(k: number): Uint8Array;
+}
+
+/** The previous contents of at most this many pages stay allocated between collections (4 MiB). */
+const RETAINED_BEFORE_PAGES = 1024;
 
 export interface TrackerStats {
   collections: number;
@@ -59,6 +75,8 @@ export class DirtyPageTracker {
   #writeMap: WriteMap | undefined;
   /** The shadow does not hold RAM as a peer knows it (new tracker): scan everything once. */
   #fullScanDue = true;
+  /** The previous contents of the last in-place collection's pages (reused; see #beforeBuffer). */
+  #before = new Uint8Array(0);
   /** The first page a running live copy has not handed out yet; undefined when none runs. */
   #liveCopyAt: number | undefined;
   #disposed = false;
@@ -102,11 +120,27 @@ export class DirtyPageTracker {
     return this.#scanner.engine;
   }
 
-  /** Pages changed since the last collection (or baseline), with their contents before and after. */
+  /** Pages changed since the last collection (or baseline), with copies of their contents before and after. */
   collect(): PageChanges {
-    this.#requireUsable("collect");
+    const views = this.collectInPlace("collect");
+    const { indices } = views;
+    const data = new Uint8Array(indices.length * PAGE_SIZE);
+    const previous = new Uint8Array(indices.length * PAGE_SIZE);
+    for (let k = 0; k < indices.length; k++) {
+      data.set(views.now(k), k * PAGE_SIZE);
+      previous.set(views.before(k), k * PAGE_SIZE);
+    }
+    return { indices, data, previous };
+  }
+
+  /**
+   * Pages changed since the last collection (or baseline), as views: the shadow is brought
+   * up to date at once, and what it held for them is kept until the next collection.
+   */
+  collectInPlace(operation = "collectInPlace"): PageChangeViews {
+    this.#requireUsable(operation);
     if (this.#liveCopyAt !== undefined)
-      throw new Error(`DirtyPageTracker.collect: a live copy is at page ${this.#liveCopyAt} of ${this.pageCount}; finish it first`);
+      throw new Error(`DirtyPageTracker.${operation}: a live copy is at page ${this.#liveCopyAt} of ${this.pageCount}; finish it first`);
     const marked = this.#writeMap?.take();
     let changed: Uint32Array;
     if (this.#fullScanDue || this.mode !== "write-map" || marked === undefined) {
@@ -119,7 +153,7 @@ export class DirtyPageTracker {
     this.stats.collections++;
     this.stats.changed += changed.length;
     if (marked !== undefined) this.stats.marked += marked.length;
-    return this.#takeChanges(changed);
+    return this.#changesInPlace(changed);
   }
 
   /**
@@ -145,7 +179,7 @@ export class DirtyPageTracker {
     const at = first * PAGE_SIZE;
     const found = this.#scanner.scan(this.#machine.ram.offsetInWasmMemory + at, this.#shadow.offset + at, count, this.#indexBuffer.offset);
     const indices = new Uint32Array(this.#shadow.memory.buffer, this.#indexBuffer.offset, found).map((relative) => relative + first);
-    const { data } = this.#takeChanges(indices, false);
+    const data = this.#copyOut(indices);
     this.#liveCopyAt = first + count;
     const done = this.#liveCopyAt >= this.pageCount;
     if (done) {
@@ -218,20 +252,42 @@ export class DirtyPageTracker {
     }
   }
 
-  /** Copies out new (and unless told otherwise, old) contents of `pages` and brings the shadow up to date for them. */
-  #takeChanges(pages: Uint32Array, withPrevious = true): PageChanges {
+  /** Moves the shadow's copy of `pages` aside, brings the shadow up to date for them, and hands out views. */
+  #changesInPlace(pages: Uint32Array): PageChangeViews {
+    const ram = this.#machine.ram.bytes;
+    const shadow = this.#shadowBytes();
+    const before = this.#beforeBuffer(pages.length);
+    pages.forEach((page, k) => {
+      const from = page * PAGE_SIZE;
+      before.set(shadow.subarray(from, from + PAGE_SIZE), k * PAGE_SIZE);
+      shadow.set(ram.subarray(from, from + PAGE_SIZE), from);
+    });
+    return {
+      indices: pages,
+      now: (k) => ram.subarray(pages[k]! * PAGE_SIZE, (pages[k]! + 1) * PAGE_SIZE),
+      before: (k) => before.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE),
+    };
+  }
+
+  /** Copies out the contents of `pages` (a live copy's range) and brings the shadow up to date for them. */
+  #copyOut(pages: Uint32Array): Uint8Array {
     const ram = this.#machine.ram.bytes;
     const shadow = this.#shadowBytes();
     const data = new Uint8Array(pages.length * PAGE_SIZE);
-    const previous = new Uint8Array(withPrevious ? pages.length * PAGE_SIZE : 0);
     pages.forEach((page, k) => {
-      const from = page * PAGE_SIZE;
-      if (withPrevious) previous.set(shadow.subarray(from, from + PAGE_SIZE), k * PAGE_SIZE);
-      const now = ram.subarray(from, from + PAGE_SIZE);
+      const now = ram.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
       data.set(now, k * PAGE_SIZE);
-      shadow.set(now, from);
+      shadow.set(now, page * PAGE_SIZE);
     });
-    return { indices: pages, data, previous };
+    return data;
+  }
+
+  /** Room for `pages` pages' previous contents: reused while small, so a steady stream of captures allocates nothing. */
+  #beforeBuffer(pages: number): Uint8Array {
+    if (pages > RETAINED_BEFORE_PAGES) return new Uint8Array(pages * PAGE_SIZE);
+    if (this.#before.length < pages * PAGE_SIZE)
+      this.#before = new Uint8Array(Math.min(RETAINED_BEFORE_PAGES, Math.max(pages, (2 * this.#before.length) / PAGE_SIZE, 64)) * PAGE_SIZE);
+    return this.#before;
   }
 
   #shadowBytes(): Uint8Array {

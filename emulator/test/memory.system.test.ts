@@ -110,6 +110,34 @@ describe("DirtyPageTracker", function () {
     }
   });
 
+  it("collects in place: views of RAM now and of what the page held, kept until the next collection, with the copies collect() gives", async () => {
+    const index = (52 << 20) / PAGE_SIZE;
+    const [first, second] = [randomBytes(PAGE_SIZE), randomBytes(PAGE_SIZE)];
+    const views = await whilePaused(machine, () => {
+      tracker.collect();
+      tracker.writePage(index, first);
+      tracker.collect();
+      tracker.writePage(index, second);
+      const views = tracker.collectInPlace();
+      expect(Array.from(views.indices)).to.deep.equal([index]);
+      expect(views.now(0)).to.deep.equal(new Uint8Array(second));
+      expect(views.before(0)).to.deep.equal(new Uint8Array(first));
+      // A view, not a copy: it is RAM itself.
+      expect(views.now(0).buffer).to.equal(machine.ram.bytes.buffer);
+      return views;
+    });
+    // The previous contents outlive the guest's running on; the shadow already holds `second`.
+    expect((await machine.exec("echo alive")).output).to.equal("alive\n");
+    expect(views.before(0)).to.deep.equal(new Uint8Array(first));
+    await whilePaused(machine, () => {
+      tracker.writePage(index, first);
+      const copies = tracker.collect();
+      const k = copies.indices.indexOf(index);
+      expect(k).to.be.at.least(0);
+      expect(copies.previous.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE)).to.deep.equal(new Uint8Array(second));
+      expect(copies.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE)).to.deep.equal(new Uint8Array(first));
+    });
+  });
   it("works while the guest runs (between its instructions), but refuses from inside one (a device handler)", async () => {
     expect(machine.state).to.equal("running");
     expect(() => tracker.collect()).not.to.throw();

@@ -4,7 +4,7 @@
 // are adapted in machine-guest.ts; engine tests use an in-memory fake.
 import type { BlockBackend } from "../../emulator/block/backend.ts";
 import type { BackendFailureHandler, BlockCompletionListener, BlockIoListener } from "../../emulator/block/hook.ts";
-import type { PageChanges, PageSet, TrackerStats } from "../../emulator/memory/index.ts";
+import type { PageChanges, PageChangeViews, PageSet, TrackerStats } from "../../emulator/memory/index.ts";
 import type { StateChanges } from "../../emulator/state/state-parts.ts";
 
 export interface GuestDisk {
@@ -42,8 +42,8 @@ export interface PrimaryGuest {
   /** Outside the guest's instructions: the next range's non-zero pages, at most `maxPages`; `done` once RAM is covered. */
   copyPages(maxPages: number): { pages: PageSet; done: boolean };
   finishFullCopy(): FullCopyEnd;
-  /** At a boundary: the pages changed since the previous capture. */
-  collectPages(): PageChanges;
+  /** At a boundary: the pages changed since the previous capture, as views (encode them before the guest runs again). */
+  collectPages(): PageChangeViews;
   /** At the same boundary: the device-state parts changed since the previous capture. */
   captureState(): StateChanges;
   /** Guest RAM as it is now; read it at a boundary. */

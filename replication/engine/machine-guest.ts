@@ -47,7 +47,7 @@ export function primaryGuestOf(machine: Machine, hook: BlockHook, options: Machi
     },
     collectPages() {
       if (pages === undefined) throw new Error("collectPages before beginFullCopy");
-      return pages.collect();
+      return pages.collectInPlace();
     },
     captureState() {
       if (state === undefined) throw new Error("captureState before finishFullCopy");

@@ -6,7 +6,7 @@
 import { BlockHook, type BackendFailureHandler, type BlockCompletionListener, type BlockIoEvent } from "../../emulator/block/hook.ts";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { BlockBackend } from "../../emulator/block/backend.ts";
-import type { PageChanges, PageSet } from "../../emulator/memory/index.ts";
+import type { PageChangeViews, PageSet } from "../../emulator/memory/index.ts";
 import type { StateChanges } from "../../emulator/state/state-parts.ts";
 import type { FullCopyEnd, GuestDisk, PrimaryGuest, ReplicaGuest } from "../engine/guest.ts";
 
@@ -151,24 +151,34 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
 
   finishFullCopy(): FullCopyEnd {
     this.#lastState = this.#state.map((part) => part.slice());
-    return { pages: this.collectPages(), state: this.#lastState.map((part) => part.slice()) };
+    const views = this.collectPages();
+    const data = new Uint8Array(views.indices.length * PAGE);
+    const previous = new Uint8Array(views.indices.length * PAGE);
+    views.indices.forEach((_, k) => {
+      data.set(views.now(k), k * PAGE);
+      previous.set(views.before(k), k * PAGE);
+    });
+    return { pages: { indices: views.indices, data, previous }, state: this.#lastState.map((part) => part.slice()) };
   }
 
-  collectPages(): PageChanges {
+  collectPages(): PageChangeViews {
     const shadow = this.#shadow!;
     const indices: number[] = [];
     for (let p = 0; p < FAKE_PAGES; p++) {
       const now = this.#ram.subarray(p * PAGE, (p + 1) * PAGE);
       if (Buffer.compare(now, shadow.subarray(p * PAGE, (p + 1) * PAGE)) !== 0) indices.push(p);
     }
-    const data = new Uint8Array(indices.length * PAGE);
     const previous = new Uint8Array(indices.length * PAGE);
     indices.forEach((p, k) => {
       previous.set(shadow.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE);
-      data.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE);
       shadow.set(this.#ram.subarray(p * PAGE, (p + 1) * PAGE), p * PAGE);
     });
-    return { indices: Uint32Array.from(indices), data, previous };
+    const ram = this.#ram;
+    return {
+      indices: Uint32Array.from(indices),
+      now: (k) => ram.subarray(indices[k]! * PAGE, (indices[k]! + 1) * PAGE),
+      before: (k) => previous.subarray(k * PAGE, (k + 1) * PAGE),
+    };
   }
 
   captureState(): StateChanges {

@@ -1,15 +1,18 @@
 // The primary engine's small parts on their own: the I/O policy table, the capture
-// scheduler, the pending I/O's batches and read-replay rule, syncNow's waiters, and
-// liveness against a manual clock.
+// scheduler, the pending I/O's batches and read-replay rule, syncNow's waiters, liveness
+// against a manual clock, and the sync encoder's pages.
 import { expect } from "chai";
 import type { BlockIoEvent } from "../../emulator/block/hook.ts";
-import { SECTOR_SIZE } from "../../emulator/units.ts";
+import type { PageChangeViews } from "../../emulator/memory/index.ts";
+import { PAGE_SIZE, SECTOR_SIZE } from "../../emulator/units.ts";
 import { Liveness } from "../engine/liveness.ts";
 import { CaptureScheduler, type CaptureWant } from "../engine/primary/capture-scheduler.ts";
 import { ioPolicy } from "../engine/primary/io-policy.ts";
 import { PendingIo } from "../engine/primary/pending-io.ts";
 import { PRIMARY_TRANSITIONS, type PrimaryState } from "../engine/primary/states.ts";
 import { SyncWaiters } from "../engine/primary/sync-waiters.ts";
+import { encodeSync } from "../engine/primary/sync-encoder.ts";
+import { applyRunDelta } from "../protocol/run-delta.ts";
 import { MAX_IO_LOG_ENTRIES, MAX_SYNC_DISK_BYTES } from "../protocol/limits.ts";
 import { ManualClock, settle } from "../../test/support/manual-clock.ts";
 
@@ -330,5 +333,50 @@ describe("liveness", () => {
     expect(silences[0]).to.be.greaterThan(1000);
     liveness.stop();
     expect(clock.pending).to.equal(0);
+  });
+});
+
+describe("the sync encoder's pages", () => {
+  /** Views over `ram` and `before` as a tracker hands them out (no copies). */
+  function views(ram: Uint8Array, before: Uint8Array, pages: number[]): PageChangeViews {
+    return {
+      indices: Uint32Array.from(pages),
+      now: (k) => ram.subarray(pages[k]! * PAGE_SIZE, (pages[k]! + 1) * PAGE_SIZE),
+      before: (k) => before.subarray(pages[k]! * PAGE_SIZE, (pages[k]! + 1) * PAGE_SIZE),
+    };
+  }
+
+  it("encodes from views of RAM, and what its frames keep does not change when the guest writes on", () => {
+    const before = new Uint8Array(4 * PAGE_SIZE).map((_, i) => (i * 7) & 0xff);
+    const ram = before.slice();
+    for (let i = 0; i < PAGE_SIZE; i++) ram[i] = (i * 13 + 1) & 0xff; // page 0: rewritten whole
+    ram.set([1, 2, 3], PAGE_SIZE + 100); // page 1: a few bytes
+    ram.fill(0, 2 * PAGE_SIZE, 3 * PAGE_SIZE); // page 2: zeroed
+    const atCapture = ram.slice();
+    const encoded = encodeSync({
+      seq: 1,
+      epoch: 1,
+      mode: "logging-replay",
+      pages: views(ram, before, [0, 1, 2]),
+      state: { partCount: 0, changed: [] },
+      requests: [],
+      reads: [],
+      forcedPages: new Map(),
+      ram,
+      diskNumber: () => 0,
+    });
+    // The guest runs on and scribbles over every page before the frames are sent.
+    ram.fill(0xee);
+    const updates = encoded.frames.flatMap(({ frame }) => (frame.kind === "page-updates" ? frame.updates : []));
+    expect(updates.map(({ page, encoding }) => [page, encoding])).to.deep.equal([
+      [0, "full"],
+      [1, "runs"],
+      [2, "zero"],
+    ]);
+    expect(updates[0]!.bytes).to.deep.equal(atCapture.subarray(0, PAGE_SIZE));
+    const rebuilt = before.slice(PAGE_SIZE, 2 * PAGE_SIZE);
+    applyRunDelta(updates[1]!.bytes, PAGE_SIZE, rebuilt, "page 1");
+    expect(rebuilt).to.deep.equal(atCapture.subarray(PAGE_SIZE, 2 * PAGE_SIZE));
+    expect([encoded.fullPages, encoded.deltaPages, encoded.zeroPages]).to.deep.equal([1, 1, 1]);
   });
 });

@@ -7,7 +7,7 @@
 // the secondary reads from its own disk into them. The guest's output that the capture
 // covers travels too (held-output), so that a survivor can let out what the primary held.
 import { segmentsHold } from "../../../emulator/block/segments.ts";
-import type { PageChanges } from "../../../emulator/memory/index.ts";
+import type { PageChangeViews } from "../../../emulator/memory/index.ts";
 import type { StateChanges } from "../../../emulator/state/state-parts.ts";
 import {
   byteCategoryOf,
@@ -52,7 +52,8 @@ export interface SyncInput {
   seq: number;
   epoch: number;
   mode: DiskMode;
-  pages: PageChanges;
+  /** Views of the changed pages: encodeSync copies what its frames keep. */
+  pages: PageChangeViews;
   state: StateChanges;
   /** Requests to log, in submission order. */
   requests: readonly PendingRequest[];
@@ -128,7 +129,7 @@ export function wireDiskMode(mode: DiskMode): "io-log" | "dirty-block-copy" {
 }
 
 function pageUpdates(
-  changes: PageChanges,
+  changes: PageChangeViews,
   elided: ReadonlySet<number>,
   forced: ReadonlyMap<number, Uint8Array>,
 ): { updates: PageUpdate[]; zero: number; delta: number; full: number } {
@@ -138,19 +139,20 @@ function pageUpdates(
   let full = 0;
   changes.indices.forEach((page, k) => {
     if (elided.has(page) || forced.has(page)) return;
-    const now = changes.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
+    const now = changes.now(k);
     if (isAllZero(now)) {
       zero++;
       updates.push({ page, encoding: "zero", bytes: new Uint8Array(0) });
       return;
     }
-    const runs = encodeRunDelta(changes.previous.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE), now, PAGE_SIZE);
+    const runs = encodeRunDelta(changes.before(k), now, PAGE_SIZE);
     if (runs !== undefined) {
       delta++;
       updates.push({ page, encoding: "runs", bytes: runs });
     } else {
       full++;
-      updates.push({ page, encoding: "full", bytes: now });
+      // A copy: the frame is sent after the guest has run on over this page.
+      updates.push({ page, encoding: "full", bytes: now.slice() });
     }
   });
   if (forced.size > 0) {
@@ -290,7 +292,7 @@ function readReplays(input: SyncInput): { replays: ReadReplay[]; elided: Set<num
     const k = changed.get(page);
     if (k === undefined || touchedByWrites.has(page)) continue;
     const landed = read.data.subarray((sector - read.event.sector) * SECTOR_SIZE, (sector - read.event.sector) * SECTOR_SIZE + PAGE_SIZE);
-    if (!bytesEqual(landed, input.pages.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE))) continue;
+    if (!bytesEqual(landed, input.pages.now(k))) continue;
     elided.add(page);
     const disk = input.diskNumber(read.event.disk);
     const last = replays.at(-1);
