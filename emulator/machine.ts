@@ -275,6 +275,11 @@ export class Machine {
     if (this.#emulator !== undefined) this.#emulator.eagerYield = on;
   }
 
+  /** Short slices for the next `ms` whatever `eagerYield` says: a restored guest's code runs cold (see Emulator.eagerYieldFor). */
+  eagerYieldFor(ms: number): void {
+    this.#require().emulator.eagerYieldFor(ms);
+  }
+
   /** Resolves once the CPU has stopped between two instructions (for every caller). */
   async pause(): Promise<void> {
     const { emulator } = this.#require();

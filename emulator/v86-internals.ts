@@ -252,6 +252,8 @@ export class Emulator {
   /** The patched module's chunk length, in guest instructions (absent unpatched). */
   readonly #setChunk: ((instructions: number) => void) | undefined;
   #eagerYield = false;
+  /** performance.now() until which slices end eagerly whatever #eagerYield says (eagerYieldFor). */
+  #eagerUntil = 0;
   #eagerChunk = EAGER_CHUNK_INSTRUCTIONS;
   readonly #haltListeners = new Set<() => void>();
   /** PCI functions whose INTx pin is asserted, by pci_id: ours and v86's own (its virtio-net). */
@@ -354,6 +356,27 @@ export class Emulator {
   set eagerYield(on: boolean) {
     if (on === this.#eagerYield) return;
     this.#eagerYield = on;
+    this.#applyYield();
+  }
+
+  /**
+   * Slices end eagerly for the next `ms` whatever `eagerYield` says. For a guest just
+   * restored: v86 interprets its code until its JIT has compiled it again, and one chunk of
+   * 100k instructions then takes 10-30 ms, during which the host's events (the gateway's
+   * frames, a console line) wait.
+   */
+  eagerYieldFor(ms: number): void {
+    if (!(ms >= 0)) throw new RangeError(`eagerYieldFor: expected a duration in ms, got ${ms}`);
+    this.#eagerUntil = Math.max(this.#eagerUntil, performance.now() + ms);
+    this.#applyYield();
+  }
+
+  #yieldingEagerly(): boolean {
+    return this.#eagerYield || performance.now() < this.#eagerUntil;
+  }
+
+  #applyYield(): void {
+    const on = this.#yieldingEagerly();
     this.#setYield?.(on ? 1 : 0);
     this.#setChunk?.(on ? this.#eagerChunk : V86_CHUNK_INSTRUCTIONS);
   }
@@ -377,7 +400,7 @@ export class Emulator {
   set eagerChunkInstructions(instructions: number) {
     if (!Number.isInteger(instructions) || instructions < 1) throw new RangeError(`eagerChunkInstructions: expected a positive integer, got ${instructions}`);
     this.#eagerChunk = instructions;
-    if (this.#eagerYield) this.#setChunk?.(instructions);
+    if (this.#yieldingEagerly()) this.#setChunk?.(instructions);
   }
 
   /** v86 looks both methods up on the CPU object at each call, so own properties wrap them. */
@@ -391,11 +414,8 @@ export class Emulator {
         return mainLoop();
       } finally {
         this.#executing = false;
-        // A yield asked for one slice is spent.
-        if (!this.#eagerYield) {
-          this.#setYield?.(0);
-          this.#setChunk?.(V86_CHUNK_INSTRUCTIONS);
-        }
+        // A yield asked for one slice is spent (and an eagerYieldFor window may have ended).
+        if (!this.#eagerYield) this.#applyYield();
         // v86 ends a slice as soon as the CPU halts; an idle guest's slices end so at every timer tick.
         if (cpu.in_hlt[0] !== 0) for (const listener of this.#haltListeners) listener();
       }
