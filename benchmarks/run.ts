@@ -49,7 +49,12 @@ async function main(): Promise<void> {
   const resultsDir = join(here, "results");
   mkdirSync(resultsDir, { recursive: true });
   for (const name of names) {
-    const command = `npm run bench -- ${name}`;
+    // The settings a run was given are part of its command: a reader reruns it as it ran.
+    const settings = Object.entries(process.env)
+      .filter(([key]) => key.startsWith("TWINVM_BENCH_"))
+      .map(([key, value]) => `${key}=${value ?? ""} `)
+      .join("");
+    const command = `${settings}npm run bench -- ${name}`;
     process.stderr.write(`bench: ${name}\n`);
     const module = (await import(pathToFileURL(join(here, `${name}.bench.ts`)).href)) as { default: Benchmark };
     const started = new Date();
