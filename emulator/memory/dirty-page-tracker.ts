@@ -41,6 +41,18 @@ export interface PageChangeViews {
   before(k: number): Uint8Array;
 }
 
+/** Copies of what views show (to keep past the guest's next instructions or the next collection). */
+export function copyPageChanges(views: PageChangeViews): PageChanges {
+  const { indices } = views;
+  const data = new Uint8Array(indices.length * PAGE_SIZE);
+  const previous = new Uint8Array(indices.length * PAGE_SIZE);
+  for (let k = 0; k < indices.length; k++) {
+    data.set(views.now(k), k * PAGE_SIZE);
+    previous.set(views.before(k), k * PAGE_SIZE);
+  }
+  return { indices, data, previous };
+}
+
 /** The previous contents of at most this many pages stay allocated between collections (4 MiB). */
 const RETAINED_BEFORE_PAGES = 1024;
 
@@ -122,15 +134,7 @@ export class DirtyPageTracker {
 
   /** Pages changed since the last collection (or baseline), with copies of their contents before and after. */
   collect(): PageChanges {
-    const views = this.collectInPlace("collect");
-    const { indices } = views;
-    const data = new Uint8Array(indices.length * PAGE_SIZE);
-    const previous = new Uint8Array(indices.length * PAGE_SIZE);
-    for (let k = 0; k < indices.length; k++) {
-      data.set(views.now(k), k * PAGE_SIZE);
-      previous.set(views.before(k), k * PAGE_SIZE);
-    }
-    return { indices, data, previous };
+    return copyPageChanges(this.collectInPlace("collect"));
   }
 
   /**

@@ -6,7 +6,7 @@
 import { BlockHook, type BackendFailureHandler, type BlockCompletionListener, type BlockIoEvent } from "../../emulator/block/hook.ts";
 import { MemoryBackend } from "../../emulator/block/memory-backend.ts";
 import type { BlockBackend } from "../../emulator/block/backend.ts";
-import type { PageChangeViews, PageSet } from "../../emulator/memory/index.ts";
+import { copyPageChanges, type PageChangeViews, type PageSet } from "../../emulator/memory/index.ts";
 import type { StateChanges } from "../../emulator/state/state-parts.ts";
 import type { FullCopyEnd, GuestDisk, PrimaryGuest, ReplicaGuest } from "../engine/guest.ts";
 
@@ -151,14 +151,7 @@ export class FakeGuest implements PrimaryGuest, ReplicaGuest {
 
   finishFullCopy(): FullCopyEnd {
     this.#lastState = this.#state.map((part) => part.slice());
-    const views = this.collectPages();
-    const data = new Uint8Array(views.indices.length * PAGE);
-    const previous = new Uint8Array(views.indices.length * PAGE);
-    views.indices.forEach((_, k) => {
-      data.set(views.now(k), k * PAGE);
-      previous.set(views.before(k), k * PAGE);
-    });
-    return { pages: { indices: views.indices, data, previous }, state: this.#lastState.map((part) => part.slice()) };
+    return { pages: copyPageChanges(this.collectPages()), state: this.#lastState.map((part) => part.slice()) };
   }
 
   collectPages(): PageChangeViews {
