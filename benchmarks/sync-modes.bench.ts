@@ -10,12 +10,12 @@ import { writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { DurationSummary, MetricsSnapshot, SyncStage } from "../replication/engine/metrics.ts";
+import type { DurationSummary, MetricsSnapshot } from "../replication/engine/metrics.ts";
 import type { BenchContext, BenchReport } from "./run.ts";
 import { networkTemplate } from "./network/guest.ts";
 import { configName, startTarget, TARGET_CONFIGS, type TargetConfig } from "./network/targets.ts";
 import { median } from "./stats.ts";
-import { stackedBars } from "./talk/charts.ts";
+import { timelineChart, timelineTable, type TimelineSample } from "./sync-timeline.ts";
 
 const ROUNDS = Number(process.env.TWINVM_BENCH_ROUNDS ?? 3);
 /**
@@ -61,8 +61,6 @@ const WORKLOADS = [
   { name: "seq-4k", command: fio("seq", "write", SECONDS) },
   { name: "rand-4k", command: fio("rand", "randwrite", SECONDS) },
 ] as const;
-/** The timeline's stages in the order a sync lives them (primary side). */
-const TIMELINE: readonly SyncStage[] = ["boundary", "pages", "state", "encode", "send", "wire", "release", "next-request"];
 
 interface Cell {
   round: number;
@@ -81,11 +79,8 @@ interface ConsoleCell {
   holdMs?: DurationSummary;
 }
 
-interface TimelineCell {
+interface TimelineCell extends TimelineSample {
   round: number;
-  target: string;
-  stages: Partial<Record<SyncStage, DurationSummary>>;
-  roundTrip: DurationSummary;
 }
 
 const here = fileURLToPath(new URL(".", import.meta.url));
@@ -114,7 +109,10 @@ export default async function syncModes(context: BenchContext): Promise<BenchRep
   } finally {
     await template.dispose();
   }
-  writeFileSync(join(here, "results", "sync-modes-timeline.svg"), timelineChart(timelines));
+  writeFileSync(
+    join(here, "results", "sync-modes-timeline.svg"),
+    timelineChart("Per-sync timeline on the primary, p50 of each stage (rand-4k)", timelines, REPLICATED),
+  );
   const loadAtEnd = loadavg()[0]!;
   return {
     description:
@@ -130,7 +128,7 @@ export default async function syncModes(context: BenchContext): Promise<BenchRep
       "### Console command line answered (ms, median and p99 over all rounds' lines)",
       consoleTable(consoles),
       "### Per-sync timeline, primary (ms, p50 / p99, rand-4k's cells of all rounds: median of the rounds' p50s and max of their p99s)",
-      timelineTable(timelines),
+      timelineTable(timelines, REPLICATED),
       "Chart: [the per-sync timeline, p50, stacked](sync-modes-timeline.svg).",
       ...(failures.length > 0 ? ["### Failures", failures.map((f) => `- ${f}`).join("\n")] : []),
     ].join("\n\n"),
@@ -179,6 +177,7 @@ async function measureTarget(
 }
 
 const NAMES = TARGETS.map(configName);
+const REPLICATED = NAMES.filter((name) => name !== "unreplicated");
 const fixed = (value: number | undefined, digits = 2) => (value === undefined || !Number.isFinite(value) ? "–" : value.toFixed(digits));
 
 function throughputTable(cells: Cell[]): string {
@@ -221,35 +220,4 @@ function consoleTable(consoles: ConsoleCell[]): string {
     "|---|---|---|---|---|",
     ...rows,
   ].join("\n");
-}
-
-function stageFigures(timelines: TimelineCell[], target: string, stage: SyncStage | "round trip") {
-  const summaries = timelines
-    .filter((t) => t.target === target)
-    .map((t) => (stage === "round trip" ? t.roundTrip : t.stages[stage]))
-    .filter((s): s is DurationSummary => s !== undefined && s.count > 0);
-  if (summaries.length === 0) return undefined;
-  return { p50: median(summaries.map((s) => s.p50Ms)), p99: Math.max(...summaries.map((s) => s.p99Ms)) };
-}
-
-function timelineTable(timelines: TimelineCell[]): string {
-  const targets = NAMES.filter((name) => name !== "unreplicated");
-  const rows = [...TIMELINE, "round trip" as const].map((stage) => {
-    const columns = targets.map((target) => {
-      const figures = stageFigures(timelines, target, stage);
-      return figures === undefined ? "–" : `${fixed(figures.p50)} / ${fixed(figures.p99)}`;
-    });
-    return `| ${stage} | ${columns.join(" | ")} |`;
-  });
-  return [`| stage | ${targets.join(" | ")} |`, `|---|${targets.map(() => "---").join("|")}|`, ...rows].join("\n");
-}
-
-function timelineChart(timelines: TimelineCell[]): string {
-  const targets = NAMES.filter((name) => name !== "unreplicated");
-  return stackedBars(
-    "Per-sync timeline on the primary, p50 of each stage (rand-4k)",
-    [...TIMELINE],
-    targets.map((target) => ({ label: target, values: TIMELINE.map((stage) => stageFigures(timelines, target, stage)?.p50 ?? 0) })),
-    "ms",
-  );
 }

@@ -15,7 +15,8 @@ import { buildGuestTemplate } from "./talk/guest-template.ts";
 import { LINKS, canUseNamespaces, type LinkSpec } from "./talk/links.ts";
 import type { CellResult, MatrixConfig, MatrixResults, Variant } from "./talk/matrix.ts";
 import { WORKLOADS } from "./talk/workloads.ts";
-import { summarizeTalk } from "./talk/summary.ts";
+import { replicatedVariants, summarizeTalk, timelineSamples, timelineWorkload } from "./talk/summary.ts";
+import { timelineChart } from "./sync-timeline.ts";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 
@@ -30,14 +31,17 @@ export interface TalkOptions {
   warmUpSeconds: number;
 }
 
+/** How a link filter compares names: "100M" and "100mbit" both pick "100 Mbit/s". */
+const linkKey = (name: string) => name.replace(/\s+/g, "").toLowerCase();
+
 /** `TWINVM_BENCH_LINKS=unshaped,100M`: only the links whose names start so (a shorter run). */
 const LINK_FILTER = (process.env.TWINVM_BENCH_LINKS ?? "")
   .split(",")
-  .map((name) => name.trim())
+  .map(linkKey)
   .filter((name) => name !== "");
 
 export const FULL: TalkOptions = {
-  links: LINK_FILTER.length === 0 ? LINKS : LINKS.filter((link) => LINK_FILTER.some((prefix) => link.name.startsWith(prefix))),
+  links: LINK_FILTER.length === 0 ? LINKS : LINKS.filter((link) => LINK_FILTER.some((prefix) => linkKey(link.name).startsWith(prefix))),
   workloads: WORKLOADS.map((w) => w.name),
   variants: ["none", "logging-replay", "logging-replay+deflate", "dirty-block-copy", "logging-replay+synchronous", "dirty-block-copy+synchronous"],
   rounds: Number(process.env.TWINVM_BENCH_ROUNDS ?? 3),
@@ -118,9 +122,11 @@ export default async function talk(context: BenchContext): Promise<BenchReport> 
   const resultsDir = join(here, "results");
   writeFileSync(join(resultsDir, "talk-throughput.svg"), throughputChart(run.main.cells, run.options));
   writeFileSync(join(resultsDir, "talk-traffic.svg"), trafficChart(run.main.cells));
+  const timelineTitle = `Per-sync timeline on the primary, p50 of each stage (${timelineWorkload(run)}, ${run.options.links[0]!.name})`;
+  writeFileSync(join(resultsDir, "talk-timeline.svg"), timelineChart(timelineTitle, timelineSamples(run), replicatedVariants(run)));
   return {
     description: summary.description,
-    table: `${summary.table}\n\nCharts: [throughput by mode per link](talk-throughput.svg), [traffic per sync by category](talk-traffic.svg).`,
+    table: `${summary.table}\n\nCharts: [throughput by mode per link](talk-throughput.svg), [traffic per sync by category](talk-traffic.svg), [the per-sync timeline, p50, stacked](talk-timeline.svg).`,
     data: {
       ...summary.data,
       cells: run.main.cells,

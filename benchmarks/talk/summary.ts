@@ -4,6 +4,7 @@ import type { CellResult } from "./matrix.ts";
 import type { TalkRun } from "../talk.bench.ts";
 import { WORKLOADS } from "./workloads.ts";
 import { shapingDescription } from "./links.ts";
+import { stageFigures, timelineTable, type TimelineSample } from "../sync-timeline.ts";
 
 const MiB = 1024;
 
@@ -34,6 +35,25 @@ function perSync(cell: CellResult, pick: (m: NonNullable<CellResult["metrics"]>)
 }
 
 const syncBytes = (m: NonNullable<CellResult["metrics"]>) => m.bytes.memoryPages + m.bytes.deviceState + m.bytes.ioLog + m.bytes.diskBlocks + m.bytes.control;
+
+/** The workload whose syncs the timeline shows: random 4 KiB writes (a sync each, as in Kemari) when the run has them. */
+export function timelineWorkload(run: TalkRun): string {
+  return run.options.workloads.includes("rand-4k") ? "rand-4k" : run.options.workloads[0]!;
+}
+
+/** The first link's (unshaped in a full run) per-sync timelines for the timeline's workload, a sample per replicated cell. */
+export function timelineSamples(run: TalkRun): TimelineSample[] {
+  const link = run.options.links[0]!.name;
+  const workload = timelineWorkload(run);
+  return run.main.cells
+    .filter((c) => c.link === link && c.workload === workload && c.metrics !== undefined)
+    .map((c) => ({ target: c.variant, stages: c.metrics!.stagesMs, roundTrip: c.metrics!.roundTripMs }));
+}
+
+/** The variants that replicate, in the run's order. */
+export function replicatedVariants(run: TalkRun): string[] {
+  return run.options.variants.filter((v) => v !== "none");
+}
 
 export interface TalkSummary {
   description: string;
@@ -148,6 +168,11 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
     );
   const [small, large] = [run.options.pauseByMemoryMiB[0], run.options.pauseByMemoryMiB.at(-1)];
   const memoryRatio = small === undefined || large === undefined ? undefined : ratio(pauseAt(large, "p99Ms"), pauseAt(small, "p99Ms"));
+  const timelines = timelineSamples(run);
+  const timelineOf = timelineWorkload(run);
+  const roundTrip = stageFigures(timelines, "logging-replay+synchronous", "round trip")?.p50;
+  const speculativeRoundTrip = stageFigures(timelines, "logging-replay", "round trip")?.p50;
+  const nextRequest = stageFigures(timelines, "logging-replay+synchronous", "next-request")?.p50;
   const pct = (r: number | undefined) => (r === undefined ? "–" : `${(100 * (1 - r)).toFixed(1)}% less`);
   const times = (r: number | undefined) => (r === undefined ? "–" : `${r.toFixed(2)}x`);
   const verdict = (ok: boolean | undefined) => (ok === undefined ? "not measured" : ok ? "met" : "**not met**");
@@ -163,6 +188,8 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
     `| ext4-files, logging-replay ≥ 2.6x dirty-block copy at ${slowest} (the talk) | speculative ${times(fileRatio(slowest))}, synchronous ${times(fileRatio(slowest, "+synchronous"))} | ${verdict(fileRatio(slowest) === undefined ? undefined : fileRatio(slowest)! >= 2.6)} |\n` +
     `| logging-replay ≥ 2x dirty-block copy, 64 KiB writes at ${slowest} | ${times(ratio64)} | ${verdict(ratio64 === undefined ? undefined : ratio64 >= 2)} |\n` +
     `| traffic per sync ≤ 50% of dirty-block copy (seq-64k, ${slowest}) | ${times(perSyncRatio64)} | ${verdict(perSyncRatio64 === undefined ? undefined : perSyncRatio64 <= 0.5)} |\n` +
+    `| sync round trip p50 ≤ 0.3 ms (logging-replay, ${unshaped}, ${timelineOf}) | synchronous ${fixed(roundTrip)} ms, speculative ${fixed(speculativeRoundTrip)} ms | ${verdict(roundTrip === undefined ? undefined : roundTrip <= 0.3)} |\n` +
+    `| ack to the guest's next request p50 ≤ 0.2 ms (logging-replay, synchronous, ${timelineOf}) | ${fixed(nextRequest)} ms | ${verdict(nextRequest === undefined ? undefined : nextRequest <= 0.2)} |\n` +
     `| guest pause per sync p99 ≤ 5 ms (logging-replay, ${unshaped}) | ${fixed(p99All)} ms | ${verdict(p99All === undefined ? undefined : p99All <= 5)} |\n` +
     `| ${large} MiB guest's pause within 1.5x of ${small} MiB (p99, seq-4k) | ${fixed(pauseAt(small ?? 0, "p99Ms"))} ms vs ${fixed(pauseAt(large ?? 0, "p99Ms"))} ms: ${times(memoryRatio)} | ${verdict(memoryRatio === undefined ? undefined : memoryRatio <= 1.5)} |`;
 
@@ -198,6 +225,12 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
     vsNoneRand,
     p99All,
     memoryRatio,
+    roundTrip,
+    nextRequest,
   };
-  return { description, table: [comparison, ...sections].join("\n\n"), data };
+  const timeline =
+    `### Per-sync timeline, primary, ${unshaped} (ms, p50 / p99, ${timelineOf}: median of the rounds' p50s and max of their p99s)\n\n` +
+    timelineTable(timelines, replicatedVariants(run));
+  data["timelines"] = timelines;
+  return { description, table: [comparison, ...sections, timeline].join("\n\n"), data };
 }

@@ -4,7 +4,7 @@
 // bytes compare, never how fast anything was.
 import { expect } from "chai";
 import { runTalk } from "../talk.bench.ts";
-import { summarizeTalk } from "../talk/summary.ts";
+import { summarizeTalk, timelineSamples } from "../talk/summary.ts";
 import type { Variant } from "../talk/matrix.ts";
 
 describe("talk benchmark, reduced matrix", function () {
@@ -48,6 +48,13 @@ describe("talk benchmark, reduced matrix", function () {
     expect(summary.table)
       .to.match(/Beside the talk/)
       .and.match(/1 Gbit\/s/)
-      .and.match(/synchronous sync mode/);
+      .and.match(/synchronous sync mode/)
+      .and.match(/Per-sync timeline/);
+    // The timeline has each replicated variant's stages, the synchronous one's round trip a sync per write.
+    const timelines = timelineSamples(run);
+    expect(timelines.map((t) => t.target).sort()).to.deep.equal(["dirty-block-copy", "logging-replay", "logging-replay+synchronous"]);
+    const synchronous = timelines.find((t) => t.target === "logging-replay+synchronous")!;
+    expect(synchronous.roundTrip.count).to.be.within(replay.syncs - 2, replay.syncs + 2);
+    expect(synchronous.stages["next-request"]?.count).to.be.greaterThan(0);
   });
 });
