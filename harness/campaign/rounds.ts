@@ -457,17 +457,36 @@ async function checked(name: string, check: () => Promise<string>): Promise<Opti
   }
 }
 
-/** With `stall`, the guest's writes must not complete while unprotected: the log stands still. */
+/**
+ * With `stall`, the guest's writes must not complete while unprotected: once the primary says
+ * it is, no write completion is released and the log stands still. The engine's counts before
+ * and after go into the detail either way, so a failure says what the primary was doing.
+ */
 function stallCheck(primary: PairNode, features: EngineFeatures): Promise<OptionalCheck> {
   if (!features.stall) return Promise.resolve(skipped("stall holds writes", "stall"));
   return checked("stall holds writes", async () => {
+    await untilState(primary, "unprotected", TAKEOVER_TIMEOUT_MS);
     const shell = nodeShell(primary.process);
+    const engineBefore = await completionsOf(primary);
     const before = await logLineCount(shell, 5000).catch(() => undefined);
     await sleep(PROGRESS_WINDOW_MS);
     const after = await logLineCount(shell, 5000).catch(() => undefined);
-    if (before !== undefined && after !== undefined && after > before) throw new Error(`log grew from ${before} to ${after} lines while stalled`);
-    return before === undefined ? "guest stalled entirely" : `log stayed at ${before} lines`;
+    const engineAfter = await completionsOf(primary);
+    const released = engineAfter.released - engineBefore.released;
+    const engine = `primary ${engineBefore.state} then ${engineAfter.state}, ${released} write completion(s) released, ${engineAfter.held - engineAfter.released} held`;
+    if (engineBefore.state === "unprotected" && engineAfter.state === "unprotected" && released > 0)
+      throw new Error(`write completions released while stalled (${engine})`);
+    if (before !== undefined && after !== undefined && after > before) throw new Error(`log grew from ${before} to ${after} lines while stalled (${engine})`);
+    return `${before === undefined ? "guest stalled entirely" : `log stayed at ${before} lines`} (${engine})`;
   });
+}
+
+/** The primary's state and its output-commit counts of disk-write completions. */
+async function completionsOf(node: PairNode): Promise<{ state: string; held: number; released: number }> {
+  const metrics = await bounded(node.process.request<MetricsSnapshot>({ type: "metrics" }), 5000, `${node.name} metrics`);
+  const counts = metrics.output?.completion;
+  if (counts === undefined) throw new Error(`${node.name} reports no output-commit counts (state ${metrics.state})`);
+  return { state: metrics.state, held: counts.held, released: counts.released };
 }
 
 /** The pair replaces the lost secondary behind the primary's link: the primary must be protected again and its writes keep completing. */

@@ -82,6 +82,8 @@ export class Pair implements GuestShell {
   #nodeConfig: Omit<NodeConfig, "role" | "disks" | "name"> | undefined;
   #diskSizes: number[] = [];
   #generation = 1;
+  /** performance.now() when the pair was made: the artifacts' state times count from it. */
+  readonly #startedAt = performance.now();
   #failovers = 0;
   /** Failovers counted when the last fault was injected (waitForTakeover waits for more). */
   #failoversAtFault = 0;
@@ -646,7 +648,9 @@ export class Pair implements GuestShell {
       this.#nodes.map(async (node) => {
         const log = join(this.dir, `${node.name}.log`);
         const transcript = join(this.dir, `${node.name}.console`);
-        await writeFile(log, node.log);
+        // The engine's states with when the parent heard of them (ms since this pair started), to line a failure up with the faults.
+        const states = node.process.stateLog.map((s) => `${(s.at - this.#startedAt).toFixed(0).padStart(7)} ms  ${s.engine} ${s.state}: ${s.reason}`);
+        await writeFile(log, `${node.log}\n--- engine states (ms since the pair started, as the parent heard them) ---\n${states.join("\n")}\n`);
         await writeFile(transcript, node.transcript);
         return { name: node.name, startedAs: node.startedAs, log, console: transcript, disks: node.disks };
       }),

@@ -96,14 +96,17 @@ export interface MetricsSnapshot {
   roundTripMs: DurationSummary;
   /** The per-sync timeline: each stage that ran on this node. */
   stagesMs: Partial<Record<SyncStage, DurationSummary>>;
-  /** Output commit (a primary): console bytes and network frames held, released and dropped so far. */
-  output?: Record<"console" | "frame", OutputCounts>;
+  /** Output commit (a primary): console bytes, network frames and the guest's disk-write completions held, released and dropped so far. */
+  output?: Record<OutputKind, OutputCounts>;
   /** Output commit (a primary): how long console bytes and frames waited, from the guest's output to its release (the latency replication adds to them). */
   outputHoldMs?: Record<"console" | "frame", DurationSummary>;
   initialSync?: { ms: number; bytes: number };
   failoverMs?: number;
   uptimeMs: number;
 }
+
+/** What output commit holds: console bytes, network frames, and completions of disk writes the guest waits for (no bytes). */
+export type OutputKind = "console" | "frame" | "completion";
 
 export interface OutputCounts {
   held: number;
@@ -116,7 +119,7 @@ export interface OutputCounts {
 
 export class ReplicationMetrics {
   /** Where output-commit counts come from (the primary engine's queue). */
-  outputCounts: (() => Record<"console" | "frame", OutputCounts>) | undefined;
+  outputCounts: (() => Record<OutputKind, OutputCounts>) | undefined;
   readonly bytes: Record<ByteCategory, number> = { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, output: 0, control: 0 };
   memoryPagesRawBytes = 0;
   syncs = 0;

@@ -282,16 +282,22 @@ describe("replication engines against a fake guest", function () {
               expect(await primaryGuest.write(16, sector(1, 0x43)).completion).to.equal("ok", "later writes complete unprotected");
               return;
             }
+            // The metrics count write completions as output commit does (the campaign's stall check reads them).
+            const completions = () => p.primary.metrics.snapshot().output!.completion;
+            const atLoss = completions();
             await settle();
             expect(pending!.completed(), "held while no secondary protects the guest").to.equal(false);
             const later = primaryGuest.write(16, sector(1, 0x44));
             await settle();
             expect(later.completed()).to.equal(false);
             expect(p.primary.heldRequests).to.be.greaterThan(0);
+            expect(completions().released, "no completion released while stalled").to.equal(atLoss.released);
+            expect(completions().held - completions().released).to.equal(p.primary.heldRequests);
             await attachSecondary(p);
             expect(p.primary.state).to.equal("protected");
             expect(await pending!.completion).to.equal("ok");
             expect(await later.completion).to.equal("ok");
+            expect(completions().released - atLoss.released).to.be.at.least(2);
             const disk = (p.secondaryGuest.disks[0]!.backend as MemoryBackend).bytes;
             await until(() => disk[16 * 512] === 0x44, "both writes on the new secondary's disk");
             expect(disk[8 * 512]).to.equal(phase === "initial-sync" ? 1 : 0x42);

@@ -207,7 +207,11 @@ export class PrimaryEngine {
     );
     this.metrics.epoch = this.#options.epoch;
     this.metrics.state = this.#fsm.state;
-    this.metrics.outputCounts = () => ({ console: this.outputs.counters("console"), frame: this.outputs.counters("frame") });
+    this.metrics.outputCounts = () => ({
+      console: this.outputs.counters("console"),
+      frame: this.outputs.counters("frame"),
+      completion: this.outputs.counters("completion"),
+    });
     this.#fsm.onChange((state, reason) => {
       this.metrics.state = state;
       this.#options.log?.(`primary: ${reason}`);
