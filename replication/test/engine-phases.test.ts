@@ -332,6 +332,33 @@ describe("replication engines against a fake guest", function () {
     expect(pair.secondary.state, "the secondary heard heartbeats all along").to.equal("standby");
   });
 
+  it("a slow link that still takes this side's bytes is not a stuck secondary: the ack wait counts from when nothing is left to send", async () => {
+    const reasons: string[] = [];
+    const clock = new ManualClock();
+    const pair = await startPair({
+      clock,
+      secondaryChannel: (channel) => {
+        const send = channel.send.bind(channel);
+        channel.send = (message) => (message.type === "sync-ack" ? Promise.resolve(0) : send(message));
+      },
+    });
+    // Bytes this side has queued for the link and not yet handed to it (a burst over a slow link).
+    let queued = 1;
+    Object.defineProperty(pair.channel, "bufferedAmount", { get: () => queued });
+    pair.primary.onStateChange((state, reason) => reasons.push(`${state}: ${reason}`));
+    const write = pair.primaryGuest.write(24, sector(2, 9));
+    await settle();
+    await clock.advance(2000);
+    expect(pair.primary.state, "five ack timeouts, the link still busy with what this side sent").to.equal("protected");
+    queued = 0;
+    await clock.advance(300);
+    expect(pair.primary.state).to.equal("protected");
+    await clock.advance(200);
+    expect(pair.primary.state, "the secondary has everything and answers nothing").to.equal("unprotected");
+    expect(await write.completion).to.equal("ok");
+    expect(reasons.join("\n")).to.match(/sync 1 not acknowledged within 400 ms/);
+  });
+
   describe("the network", () => {
     it("holds a transmitted frame until the sync that covers it is acknowledged; a frame asks for a sync by itself", async () => {
       const acks = ackGate();

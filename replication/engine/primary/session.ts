@@ -74,6 +74,8 @@ export class PrimarySession {
   #sending: Promise<void> = Promise.resolve();
   #heartbeat: Timer | undefined;
   readonly #liveness: Liveness;
+  /** The last sign the syncs move (an ack, or bytes of ours still queued for the link), on the session's clock. */
+  #progressAt = -Infinity;
 
   constructor(channel: ReplicationChannel, options: SessionOptions) {
     this.channel = channel;
@@ -275,6 +277,7 @@ export class PrimarySession {
         // SessionOrder let only the next unacknowledged seq through.
         const sync = this.#inFlight.shift()?.sync;
         if (sync === undefined || sync.seq !== message.seq) return this.#lose(`sync-ack ${message.seq} for a sync not in flight`);
+        this.#progressAt = this.#clock.now();
         return this.#options.events.acknowledged(sync);
       }
       case "promoted":
@@ -305,11 +308,19 @@ export class PrimarySession {
     this.#options.events.lost(reason);
   }
 
-  /** A sync unanswered this long means the secondary is stuck even if it answers heartbeats. */
+  /**
+   * A sync unanswered this long means the secondary is stuck even if it answers heartbeats. The
+   * wait counts from the later of the sync's capture and the last sign of progress: an ack, or
+   * this side still pushing queued bytes into the link. A slow link that delivers (a burst of
+   * writes over 100 Mbit/s queues seconds of syncs) is not a stuck peer; one that has everything
+   * it was sent and answers nothing is.
+   */
   checkAckTimeout(now = this.#clock.now()): void {
     // The initial copy (seq 0) has a timeout of its own: it is as slow as the disks are large.
     const oldest = this.#inFlight.find(({ sync }) => sync.seq > 0);
-    if (oldest !== undefined && now - oldest.since > this.#options.ackTimeoutMs) {
+    if (oldest === undefined) return;
+    if (this.channel.bufferedAmount > 0) this.#progressAt = now;
+    if (now - Math.max(oldest.since, this.#progressAt) > this.#options.ackTimeoutMs) {
       this.#lose(`sync ${oldest.sync.seq} not acknowledged within ${this.#options.ackTimeoutMs} ms`);
     }
   }
