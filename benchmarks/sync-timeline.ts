@@ -5,7 +5,7 @@ import { median } from "./stats.ts";
 import { stackedBars } from "./talk/charts.ts";
 
 /** The primary's stages in the order a sync lives them. */
-export const TIMELINE_STAGES: readonly SyncStage[] = ["boundary", "pages", "state", "encode", "send", "wire", "release", "next-request"];
+const TIMELINE_STAGES: readonly SyncStage[] = ["boundary", "pages", "state", "encode", "send", "wire", "release", "next-request"];
 
 /** One measured cell's timeline: a target (a mode, a variant) and its stage summaries. */
 export interface TimelineSample {

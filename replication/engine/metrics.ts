@@ -2,6 +2,7 @@
 // (as found changed and as sent), how long the guest stood still per sync, how long a sync
 // waited for its instruction boundary, and how long its round trip took.
 import { BYTE_CATEGORIES, type ByteCategory } from "../protocol/frames.ts";
+import type { HeldKind, OutputCounters } from "./primary/output-commit.ts";
 
 const SAMPLES = 4096;
 
@@ -97,7 +98,7 @@ export interface MetricsSnapshot {
   /** The per-sync timeline: each stage that ran on this node. */
   stagesMs: Partial<Record<SyncStage, DurationSummary>>;
   /** Output commit (a primary): console bytes, network frames and the guest's disk-write completions held, released and dropped so far. */
-  output?: Record<OutputKind, OutputCounts>;
+  output?: Record<HeldKind, OutputCounters>;
   /** Output commit (a primary): how long console bytes and frames waited, from the guest's output to its release (the latency replication adds to them). */
   outputHoldMs?: Record<"console" | "frame", DurationSummary>;
   initialSync?: { ms: number; bytes: number };
@@ -105,21 +106,9 @@ export interface MetricsSnapshot {
   uptimeMs: number;
 }
 
-/** What output commit holds: console bytes, network frames, and completions of disk writes the guest waits for (no bytes). */
-export type OutputKind = "console" | "frame" | "completion";
-
-export interface OutputCounts {
-  held: number;
-  released: number;
-  dropped: number;
-  heldBytes: number;
-  releasedBytes: number;
-  droppedBytes: number;
-}
-
 export class ReplicationMetrics {
   /** Where output-commit counts come from (the primary engine's queue). */
-  outputCounts: (() => Record<OutputKind, OutputCounts>) | undefined;
+  outputCounts: (() => Record<HeldKind, OutputCounters>) | undefined;
   readonly bytes: Record<ByteCategory, number> = { memoryPages: 0, deviceState: 0, ioLog: 0, diskBlocks: 0, diskCopy: 0, output: 0, control: 0 };
   memoryPagesRawBytes = 0;
   syncs = 0;

@@ -100,6 +100,12 @@ async function attachSecondary(pair: Pair, options: PairOptions = {}): Promise<v
 const until = (condition: () => boolean, what: string, ms = 3000) => waitFor(condition, what, ms);
 
 /** Holds back the secondary's sync acks (it applies the syncs) until `release`, which sends them and stops holding. */
+/** A secondary that answers everything but sync acks (a stuck apply that still heartbeats). */
+function neverAcknowledges(channel: ReplicationChannel): void {
+  const send = channel.send.bind(channel);
+  channel.send = (message) => (message.type === "sync-ack" ? Promise.resolve(0) : send(message));
+}
+
 function ackGate(): { secondaryChannel: (channel: ReplicationChannel) => void; release(): void } {
   const held: (() => Promise<number>)[] = [];
   let holding = true;
@@ -312,10 +318,7 @@ describe("replication engines against a fake guest", function () {
     const clock = new ManualClock();
     const pair = await startPair({
       clock,
-      secondaryChannel: (channel) => {
-        const send = channel.send.bind(channel);
-        channel.send = (message) => (message.type === "sync-ack" ? Promise.resolve(0) : send(message));
-      },
+      secondaryChannel: neverAcknowledges,
     });
     pair.primary.onStateChange((state, reason) => reasons.push(`${state}: ${reason}`));
     const write = pair.primaryGuest.write(24, sector(2, 9));
@@ -337,10 +340,7 @@ describe("replication engines against a fake guest", function () {
     const clock = new ManualClock();
     const pair = await startPair({
       clock,
-      secondaryChannel: (channel) => {
-        const send = channel.send.bind(channel);
-        channel.send = (message) => (message.type === "sync-ack" ? Promise.resolve(0) : send(message));
-      },
+      secondaryChannel: neverAcknowledges,
     });
     // Bytes this side has queued for the link and not yet handed to it (a burst over a slow link).
     let queued = 1;
