@@ -42,9 +42,6 @@ async function remoteWitness(config: NodeConfig, url: string): Promise<Witness> 
   });
 }
 
-/** A node's sync-ack timeout is never below this. */
-const ACK_TIMEOUT_FLOOR_MS = 5000;
-
 /** This node's arbiter, when it has one; its parent's IPC answers reach `parentWitness`. */
 let witness: Witness | undefined;
 let parentWitness: IpcWitness | undefined;
@@ -230,9 +227,6 @@ async function protectWith(
     hook,
     epoch,
     peerTimeoutMs: config.peerTimeoutMs,
-    // A short peer timeout finds a silent peer fast; a sync may take longer than that to be acknowledged
-    // on a slow link or a loaded host without anything being wrong.
-    ackTimeoutMs: Math.max(config.peerTimeoutMs ?? ACK_TIMEOUT_FLOOR_MS, ACK_TIMEOUT_FLOOR_MS),
     onSecondaryLoss: config.onSecondaryLoss,
     syncMode: config.syncMode,
     syncIntervalMs: config.syncIntervalMs,

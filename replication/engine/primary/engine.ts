@@ -73,7 +73,11 @@ export interface PrimaryOptions {
   heartbeatIntervalMs?: number;
   /** Silence from the secondary this long, once it protects the guest, means it is gone (during the initial copy: at least SETUP_PEER_TIMEOUT_MS). */
   peerTimeoutMs?: number;
-  /** A sync unacknowledged this long means the secondary is stuck even if it answers heartbeats (default peerTimeoutMs). */
+  /**
+   * A sync unacknowledged this long, once nothing of this side's waits for the link, means the
+   * secondary is stuck even if it answers heartbeats (default: peerTimeoutMs, at least
+   * MIN_DEFAULT_ACK_TIMEOUT_MS).
+   */
   ackTimeoutMs?: number;
   onSecondaryLoss?: SecondaryLossPolicy;
   /** When the guest sees a write complete: at its sync's capture (speculative) or its acknowledgement (synchronous). */
@@ -109,6 +113,13 @@ export interface PrimaryOptions {
   nodeName?: string;
   log?: (line: string) => void;
 }
+
+/**
+ * A short peer timeout finds a silent peer fast, but a sync's acknowledgement may take longer
+ * with nothing wrong: the last megabytes of a burst sit in the kernel's send buffer, out of the
+ * channel's count of what waits for the link, for a third of a second at 100 Mbit/s.
+ */
+export const MIN_DEFAULT_ACK_TIMEOUT_MS = 5000;
 
 const DEFAULTS = {
   epoch: 1,
@@ -163,7 +174,7 @@ export class PrimaryEngine {
     this.#options = {
       ...DEFAULTS,
       heartbeatIntervalMs: heartbeatFor(peerTimeoutMs),
-      ackTimeoutMs: peerTimeoutMs,
+      ackTimeoutMs: Math.max(peerTimeoutMs, MIN_DEFAULT_ACK_TIMEOUT_MS),
       clock: systemClock,
       log: undefined,
       witness: undefined,
