@@ -49,8 +49,8 @@ interface PairOptions {
   /** Runs on each frame the primary sent, after it went out. */
   afterFrame?: (frame: BinaryFrame, pair: Pair) => void;
   peerTimeoutMs?: number;
-  /** Default: the peer timeout (these tests time a stuck secondary on a short clock). */
-  ackTimeoutMs?: number;
+  /** Default: the peer timeout (these tests time a stuck secondary on a short clock); "engine": the engine's own default. */
+  ackTimeoutMs?: number | "engine";
   /** Default synchronous (Kemari): most of these tests follow a write's completion to its sync's acknowledgement. */
   syncMode?: SyncMode;
   /** Adjusts the secondary's channel before it is attached. */
@@ -63,7 +63,7 @@ function newPrimary(options: PairOptions, primaryGuest = options.primaryGuest ??
     mode: options.mode ?? "logging-replay",
     onSecondaryLoss: options.policy ?? "continue",
     peerTimeoutMs: options.peerTimeoutMs ?? 400,
-    ackTimeoutMs: options.ackTimeoutMs ?? options.peerTimeoutMs ?? 400,
+    ...(options.ackTimeoutMs !== "engine" && { ackTimeoutMs: options.ackTimeoutMs ?? options.peerTimeoutMs ?? 400 }),
     heartbeatIntervalMs: 50,
     ...(options.clock && { clock: options.clock }),
     syncMode: options.syncMode ?? "synchronous",
@@ -365,17 +365,14 @@ describe("replication engines against a fake guest", function () {
 
   it("by default a short peer timeout does not shorten the ack timeout below MIN_DEFAULT_ACK_TIMEOUT_MS", async () => {
     const clock = new ManualClock();
-    const primaryGuest = new FakeGuest();
-    const primary = new PrimaryEngine(primaryGuest, { mode: "logging-replay", peerTimeoutMs: 250, heartbeatIntervalMs: 50, clock, syncMode: "synchronous" });
-    const pair = { primaryGuest, primary, log: [] as string[] } as Pair;
-    await attachSecondary(pair, { clock, secondaryChannel: neverAcknowledges });
-    const write = primaryGuest.write(24, sector(2, 9));
+    const pair = await startPair({ clock, peerTimeoutMs: 250, ackTimeoutMs: "engine", secondaryChannel: neverAcknowledges });
+    const write = pair.primaryGuest.write(24, sector(2, 9));
     await settle();
     await clock.advance(MIN_DEFAULT_ACK_TIMEOUT_MS - 100);
-    expect(primary.state, "heartbeats flow; the sync is merely slow").to.equal("protected");
+    expect(pair.primary.state, "heartbeats flow; the sync is merely slow").to.equal("protected");
     expect(write.completed()).to.equal(false);
     await clock.advance(200);
-    expect(primary.state).to.equal("unprotected");
+    expect(pair.primary.state).to.equal("unprotected");
   });
 
   describe("the network", () => {
