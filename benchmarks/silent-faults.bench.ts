@@ -4,7 +4,9 @@
 //     in a loop; the primary is frozen (SIGSTOP: a host that hangs, sockets open), or its link
 //     stalls (bytes stop, nothing closes); measured from the fault to the takeover, to the
 //     first answer of `echo` typed on whichever node then runs the guest, and to the first
-//     byte a TCP client streaming through an echo service in the guest gets back;
+//     byte a TCP client streaming through an echo service in the guest gets back; and, for a
+//     takeover, its stages: the witness's grant, the guest running, the gateway's attach, the
+//     first frame the new primary's guest sends;
 //   - false failovers: one protected pair whose guest writes in a loop while two busy-loop
 //     processes keep both cores loaded, for TWINVM_BENCH_LOAD_SECONDS; every takeover there
 //     is a false one (nothing failed).
@@ -43,6 +45,49 @@ interface FaultRound {
   faultToServiceMs: number | null;
   /** The stream's outcome at the end of the round: every byte back in order ("complete"), or how it failed. */
   stream: string;
+  /** A takeover's stages, ms from the fault; absent when the primary kept the guest. */
+  stages?: TakeoverStages;
+}
+
+/** Where a takeover's time goes, each stage in ms from the fault. */
+interface TakeoverStages {
+  /** The witness granted the secondary's claim: the silence was noticed and arbitrated. */
+  claimGranted: number;
+  /** The survivor's guest runs (its engine reports `active`). */
+  guestRunning: number;
+  /** The gateway took the survivor as the node of the new epoch. */
+  attached: number;
+  /** The first egress frame after the attach (the survivor's guest answering, or its carried output). */
+  firstEgress: number;
+}
+
+/** How often the gateway's counters are read to time the attach and the first frame after it. */
+const STAGE_POLL_MS = 2;
+
+/** Times a takeover's stages from the pair's events and the gateway's counters. */
+function watchStages(pair: Pair, faultAt: number): { stop(): TakeoverStages | undefined } {
+  const at: Partial<TakeoverStages> = {};
+  const since = () => performance.now() - faultAt;
+  const unsubscribe = pair.onEvent((event) => {
+    if (event.type === "witness" && event.op === "claim" && event.granted) at.claimGranted ??= since();
+    if (event.type === "takeover") at.guestRunning ??= since();
+  });
+  let last = pair.network()!;
+  const poll = setInterval(() => {
+    const now = pair.network()!;
+    if (now.nodes.attached > last.nodes.attached) at.attached ??= since();
+    else if (at.attached !== undefined && now.egress.frames > last.egress.frames) at.firstEgress ??= since();
+    last = now;
+  }, STAGE_POLL_MS);
+  return {
+    stop() {
+      unsubscribe();
+      clearInterval(poll);
+      const { claimGranted, guestRunning, attached, firstEgress } = at;
+      if (claimGranted === undefined || guestRunning === undefined || attached === undefined || firstEgress === undefined) return undefined;
+      return { claimGranted, guestRunning, attached, firstEgress };
+    },
+  };
 }
 
 interface LoadRun {
@@ -65,12 +110,14 @@ function sleep(ms: number): Promise<void> {
 async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault: FaultKind): Promise<FaultRound> {
   const pair = await startPair({ template, arbiter: true, peerTimeoutMs, reprotect: false, forwards: [{ port: 0, guestPort: ECHO_PORT }] });
   let stream: EchoStream | undefined;
+  let stages: ReturnType<typeof watchStages> | undefined;
   try {
     await pair.exec(WRITE_LOOP);
     stream = await EchoStream.open({ port: pair.hostPort(ECHO_PORT), bytesPerSecond: STREAM_BYTES_PER_SECOND });
     if (!(await stream.progress(1, 20_000))) throw new Error("the guest's echo service did not answer within 20 s");
     await sleep(1000);
     const started = performance.now();
+    stages = watchStages(pair, started);
     if (fault === "freeze") pair.freezePrimary();
     else pair.stallLink();
     // A stalled link with both nodes alive may leave the guest where it was: whichever node
@@ -94,6 +141,7 @@ async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault:
     await stream.progress(STREAM_BYTES_PER_SECOND / 4, 30_000);
     const stall = stallAfter(stream.gapsBetween(started, started + FAULT_SLACK_MS), started);
     const report = await stream.finish(10_000);
+    const takeoverStages = stages.stop();
     const faultToServiceMs = report.outcome === "complete" && stall !== undefined ? stall.endMs - started : null;
     return {
       peerTimeoutMs,
@@ -103,8 +151,10 @@ async function faultRound(template: GuestTemplate, peerTimeoutMs: number, fault:
       faultToAnswerMs,
       faultToServiceMs,
       stream: report.outcome === "complete" ? "complete" : `${report.outcome}: ${report.error ?? ""}`,
+      ...(winner === "secondary" && takeoverStages !== undefined && { stages: takeoverStages }),
     };
   } finally {
+    stages?.stop();
     stream?.destroy();
     await pair.stop();
   }
@@ -162,6 +212,17 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
       return `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${mine.length} | ${of((r) => r.faultToTakeoverMs)} | ${of((r) => r.faultToAnswerMs)} | ${of((r) => (r.winner === "secondary" ? r.faultToServiceMs : null))} | ${of((r) => (r.winner === "primary" ? r.faultToServiceMs : null))} | ${kept} | ${broken} |`;
     }),
   );
+  const stageRows = PEER_TIMEOUTS.flatMap((peerTimeoutMs) =>
+    (["freeze", "stall"] as const).flatMap((fault) => {
+      const timed = rounds.filter((r) => r.peerTimeoutMs === peerTimeoutMs && r.fault === fault && r.stages !== undefined);
+      if (timed.length === 0) return [];
+      const of = (pick: (s: TakeoverStages, r: FaultRound) => number | null) =>
+        cell(distribution(timed.map((r) => pick(r.stages!, r)).filter((ms): ms is number => ms !== null)));
+      return [
+        `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${timed.length} | ${of((s) => s.claimGranted)} | ${of((s) => s.guestRunning - s.claimGranted)} | ${of((s) => s.attached - s.guestRunning)} | ${of((s) => s.firstEgress - s.attached)} | ${of((s, r) => (r.faultToServiceMs === null ? null : r.faultToServiceMs - s.firstEgress))} |`,
+      ];
+    }),
+  );
   const loadRows = loads.map((l) => `| ${l.peerTimeoutMs} | ${l.seconds} | ${l.falseFailovers} | ${l.loadAverage.toFixed(1)} |`);
   return {
     description:
@@ -172,6 +233,7 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
       `Then, per peer timeout, one protected pair writing for ${LOAD_SECONDS} s while ${LOAD_PROCESSES} busy-loop processes keep both cores loaded: every takeover there is a false failover.`,
     table:
       `### Fault to takeover and to an answering guest\n\n| peer timeout (ms) | fault | rounds | fault to takeover | fault to console answer | fault to service answer, after a takeover | the same, the primary kept the guest | the primary kept the guest | streams broken |\n|---|---|---|---|---|---|---|---|---|\n${rows.join("\n")}\n\n` +
+      `### Where a takeover's time goes (ms; each stage from the end of the one before)\n\nThe witness grants the survivor's claim (the fault noticed after the peer timeout, and arbitrated); its guest runs (every acknowledged sync applied, the disks flushed, the state loaded); the gateway takes it as the node of the new epoch (and replays the ingress its copy had not seen); the first frame out after that; the client's first echoed byte. The gateway's counters are read every ${STAGE_POLL_MS} ms.\n\n| peer timeout (ms) | fault | takeovers | fault to the witness's grant | to the guest running | to the gateway's attach | to the first frame out | to the client's first byte back |\n|---|---|---|---|---|---|---|---|\n${stageRows.join("\n")}\n\n` +
       `### False failovers on a loaded machine\n\n| peer timeout (ms) | seconds | false failovers | load average at the end |\n|---|---|---|---|\n${loadRows.join("\n")}`,
     data: { rounds, loads },
   };
