@@ -29,6 +29,7 @@ const STREAM_BYTES_PER_SECOND = 32 << 10;
 const WRITE_LOOP = "(while true; do dd if=/dev/urandom of=/dev/vda bs=4k count=16 seek=$((RANDOM % 3000)) oflag=direct 2>/dev/null; done) >/dev/null 2>&1 &";
 
 type FaultKind = "freeze" | "stall";
+const FAULT_LABELS: Record<FaultKind, string> = { freeze: "primary frozen (SIGSTOP)", stall: "link stalled, both alive" };
 
 interface FaultRound {
   peerTimeoutMs: number;
@@ -209,7 +210,7 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
       const kept = mine.filter((r) => r.winner === "primary").length;
       const of = (pick: (r: FaultRound) => number | null) => cell(distribution(mine.map(pick).filter((ms): ms is number => ms !== null)));
       const broken = mine.filter((r) => r.stream !== "complete").length;
-      return `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${mine.length} | ${of((r) => r.faultToTakeoverMs)} | ${of((r) => r.faultToAnswerMs)} | ${of((r) => (r.winner === "secondary" ? r.faultToServiceMs : null))} | ${of((r) => (r.winner === "primary" ? r.faultToServiceMs : null))} | ${kept} | ${broken} |`;
+      return `| ${peerTimeoutMs} | ${FAULT_LABELS[fault]} | ${mine.length} | ${of((r) => r.faultToTakeoverMs)} | ${of((r) => r.faultToAnswerMs)} | ${of((r) => (r.winner === "secondary" ? r.faultToServiceMs : null))} | ${of((r) => (r.winner === "primary" ? r.faultToServiceMs : null))} | ${kept} | ${broken} |`;
     }),
   );
   const stageRows = PEER_TIMEOUTS.flatMap((peerTimeoutMs) =>
@@ -219,7 +220,7 @@ export default async function silentFaults({ log }: BenchContext): Promise<Bench
       const of = (pick: (s: TakeoverStages, r: FaultRound) => number | null) =>
         cell(distribution(timed.map((r) => pick(r.stages!, r)).filter((ms): ms is number => ms !== null)));
       return [
-        `| ${peerTimeoutMs} | ${fault === "freeze" ? "primary frozen (SIGSTOP)" : "link stalled, both alive"} | ${timed.length} | ${of((s) => s.claimGranted)} | ${of((s) => s.guestRunning - s.claimGranted)} | ${of((s) => s.attached - s.guestRunning)} | ${of((s) => s.firstEgress - s.attached)} | ${of((s, r) => (r.faultToServiceMs === null ? null : r.faultToServiceMs - s.firstEgress))} |`,
+        `| ${peerTimeoutMs} | ${FAULT_LABELS[fault]} | ${timed.length} | ${of((s) => s.claimGranted)} | ${of((s) => s.guestRunning - s.claimGranted)} | ${of((s) => s.attached - s.guestRunning)} | ${of((s) => s.firstEgress - s.attached)} | ${of((s, r) => (r.faultToServiceMs === null ? null : r.faultToServiceMs - s.firstEgress))} |`,
       ];
     }),
   );
