@@ -77,7 +77,9 @@ function watchStages(pair: Pair, faultAt: number): { stop(): TakeoverStages | un
   const poll = setInterval(() => {
     const now = pair.network()!;
     if (now.nodes.attached > last.nodes.attached) at.attached ??= since();
-    else if (at.attached !== undefined && now.egress.frames > last.egress.frames) at.firstEgress ??= since();
+    // Frames counted in the same read as the attach count as the first: the survivor sends its
+    // carried output right after attaching, within one read.
+    if (at.attached !== undefined && now.egress.frames > last.egress.frames) at.firstEgress ??= since();
     last = now;
   }, STAGE_POLL_MS);
   return {
