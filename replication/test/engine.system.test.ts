@@ -202,6 +202,9 @@ describe("replication engines (in-memory link, real guest)", function () {
     await pair.primary.exec("for i in $(seq 256); do printf 0123456789abcdef; done > /tmp/pattern");
     await pair.primary.exec("dd if=/tmp/pattern of=/dev/vda bs=4096 count=1 seek=7000 oflag=direct conv=notrunc 2>/dev/null");
     expect(clobbered).to.be.greaterThan(0);
+    // The speculative default completes the write before a capture logs it, and exec reads the
+    // machine's own console: take the capture before asking how it sent the write.
+    await pair.primaryEngine.syncNow();
     expect(pair.primaryEngine.metrics.inlineWrites).to.be.greaterThan(0);
     const onPrimary = pair.primaryDisk.bytes.subarray(7000 * 4096, 7001 * 4096);
     expect(new TextDecoder().decode(onPrimary)).to.equal(pattern);
