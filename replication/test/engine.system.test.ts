@@ -82,6 +82,7 @@ describe("replication engines (in-memory link, real guest)", function () {
       expect(initial.bytes.diskCopy).to.be.greaterThan(0, "the empty secondary disk was copied");
 
       const sums = await writeFiles(primary, 4);
+      await primaryEngine.syncNow(); // the speculative mode's last writes wait for a capture
       const metrics = primaryEngine.metrics.snapshot();
       expect(metrics.syncs).to.be.greaterThan(0);
       expect(metrics.writesSynced).to.be.greaterThan(0);
