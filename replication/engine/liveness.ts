@@ -16,17 +16,24 @@ export interface LivenessOptions {
   timeoutMs: number;
   /** True while we stopped reading from the peer ourselves (backpressure): its silence is ours. */
   receivingPaused?: () => boolean;
-  /** How often to check; default timeoutMs / 8 (at least 25 ms). */
-  checkEveryMs?: number;
   onSilent: (silentMs: number) => void;
   clock?: Clock;
 }
 
+/**
+ * One timer, set for the moment the silence would reach the timeout (not a periodic check:
+ * that found a dead peer up to a check interval late). When it comes due it moves itself to
+ * the new deadline if the peer was heard meanwhile; when it runs late, the lateness was this
+ * process standing still and is discounted; and a verdict of silence waits one more turn of
+ * the event loop, so that messages which arrived while this process was busy are read first
+ * (timers run before the loop polls its sockets).
+ */
 export class Liveness {
   readonly #clock: Clock;
   #lastHeard: number;
-  #lastCheck: number;
   #timer: Timer | undefined;
+  /** When the pending timer was meant to run. */
+  #dueAt = 0;
   #active = false;
   /** Total time discounted as our own stalls (for metrics and tests). */
   stalledMs = 0;
@@ -36,23 +43,19 @@ export class Liveness {
   constructor(options: LivenessOptions) {
     this.options = { ...options };
     this.#clock = options.clock ?? systemClock;
-    this.#lastHeard = this.#lastCheck = this.#clock.now();
+    this.#lastHeard = this.#clock.now();
   }
 
-  /** How often `check` runs. */
-  get checkEveryMs(): number {
-    return this.options.checkEveryMs ?? Math.max(10, this.options.timeoutMs / 8);
+  /** A timer this much behind its time means this process stood still (not the peer). */
+  get stallAllowanceMs(): number {
+    return Math.max(10, this.options.timeoutMs / 4);
   }
 
-  /** A new silence window from now on (e.g. a short one once an initial copy is done); checks follow its pace. */
+  /** A new silence window from now on (e.g. a short one once an initial copy is done). */
   setTimeoutMs(timeoutMs: number): void {
     if (timeoutMs === this.options.timeoutMs) return;
     this.options.timeoutMs = timeoutMs;
-    if (this.#active) {
-      const lastHeard = this.#lastHeard;
-      this.start();
-      this.#lastHeard = lastHeard;
-    }
+    if (this.#active) this.#arm(this.#lastHeard + timeoutMs, false);
   }
 
   heard(): void {
@@ -60,11 +63,9 @@ export class Liveness {
   }
 
   start(): void {
-    const every = this.checkEveryMs;
-    this.#lastHeard = this.#lastCheck = this.#clock.now();
+    this.#lastHeard = this.#clock.now();
     this.#active = true;
-    this.#timer?.cancel();
-    this.#timer = this.#clock.setInterval(() => this.check(every), every);
+    this.#arm(this.#lastHeard + this.options.timeoutMs, false);
   }
 
   stop(): void {
@@ -73,20 +74,27 @@ export class Liveness {
     this.#timer = undefined;
   }
 
-  /** One check; `every` is the interval it was scheduled at. Exposed for tests. */
-  check(every: number, now = this.#clock.now()): void {
-    const late = now - this.#lastCheck - every;
-    this.#lastCheck = now;
-    // Lateness beyond a few intervals is our stall, not the peer's silence.
-    if (late > every * 2) {
+  #arm(at: number, confirming: boolean): void {
+    this.#timer?.cancel();
+    const now = this.#clock.now();
+    this.#dueAt = Math.max(at, now);
+    this.#timer = this.#clock.setTimeout(() => this.#due(confirming), this.#dueAt - now);
+  }
+
+  #due(confirming: boolean): void {
+    this.#timer = undefined;
+    if (!this.#active) return;
+    const now = this.#clock.now();
+    const late = now - this.#dueAt;
+    if (late > this.stallAllowanceMs) {
       this.#lastHeard += late;
       this.stalledMs += late;
     }
     if (this.options.receivingPaused?.() === true) this.#lastHeard = now;
     const silent = now - this.#lastHeard;
-    if (silent > this.options.timeoutMs && this.#active) {
-      this.stop();
-      this.options.onSilent(silent);
-    }
+    if (silent < this.options.timeoutMs) return this.#arm(this.#lastHeard + this.options.timeoutMs, false);
+    if (!confirming) return this.#arm(now, true);
+    this.stop();
+    this.options.onSilent(silent);
   }
 }

@@ -316,11 +316,17 @@ describe("syncNow's waiters", () => {
 });
 
 describe("liveness", () => {
-  it("calls a peer silent only after the timeout, and discounts time this process stood still", async () => {
+  /** A started watch on a manual clock, with the silences it reported. */
+  function watch(timeoutMs: number): { clock: ManualClock; silences: number[]; liveness: Liveness } {
     const clock = new ManualClock();
     const silences: number[] = [];
-    const liveness = new Liveness({ timeoutMs: 1000, clock, onSilent: (ms) => silences.push(ms) });
+    const liveness = new Liveness({ timeoutMs, clock, onSilent: (ms) => silences.push(ms) });
     liveness.start();
+    return { clock, silences, liveness };
+  }
+
+  it("calls a peer silent only after the timeout, and discounts time this process stood still", async () => {
+    const { clock, silences, liveness } = watch(1000);
     await clock.advance(900);
     liveness.heard();
     await clock.advance(900);
@@ -330,9 +336,47 @@ describe("liveness", () => {
     expect(liveness.stalledMs).to.be.greaterThan(9000);
     await clock.advance(1200);
     expect(silences.length).to.equal(1);
-    expect(silences[0]).to.be.greaterThan(1000);
+    expect(silences[0]).to.be.at.least(1000);
     liveness.stop();
     expect(clock.pending).to.equal(0);
+  });
+
+  it("finds the silence at the timeout itself, not at the next periodic check", async () => {
+    const { clock, silences, liveness } = watch(250);
+    for (let i = 0; i < 10; i++) {
+      await clock.advance(40);
+      liveness.heard();
+    }
+    await clock.advance(249);
+    expect(silences).to.deep.equal([]);
+    await clock.advance(1); // the deadline, and the turn after it that reads the socket first
+    expect(silences).to.deep.equal([250]);
+    expect(clock.pending).to.equal(0);
+  });
+
+  it("reads what arrived during its own short stall before calling the peer silent", async () => {
+    const { clock, silences, liveness } = watch(250);
+    await clock.advance(200);
+    // Busy for 80 ms (under the stall allowance): the deadline's timer runs first, late, while
+    // the peer's heartbeat still waits in the socket; the loop reads it before the verdict.
+    await clock.jump(80);
+    liveness.heard();
+    await clock.advance(1);
+    expect(silences).to.deep.equal([]);
+    await clock.advance(260);
+    expect(silences).to.deep.equal([250]);
+  });
+
+  it("takes a new timeout from the last word heard", async () => {
+    const { clock, silences, liveness } = watch(5000);
+    await clock.advance(100);
+    liveness.heard();
+    await clock.advance(200);
+    liveness.setTimeoutMs(250);
+    await clock.advance(49);
+    expect(silences).to.deep.equal([]);
+    await clock.advance(1);
+    expect(silences).to.deep.equal([250]);
   });
 });
 
