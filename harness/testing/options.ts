@@ -87,11 +87,13 @@ export const DEFAULT_PEER_TIMEOUT_MS = 3000;
 /**
  * With an arbiter a false failover is safe (the old primary cannot keep its lease and is
  * fenced), so a silent peer may be called lost much sooner. Measured (`npm run bench --
- * silent-faults`): no false failover in 180 s of a writing guest on a loaded 2-core machine
- * at 200, 250 or 400 ms; a frozen primary replaced 270-300 ms after the freeze at 250 ms.
- * 250 leaves a margin over the shortest value measured clean.
+ * silent-faults`, benchmarks/results/silent-faults.md): no false failover in 60 s of a writing
+ * guest on a loaded 2-core machine at 150, 200 or 250 ms (and in 180 s at 200, 250 and 400 in
+ * an earlier run); a client's next byte after a frozen primary or a stalled link came 245-397 ms
+ * after the fault at 200 (233-351 at 150, 327-487 at 250). 200 keeps a margin over the
+ * shortest value measured clean.
  */
-export const ARBITRATED_PEER_TIMEOUT_MS = 250;
+export const ARBITRATED_PEER_TIMEOUT_MS = 200;
 export const DEFAULT_START_TIMEOUT_MS = 240_000;
 
 export class PairOptionError extends Error {
