@@ -26,7 +26,7 @@ import type { Clock } from "../clock.ts";
 import { linkSecondary, linkedChannels } from "../../test/support/engine-link.ts";
 import { ManualClock } from "../../test/support/manual-clock.ts";
 import { settle, waitFor } from "../../test/support/wait.ts";
-import { FailingBackend, FakeGuest, type Submitted } from "./fake-guest.ts";
+import { FailingBackend, FakeGuest, SlowFlushBackend, type Submitted } from "./fake-guest.ts";
 
 interface Pair {
   primaryGuest: FakeGuest;
@@ -605,6 +605,30 @@ describe("replication engines against a fake guest", function () {
     );
     expect(error?.message).to.match(/not consistent: .*EIO/);
     expect(pair.secondaryGuest.startedWith).to.equal(undefined);
+  });
+
+  it("a takeover runs the guest after the log's flushes, and makes the rest durable behind it", async () => {
+    const slow = new SlowFlushBackend(1 << 20);
+    const pair = await startPair({ syncMode: "synchronous", secondaryGuest: new FakeGuest([slow]) });
+    slow.holdFlushes = true;
+    expect(await pair.primaryGuest.write(32, sector(1, 3)).completion).to.equal("ok");
+    expect(await pair.primaryGuest.flush().completion).to.equal("ok");
+    await pair.primary.syncNow();
+    // The guest's flush, replayed from the log: the takeover waits for it.
+    await until(() => slow.flushes === 1, "the logged flush to reach the replica's disk");
+    expect(await pair.primaryGuest.write(40, sector(1, 4)).completion).to.equal("ok");
+    const promoted = pair.secondary.promote("operator");
+    await until(() => pair.secondary.state === "promoting", "the takeover to begin");
+    await settle();
+    expect(pair.secondaryGuest.startedWith, "a flush the guest asked for is durable before its guest runs").to.equal(undefined);
+    slow.releaseFlushes();
+    await promoted;
+    expect(pair.secondaryGuest.startedWith).to.not.equal(undefined);
+    // The takeover's own flush (of writes nobody asked to be durable yet) waits behind the guest.
+    expect(slow.flushes).to.equal(2);
+    expect(slow.pendingFlushes).to.equal(1);
+    slow.releaseFlushes();
+    pair.primary.fence("test over");
   });
 
   it("splits a batch larger than one sync may carry, and every write completes in order", async () => {

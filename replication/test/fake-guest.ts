@@ -22,6 +22,25 @@ export class FailingBackend extends MemoryBackend {
   }
 }
 
+/** A disk whose flushes, once `holdFlushes` is set, wait until the test lets them finish. */
+export class SlowFlushBackend extends MemoryBackend {
+  holdFlushes = false;
+  /** Flushes asked for while held. */
+  flushes = 0;
+  #waiting: (() => void)[] = [];
+  get pendingFlushes(): number {
+    return this.#waiting.length;
+  }
+  override flush(): Promise<void> {
+    if (!this.holdFlushes) return super.flush();
+    this.flushes++;
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+  releaseFlushes(): void {
+    for (const resolve of this.#waiting.splice(0)) resolve();
+  }
+}
+
 /** How a submitted request ended, from the guest's point of view. */
 export interface Submitted {
   /** Settles when the guest would see the request complete (OK or error). */

@@ -221,12 +221,21 @@ export class Replica {
     await Promise.all(this.#chains.values());
   }
 
-  /** Waits for the disks and makes them durable; then loads the last committed state and runs the guest. */
-  async start(): Promise<void> {
+  /**
+   * Waits for every queued disk operation (the log's writes, and its flushes: what the guest
+   * was told is durable is), then loads the last committed state and runs the guest. The rest
+   * of the replayed writes are made durable behind the running guest (`durable`): nothing was
+   * promised about them (an ack promises them queued, not on disk), and a flush measured 0-55
+   * ms of a takeover in a campaign. Resolves with how long each step took (ms).
+   */
+  async start(): Promise<{ settledMs: number; loadedMs: number; durable: Promise<void> }> {
+    const began = performance.now();
     await this.settled();
     if (this.#failure !== undefined) throw new Error(`the replica is not consistent: ${this.#failure}`);
-    await Promise.all([...this.#disks.values()].map((disk) => disk.backend.flush()));
+    const settledAt = performance.now();
+    const durable = Promise.all([...this.#disks.values()].map((disk) => disk.backend.flush())).then(() => undefined);
     this.#guest.start(this.#parts);
+    return { settledMs: settledAt - began, loadedMs: performance.now() - settledAt, durable };
   }
 
   belowBacklog(): Promise<void> {
