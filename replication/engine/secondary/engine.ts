@@ -425,7 +425,6 @@ export class SecondaryEngine {
       clock: this.#options.clock,
       attached: this.#attached,
       detach: (attachment) => this.#detach(attachment),
-      ...(this.#options.log !== undefined && { log: this.#options.log }),
     };
   }
 }

@@ -2,9 +2,9 @@
 //   1. refuse unless the replica is consistent (replicating or standby);
 //   2. end the primary's session; unless the primary asked for it (a handover, its guest is
 //      stopped), fence it first with `promoted`: it may still be running;
-//   3. wait until every acknowledged sync's disk operations ran (its flushes included), load the
+//   3. wait until every acknowledged sync is on the replica's disks, make them durable, load the
 //      last committed state and run the guest (requests in flight in that state are run again
-//      by the disks); the replayed writes are made durable behind it;
+//      by the disks);
 //   4. tell a primary that handed over that its guest runs here (or why it cannot).
 import type { Clock } from "../../clock.ts";
 import type { ControlMessage } from "../../protocol/messages.ts";
@@ -22,7 +22,6 @@ export interface TakeoverCore {
   /** The primary attached now, if any. */
   readonly attached: PrimaryAttachment | undefined;
   detach(attachment: PrimaryAttachment): void;
-  log?: (line: string) => void;
 }
 
 /** `detectedAt`: when the loss that led here was noticed (performance.now()), for the failover time. */
@@ -53,7 +52,6 @@ export async function takeOver(core: TakeoverCore, reason: string, options: { ha
     await finish({ type: "error", code: "cannot-take-over", message: (error as Error).message.slice(0, 500) });
     throw error;
   }
-  const resumedAt = performance.now();
   const resumedAtMs = core.clock.wallMs();
   metrics.epoch = epoch;
   metrics.failoverMs = performance.now() - started;
@@ -61,11 +59,7 @@ export async function takeOver(core: TakeoverCore, reason: string, options: { ha
   fsm.go(
     "active",
     `guest running on this node (epoch ${epoch}), takeover took ${ms(metrics.failoverMs)} ms ` +
-      `(until it began ${ms(fencedAt - started)}, disks settled ${ms(steps.settledMs)}, state loaded ${ms(steps.loadedMs)})`,
-  );
-  steps.durable.then(
-    () => core.log?.(`secondary: the replayed writes are durable (${ms(performance.now() - resumedAt)} ms after the guest resumed)`),
-    (error: unknown) => core.log?.(`secondary: making the replayed writes durable failed: ${(error as Error).message}`),
+      `(until it began ${ms(fencedAt - started)}, disks settled ${ms(steps.settledMs)}, flushed ${ms(steps.flushedMs)}, state loaded ${ms(steps.loadedMs)})`,
   );
   await finish({ type: "promoted", epoch, resumedAtMs });
 }
