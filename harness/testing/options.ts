@@ -90,7 +90,7 @@ export const DEFAULT_PEER_TIMEOUT_MS = 3000;
  * silent-faults`, benchmarks/results/silent-faults.md): no false failover in 60 s of a writing
  * guest on a loaded 2-core machine at 150, 200 or 250 ms (and in 180 s at 200, 250 and 400 in
  * an earlier run); a client's next byte after a frozen primary or a stalled link came 245-397 ms
- * after the fault at 200 (233-351 at 150, 327-487 at 250). In 300 s loaded, one false
+ * after the fault at 200 (217-351 at 150, 327-487 at 250). In 300 s loaded, one false
  * failover at 150 ms (a primary silent for 152 ms) and none at 200: 200 it is.
  */
 export const ARBITRATED_PEER_TIMEOUT_MS = 200;

@@ -28,9 +28,6 @@ export class SlowFlushBackend extends MemoryBackend {
   /** Flushes asked for while held. */
   flushes = 0;
   #waiting: (() => void)[] = [];
-  get pendingFlushes(): number {
-    return this.#waiting.length;
-  }
   override flush(): Promise<void> {
     if (!this.holdFlushes) return super.flush();
     this.flushes++;
