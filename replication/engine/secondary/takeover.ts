@@ -43,7 +43,7 @@ export async function takeOver(core: TakeoverCore, reason: string, options: { ha
     if (options.handover && attachment.channel.isOpen) await attachment.channel.send(message).catch(() => undefined);
     await attachment.channel.close(message.type === "promoted" ? "secondary promoted" : "secondary cannot take over").catch(() => undefined);
   };
-  const fencedAt = performance.now();
+  const replicaStartAt = performance.now(); // the old primary fenced (or handed over), its session ended
   let steps: Awaited<ReturnType<Replica["start"]>>;
   try {
     steps = await replica.start();
@@ -59,7 +59,7 @@ export async function takeOver(core: TakeoverCore, reason: string, options: { ha
   fsm.go(
     "active",
     `guest running on this node (epoch ${epoch}), takeover took ${ms(metrics.failoverMs)} ms ` +
-      `(until it began ${ms(fencedAt - started)}, disks settled ${ms(steps.settledMs)}, flushed ${ms(steps.flushedMs)}, state loaded ${ms(steps.loadedMs)})`,
+      `(until it began ${ms(replicaStartAt - started)}, disks settled ${ms(steps.settledMs)}, flushed ${ms(steps.flushedMs)}, state loaded ${ms(steps.loadedMs)})`,
   );
   await finish({ type: "promoted", epoch, resumedAtMs });
 }
