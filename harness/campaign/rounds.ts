@@ -314,7 +314,13 @@ async function afterArbitratedCut(
     if (oldPrimary.process.states.includes("fenced") && secondary.process.states.includes("active")) {
       winner = secondary;
       result.arbitration = "the secondary took over, the old primary is fenced";
-    } else if (secondary.process.states.includes("standby") && oldPrimary.process.states.includes("unprotected")) {
+    } else if (
+      secondary.process.states.includes("standby") &&
+      oldPrimary.process.states.includes("unprotected") &&
+      // A standing-by secondary asks again while the primary's hold lasts: only its lease settles it.
+      pair.witness?.holder === oldPrimary.name &&
+      pair.witness.leased
+    ) {
       winner = oldPrimary;
       result.arbitration = "the primary kept its lease, the secondary stands by";
     } else if (performance.now() > deadline) {

@@ -8,7 +8,7 @@ import { NetworkLinkError } from "../../replication/network/link-errors.ts";
 import { linkHandshake } from "../../replication/network/link-handshake.ts";
 import { BATCH_RECORD_BYTES, MAX_LINK_MESSAGE_BYTES } from "../../replication/network/link-limits.ts";
 import type { IngressFrame, LinkControl } from "../../replication/network/link-messages.ts";
-import type { WitnessCore } from "../../replication/arbiter/witness.ts";
+import { askWitness, type WitnessCore } from "../../replication/arbiter/witness.ts";
 import { LinkSession, type LinkInbound } from "../../replication/network/link-session.ts";
 import { listenReplication } from "../../replication/node/ws-transport.ts";
 import type { Transport } from "../../replication/transport/transport.ts";
@@ -32,7 +32,7 @@ export type LinkServerEvent =
   /** A node's link ended over a protocol error. */
   | { type: "link-error"; peer: string; reason: string }
   /** The witness answered a node. */
-  | { type: "witness"; node: string; op: "claim" | "renew"; epoch: number; granted: boolean };
+  | { type: "witness"; node: string; op: "claim" | "renew" | "hold"; epoch: number; granted: boolean };
 
 export interface LinkServerCounters {
   open: number;
@@ -143,7 +143,7 @@ export async function startLinkServer(core: GatewayCore | undefined, options: Li
     const witness = options.witness;
     if (witness === undefined) throw new NetworkLinkError("order", "no arbiter's witness is served here");
     // The node's name is the one it proved the secret under in the handshake.
-    const answer = ask.op === "claim" ? witness.claimNow(session.peerNodeId, ask.epoch) : witness.renewNow(session.peerNodeId, ask.epoch);
+    const answer = askWitness(witness, session.peerNodeId, ask);
     session.sendControl({
       type: "witness-answer",
       id: ask.id,
@@ -152,8 +152,10 @@ export async function startLinkServer(core: GatewayCore | undefined, options: Li
       leaseMs: answer.granted ? answer.leaseMs : 0,
       holder: answer.granted ? session.peerNodeId : (answer.holder ?? ""),
       reason: answer.granted ? "" : answer.reason.slice(0, 200),
+      retryInMs: answer.granted ? 0 : (answer.retryInMs ?? 0),
     });
-    emit({ type: "witness", node: session.peerNodeId, op: ask.op, epoch: ask.epoch, granted: answer.granted });
+    // A protected primary holds a few times per peer timeout: only a refused hold is news.
+    if (ask.op !== "hold" || !answer.granted) emit({ type: "witness", node: session.peerNodeId, op: ask.op, epoch: ask.epoch, granted: answer.granted });
   }
 
   let closing: Promise<void> | undefined;

@@ -42,6 +42,18 @@ describe("the witness over the network link", function () {
     expect(server.core.holder).to.equal("secondary");
   });
 
+  it("a protected primary's hold crosses the link: the secondary's claim is refused with the time to ask again, and granted then", async () => {
+    const primary = node("primary");
+    const secondary = node("secondary");
+    expect(await primary.hold("primary", 1, 150)).to.deep.include({ granted: true, epoch: 1, leaseMs: 150 });
+    const refused = await secondary.claim("secondary", 2);
+    expect(refused).to.deep.include({ granted: false, epoch: 1, holder: "primary" });
+    expect(refused).to.have.property("retryInMs").that.is.within(1, 150);
+    await new Promise((resolve) => setTimeout(resolve, (refused as { retryInMs: number }).retryInMs + 5));
+    expect(await secondary.claim("secondary", 2)).to.deep.include({ granted: true, epoch: 2 });
+    expect(await primary.hold("primary", 1, 150)).to.deep.include({ granted: false, epoch: 2 });
+  });
+
   it("a node with the wrong secret gets no answer (the question fails; it must not run the guest)", async () => {
     const impostor = node("secondary", new TextEncoder().encode("not-the-pair-secret-0123456789"));
     const error = await impostor.claim("secondary", 2).then(

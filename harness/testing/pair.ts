@@ -25,7 +25,7 @@ import { readGuestFile, type GuestShell } from "./guest-files.ts";
 import { ARBITRATED_PEER_TIMEOUT_MS, checkPairOptions, DEFAULT_PEER_TIMEOUT_MS, DEFAULT_START_TIMEOUT_MS, forwardSpecs, type PairOptions } from "./options.ts";
 import { startGateway, type Gateway, type GatewayStatus } from "../network/gateway.ts";
 import { loadSecret } from "../../replication/node/secret.ts";
-import { WitnessCore } from "../../replication/arbiter/witness.ts";
+import { askWitness, WitnessCore } from "../../replication/arbiter/witness.ts";
 import type { WitnessQuestion, WitnessReply } from "../witness/ipc-witness.ts";
 import { captureDir, freshImages, prepareDisks, prepareOverlay, privateDir, writeSecret, type PreparedDisks } from "./pair-files.ts";
 import { PairNode, type NodeRole } from "./pair-node.ts";
@@ -49,7 +49,7 @@ export type PairEvent =
   | { type: "sync"; node: string; report: SyncReport }
   | { type: "console"; node: string; text: string }
   /** The arbiter's witness answered a node: a takeover's claim, or a lease renewal it refused. */
-  | { type: "witness"; node: string; op: "claim" | "renew"; epoch: number; granted: boolean; reason?: string };
+  | { type: "witness"; node: string; op: "claim" | "renew" | "hold"; epoch: number; granted: boolean; reason?: string };
 
 export interface PairStatus {
   /** The primary's guest is acknowledged by a replicating secondary. */
@@ -98,6 +98,11 @@ export class Pair implements GuestShell {
   readonly #untrack: () => void;
   /** Nodes freezePrimary() SIGSTOPped and thaw() has not resumed. */
   readonly #frozen = new Set<PairNode>();
+
+  /** The arbiter's witness (an arbitrated pair only): who holds the guest at which epoch, on a lease or not. */
+  get witness(): { readonly epoch: number; readonly holder: string | undefined; readonly leased: boolean } | undefined {
+    return this.#witness;
+  }
 
   private constructor(dir: string, options: PairOptions) {
     this.dir = dir;
@@ -503,7 +508,7 @@ export class Pair implements GuestShell {
   #answerWitness(node: PairNode, question: WitnessQuestion): void {
     const witness = this.#witness;
     if (witness === undefined) return; // not an arbitrated pair: the node times out and says so
-    const answer = question.op === "claim" ? witness.claimNow(question.node, question.epoch) : witness.renewNow(question.node, question.epoch);
+    const answer = askWitness(witness, question.node, question);
     if (question.op === "claim" || !answer.granted)
       this.#emit({
         type: "witness",

@@ -8,9 +8,11 @@ import type { Witness, WitnessAnswer } from "../../replication/arbiter/witness.t
 export interface WitnessQuestion {
   type: "witness-ask";
   id: number;
-  op: "claim" | "renew";
+  op: "claim" | "renew" | "hold";
   node: string;
   epoch: number;
+  /** A hold's length (0 otherwise). */
+  holdMs: number;
 }
 
 /** Parent -> node. */
@@ -38,6 +40,10 @@ export class IpcWitness implements Witness {
     return this.#ask("renew", node, epoch);
   }
 
+  hold(node: string, epoch: number, holdMs: number): Promise<WitnessAnswer> {
+    return this.#ask("hold", node, epoch, holdMs);
+  }
+
   /** An answer from the parent (the node's IPC handler passes witness replies here). */
   answered(reply: WitnessReply): void {
     const waiter = this.#waiting.get(reply.id);
@@ -47,7 +53,7 @@ export class IpcWitness implements Witness {
     waiter.resolve(reply.answer);
   }
 
-  #ask(op: "claim" | "renew", node: string, epoch: number): Promise<WitnessAnswer> {
+  #ask(op: WitnessQuestion["op"], node: string, epoch: number, holdMs = 0): Promise<WitnessAnswer> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -55,7 +61,7 @@ export class IpcWitness implements Witness {
         reject(new Error(`the pair's parent process did not answer within ${IPC_WITNESS_TIMEOUT_MS} ms`));
       }, IPC_WITNESS_TIMEOUT_MS);
       this.#waiting.set(id, { resolve, reject, timer });
-      if (!this.send({ type: "witness-ask", id, op, node, epoch })) {
+      if (!this.send({ type: "witness-ask", id, op, node, epoch, holdMs })) {
         clearTimeout(timer);
         this.#waiting.delete(id);
         reject(new Error("the IPC channel to the pair's parent process is closed"));

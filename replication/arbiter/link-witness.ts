@@ -36,12 +36,16 @@ export class LinkWitness implements Witness {
     return this.#ask("renew", node, epoch);
   }
 
+  hold(node: string, epoch: number, holdMs: number): Promise<WitnessAnswer> {
+    return this.#ask("hold", node, epoch, holdMs);
+  }
+
   close(): void {
     void this.#session?.then((session) => session.close("the node is done with the witness")).catch(() => undefined);
     this.#session = undefined;
   }
 
-  async #ask(op: "claim" | "renew", node: string, epoch: number): Promise<WitnessAnswer> {
+  async #ask(op: "claim" | "renew" | "hold", node: string, epoch: number, holdMs = 0): Promise<WitnessAnswer> {
     if (node !== this.#options.nodeId) throw new Error(`this link asks the witness as ${this.#options.nodeId}, not ${node}`);
     const timeoutMs = this.#options.timeoutMs ?? 1000;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -52,7 +56,7 @@ export class LinkWitness implements Witness {
           (session) =>
             new Promise<WitnessAnswer>((resolve) => {
               this.#waiting.set(id, resolve);
-              session.sendControl({ type: "witness-ask", id, op, epoch });
+              session.sendControl({ type: "witness-ask", id, op, epoch, holdMs });
             }),
         ),
         new Promise<never>(
@@ -75,7 +79,13 @@ export class LinkWitness implements Witness {
         const message = inbound.message;
         const answer: WitnessAnswer = message.granted
           ? { granted: true, epoch: message.epoch, leaseMs: message.leaseMs }
-          : { granted: false, epoch: message.epoch, holder: message.holder === "" ? undefined : message.holder, reason: message.reason };
+          : {
+              granted: false,
+              epoch: message.epoch,
+              holder: message.holder === "" ? undefined : message.holder,
+              reason: message.reason,
+              ...(message.retryInMs > 0 && { retryInMs: message.retryInMs }),
+            };
         this.#waiting.get(message.id)?.(answer);
       });
       session.onClose(() => {

@@ -12,6 +12,15 @@ export function heartbeatFor(peerTimeoutMs: number): number {
   return Math.min(250, Math.max(20, Math.floor(peerTimeoutMs / 6)));
 }
 
+/**
+ * How long a protected primary's word to the witness that it is alive keeps takeovers off: it
+ * asks three times per hold, and a hold asked just before it froze has run out by the time its
+ * secondary notices the silence (a peer timeout later, give or take a quarter for delays).
+ */
+export function holdFor(peerTimeoutMs: number): number {
+  return Math.floor((peerTimeoutMs * 3) / 4);
+}
+
 export interface LivenessOptions {
   timeoutMs: number;
   /** True while we stopped reading from the peer ourselves (backpressure): its silence is ours. */

@@ -43,10 +43,10 @@ export type LinkControl =
   | { type: "superseded"; epoch: number }
   /** node: everything up to `lastIngressId` is in the secondary's copy. */
   | { type: "committed"; lastIngressId: number }
-  /** node: a question to the arbiter's witness (a gateway or `twinvm witness` that hosts one); no attach needed. */
-  | { type: "witness-ask"; id: number; op: "claim" | "renew"; epoch: number }
-  /** witness: the answer; `leaseMs` is 0 and `reason` says why when not granted; `holder` "" when none. */
-  | { type: "witness-answer"; id: number; granted: boolean; epoch: number; leaseMs: number; holder: string; reason: string }
+  /** node: a question to the arbiter's witness (a gateway or `twinvm witness` that hosts one); no attach needed. `holdMs`: a hold's length (0 otherwise). */
+  | { type: "witness-ask"; id: number; op: "claim" | "renew" | "hold"; epoch: number; holdMs: number }
+  /** witness: the answer; `leaseMs` is 0 and `reason` says why when not granted; `holder` "" when none; `retryInMs` 0 unless a hold delays the refused claim. */
+  | { type: "witness-answer"; id: number; granted: boolean; epoch: number; leaseMs: number; holder: string; reason: string; retryInMs: number }
   | { type: "ping" }
   | { type: "error"; code: string; message: string }
   | { type: "goodbye"; reason: string };
@@ -97,7 +97,7 @@ const CONTROL_SCHEMAS: Record<LinkControl["type"], SchemaObject> = {
   "stale-epoch": closedObject({ type: constant("stale-epoch"), epoch, message: text(MAX_LINK_TEXT) }),
   superseded: closedObject({ type: constant("superseded"), epoch }),
   committed: closedObject({ type: constant("committed"), lastIngressId: id }),
-  "witness-ask": closedObject({ type: constant("witness-ask"), id: uint(2 ** 32 - 1), op: { enum: ["claim", "renew"] }, epoch }),
+  "witness-ask": closedObject({ type: constant("witness-ask"), id: uint(2 ** 32 - 1), op: { enum: ["claim", "renew", "hold"] }, epoch, holdMs: uint(60_000) }),
   "witness-answer": closedObject({
     type: constant("witness-answer"),
     id: uint(2 ** 32 - 1),
@@ -106,6 +106,7 @@ const CONTROL_SCHEMAS: Record<LinkControl["type"], SchemaObject> = {
     leaseMs: uint(3_600_000),
     holder: text(64),
     reason: text(MAX_LINK_TEXT),
+    retryInMs: uint(60_000),
   }),
   ping: closedObject({ type: constant("ping") }),
   error: closedObject({ type: constant("error"), code, message: text(MAX_LINK_TEXT) }),

@@ -1,7 +1,7 @@
 // The arbiter: the witness's rules on their own, and the engines under one when the link
 // between them is cut while both live (fake guests, the in-memory link): exactly one node runs
-// the guest afterwards, whichever asks the witness first; a node that cannot reach the witness
-// holds its guest's I/O instead of guessing.
+// the guest afterwards, the primary when it is alive and says so, whichever notices the cut
+// first; a node that cannot reach the witness holds its guest's I/O instead of guessing.
 import { expect } from "chai";
 import { WitnessCore, type Witness, type WitnessAnswer } from "../arbiter/witness.ts";
 import { PrimaryEngine } from "../engine/primary/engine.ts";
@@ -37,18 +37,64 @@ describe("the witness's rules", () => {
   });
 });
 
-/** A witness whose answers the test can delay or cut off. */
+describe("the witness's holds", () => {
+  it("refuses a takeover while the protected holder's hold lasts, saying when to ask again, and grants it after", async () => {
+    const clock = new ManualClock();
+    const witness = new WitnessCore({ leaseMs: 500, clock });
+    expect(witness.holdNow("primary", 1, 150)).to.deep.include({ granted: true, epoch: 1, leaseMs: 150 });
+    await clock.advance(40);
+    const refused = witness.claimNow("secondary", 2);
+    expect(refused).to.deep.include({ granted: false, epoch: 1, holder: "primary", retryInMs: 110 });
+    expect(refused)
+      .to.have.property("reason")
+      .that.matches(/primary said 40 ms ago that it is alive and protected/);
+    await clock.advance(110);
+    expect(witness.claimNow("secondary", 2)).to.deep.include({ granted: true, epoch: 2 });
+    expect(witness.leased).to.equal(true);
+    // The old primary, still holding, learns it was superseded.
+    expect(witness.holdNow("primary", 1, 150)).to.deep.include({ granted: false, epoch: 2, holder: "secondary" });
+  });
+
+  it("a holder that took its lease (it lost its secondary and runs on) refuses the takeover for good", async () => {
+    const clock = new ManualClock();
+    const witness = new WitnessCore({ leaseMs: 500, clock });
+    witness.holdNow("primary", 1, 150);
+    expect(witness.leased).to.equal(false);
+    expect(witness.renewNow("primary", 1).granted).to.equal(true);
+    const refused = witness.claimNow("secondary", 2);
+    expect(refused.granted).to.equal(false);
+    expect(refused).not.to.have.property("retryInMs");
+    // Protected again: the lease is handed back, a takeover waits only for the hold.
+    witness.holdNow("primary", 1, 150);
+    expect(witness.leased).to.equal(false);
+    expect(witness.claimNow("secondary", 2)).to.have.property("retryInMs", 150);
+  });
+
+  it("a hold never outlasts a lease", () => {
+    const witness = new WitnessCore({ leaseMs: 500, clock: new ManualClock() });
+    expect(witness.holdNow("primary", 1, 60_000)).to.deep.include({ granted: true, leaseMs: 500 });
+    expect(witness.claimNow("secondary", 2)).to.have.property("retryInMs", 500);
+  });
+});
+
+/** A witness whose answers the test can delay or cut off, for everyone or for one node. */
 class ControlledWitness implements Witness {
   reachable = true;
+  readonly unreachableFrom = new Set<string>();
   readonly asked: string[] = [];
   constructor(readonly core: WitnessCore) {}
   claim(node: string, epoch: number): Promise<WitnessAnswer> {
-    this.asked.push(`claim ${node} ${epoch}`);
-    return this.reachable ? this.core.claim(node, epoch) : Promise.reject(new Error("no route to the witness"));
+    return this.#ask(node, `claim ${node} ${epoch}`, () => this.core.claim(node, epoch));
   }
   renew(node: string, epoch: number): Promise<WitnessAnswer> {
-    this.asked.push(`renew ${node} ${epoch}`);
-    return this.reachable ? this.core.renew(node, epoch) : Promise.reject(new Error("no route to the witness"));
+    return this.#ask(node, `renew ${node} ${epoch}`, () => this.core.renew(node, epoch));
+  }
+  hold(node: string, epoch: number, holdMs: number): Promise<WitnessAnswer> {
+    return this.#ask(node, `hold ${node} ${epoch}`, () => this.core.hold(node, epoch, holdMs));
+  }
+  #ask(node: string, question: string, answer: () => Promise<WitnessAnswer>): Promise<WitnessAnswer> {
+    this.asked.push(question);
+    return this.reachable && !this.unreachableFrom.has(node) ? answer() : Promise.reject(new Error("no route to the witness"));
   }
 }
 
@@ -59,10 +105,15 @@ interface ArbitratedPair {
   link: MemoryPair;
 }
 
-async function arbitratedPair(witness: Witness, peerTimeoutMs = { primary: 300, secondary: 300 }): Promise<ArbitratedPair> {
+async function arbitratedPair(
+  witness: Witness,
+  peerTimeoutMs = { primary: 300, secondary: 300 },
+  onSecondaryLoss: "continue" | "stall" = "continue",
+): Promise<ArbitratedPair> {
   const primaryGuest = new FakeGuest();
   const primary = new PrimaryEngine(primaryGuest, {
     mode: "logging-replay",
+    onSecondaryLoss,
     witness,
     nodeName: "primary",
     peerTimeoutMs: peerTimeoutMs.primary,
@@ -96,17 +147,49 @@ describe("the engines under an arbiter", function () {
     await pair.primary.close();
   });
 
-  it("a link cut, the secondary asking first: it takes over; the primary learns it lost and fences itself, its write never completing", async () => {
+  it("a link cut, the secondary noticing first: the primary's hold keeps the guest where it runs, the secondary stands by", async () => {
     const witness = new ControlledWitness(new WitnessCore({ leaseMs: 2000 }));
-    const pair = await arbitratedPair(witness, { primary: 1500, secondary: 300 });
-    // Nothing crosses any more, and neither end hears a close: the secondary's shorter timeout notices first.
+    const pair = await arbitratedPair(witness, { primary: 1000, secondary: 300 });
+    expect(witness.asked).to.include("hold primary 1");
     pair.link.silence();
+    await waitFor(() => pair.primary.state === "unprotected", "the primary to notice", 5000);
+    expect(await pair.primaryGuest.write(8, sector(1)).completion).to.equal("ok");
+    await waitFor(() => witness.core.leased, "the primary's lease");
+    // Refused while the hold lasted, the secondary asked again until the primary's lease made it final.
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    expect(pair.secondary.state).to.equal("standby");
+    expect(witness.core).to.include({ epoch: 1, holder: "primary" });
+    expect(witness.asked.filter((question) => question === "claim secondary 2").length).to.be.at.least(2);
+    await pair.primary.close();
+    await pair.secondary.close();
+  });
+
+  it("a primary cut off from both (its holds stop): the secondary takes over once the hold ran out; the primary learns it lost and fences itself, its write never completing", async () => {
+    const witness = new ControlledWitness(new WitnessCore({ leaseMs: 2000 }));
+    const pair = await arbitratedPair(witness, { primary: 1000, secondary: 300 });
+    // Nothing crosses any more, and neither end hears a close.
+    witness.unreachableFrom.add("primary");
+    pair.link.silence();
+    const cutAt = performance.now();
     await waitFor(() => pair.secondary.state === "active", "the secondary to take over", 5000);
+    expect(performance.now() - cutAt, "the secondary waits out the primary's last hold (750 ms) at most").to.be.below(1500);
     expect(witness.core).to.include({ epoch: 2, holder: "secondary" });
+    witness.unreachableFrom.delete("primary");
     await waitFor(() => pair.primary.state === "fenced", "the primary to fence itself", 5000);
     const write = pair.primaryGuest.write(16, sector(2));
     await settle();
     expect(write.completed(), "a fenced primary's guest waits for ever").to.equal(false);
+    await pair.secondary.close();
+  });
+
+  it("under `stall` the primary does not hold: a link cut goes to the secondary", async () => {
+    const witness = new ControlledWitness(new WitnessCore({ leaseMs: 2000 }));
+    const pair = await arbitratedPair(witness, { primary: 1000, secondary: 300 }, "stall");
+    expect(witness.asked.filter((question) => question.startsWith("hold"))).to.deep.equal([]);
+    pair.link.silence();
+    await waitFor(() => pair.secondary.state === "active", "the secondary to take over", 5000);
+    await waitFor(() => pair.primary.state === "fenced", "the primary to fence itself", 5000);
+    await pair.secondary.close();
   });
 
   it("an unprotected primary that cannot reach the witness holds its guest's writes and output until it can", async () => {

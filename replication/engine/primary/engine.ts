@@ -26,7 +26,7 @@ import { primaryGuestOf } from "../machine-guest.ts";
 import { ReplicationMetrics } from "../metrics.ts";
 import type { SyncEvent } from "../sync-event.ts";
 import { StateMachine } from "../transitions.ts";
-import { heartbeatFor, SETUP_PEER_TIMEOUT_MS } from "../liveness.ts";
+import { heartbeatFor, holdFor, SETUP_PEER_TIMEOUT_MS } from "../liveness.ts";
 import { captureSync } from "./capture.ts";
 import { CaptureScheduler, type CaptureWant } from "./capture-scheduler.ts";
 import { CheckSupport } from "./check-support.ts";
@@ -575,6 +575,16 @@ export class PrimaryEngine {
     this.#ingressCommitted(this.#guest.ingressWatermark());
   }
 
+  /**
+   * A secondary protects the guest (again): no lease is needed. Under `continue` this node holds
+   * at the witness, so a link cut leaves the guest running here; under `stall` its guest would
+   * only wait here, so the secondary may take over at once.
+   */
+  #protectedAgain(): void {
+    if (this.#options.onSecondaryLoss === "continue") this.#lease?.hold(this.epoch, holdFor(this.#options.peerTimeoutMs));
+    else this.#lease?.stop();
+  }
+
   #leaseChanged(valid: boolean): void {
     this.#options.log?.(
       `primary: ${valid ? "the witness confirms this node holds the guest" : "the witness lease ran out: the guest's writes and output wait"}`,
@@ -607,7 +617,7 @@ export class PrimaryEngine {
       syncNow: () => this.#syncNow(),
       fence: (reason) => this.fence(reason),
       ingressCommitted: (id) => this.#ingressCommitted(id),
-      protectedAgain: () => this.#lease?.stop(),
+      protectedAgain: () => this.#protectedAgain(),
       copying: (running) => {
         this.#copying = running;
       },

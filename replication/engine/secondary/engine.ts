@@ -46,6 +46,12 @@ export interface SecondaryOptions {
 }
 
 const DEFAULT_PEER_TIMEOUT_MS = 2000;
+/** How soon a claim the witness did not answer is asked again. */
+const CLAIM_RETRY_MS = 200;
+
+/** The witness's answer to a takeover's claim, or why it could not be asked. */
+type ClaimAnswer = WitnessAnswer | { granted: false; unreachable: string };
+type ClaimRefusal = Exclude<ClaimAnswer, { granted: true }>;
 
 export class SecondaryEngine {
   readonly metrics = new ReplicationMetrics("secondary");
@@ -345,46 +351,58 @@ export class SecondaryEngine {
   }
 
   /**
-   * Under an arbiter: take over only if the witness grants the next epoch. Refused (the primary
-   * holds a valid lease: it is alive and keeps the guest), this node holds its replica and waits
-   * for the primary to come back; the witness unreachable, it keeps asking while no primary attaches.
+   * Under an arbiter: take over only if the witness grants the next epoch. Refused while the
+   * primary's hold lasts (it said it is alive and protected), this node holds its replica
+   * (standby) and asks again when the hold ends: by then a primary that is alive has taken its
+   * lease and the answer is final, a frozen one has not. Refused for good (the primary holds its
+   * lease: it is alive and keeps the guest), it waits for the primary to come back; the witness
+   * unreachable, it keeps asking while no primary attaches.
    */
   async #claimThenTakeOver(attachment: PrimaryAttachment, reason: string): Promise<void> {
     const epoch = attachment.channel.epoch + 1;
-    let answer: WitnessAnswer | Error;
-    try {
-      answer = await this.#options.witness!.claim(this.#options.nodeName, epoch);
-    } catch (error) {
-      answer = error as Error;
-    }
-    if (answer instanceof Error || !answer.granted) {
-      // Refused: the primary holds its lease, runs on and lets out what it holds. Unreachable: it may be dead; keep it.
-      if (!(answer instanceof Error)) this.#carried.reset();
-      const why = answer instanceof Error ? `the witness cannot be reached (${answer.message})` : `the witness refused: ${answer.reason}`;
-      this.#letGo(attachment, `${reason}; NOT taking over: ${why}`);
-      if (answer instanceof Error) this.#retryClaim(reason);
-      return;
-    }
-    await takeOver(this.#takeoverCore(), `primary lost: ${reason} (the witness granted epoch ${epoch})`, {
-      handover: false,
-      detectedAt: this.#lossDetectedAt,
-    }).catch((error: unknown) => this.#options.log?.(`secondary: takeover failed: ${(error as Error).message}`));
+    const answer = await this.#askClaim(epoch);
+    if (answer.granted) return this.#takeOverGranted(reason, epoch);
+    this.#letGo(attachment, `${reason}; NOT taking over: ${this.#refusal(answer)}`);
+    this.#afterRefusal(answer, reason, epoch);
   }
 
-  #retryClaim(reason: string): void {
+  async #askClaim(epoch: number): Promise<ClaimAnswer> {
+    try {
+      return await this.#options.witness!.claim(this.#options.nodeName, epoch);
+    } catch (error) {
+      return { granted: false, unreachable: (error as Error).message };
+    }
+  }
+
+  #refusal(answer: ClaimRefusal): string {
+    return "unreachable" in answer ? `the witness cannot be reached (${answer.unreachable})` : `the witness refused: ${answer.reason}`;
+  }
+
+  #afterRefusal(answer: ClaimRefusal, reason: string, epoch: number): void {
+    if ("unreachable" in answer) return this.#retryClaim(reason, epoch, CLAIM_RETRY_MS);
+    if (answer.retryInMs !== undefined) return this.#retryClaim(reason, epoch, answer.retryInMs + 1);
+    // Refused for good: the primary runs on and lets out what it holds.
+    this.#carried.reset();
+  }
+
+  #retryClaim(reason: string, epoch: number, afterMs: number): void {
     this.#claimRetry?.cancel();
     this.#claimRetry = this.#options.clock.setTimeout(() => {
       if (!this.#fsm.is("standby") || this.#attached !== undefined) return;
-      void this.#claim().then((refusal) => {
-        if (refusal === undefined) {
-          void takeOver(this.#takeoverCore(), `primary lost: ${reason} (the witness granted the guest)`, {
-            handover: false,
-            detectedAt: this.#lossDetectedAt,
-          }).catch((error: unknown) => this.#options.log?.(`secondary: takeover failed: ${(error as Error).message}`));
-        } else if (/cannot be reached/.test(refusal)) this.#retryClaim(reason);
-        else this.#options.log?.(`secondary: ${refusal}; holding the replica`);
+      void this.#askClaim(epoch).then((answer) => {
+        if (!this.#fsm.is("standby") || this.#attached !== undefined) return;
+        if (answer.granted) return this.#takeOverGranted(reason, epoch);
+        this.#options.log?.(`secondary: ${this.#refusal(answer)}; holding the replica`);
+        this.#afterRefusal(answer, reason, epoch);
       });
-    }, 200);
+    }, afterMs);
+  }
+
+  #takeOverGranted(reason: string, epoch: number): Promise<void> {
+    return takeOver(this.#takeoverCore(), `primary lost: ${reason} (the witness granted epoch ${epoch})`, {
+      handover: false,
+      detectedAt: this.#lossDetectedAt,
+    }).catch((error: unknown) => this.#options.log?.(`secondary: takeover failed: ${(error as Error).message}`));
   }
 
   /** Ends the session without taking over: a consistent replica waits (standby), a partial copy is dropped. */
