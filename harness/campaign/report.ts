@@ -31,12 +31,12 @@ export interface CampaignSummary {
   logLinesVerified: number;
   failoverMs: Spread | null;
   faultToAnswerMs: Spread | null;
-  /** Silent faults (a link cut that drops packets without closing) with an arbiter: what the short peer timeout buys. */
+  /** Silent faults (a link cut that drops packets without closing, a frozen primary) with an arbiter: what the short peer timeout buys. */
   silentFaultToAnswerMs: Spread | null;
   /**
    * From the fault to the guest's echo service answering again, in rounds under `continue`
    * (under `stall` the guest's output waits for a new secondary on purpose); and the same
-   * for the silent cuts with an arbiter. Rounds recorded before this was measured have none.
+   * for the silent faults with an arbiter. Rounds recorded before this was measured have none.
    */
   faultToServiceMs: Spread | null;
   silentFaultToServiceMs: Spread | null;
@@ -56,7 +56,9 @@ export function spread(values: number[]): Spread | null {
   return { min: sorted[0]!, median, p99, max: sorted.at(-1)!, count: sorted.length };
 }
 
-const isArbitratedSilentCut = (r: RoundResult) => r.plan.arbiter && r.plan.fault === "link-cut" && r.plan.cutKind === "silent";
+/** A failure no socket reports, with an arbiter: a silent link cut, or a frozen primary. */
+const isArbitratedSilentFault = (r: RoundResult) =>
+  r.plan.arbiter && ((r.plan.fault === "link-cut" && r.plan.cutKind === "silent") || r.plan.fault === "primary-freeze");
 
 export function summarize(results: RoundResult[]): CampaignSummary {
   const takeovers = results.filter((r) => TAKEOVER_FAULTS.includes(r.plan.fault) && r.guestKeptBy !== "primary");
@@ -80,10 +82,12 @@ export function summarize(results: RoundResult[]): CampaignSummary {
     logLinesVerified: results.reduce((sum, r) => sum + r.verdicts.reduce((s, v) => s + v.logLines, 0), 0),
     failoverMs: spread(results.flatMap((r) => (r.failoverMs === null ? [] : [r.failoverMs]))),
     faultToAnswerMs: spread(results.flatMap((r) => (r.faultToAnswerMs === null ? [] : [r.faultToAnswerMs]))),
-    silentFaultToAnswerMs: spread(results.flatMap((r) => (isArbitratedSilentCut(r) && r.faultToAnswerMs !== null ? [r.faultToAnswerMs] : []))),
+    silentFaultToAnswerMs: spread(results.flatMap((r) => (isArbitratedSilentFault(r) && r.faultToAnswerMs !== null ? [r.faultToAnswerMs] : []))),
     faultToServiceMs: spread(results.flatMap((r) => (r.plan.policy === "continue" && typeof r.faultToServiceMs === "number" ? [r.faultToServiceMs] : []))),
     silentFaultToServiceMs: spread(
-      results.flatMap((r) => (isArbitratedSilentCut(r) && r.plan.policy === "continue" && typeof r.faultToServiceMs === "number" ? [r.faultToServiceMs] : [])),
+      results.flatMap((r) =>
+        isArbitratedSilentFault(r) && r.plan.policy === "continue" && typeof r.faultToServiceMs === "number" ? [r.faultToServiceMs] : [],
+      ),
     ),
     networkStreams: {
       complete: results.filter((r) => r.network?.outcome === "complete" && networkNotJudged(r) === undefined).length,
@@ -196,9 +200,9 @@ export function summaryText(s: CampaignSummary): string {
     `log lines verified ${s.logLinesVerified}, split brains after a link cut: ${s.splitBrains} without an arbiter (documented limitation, not a failure), ${s.splitBrainsWithArbiter} of ${s.arbitratedCuts} cuts with one (the primary kept the guest after ${s.cutsKeptByPrimary} of them)`,
     `failover time (secondary's failoverMs): ${spreadText(s.failoverMs)}`,
     `fault to console answer (wall):        ${spreadText(s.faultToAnswerMs)}`,
-    `silent link cut to answer, arbiter:    ${spreadText(s.silentFaultToAnswerMs)}`,
+    `silent fault to answer, arbiter:       ${spreadText(s.silentFaultToAnswerMs)}`,
     `fault to service answer (continue):    ${spreadText(s.faultToServiceMs)}`,
-    `silent link cut to service, arbiter:   ${spreadText(s.silentFaultToServiceMs)}`,
+    `silent fault to service, arbiter:      ${spreadText(s.silentFaultToServiceMs)}`,
     `network: ${s.networkStreams.complete} of ${s.networkStreams.checked} TCP streams intact (every byte back in order, same connection)${s.networkStreams.brokenNotJudged > 0 ? `, ${s.networkStreams.brokenNotJudged} more broken where not judged (a split brain without an arbiter, or a stall)` : ""}; longest stall per round: ${spreadText(s.networkStallMs)}`,
     ...(checks.length > 0 ? ["checks that wait for engine features:", ...checks] : []),
   ].join("\n");

@@ -7,13 +7,16 @@ import type { EchoStreamOutcome } from "../network/echo-stream.ts";
  * primary-kill: SIGKILL the primary. second-failover: the same, then (once a fresh
  * secondary protects the survivor) SIGKILL the survivor too. secondary-kill: SIGKILL
  * the secondary. link-cut: break the link through the fault proxy. link-cut-mid-sync:
- * break it between two frames of a sync burst while the guest writes.
+ * break it between two frames of a sync burst while the guest writes. primary-freeze:
+ * SIGSTOP the primary (a host that hangs, its sockets open: a silent failure), then, after
+ * the takeover, SIGCONT it; always with an arbiter, the only thing that can tell a host that
+ * comes back that it was replaced.
  */
-export type FaultKind = "primary-kill" | "second-failover" | "secondary-kill" | "link-cut" | "link-cut-mid-sync";
-export const FAULT_KINDS: readonly FaultKind[] = ["primary-kill", "second-failover", "secondary-kill", "link-cut", "link-cut-mid-sync"];
+export type FaultKind = "primary-kill" | "second-failover" | "secondary-kill" | "link-cut" | "link-cut-mid-sync" | "primary-freeze";
+export const FAULT_KINDS: readonly FaultKind[] = ["primary-kill", "second-failover", "secondary-kill", "link-cut", "link-cut-mid-sync", "primary-freeze"];
 
 /** Faults after which a secondary takes over. */
-export const TAKEOVER_FAULTS: readonly FaultKind[] = ["primary-kill", "second-failover", "link-cut", "link-cut-mid-sync"];
+export const TAKEOVER_FAULTS: readonly FaultKind[] = ["primary-kill", "second-failover", "link-cut", "link-cut-mid-sync", "primary-freeze"];
 
 /**
  * Engine behaviour checked beyond takeover and lost writes (re-protection, the stall

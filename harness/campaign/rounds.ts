@@ -249,6 +249,16 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     else await afterCut(pair, oldPrimary, tag, faultAt, result, context);
   },
 
+  "primary-freeze": async (pair, plan, result, context) => {
+    const tag = await runWorkloadUntilFault(pair.primary, plan, result);
+    const faultAt = faultNow(result);
+    const frozen = pair.freezePrimary();
+    result.committedLinesBeforeFault = maxOrNull(committedLogCounts(frozen.transcript, tag));
+    const survivor = await takeover(pair, faultAt, result);
+    result.optionalChecks.push(await thawedFencedCheck(pair, frozen, context.features));
+    result.verdicts.push(await checkSurvivor(survivor, "secondary", result.committedLinesBeforeFault, pair));
+  },
+
   "link-cut-mid-sync": async (pair, plan, result, context) => {
     const oldPrimary = pair.primary;
     const secondary = pair.secondary!;
@@ -516,6 +526,16 @@ function fencingCheck(pair: Pair, oldPrimary: PairNode, features: EngineFeatures
   if (!features.fencing) return Promise.resolve(skipped("old primary fenced after heal", "fencing"));
   return checked("old primary fenced after heal", async () => {
     pair.healLink();
+    await untilState(oldPrimary, "fenced", REPROTECT_TIMEOUT_MS);
+    return "fenced";
+  });
+}
+
+/** A frozen old primary, thawed after the takeover, learns from the witness that it was replaced and fences itself. */
+function thawedFencedCheck(pair: Pair, oldPrimary: PairNode, features: EngineFeatures): Promise<OptionalCheck> {
+  if (!features.fencing) return Promise.resolve(skipped("thawed old primary fenced", "fencing"));
+  return checked("thawed old primary fenced", async () => {
+    pair.thaw(oldPrimary);
     await untilState(oldPrimary, "fenced", REPROTECT_TIMEOUT_MS);
     return "fenced";
   });

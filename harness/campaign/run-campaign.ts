@@ -48,7 +48,7 @@ export function planRounds(options: Pick<CampaignOptions, "rounds" | "modes" | "
       for (const mode of options.modes) {
         const combination = round + j++;
         const syncMode = syncModes[combination % syncModes.length]!;
-        const arbiter = arbiters[Math.floor(combination / syncModes.length) % arbiters.length]!;
+        const arbiter = fault === "primary-freeze" || arbiters[Math.floor(combination / syncModes.length) % arbiters.length]!;
         // Split brain after a cut and the old primary's next write are only observable with `continue`.
         const policy = fault === "link-cut-mid-sync" ? "continue" : policies[Math.floor(combination / (syncModes.length * arbiters.length)) % policies.length]!;
         plans.push({

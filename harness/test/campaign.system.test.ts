@@ -36,7 +36,8 @@ function plans(): RoundPlan[] {
     faults: ["link-cut"],
     modes: ["logging-replay"],
   });
-  return [...kills, second!, secondaryKill!, stalled!, linkCut!, midSync!, { ...arbitrated!, cutKind: "silent" as const }].map((plan, i) => ({
+  const [frozen] = planRounds({ ...base, seed: SEED + 7, policies: ["stall"], rounds: 1, faults: ["primary-freeze"], modes: ["dirty-block-copy"] });
+  return [...kills, second!, secondaryKill!, stalled!, linkCut!, midSync!, { ...arbitrated!, cutKind: "silent" as const }, frozen!].map((plan, i) => ({
     ...plan,
     index: i + 1,
   }));
@@ -89,9 +90,14 @@ describe("failover campaign (bounded)", function () {
       if (result.guestKeptBy === "secondary" && plan.policy === "continue" && result.network?.outcome === "complete")
         expect(result.faultToServiceMs, context).to.be.above(0);
       for (const check of result.optionalChecks) expect(check.outcome, `${check.name}: ${check.detail}\n${context}`).to.equal("passed");
-      const expected = { "primary-kill": 0, "second-failover": 1, "secondary-kill": plan.policy === "stall" ? 2 : 1, "link-cut": 1, "link-cut-mid-sync": 1 }[
-        plan.fault
-      ];
+      const expected = {
+        "primary-kill": 0,
+        "second-failover": 1,
+        "secondary-kill": plan.policy === "stall" ? 2 : 1,
+        "link-cut": 1,
+        "link-cut-mid-sync": 1,
+        "primary-freeze": 1,
+      }[plan.fault];
       expect(result.optionalChecks.filter((c) => c.outcome === "passed").length, context).to.equal(expected);
       expect(result.passed, context).to.equal(true);
       expect(result.artifacts, "a passed round keeps no files").to.equal(null);
