@@ -192,6 +192,16 @@ describe("the engines under an arbiter", function () {
     await pair.secondary.close();
   });
 
+  it("a handover gives the primary's hold back: the new primary's first lease is granted at once", async () => {
+    const witness = new ControlledWitness(new WitnessCore({ leaseMs: 2000 }));
+    const pair = await arbitratedPair(witness, { primary: 1000, secondary: 1000 });
+    await waitFor(() => witness.asked.includes("hold primary 1"), "the primary's hold");
+    await pair.primary.handOver("a test");
+    expect(pair.secondary.state).to.equal("active");
+    expect(witness.core.renewNow("secondary", 2)).to.deep.include({ granted: true, epoch: 2 });
+    await pair.secondary.close();
+  });
+
   it("an unprotected primary that cannot reach the witness holds its guest's writes and output until it can", async () => {
     const witness = new ControlledWitness(new WitnessCore({ leaseMs: 400 }));
     const pair = await arbitratedPair(witness, { primary: 300, secondary: 5000 });

@@ -59,6 +59,8 @@ export interface PrimaryCore {
   copying(running: boolean): void;
   /** A secondary protects the guest (again): no witness lease is needed. */
   protectedAgain(): void;
+  /** The guest is about to be handed to the secondary: give the witness's hold back, so its first lease is not refused. */
+  releaseHold(): void;
   /** The peer took over: never acknowledge another guest write. */
   fence(reason: string): void;
 }

@@ -618,6 +618,7 @@ export class PrimaryEngine {
       fence: (reason) => this.fence(reason),
       ingressCommitted: (id) => this.#ingressCommitted(id),
       protectedAgain: () => this.#protectedAgain(),
+      releaseHold: () => this.#lease?.release(),
       copying: (running) => {
         this.#copying = running;
       },

@@ -22,6 +22,8 @@ export async function handOver(core: PrimaryCore, reason: string): Promise<{ pau
     const promoted = session.promotion(HANDOVER_TIMEOUT_MS);
     // Awaited below; a failed send must not leave its rejection unhandled.
     void promoted.catch(() => undefined);
+    // Asked before the secondary hears of it: its guest, once running, must not wait out this node's hold.
+    core.releaseHold();
     await session.sendControl({ type: "handover", epoch: core.options.epoch, reason: reason.slice(0, 500) });
     const { resumedAtMs } = await promoted;
     core.fence(`handed over to the secondary (${reason})`);

@@ -67,6 +67,14 @@ export class Lease {
     this.#keep({ kind: "hold", epoch, holdMs });
   }
 
+  /** Stops holding and gives the hold back at once (a hold of 0 ms): the guest goes to the secondary. */
+  release(): void {
+    const keeping = this.#keeping;
+    if (keeping?.kind !== "hold") return;
+    this.stop();
+    void this.#options.witness.hold(this.#options.node, keeping.epoch, 0).catch(() => undefined);
+  }
+
   /** Nothing to keep (fenced, closed, or a secondary protects the guest under the `stall` policy). */
   stop(): void {
     this.#generation++;
