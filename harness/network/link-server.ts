@@ -131,6 +131,8 @@ export async function startLinkServer(core: GatewayCore | undefined, options: Li
       clearTimeout(attachTimer);
       sessions.delete(session);
       nodeIds.delete(sink);
+      // The node's connection to the witness is gone (a crashed node's closes at once): so is its hold.
+      if (askedWitness) options.witness?.gone(session.peerNodeId);
       if (info.error !== undefined) {
         counts.protocolErrors++;
         emit({ type: "link-error", peer, reason: info.error.message });

@@ -54,6 +54,18 @@ describe("the witness over the network link", function () {
     expect(await primary.hold("primary", 1, 150)).to.deep.include({ granted: false, epoch: 2 });
   });
 
+  it("a holder whose connection closes (a crashed node) loses its hold at once", async () => {
+    const primary = node("primary");
+    const secondary = node("secondary");
+    expect(await primary.hold("primary", 1, 300)).to.deep.include({ granted: true });
+    expect(await secondary.claim("secondary", 2)).to.have.property("retryInMs");
+    primary.close();
+    const deadline = performance.now() + 2000;
+    let answer = await secondary.claim("secondary", 2);
+    while (!answer.granted && performance.now() < deadline) answer = await secondary.claim("secondary", 2);
+    expect(answer).to.deep.include({ granted: true, epoch: 2 });
+  });
+
   it("a node with the wrong secret gets no answer (the question fails; it must not run the guest)", async () => {
     const impostor = node("secondary", new TextEncoder().encode("not-the-pair-secret-0123456789"));
     const error = await impostor.claim("secondary", 2).then(

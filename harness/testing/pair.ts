@@ -532,6 +532,7 @@ export class Pair implements GuestShell {
   }
 
   #exited(node: PairNode, code: number | null): void {
+    this.#witness?.gone(node.name);
     this.#emit({ type: "node-exited", node: node.name, code });
     if (!this.#stopping && node === this.#secondary) {
       this.#secondary = undefined;

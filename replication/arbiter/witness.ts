@@ -110,6 +110,15 @@ export class WitnessCore implements Witness {
     return { granted: true, epoch: this.#epoch, leaseMs: heldMs };
   }
 
+  /**
+   * `node`'s connection to the witness closed (its process exited, or its link to a remote
+   * witness dropped): its hold ends now, so the takeover after a crash does not wait it out. A
+   * lease stays: the node may be alive and relying on it until it runs out.
+   */
+  gone(node: string): void {
+    if (node === this.#holder) this.#heldUntil = -Infinity;
+  }
+
   /** Makes `node` the holder of `epoch`, or says why not (undefined: done). */
   #take(node: string, epoch: number, now: number): WitnessAnswer | undefined {
     if (epoch <= this.#epoch) return this.#deny(`epoch ${epoch} is not above ${this.#epoch}`);

@@ -70,6 +70,21 @@ describe("the witness's holds", () => {
     expect(witness.claimNow("secondary", 2)).to.have.property("retryInMs", 150);
   });
 
+  it("a holder whose connection to the witness closed (a crash) loses its hold at once, not a lease", async () => {
+    const clock = new ManualClock();
+    const witness = new WitnessCore({ leaseMs: 500, clock });
+    witness.holdNow("primary", 1, 150);
+    witness.gone("secondary");
+    expect(witness.claimNow("secondary", 2)).to.have.property("retryInMs");
+    witness.gone("primary");
+    expect(witness.claimNow("secondary", 2)).to.deep.include({ granted: true, epoch: 2 });
+    // A lease is relied on by a node that may be alive: it runs out, it is not dropped.
+    witness.renewNow("secondary", 2);
+    witness.gone("secondary");
+    expect(witness.claimNow("third", 3)).to.deep.include({ granted: false });
+    expect(witness.claimNow("third", 3)).not.to.have.property("retryInMs");
+  });
+
   it("a hold never outlasts a lease", () => {
     const witness = new WitnessCore({ leaseMs: 500, clock: new ManualClock() });
     expect(witness.holdNow("primary", 1, 60_000)).to.deep.include({ granted: true, leaseMs: 500 });
@@ -180,6 +195,21 @@ describe("the engines under an arbiter", function () {
     await settle();
     expect(write.completed(), "a fenced primary's guest waits for ever").to.equal(false);
     await pair.secondary.close();
+  });
+
+  it("a crashed primary (its link and its connection to the witness closed): the secondary takes over without waiting out the hold", async () => {
+    const witness = new ControlledWitness(new WitnessCore({ leaseMs: 2000 }));
+    // A hold of 750 ms: without the witness hearing of the crash, the takeover would wait up to that.
+    const pair = await arbitratedPair(witness, { primary: 1000, secondary: 1000 });
+    await waitFor(() => witness.asked.includes("hold primary 1"), "the primary's hold");
+    witness.unreachableFrom.add("primary");
+    pair.link.cut("the primary crashed");
+    const crashedAt = performance.now();
+    setTimeout(() => witness.core.gone("primary"), 50);
+    await waitFor(() => pair.secondary.state === "active", "the secondary to take over", 5000);
+    expect(performance.now() - crashedAt).to.be.below(400);
+    await pair.secondary.close();
+    await pair.primary.close();
   });
 
   it("under `stall` the primary does not hold: a link cut goes to the secondary", async () => {

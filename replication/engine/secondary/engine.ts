@@ -48,6 +48,8 @@ export interface SecondaryOptions {
 const DEFAULT_PEER_TIMEOUT_MS = 2000;
 /** How soon a claim the witness did not answer is asked again. */
 const CLAIM_RETRY_MS = 200;
+/** How soon a claim refused for the primary's hold is asked again, at the latest. */
+const HOLD_RECHECK_MS = 25;
 
 /** The witness's answer to a takeover's claim, or why it could not be asked. */
 type ClaimAnswer = WitnessAnswer | { granted: false; unreachable: string };
@@ -380,7 +382,8 @@ export class SecondaryEngine {
 
   #afterRefusal(answer: ClaimRefusal, reason: string, epoch: number): void {
     if ("unreachable" in answer) return this.#retryClaim(reason, epoch, CLAIM_RETRY_MS);
-    if (answer.retryInMs !== undefined) return this.#retryClaim(reason, epoch, answer.retryInMs + 1);
+    // Asked again before the hold ends too: a crashed primary's hold ends when its connection to the witness closes.
+    if (answer.retryInMs !== undefined) return this.#retryClaim(reason, epoch, Math.min(answer.retryInMs + 1, HOLD_RECHECK_MS));
     // Refused for good: the primary runs on and lets out what it holds.
     this.#carried.reset();
   }
@@ -392,7 +395,8 @@ export class SecondaryEngine {
       void this.#askClaim(epoch).then((answer) => {
         if (!this.#fsm.is("standby") || this.#attached !== undefined) return;
         if (answer.granted) return this.#takeOverGranted(reason, epoch);
-        this.#options.log?.(`secondary: ${this.#refusal(answer)}; holding the replica`);
+        // The refusals while the hold lasts are one decision: say only how it ends.
+        if ("unreachable" in answer || answer.retryInMs === undefined) this.#options.log?.(`secondary: ${this.#refusal(answer)}; holding the replica`);
         this.#afterRefusal(answer, reason, epoch);
       });
     }, afterMs);
