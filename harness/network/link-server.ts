@@ -156,8 +156,8 @@ export async function startLinkServer(core: GatewayCore | undefined, options: Li
       reason: answer.granted ? "" : answer.reason.slice(0, 200),
       retryInMs: answer.granted ? 0 : (answer.retryInMs ?? 0),
     });
-    // A protected primary holds a few times per peer timeout: only a refused hold is news.
-    if (ask.op !== "hold" || !answer.granted) emit({ type: "witness", node: session.peerNodeId, op: ask.op, epoch: ask.epoch, granted: answer.granted });
+    // Leases and holds are renewed a few times a second: only a claim, or a refusal, is news.
+    if (ask.op === "claim" || !answer.granted) emit({ type: "witness", node: session.peerNodeId, op: ask.op, epoch: ask.epoch, granted: answer.granted });
   }
 
   let closing: Promise<void> | undefined;
