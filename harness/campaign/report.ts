@@ -26,7 +26,7 @@ export interface CampaignSummary {
   /** Link cuts after which both guests answered, without an arbiter (documented) and with one (a failure). */
   splitBrains: number;
   splitBrainsWithArbiter: number;
-  /** Link-cut rounds run with an arbiter. */
+  /** Link-cut and primary-freeze rounds run with an arbiter (where two guests could run afterwards). */
   arbitratedCuts: number;
   logLinesVerified: number;
   failoverMs: Spread | null;
@@ -78,7 +78,7 @@ export function summarize(results: RoundResult[]): CampaignSummary {
     takeoverFailures: results.filter((r) => !r.survived).length,
     splitBrains: results.filter((r) => r.splitBrain === true && !r.plan.arbiter).length,
     splitBrainsWithArbiter: results.filter((r) => r.splitBrain === true && r.plan.arbiter).length,
-    arbitratedCuts: results.filter((r) => r.plan.arbiter && r.plan.fault.startsWith("link-cut")).length,
+    arbitratedCuts: results.filter((r) => r.plan.arbiter && (r.plan.fault.startsWith("link-cut") || r.plan.fault === "primary-freeze")).length,
     logLinesVerified: results.reduce((sum, r) => sum + r.verdicts.reduce((s, v) => s + v.logLines, 0), 0),
     failoverMs: spread(results.flatMap((r) => (r.failoverMs === null ? [] : [r.failoverMs]))),
     faultToAnswerMs: spread(results.flatMap((r) => (r.faultToAnswerMs === null ? [] : [r.faultToAnswerMs]))),
@@ -197,7 +197,7 @@ export function summaryText(s: CampaignSummary): string {
   const checks = Object.entries(s.optionalChecks).map(([name, c]) => `  ${name}: ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`);
   return [
     `rounds ${s.rounds}, passed ${s.passed}, failovers ${s.failovers}, lost writes ${s.lostWrites}, fsck failures ${s.fsckFailures}, takeover failures ${s.takeoverFailures}`,
-    `log lines verified ${s.logLinesVerified}, split brains after a link cut: ${s.splitBrains} without an arbiter (documented limitation, not a failure), ${s.splitBrainsWithArbiter} of ${s.arbitratedCuts} cuts with one (the primary kept the guest after ${s.cutsKeptByPrimary} of them)`,
+    `log lines verified ${s.logLinesVerified}, split brains after a link cut: ${s.splitBrains} without an arbiter (documented limitation, not a failure), ${s.splitBrainsWithArbiter} of ${s.arbitratedCuts} cuts and freezes with one (the primary kept the guest after ${s.cutsKeptByPrimary} of them)`,
     `failover time (secondary's failoverMs): ${spreadText(s.failoverMs)}`,
     `fault to console answer (wall):        ${spreadText(s.faultToAnswerMs)}`,
     `silent fault to answer, arbiter:       ${spreadText(s.silentFaultToAnswerMs)}`,

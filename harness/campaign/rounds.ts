@@ -255,7 +255,15 @@ const FAULTS: Record<RoundPlan["fault"], FaultRunner> = {
     const frozen = pair.freezePrimary();
     result.committedLinesBeforeFault = maxOrNull(committedLogCounts(frozen.transcript, tag));
     const survivor = await takeover(pair, faultAt, result);
-    result.optionalChecks.push(await thawedFencedCheck(pair, frozen, context.features));
+    const fenced = await thawedFencedCheck(pair, frozen, context.features);
+    result.optionalChecks.push(fenced);
+    if (fenced.outcome !== "skipped") {
+      // Resumed, the old primary must not run the guest too (one try: a fenced node refuses exec at once).
+      const oldAnswers =
+        frozen.running &&
+        (await frozen.process.exec("echo campaign-loser", ANSWER_TIMEOUT_MS).catch(() => undefined))?.output.includes("campaign-loser") === true;
+      result.splitBrain = result.answered && oldAnswers;
+    }
     result.verdicts.push(await checkSurvivor(survivor, "secondary", result.committedLinesBeforeFault, pair));
   },
 

@@ -61,7 +61,7 @@ describe("failover campaign (bounded)", function () {
   });
 
   for (const plan of plans()) {
-    it(`round ${plan.index}: ${plan.fault}${plan.arbiter ? ` (${plan.cutKind}, arbiter)` : ""}, ${plan.mode}, ${plan.syncMode}, ${plan.policy}, fault after ${plan.delayMs} ms`, async function () {
+    it(`round ${plan.index}: ${plan.fault}${plan.arbiter ? (plan.fault === "link-cut" ? ` (${plan.cutKind}, arbiter)` : " (arbiter)") : ""}, ${plan.mode}, ${plan.syncMode}, ${plan.policy}, fault after ${plan.delayMs} ms`, async function () {
       const result = await runRound(plan, { template: base.template, workDir: base.workDir, artifactsDir, features: ALL_FEATURES, echoStderr: false });
       results.push(result);
       const context = [roundLine(result), ...failureDetail(result)].join("\n");
