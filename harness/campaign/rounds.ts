@@ -309,9 +309,10 @@ async function afterCut(pair: Pair, oldPrimary: PairNode, tag: string, faultAt: 
 }
 
 /**
- * After a cut with an arbiter, both nodes live and either may win the witness: the
- * secondary takes over and the old primary, unable to renew its lease, is fenced; or the
- * primary keeps its lease and the secondary stands by. Exactly one guest may answer
+ * After a cut with an arbiter, both nodes live: the primary's hold makes the witness keep
+ * the guest with it (its lease, the secondary standing by); should its hold lapse first (a
+ * stalled process), the secondary takes over and the old primary, unable to renew its lease,
+ * is fenced. Either way is accepted here. Exactly one guest may answer
  * afterwards (a split brain fails the round), and the winner's guest must hold every
  * write it acknowledged; if the primary kept the guest, its next write must complete.
  */

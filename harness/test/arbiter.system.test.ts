@@ -73,7 +73,7 @@ describe("the arbiter (real processes, the test process as the witness)", functi
     pair = await startPair({ template, arbiter: true, reprotect: false });
     const frozenAt = performance.now();
     // A frozen host neither talks nor renews its lease: the witness grants the secondary the
-    // next epoch. (A stalled link with both nodes alive may go either way: the first test.)
+    // next epoch. (A stalled link with both nodes alive stays with the primary: the first test.)
     const oldPrimary = pair.freezePrimary();
     await pair.waitForTakeover({ timeoutMs: 30_000 });
     expect((await pair.exec("echo alive")).output).to.equal("alive\n");
