@@ -180,22 +180,12 @@ export class SecondaryEngine {
    * replica is consistent.
    */
   async promote(reason: string): Promise<void> {
-    const refusal = await this.#claim();
-    if (refusal !== undefined) throw new Error(`promote: the witness does not grant this node the guest: ${refusal}`);
-    return takeOver(this.#takeoverCore(), reason, { handover: false, detectedAt: this.#lossDetectedAt });
-  }
-
-  /** Asks the witness (if any) for the epoch a takeover runs at; undefined when granted. */
-  async #claim(): Promise<string | undefined> {
-    const witness = this.#options.witness;
-    if (witness === undefined) return undefined;
-    const epoch = (this.#attached?.channel.epoch ?? this.metrics.epoch) + 1;
-    try {
-      const answer = await witness.claim(this.#options.nodeName, epoch);
-      return answer.granted ? undefined : answer.reason;
-    } catch (error) {
-      return `the witness cannot be reached: ${(error as Error).message}`;
+    if (this.#options.witness !== undefined) {
+      // The witness (if any) grants the epoch a takeover runs at.
+      const answer = await this.#askClaim((this.#attached?.channel.epoch ?? this.metrics.epoch) + 1);
+      if (!answer.granted) throw new Error(`promote: ${this.#refusal(answer)}`);
     }
+    return takeOver(this.#takeoverCore(), reason, { handover: false, detectedAt: this.#lossDetectedAt });
   }
 
   /** Leaves the session on purpose (no takeover follows). */
