@@ -635,17 +635,21 @@ export interface WriteMapControls {
   track(map: number, bias: number, pageCount: number): void;
   /** Drops every TLB entry (global ones too), so the next write to each page walks the page tables. */
   fullClearTlb(): void;
+  /** Makes every TLB entry read-only, so the next write to each page walks the page tables; reads keep their entries. */
+  writeProtectTlb(): void;
 }
 
 /** The patched module's controls, or undefined when v86 runs its unpatched module. */
-export function writeMapControls(emulator: Emulator, trackExport: string): WriteMapControls | undefined {
+export function writeMapControls(emulator: Emulator, names: { track: string; writeProtect: string }): WriteMapControls | undefined {
   const exports = (emulator.cpu as V86Cpu & { wm: { exports: Record<string, unknown> } }).wm.exports;
-  const track = exports[trackExport];
+  const track = exports[names.track];
+  const writeProtect = exports[names.writeProtect];
   const fullClearTlb = exports["full_clear_tlb"];
-  if (typeof track !== "function" || typeof fullClearTlb !== "function") return undefined;
+  if (typeof track !== "function" || typeof writeProtect !== "function" || typeof fullClearTlb !== "function") return undefined;
   return {
     track: (map, bias, pageCount) => (track as (a: number, b: number, c: number) => void)(map, bias, pageCount),
     fullClearTlb: () => (fullClearTlb as () => void)(),
+    writeProtectTlb: () => (writeProtect as () => void)(),
   };
 }
 

@@ -132,6 +132,11 @@ export class DirtyPageTracker {
     return this.#scanner.engine;
   }
 
+  /** How the write map re-arms after a collection (see WriteMap.rearm); for measurements. */
+  set rearm(how: "write-protect" | "clear") {
+    if (this.#writeMap !== undefined) this.#writeMap.rearm = how;
+  }
+
   /** Pages changed since the last collection (or baseline), with copies of their contents before and after. */
   collect(): PageChanges {
     return copyPageChanges(this.collectInPlace("collect"));

@@ -1,8 +1,9 @@
 // The CPU's own record of written pages, kept by the patched v86 module (see
 // emulator/wasm-patch/dirty-map-patch.ts): one byte per page of RAM in v86's heap, set by the
-// first write through the TLB after a full TLB flush and by every physical write. Taking the
-// marks clears them and flushes the TLB, so each page's next write is caught again.
-import { TRACK_EXPORT } from "../wasm-patch/dirty-map-abi.ts";
+// first write through each TLB entry after it was flushed or made read-only, and by every
+// physical write. Taking the marks clears them and makes the TLB read-only, so each page's
+// next write is caught again.
+import { TRACK_EXPORT, WRITE_PROTECT_EXPORT } from "../wasm-patch/dirty-map-abi.ts";
 import { allocateInV86Heap, writeMapControls, type HeapBlock, type WriteMapControls } from "../v86-internals.ts";
 import type { Machine } from "../machine.ts";
 import { PAGE_SIZE } from "../units.ts";
@@ -26,7 +27,7 @@ export class WriteMap {
 
   /** Starts marking; undefined when the machine runs an unpatched v86 module. Call at an instruction boundary. */
   static attach(machine: Machine, pageCount: number): WriteMap | undefined {
-    const controls = writeMapControls(machine.emulator, TRACK_EXPORT);
+    const controls = writeMapControls(machine.emulator, { track: TRACK_EXPORT, writeProtect: WRITE_PROTECT_EXPORT });
     if (controls === undefined) return undefined;
     const owner = machine.emulator;
     if (attached.has(owner)) throw new Error("write map: this machine already has one (dispose the other tracker first)");
@@ -41,6 +42,12 @@ export class WriteMap {
     controls.fullClearTlb();
     return writeMap;
   }
+
+  /**
+   * How `take` re-arms: "write-protect" (default) makes every TLB entry read-only; "clear"
+   * drops them all, as the tracker did before (kept to measure the difference: benchmarks/tlb-rearm).
+   */
+  rearm: "write-protect" | "clear" = "write-protect";
 
   /** Pages marked since the last call, ascending; clears the marks and re-arms the TLB. */
   take(): Uint32Array {
@@ -58,7 +65,11 @@ export class WriteMap {
       if (bytes[page] !== 0) marked.push(page);
       bytes[page] = 0;
     }
-    this.#controls.fullClearTlb();
+    // Re-armed by write-protecting the TLB, not clearing it: the guest keeps its translations for
+    // reads and code, and only its first write to each page walks the page tables (a full clear
+    // after each capture added ~0.4 ms of page walks to the guest's next 4 KiB write).
+    if (this.rearm === "clear") this.#controls.fullClearTlb();
+    else this.#controls.writeProtectTlb();
     return Uint32Array.from(marked);
   }
 

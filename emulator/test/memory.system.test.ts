@@ -11,7 +11,7 @@ import { MemoryBackend } from "../block/memory-backend.ts";
 import { virtioBlkDisk } from "../virtio-blk/disk.ts";
 import { readFileSync } from "node:fs";
 import { patchDirtyMap, WasmPatchError } from "../wasm-patch/dirty-map-patch.ts";
-import { CHUNK_EXPORT, TRACK_EXPORT, VERSION_EXPORT, YIELD_EXPORT } from "../wasm-patch/dirty-map-abi.ts";
+import { CHUNK_EXPORT, TLB_ENTRIES_EXPORT, TRACK_EXPORT, VERSION_EXPORT, WRITE_PROTECT_EXPORT, YIELD_EXPORT } from "../wasm-patch/dirty-map-abi.ts";
 import { trackedWasmBytes, v86WasmPath } from "../node/tracked-wasm.ts";
 import { pageScanModuleBytes } from "../memory/page-scan-wasm.ts";
 import { PAGE_SIZE } from "../units.ts";
@@ -65,6 +65,18 @@ describe("DirtyPageTracker", function () {
     const dirty = await whilePaused(machine, () => tracker.collect());
     expect(dirty.indices.length).to.be.at.least(pagesWritten);
     await machine.exec("rm /tmp/x");
+  });
+
+  it("re-arms by making the TLB read-only, not by clearing it: the guest keeps its translations across a collection, and its next write is still caught", async () => {
+    const exports = (machine.emulator.cpu as unknown as { wm: { exports: Record<string, () => number> } }).wm.exports;
+    const tlbEntries = () => exports[TLB_ENTRIES_EXPORT]!();
+    await machine.exec("ls -R /bin > /dev/null");
+    // A full clear (the re-arm before) left no entry; the guest then walked the page tables again for every page it read.
+    expect(await whilePaused(machine, () => (tracker.collect(), tlbEntries())), "TLB entries right after a collection").to.be.greaterThan(100);
+    const { exitCode } = await machine.exec("dd if=/dev/urandom of=/tmp/y bs=4k count=64 2>/dev/null");
+    expect(exitCode).to.equal(0);
+    expect((await whilePaused(machine, () => tracker.collect())).indices.length, "the pages written after it").to.be.at.least(64);
+    await machine.exec("rm /tmp/y");
   });
 
   it("reports exactly the pages a device wrote (DMA through GuestRam.write)", async () => {
@@ -312,7 +324,7 @@ describe("the write map (patched v86 module) against a full scan", function () {
     const patched = patchDirtyMap(input);
     expect(Buffer.compare(patched, await trackedWasmBytes(input))).to.equal(0); // the cached copy is the same bytes
     const exports = WebAssembly.Module.exports(new WebAssembly.Module(new Uint8Array(patched))).map((e) => e.name);
-    expect(exports).to.include.members([TRACK_EXPORT, YIELD_EXPORT, CHUNK_EXPORT, VERSION_EXPORT]);
+    expect(exports).to.include.members([TRACK_EXPORT, YIELD_EXPORT, CHUNK_EXPORT, VERSION_EXPORT, WRITE_PROTECT_EXPORT, TLB_ENTRIES_EXPORT]);
     expect(() => patchDirtyMap(patched)).to.throw(WasmPatchError, /already patched/);
     expect(() => patchDirtyMap(pageScanModuleBytes())).to.throw(WasmPatchError, /lacks the exports .*full_clear_tlb/);
   });

@@ -2,7 +2,7 @@
 // apart from the patcher so that using a patched module never loads binaryen.
 
 /** Bumped when the patch changes, so cached outputs of an older patch are not reused. */
-export const DIRTY_MAP_PATCH_VERSION = 3;
+export const DIRTY_MAP_PATCH_VERSION = 5;
 
 /** Exported by the patched module: `(map, ramPageBias, pageCount) -> void`; pageCount 0 switches marking off. */
 export const TRACK_EXPORT = "_twinvm_track";
@@ -18,5 +18,14 @@ export const YIELD_EXPORT = "_twinvm_yield";
 export const CHUNK_EXPORT = "_twinvm_chunk";
 /** v86's own chunk length (`LOOP_COUNTER` in its cpu.rs), the patched module's default. */
 export const V86_CHUNK_INSTRUCTIONS = 100_003;
+/**
+ * Exported by the patched module: `() -> void` makes every entry of v86's TLB read-only (and
+ * drops none), so the next write to each page walks the page tables, and marks it, while reads
+ * keep their translations. The tracker's re-arm after each collection: a full TLB clear made the
+ * guest walk the page tables again for every page it touched afterwards, reads and code included.
+ */
+export const WRITE_PROTECT_EXPORT = "_twinvm_write_protect_tlb";
+/** Exported by the patched module: `() -> i32`, how many entries v86's list of valid TLB entries holds (tests, diagnostics). */
+export const TLB_ENTRIES_EXPORT = "_twinvm_tlb_entries";
 /** Exported by the patched module: returns DIRTY_MAP_PATCH_VERSION, to recognise a patched build. */
 export const VERSION_EXPORT = "_twinvm_patch_version";

@@ -1,8 +1,10 @@
 // Rewrites v86's WebAssembly module so that the CPU itself records which 4 KiB pages of
 // guest RAM may have been written: a byte per page in a map we allocate, set
-//  - on the first write to a page through the TLB: after a full TLB clear every virtual
-//    write (interpreter, string instructions and JIT code alike) walks the page tables
-//    with for_writing set, in `do_page_walk`;
+//  - on the first write to a page through the TLB: a write (interpreter, string
+//    instructions and JIT code alike) through an entry that is missing or read-only walks
+//    the page tables with for_writing set, in `do_page_walk`. After each collection the
+//    tracker makes every TLB entry read-only (WRITE_PROTECT_EXPORT, a loop over v86's list
+//    of valid entries), so each page's next write walks again while reads keep their entries;
 //  - on every physical write (page-table A/D bits, device DMA through `write_blob` and
 //    `jit_dirty_cache`, our virtio device): they all invalidate JIT code through
 //    `jit_dirty_page_ctx`.
@@ -16,7 +18,16 @@
 // checked by name and signature first, and anything unexpected refuses loudly.
 /* eslint-disable @typescript-eslint/no-unsafe-enum-comparison -- binaryen.js types its expression ids and operators as enums but returns plain numbers from getExpressionId and getExpressionInfo */
 import binaryen from "binaryen";
-import { CHUNK_EXPORT, DIRTY_MAP_PATCH_VERSION, TRACK_EXPORT, V86_CHUNK_INSTRUCTIONS, VERSION_EXPORT, YIELD_EXPORT } from "./dirty-map-abi.ts";
+import {
+  CHUNK_EXPORT,
+  DIRTY_MAP_PATCH_VERSION,
+  TRACK_EXPORT,
+  V86_CHUNK_INSTRUCTIONS,
+  TLB_ENTRIES_EXPORT,
+  VERSION_EXPORT,
+  WRITE_PROTECT_EXPORT,
+  YIELD_EXPORT,
+} from "./dirty-map-abi.ts";
 
 /** binaryen.js has `Function.getBody/setBody` on the namespace; its typings misplace them on Module. */
 const FunctionBodies = (
@@ -61,6 +72,12 @@ const JIT_DIRTY_PAGE_CTX: FunctionShape = {
   params: [binaryen.i32, binaryen.i32],
   results: binaryen.none,
 };
+const FULL_CLEAR_TLB: FunctionShape = {
+  // cpu::cpu::full_clear_tlb() (exported unmangled)
+  suffix: "full_clear_tlb",
+  params: [],
+  results: binaryen.none,
+};
 const MAIN_LOOP: FunctionShape = {
   // cpu::cpu::main_loop() -> f64 (exported unmangled)
   suffix: "main_loop",
@@ -87,6 +104,7 @@ export function patchDirtyMap(input: Uint8Array): Uint8Array {
     }
     module.addGlobal("twinvm$chunk", binaryen.i32, true, module.i32.const(V86_CHUNK_INSTRUCTIONS));
     addControlExports(module);
+    addWriteProtect(module, tlbLayout(module));
     wrapPageWalk(module, pageWalk);
     prependMark(module, dirtyPage);
     yieldOnRequest(module, mainLoop);
@@ -144,6 +162,113 @@ function addControlExports(module: binaryen.Module): void {
   module.addFunctionExport(CHUNK_EXPORT, CHUNK_EXPORT);
   module.addFunction(VERSION_EXPORT, binaryen.none, i32, [], module.i32.const(DIRTY_MAP_PATCH_VERSION));
   module.addFunctionExport(VERSION_EXPORT, VERSION_EXPORT);
+}
+
+/** Where v86 keeps its TLB in linear memory (byte addresses), read from `full_clear_tlb`. */
+interface TlbLayout {
+  /** `valid_tlb_entries_count: i32`. */
+  count: number;
+  /** `valid_tlb_entries: [i32; max]`: the virtual pages whose `tlb_data` entry may be set. */
+  entries: number;
+  max: number;
+  /** `tlb_data: [i32; 0x100000]`: an entry per virtual page, 0 when not cached. */
+  data: number;
+}
+
+/** v86's TLB entry flag that sends writes through a page walk (cpu.rs `TLB_READONLY`). */
+const TLB_READONLY = 1 << 1;
+const TLB_PAGES = 0x100000;
+
+/**
+ * `full_clear_tlb` is `for i in 0..valid_tlb_entries_count { clear_tlb_code(page);
+ * tlb_data[page] = 0 } valid_tlb_entries_count = 0`, compiled here to: the count loaded from
+ * `(i32.load offset=COUNT (i32.const 0))`; a counter set to `-4 * max` and counted up to 0
+ * by 4, each page loaded from `(i32.load (i32.add counter (i32.const ENTRIES + 4 * max)))`;
+ * and `(i32.store offset=DATA (page * 4) (i32.const 0))`. Each of the three is found exactly
+ * once, and the arrays must lie where Rust laid them out (the entries right after the count).
+ */
+function tlbLayout(module: binaryen.Module): TlbLayout {
+  const counts: number[] = [];
+  const starts: number[] = [];
+  const entryBases: number[] = [];
+  const dataStores: number[] = [];
+  const is = (ref: binaryen.ExpressionRef, id: number) => ref !== 0 && binaryen.getExpressionId(ref) === id;
+  const constant = (ref: binaryen.ExpressionRef) => (binaryen.getExpressionInfo(ref) as binaryen.ConstInfo).value as number;
+  const body = FunctionBodies.getBody(module.getFunction(findFunction(module, FULL_CLEAR_TLB, (name) => name === "full_clear_tlb")));
+  visitExpressions(body, (expression) => {
+    const id = binaryen.getExpressionId(expression);
+    if (id === binaryen.LoadId) {
+      const load = binaryen.getExpressionInfo(expression) as binaryen.LoadInfo;
+      if (load.type !== binaryen.i32 || load.bytes !== 4) return;
+      if (is(load.ptr, binaryen.ConstId) && constant(load.ptr) === 0 && load.offset > 0) counts.push(load.offset);
+      if (load.offset === 0 && is(load.ptr, binaryen.BinaryId)) {
+        const add = binaryen.getExpressionInfo(load.ptr) as binaryen.BinaryInfo;
+        if (add.op === binaryen.AddInt32 && is(add.left, binaryen.LocalGetId) && is(add.right, binaryen.ConstId) && constant(add.right) > 0)
+          entryBases.push(constant(add.right));
+      }
+    } else if (id === binaryen.StoreId) {
+      const store = binaryen.getExpressionInfo(expression) as binaryen.StoreInfo;
+      if (store.bytes === 4 && store.offset > 0 && is(store.ptr, binaryen.LocalGetId) && is(store.value, binaryen.ConstId) && constant(store.value) === 0)
+        dataStores.push(store.offset);
+    } else if (id === binaryen.LocalSetId) {
+      const set = binaryen.getExpressionInfo(expression) as binaryen.LocalSetInfo;
+      if (is(set.value, binaryen.ConstId) && constant(set.value) < 0) starts.push(constant(set.value));
+    }
+  });
+  const one = (found: number[], what: string) => {
+    if (found.length !== 1) throw new WasmPatchError(`v86 full_clear_tlb: found ${found.length} ${what} (expected exactly one): not the pinned v86 build`);
+    return found[0]!;
+  };
+  const count = one(counts, "loads of the valid-entry count");
+  const start = one(starts, "negative loop starts");
+  const max = -start / 4;
+  const entries = one(entryBases, "loads of a valid entry") + start;
+  const data = one(dataStores, "clearing stores into tlb_data");
+  if (!Number.isInteger(max) || max < 1 || entries !== count + 4 || data < entries + 4 * max)
+    throw new WasmPatchError(
+      `v86 full_clear_tlb: an unexpected TLB layout (count ${count}, entries ${entries} x ${max}, data ${data}): not the pinned v86 build`,
+    );
+  return { count, entries, max, data };
+}
+
+/**
+ * `_twinvm_write_protect_tlb()`: `for i in 0..min(count, max) { page = entries[i]; if page <
+ * 0x100000 && tlb_data[page] != 0 { tlb_data[page] |= TLB_READONLY } }`. No entry is dropped,
+ * so the list of valid entries stays as it was.
+ */
+function addWriteProtect(module: binaryen.Module, tlb: TlbLayout): void {
+  const i32 = binaryen.i32;
+  const [offset, end, page, at, entry] = [0, 1, 2, 3, 4];
+  const get = (local: number) => module.local.get(local, i32);
+  const set = (local: number, value: binaryen.ExpressionRef) => module.local.set(local, value);
+  const count = () => module.i32.load(0, 4, module.i32.const(tlb.count));
+  const body = module.block(null, [
+    set(end, module.i32.shl(module.select(module.i32.lt_u(count(), module.i32.const(tlb.max)), count(), module.i32.const(tlb.max)), module.i32.const(2))),
+    set(offset, module.i32.const(0)),
+    module.block("done", [
+      module.loop(
+        "next",
+        module.block(null, [
+          module.br("done", module.i32.ge_u(get(offset), get(end))),
+          set(page, module.i32.load(0, 4, module.i32.add(get(offset), module.i32.const(tlb.entries)))),
+          module.if(
+            module.i32.lt_u(get(page), module.i32.const(TLB_PAGES)),
+            module.block(null, [
+              set(at, module.i32.add(module.i32.shl(get(page), module.i32.const(2)), module.i32.const(tlb.data))),
+              set(entry, module.i32.load(0, 4, get(at))),
+              module.if(get(entry), module.i32.store(0, 4, get(at), module.i32.or(get(entry), module.i32.const(TLB_READONLY)))),
+            ]),
+          ),
+          set(offset, module.i32.add(get(offset), module.i32.const(4))),
+          module.br("next"),
+        ]),
+      ),
+    ]),
+  ]);
+  module.addFunction(WRITE_PROTECT_EXPORT, binaryen.none, binaryen.none, [i32, i32, i32, i32, i32], body);
+  module.addFunctionExport(WRITE_PROTECT_EXPORT, WRITE_PROTECT_EXPORT);
+  module.addFunction(TLB_ENTRIES_EXPORT, binaryen.none, i32, [], count());
+  module.addFunctionExport(TLB_ENTRIES_EXPORT, TLB_ENTRIES_EXPORT);
 }
 
 /** `map[page] = 1` when `page` (an expression, evaluated twice) is below the page count. */
@@ -255,8 +380,7 @@ function visitExpressions(root: binaryen.ExpressionRef, visit: (expression: bina
 function childrenOf(expression: binaryen.ExpressionRef): binaryen.ExpressionRef[] {
   const id = binaryen.getExpressionId(expression);
   if (LEAF_EXPRESSIONS.has(id)) return [];
-  if (!KNOWN_EXPRESSIONS.has(id))
-    throw new WasmPatchError(`v86 main_loop holds an expression of kind ${id} the patcher does not know: not the pinned v86 build`);
+  if (!KNOWN_EXPRESSIONS.has(id)) throw new WasmPatchError(`v86 holds an expression of kind ${id} the patcher does not know: not the pinned v86 build`);
   const info = binaryen.getExpressionInfo(expression) as binaryen.ExpressionInfo & Record<string, unknown>;
   const refs = (...keys: string[]) => keys.map((key) => info[key] as binaryen.ExpressionRef);
   switch (id) {
