@@ -127,7 +127,7 @@ export default async function syncModes(context: BenchContext): Promise<BenchRep
       throughputTable(cells),
       "### Console command line answered (ms, median and p99 over all rounds' lines)",
       consoleTable(consoles),
-      "### Per-sync timeline, primary (ms, p50 / p99, rand-4k's cells of all rounds: median of the rounds' p50s and max of their p99s)",
+      "### Per-sync timeline (ms, p50 / p99, rand-4k's cells of all rounds: median of the rounds' p50s and max of their p99s; the primary's stages, and under `wire` each side's share of it)",
       timelineTable(timelines, REPLICATED),
       "Chart: [the per-sync timeline, p50, stacked](sync-modes-timeline.svg).",
       ...(failures.length > 0 ? ["### Failures", failures.map((f) => `- ${f}`).join("\n")] : []),
@@ -149,7 +149,7 @@ async function measureTarget(
     await target.exec(fio("warm", "randwrite", 8), 120_000);
     for (const workload of WORKLOADS) {
       const replicated = config.variant !== "none";
-      if (replicated) await target.metrics(true);
+      if (replicated) await Promise.all([target.metrics(true), target.secondaryMetrics(true)]);
       const { output } = await target.exec(workload.command, 120_000);
       const kib = Number(output.trim().split("\n").at(-1));
       if (!Number.isFinite(kib) || kib <= 0) throw new Error(`fio printed no bandwidth: ${output.slice(-200)}`);
@@ -157,7 +157,8 @@ async function measureTarget(
       log(`round ${round} ${name} ${workload.name}: ${(kib / 1024).toFixed(2)} MiB/s`);
       if (replicated && workload.name === "rand-4k") {
         const metrics: MetricsSnapshot = await target.metrics();
-        into.timelines.push({ round, target: name, stages: metrics.stagesMs, roundTrip: metrics.roundTripMs });
+        const secondaryStages = (await target.secondaryMetrics())?.stagesMs;
+        into.timelines.push({ round, target: name, stages: metrics.stagesMs, ...(secondaryStages && { secondaryStages }), roundTrip: metrics.roundTripMs });
       }
     }
     const answersMs: number[] = [];

@@ -48,6 +48,8 @@ export interface Target {
   hostPort(guestPort: number): number;
   /** The node's metrics (replicated: the primary's); `restart` makes duration percentiles count from now. */
   metrics(restart?: boolean): Promise<MetricsSnapshot>;
+  /** Replicated: the secondary's metrics (`restart` as for `metrics`); unreplicated: undefined. */
+  secondaryMetrics(restart?: boolean): Promise<MetricsSnapshot | undefined>;
   /** Acknowledged syncs from now on, until the returned function is called. */
   recordSyncs(): { syncs: SyncReport[]; stop(): void };
   /** Runs a shell command line in the guest (on the primary). */
@@ -79,6 +81,7 @@ async function startReplicated(template: GuestTemplate, config: TargetConfig): P
     config,
     hostPort: (guestPort) => pair.hostPort(guestPort),
     metrics: (restart = false) => pair.primary.process.metrics(restart),
+    secondaryMetrics: async (restart = false) => pair.secondary?.process.metrics(restart),
     exec: (command, timeoutMs = 120_000) => pair.exec(command, { timeoutMs }),
     recordSyncs() {
       const syncs: SyncReport[] = [];
@@ -132,6 +135,7 @@ async function startUnreplicated(template: GuestTemplate, config: TargetConfig):
     config,
     hostPort: (guestPort) => open.hostPort(guestPort),
     metrics: (restart = false) => started.metrics(restart),
+    secondaryMetrics: () => Promise.resolve(undefined),
     exec: (command, timeoutMs = 120_000) => started.exec(command, timeoutMs),
     recordSyncs: () => ({ syncs: [], stop: () => undefined }),
     replicationPort: () => Promise.resolve(undefined),

@@ -54,6 +54,8 @@ export interface CellResult {
   wallMs: number;
   /** The primary's counters over this workload (replicated variants). */
   metrics?: MetricsSnapshot;
+  /** The secondary's per-sync stages over this workload (replicated variants). */
+  secondaryStages?: MetricsSnapshot["stagesMs"];
 }
 
 export interface MatrixResults {
@@ -104,10 +106,12 @@ export async function runMatrix(config: MatrixConfig, log: (line: string) => voi
               try {
                 for (const workload of workloads) {
                   const before = variant === "none" ? undefined : await pair.primary.metrics(true);
+                  await pair.secondary?.metrics(true);
                   const t0 = performance.now();
                   const { output } = await pair.primary.exec(fioCommand(workload), 600_000);
                   const wallMs = performance.now() - t0;
                   const after = variant === "none" ? undefined : await pair.primary.metrics();
+                  const secondaryStages = (await pair.secondary?.metrics())?.stagesMs;
                   const kibPerSecond = parseBandwidth(output, workload);
                   results.cells.push({
                     link: link.name,
@@ -118,6 +122,7 @@ export async function runMatrix(config: MatrixConfig, log: (line: string) => voi
                     kibPerSecond,
                     wallMs,
                     ...(after && { metrics: metricsSince(before!, after) }),
+                    ...(secondaryStages && { secondaryStages }),
                   });
                   log(`${cell} ${workload.name}: ${(kibPerSecond / 1024).toFixed(2)} MiB/s`);
                 }
@@ -140,6 +145,7 @@ export async function runMatrix(config: MatrixConfig, log: (line: string) => voi
 
 interface RunningPair {
   primary: NodeProcess;
+  secondary: NodeProcess | undefined;
   stop(): Promise<void>;
 }
 
@@ -161,6 +167,7 @@ async function startPair(
   const common = { memoryMiB: guest.memoryMiB, secretFile, metricsIntervalMs: 0 };
   const processes: NodeProcess[] = [];
   let proxy: FaultProxy | undefined;
+  let secondary: NodeProcess | undefined;
   const stop = async () => {
     await proxy?.close();
     await Promise.all(processes.map((p) => p.kill()));
@@ -168,7 +175,7 @@ async function startPair(
   try {
     let connect: string | undefined;
     if (variant !== "none") {
-      const secondary = new NodeProcess({ role: "secondary", mode: ENGINE_MODE[variant], disks: disks("secondary"), ...common });
+      secondary = new NodeProcess({ role: "secondary", mode: ENGINE_MODE[variant], disks: disks("secondary"), ...common });
       processes.push(secondary);
       connect = await secondary.listeningUrl(120_000);
       if (shaping === "proxy" && link.bitsPerSecond !== undefined) {
@@ -194,7 +201,7 @@ async function startPair(
       await primary.waitForState("protected", 300_000);
     }
     await primary.exec(fioCommand(warmUp(warmUpSeconds)), 300_000);
-    return { primary, stop };
+    return { primary, secondary, stop };
   } catch (error) {
     await stop();
     throw error;

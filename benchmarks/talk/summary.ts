@@ -47,7 +47,12 @@ export function timelineSamples(run: TalkRun): TimelineSample[] {
   const workload = timelineWorkload(run);
   return run.main.cells
     .filter((c) => c.link === link && c.workload === workload && c.metrics !== undefined)
-    .map((c) => ({ target: c.variant, stages: c.metrics!.stagesMs, roundTrip: c.metrics!.roundTripMs }));
+    .map((c) => ({
+      target: c.variant,
+      stages: c.metrics!.stagesMs,
+      ...(c.secondaryStages && { secondaryStages: c.secondaryStages }),
+      roundTrip: c.metrics!.roundTripMs,
+    }));
 }
 
 /** The variants that replicate, in the run's order. */
@@ -229,7 +234,7 @@ export function summarizeTalk(run: TalkRun): TalkSummary {
     nextRequest,
   };
   const timeline =
-    `### Per-sync timeline, primary, ${unshaped} (ms, p50 / p99, ${timelineOf}: median of the rounds' p50s and max of their p99s)\n\n` +
+    `### Per-sync timeline, ${unshaped} (ms, p50 / p99, ${timelineOf}: median of the rounds' p50s and max of their p99s; the primary's stages, and under \`wire\` each side's share of it: the rest of \`wire\` is the link and the wait for each side's event loop)\n\n` +
     timelineTable(timelines, replicatedVariants(run));
   data["timelines"] = timelines;
   return { description, table: [comparison, ...sections, timeline].join("\n\n"), data };

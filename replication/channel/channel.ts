@@ -7,7 +7,7 @@ import { encodeControl, decodeControl } from "../protocol/control-codec.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { announcedFrameLength } from "../protocol/frame-header.ts";
 import type { BinaryFrame, EncodeOptions } from "../protocol/frames.ts";
-import { decodeFrame, encodeFrame } from "../protocol/frame-codec.ts";
+import { decodeFrame, encodeFrame, encodeFrameNow } from "../protocol/frame-codec.ts";
 import { MAX_TEXT_FIELD } from "../protocol/limits.ts";
 import type { ControlMessage, NodeRole } from "../protocol/messages.ts";
 import type { Inbound, SessionOrder } from "../protocol/session-order.ts";
@@ -49,10 +49,13 @@ export class ReplicationChannel {
   private readonly order: SessionOrder;
   private inbound: Promise<void> = Promise.resolve();
   private outbound: Promise<void> = Promise.resolve();
+  /** Sends being encoded or queued in `outbound`, not yet on the transport: `sendFramesNow` may not pass them. */
+  private outboundPending = 0;
   private protocolError: ProtocolError | undefined;
   private queuedInbound = 0;
   private readingPaused = false;
   private activityListener: (() => void) | undefined;
+  #arrivedAt: number | undefined;
 
   constructor(
     private readonly transport: Transport,
@@ -73,6 +76,14 @@ export class ReplicationChannel {
 
   get isOpen(): boolean {
     return this.transport.isOpen && this.protocolError === undefined;
+  }
+
+  /**
+   * When the record whose messages are being delivered now reached this side (performance.now()):
+   * a handler's measure of how long the message took from the transport to it (the timeline).
+   */
+  get arrivedAt(): number | undefined {
+    return this.#arrivedAt;
   }
 
   /** Whether we stopped reading from the peer (our handler is behind): silence now is ours, not the peer's. */
@@ -99,13 +110,14 @@ export class ReplicationChannel {
   /** Starts delivery; messages that arrived before this call are delivered first, in order. */
   onMessage(handler: ChannelHandler): void {
     this.transport.onMessage((raw) => {
+      const arrivedAt = performance.now();
       this.activityListener?.();
       if (++this.queuedInbound > INBOUND_HIGH_WATER && !this.readingPaused) {
         this.readingPaused = true;
         this.transport.pauseReceiving();
       }
       this.inbound = this.inbound
-        .then(() => this.accept(raw, handler))
+        .then(() => this.accept(raw, handler, arrivedAt))
         .finally(() => {
           if (--this.queuedInbound <= INBOUND_LOW_WATER && this.readingPaused) {
             this.readingPaused = false;
@@ -137,11 +149,11 @@ export class ReplicationChannel {
    * needs frames in order awaits each sendFrame before sending the next.
    */
   async sendFrame(frame: BinaryFrame, options?: EncodeOptions): Promise<number> {
-    const bytes = await encodeFrame(frame, options);
+    const bytes = await this.encoded(encodeFrame(frame, options));
     return this.enqueueOutbound(() => {
       this.order.sentFrame(frame);
       return this.seal(RecordType.frame, bytes);
-    });
+    }, true);
   }
 
   /**
@@ -150,21 +162,55 @@ export class ReplicationChannel {
    * the wire; a record's overhead counts to its first frame.
    */
   async sendFrames(frames: readonly BinaryFrame[], options?: EncodeOptions): Promise<number[]> {
-    const encoded = await Promise.all(frames.map((frame) => encodeFrame(frame, options)));
+    const encoded = await this.encoded(Promise.all(frames.map((frame) => encodeFrame(frame, options))));
     return this.enqueueOutbound(async () => {
       const sizes: number[] = [];
-      for (let start = 0; start < frames.length;) {
-        let end = start + 1;
-        let bytes = encoded[start]!.length;
-        while (end < frames.length && bytes + encoded[end]!.length <= BATCH_RECORD_BYTES) bytes += encoded[end++]!.length;
-        for (let i = start; i < end; i++) this.order.sentFrame(frames[i]!);
-        const batch = encoded.slice(start, end);
-        const sent = await this.seal(batch.length === 1 ? RecordType.frame : RecordType.frames, ...batch);
-        sizes.push(encoded[start]!.length + sent - bytes, ...batch.slice(1).map((frame) => frame.length));
-        start = end;
-      }
+      for (const batch of this.batches(frames, encoded)) sizes.push(...batch.sizes(await this.seal(batch.type, ...batch.payloads)));
       return sizes;
-    });
+    }, true);
+  }
+
+  /**
+   * As `sendFrames` without compression, on the transport before this call returns, so that a
+   * sync taken inside the guest's slice leaves before the slice ends (each `await` would wait
+   * for it). Returns undefined, having sent nothing, where that cannot keep the order or the
+   * record layer seals asynchronously (WebCrypto): send with `sendFrames` then.
+   */
+  sendFramesNow(frames: readonly BinaryFrame[]): number[] | undefined {
+    if (this.outboundPending > 0 || !this.records.sealsNow || !this.isOpen) return undefined;
+    const encoded = frames.map((frame) => encodeFrameNow(frame));
+    const sizes: number[] = [];
+    for (const batch of this.batches(frames, encoded)) {
+      const record = this.records.sealNow(batch.type, ...batch.payloads);
+      this.transport.sendBinary(record);
+      sizes.push(...batch.sizes(record.length));
+    }
+    return sizes;
+  }
+
+  /**
+   * Encoded frames grouped into as few records as the batch size allows (one sync's small
+   * frames: one seal, one message, one write), each frame's place in the session taken as its
+   * record is formed; `sizes` gives each frame's share of its record's bytes on the wire (the
+   * record's overhead counts to its first frame).
+   */
+  private *batches(
+    frames: readonly BinaryFrame[],
+    encoded: readonly Uint8Array[],
+  ): Generator<{ type: RecordTypeCode; payloads: Uint8Array[]; sizes(recordBytes: number): number[] }> {
+    for (let start = 0; start < frames.length;) {
+      let end = start + 1;
+      let bytes = encoded[start]!.length;
+      while (end < frames.length && bytes + encoded[end]!.length <= BATCH_RECORD_BYTES) bytes += encoded[end++]!.length;
+      for (let i = start; i < end; i++) this.order.sentFrame(frames[i]!);
+      const payloads = encoded.slice(start, end);
+      yield {
+        type: payloads.length === 1 ? RecordType.frame : RecordType.frames,
+        payloads,
+        sizes: (recordBytes) => [payloads[0]!.length + recordBytes - bytes, ...payloads.slice(1).map((frame) => frame.length)],
+      };
+      start = end;
+    }
   }
 
   /** Says goodbye (if still open) and closes. */
@@ -181,18 +227,36 @@ export class ReplicationChannel {
     return record.length;
   }
 
-  private enqueueOutbound<T>(work: () => Promise<T>): Promise<T> {
+  /**
+   * Awaits a send's encoding with the send counted as pending from the start: the caller's
+   * enqueueOutbound(work, true) takes the count over in the same turn, so `sendFramesNow` never
+   * sees the queue idle while an earlier send is still on its way into it.
+   */
+  private async encoded<T>(encoding: Promise<T>): Promise<T> {
+    this.outboundPending++;
+    try {
+      return await encoding;
+    } catch (error) {
+      this.outboundPending--;
+      throw error;
+    }
+  }
+
+  /** `counted`: `encoded` already counted this send as pending. */
+  private enqueueOutbound<T>(work: () => Promise<T>, counted = false): Promise<T> {
+    if (!counted) this.outboundPending++;
     const step = this.outbound.then(work);
     this.outbound = step.then(
-      () => undefined,
-      () => undefined,
+      () => void this.outboundPending--,
+      () => void this.outboundPending--,
     );
     return step;
   }
 
-  private async accept(raw: InboundMessage, handler: ChannelHandler): Promise<void> {
+  private async accept(raw: InboundMessage, handler: ChannelHandler, arrivedAt: number): Promise<void> {
     // Not gated on isOpen: what the peer sent before closing (e.g. its goodbye) still counts.
     if (this.protocolError !== undefined) return;
+    this.#arrivedAt = arrivedAt;
     let record: { type: RecordTypeCode; payload: Uint8Array };
     try {
       if (raw.kind !== "binary") throw new ProtocolError("unauthenticated", "a text message after the handshake (everything is encrypted now)");

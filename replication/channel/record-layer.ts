@@ -65,6 +65,25 @@ export class RecordLayer {
 
   /** Seals one record whose payload is `payloads` back to back; call in the order the records go on the wire. */
   async seal(type: RecordTypeCode, ...payloads: Uint8Array[]): Promise<Uint8Array> {
+    const { iv, plaintext } = this.#next(type, payloads);
+    return this.keys.send.seal(iv, plaintext);
+  }
+
+  /** Whether `sealNow` can seal (the AEAD is synchronous: Node's, not WebCrypto's). */
+  get sealsNow(): boolean {
+    return this.keys.send.implementation === "node";
+  }
+
+  /** As `seal`, in this call; only where `sealsNow`. */
+  sealNow(type: RecordTypeCode, ...payloads: Uint8Array[]): Uint8Array {
+    if (!this.sealsNow) throw new Error("sealNow: this record layer's AEAD is asynchronous");
+    const { iv, plaintext } = this.#next(type, payloads);
+    const record = this.keys.send.seal(iv, plaintext);
+    if (!(record instanceof Uint8Array)) throw new Error("sealNow: the AEAD answered asynchronously");
+    return record;
+  }
+
+  #next(type: RecordTypeCode, payloads: readonly Uint8Array[]): { iv: Uint8Array; plaintext: Uint8Array } {
     if (this.#sent >= MAX_RECORDS_PER_KEY) throw new ProtocolError("oversized", "this session's key has sealed its limit of records; reconnect");
     const iv = ivFor(this.#sent++);
     const plaintext = new Uint8Array(1 + payloads.reduce((n, payload) => n + payload.length, 0));
@@ -74,7 +93,7 @@ export class RecordLayer {
       plaintext.set(payload, at);
       at += payload.length;
     }
-    return this.keys.send.seal(iv, plaintext);
+    return { iv, plaintext };
   }
 
   /** Opens one record; call in arrival order. Throws ProtocolError("auth-failed") for anything not sealed by the peer as its next record. */

@@ -54,12 +54,28 @@ export class DurationStats {
  * Where a sync's time goes, stage by stage (the per-sync timeline). Primary: `boundary` (work
  * waiting for the guest's instruction boundary), `pages`, `state` and `encode` (the capture,
  * the guest stopped), `send` (sealed and handed to the socket), `wire` (from the socket to the
- * ack: both directions and the secondary's share), `release` (what the ack frees), and
- * `next-request` (from the ack to the guest's next disk request). Secondary: `apply` (the
- * sync checked and applied to the replica's RAM, its disk operations queued) and `ack` (the ack
- * sealed and handed to the socket).
+ * ack: both directions and the secondary's share), `ack-receive` (the part of `wire` from the
+ * ack's arrival at this side's transport to its handling: opened, decoded, checked, and the
+ * wait for the event loop), `release` (what the ack frees), and `next-request` (from the ack to
+ * the guest's next disk request). Secondary: `receive` (from the arrival of the sync's last
+ * record at its transport to the sync assembled: opened, decoded, checked), `apply` (the sync
+ * applied to the replica's RAM, its disk operations queued) and `ack` (the ack sealed and
+ * handed to the socket).
  */
-export const SYNC_STAGES = ["boundary", "pages", "state", "encode", "send", "wire", "release", "next-request", "apply", "ack"] as const;
+export const SYNC_STAGES = [
+  "boundary",
+  "pages",
+  "state",
+  "encode",
+  "send",
+  "wire",
+  "ack-receive",
+  "release",
+  "next-request",
+  "receive",
+  "apply",
+  "ack",
+] as const;
 export type SyncStage = (typeof SYNC_STAGES)[number];
 
 export interface DurationSummary {

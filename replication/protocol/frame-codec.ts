@@ -47,6 +47,16 @@ export async function encodeFrame(frame: BinaryFrame, options: EncodeOptions = {
       flags |= FrameFlag.compressed;
     }
   }
+  return assemble(frame, kindHeader, prefix, data, flags);
+}
+
+/** The same bytes as `encodeFrame` without compression, in this call (no deflate to wait for). */
+export function encodeFrameNow(frame: BinaryFrame): Uint8Array {
+  const { kindHeader, prefix, data } = layout(frame);
+  return assemble(frame, kindHeader, prefix, data, frame.kind === "disk-chunk" && frame.data === "zeros" ? FrameFlag.zeroChunk : 0);
+}
+
+function assemble(frame: BinaryFrame, kindHeader: Uint8Array, prefix: Uint8Array, data: Uint8Array, flags: number): Uint8Array {
   const total = FRAME_HEADER_BYTES + kindHeader.length + prefix.length + data.length;
   if (total > MAX_FRAME_BYTES) throw new ProtocolError("oversized", `${frame.kind} frame would be ${total} bytes, limit ${MAX_FRAME_BYTES}`);
   const out = new Uint8Array(total);

@@ -98,6 +98,7 @@ async function attachSecondary(pair: Pair, options: PairOptions = {}): Promise<v
     for (const frame of frames) sizes.push(await channel.sendFrame(frame, encode));
     return sizes;
   };
+  channel.sendFramesNow = () => undefined; // every sync through the wrappers above
   await pair.primary.protect(channel);
 }
 
@@ -150,6 +151,37 @@ describe("replication engines against a fake guest", function () {
     expect(pair.primary.metrics.syncs).to.be.greaterThan(0);
     expect(pair.primary.metrics.bytes.diskBlocks).to.equal(0);
     await pair.primary.close();
+  });
+
+  it("puts a sync on the wire from its capture, before the boundary's work returns (inside the guest's slice nothing awaited would run); compressed syncs go the queued way", async () => {
+    for (const compressSyncs of [false, true]) {
+      const primaryGuest = new FakeGuest();
+      const primary = new PrimaryEngine(primaryGuest, { mode: "logging-replay", onSecondaryLoss: "continue", syncMode: "synchronous", compressSyncs });
+      const secondaryGuest = new FakeGuest();
+      const { link, channel } = await linkSecondary(primary, secondaryGuest);
+      await primary.protect(channel);
+      let records = 0;
+      const send = link.a.sendBinary.bind(link.a);
+      link.a.sendBinary = (bytes) => {
+        records++;
+        send(bytes);
+      };
+      const sentDuringCapture: number[] = [];
+      primaryGuest.atNextBoundary = <T>(work: () => T) =>
+        Promise.resolve().then(() => {
+          const before = records;
+          const result = work();
+          sentDuringCapture.push(records - before);
+          return result;
+        });
+      expect(await primaryGuest.write(40, sector(8, 0x5a)).completion).to.equal("ok");
+      expect(sentDuringCapture, compressSyncs ? "compressed: after the boundary" : "the sync's record, sent by the capture").to.deep.equal([
+        compressSyncs ? 0 : 1,
+      ]);
+      const secondaryDisk = (secondaryGuest.disks[0]!.backend as MemoryBackend).bytes;
+      await until(() => secondaryDisk[40 * 512] === 0x5a, "the replayed write on the secondary's disk");
+      await primary.close();
+    }
   });
 
   it("lets the event loop turn between the ranges of the live initial copy (the guest and the heartbeats run)", async () => {

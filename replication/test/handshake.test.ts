@@ -254,7 +254,8 @@ describe("the record layer after the handshake", () => {
     expect(events).to.have.length(1);
   });
 
-  it("carries a burst of small frames in one record and delivers them one by one, in order", async () => {
+  /** A session in its initial copy (memory-pages frames allowed), with the records the primary put on the transport and the events the secondary got. */
+  async function copying(): Promise<{ p: ReplicationChannel; sent: Uint8Array[]; events: ChannelEvent[] }> {
     const { p, s, raw } = await session();
     const sent: Uint8Array[] = [];
     const send = raw.sendBinary.bind(raw);
@@ -265,14 +266,30 @@ describe("the record layer after the handshake", () => {
     const events: ChannelEvent[] = [];
     s.onMessage((event) => void events.push(event));
     await p.send({ type: "init-begin", seq: 0, epoch: 1, memoryBytes: 64 * 4096, pageSize: 4096, diskMode: "io-log", disks: [] });
-    const pages = (first: number, fill: number): BinaryFrame => ({
-      kind: "memory-pages",
-      seq: 0,
-      epoch: 1,
-      indices: Uint32Array.of(first, first + 1),
-      data: new Uint8Array(2 * 4096).fill(fill),
-      zeroIndices: new Uint32Array(0),
-    });
+    return { p, sent, events };
+  }
+
+  const pages = (first: number, fill: number): BinaryFrame => ({
+    kind: "memory-pages",
+    seq: 0,
+    epoch: 1,
+    indices: Uint32Array.of(first, first + 1),
+    data: new Uint8Array(2 * 4096).fill(fill),
+    zeroIndices: new Uint32Array(0),
+  });
+
+  /** After init-begin: each frame as [first page, fill byte], each control message by its type. */
+  async function delivered(events: ChannelEvent[], count: number): Promise<unknown[]> {
+    while (events.length < count + 1) await new Promise((resolve) => setImmediate(resolve));
+    return events
+      .slice(1)
+      .map((e) =>
+        e.channel === "frame" && e.frame.kind === "memory-pages" ? [e.frame.indices[0], e.frame.data[0]] : e.channel === "control" ? e.message.type : e.channel,
+      );
+  }
+
+  it("carries a burst of small frames in one record and delivers them one by one, in order", async () => {
+    const { p, sent, events } = await copying();
     const recordsBefore = sent.length;
     const sizes = await p.sendFrames([pages(0, 1), pages(2, 2), pages(4, 3)]);
     expect(sent.length - recordsBefore, "one record for the burst").to.equal(1);
@@ -280,14 +297,49 @@ describe("the record layer after the handshake", () => {
       sizes.reduce((n, size) => n + size, 0),
       "the frames' shares add up to the record",
     ).to.equal(sent.at(-1)!.length);
-    while (events.length < 4) await new Promise((resolve) => setImmediate(resolve));
-    expect(
-      events.slice(1).map((e) => (e.channel === "frame" && e.frame.kind === "memory-pages" ? [e.frame.indices[0], e.frame.data[0]] : e.channel)),
-    ).to.deep.equal([
+    expect(await delivered(events, 3)).to.deep.equal([
       [0, 1],
       [2, 2],
       [4, 3],
     ]);
+  });
+
+  it("sends frames within the call when nothing is queued ahead, and sends nothing while an earlier send is on its way", async () => {
+    const { p, sent, events } = await copying();
+    const before = sent.length;
+    const sizes = p.sendFramesNow([pages(0, 1), pages(2, 2)]);
+    expect(sent.length - before, "one record, on the transport before the call returned").to.equal(1);
+    expect(
+      sizes?.reduce((n, size) => n + size, 0),
+      "the frames' shares add up to the record",
+    ).to.equal(sent.at(-1)!.length);
+    // A compressed send is still encoding, a heartbeat queued behind it: nothing may pass them.
+    const compressed = p.sendFrames([pages(4, 3)], { compress: true });
+    const heartbeat = p.send({ type: "heartbeat", epoch: 1, id: 7 });
+    const recordsWhileQueued = sent.length;
+    expect(p.sendFramesNow([pages(6, 4)]), "refused while a send is queued").to.equal(undefined);
+    expect(sent.length, "and nothing was sent").to.equal(recordsWhileQueued);
+    await Promise.all([compressed, heartbeat]);
+    expect(p.sendFramesNow([pages(6, 4)]), "taken once the queue is empty").to.not.equal(undefined);
+    expect(await delivered(events, 5)).to.deep.equal([
+      [0, 1],
+      [2, 2],
+      "heartbeat", // not stuck behind the compression (sendFrame)
+      [4, 3],
+      [6, 4],
+    ]);
+  });
+
+  it("seals within the call only with Node's AES-GCM; a WebCrypto layer refuses without using up a record number", async () => {
+    const secret = randomBytes(32);
+    const [i, a] = [randomBytes(32), randomBytes(32)];
+    const [nodeSide, webSide] = await Promise.all([deriveRecordKeys(secret, i, a, 2, true), deriveRecordKeys(secret, i, a, 2, false, "webcrypto")]);
+    const [node, web] = [new RecordLayer(nodeSide), new RecordLayer(webSide)];
+    expect([node.sealsNow, web.sealsNow]).to.deep.equal([true, false]);
+    const payload = randomBytes(5000);
+    expect(Buffer.from((await web.open(node.sealNow(RecordType.frame, payload))).payload).equals(payload)).to.equal(true);
+    expect(() => web.sealNow(RecordType.frame, payload)).to.throw(/asynchronous/);
+    expect(Buffer.from((await node.open(await web.seal(RecordType.frame, payload))).payload).equals(payload), "the refused seal took no number").to.equal(true);
   });
 
   it("ends the session at the first frame of a batched record that breaks the order, delivering none after it", async () => {

@@ -455,12 +455,34 @@ export class PrimaryEngine {
     const workSince = this.#workSince();
     const askedAt = performance.now();
     let sync: InFlightSync | undefined;
+    let sent = false;
     try {
-      sync = await this.#guest.atNextBoundary(() => captureSync(this.#core, session, this.#checks, this.#waiters, { workSince, askedAt }));
+      // Sent where it is taken when it can be: the boundary is usually inside the guest's slice,
+      // and anything awaited waits for the slice to end (a speculative capture's slice runs on).
+      sync = await this.#guest.atNextBoundary(() => {
+        const taken = captureSync(this.#core, session, this.#checks, this.#waiters, { workSince, askedAt });
+        sent = taken !== undefined && this.#sendNow(session, taken);
+        return taken;
+      });
     } catch (error) {
       return this.#lose(session, `capture failed: ${(error as Error).message}`);
     }
-    if (sync !== undefined) void this.#send(session, sync);
+    if (sync !== undefined && !sent) void this.#send(session, sync);
+  }
+
+  /** Sends a sync in this call if nothing is ahead of it and it needs no compression; false: send it with #send. */
+  #sendNow(session: PrimarySession, sync: InFlightSync): boolean {
+    if (this.#options.compressSyncs || sync.after.length > 0) return false;
+    try {
+      if (!session.sendFramesNow(sync.encoded!.frames, sync.bytes)) return false;
+    } catch (error) {
+      // Thrown inside the guest's slice: the loss waits for the slice's end.
+      queueMicrotask(() => this.#lose(session, `sending sync ${sync.seq} failed: ${(error as Error).message}`));
+      return true;
+    }
+    sync.sentAt = performance.now();
+    this.metrics.stage("send", sync.sentAt - sync.capturedAt);
+    return true;
   }
 
   async #send(session: PrimarySession, sync: InFlightSync): Promise<void> {

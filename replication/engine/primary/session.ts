@@ -72,6 +72,8 @@ export class PrimarySession {
   #heartbeatId = 0;
   /** Syncs go on the wire one after another: sync N+1's frames never overtake sync N's. */
   #sending: Promise<void> = Promise.resolve();
+  /** Sends in `#sending` not yet finished: `sendFramesNow` may not pass them. */
+  #sendingCount = 0;
   #heartbeat: Timer | undefined;
   readonly #liveness: Liveness;
   /** The last sign the syncs move (an ack, or bytes of ours still queued for the link), on the session's clock. */
@@ -188,9 +190,27 @@ export class PrimarySession {
     options?: EncodeOptions,
     after: readonly ControlMessage[] = [],
   ): Promise<void> {
+    this.#sendingCount++;
     const sent = this.#sending.then(() => this.#sendInOrder(frames, into, options, after));
-    this.#sending = sent.catch(() => undefined);
+    this.#sending = sent.then(
+      () => void this.#sendingCount--,
+      () => void this.#sendingCount--,
+    );
     return sent;
+  }
+
+  /**
+   * As `sendFrames` (uncompressed, nothing to follow), on the wire before this call returns;
+   * false, having sent nothing, where it cannot go at once without passing an earlier send (then
+   * use `sendFrames`). For a capture inside the guest's slice: its sync need not wait for the
+   * slice's end to leave.
+   */
+  sendFramesNow(frames: readonly OutgoingFrame[], into: Record<ByteCategory, number>): boolean {
+    if (this.#ended || this.#sendingCount > 0) return false;
+    const sizes = this.channel.sendFramesNow(frames.map(({ frame }) => frame));
+    if (sizes === undefined) return false;
+    this.#countFrames(frames, sizes, into);
+    return true;
   }
 
   /** Resolves with the secondary's digests for consistency check `id` (rejects if the session ends first). */
@@ -216,6 +236,10 @@ export class PrimarySession {
       frames.map(({ frame }) => frame),
       options,
     );
+    this.#countFrames(frames, sizes, into);
+  }
+
+  #countFrames(frames: readonly OutgoingFrame[], sizes: readonly number[], into: Record<ByteCategory, number>): void {
     for (const [i, { frame, category }] of frames.entries()) {
       const bytes = sizes[i]!;
       if (frame.kind === "sync-commit") {
@@ -278,6 +302,8 @@ export class PrimarySession {
         const sync = this.#inFlight.shift()?.sync;
         if (sync === undefined || sync.seq !== message.seq) return this.#lose(`sync-ack ${message.seq} for a sync not in flight`);
         this.#progressAt = this.#clock.now();
+        const arrivedAt = this.channel.arrivedAt;
+        if (arrivedAt !== undefined) this.#options.metrics.stage("ack-receive", performance.now() - arrivedAt);
         return this.#options.events.acknowledged(sync);
       }
       case "promoted":

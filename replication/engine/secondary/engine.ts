@@ -258,6 +258,8 @@ export class SecondaryEngine {
         const sync = attachment.assembler.add(frame);
         if (sync === undefined) return;
         const applying = performance.now();
+        const arrivedAt = attachment.channel.arrivedAt;
+        if (arrivedAt !== undefined) this.metrics.stage("receive", applying - arrivedAt);
         const { io, replayed } = this.#replica.apply(sync);
         this.#carried.add(sync.output);
         const applied = performance.now();
