@@ -37,23 +37,23 @@ import { ByteReader, ByteWriter } from "./byte-io.ts";
 import { PAGE_SIZE, SECTOR_SIZE } from "../../emulator/units.ts";
 
 export async function encodeFrame(frame: BinaryFrame, options: EncodeOptions = {}): Promise<Uint8Array> {
-  const { kindHeader, prefix, data: raw } = layout(frame);
-  let data = raw;
-  let flags = frame.kind === "disk-chunk" && frame.data === "zeros" ? FrameFlag.zeroChunk : 0;
-  if (options.compress === true && raw.length > 0) {
-    const deflated = await deflate(raw);
-    if (deflated.length < raw.length) {
-      data = deflated;
-      flags |= FrameFlag.compressed;
-    }
+  if (options.compress !== true) return encodeFrameNow(frame);
+  const { kindHeader, prefix, data } = layout(frame);
+  if (data.length > 0) {
+    const deflated = await deflate(data);
+    if (deflated.length < data.length) return assemble(frame, kindHeader, prefix, deflated, plainFlags(frame) | FrameFlag.compressed);
   }
-  return assemble(frame, kindHeader, prefix, data, flags);
+  return assemble(frame, kindHeader, prefix, data, plainFlags(frame));
 }
 
 /** The same bytes as `encodeFrame` without compression, in this call (no deflate to wait for). */
 export function encodeFrameNow(frame: BinaryFrame): Uint8Array {
   const { kindHeader, prefix, data } = layout(frame);
-  return assemble(frame, kindHeader, prefix, data, frame.kind === "disk-chunk" && frame.data === "zeros" ? FrameFlag.zeroChunk : 0);
+  return assemble(frame, kindHeader, prefix, data, plainFlags(frame));
+}
+
+function plainFlags(frame: BinaryFrame): number {
+  return frame.kind === "disk-chunk" && frame.data === "zeros" ? FrameFlag.zeroChunk : 0;
 }
 
 function assemble(frame: BinaryFrame, kindHeader: Uint8Array, prefix: Uint8Array, data: Uint8Array, flags: number): Uint8Array {

@@ -480,16 +480,19 @@ export class PrimaryEngine {
       queueMicrotask(() => this.#lose(session, `sending sync ${sync.seq} failed: ${(error as Error).message}`));
       return true;
     }
+    this.#sent(sync);
+    return true;
+  }
+
+  #sent(sync: InFlightSync): void {
     sync.sentAt = performance.now();
     this.metrics.stage("send", sync.sentAt - sync.capturedAt);
-    return true;
   }
 
   async #send(session: PrimarySession, sync: InFlightSync): Promise<void> {
     try {
       await session.sendFrames(sync.encoded!.frames, sync.bytes, { compress: this.#options.compressSyncs }, sync.after);
-      sync.sentAt = performance.now();
-      this.metrics.stage("send", sync.sentAt - sync.capturedAt);
+      this.#sent(sync);
     } catch (error) {
       this.#lose(session, `sending sync ${sync.seq} failed: ${(error as Error).message}`);
     }
