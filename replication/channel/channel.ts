@@ -228,9 +228,9 @@ export class ReplicationChannel {
   }
 
   /**
-   * Awaits a send's encoding with the send counted as pending from the start: the caller's
-   * enqueueOutbound(work, true) takes the count over in the same turn, so `sendFramesNow` never
-   * sees the queue idle while an earlier send is still on its way into it.
+   * Awaits a send's encoding with the send counted as pending from the start; the count stays
+   * until the caller's enqueueOutbound(work, true) takes it over, so `sendFramesNow` never sees
+   * the queue idle while an earlier send is still on its way into it.
    */
   private async encoded<T>(encoding: Promise<T>): Promise<T> {
     this.outboundPending++;
